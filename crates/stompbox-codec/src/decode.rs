@@ -1,0 +1,463 @@
+use crate::{Command, DecodeError, Frame, Headers, Version, escape::unescape, header};
+use bytes::{Buf, BytesMut};
+use std::ops::Range;
+
+/// Limits the decoder enforces before buffering the bytes they guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest whole frame (command, headers, body), in bytes. Default 64 KiB.
+    pub max_frame_bytes: usize,
+    /// Longest single header line (or command line), in bytes. Default 8 KiB.
+    pub max_header_line: usize,
+    /// Most header lines in one frame. Default 64.
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_frame_bytes: 64 * 1024,
+            max_header_line: 8 * 1024,
+            max_headers: 64,
+        }
+    }
+}
+
+/// One item taken off the byte stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// A complete frame.
+    Frame(Frame),
+    /// One or more end-of-line bytes between frames: a heart-beat.
+    Heartbeat,
+}
+
+/// Where the decoder is inside the frame it is assembling. Offsets are
+/// relative to the start of the caller's buffer, which only ever grows at the
+/// end between calls, so scanning resumes where it stopped instead of
+/// rescanning (a frame trickling in byte by byte stays linear).
+#[derive(Debug, Default)]
+enum State {
+    #[default]
+    Idle,
+    Head {
+        scanned: usize,
+        line_start: usize,
+        lines: Vec<Range<usize>>,
+    },
+    Body {
+        head: Head,
+        scanned: usize,
+    },
+}
+
+#[derive(Debug)]
+struct Head {
+    command: Command,
+    headers: Vec<(Range<usize>, Range<usize>)>,
+    body_start: usize,
+    content_length: Option<usize>,
+}
+
+/// Incremental STOMP frame decoder.
+///
+/// Feed it a buffer that you append socket reads to; each call to
+/// [`Decoder::decode`] removes at most one item from its front. `Ok(None)`
+/// means more bytes are needed. After an error the stream is unusable: the
+/// peer is to be sent an ERROR and disconnected.
+#[derive(Debug)]
+pub struct Decoder {
+    version: Version,
+    limits: Limits,
+    state: State,
+}
+
+impl Decoder {
+    /// A decoder for a connection whose version is not agreed yet (headers
+    /// are unescaped as in 1.2, which only matters for non-CONNECT frames).
+    pub fn new(limits: Limits) -> Decoder {
+        Decoder {
+            version: Version::V1_2,
+            limits,
+            state: State::Idle,
+        }
+    }
+
+    /// Sets the negotiated version, which decides header unescaping.
+    pub fn set_version(&mut self, version: Version) {
+        self.version = version;
+    }
+
+    /// The version frames are decoded as.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Takes the next frame or heart-beat off the front of `buf`.
+    ///
+    /// # Errors
+    ///
+    /// A [`DecodeError`] when the bytes are not a valid frame or break a limit.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, DecodeError> {
+        let result = self.decode_inner(buf);
+        if result.is_err() {
+            self.state = State::Idle;
+        }
+        result
+    }
+
+    fn decode_inner(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, DecodeError> {
+        loop {
+            match &mut self.state {
+                State::Idle => {
+                    let eols = leading_eols(buf);
+                    if eols > 0 {
+                        buf.advance(eols);
+                        return Ok(Some(Decoded::Heartbeat));
+                    }
+                    // A lone '\r' may be the start of a CRLF heart-beat.
+                    if buf.is_empty() || buf[..] == b"\r"[..] {
+                        return Ok(None);
+                    }
+                    self.state = State::Head {
+                        scanned: 0,
+                        line_start: 0,
+                        lines: Vec::new(),
+                    };
+                }
+                State::Head {
+                    scanned,
+                    line_start,
+                    lines,
+                } => {
+                    let Some(body_start) =
+                        scan_head(buf, scanned, line_start, lines, &self.limits)?
+                    else {
+                        return Ok(None);
+                    };
+                    let head = parse_head(buf, lines, body_start, &self.limits)?;
+                    self.state = State::Body { head, scanned: 0 };
+                }
+                State::Body { head, scanned } => {
+                    let Some(body_end) = find_body_end(buf, head, scanned, &self.limits)? else {
+                        return Ok(None);
+                    };
+                    let State::Body { head, .. } = std::mem::take(&mut self.state) else {
+                        unreachable!("state checked by the match arm");
+                    };
+                    return self.finish(buf, head, body_end).map(Some);
+                }
+            }
+        }
+    }
+
+    fn finish(
+        &self,
+        buf: &mut BytesMut,
+        head: Head,
+        body_end: usize,
+    ) -> Result<Decoded, DecodeError> {
+        let bytes = buf.split_to(body_end + 1).freeze();
+        let escapes = head.command.escapes_headers(self.version);
+        let mut headers = Headers::with_capacity(head.headers.len());
+        for (name, value) in head.headers {
+            let mut name = bytes.slice(name);
+            let mut value = bytes.slice(value);
+            if escapes {
+                name = unescape(name, self.version)?;
+                value = unescape(value, self.version)?;
+            }
+            if std::str::from_utf8(&name).is_err() || std::str::from_utf8(&value).is_err() {
+                return Err(DecodeError::InvalidUtf8);
+            }
+            headers.push(name, value);
+        }
+        Ok(Decoded::Frame(Frame {
+            command: head.command,
+            headers,
+            body: bytes.slice(head.body_start..body_end),
+        }))
+    }
+}
+
+fn leading_eols(buf: &[u8]) -> usize {
+    let mut i = 0;
+    loop {
+        match buf.get(i..) {
+            Some([b'\n', ..]) => i += 1,
+            Some([b'\r', b'\n', ..]) => i += 2,
+            _ => return i,
+        }
+    }
+}
+
+/// Scans for the blank line that ends the head. Returns the offset of the
+/// body once found; records complete lines (without their EOL) in `lines`.
+fn scan_head(
+    buf: &[u8],
+    scanned: &mut usize,
+    line_start: &mut usize,
+    lines: &mut Vec<Range<usize>>,
+    limits: &Limits,
+) -> Result<Option<usize>, DecodeError> {
+    while let Some(offset) = buf[*scanned..].iter().position(|&b| b == b'\n') {
+        let newline = *scanned + offset;
+        let mut end = newline;
+        if end > *line_start && buf[end - 1] == b'\r' {
+            end -= 1;
+        }
+        *scanned = newline + 1;
+        let line = *line_start..end;
+        *line_start = newline + 1;
+        if line.len() > limits.max_header_line {
+            return Err(DecodeError::HeaderLineTooLong {
+                max: limits.max_header_line,
+            });
+        }
+        if lines.is_empty() {
+            // Reject garbage at the first line instead of after a whole head.
+            let command = &buf[line.clone()];
+            if Command::parse(command).is_none() {
+                return Err(DecodeError::UnknownCommand(
+                    String::from_utf8_lossy(&command[..command.len().min(64)]).into_owned(),
+                ));
+            }
+        } else if line.is_empty() {
+            return Ok(Some(newline + 1));
+        }
+        if lines.len() > limits.max_headers {
+            return Err(DecodeError::TooManyHeaders {
+                max: limits.max_headers,
+            });
+        }
+        lines.push(line);
+    }
+    *scanned = buf.len();
+    if buf.len() - *line_start > limits.max_header_line {
+        return Err(DecodeError::HeaderLineTooLong {
+            max: limits.max_header_line,
+        });
+    }
+    if buf.len() > limits.max_frame_bytes {
+        return Err(DecodeError::FrameTooLarge {
+            max: limits.max_frame_bytes,
+        });
+    }
+    Ok(None)
+}
+
+fn parse_head(
+    buf: &[u8],
+    lines: &[Range<usize>],
+    body_start: usize,
+    limits: &Limits,
+) -> Result<Head, DecodeError> {
+    let (command_line, header_lines) = lines
+        .split_first()
+        .ok_or_else(|| DecodeError::UnknownCommand(String::new()))?;
+    let command = Command::parse(&buf[command_line.clone()])
+        .ok_or_else(|| DecodeError::UnknownCommand(String::new()))?;
+    let mut headers = Vec::with_capacity(header_lines.len());
+    let mut content_length = None;
+    for line in header_lines {
+        let colon = buf[line.clone()]
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(DecodeError::MalformedHeader)?;
+        let name = line.start..line.start + colon;
+        let value = line.start + colon + 1..line.end;
+        if content_length.is_none() && &buf[name.clone()] == header::CONTENT_LENGTH.as_bytes() {
+            let text = &buf[value.clone()];
+            let parsed = std::str::from_utf8(text)
+                .ok()
+                .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|t| t.parse::<usize>().ok());
+            let Some(length) = parsed else {
+                return Err(DecodeError::InvalidContentLength(
+                    String::from_utf8_lossy(&text[..text.len().min(32)]).into_owned(),
+                ));
+            };
+            if body_start.saturating_add(length).saturating_add(1) > limits.max_frame_bytes {
+                return Err(DecodeError::FrameTooLarge {
+                    max: limits.max_frame_bytes,
+                });
+            }
+            content_length = Some(length);
+        }
+        headers.push((name, value));
+    }
+    Ok(Head {
+        command,
+        headers,
+        body_start,
+        content_length,
+    })
+}
+
+/// Finds the NUL that ends the frame; returns its offset.
+fn find_body_end(
+    buf: &[u8],
+    head: &Head,
+    scanned: &mut usize,
+    limits: &Limits,
+) -> Result<Option<usize>, DecodeError> {
+    if let Some(length) = head.content_length {
+        let end = head.body_start + length;
+        return match buf.get(end) {
+            None => Ok(None),
+            Some(0) => Ok(Some(end)),
+            Some(_) => Err(DecodeError::MissingNul),
+        };
+    }
+    let from = head.body_start + *scanned;
+    if let Some(offset) = buf[from..].iter().position(|&b| b == 0) {
+        return Ok(Some(from + offset));
+    }
+    *scanned = buf.len() - head.body_start;
+    if buf.len() >= limits.max_frame_bytes {
+        return Err(DecodeError::FrameTooLarge {
+            max: limits.max_frame_bytes,
+        });
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8], version: Version) -> Result<Vec<Decoded>, DecodeError> {
+        let mut decoder = Decoder::new(Limits::default());
+        decoder.set_version(version);
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        while let Some(item) = decoder.decode(&mut buf)? {
+            out.push(item);
+        }
+        assert!(buf.is_empty(), "left over: {buf:?}");
+        Ok(out)
+    }
+
+    fn frame(item: &Decoded) -> &Frame {
+        match item {
+            Decoded::Frame(f) => f,
+            Decoded::Heartbeat => panic!("expected a frame"),
+        }
+    }
+
+    #[test]
+    fn decodes_frames_and_heartbeats_in_one_read() {
+        let items = decode_all(
+            b"\n\r\nSEND\r\ndestination:/a\r\n\r\nhi\0\nACK\nid:1\n\n\0",
+            Version::V1_2,
+        )
+        .unwrap();
+        assert_eq!(items.len(), 4);
+        assert_eq!(items[0], Decoded::Heartbeat);
+        assert_eq!(frame(&items[1]).headers.get("destination"), Some("/a"));
+        assert_eq!(&frame(&items[1]).body[..], b"hi");
+        assert_eq!(items[2], Decoded::Heartbeat);
+        assert_eq!(frame(&items[3]).command, Command::Ack);
+    }
+
+    #[test]
+    fn content_length_allows_nul_in_body() {
+        let items = decode_all(b"SEND\ncontent-length:3\n\na\0b\0", Version::V1_2).unwrap();
+        assert_eq!(&frame(&items[0]).body[..], b"a\0b");
+        assert_eq!(
+            decode_all(b"SEND\ncontent-length:1\n\nab\0", Version::V1_2),
+            Err(DecodeError::MissingNul)
+        );
+        assert!(matches!(
+            decode_all(b"SEND\ncontent-length:x\n\na\0", Version::V1_2),
+            Err(DecodeError::InvalidContentLength(_))
+        ));
+    }
+
+    #[test]
+    fn first_repeated_header_wins_and_connect_is_not_unescaped() {
+        let items = decode_all(b"SEND\nfoo:a\\cb\nfoo:c\n\n\0", Version::V1_2).unwrap();
+        assert_eq!(frame(&items[0]).headers.get("foo"), Some("a:b"));
+        let items = decode_all(b"CONNECT\nlogin:a\\cb\n\n\0", Version::V1_2).unwrap();
+        assert_eq!(frame(&items[0]).headers.get("login"), Some("a\\cb"));
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(matches!(
+            decode_all(b"HELLO\n\n\0", Version::V1_2),
+            Err(DecodeError::UnknownCommand(c)) if c == "HELLO"
+        ));
+        assert_eq!(
+            decode_all(b"SEND\nnocolon\n\n\0", Version::V1_2),
+            Err(DecodeError::MalformedHeader)
+        );
+        assert_eq!(
+            decode_all(b"SEND\na:\\t\n\n\0", Version::V1_2),
+            Err(DecodeError::UndefinedEscape('t'))
+        );
+        assert_eq!(
+            decode_all(b"SEND\na:\xff\n\n\0", Version::V1_2),
+            Err(DecodeError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn limits_are_checked_before_buffering_the_whole_frame() {
+        let limits = Limits {
+            max_frame_bytes: 100,
+            max_header_line: 20,
+            max_headers: 2,
+        };
+        let mut d = Decoder::new(limits);
+        // A body that never ends is refused once it passes the frame limit.
+        let mut buf = BytesMut::from(&b"SEND\n\n"[..]);
+        buf.extend_from_slice(&[b'x'; 200]);
+        assert_eq!(
+            d.decode(&mut buf),
+            Err(DecodeError::FrameTooLarge { max: 100 })
+        );
+        // A content-length past the limit is refused before the body arrives.
+        let mut buf = BytesMut::from(&b"SEND\ncontent-length:1000\n\n"[..]);
+        assert_eq!(
+            d.decode(&mut buf),
+            Err(DecodeError::FrameTooLarge { max: 100 })
+        );
+        // A header line that never ends is refused at the line limit.
+        let mut buf = BytesMut::from(&b"SEND\na:"[..]);
+        buf.extend_from_slice(&[b'y'; 30]);
+        assert_eq!(
+            d.decode(&mut buf),
+            Err(DecodeError::HeaderLineTooLong { max: 20 })
+        );
+        let mut buf = BytesMut::from(&b"SEND\na:1\nb:2\nc:3\n\n\0"[..]);
+        assert_eq!(
+            d.decode(&mut buf),
+            Err(DecodeError::TooManyHeaders { max: 2 })
+        );
+    }
+
+    #[test]
+    fn byte_by_byte_input_yields_the_same_frame() {
+        let input = b"MESSAGE\ndestination:/topic/a\nmessage-id:1\n\nbody\0";
+        let mut d = Decoder::new(Limits::default());
+        let mut buf = BytesMut::new();
+        let mut got = None;
+        for &b in input {
+            buf.extend_from_slice(&[b]);
+            if let Some(item) = d.decode(&mut buf).unwrap() {
+                got = Some(item);
+            }
+        }
+        let Some(Decoded::Frame(f)) = got else {
+            panic!("no frame")
+        };
+        assert_eq!(f.headers.get("message-id"), Some("1"));
+        assert_eq!(&f.body[..], b"body");
+    }
+}

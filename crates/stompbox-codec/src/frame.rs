@@ -1,0 +1,270 @@
+use bytes::Bytes;
+use std::fmt;
+
+/// Header names the protocol defines, so the rest of the code never spells
+/// them as loose string literals.
+pub mod header {
+    #![allow(missing_docs)]
+    pub const ACCEPT_VERSION: &str = "accept-version";
+    pub const ACK: &str = "ack";
+    pub const CONTENT_LENGTH: &str = "content-length";
+    pub const CONTENT_TYPE: &str = "content-type";
+    pub const DESTINATION: &str = "destination";
+    pub const HEART_BEAT: &str = "heart-beat";
+    pub const HOST: &str = "host";
+    pub const ID: &str = "id";
+    pub const LOGIN: &str = "login";
+    pub const MESSAGE: &str = "message";
+    pub const MESSAGE_ID: &str = "message-id";
+    pub const PASSCODE: &str = "passcode";
+    pub const RECEIPT: &str = "receipt";
+    pub const RECEIPT_ID: &str = "receipt-id";
+    pub const REDELIVERED: &str = "redelivered";
+    pub const SERVER: &str = "server";
+    pub const SESSION: &str = "session";
+    pub const SUBSCRIPTION: &str = "subscription";
+    pub const TRANSACTION: &str = "transaction";
+    pub const VERSION: &str = "version";
+}
+
+/// A STOMP protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Version {
+    /// STOMP 1.0: no header escaping, no NACK.
+    V1_0,
+    /// STOMP 1.1: escaping of `\n`, `:` and `\`.
+    V1_1,
+    /// STOMP 1.2: 1.1 plus `\r`, ACK by `id`.
+    V1_2,
+}
+
+impl Version {
+    /// All versions, oldest first.
+    pub const ALL: [Version; 3] = [Version::V1_0, Version::V1_1, Version::V1_2];
+
+    /// The version as written in `accept-version` and `version` headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V1_0 => "1.0",
+            Version::V1_1 => "1.1",
+            Version::V1_2 => "1.2",
+        }
+    }
+
+    /// Parses `1.0`, `1.1` or `1.2`.
+    pub fn parse(s: &str) -> Option<Version> {
+        match s.trim() {
+            "1.0" => Some(Version::V1_0),
+            "1.1" => Some(Version::V1_1),
+            "1.2" => Some(Version::V1_2),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every STOMP command, client and server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum Command {
+    // Client frames.
+    Connect,
+    Stomp,
+    Send,
+    Subscribe,
+    Unsubscribe,
+    Ack,
+    Nack,
+    Begin,
+    Commit,
+    Abort,
+    Disconnect,
+    // Server frames.
+    Connected,
+    Message,
+    Receipt,
+    Error,
+}
+
+impl Command {
+    /// The command as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Connect => "CONNECT",
+            Command::Stomp => "STOMP",
+            Command::Send => "SEND",
+            Command::Subscribe => "SUBSCRIBE",
+            Command::Unsubscribe => "UNSUBSCRIBE",
+            Command::Ack => "ACK",
+            Command::Nack => "NACK",
+            Command::Begin => "BEGIN",
+            Command::Commit => "COMMIT",
+            Command::Abort => "ABORT",
+            Command::Disconnect => "DISCONNECT",
+            Command::Connected => "CONNECTED",
+            Command::Message => "MESSAGE",
+            Command::Receipt => "RECEIPT",
+            Command::Error => "ERROR",
+        }
+    }
+
+    /// Parses a command line (without its line ending).
+    pub fn parse(line: &[u8]) -> Option<Command> {
+        Some(match line {
+            b"CONNECT" => Command::Connect,
+            b"STOMP" => Command::Stomp,
+            b"SEND" => Command::Send,
+            b"SUBSCRIBE" => Command::Subscribe,
+            b"UNSUBSCRIBE" => Command::Unsubscribe,
+            b"ACK" => Command::Ack,
+            b"NACK" => Command::Nack,
+            b"BEGIN" => Command::Begin,
+            b"COMMIT" => Command::Commit,
+            b"ABORT" => Command::Abort,
+            b"DISCONNECT" => Command::Disconnect,
+            b"CONNECTED" => Command::Connected,
+            b"MESSAGE" => Command::Message,
+            b"RECEIPT" => Command::Receipt,
+            b"ERROR" => Command::Error,
+            _ => return None,
+        })
+    }
+
+    /// CONNECT, STOMP and CONNECTED never escape their headers, because
+    /// they are exchanged before a version is agreed.
+    pub fn escapes_headers(self, version: Version) -> bool {
+        version != Version::V1_0
+            && !matches!(self, Command::Connect | Command::Stomp | Command::Connected)
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The headers of a frame, in wire order. Repeated names are kept, and
+/// [`Headers::get`] returns the first, as the specification asks.
+///
+/// Names and values are UTF-8 (checked by the decoder) held as [`Bytes`], so
+/// decoded headers share the frame's buffer.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    entries: Vec<(Bytes, Bytes)>,
+}
+
+impl Headers {
+    /// No headers.
+    pub fn new() -> Headers {
+        Headers::default()
+    }
+
+    /// No headers, with room for `n`.
+    pub fn with_capacity(n: usize) -> Headers {
+        Headers {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
+    /// Appends a header; an earlier header of the same name still wins.
+    pub fn push(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
+        self.entries.push((name.into(), value.into()));
+    }
+
+    /// Appends a header from string slices (copied).
+    pub fn push_str(&mut self, name: &str, value: &str) {
+        self.entries.push((
+            Bytes::copy_from_slice(name.as_bytes()),
+            Bytes::copy_from_slice(value.as_bytes()),
+        ));
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.get_bytes(name)
+            .and_then(|value| std::str::from_utf8(value).ok())
+    }
+
+    /// The first value of `name`, as the shared bytes.
+    pub fn get_bytes(&self, name: &str) -> Option<&Bytes> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n.as_ref() == name.as_bytes())
+            .map(|(_, v)| v)
+    }
+
+    /// Removes every header called `name`.
+    pub fn remove(&mut self, name: &str) {
+        self.entries.retain(|(n, _)| n.as_ref() != name.as_bytes());
+    }
+
+    /// Number of header lines, repeats included.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// All headers in wire order, repeats included, as text.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries
+            .iter()
+            .filter_map(|(n, v)| Some((std::str::from_utf8(n).ok()?, std::str::from_utf8(v).ok()?)))
+    }
+
+    /// All headers in wire order, as the shared bytes.
+    pub fn iter_bytes(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+        self.entries.iter().map(|(n, v)| (n, v))
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// One STOMP frame: a command, headers and a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The command.
+    pub command: Command,
+    /// The headers, in wire order.
+    pub headers: Headers,
+    /// The body; may contain NUL bytes when framed by `content-length`.
+    pub body: Bytes,
+}
+
+impl Frame {
+    /// A frame with no headers and no body.
+    pub fn new(command: Command) -> Frame {
+        Frame {
+            command,
+            headers: Headers::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    /// Adds a header (builder style).
+    #[must_use]
+    pub fn header(mut self, name: &str, value: &str) -> Frame {
+        self.headers.push_str(name, value);
+        self
+    }
+
+    /// Sets the body (builder style).
+    #[must_use]
+    pub fn body(mut self, body: impl Into<Bytes>) -> Frame {
+        self.body = body.into();
+        self
+    }
+}
