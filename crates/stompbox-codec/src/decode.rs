@@ -238,7 +238,11 @@ fn scan_head(
         lines.push(line);
     }
     *scanned = buf.len();
-    if buf.len() - *line_start > limits.max_header_line {
+    // A trailing '\r' may be the first half of a CRLF line ending, which a
+    // complete line does not count, so the verdict must not depend on where
+    // a read ended.
+    let pending = buf.len() - *line_start - usize::from(buf.ends_with(b"\r"));
+    if pending > limits.max_header_line {
         return Err(DecodeError::HeaderLineTooLong {
             max: limits.max_header_line,
         });
@@ -316,7 +320,15 @@ fn find_body_end(
     }
     let from = head.body_start + *scanned;
     if let Some(offset) = buf[from..].iter().position(|&b| b == 0) {
-        return Ok(Some(from + offset));
+        // A frame that arrived whole in one read passed none of the checks
+        // made while waiting for more bytes.
+        let end = from + offset;
+        if end + 1 > limits.max_frame_bytes {
+            return Err(DecodeError::FrameTooLarge {
+                max: limits.max_frame_bytes,
+            });
+        }
+        return Ok(Some(end));
     }
     *scanned = buf.len() - head.body_start;
     if buf.len() >= limits.max_frame_bytes {
@@ -439,6 +451,69 @@ mod tests {
         assert_eq!(
             d.decode(&mut buf),
             Err(DecodeError::TooManyHeaders { max: 2 })
+        );
+    }
+
+    #[test]
+    fn frame_larger_than_the_limit_is_refused_even_in_one_read() {
+        let limits = Limits {
+            max_frame_bytes: 100,
+            ..Limits::default()
+        };
+        // Exactly at the limit (the NUL counts) is fine.
+        let mut at_limit = b"SEND\n\n".to_vec();
+        at_limit.extend_from_slice(&[b'x'; 93]);
+        at_limit.push(0);
+        assert_eq!(at_limit.len(), 100);
+        let mut buf = BytesMut::from(&at_limit[..]);
+        assert!(matches!(
+            Decoder::new(limits).decode(&mut buf),
+            Ok(Some(Decoded::Frame(_)))
+        ));
+        // One byte more, complete in the buffer, is refused.
+        let mut over = b"SEND\n\n".to_vec();
+        over.extend_from_slice(&[b'x'; 94]);
+        over.push(0);
+        let mut buf = BytesMut::from(&over[..]);
+        assert_eq!(
+            Decoder::new(limits).decode(&mut buf),
+            Err(DecodeError::FrameTooLarge { max: 100 })
+        );
+        // So is a head over the limit with an empty body.
+        let mut big_head = b"SEND\n".to_vec();
+        for _ in 0..10 {
+            big_head.extend_from_slice(b"header:0123456789\n");
+        }
+        big_head.extend_from_slice(b"\n\0");
+        let mut buf = BytesMut::from(&big_head[..]);
+        assert_eq!(
+            Decoder::new(limits).decode(&mut buf),
+            Err(DecodeError::FrameTooLarge { max: 100 })
+        );
+    }
+
+    #[test]
+    fn line_limit_does_not_count_the_cr_of_a_split_crlf() {
+        let limits = Limits {
+            max_header_line: 4,
+            ..Limits::default()
+        };
+        let mut d = Decoder::new(limits);
+        // "SEND" is exactly at the limit; the read ends between CR and LF.
+        let mut buf = BytesMut::from(&b"SEND\r"[..]);
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        buf.extend_from_slice(b"\na:bc\r");
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        buf.extend_from_slice(b"\n\r\n\0");
+        let Ok(Some(Decoded::Frame(f))) = d.decode(&mut buf) else {
+            panic!("no frame")
+        };
+        assert_eq!(f.headers.get("a"), Some("bc"));
+        // A fifth byte that is not a CR is still refused at once.
+        let mut buf = BytesMut::from(&b"SENDX"[..]);
+        assert_eq!(
+            Decoder::new(limits).decode(&mut buf),
+            Err(DecodeError::HeaderLineTooLong { max: 4 })
         );
     }
 

@@ -1,1 +1,24 @@
+//! stompbox: a STOMP-over-WebSocket messaging server, usable as a library.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! let server = stompbox::Server::bind(stompbox::ServerConfig::default()).await?;
+//! println!("STOMP over WebSocket at ws://{}/ws", server.http_addr()?);
+//! server.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
 
+pub mod broker;
+pub mod client;
+mod config;
+mod connection;
+mod outbox;
+mod server;
+mod session;
+mod transport;
+
+pub use config::ServerConfig;
+pub use outbox::{OutFrame, Outbox, PushError};
+pub use server::{Server, ServerHandle, Stats};
+pub use session::SERVER_NAME;
+pub use stompbox_codec as codec;

@@ -1,0 +1,381 @@
+//! The embedded in-memory broker: the default, nothing to install.
+//!
+//! `/topic/…` is publish/subscribe with RabbitMQ's topic wildcards; `/queue/…`
+//! is point-to-point with competing consumers, acknowledgements and
+//! redelivery, holding messages while nobody consumes (bounded). Both match
+//! what clients see through RabbitMQ's STOMP plugin, so an application can move
+//! to the relay without a change.
+
+mod message;
+mod queue;
+mod subscription;
+mod topic;
+
+use super::{
+    AckMode, AckTarget, BoxFuture, Broker, BrokerError, BrokerSession, Publish, SessionContext,
+    SubscribeRequest,
+};
+use crate::outbox::OutFrame;
+use bytes::{BufMut, Bytes, BytesMut};
+use message::Message;
+use queue::{Enqueued, Queue, QueueLimits};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use subscription::{Source, Subscription};
+use topic::TopicRegistry;
+
+/// Settings of the embedded broker. Every field has a documented default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EmbeddedConfig {
+    /// Prefixes of publish/subscribe destinations. Default `["/topic/"]`.
+    pub topic_prefixes: Vec<String>,
+    /// Prefixes of point-to-point destinations. Default `["/queue/"]`.
+    pub queue_prefixes: Vec<String>,
+    /// Most messages held by one queue. Default 10,000.
+    pub max_queue_messages: usize,
+    /// Most body bytes held by one queue. Default 64 MiB.
+    pub max_queue_bytes: usize,
+    /// Most queues at once. Default 100,000.
+    pub max_queues: usize,
+    /// Most unacknowledged messages per subscription in client ack modes
+    /// (the prefetch). A queue stops dispatching to a consumer at this
+    /// number; a topic subscriber past it is a slow consumer. Default 1,000.
+    pub max_unacked: usize,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> EmbeddedConfig {
+        EmbeddedConfig {
+            topic_prefixes: vec!["/topic/".into()],
+            queue_prefixes: vec!["/queue/".into()],
+            max_queue_messages: 10_000,
+            max_queue_bytes: 64 * 1024 * 1024,
+            max_queues: 100_000,
+            max_unacked: 1_000,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: EmbeddedConfig,
+    topics: TopicRegistry,
+    queues: Mutex<HashMap<Box<str>, Arc<Queue>>>,
+    message_prefix: String,
+    next_message: AtomicU64,
+}
+
+/// The embedded in-memory broker.
+#[derive(Debug, Clone)]
+pub struct EmbeddedBroker {
+    shared: Arc<Shared>,
+}
+
+enum Kind<'a> {
+    Topic(&'a str),
+    Queue,
+}
+
+impl EmbeddedBroker {
+    /// A broker with `config`.
+    pub fn new(config: EmbeddedConfig) -> EmbeddedBroker {
+        // Message ids stay unique across restarts of the process, so a
+        // client that deduplicates by id is not fooled after a restart.
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or_default();
+        EmbeddedBroker {
+            shared: Arc::new(Shared {
+                config,
+                topics: TopicRegistry::default(),
+                queues: Mutex::new(HashMap::new()),
+                message_prefix: format!("{epoch:x}-"),
+                next_message: AtomicU64::new(1),
+            }),
+        }
+    }
+}
+
+impl Shared {
+    fn kind<'a>(&self, destination: &'a str) -> Option<Kind<'a>> {
+        if let Some(key) = self
+            .config
+            .topic_prefixes
+            .iter()
+            .find_map(|p| destination.strip_prefix(p.as_str()))
+        {
+            return Some(Kind::Topic(key));
+        }
+        self.config
+            .queue_prefixes
+            .iter()
+            .any(|p| destination.starts_with(p.as_str()))
+            .then_some(Kind::Queue)
+    }
+
+    fn queue(&self, name: &str) -> Result<Arc<Queue>, BrokerError> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(queue) = queues.get(name) {
+            return Ok(Arc::clone(queue));
+        }
+        if queues.len() >= self.config.max_queues {
+            return Err(BrokerError::TooManyDestinations {
+                limit: self.config.max_queues,
+            });
+        }
+        let queue = Arc::new(Queue::new(
+            name,
+            QueueLimits {
+                max_messages: self.config.max_queue_messages,
+                max_bytes: self.config.max_queue_bytes,
+            },
+        ));
+        queues.insert(name.into(), Arc::clone(&queue));
+        Ok(queue)
+    }
+
+    fn drop_queue_if_unused(&self, queue: &Queue) {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.delete_if_unused() {
+            queues.remove(&queue.name);
+        }
+    }
+
+    fn publish(&self, publish: Publish) -> Result<(), BrokerError> {
+        let id = self.next_message.fetch_add(1, Ordering::Relaxed);
+        let mut message_id = BytesMut::with_capacity(self.message_prefix.len() + 20);
+        message_id.put_slice(self.message_prefix.as_bytes());
+        message_id.put_slice(id.to_string().as_bytes());
+        let destination = publish.destination;
+        let message = Arc::new(Message::new(message_id.freeze(), &destination, publish.frame));
+        match self.kind(&destination) {
+            Some(Kind::Topic(routing_key)) => {
+                self.publish_topic(routing_key, &message);
+                Ok(())
+            }
+            Some(Kind::Queue) => {
+                let mut message = message;
+                loop {
+                    match self.queue(&destination)?.enqueue(message)? {
+                        Enqueued::Done => return Ok(()),
+                        Enqueued::Deleted(m) => message = m,
+                    }
+                }
+            }
+            None => Err(BrokerError::InvalidDestination(destination)),
+        }
+    }
+
+    fn publish_topic(&self, routing_key: &str, message: &Arc<Message>) {
+        // Subscribers in auto mode that share a subscription id and version
+        // (clients often all call theirs `sub-0`) get the very same bytes:
+        // the frame is encoded once per distinct (id, version), not per
+        // subscriber.
+        let mut last: Option<(Bytes, stompbox_codec::Version, OutFrame)> = None;
+        self.topics.for_each_match(routing_key, |subscription| {
+            if subscription.ack != AckMode::Auto {
+                let _ = subscription.deliver(message, false);
+                return;
+            }
+            let reusable = last
+                .as_ref()
+                .filter(|(id, version, _)| *id == subscription.id && *version == subscription.version);
+            let frame = match reusable {
+                Some((_, _, frame)) => frame.clone(),
+                None => {
+                    let frame = message.encode(message::DeliveryHeaders {
+                        subscription: &subscription.id,
+                        ack: None,
+                        redelivered: false,
+                        version: subscription.version,
+                    });
+                    last = Some((subscription.id.clone(), subscription.version, frame.clone()));
+                    frame
+                }
+            };
+            // A full outbox closes that connection as a slow consumer; the
+            // other subscribers are unaffected.
+            let _ = subscription.outbox.push(frame);
+        });
+    }
+}
+
+impl Broker for EmbeddedBroker {
+    fn open_session(
+        &self,
+        context: SessionContext,
+    ) -> BoxFuture<'_, Result<Box<dyn BrokerSession>, BrokerError>> {
+        let session = EmbeddedSession {
+            shared: Arc::clone(&self.shared),
+            context,
+            subscriptions: HashMap::new(),
+            by_key: HashMap::new(),
+            next_key: 1,
+        };
+        Box::pin(async move { Ok(Box::new(session) as Box<dyn BrokerSession>) })
+    }
+
+    fn publish(&self, message: Publish) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let result = self.shared.publish(message);
+        Box::pin(async move { result })
+    }
+
+    fn handles(&self, destination: &str) -> bool {
+        self.shared.kind(destination).is_some()
+    }
+}
+
+/// One client session on the embedded broker.
+#[derive(Debug)]
+struct EmbeddedSession {
+    shared: Arc<Shared>,
+    context: SessionContext,
+    subscriptions: HashMap<Bytes, Arc<Subscription>>,
+    by_key: HashMap<u64, Bytes>,
+    next_key: u64,
+}
+
+impl EmbeddedSession {
+    fn remove(&mut self, subscription: &Arc<Subscription>) {
+        self.by_key.remove(&subscription.key);
+        match &subscription.source {
+            Source::Topic { routing_key } => {
+                self.shared.topics.remove(routing_key, subscription);
+                // Topic messages are not kept for anyone else.
+                drop(subscription.take_pending());
+            }
+            Source::Queue(queue) => {
+                queue.remove_consumer(subscription);
+                self.shared.drop_queue_if_unused(queue);
+            }
+        }
+    }
+
+    fn find_pending(&self, target: &AckTarget) -> Option<(&Arc<Subscription>, u64)> {
+        match target {
+            AckTarget::AckId(ack_id) => {
+                let text = std::str::from_utf8(ack_id).ok()?;
+                let (key, tag) = text.split_once('.')?;
+                let id = self.by_key.get(&key.parse::<u64>().ok()?)?;
+                let subscription = self.subscriptions.get(id)?;
+                let tag = tag.parse::<u64>().ok()?;
+                subscription
+                    .pending()
+                    .by_tag
+                    .contains_key(&tag)
+                    .then_some((subscription, tag))
+            }
+            AckTarget::MessageOnSubscription {
+                message_id,
+                subscription,
+            } => {
+                let subscription = self.subscriptions.get(subscription)?;
+                Some((subscription, subscription.tag_of(message_id)?))
+            }
+            AckTarget::MessageId(message_id) => self
+                .subscriptions
+                .values()
+                .find_map(|s| Some((s, s.tag_of(message_id)?))),
+        }
+    }
+}
+
+impl BrokerSession for EmbeddedSession {
+    fn subscribe(&mut self, request: SubscribeRequest) -> Result<(), BrokerError> {
+        let key = self.next_key;
+        self.next_key += 1;
+        let make = |source| {
+            Arc::new(Subscription {
+                id: request.id.clone(),
+                key,
+                ack: request.ack,
+                version: self.context.version,
+                outbox: Arc::clone(&self.context.outbox),
+                source,
+                max_unacked: self.shared.config.max_unacked,
+                pending: Mutex::default(),
+            })
+        };
+        let subscription = match self.shared.kind(&request.destination) {
+            Some(Kind::Topic(routing_key)) => {
+                let subscription = make(Source::Topic {
+                    routing_key: routing_key.into(),
+                });
+                self.shared.topics.add(routing_key, Arc::clone(&subscription));
+                subscription
+            }
+            Some(Kind::Queue) => loop {
+                let queue = self.shared.queue(&request.destination)?;
+                let subscription = make(Source::Queue(Arc::clone(&queue)));
+                // The queue may have been deleted between lookup and use.
+                if queue.add_consumer(Arc::clone(&subscription)).is_ok() {
+                    break subscription;
+                }
+            },
+            None => return Err(BrokerError::InvalidDestination(request.destination)),
+        };
+        self.by_key.insert(key, request.id.clone());
+        self.subscriptions.insert(request.id, subscription);
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, id: &Bytes) -> Result<(), BrokerError> {
+        let subscription = self.subscriptions.remove(id).ok_or_else(|| {
+            BrokerError::UnknownSubscription(String::from_utf8_lossy(id).into_owned())
+        })?;
+        self.remove(&subscription);
+        Ok(())
+    }
+
+    fn send(&mut self, message: Publish) -> Result<(), BrokerError> {
+        self.shared.publish(message)
+    }
+
+    fn ack(&mut self, target: &AckTarget, nack: bool) -> Result<(), BrokerError> {
+        let unknown = || BrokerError::UnknownAck(describe(target));
+        let (subscription, tag) = self.find_pending(target).ok_or_else(unknown)?;
+        let settled = subscription.settle(tag).ok_or_else(unknown)?;
+        if let Source::Queue(queue) = &subscription.source {
+            if nack {
+                queue.requeue(settled);
+            } else {
+                queue.dispatch();
+            }
+        }
+        // A NACKed topic message is dropped: it was a copy for this
+        // subscriber only, and nobody else is waiting for it.
+        Ok(())
+    }
+
+    fn receipt(&mut self, receipt_id: Bytes) {
+        // Everything before this call took effect synchronously.
+        let _ = self.context.outbox.push(crate::session::receipt_frame(&receipt_id));
+    }
+}
+
+impl Drop for EmbeddedSession {
+    fn drop(&mut self) {
+        let subscriptions: Vec<_> = self.subscriptions.drain().map(|(_, s)| s).collect();
+        for subscription in subscriptions {
+            self.remove(&subscription);
+        }
+    }
+}
+
+fn describe(target: &AckTarget) -> String {
+    match target {
+        AckTarget::AckId(id) => format!("id '{}'", String::from_utf8_lossy(id)),
+        AckTarget::MessageOnSubscription {
+            message_id,
+            subscription,
+        } => format!(
+            "message-id '{}' on subscription '{}'",
+            String::from_utf8_lossy(message_id),
+            String::from_utf8_lossy(subscription)
+        ),
+        AckTarget::MessageId(id) => format!("message-id '{}'", String::from_utf8_lossy(id)),
+    }
+}

@@ -1,0 +1,178 @@
+//! The message broker behind every session, as a trait so that sessions and
+//! handlers never know whether the embedded broker or a relay runs.
+
+pub mod embedded;
+
+use crate::outbox::Outbox;
+use bytes::Bytes;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use stompbox_codec::{Frame, Version};
+use thiserror::Error;
+
+/// A boxed future, for the few async broker calls.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How a subscription acknowledges messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// Delivered means acknowledged.
+    Auto,
+    /// An ACK acknowledges the message and every earlier one on the subscription.
+    Client,
+    /// An ACK acknowledges exactly one message.
+    ClientIndividual,
+}
+
+impl AckMode {
+    /// Parses the `ack` header of SUBSCRIBE.
+    pub fn parse(value: &str) -> Option<AckMode> {
+        match value {
+            "auto" => Some(AckMode::Auto),
+            "client" => Some(AckMode::Client),
+            "client-individual" => Some(AckMode::ClientIndividual),
+            _ => None,
+        }
+    }
+}
+
+/// Which message an ACK or NACK names, as the client's version spells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckTarget {
+    /// STOMP 1.2: the `ack` header value of the MESSAGE.
+    AckId(Bytes),
+    /// STOMP 1.1: `message-id` and `subscription`.
+    MessageOnSubscription {
+        /// The MESSAGE's `message-id`.
+        message_id: Bytes,
+        /// The subscription id.
+        subscription: Bytes,
+    },
+    /// STOMP 1.0: `message-id` alone.
+    MessageId(Bytes),
+}
+
+/// What a session knows when it opens its broker session.
+#[derive(Debug, Clone)]
+pub struct SessionContext {
+    /// The session id sent in CONNECTED.
+    pub session_id: Arc<str>,
+    /// The negotiated STOMP version, which decides how MESSAGE headers are escaped.
+    pub version: Version,
+    /// Where frames for this client go.
+    pub outbox: Arc<Outbox>,
+    /// `login` from CONNECT, if any.
+    pub login: Option<String>,
+    /// `passcode` from CONNECT, if any.
+    pub passcode: Option<String>,
+    /// `host` from CONNECT, if any.
+    pub host: Option<String>,
+}
+
+/// A broker failure or refusal, reported to the client as an ERROR frame.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The queue is at its configured depth; the message was not accepted.
+    #[error("queue '{destination}' is full ({limit} messages or bytes); message not accepted")]
+    QueueFull {
+        /// The queue.
+        destination: String,
+        /// The limit that was hit.
+        limit: usize,
+    },
+    /// No more destinations can be created.
+    #[error("too many destinations on this server (limit {limit})")]
+    TooManyDestinations {
+        /// The limit.
+        limit: usize,
+    },
+    /// ACK or NACK of a message that is not pending on this session.
+    #[error("no unacknowledged message matches {0}")]
+    UnknownAck(String),
+    /// UNSUBSCRIBE of an unknown id.
+    #[error("no subscription with id '{0}'")]
+    UnknownSubscription(String),
+    /// The destination is not valid for the broker.
+    #[error("invalid destination '{0}'")]
+    InvalidDestination(String),
+    /// The broker cannot be reached (relay only).
+    #[error("message broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A subscription request, validated by the session.
+#[derive(Debug, Clone)]
+pub struct SubscribeRequest {
+    /// The client's subscription id (for STOMP 1.0 without `id`, the destination).
+    pub id: Bytes,
+    /// The destination, under a broker prefix.
+    pub destination: String,
+    /// The ack mode.
+    pub ack: AckMode,
+    /// Every header of the SUBSCRIBE, for broker-specific options.
+    pub frame: Frame,
+}
+
+/// A message a client (or the server) publishes.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    /// The destination, under a broker prefix.
+    pub destination: String,
+    /// The SEND frame (its headers become the MESSAGE's headers).
+    pub frame: Frame,
+}
+
+/// The broker, shared by all sessions.
+pub trait Broker: Send + Sync + 'static {
+    /// Opens the broker side of one client session. Called on CONNECT; the
+    /// client's CONNECTED is sent only after this succeeds.
+    fn open_session(
+        &self,
+        context: SessionContext,
+    ) -> BoxFuture<'_, Result<Box<dyn BrokerSession>, BrokerError>>;
+
+    /// Publishes a message that originates in the server itself.
+    fn publish(&self, message: Publish) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// True when a destination is one the broker handles.
+    fn handles(&self, destination: &str) -> bool;
+}
+
+/// One client session's view of the broker. Calls are made from the session's
+/// task, in frame order. Dropping it ends the session: its subscriptions go,
+/// and messages it had not acknowledged are redelivered.
+pub trait BrokerSession: Send {
+    /// Adds a subscription; the session has checked that the id is new.
+    ///
+    /// # Errors
+    ///
+    /// A [`BrokerError`] when the broker refuses.
+    fn subscribe(&mut self, request: SubscribeRequest) -> Result<(), BrokerError>;
+
+    /// Removes a subscription, redelivering its unacknowledged messages.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError::UnknownSubscription`] for an id the broker never saw.
+    fn unsubscribe(&mut self, id: &Bytes) -> Result<(), BrokerError>;
+
+    /// Publishes a SEND from this client.
+    ///
+    /// # Errors
+    ///
+    /// A [`BrokerError`] when the message was not accepted.
+    fn send(&mut self, message: Publish) -> Result<(), BrokerError>;
+
+    /// Acknowledges (or with `nack`, rejects and redelivers) a message.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError::UnknownAck`] when nothing pending matches.
+    fn ack(&mut self, target: &AckTarget, nack: bool) -> Result<(), BrokerError>;
+
+    /// Sends a RECEIPT with `receipt_id` once everything asked of the broker
+    /// before it has taken effect.
+    fn receipt(&mut self, receipt_id: Bytes);
+}

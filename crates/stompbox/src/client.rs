@@ -1,0 +1,259 @@
+//! A small STOMP client over WebSocket or TCP, for tools and tests: the CLI's
+//! `send`, `subscribe` and `bench` use it, and so can applications that want
+//! to talk to a stompbox (or any STOMP) server.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use std::io;
+use std::time::Duration;
+use stompbox_codec::{Command, Decoded, Decoder, Frame, Limits, Version, encode_frame, header};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_websockets::{MaybeTlsStream, Message, WebSocketStream};
+
+/// What went wrong in the client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The connection failed.
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    /// The WebSocket layer failed.
+    #[error("websocket error: {0}")]
+    WebSocket(#[from] tokio_websockets::Error),
+    /// The server sent bytes that are not STOMP.
+    #[error("invalid frame from server: {0}")]
+    Decode(#[from] stompbox_codec::DecodeError),
+    /// The server answered with an ERROR frame.
+    #[error("server error: {0}")]
+    Server(String),
+    /// The server closed the connection.
+    #[error("connection closed by server")]
+    Closed,
+    /// The URL is not `ws://host:port/path` or `tcp://host:port`.
+    #[error("invalid URL '{0}': use ws://host:port/path or tcp://host:port")]
+    InvalidUrl(String),
+}
+
+enum Link {
+    Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+    Tcp(TcpStream),
+}
+
+/// A raw STOMP connection: frames in, frames out, nothing implicit.
+pub struct Client {
+    link: Link,
+    decoder: Decoder,
+    buf: BytesMut,
+    version: Version,
+    subprotocol: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("version", &self.version).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Opens a transport without sending CONNECT. `url` is `ws://…` or
+    /// `tcp://host:port`; WebSocket connections offer `subprotocols`.
+    ///
+    /// # Errors
+    ///
+    /// When the connection or the WebSocket handshake fails.
+    pub async fn open(url: &str, subprotocols: &[&str]) -> Result<Client, ClientError> {
+        let link = if let Some(addr) = url.strip_prefix("tcp://") {
+            let stream = TcpStream::connect(addr.trim_end_matches('/')).await?;
+            stream.set_nodelay(true)?;
+            Link::Tcp(stream)
+        } else if url.starts_with("ws://") {
+            let uri: http::Uri = url.parse().map_err(|_| ClientError::InvalidUrl(url.into()))?;
+            let mut builder = tokio_websockets::ClientBuilder::from_uri(uri);
+            if !subprotocols.is_empty() {
+                let offered = http::HeaderValue::from_str(&subprotocols.join(", "))
+                    .map_err(|_| ClientError::InvalidUrl(url.into()))?;
+                builder = builder.add_header(http::header::SEC_WEBSOCKET_PROTOCOL, offered)?;
+            }
+            let (ws, response) = builder.connect().await?;
+            let subprotocol = response
+                .headers()
+                .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            return Ok(Client {
+                link: Link::Ws(Box::new(ws)),
+                decoder: Decoder::new(client_limits()),
+                buf: BytesMut::new(),
+                version: Version::V1_2,
+                subprotocol,
+            });
+        } else {
+            return Err(ClientError::InvalidUrl(url.into()));
+        };
+        Ok(Client {
+            link,
+            decoder: Decoder::new(client_limits()),
+            buf: BytesMut::new(),
+            version: Version::V1_2,
+            subprotocol: None,
+        })
+    }
+
+    /// Opens `url` and completes CONNECT/CONNECTED (STOMP 1.2 preferred,
+    /// heart-beats off unless `extra` sets them).
+    ///
+    /// # Errors
+    ///
+    /// When the connection fails or the server answers with ERROR.
+    pub async fn connect(url: &str, extra: &[(&str, &str)]) -> Result<(Client, Frame), ClientError> {
+        let mut client = Client::open(url, &["v12.stomp", "v11.stomp", "v10.stomp"]).await?;
+        let mut connect = Frame::new(Command::Connect)
+            .header(header::ACCEPT_VERSION, "1.0,1.1,1.2")
+            .header(header::HOST, "localhost");
+        if !extra.iter().any(|(name, _)| *name == header::HEART_BEAT) {
+            connect = connect.header(header::HEART_BEAT, "0,0");
+        }
+        for (name, value) in extra {
+            connect = connect.header(name, value);
+        }
+        client.send(&connect).await?;
+        let connected = client.expect(Command::Connected).await?;
+        if let Some(version) = connected.headers.get(header::VERSION).and_then(Version::parse) {
+            client.set_version(version);
+        }
+        Ok((client, connected))
+    }
+
+    /// The subprotocol the server chose, for WebSocket links.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.subprotocol.as_deref()
+    }
+
+    /// Sets the version frames are encoded and decoded as.
+    pub fn set_version(&mut self, version: Version) {
+        self.version = version;
+        self.decoder.set_version(version);
+    }
+
+    /// Sends one frame.
+    ///
+    /// # Errors
+    ///
+    /// When the write fails.
+    pub async fn send(&mut self, frame: &Frame) -> Result<(), ClientError> {
+        let mut out = BytesMut::new();
+        encode_frame(frame, self.version, &mut out);
+        self.send_raw(out.freeze()).await
+    }
+
+    /// Sends raw bytes (one WebSocket message), for testing bad input.
+    ///
+    /// # Errors
+    ///
+    /// When the write fails.
+    pub async fn send_raw(&mut self, bytes: Bytes) -> Result<(), ClientError> {
+        match &mut self.link {
+            Link::Ws(ws) => {
+                let message = match std::str::from_utf8(&bytes) {
+                    Ok(_) => Message::text(bytes),
+                    Err(_) => Message::binary(bytes),
+                };
+                ws.send(message).await?;
+            }
+            Link::Tcp(stream) => stream.write_all(&bytes).await?,
+        }
+        Ok(())
+    }
+
+    /// The next frame, skipping heart-beats; `None` when the server closed.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails or the bytes are not STOMP.
+    pub async fn next_frame(&mut self) -> Result<Option<Frame>, ClientError> {
+        loop {
+            while let Some(item) = self.decoder.decode(&mut self.buf)? {
+                if let Decoded::Frame(frame) = item {
+                    return Ok(Some(frame));
+                }
+            }
+            match &mut self.link {
+                Link::Ws(ws) => match ws.next().await {
+                    None => return Ok(None),
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(m)) if m.is_close() => return Ok(None),
+                    Some(Ok(m)) if m.is_text() || m.is_binary() => {
+                        self.buf.extend_from_slice(&Bytes::from(m.into_payload()));
+                    }
+                    Some(Ok(_)) => {}
+                },
+                Link::Tcp(stream) => {
+                    self.buf.reserve(16 * 1024);
+                    if stream.read_buf(&mut self.buf).await? == 0 {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next frame, which must have `command`; an ERROR becomes
+    /// [`ClientError::Server`].
+    ///
+    /// # Errors
+    ///
+    /// When the connection closes, or another frame arrives.
+    pub async fn expect(&mut self, command: Command) -> Result<Frame, ClientError> {
+        match self.next_frame().await? {
+            Some(frame) if frame.command == command => Ok(frame),
+            Some(frame) if frame.command == Command::Error => Err(ClientError::Server(
+                frame.headers.get(header::MESSAGE).unwrap_or_default().to_owned(),
+            )),
+            Some(frame) => Err(ClientError::Server(format!(
+                "expected {command}, got {}",
+                frame.command
+            ))),
+            None => Err(ClientError::Closed),
+        }
+    }
+
+    /// Like [`Client::next_frame`] with a time limit; `Ok(None)` on close.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::next_frame`], and `TimedOut` when nothing came.
+    pub async fn next_frame_within(&mut self, limit: Duration) -> Result<Option<Frame>, ClientError> {
+        match tokio::time::timeout(limit, self.next_frame()).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Io(io::ErrorKind::TimedOut.into())),
+        }
+    }
+
+    /// Sends a frame with a `receipt` header and waits for its RECEIPT.
+    ///
+    /// # Errors
+    ///
+    /// When the server answers with anything else.
+    pub async fn send_with_receipt(&mut self, frame: Frame, receipt: &str) -> Result<(), ClientError> {
+        self.send(&frame.header(header::RECEIPT, receipt)).await?;
+        let reply = self.expect(Command::Receipt).await?;
+        if reply.headers.get(header::RECEIPT_ID) == Some(receipt) {
+            Ok(())
+        } else {
+            Err(ClientError::Server(format!(
+                "expected RECEIPT for {receipt}, got {:?}",
+                reply.headers.get(header::RECEIPT_ID)
+            )))
+        }
+    }
+}
+
+/// Servers may send larger frames than we accept from clients; the client
+/// side is generous but still bounded.
+fn client_limits() -> Limits {
+    Limits {
+        max_frame_bytes: 16 * 1024 * 1024,
+        ..Limits::default()
+    }
+}

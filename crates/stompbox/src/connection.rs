@@ -1,0 +1,267 @@
+//! The task that drives one client connection: reads and decodes frames,
+//! hands them to the session, writes the outbox in batches, keeps the
+//! heart-beats, and closes the connection with an ERROR when something is
+//! wrong.
+
+use crate::outbox::{OutFrame, Outbox};
+use crate::server::ServerShared;
+use crate::session::{Flow, Session, StompError};
+use crate::transport::{Read, Transport};
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use stompbox_codec::{Decoded, Decoder, Version};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_websockets::CloseCode;
+
+/// How a connection ended, for the one log line it gets.
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    Disconnected,
+    ProtocolError(String),
+    SlowConsumer(&'static str),
+    Shutdown,
+    Io(std::io::Error),
+}
+
+const HEARTBEAT: &[u8] = b"\n";
+
+/// Bounds the time spent telling a misbehaving client why it is closed.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub(crate) async fn run(
+    mut transport: Transport,
+    server: Arc<ServerShared>,
+    pinned_version: Option<Version>,
+    peer: String,
+) {
+    let config = Arc::clone(&server.config);
+    let outbox = Arc::new(Outbox::new(config.outbox_bytes));
+    let session_id: Arc<str> = server.next_session_id().into();
+    let mut session = Session::new(
+        Arc::clone(&config),
+        Arc::clone(&server.broker),
+        Arc::clone(&outbox),
+        Arc::clone(&session_id),
+        pinned_version,
+    );
+    let mut decoder = Decoder::new(config.frame_limits);
+    let mut read_buf = BytesMut::new();
+    let mut batch = VecDeque::new();
+    let mut shutdown = server.shutdown.subscribe();
+    let opened = Instant::now();
+    let mut last_read = opened;
+    let mut last_write = opened;
+    let mut deadline = opened + config.connect_timeout;
+    let mut heartbeats_armed = false;
+    tracing::debug!(session = %session_id, %peer, transport = transport.kind(), "connection opened");
+
+    let end = loop {
+        tokio::select! {
+            biased;
+            () = stopped(&mut shutdown) => break End::Shutdown,
+            () = outbox.ready() => {
+                if outbox.overflowed() {
+                    break End::SlowConsumer("outbox full");
+                }
+                outbox.take_all(&mut batch);
+                if !batch.is_empty() {
+                    match timeout(config.send_timeout, transport.write_batch(&mut batch)).await {
+                        Ok(Ok(())) => last_write = Instant::now(),
+                        Ok(Err(e)) => break End::Io(e),
+                        Err(_) => break End::SlowConsumer("send time limit"),
+                    }
+                }
+            }
+            read = transport.read(&mut read_buf) => {
+                match read {
+                    Ok(Read::Data) => {}
+                    Ok(Read::Closed) => break End::ClientClosed,
+                    Ok(Read::TooLarge) => {
+                        break End::ProtocolError(format!(
+                            "frame too large: more than {} bytes",
+                            config.frame_limits.max_frame_bytes
+                        ));
+                    }
+                    Err(e) => break End::Io(e),
+                }
+                last_read = Instant::now();
+                match process(&mut decoder, &mut read_buf, &mut session).await {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Close) => break End::Disconnected,
+                    Err(e) => {
+                        send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
+                        break End::ProtocolError(e.message);
+                    }
+                }
+                if read_buf.is_empty() && read_buf.capacity() > 2 * TCP_BUFFER_KEEP {
+                    // A large frame passed; give the memory back.
+                    read_buf = BytesMut::new();
+                }
+            }
+            () = sleep_until(deadline) => {
+                let now = Instant::now();
+                if !session.is_connected() {
+                    let e = StompError::new(format!(
+                        "no CONNECT frame within {} s", config.connect_timeout.as_secs()
+                    ));
+                    send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
+                    break End::ProtocolError(e.message);
+                }
+                let heartbeat = session.heartbeat();
+                if let Some(every) = heartbeat.expect_every {
+                    if now.duration_since(last_read) > every.mul_f64(config.heartbeat_grace) {
+                        let e = StompError::new(format!(
+                            "no heart-beat or frame received for {} ms", now.duration_since(last_read).as_millis()
+                        ));
+                        send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
+                        break End::ProtocolError(e.message);
+                    }
+                }
+                if let Some(every) = heartbeat.send_every {
+                    if now.duration_since(last_write) >= every {
+                        let _ = outbox.push(OutFrame { bytes: Bytes::from_static(HEARTBEAT), text: true });
+                        last_write = now;
+                    }
+                }
+                deadline = next_deadline(&session, &config, last_read, last_write, now);
+            }
+        }
+        if !heartbeats_armed && session.is_connected() {
+            // The connect deadline no longer applies; heart-beats take over.
+            heartbeats_armed = true;
+            deadline = next_deadline(&session, &config, last_read, last_write, Instant::now());
+        }
+    };
+
+    let version = session.version();
+    finish(&mut transport, &outbox, &mut batch, &end, version, &server).await;
+    drop(session);
+    log_end(&end, &session_id, &peer);
+}
+
+async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// The `read_buf` capacity kept between frames.
+const TCP_BUFFER_KEEP: usize = 8 * 1024;
+
+async fn process(
+    decoder: &mut Decoder,
+    buf: &mut BytesMut,
+    session: &mut Session,
+) -> Result<Flow, StompError> {
+    loop {
+        let decoded = decoder
+            .decode(buf)
+            .map_err(|e| StompError::new(e.to_string()))?;
+        match decoded {
+            None => return Ok(Flow::Continue),
+            Some(Decoded::Heartbeat) => {}
+            Some(Decoded::Frame(frame)) => {
+                let was_connected = session.is_connected();
+                let flow = session.handle(frame).await?;
+                if !was_connected && session.is_connected() {
+                    decoder.set_version(session.version());
+                }
+                if flow == Flow::Close {
+                    return Ok(Flow::Close);
+                }
+            }
+        }
+    }
+}
+
+fn next_deadline(
+    session: &Session,
+    config: &crate::config::ServerConfig,
+    last_read: Instant,
+    last_write: Instant,
+    now: Instant,
+) -> Instant {
+    let heartbeat = session.heartbeat();
+    // Far enough to never fire, near enough not to overflow.
+    let mut deadline = now + Duration::from_secs(24 * 3600);
+    if let Some(every) = heartbeat.expect_every {
+        deadline = deadline.min(last_read + every.mul_f64(config.heartbeat_grace) + Duration::from_millis(1));
+    }
+    if let Some(every) = heartbeat.send_every {
+        deadline = deadline.min(last_write + every);
+    }
+    deadline.max(now + Duration::from_millis(1))
+}
+
+/// Sends what is queued, then the ERROR, within a short bound: the client
+/// should learn why it is being closed, but a dead client must not hold the
+/// task.
+async fn send_error(
+    transport: &mut Transport,
+    outbox: &Outbox,
+    batch: &mut VecDeque<OutFrame>,
+    error: &StompError,
+    version: Version,
+) {
+    outbox.close();
+    outbox.take_all(batch);
+    batch.push_back(error.to_frame(version));
+    let _ = timeout(FAREWELL_TIMEOUT, transport.write_batch(batch)).await;
+}
+
+async fn finish(
+    transport: &mut Transport,
+    outbox: &Outbox,
+    batch: &mut VecDeque<OutFrame>,
+    end: &End,
+    version: Version,
+    server: &ServerShared,
+) {
+    let config = &server.config;
+    match end {
+        End::Disconnected => {
+            outbox.close();
+            outbox.take_all(batch);
+            let _ = timeout(config.send_timeout, transport.write_batch(batch)).await;
+            transport.close(CloseCode::NORMAL_CLOSURE, "").await;
+        }
+        End::Shutdown => {
+            outbox.close();
+            outbox.take_all(batch);
+            let _ = timeout(config.shutdown_timeout, transport.write_batch(batch)).await;
+            transport.close(CloseCode::GOING_AWAY, "server shutting down").await;
+        }
+        End::SlowConsumer(_) => {
+            server.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            outbox.close();
+            batch.clear();
+            let error = StompError::new(
+                "slow consumer: the client did not read its messages fast enough and was disconnected",
+            );
+            batch.push_back(error.to_frame(version));
+            let _ = timeout(FAREWELL_TIMEOUT, transport.write_batch(batch)).await;
+            let _ = timeout(FAREWELL_TIMEOUT, transport.close(CloseCode::POLICY_VIOLATION, "slow consumer")).await;
+        }
+        End::ProtocolError(_) => {
+            let _ = timeout(FAREWELL_TIMEOUT, transport.close(CloseCode::NORMAL_CLOSURE, "")).await;
+        }
+        End::ClientClosed | End::Io(_) => outbox.close(),
+    }
+}
+
+fn log_end(end: &End, session: &str, peer: &str) {
+    match end {
+        End::ClientClosed => tracing::debug!(%session, %peer, "connection closed by client"),
+        End::Disconnected => tracing::debug!(%session, %peer, "client disconnected"),
+        End::Shutdown => tracing::debug!(%session, %peer, "connection closed for shutdown"),
+        End::ProtocolError(message) => {
+            tracing::info!(%session, %peer, error = %message, "connection closed after ERROR");
+        }
+        End::SlowConsumer(why) => {
+            tracing::warn!(%session, %peer, reason = why, "slow consumer disconnected");
+        }
+        End::Io(e) => tracing::debug!(%session, %peer, error = %e, "connection failed"),
+    }
+}

@@ -1,0 +1,143 @@
+//! The two byte transports a session runs over: STOMP inside WebSocket
+//! messages, and plain STOMP over TCP. Both hand the session bytes to decode
+//! and take batches of encoded frames to write.
+
+use crate::outbox::OutFrame;
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_websockets::{CloseCode, Message, WebSocketStream};
+
+/// The WebSocket stream of an upgraded HTTP connection.
+pub(crate) type WsStream = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Reading more than this from a TCP socket at once gains nothing; reading
+/// less keeps the buffer of an idle connection small.
+const TCP_READ_CHUNK: usize = 4096;
+
+/// What a read produced.
+#[derive(Debug)]
+pub(crate) enum Read {
+    /// Bytes were appended to the buffer.
+    Data,
+    /// The peer closed the connection.
+    Closed,
+    /// A WebSocket message was larger than allowed.
+    TooLarge,
+}
+
+#[derive(Debug)]
+pub(crate) enum Transport {
+    WebSocket(Box<WsStream>),
+    Tcp(TcpStream),
+}
+
+impl Transport {
+    /// Reads the next chunk of STOMP bytes into `buf`. Cancel-safe: nothing
+    /// is held in locals across the await.
+    pub(crate) async fn read(&mut self, buf: &mut BytesMut) -> io::Result<Read> {
+        match self {
+            Transport::WebSocket(ws) => loop {
+                match ws.next().await {
+                    None => return Ok(Read::Closed),
+                    Some(Err(tokio_websockets::Error::PayloadTooLong { .. })) => {
+                        return Ok(Read::TooLarge);
+                    }
+                    Some(Err(e)) => return Err(io::Error::other(e)),
+                    Some(Ok(message)) if message.is_text() || message.is_binary() => {
+                        let payload = Bytes::from(message.into_payload());
+                        if buf.is_empty() {
+                            // Usually one message is one whole frame: decode
+                            // it in place instead of copying it.
+                            *buf = payload
+                                .try_into_mut()
+                                .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+                        } else {
+                            buf.extend_from_slice(&payload);
+                        }
+                        return Ok(Read::Data);
+                    }
+                    Some(Ok(message)) if message.is_close() => return Ok(Read::Closed),
+                    // Pings are answered by the WebSocket layer itself.
+                    Some(Ok(_)) => {}
+                }
+            },
+            Transport::Tcp(stream) => {
+                if buf.capacity() - buf.len() < TCP_READ_CHUNK {
+                    buf.reserve(TCP_READ_CHUNK);
+                }
+                let n = stream.read_buf(buf).await?;
+                Ok(if n == 0 { Read::Closed } else { Read::Data })
+            }
+        }
+    }
+
+    /// Writes every frame in `frames`, leaving it empty. Many frames go out
+    /// in few system calls.
+    pub(crate) async fn write_batch(&mut self, frames: &mut VecDeque<OutFrame>) -> io::Result<()> {
+        match self {
+            Transport::WebSocket(ws) => {
+                while let Some(frame) = frames.pop_front() {
+                    let message = if frame.text {
+                        Message::text(frame.bytes)
+                    } else {
+                        Message::binary(frame.bytes)
+                    };
+                    ws.feed(message).await.map_err(io::Error::other)?;
+                }
+                ws.flush().await.map_err(io::Error::other)
+            }
+            Transport::Tcp(stream) => {
+                while !frames.is_empty() {
+                    let slices: Vec<IoSlice<'_>> = frames
+                        .iter()
+                        .take(64)
+                        .map(|f| IoSlice::new(&f.bytes))
+                        .collect();
+                    let mut written = stream.write_vectored(&slices).await?;
+                    if written == 0 {
+                        return Err(io::ErrorKind::WriteZero.into());
+                    }
+                    while written > 0 {
+                        let Some(front) = frames.front_mut() else {
+                            break;
+                        };
+                        if written >= front.bytes.len() {
+                            written -= front.bytes.len();
+                            frames.pop_front();
+                        } else {
+                            front.bytes.advance(written);
+                            written = 0;
+                        }
+                    }
+                }
+                stream.flush().await
+            }
+        }
+    }
+
+    /// Closes the connection; for WebSocket with a close frame of `code`.
+    pub(crate) async fn close(&mut self, code: CloseCode, reason: &str) {
+        match self {
+            Transport::WebSocket(ws) => {
+                let _ = ws.send(Message::close(Some(code), reason)).await;
+                let _ = ws.close().await;
+            }
+            Transport::Tcp(stream) => {
+                let _ = stream.shutdown().await;
+            }
+        }
+    }
+
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Transport::WebSocket(_) => "websocket",
+            Transport::Tcp(_) => "tcp",
+        }
+    }
+}

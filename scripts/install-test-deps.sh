@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Installs what the third-party STOMP client scenario scripts need:
+#   - tests/clients/node:   npm ci (@stomp/stompjs + ws, versions from package-lock.json)
+#   - tests/clients/python: a venv at target/test-venv with requirements.txt
+#
+# Idempotent and cheap when nothing changed: each install leaves a stamp
+# holding the hash of the file it installed from, and is skipped (without
+# touching the network) while that hash still matches and the install still
+# works. Safe to run from CI on every build.
+#
+# Afterwards:
+#   node tests/clients/node/scenarios.mjs ws://127.0.0.1:8080/ws
+#   target/test-venv/bin/python tests/clients/python/scenarios.py 127.0.0.1 61613
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NODE_DIR="$ROOT/tests/clients/node"
+PY_DIR="$ROOT/tests/clients/python"
+VENV="$ROOT/target/test-venv"
+
+say() { printf 'install-test-deps: %s\n' "$*"; }
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# Debian packages are only a fallback for a bare machine: the project's
+# machines already ship node/npm/python3, and apt needs root.
+apt_install() {
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    say "ERROR: need $* but cannot apt-get install it (not root or not Debian)"
+    exit 1
+  fi
+  say "apt-get install $*"
+  if [ -z "${APT_UPDATED:-}" ]; then
+    apt-get update -qq
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+# ---------------------------------------------------------------- node
+
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  apt_install nodejs npm
+fi
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+if [ "$node_major" -lt 20 ]; then
+  # Not fatal: the scripts use `ws`, not a global WebSocket, so older Node
+  # may still work, but only Node 20 is what they are checked against.
+  say "WARNING: node $(node --version) found; the scenarios are written for Node 20+"
+fi
+
+node_stamp="$NODE_DIR/node_modules/.stompbox-lock.sha256"
+lock_hash="$(sha "$NODE_DIR/package-lock.json")"
+if [ -f "$node_stamp" ] && [ "$(cat "$node_stamp")" = "$lock_hash" ] \
+  && (cd "$NODE_DIR" && node -e 'require.resolve("@stomp/stompjs"); require.resolve("ws")') 2>/dev/null; then
+  say "node: node_modules up to date with package-lock.json, skipping npm ci"
+else
+  say "node: npm ci in tests/clients/node"
+  # npm ci, not install: exactly the locked versions, and fails rather than
+  # silently rewriting the lock file.
+  (cd "$NODE_DIR" && npm ci --no-audit --no-fund)
+  echo "$lock_hash" >"$node_stamp"
+fi
+
+# ---------------------------------------------------------------- python
+
+if ! command -v python3 >/dev/null; then
+  apt_install python3 python3-venv
+fi
+
+req_hash="$(sha "$PY_DIR/requirements.txt")"
+py_stamp="$VENV/.stompbox-requirements.sha256"
+# A venv outlives the interpreter it was made from (e.g. after a Python
+# upgrade) and then breaks; so "works" means "imports stomp", not "exists".
+venv_works() { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import stomp' 2>/dev/null; }
+
+if [ -f "$py_stamp" ] && [ "$(cat "$py_stamp")" = "$req_hash" ] && venv_works; then
+  say "python: $VENV up to date with requirements.txt, skipping pip"
+else
+  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+    # Debian splits venv/ensurepip out of python3.
+    if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+      apt_install python3-venv
+    fi
+    say "python: creating venv $VENV"
+    rm -rf "$VENV"
+    mkdir -p "$(dirname "$VENV")"
+    python3 -m venv "$VENV"
+  fi
+  say "python: pip install -r tests/clients/python/requirements.txt into $VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$PY_DIR/requirements.txt"
+  echo "$req_hash" >"$py_stamp"
+fi
+
+say "done"
