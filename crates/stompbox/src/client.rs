@@ -47,6 +47,7 @@ pub struct Client {
     buf: BytesMut,
     version: Version,
     subprotocol: Option<String>,
+    close: Option<(u16, String)>,
 }
 
 impl std::fmt::Debug for Client {
@@ -87,6 +88,7 @@ impl Client {
                 buf: BytesMut::new(),
                 version: Version::V1_2,
                 subprotocol,
+                close: None,
             });
         } else {
             return Err(ClientError::InvalidUrl(url.into()));
@@ -97,6 +99,7 @@ impl Client {
             buf: BytesMut::new(),
             version: Version::V1_2,
             subprotocol: None,
+            close: None,
         })
     }
 
@@ -128,6 +131,11 @@ impl Client {
     /// The subprotocol the server chose, for WebSocket links.
     pub fn subprotocol(&self) -> Option<&str> {
         self.subprotocol.as_deref()
+    }
+
+    /// The WebSocket close code and reason the server sent, once closed.
+    pub fn close_reason(&self) -> Option<(u16, &str)> {
+        self.close.as_ref().map(|(code, reason)| (*code, reason.as_str()))
     }
 
     /// Sets the version frames are encoded and decoded as.
@@ -182,7 +190,10 @@ impl Client {
                 Link::Ws(ws) => match ws.next().await {
                     None => return Ok(None),
                     Some(Err(e)) => return Err(e.into()),
-                    Some(Ok(m)) if m.is_close() => return Ok(None),
+                    Some(Ok(m)) if m.is_close() => {
+                        self.close = m.as_close().map(|(code, reason)| (u16::from(code), reason.to_owned()));
+                        return Ok(None);
+                    }
                     Some(Ok(m)) if m.is_text() || m.is_binary() => {
                         self.buf.extend_from_slice(&Bytes::from(m.into_payload()));
                     }

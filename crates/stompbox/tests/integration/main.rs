@@ -1,0 +1,13 @@
+//! Integration tests over real sockets, WebSocket and TCP.
+
+mod support;
+
+mod bad_input;
+mod connect;
+mod heartbeat;
+mod pubsub;
+mod queue;
+mod shutdown;
+mod slow_consumer;
+mod third_party;
+mod transactions;
