@@ -81,10 +81,12 @@ pub(crate) async fn run(
                     Ok(Read::Data) => {}
                     Ok(Read::Closed) => break End::ClientClosed,
                     Ok(Read::TooLarge) => {
-                        break End::ProtocolError(format!(
+                        let e = StompError::new(format!(
                             "frame too large: more than {} bytes",
                             config.frame_limits.max_frame_bytes
                         ));
+                        send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
+                        break End::ProtocolError(e.message);
                     }
                     Err(e) => break End::Io(e),
                 }
@@ -225,13 +227,17 @@ async fn finish(
             outbox.close();
             outbox.take_all(batch);
             let _ = timeout(config.send_timeout, transport.write_batch(batch)).await;
-            transport.close(CloseCode::NORMAL_CLOSURE, "").await;
+            let _ = timeout(FAREWELL_TIMEOUT, transport.close(CloseCode::NORMAL_CLOSURE, "")).await;
         }
         End::Shutdown => {
             outbox.close();
             outbox.take_all(batch);
             let _ = timeout(config.shutdown_timeout, transport.write_batch(batch)).await;
-            transport.close(CloseCode::GOING_AWAY, "server shutting down").await;
+            let _ = timeout(
+                FAREWELL_TIMEOUT,
+                transport.close(CloseCode::GOING_AWAY, "server shutting down"),
+            )
+            .await;
         }
         End::SlowConsumer(_) => {
             server.slow_consumers.fetch_add(1, Ordering::Relaxed);

@@ -355,8 +355,12 @@ async fn ws_upgrade(
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let pinned = chosen.map(|(_, version)| *version);
+    // Larger than the STOMP frame limit, so that an oversized frame usually
+    // reaches our decoder and gets a STOMP ERROR; a WebSocket message past
+    // this bound is refused by the WebSocket layer itself (close code 1009),
+    // since it cannot be read to the end without buffering it whole.
     let ws_limits = tokio_websockets::Limits::default()
-        .max_payload_len(Some(shared.config.frame_limits.max_frame_bytes.saturating_mul(2)));
+        .max_payload_len(Some(shared.config.frame_limits.max_frame_bytes.saturating_mul(4)));
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {

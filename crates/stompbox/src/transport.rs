@@ -130,6 +130,18 @@ impl Transport {
             }
             Transport::Tcp(stream) => {
                 let _ = stream.shutdown().await;
+                // Closing a socket with unread input makes the kernel send a
+                // reset, which can destroy the ERROR frame we just wrote
+                // before the client reads it. Read until the client closes
+                // (the caller bounds the time; this bounds the bytes).
+                let mut sink = [0u8; 4096];
+                let mut drained = 0;
+                while drained < 1024 * 1024 {
+                    match stream.read(&mut sink).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => drained += n,
+                    }
+                }
             }
         }
     }
