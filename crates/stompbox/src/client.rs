@@ -52,7 +52,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("version", &self.version).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
     }
 }
 
@@ -69,7 +71,9 @@ impl Client {
             stream.set_nodelay(true)?;
             Link::Tcp(stream)
         } else if url.starts_with("ws://") {
-            let uri: http::Uri = url.parse().map_err(|_| ClientError::InvalidUrl(url.into()))?;
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|_| ClientError::InvalidUrl(url.into()))?;
             let mut builder = tokio_websockets::ClientBuilder::from_uri(uri);
             if !subprotocols.is_empty() {
                 let offered = http::HeaderValue::from_str(&subprotocols.join(", "))
@@ -109,7 +113,10 @@ impl Client {
     /// # Errors
     ///
     /// When the connection fails or the server answers with ERROR.
-    pub async fn connect(url: &str, extra: &[(&str, &str)]) -> Result<(Client, Frame), ClientError> {
+    pub async fn connect(
+        url: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(Client, Frame), ClientError> {
         let mut client = Client::open(url, &["v12.stomp", "v11.stomp", "v10.stomp"]).await?;
         let mut connect = Frame::new(Command::Connect)
             .header(header::ACCEPT_VERSION, "1.0,1.1,1.2")
@@ -122,7 +129,11 @@ impl Client {
         }
         client.send(&connect).await?;
         let connected = client.expect(Command::Connected).await?;
-        if let Some(version) = connected.headers.get(header::VERSION).and_then(Version::parse) {
+        if let Some(version) = connected
+            .headers
+            .get(header::VERSION)
+            .and_then(Version::parse)
+        {
             client.set_version(version);
         }
         Ok((client, connected))
@@ -135,7 +146,9 @@ impl Client {
 
     /// The WebSocket close code and reason the server sent, once closed.
     pub fn close_reason(&self) -> Option<(u16, &str)> {
-        self.close.as_ref().map(|(code, reason)| (*code, reason.as_str()))
+        self.close
+            .as_ref()
+            .map(|(code, reason)| (*code, reason.as_str()))
     }
 
     /// Sets the version frames are encoded and decoded as.
@@ -191,7 +204,9 @@ impl Client {
                     None => return Ok(None),
                     Some(Err(e)) => return Err(e.into()),
                     Some(Ok(m)) if m.is_close() => {
-                        self.close = m.as_close().map(|(code, reason)| (u16::from(code), reason.to_owned()));
+                        self.close = m
+                            .as_close()
+                            .map(|(code, reason)| (u16::from(code), reason.to_owned()));
                         return Ok(None);
                     }
                     Some(Ok(m)) if m.is_text() || m.is_binary() => {
@@ -219,7 +234,11 @@ impl Client {
         match self.next_frame().await? {
             Some(frame) if frame.command == command => Ok(frame),
             Some(frame) if frame.command == Command::Error => Err(ClientError::Server(
-                frame.headers.get(header::MESSAGE).unwrap_or_default().to_owned(),
+                frame
+                    .headers
+                    .get(header::MESSAGE)
+                    .unwrap_or_default()
+                    .to_owned(),
             )),
             Some(frame) => Err(ClientError::Server(format!(
                 "expected {command}, got {}",
@@ -234,7 +253,10 @@ impl Client {
     /// # Errors
     ///
     /// As [`Client::next_frame`], and `TimedOut` when nothing came.
-    pub async fn next_frame_within(&mut self, limit: Duration) -> Result<Option<Frame>, ClientError> {
+    pub async fn next_frame_within(
+        &mut self,
+        limit: Duration,
+    ) -> Result<Option<Frame>, ClientError> {
         match tokio::time::timeout(limit, self.next_frame()).await {
             Ok(result) => result,
             Err(_) => Err(ClientError::Io(io::ErrorKind::TimedOut.into())),
@@ -246,7 +268,11 @@ impl Client {
     /// # Errors
     ///
     /// When the server answers with anything else.
-    pub async fn send_with_receipt(&mut self, frame: Frame, receipt: &str) -> Result<(), ClientError> {
+    pub async fn send_with_receipt(
+        &mut self,
+        frame: Frame,
+        receipt: &str,
+    ) -> Result<(), ClientError> {
         self.send(&frame.header(header::RECEIPT, receipt)).await?;
         let reply = self.expect(Command::Receipt).await?;
         if reply.headers.get(header::RECEIPT_ID) == Some(receipt) {

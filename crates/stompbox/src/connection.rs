@@ -114,20 +114,20 @@ pub(crate) async fn run(
                     break End::ProtocolError(e.message);
                 }
                 let heartbeat = session.heartbeat();
-                if let Some(every) = heartbeat.expect_every {
-                    if now.duration_since(last_read) > every.mul_f64(config.heartbeat_grace) {
+                if let Some(every) = heartbeat.expect_every
+                    && now.duration_since(last_read) > every.mul_f64(config.heartbeat_grace)
+                {
                         let e = StompError::new(format!(
                             "no heart-beat or frame received for {} ms", now.duration_since(last_read).as_millis()
                         ));
                         send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
                         break End::ProtocolError(e.message);
-                    }
                 }
-                if let Some(every) = heartbeat.send_every {
-                    if now.duration_since(last_write) >= every {
-                        let _ = outbox.push(OutFrame { bytes: Bytes::from_static(HEARTBEAT), text: true });
-                        last_write = now;
-                    }
+                if let Some(every) = heartbeat.send_every
+                    && now.duration_since(last_write) >= every
+                {
+                    let _ = outbox.push(OutFrame { bytes: Bytes::from_static(HEARTBEAT), text: true });
+                    last_write = now;
                 }
                 deadline = next_deadline(&session, &config, last_read, last_write, now);
             }
@@ -189,7 +189,8 @@ fn next_deadline(
     // Far enough to never fire, near enough not to overflow.
     let mut deadline = now + Duration::from_secs(24 * 3600);
     if let Some(every) = heartbeat.expect_every {
-        deadline = deadline.min(last_read + every.mul_f64(config.heartbeat_grace) + Duration::from_millis(1));
+        deadline = deadline
+            .min(last_read + every.mul_f64(config.heartbeat_grace) + Duration::from_millis(1));
     }
     if let Some(every) = heartbeat.send_every {
         deadline = deadline.min(last_write + every);
@@ -227,7 +228,11 @@ async fn finish(
             outbox.close();
             outbox.take_all(batch);
             let _ = timeout(config.send_timeout, transport.write_batch(batch)).await;
-            let _ = timeout(FAREWELL_TIMEOUT, transport.close(CloseCode::NORMAL_CLOSURE, "")).await;
+            let _ = timeout(
+                FAREWELL_TIMEOUT,
+                transport.close(CloseCode::NORMAL_CLOSURE, ""),
+            )
+            .await;
         }
         End::Shutdown => {
             outbox.close();
@@ -248,10 +253,18 @@ async fn finish(
             );
             batch.push_back(error.to_frame(version));
             let _ = timeout(FAREWELL_TIMEOUT, transport.write_batch(batch)).await;
-            let _ = timeout(FAREWELL_TIMEOUT, transport.close(CloseCode::POLICY_VIOLATION, "slow consumer")).await;
+            let _ = timeout(
+                FAREWELL_TIMEOUT,
+                transport.close(CloseCode::POLICY_VIOLATION, "slow consumer"),
+            )
+            .await;
         }
         End::ProtocolError(_) => {
-            let _ = timeout(FAREWELL_TIMEOUT, transport.close(CloseCode::NORMAL_CLOSURE, "")).await;
+            let _ = timeout(
+                FAREWELL_TIMEOUT,
+                transport.close(CloseCode::NORMAL_CLOSURE, ""),
+            )
+            .await;
         }
         End::ClientClosed | End::Io(_) => outbox.close(),
     }

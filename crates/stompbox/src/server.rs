@@ -97,7 +97,10 @@ impl Server {
     /// # Errors
     ///
     /// When an address cannot be bound.
-    pub async fn bind_with_broker(config: ServerConfig, broker: Arc<dyn Broker>) -> io::Result<Server> {
+    pub async fn bind_with_broker(
+        config: ServerConfig,
+        broker: Arc<dyn Broker>,
+    ) -> io::Result<Server> {
         let http = TcpListener::bind(config.http_addr).await?;
         let tcp = match config.tcp_addr {
             Some(addr) => Some(TcpListener::bind(addr).await?),
@@ -145,7 +148,10 @@ impl Server {
     /// # Errors
     ///
     /// When the HTTP server fails.
-    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+    pub async fn run_until(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
         let shared = self.shared;
         let mut stop = shared.shutdown.subscribe();
         let router = Router::new()
@@ -321,13 +327,20 @@ async fn ws_upgrade(
     if !header_has_token(headers, header::UPGRADE, "websocket")
         || !header_has_token(headers, header::CONNECTION, "upgrade")
     {
-        return bad_request("this endpoint speaks STOMP over WebSocket; send a WebSocket upgrade request\n");
+        return bad_request(
+            "this endpoint speaks STOMP over WebSocket; send a WebSocket upgrade request\n",
+        );
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
         let mut response = bad_request("unsupported WebSocket version; use 13\n");
-        response
-            .headers_mut()
-            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         return response;
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
@@ -351,7 +364,11 @@ async fn ws_upgrade(
         .find(|(name, _)| offered.iter().any(|o| o.eq_ignore_ascii_case(name)));
     let Some(permit) = shared.try_admit() else {
         tracing::warn!(%peer, "connection refused: connection limit reached");
-        return (StatusCode::SERVICE_UNAVAILABLE, "server at its connection limit\n").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server at its connection limit\n",
+        )
+            .into_response();
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let pinned = chosen.map(|(_, version)| *version);
@@ -359,8 +376,9 @@ async fn ws_upgrade(
     // reaches our decoder and gets a STOMP ERROR; a WebSocket message past
     // this bound is refused by the WebSocket layer itself (close code 1009),
     // since it cannot be read to the end without buffering it whole.
-    let ws_limits = tokio_websockets::Limits::default()
-        .max_payload_len(Some(shared.config.frame_limits.max_frame_bytes.saturating_mul(4)));
+    let ws_limits = tokio_websockets::Limits::default().max_payload_len(Some(
+        shared.config.frame_limits.max_frame_bytes.saturating_mul(4),
+    ));
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -368,8 +386,13 @@ async fn ws_upgrade(
                     .limits(ws_limits)
                     .config(tokio_websockets::Config::default().flush_threshold(64 * 1024))
                     .serve(TokioIo::new(upgraded));
-                connection::run(Transport::WebSocket(Box::new(ws)), shared, pinned, peer.to_string())
-                    .await;
+                connection::run(
+                    Transport::WebSocket(Box::new(ws)),
+                    shared,
+                    pinned,
+                    peer.to_string(),
+                )
+                .await;
             }
             Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
         }
@@ -384,7 +407,10 @@ async fn ws_upgrade(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, value);
     }
     if let Some((name, _)) = chosen {
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(name));
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(name),
+        );
     }
     response
 }

@@ -39,9 +39,10 @@ impl StompError {
     pub(crate) fn to_frame(&self, version: Version) -> OutFrame {
         let mut frame = Frame::new(Command::Error).header(header::MESSAGE, &self.message);
         if let Some(receipt) = &self.receipt_id {
-            frame
-                .headers
-                .push(Bytes::from_static(header::RECEIPT_ID.as_bytes()), receipt.clone());
+            frame.headers.push(
+                Bytes::from_static(header::RECEIPT_ID.as_bytes()),
+                receipt.clone(),
+            );
         }
         if let Some(versions) = &self.version_header {
             frame.headers.push_str(header::VERSION, versions);
@@ -343,9 +344,10 @@ impl Connected {
                 }
                 match frame.headers.get_bytes(header::TRANSACTION).cloned() {
                     Some(tx) => {
-                        let buffered = self.transactions.get_mut(&tx).ok_or_else(|| {
-                            unknown_transaction(&tx)
-                        })?;
+                        let buffered = self
+                            .transactions
+                            .get_mut(&tx)
+                            .ok_or_else(|| unknown_transaction(&tx))?;
                         if buffered.len() >= config.max_transaction_frames {
                             return Err(StompError::new(format!(
                                 "transaction '{}' holds too many frames (limit {})",

@@ -20,7 +20,12 @@ impl Bystander {
         let mut sub = server.connect(Via::Ws).await;
         subscribe(&mut sub, "b", &topic, "auto").await;
         let publisher = server.connect(Via::Tcp).await;
-        Bystander { sub, publisher, topic, n: 0 }
+        Bystander {
+            sub,
+            publisher,
+            topic,
+            n: 0,
+        }
     }
 
     async fn still_served(&mut self) {
@@ -32,8 +37,15 @@ impl Bystander {
 }
 
 async fn refused(server: &TestServer, via: Via, connected: bool, raw: &[u8]) -> Frame {
-    let mut client = if connected { server.connect(via).await } else { server.open(via).await };
-    client.send_raw(Bytes::copy_from_slice(raw)).await.expect("send");
+    let mut client = if connected {
+        server.connect(via).await
+    } else {
+        server.open(via).await
+    };
+    client
+        .send_raw(Bytes::copy_from_slice(raw))
+        .await
+        .expect("send");
     expect_error_and_close(&mut client).await
 }
 
@@ -48,9 +60,18 @@ async fn malformed_frames_get_an_error_naming_the_problem() {
     let cases: [(&[u8], &str); 7] = [
         (b"HELLO\n\n\0", "unknown command"),
         (b"SEND\ndestination /topic/a\n\n\0", "malformed header"),
-        (b"SEND\ndestination:/topic/a\nx:\\t\n\nbody\0", "undefined escape"),
-        (b"SEND\ndestination:/topic/a\ncontent-length:abc\n\n\0", "content-length"),
-        (b"SEND\ndestination:/topic/a\ncontent-length:2\n\nabc\0", "content-length"),
+        (
+            b"SEND\ndestination:/topic/a\nx:\\t\n\nbody\0",
+            "undefined escape",
+        ),
+        (
+            b"SEND\ndestination:/topic/a\ncontent-length:abc\n\n\0",
+            "content-length",
+        ),
+        (
+            b"SEND\ndestination:/topic/a\ncontent-length:2\n\nabc\0",
+            "content-length",
+        ),
         (b"SEND\ndestination:/topic/a\nx:\xff\n\n\0", "UTF-8"),
         (b"MESSAGE\ndestination:/topic/a\n\n\0", "server frame"),
     ];
@@ -101,7 +122,10 @@ async fn oversized_frames_are_refused_over_both_transports() {
     // the WebSocket layer before it is buffered: close code 1009.
     let mut client = server.connect(Via::Ws).await;
     client.send_raw(Bytes::from(huge)).await.expect("send");
-    assert!(matches!(client.next_frame_within(WAIT).await, Ok(None) | Err(_)));
+    assert!(matches!(
+        client.next_frame_within(WAIT).await,
+        Ok(None) | Err(_)
+    ));
     assert_eq!(client.close_reason().map(|(code, _)| code), Some(1009));
     bystander.still_served().await;
     let mut many = b"SEND\ndestination:/topic/a\n".to_vec();
@@ -140,11 +164,16 @@ async fn a_frame_that_never_ends_is_refused_at_the_size_limit() {
 
 #[tokio::test]
 async fn a_frame_that_stops_midway_is_closed_by_the_heart_beat_check() {
-    let server = spawn_server(|c| c.heartbeat_receive = std::time::Duration::from_millis(100)).await;
+    let server =
+        spawn_server(|c| c.heartbeat_receive = std::time::Duration::from_millis(100)).await;
     let mut bystander = Bystander::new(&server).await;
-    let (mut client, _) = Client::connect(&server.tcp, &[("heart-beat", "100,0")]).await.expect("connect");
+    let (mut client, _) = Client::connect(&server.tcp, &[("heart-beat", "100,0")])
+        .await
+        .expect("connect");
     client
-        .send_raw(Bytes::from_static(b"SEND\ndestination:/topic/a\n\nhalf a bo"))
+        .send_raw(Bytes::from_static(
+            b"SEND\ndestination:/topic/a\n\nhalf a bo",
+        ))
         .await
         .expect("send");
     let error = expect_error_and_close(&mut client).await;
@@ -157,9 +186,18 @@ async fn protocol_misuse_gets_clear_errors() {
     let server = default_server().await;
     let mut bystander = Bystander::new(&server).await;
     let cases: Vec<(Frame, &str)> = vec![
-        (Frame::new(Command::Send).body("no destination"), "destination"),
-        (Frame::new(Command::Send).header("destination", "/nowhere/x"), "/nowhere/x"),
-        (Frame::new(Command::Subscribe).header("destination", "/topic/a"), "'id'"),
+        (
+            Frame::new(Command::Send).body("no destination"),
+            "destination",
+        ),
+        (
+            Frame::new(Command::Send).header("destination", "/nowhere/x"),
+            "/nowhere/x",
+        ),
+        (
+            Frame::new(Command::Subscribe).header("destination", "/topic/a"),
+            "'id'",
+        ),
         (
             Frame::new(Command::Subscribe)
                 .header("destination", "/bogus/a")
@@ -173,21 +211,35 @@ async fn protocol_misuse_gets_clear_errors() {
                 .header("ack", "sometimes"),
             "ack mode",
         ),
-        (Frame::new(Command::Unsubscribe).header("id", "never-subscribed"), "never-subscribed"),
+        (
+            Frame::new(Command::Unsubscribe).header("id", "never-subscribed"),
+            "never-subscribed",
+        ),
         (Frame::new(Command::Ack), "'id'"),
     ];
     for (frame, expected) in cases {
         let mut client = server.connect(Via::Ws).await;
-        client.send(&frame.header("receipt", "rid")).await.expect("send");
+        client
+            .send(&frame.header("receipt", "rid"))
+            .await
+            .expect("send");
         let error = expect_error_and_close(&mut client).await;
-        assert!(message(&error).contains(expected), "expected {expected:?} in {:?}", message(&error));
+        assert!(
+            message(&error).contains(expected),
+            "expected {expected:?} in {:?}",
+            message(&error)
+        );
         assert_eq!(error.headers.get("receipt-id"), Some("rid"));
     }
     // A duplicate subscription id.
     let mut client = server.connect(Via::Ws).await;
     subscribe(&mut client, "dup", "/topic/a", "auto").await;
     client
-        .send(&Frame::new(Command::Subscribe).header("id", "dup").header("destination", "/topic/b"))
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("id", "dup")
+                .header("destination", "/topic/b"),
+        )
         .await
         .expect("send");
     let error = expect_error_and_close(&mut client).await;
@@ -203,7 +255,11 @@ async fn subscriptions_per_session_are_bounded() {
         subscribe(&mut client, &i.to_string(), &format!("/topic/s{i}"), "auto").await;
     }
     client
-        .send(&Frame::new(Command::Subscribe).header("id", "x").header("destination", "/topic/x"))
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("id", "x")
+                .header("destination", "/topic/x"),
+        )
         .await
         .expect("send");
     let error = expect_error_and_close(&mut client).await;
@@ -219,5 +275,8 @@ async fn connections_past_the_limit_are_refused() {
     let error = expect_error_and_close(&mut c).await;
     assert!(message(&error).contains("connection limit"));
     let refused_ws = Client::open(&server.ws, &["v12.stomp"]).await;
-    assert!(refused_ws.is_err(), "WebSocket upgrade past the limit must fail");
+    assert!(
+        refused_ws.is_err(),
+        "WebSocket upgrade past the limit must fail"
+    );
 }

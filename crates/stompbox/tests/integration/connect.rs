@@ -19,8 +19,18 @@ async fn connected_carries_version_server_session_and_heart_beat() {
             .await
             .expect("connect");
         assert_eq!(connected.headers.get("version"), Some("1.2"));
-        assert!(connected.headers.get("server").is_some_and(|s| s.starts_with("stompbox/")));
-        assert!(connected.headers.get("session").is_some_and(|s| !s.is_empty()));
+        assert!(
+            connected
+                .headers
+                .get("server")
+                .is_some_and(|s| s.starts_with("stompbox/"))
+        );
+        assert!(
+            connected
+                .headers
+                .get("session")
+                .is_some_and(|s| !s.is_empty())
+        );
         assert_eq!(connected.headers.get("heart-beat"), Some("10000,10000"));
     }
 }
@@ -39,7 +49,11 @@ async fn version_negotiation_picks_the_highest_common_version() {
         client.send(&connect_frame(accept)).await.expect("send");
         let connected = next(&mut client).await;
         assert_eq!(connected.command, Command::Connected);
-        assert_eq!(connected.headers.get("version"), Some(expected), "accept {accept:?}");
+        assert_eq!(
+            connected.headers.get("version"),
+            Some(expected),
+            "accept {accept:?}"
+        );
     }
 }
 
@@ -48,7 +62,11 @@ async fn stomp_command_connects_too() {
     let server = default_server().await;
     let mut client = server.open(Via::Ws).await;
     client
-        .send(&Frame::new(Command::Stomp).header("accept-version", "1.2").header("host", "x"))
+        .send(
+            &Frame::new(Command::Stomp)
+                .header("accept-version", "1.2")
+                .header("host", "x"),
+        )
         .await
         .expect("send");
     assert_eq!(next(&mut client).await.command, Command::Connected);
@@ -58,7 +76,10 @@ async fn stomp_command_connects_too() {
 async fn unsupported_versions_get_an_error_listing_supported_ones() {
     let server = default_server().await;
     let mut client = server.open(Via::Tcp).await;
-    client.send(&connect_frame(Some("2.0,3.1"))).await.expect("send");
+    client
+        .send(&connect_frame(Some("2.0,3.1")))
+        .await
+        .expect("send");
     let error = expect_error_and_close(&mut client).await;
     assert_eq!(error.headers.get("version"), Some("1.0,1.1,1.2"));
 }
@@ -67,16 +88,26 @@ async fn unsupported_versions_get_an_error_listing_supported_ones() {
 async fn websocket_subprotocol_pins_the_version() {
     let server = default_server().await;
     // The server prefers the newest subprotocol the client offers.
-    let mut client = Client::open(&server.ws, &["v10.stomp", "v11.stomp"]).await.expect("open");
+    let mut client = Client::open(&server.ws, &["v10.stomp", "v11.stomp"])
+        .await
+        .expect("open");
     assert_eq!(client.subprotocol(), Some("v11.stomp"));
-    client.send(&connect_frame(Some("1.0,1.1,1.2"))).await.expect("send");
+    client
+        .send(&connect_frame(Some("1.0,1.1,1.2")))
+        .await
+        .expect("send");
     let connected = next(&mut client).await;
     assert_eq!(connected.headers.get("version"), Some("1.1"));
 
     // A CONNECT that does not accept the pinned version is refused.
-    let mut client = Client::open(&server.ws, &["v10.stomp"]).await.expect("open");
+    let mut client = Client::open(&server.ws, &["v10.stomp"])
+        .await
+        .expect("open");
     assert_eq!(client.subprotocol(), Some("v10.stomp"));
-    client.send(&connect_frame(Some("1.2"))).await.expect("send");
+    client
+        .send(&connect_frame(Some("1.2")))
+        .await
+        .expect("send");
     let error = expect_error_and_close(&mut client).await;
     assert_eq!(error.headers.get("version"), Some("1.0"));
 }
@@ -86,7 +117,10 @@ async fn websocket_without_subprotocol_is_accepted_and_negotiates_by_connect() {
     let server = default_server().await;
     let mut client = Client::open(&server.ws, &[]).await.expect("open");
     assert_eq!(client.subprotocol(), None);
-    client.send(&connect_frame(Some("1.1,1.2"))).await.expect("send");
+    client
+        .send(&connect_frame(Some("1.1,1.2")))
+        .await
+        .expect("send");
     assert_eq!(next(&mut client).await.headers.get("version"), Some("1.2"));
 }
 
@@ -96,12 +130,21 @@ async fn frames_before_connect_are_refused_with_receipt_id_echoed() {
     for via in BOTH {
         let mut client = server.open(via).await;
         client
-            .send(&Frame::new(Command::Send).header("destination", "/topic/a").header("receipt", "77"))
+            .send(
+                &Frame::new(Command::Send)
+                    .header("destination", "/topic/a")
+                    .header("receipt", "77"),
+            )
             .await
             .expect("send");
         let error = expect_error_and_close(&mut client).await;
         assert_eq!(error.headers.get("receipt-id"), Some("77"));
-        assert!(error.headers.get("message").is_some_and(|m| m.contains("CONNECT")));
+        assert!(
+            error
+                .headers
+                .get("message")
+                .is_some_and(|m| m.contains("CONNECT"))
+        );
     }
 }
 
@@ -109,7 +152,10 @@ async fn frames_before_connect_are_refused_with_receipt_id_echoed() {
 async fn a_second_connect_is_an_error() {
     let server = default_server().await;
     let mut client = server.connect(Via::Tcp).await;
-    client.send(&connect_frame(Some("1.2"))).await.expect("send");
+    client
+        .send(&connect_frame(Some("1.2")))
+        .await
+        .expect("send");
     expect_error_and_close(&mut client).await;
 }
 
@@ -125,7 +171,10 @@ async fn disconnect_gets_its_receipt_then_the_connection_closes() {
         let receipt = next(&mut client).await;
         assert_eq!(receipt.command, Command::Receipt);
         assert_eq!(receipt.headers.get("receipt-id"), Some("bye"));
-        assert!(matches!(client.next_frame_within(WAIT).await, Ok(None) | Err(_)));
+        assert!(matches!(
+            client.next_frame_within(WAIT).await,
+            Ok(None) | Err(_)
+        ));
     }
 }
 
@@ -134,7 +183,12 @@ async fn silence_before_connect_is_closed_after_the_first_frame_time_limit() {
     let server = spawn_server(|c| c.connect_timeout = std::time::Duration::from_millis(300)).await;
     let mut client = server.open(Via::Tcp).await;
     let error = expect_error_and_close(&mut client).await;
-    assert!(error.headers.get("message").is_some_and(|m| m.contains("CONNECT")));
+    assert!(
+        error
+            .headers
+            .get("message")
+            .is_some_and(|m| m.contains("CONNECT"))
+    );
     // A connection that did CONNECT is not affected by that limit.
     let mut ok = server.connect(Via::Tcp).await;
     let topic = unique("/topic/after-timeout");
@@ -149,9 +203,12 @@ async fn stomp_1_0_headers_are_not_escaped_and_1_1_ones_are() {
     v10.send(&connect_frame(None)).await.expect("send");
     assert_eq!(next(&mut v10).await.headers.get("version"), Some("1.0"));
     v10.set_version(Version::V1_0);
-    v10.send_with_receipt(Frame::new(Command::Subscribe).header("destination", &topic), "s")
-        .await
-        .expect("subscribe");
+    v10.send_with_receipt(
+        Frame::new(Command::Subscribe).header("destination", &topic),
+        "s",
+    )
+    .await
+    .expect("subscribe");
     let mut v12 = server.connect(Via::Tcp).await;
     v12.send(
         &Frame::new(Command::Send)

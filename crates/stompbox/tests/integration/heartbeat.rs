@@ -20,8 +20,16 @@ async fn server_sends_heart_beats_when_idle_and_closes_silent_clients() {
     // (which the client skips) meanwhile.
     let started = Instant::now();
     let error = expect_error_and_close(&mut client).await;
-    assert!(error.headers.get("message").is_some_and(|m| m.contains("heart-beat")));
-    assert!(started.elapsed() >= Duration::from_millis(250), "closed too early");
+    assert!(
+        error
+            .headers
+            .get("message")
+            .is_some_and(|m| m.contains("heart-beat"))
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed too early"
+    );
 }
 
 #[tokio::test]
@@ -68,7 +76,10 @@ async fn client_heart_beats_keep_the_connection_open() {
     // Send heart-beats for well past the limit, then use the connection.
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        client.send_raw(bytes::Bytes::from_static(b"\n")).await.expect("heart-beat");
+        client
+            .send_raw(bytes::Bytes::from_static(b"\n"))
+            .await
+            .expect("heart-beat");
     }
     let topic = unique("/topic/hb");
     subscribe(&mut client, "s", &topic, "auto").await;

@@ -61,12 +61,22 @@ async fn a_full_queue_refuses_sends_with_an_error() {
     send_receipted(&mut producer, &queue, "1").await;
     send_receipted(&mut producer, &queue, "2").await;
     producer
-        .send(&Frame::new(Command::Send).header("destination", &queue).header("receipt", "r3").body("3"))
+        .send(
+            &Frame::new(Command::Send)
+                .header("destination", &queue)
+                .header("receipt", "r3")
+                .body("3"),
+        )
         .await
         .expect("send");
     let error = expect_error_and_close(&mut producer).await;
     assert_eq!(error.headers.get("receipt-id"), Some("r3"));
-    assert!(error.headers.get("message").is_some_and(|m| m.contains("full")));
+    assert!(
+        error
+            .headers
+            .get("message")
+            .is_some_and(|m| m.contains("full"))
+    );
     // Nothing accepted was lost.
     let mut consumer = server.connect(Via::Tcp).await;
     subscribe_now(&mut consumer, "c", &queue, "auto").await;
@@ -90,8 +100,14 @@ async fn client_individual_unacked_messages_are_redelivered_to_another_consumer_
         assert_eq!(body(&m), format!("m{i}"));
         ids.push(ack_id(&m));
     }
-    first.send_with_receipt(ack(&ids[0]), "a1").await.expect("ack m1");
-    first.send_with_receipt(ack(&ids[2]), "a3").await.expect("ack m3");
+    first
+        .send_with_receipt(ack(&ids[0]), "a1")
+        .await
+        .expect("ack m1");
+    first
+        .send_with_receipt(ack(&ids[2]), "a3")
+        .await
+        .expect("ack m3");
     drop(first);
     let mut second = server.connect(Via::Tcp).await;
     subscribe_now(&mut second, "t", &queue, "auto").await;
@@ -119,7 +135,10 @@ async fn client_mode_ack_is_cumulative() {
         ids.push(ack_id(&next_message(&mut consumer).await));
     }
     // Acking m2 acks m1 too; only m3 comes back after the disconnect.
-    consumer.send_with_receipt(ack(&ids[1]), "a").await.expect("ack");
+    consumer
+        .send_with_receipt(ack(&ids[1]), "a")
+        .await
+        .expect("ack");
     // m1 is no longer pending: acking it is an error.
     consumer.send(&ack(&ids[0])).await.expect("send");
     expect_error_and_close(&mut consumer).await;
@@ -142,12 +161,16 @@ async fn nack_redelivers_to_the_next_consumer_with_redelivered_true() {
     send_receipted(&mut producer, &queue, "m1").await;
     let m = next_message(&mut a).await;
     assert_eq!(body(&m), "m1");
-    a.send_with_receipt(nack(&ack_id(&m)), "n").await.expect("nack");
+    a.send_with_receipt(nack(&ack_id(&m)), "n")
+        .await
+        .expect("nack");
     let again = next_message(&mut b).await;
     assert_eq!(body(&again), "m1");
     assert_eq!(again.headers.get("redelivered"), Some("true"));
     assert_eq!(again.headers.get("message-id"), m.headers.get("message-id"));
-    b.send_with_receipt(ack(&ack_id(&again)), "ok").await.expect("ack");
+    b.send_with_receipt(ack(&ack_id(&again)), "ok")
+        .await
+        .expect("ack");
 }
 
 #[tokio::test]
@@ -158,7 +181,11 @@ async fn ack_of_an_unknown_id_is_an_error_and_others_keep_working() {
     subscribe(&mut bystander, "b", &queue, "auto").await;
     let mut client = server.connect(Via::Ws).await;
     client
-        .send(&Frame::new(Command::Ack).header("id", "no-such-message").header("receipt", "r"))
+        .send(
+            &Frame::new(Command::Ack)
+                .header("id", "no-such-message")
+                .header("receipt", "r"),
+        )
         .await
         .expect("send");
     let error = expect_error_and_close(&mut client).await;
@@ -200,9 +227,13 @@ async fn stomp_1_1_and_1_0_acknowledge_by_message_id() {
     send_receipted(&mut producer, &queue, "for-1.1").await;
     // STOMP 1.1: message-id plus subscription.
     let mut v11 = server.open(Via::Tcp).await;
-    v11.send(&Frame::new(Command::Connect).header("accept-version", "1.1").header("host", "x"))
-        .await
-        .expect("send");
+    v11.send(
+        &Frame::new(Command::Connect)
+            .header("accept-version", "1.1")
+            .header("host", "x"),
+    )
+    .await
+    .expect("send");
     assert_eq!(next(&mut v11).await.headers.get("version"), Some("1.1"));
     v11.set_version(Version::V1_1);
     subscribe_now(&mut v11, "s11", &queue, "client").await;
@@ -216,25 +247,38 @@ async fn stomp_1_1_and_1_0_acknowledge_by_message_id() {
     )
     .await
     .expect("1.1 ack");
-    v11.send_with_receipt(Frame::new(Command::Disconnect), "bye").await.expect("disconnect");
+    v11.send_with_receipt(Frame::new(Command::Disconnect), "bye")
+        .await
+        .expect("disconnect");
 
     // STOMP 1.0: message-id alone; NACK does not exist.
     send_receipted(&mut producer, &queue, "for-1.0").await;
     let mut v10 = server.open(Via::Tcp).await;
-    v10.send(&Frame::new(Command::Connect).header("host", "x")).await.expect("send");
+    v10.send(&Frame::new(Command::Connect).header("host", "x"))
+        .await
+        .expect("send");
     assert_eq!(next(&mut v10).await.headers.get("version"), Some("1.0"));
     v10.set_version(Version::V1_0);
-    v10.send(&Frame::new(Command::Subscribe).header("destination", &queue).header("ack", "client"))
-        .await
-        .expect("subscribe");
+    v10.send(
+        &Frame::new(Command::Subscribe)
+            .header("destination", &queue)
+            .header("ack", "client"),
+    )
+    .await
+    .expect("subscribe");
     let m = next_message(&mut v10).await;
     // The 1.1 ACK took effect: only the new message arrives, not a redelivery.
     assert_eq!(body(&m), "for-1.0");
     let message_id = m.headers.get("message-id").expect("message-id").to_owned();
-    v10.send_with_receipt(Frame::new(Command::Ack).header("message-id", &message_id), "a10")
+    v10.send_with_receipt(
+        Frame::new(Command::Ack).header("message-id", &message_id),
+        "a10",
+    )
+    .await
+    .expect("1.0 ack");
+    v10.send(&Frame::new(Command::Nack).header("message-id", &message_id))
         .await
-        .expect("1.0 ack");
-    v10.send(&Frame::new(Command::Nack).header("message-id", &message_id)).await.expect("send");
+        .expect("send");
     expect_error_and_close(&mut v10).await;
 }
 
@@ -248,7 +292,10 @@ async fn topic_subscribers_in_client_mode_must_ack() {
     send_receipted(&mut producer, &topic, "t1").await;
     let m = next_message(&mut consumer).await;
     let id = ack_id(&m);
-    consumer.send_with_receipt(ack(&id), "a").await.expect("ack");
+    consumer
+        .send_with_receipt(ack(&id), "a")
+        .await
+        .expect("ack");
     // The same message cannot be acknowledged twice.
     consumer.send(&ack(&id)).await.expect("send");
     expect_error_and_close(&mut consumer).await;

@@ -12,10 +12,24 @@ async fn shutdown_closes_websockets_with_1001_and_stops_accepting() {
     let tcp_url = server.tcp.clone();
     let started = Instant::now();
     server.handle.shutdown().await.expect("shutdown");
-    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
-    assert!(matches!(ws.next_frame_within(WAIT).await, Ok(None) | Err(_)));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    assert!(matches!(
+        ws.next_frame_within(WAIT).await,
+        Ok(None) | Err(_)
+    ));
     assert_eq!(ws.close_reason().map(|(code, _)| code), Some(1001));
-    assert!(matches!(tcp.next_frame_within(WAIT).await, Ok(None) | Err(_)));
+    assert!(matches!(
+        tcp.next_frame_within(WAIT).await,
+        Ok(None) | Err(_)
+    ));
     assert!(stompbox::client::Client::open(&ws_url, &[]).await.is_err());
-    assert!(stompbox::client::Client::connect(&tcp_url, &[]).await.is_err());
+    assert!(
+        stompbox::client::Client::connect(&tcp_url, &[])
+            .await
+            .is_err()
+    );
 }

@@ -19,7 +19,11 @@ async fn publish_while_one_subscriber_stalls(server: &TestServer, count: usize) 
             let _ = progress_tx.send(i);
             let m = next_message(&mut reader).await;
             let text = body(&m);
-            assert!(text.starts_with(&format!("{i}:")), "message {i} out of order: {}", &text[..16.min(text.len())]);
+            assert!(
+                text.starts_with(&format!("{i}:")),
+                "message {i} out of order: {}",
+                &text[..16.min(text.len())]
+            );
         }
         reader
     });
@@ -55,14 +59,22 @@ async fn publish_while_one_subscriber_stalls(server: &TestServer, count: usize) 
         match stalled.next_frame_within(WAIT).await {
             Ok(Some(frame)) if frame.command == Command::Message => received += 1,
             Ok(Some(frame)) if frame.command == Command::Error => {
-                assert!(frame.headers.get("message").is_some_and(|m| m.contains("slow consumer")));
+                assert!(
+                    frame
+                        .headers
+                        .get("message")
+                        .is_some_and(|m| m.contains("slow consumer"))
+                );
             }
             Ok(Some(other)) => panic!("unexpected {other:?}"),
             Ok(None) | Err(_) => break true,
         }
     };
     assert!(closed);
-    assert!(received < count, "the stalled client got everything ({received})");
+    assert!(
+        received < count,
+        "the stalled client got everything ({received})"
+    );
     assert_eq!(server.handle.stats().slow_consumers, 1);
 }
 

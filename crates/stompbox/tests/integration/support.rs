@@ -7,32 +7,32 @@ use stompbox::codec::{Command, Frame};
 
 /// Generous bound for any single wait, so a broken server fails a test
 /// instead of hanging it.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-pub struct TestServer {
-    pub handle: stompbox::ServerHandle,
-    pub ws: String,
-    pub tcp: String,
+pub(crate) struct TestServer {
+    pub(crate) handle: stompbox::ServerHandle,
+    pub(crate) ws: String,
+    pub(crate) tcp: String,
 }
 
 /// Which transport a test runs over; most tests run over both.
 #[derive(Debug, Clone, Copy)]
-pub enum Via {
+pub(crate) enum Via {
     Ws,
     Tcp,
 }
 
-pub const BOTH: [Via; 2] = [Via::Ws, Via::Tcp];
+pub(crate) const BOTH: [Via; 2] = [Via::Ws, Via::Tcp];
 
 impl TestServer {
-    pub fn url(&self, via: Via) -> &str {
+    pub(crate) fn url(&self, via: Via) -> &str {
         match via {
             Via::Ws => &self.ws,
             Via::Tcp => &self.tcp,
         }
     }
 
-    pub async fn connect(&self, via: Via) -> Client {
+    pub(crate) async fn connect(&self, via: Via) -> Client {
         let (client, _) = tokio::time::timeout(WAIT, Client::connect(self.url(via), &[]))
             .await
             .expect("CONNECT timed out")
@@ -40,7 +40,7 @@ impl TestServer {
         client
     }
 
-    pub async fn open(&self, via: Via) -> Client {
+    pub(crate) async fn open(&self, via: Via) -> Client {
         Client::open(self.url(via), &["v12.stomp", "v11.stomp", "v10.stomp"])
             .await
             .expect("open failed")
@@ -48,7 +48,7 @@ impl TestServer {
 }
 
 /// Starts a server on ephemeral loopback ports with `configure` applied.
-pub async fn spawn_server(configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
+pub(crate) async fn spawn_server(configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
     let mut config = ServerConfig::default();
     config.http_addr = "127.0.0.1:0".parse().expect("addr");
     config.tcp_addr = Some("127.0.0.1:0".parse().expect("addr"));
@@ -64,12 +64,12 @@ pub async fn spawn_server(configure: impl FnOnce(&mut ServerConfig)) -> TestServ
     }
 }
 
-pub async fn default_server() -> TestServer {
+pub(crate) async fn default_server() -> TestServer {
     spawn_server(|_| {}).await
 }
 
 /// The next frame within [`WAIT`]; panics on close or timeout.
-pub async fn next(client: &mut Client) -> Frame {
+pub(crate) async fn next(client: &mut Client) -> Frame {
     client
         .next_frame_within(WAIT)
         .await
@@ -78,9 +78,13 @@ pub async fn next(client: &mut Client) -> Frame {
 }
 
 /// The next frame must be an ERROR, and then the connection must close.
-pub async fn expect_error_and_close(client: &mut Client) -> Frame {
+pub(crate) async fn expect_error_and_close(client: &mut Client) -> Frame {
     let frame = next(client).await;
-    assert_eq!(frame.command, Command::Error, "expected ERROR, got {frame:?}");
+    assert_eq!(
+        frame.command,
+        Command::Error,
+        "expected ERROR, got {frame:?}"
+    );
     assert!(
         frame.headers.get("message").is_some_and(|m| !m.is_empty()),
         "ERROR without a message: {frame:?}"
@@ -93,7 +97,7 @@ pub async fn expect_error_and_close(client: &mut Client) -> Frame {
     frame
 }
 
-pub async fn subscribe(client: &mut Client, id: &str, destination: &str, ack: &str) {
+pub(crate) async fn subscribe(client: &mut Client, id: &str, destination: &str, ack: &str) {
     let frame = Frame::new(Command::Subscribe)
         .header("id", id)
         .header("destination", destination)
@@ -106,7 +110,7 @@ pub async fn subscribe(client: &mut Client, id: &str, destination: &str, ack: &s
 
 /// SUBSCRIBE without waiting for a RECEIPT, for destinations that already
 /// hold messages (they may arrive before any RECEIPT would).
-pub async fn subscribe_now(client: &mut Client, id: &str, destination: &str, ack: &str) {
+pub(crate) async fn subscribe_now(client: &mut Client, id: &str, destination: &str, ack: &str) {
     let frame = Frame::new(Command::Subscribe)
         .header("id", id)
         .header("destination", destination)
@@ -114,15 +118,7 @@ pub async fn subscribe_now(client: &mut Client, id: &str, destination: &str, ack
     client.send(&frame).await.expect("SUBSCRIBE");
 }
 
-pub async fn send(client: &mut Client, destination: &str, body: &str) {
-    let frame = Frame::new(Command::Send)
-        .header("destination", destination)
-        .header("content-type", "text/plain")
-        .body(body.to_owned());
-    client.send(&frame).await.expect("SEND");
-}
-
-pub async fn send_receipted(client: &mut Client, destination: &str, body: &str) {
+pub(crate) async fn send_receipted(client: &mut Client, destination: &str, body: &str) {
     let frame = Frame::new(Command::Send)
         .header("destination", destination)
         .body(body.to_owned());
@@ -133,18 +129,22 @@ pub async fn send_receipted(client: &mut Client, destination: &str, body: &str) 
 }
 
 /// The next MESSAGE's body as text.
-pub async fn next_message(client: &mut Client) -> Frame {
+pub(crate) async fn next_message(client: &mut Client) -> Frame {
     let frame = next(client).await;
-    assert_eq!(frame.command, Command::Message, "expected MESSAGE, got {frame:?}");
+    assert_eq!(
+        frame.command,
+        Command::Message,
+        "expected MESSAGE, got {frame:?}"
+    );
     frame
 }
 
-pub fn body(frame: &Frame) -> &str {
+pub(crate) fn body(frame: &Frame) -> &str {
     std::str::from_utf8(&frame.body).expect("utf-8 body")
 }
 
 /// A destination no other test uses.
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     format!("{prefix}{}", N.fetch_add(1, Ordering::Relaxed))

@@ -17,14 +17,20 @@ fn available(what: &str, path: &std::path::Path) -> bool {
     if path.exists() {
         return true;
     }
-    let reason = format!("{what} not installed at {}: run scripts/install-test-deps.sh", path.display());
+    let reason = format!(
+        "{what} not installed at {}: run scripts/install-test-deps.sh",
+        path.display()
+    );
     assert!(std::env::var("CI").as_deref() != Ok("true"), "{reason}");
     eprintln!("skipping: {reason}");
     false
 }
 
 async fn run_script(mut command: tokio::process::Command) {
-    command.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     let child = command.spawn().expect("spawn client script");
     let output = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
         .await
@@ -33,15 +39,24 @@ async fn run_script(mut command: tokio::process::Command) {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
-    assert!(output.status.success(), "client script failed:\n{stdout}\n{stderr}");
-    assert!(stdout.lines().filter(|l| l.starts_with("ok ")).count() >= 4, "{stdout}");
+    assert!(
+        output.status.success(),
+        "client script failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count() >= 4,
+        "{stdout}"
+    );
 }
 
 #[tokio::test]
 async fn stompjs_over_websocket_runs_every_scenario() {
     let root = repo_root();
     let script = root.join("tests/clients/node/scenarios.mjs");
-    if !available("@stomp/stompjs", &root.join("tests/clients/node/node_modules/@stomp/stompjs")) {
+    if !available(
+        "@stomp/stompjs",
+        &root.join("tests/clients/node/node_modules/@stomp/stompjs"),
+    ) {
         return;
     }
     let server = default_server().await;

@@ -20,8 +20,14 @@ async fn committed_sends_are_delivered_at_commit_and_aborted_ones_never() {
             .send_with_receipt(Frame::new(Command::Begin).header("transaction", "t1"), "b")
             .await
             .expect("begin");
-        producer.send_with_receipt(in_tx(&topic, "t1", "tx-1"), "1").await.expect("send");
-        producer.send_with_receipt(in_tx(&topic, "t1", "tx-2"), "2").await.expect("send");
+        producer
+            .send_with_receipt(in_tx(&topic, "t1", "tx-1"), "1")
+            .await
+            .expect("send");
+        producer
+            .send_with_receipt(in_tx(&topic, "t1", "tx-2"), "2")
+            .await
+            .expect("send");
         // Nothing was delivered yet: a plain marker overtakes the transaction.
         send_receipted(&mut producer, &topic, "marker").await;
         assert_eq!(body(&next_message(&mut sub).await), "marker");
@@ -36,7 +42,10 @@ async fn committed_sends_are_delivered_at_commit_and_aborted_ones_never() {
             .send_with_receipt(Frame::new(Command::Begin).header("transaction", "t2"), "b2")
             .await
             .expect("begin");
-        producer.send_with_receipt(in_tx(&topic, "t2", "aborted"), "3").await.expect("send");
+        producer
+            .send_with_receipt(in_tx(&topic, "t2", "aborted"), "3")
+            .await
+            .expect("send");
         producer
             .send_with_receipt(Frame::new(Command::Abort).header("transaction", "t2"), "a")
             .await
@@ -62,12 +71,42 @@ async fn acks_in_a_transaction_take_effect_at_commit_and_are_discarded_on_abort(
             .header("id", m.headers.get("ack").expect("ack"))
             .header("transaction", tx)
     };
-    consumer.send_with_receipt(Frame::new(Command::Begin).header("transaction", "keep"), "b1").await.expect("begin");
-    consumer.send_with_receipt(ack(&m1, "keep"), "a1").await.expect("ack");
-    consumer.send_with_receipt(Frame::new(Command::Commit).header("transaction", "keep"), "c").await.expect("commit");
-    consumer.send_with_receipt(Frame::new(Command::Begin).header("transaction", "drop"), "b2").await.expect("begin");
-    consumer.send_with_receipt(ack(&m2, "drop"), "a2").await.expect("ack");
-    consumer.send_with_receipt(Frame::new(Command::Abort).header("transaction", "drop"), "ab").await.expect("abort");
+    consumer
+        .send_with_receipt(
+            Frame::new(Command::Begin).header("transaction", "keep"),
+            "b1",
+        )
+        .await
+        .expect("begin");
+    consumer
+        .send_with_receipt(ack(&m1, "keep"), "a1")
+        .await
+        .expect("ack");
+    consumer
+        .send_with_receipt(
+            Frame::new(Command::Commit).header("transaction", "keep"),
+            "c",
+        )
+        .await
+        .expect("commit");
+    consumer
+        .send_with_receipt(
+            Frame::new(Command::Begin).header("transaction", "drop"),
+            "b2",
+        )
+        .await
+        .expect("begin");
+    consumer
+        .send_with_receipt(ack(&m2, "drop"), "a2")
+        .await
+        .expect("ack");
+    consumer
+        .send_with_receipt(
+            Frame::new(Command::Abort).header("transaction", "drop"),
+            "ab",
+        )
+        .await
+        .expect("abort");
     drop(consumer);
     // m1's ACK was committed, m2's aborted: only m2 comes back.
     let mut other = server.connect(Via::Tcp).await;
@@ -84,9 +123,18 @@ async fn an_open_transaction_is_discarded_on_disconnect() {
     let mut sub = server.connect(Via::Ws).await;
     subscribe(&mut sub, "s", &topic, "auto").await;
     let mut producer = server.connect(Via::Ws).await;
-    producer.send_with_receipt(Frame::new(Command::Begin).header("transaction", "t"), "b").await.expect("begin");
-    producer.send_with_receipt(in_tx(&topic, "t", "never"), "s").await.expect("send");
-    producer.send_with_receipt(Frame::new(Command::Disconnect), "bye").await.expect("disconnect");
+    producer
+        .send_with_receipt(Frame::new(Command::Begin).header("transaction", "t"), "b")
+        .await
+        .expect("begin");
+    producer
+        .send_with_receipt(in_tx(&topic, "t", "never"), "s")
+        .await
+        .expect("send");
+    producer
+        .send_with_receipt(Frame::new(Command::Disconnect), "bye")
+        .await
+        .expect("disconnect");
     let mut marker = server.connect(Via::Ws).await;
     send_receipted(&mut marker, &topic, "marker").await;
     assert_eq!(body(&next_message(&mut sub).await), "marker");
@@ -103,15 +151,29 @@ async fn unknown_and_duplicate_transactions_are_errors() {
         Frame::new(Command::Begin),
     ] {
         let mut client = server.connect(Via::Tcp).await;
-        client.send(&frame.header("receipt", "r")).await.expect("send");
+        client
+            .send(&frame.header("receipt", "r"))
+            .await
+            .expect("send");
         let error = expect_error_and_close(&mut client).await;
         assert_eq!(error.headers.get("receipt-id"), Some("r"));
     }
     let mut client = server.connect(Via::Tcp).await;
-    client.send_with_receipt(Frame::new(Command::Begin).header("transaction", "t"), "b").await.expect("begin");
-    client.send(&Frame::new(Command::Begin).header("transaction", "t")).await.expect("send");
+    client
+        .send_with_receipt(Frame::new(Command::Begin).header("transaction", "t"), "b")
+        .await
+        .expect("begin");
+    client
+        .send(&Frame::new(Command::Begin).header("transaction", "t"))
+        .await
+        .expect("send");
     let error = expect_error_and_close(&mut client).await;
-    assert!(error.headers.get("message").is_some_and(|m| m.contains("already open")));
+    assert!(
+        error
+            .headers
+            .get("message")
+            .is_some_and(|m| m.contains("already open"))
+    );
 }
 
 #[tokio::test]
@@ -123,15 +185,40 @@ async fn transactions_are_bounded() {
     .await;
     let topic = unique("/topic/tx-limit");
     let mut client = server.connect(Via::Tcp).await;
-    client.send_with_receipt(Frame::new(Command::Begin).header("transaction", "t"), "b").await.expect("begin");
-    client.send_with_receipt(in_tx(&topic, "t", "1"), "1").await.expect("send");
-    client.send_with_receipt(in_tx(&topic, "t", "2"), "2").await.expect("send");
+    client
+        .send_with_receipt(Frame::new(Command::Begin).header("transaction", "t"), "b")
+        .await
+        .expect("begin");
+    client
+        .send_with_receipt(in_tx(&topic, "t", "1"), "1")
+        .await
+        .expect("send");
+    client
+        .send_with_receipt(in_tx(&topic, "t", "2"), "2")
+        .await
+        .expect("send");
     client.send(&in_tx(&topic, "t", "3")).await.expect("send");
     let error = expect_error_and_close(&mut client).await;
-    assert!(error.headers.get("message").is_some_and(|m| m.contains("too many frames")));
+    assert!(
+        error
+            .headers
+            .get("message")
+            .is_some_and(|m| m.contains("too many frames"))
+    );
     let mut client = server.connect(Via::Tcp).await;
-    client.send_with_receipt(Frame::new(Command::Begin).header("transaction", "a"), "b").await.expect("begin");
-    client.send(&Frame::new(Command::Begin).header("transaction", "b")).await.expect("send");
+    client
+        .send_with_receipt(Frame::new(Command::Begin).header("transaction", "a"), "b")
+        .await
+        .expect("begin");
+    client
+        .send(&Frame::new(Command::Begin).header("transaction", "b"))
+        .await
+        .expect("send");
     let error = expect_error_and_close(&mut client).await;
-    assert!(error.headers.get("message").is_some_and(|m| m.contains("too many open transactions")));
+    assert!(
+        error
+            .headers
+            .get("message")
+            .is_some_and(|m| m.contains("too many open transactions"))
+    );
 }

@@ -71,7 +71,9 @@ impl Message {
         encode_header(b"destination", &self.destination, escape, &mut out);
         encode_header(b"message-id", &self.id, escape, &mut out);
         for (name, value) in self.frame.headers.iter_bytes() {
-            let dropped = DROPPED_HEADERS.iter().any(|d| d.as_bytes() == name.as_ref());
+            let dropped = DROPPED_HEADERS
+                .iter()
+                .any(|d| d.as_bytes() == name.as_ref());
             if !dropped {
                 encode_header(name, value, escape, &mut out);
             }

@@ -150,7 +150,11 @@ impl Shared {
         message_id.put_slice(self.message_prefix.as_bytes());
         message_id.put_slice(id.to_string().as_bytes());
         let destination = publish.destination;
-        let message = Arc::new(Message::new(message_id.freeze(), &destination, publish.frame));
+        let message = Arc::new(Message::new(
+            message_id.freeze(),
+            &destination,
+            publish.frame,
+        ));
         match self.kind(&destination) {
             Some(Kind::Topic(routing_key)) => {
                 self.publish_topic(routing_key, &message);
@@ -180,9 +184,9 @@ impl Shared {
                 let _ = subscription.deliver(message, false);
                 return;
             }
-            let reusable = last
-                .as_ref()
-                .filter(|(id, version, _)| *id == subscription.id && *version == subscription.version);
+            let reusable = last.as_ref().filter(|(id, version, _)| {
+                *id == subscription.id && *version == subscription.version
+            });
             let frame = match reusable {
                 Some((_, _, frame)) => frame.clone(),
                 None => {
@@ -304,7 +308,9 @@ impl BrokerSession for EmbeddedSession {
                 let subscription = make(Source::Topic {
                     routing_key: routing_key.into(),
                 });
-                self.shared.topics.add(routing_key, Arc::clone(&subscription));
+                self.shared
+                    .topics
+                    .add(routing_key, Arc::clone(&subscription));
                 subscription
             }
             Some(Kind::Queue) => loop {
@@ -352,7 +358,10 @@ impl BrokerSession for EmbeddedSession {
 
     fn receipt(&mut self, receipt_id: Bytes) {
         // Everything before this call took effect synchronously.
-        let _ = self.context.outbox.push(crate::session::receipt_frame(&receipt_id));
+        let _ = self
+            .context
+            .outbox
+            .push(crate::session::receipt_frame(&receipt_id));
     }
 }
 

@@ -126,11 +126,6 @@ impl Queue {
         }
         state.deleted
     }
-
-    #[cfg(test)]
-    pub(crate) fn depth(&self) -> usize {
-        self.lock().ready.len()
-    }
 }
 
 /// Redelivered messages may push the queue past its depth limit for a

@@ -49,7 +49,8 @@ pub(crate) fn matches(pattern: &[Box<str>], key: &[&str]) -> bool {
             }
         } else {
             for j in (1..=key.len()).rev() {
-                reachable[j] = reachable[j - 1] && (word.as_ref() == "*" || word.as_ref() == key[j - 1]);
+                reachable[j] =
+                    reachable[j - 1] && (word.as_ref() == "*" || word.as_ref() == key[j - 1]);
             }
             reachable[0] = false;
         }
@@ -113,10 +114,17 @@ impl TopicRegistry {
     }
 
     /// Calls `deliver` for every subscription matching `routing_key`.
-    pub(crate) fn for_each_match(&self, routing_key: &str, mut deliver: impl FnMut(&Arc<Subscription>)) {
+    pub(crate) fn for_each_match(
+        &self,
+        routing_key: &str,
+        mut deliver: impl FnMut(&Arc<Subscription>),
+    ) {
         let (exact, wildcard) = {
             let registry = self.read();
-            (registry.exact.get(routing_key).cloned(), Arc::clone(&registry.wildcard))
+            (
+                registry.exact.get(routing_key).cloned(),
+                Arc::clone(&registry.wildcard),
+            )
         };
         for subscription in exact.iter().flat_map(|s| s.iter()) {
             deliver(subscription);
