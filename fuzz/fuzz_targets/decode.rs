@@ -3,7 +3,8 @@
 //!
 //! Input layout:
 //! * byte 0: the version (`% 3`: 1.0, 1.1, 1.2) and the limits (`/ 3 % 2`:
-//!   the defaults, or small ones that short inputs run into);
+//!   the defaults, or small ones that short inputs run into, set by the
+//!   next three bytes: see [`small_limits`]);
 //! * byte 1: how many read sizes follow (`% 8`); then that many bytes, each
 //!   a read size minus one, used in turn and cycled (none: one read);
 //! * the rest: the byte stream.
@@ -23,11 +24,14 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use stompbox_codec::{DecodeError, Decoded, Decoder, Frame, Limits, Version, encode_frame};
 
-const SMALL: Limits = Limits {
-    max_frame_bytes: 96,
-    max_header_line: 24,
-    max_headers: 4,
-};
+/// Limits small enough for short inputs to run into each of them.
+fn small_limits(frame: u8, line: u8, headers: u8) -> Limits {
+    Limits {
+        max_frame_bytes: usize::from(frame % 128) + 1,
+        max_header_line: usize::from(line % 64) + 1,
+        max_headers: usize::from(headers % 8),
+    }
+}
 
 /// For re-decoding: escaping may make a frame longer than the one decoded.
 const HUGE: Limits = Limits {
@@ -46,10 +50,11 @@ struct Input<'a> {
 fn parse(data: &[u8]) -> Option<Input<'_>> {
     let (&first, rest) = data.split_first()?;
     let version = Version::ALL[usize::from(first % 3)];
-    let limits = if (first / 3) % 2 == 1 {
-        SMALL
+    let (limits, rest) = if (first / 3) % 2 == 1 {
+        let ([frame, line, headers], rest) = rest.split_first_chunk()?;
+        (small_limits(*frame, *line, *headers), rest)
     } else {
-        Limits::default()
+        (Limits::default(), rest)
     };
     let (&count, rest) = rest.split_first()?;
     let (sizes, stream) = rest.split_at(usize::from(count % 8).min(rest.len()));

@@ -276,7 +276,8 @@ const TOKENS: &[&[u8]] = &[
 fn hostile_input() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         prop::collection::vec(any::<u8>(), 0..300),
-        prop::collection::vec(prop::sample::select(TOKENS), 0..80).prop_map(|tokens| tokens.concat()),
+        prop::collection::vec(prop::sample::select(TOKENS), 0..80)
+            .prop_map(|tokens| tokens.concat()),
         (
             stream(),
             prop::collection::vec((any::<Index>(), any::<u8>()), 0..4)
@@ -306,8 +307,9 @@ fn chunk_sizes() -> impl Strategy<Value = Vec<usize>> {
     prop::collection::vec(prop_oneof![1 => Just(1usize), 3 => 1usize..40], 1..12)
 }
 
+// About a second in a debug build; set PROPTEST_CASES to run more.
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(1024))]
 
     /// Every frame the wire can carry (see [`wire_safe`]) decodes to itself,
     /// in every version, with LF or CRLF line endings.
