@@ -80,6 +80,7 @@ const SUBPROTOCOLS: [(&str, Version); 3] = [
 ];
 
 const DEMO_PAGE: &str = include_str!("../../../web/index.html");
+const DEMO_CLIENT: &str = include_str!("../../../web/stomp.js");
 
 impl Server {
     /// Binds the configured addresses with the embedded broker.
@@ -157,6 +158,10 @@ impl Server {
         let router = Router::new()
             .route(&shared.config.ws_path, get(ws_upgrade))
             .route("/", get(|| async { Html(DEMO_PAGE) }))
+            .route(
+                "/stomp.js",
+                get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], DEMO_CLIENT) }),
+            )
             .with_state(Arc::clone(&shared));
         let http_stop = {
             let mut stop = stop.clone();
