@@ -47,6 +47,10 @@ pub struct ServerConfig {
     pub heartbeat_grace: f64,
     /// Time given to flush outboxes and close sessions on shutdown. Default 5 s.
     pub shutdown_timeout: Duration,
+    /// Prefixes of application destinations, routed to handlers. Default `["/app"]`.
+    pub app_prefixes: Vec<String>,
+    /// Prefix of user destinations. Default `/user`.
+    pub user_prefix: String,
     /// The embedded broker's settings.
     pub embedded: EmbeddedConfig,
 }
@@ -69,6 +73,8 @@ impl Default for ServerConfig {
             heartbeat_receive: Duration::from_secs(10),
             heartbeat_grace: 1.5,
             shutdown_timeout: Duration::from_secs(5),
+            app_prefixes: vec!["/app".into()],
+            user_prefix: "/user".into(),
             embedded: EmbeddedConfig::default(),
         }
     }

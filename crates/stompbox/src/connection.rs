@@ -42,8 +42,7 @@ pub(crate) async fn run(
     let outbox = Arc::new(Outbox::new(config.outbox_bytes));
     let session_id: Arc<str> = server.next_session_id().into();
     let mut session = Session::new(
-        Arc::clone(&config),
-        Arc::clone(&server.broker),
+        Arc::clone(&server),
         Arc::clone(&outbox),
         Arc::clone(&session_id),
         pinned_version,
@@ -141,6 +140,7 @@ pub(crate) async fn run(
 
     let version = session.version();
     finish(&mut transport, &outbox, &mut batch, &end, version, &server).await;
+    session.end().await;
     drop(session);
     log_end(&end, &session_id, &peer);
 }

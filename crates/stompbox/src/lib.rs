@@ -8,17 +8,19 @@
 //! # }
 //! ```
 
+pub mod app;
 pub mod broker;
 pub mod client;
 mod config;
 mod connection;
 mod outbox;
+mod router;
 mod server;
 mod session;
 mod transport;
 
 pub use config::ServerConfig;
 pub use outbox::{OutFrame, Outbox, PushError};
-pub use server::{Server, ServerHandle, Stats};
+pub use server::{Server, ServerBuilder, ServerHandle, Stats};
 pub use session::SERVER_NAME;
 pub use stompbox_codec as codec;

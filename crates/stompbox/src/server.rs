@@ -1,6 +1,8 @@
 //! Listening: the HTTP server with the WebSocket endpoint, the optional
 //! plain TCP listener, the connection limit and graceful shutdown.
 
+use crate::app::user::UserRegistry;
+use crate::app::{App, AppRuntime, Messaging};
 use crate::broker::Broker;
 use crate::broker::embedded::EmbeddedBroker;
 use crate::config::ServerConfig;
@@ -28,17 +30,16 @@ use tokio::task::JoinHandle;
 pub(crate) struct ServerShared {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) app: AppRuntime,
+    pub(crate) messaging: Messaging,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) slow_consumers: AtomicU64,
     connections: Arc<Semaphore>,
-    next_session: AtomicU64,
-    session_prefix: String,
 }
 
 impl ServerShared {
     pub(crate) fn next_session_id(&self) -> String {
-        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.session_prefix)
+        crate::app::user::new_session_id()
     }
 
     fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
@@ -82,49 +83,97 @@ const SUBPROTOCOLS: [(&str, Version); 3] = [
 const DEMO_PAGE: &str = include_str!("../../../web/index.html");
 const DEMO_CLIENT: &str = include_str!("../../../web/stomp.js");
 
-impl Server {
-    /// Binds the configured addresses with the embedded broker.
-    ///
-    /// # Errors
-    ///
-    /// When an address cannot be bound.
-    pub async fn bind(config: ServerConfig) -> io::Result<Server> {
-        let broker = Arc::new(EmbeddedBroker::new(config.embedded.clone()));
-        Server::bind_with_broker(config, broker).await
+/// Builds a [`Server`]: configuration, application and broker.
+pub struct ServerBuilder<S = ()> {
+    config: ServerConfig,
+    app: App<S>,
+    broker: Option<Arc<dyn Broker>>,
+}
+
+impl<S> std::fmt::Debug for ServerBuilder<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("app", &self.app)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
+    /// Sets the application (handlers and hooks).
+    #[must_use]
+    pub fn app<T: Clone + Send + Sync + 'static>(self, app: App<T>) -> ServerBuilder<T> {
+        ServerBuilder {
+            config: self.config,
+            app,
+            broker: self.broker,
+        }
     }
 
-    /// Binds the configured addresses with any broker.
+    /// Uses `broker` instead of the embedded broker.
+    #[must_use]
+    pub fn broker(mut self, broker: Arc<dyn Broker>) -> ServerBuilder<S> {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Binds the configured addresses.
     ///
     /// # Errors
     ///
     /// When an address cannot be bound.
-    pub async fn bind_with_broker(
-        config: ServerConfig,
-        broker: Arc<dyn Broker>,
-    ) -> io::Result<Server> {
+    pub async fn bind(self) -> io::Result<Server> {
+        let config = self.config;
+        let broker = self
+            .broker
+            .unwrap_or_else(|| Arc::new(EmbeddedBroker::new(config.embedded.clone())));
         let http = TcpListener::bind(config.http_addr).await?;
         let tcp = match config.tcp_addr {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
-        let epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros())
-            .unwrap_or_default();
         let (shutdown, _) = watch::channel(false);
+        let users = Arc::new(UserRegistry::default());
+        let messaging = Messaging::new(Arc::clone(&broker), users, &config.user_prefix);
         Ok(Server {
             shared: Arc::new(ServerShared {
                 connections: Arc::new(Semaphore::new(config.max_connections)),
                 config: Arc::new(config),
                 broker,
+                app: self.app.into_runtime(),
+                messaging,
                 shutdown,
                 slow_consumers: AtomicU64::new(0),
-                next_session: AtomicU64::new(1),
-                session_prefix: format!("{epoch:x}"),
             }),
             http,
             tcp,
         })
+    }
+}
+
+impl Server {
+    /// A builder with `config`, no application handlers and the embedded broker.
+    pub fn builder(config: ServerConfig) -> ServerBuilder<()> {
+        ServerBuilder {
+            config,
+            app: App::new(),
+            broker: None,
+        }
+    }
+
+    /// Binds the configured addresses with the embedded broker and no
+    /// application handlers.
+    ///
+    /// # Errors
+    ///
+    /// When an address cannot be bound.
+    pub async fn bind(config: ServerConfig) -> io::Result<Server> {
+        Server::builder(config).bind().await
+    }
+
+    /// The handle to publish to destinations and users from anywhere.
+    pub fn messaging(&self) -> Messaging {
+        self.shared.messaging.clone()
     }
 
     /// The address the HTTP/WebSocket listener is bound to.
@@ -160,7 +209,12 @@ impl Server {
             .route("/", get(|| async { Html(DEMO_PAGE) }))
             .route(
                 "/stomp.js",
-                get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], DEMO_CLIENT) }),
+                get(|| async {
+                    (
+                        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                        DEMO_CLIENT,
+                    )
+                }),
             )
             .with_state(Arc::clone(&shared));
         let http_stop = {
@@ -248,6 +302,11 @@ impl std::fmt::Debug for ServerShared {
 }
 
 impl ServerHandle {
+    /// The handle to publish to destinations and users from anywhere.
+    pub fn messaging(&self) -> Messaging {
+        self.shared.messaging.clone()
+    }
+
     /// The HTTP/WebSocket address.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr

@@ -2,14 +2,15 @@
 //! what the client is told. The connection driver feeds it decoded frames and
 //! writes whatever it queues to the outbox.
 
+use crate::app::{ConnectInfo, SessionInfo, SubscriptionInfo, User};
 use crate::broker::{
-    AckMode, AckTarget, Broker, BrokerError, BrokerSession, Publish, SessionContext,
-    SubscribeRequest,
+    AckMode, AckTarget, BrokerError, BrokerSession, Publish, SessionContext, SubscribeRequest,
 };
-use crate::config::ServerConfig;
 use crate::outbox::{OutFrame, Outbox};
+use crate::router::{self, Target};
+use crate::server::ServerShared;
 use bytes::{Bytes, BytesMut};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use stompbox_codec::{Command, Frame, Version, encode_frame, header};
@@ -63,7 +64,7 @@ impl From<BrokerError> for StompError {
     }
 }
 
-fn encode(frame: &Frame, version: Version) -> OutFrame {
+pub(crate) fn encode(frame: &Frame, version: Version) -> OutFrame {
     let mut out = BytesMut::new();
     encode_frame(frame, version, &mut out);
     OutFrame::new(out.freeze())
@@ -94,22 +95,36 @@ pub(crate) struct Heartbeat {
     pub(crate) expect_every: Option<Duration>,
 }
 
+/// What a subscription id stands for.
+#[derive(Debug, Clone)]
+enum SubscriptionKind {
+    /// A broker subscription.
+    Broker,
+    /// A SUBSCRIBE to an application destination: answered once by its
+    /// handler, no broker subscription.
+    App,
+    /// A user destination (`/user/queue/x`), resolved to a per-session broker
+    /// destination; `target` is `/queue/x`.
+    User { target: String },
+}
+
 struct Connected {
     version: Version,
+    user: User,
     broker: Box<dyn BrokerSession>,
-    subscriptions: HashSet<Bytes>,
+    subscriptions: HashMap<Bytes, (SubscriptionKind, String)>,
     transactions: HashMap<Bytes, Vec<Frame>>,
 }
 
 /// The session state machine.
 pub(crate) struct Session {
-    config: Arc<ServerConfig>,
-    broker: Arc<dyn Broker>,
+    server: Arc<ServerShared>,
     outbox: Arc<Outbox>,
     session_id: Arc<str>,
     pinned_version: Option<Version>,
-    connected: Option<Connected>,
     heartbeat: Heartbeat,
+    connected: Option<Connected>,
+    next_reply: u64,
 }
 
 fn required<'a>(frame: &'a Frame, name: &str) -> Result<&'a str, StompError> {
@@ -146,20 +161,19 @@ fn negotiate(ours: Duration, theirs_ms: u64) -> Option<Duration> {
 
 impl Session {
     pub(crate) fn new(
-        config: Arc<ServerConfig>,
-        broker: Arc<dyn Broker>,
+        server: Arc<ServerShared>,
         outbox: Arc<Outbox>,
         session_id: Arc<str>,
         pinned_version: Option<Version>,
     ) -> Session {
         Session {
-            config,
-            broker,
+            server,
             outbox,
             session_id,
             pinned_version,
-            connected: None,
             heartbeat: Heartbeat::default(),
+            connected: None,
+            next_reply: 0,
         }
     }
 
@@ -198,37 +212,77 @@ impl Session {
     }
 
     async fn dispatch(&mut self, frame: Frame) -> Result<Flow, StompError> {
-        match frame.command {
-            Command::Connect | Command::Stomp => self.connect(frame).await,
+        let command = frame.command;
+        match command {
+            Command::Connect | Command::Stomp => return self.connect(frame).await,
             Command::Connected | Command::Message | Command::Receipt | Command::Error => {
-                Err(StompError::new(format!(
-                    "{} is a server frame; a client cannot send it",
-                    frame.command
-                )))
+                return Err(StompError::new(format!(
+                    "{command} is a server frame; a client cannot send it"
+                )));
             }
-            command => {
-                let Some(connected) = self.connected.as_mut() else {
-                    return Err(StompError::new(format!(
-                        "the first frame must be CONNECT or STOMP, not {command}"
-                    )));
-                };
-                let receipt = frame.headers.get_bytes(header::RECEIPT).cloned();
-                let flow = connected.handle(frame, &self.config, &*self.broker)?;
-                if flow == Flow::Close {
-                    // Unsubscribe everything first, so the RECEIPT means the
-                    // session's unacknowledged messages are back in their queues.
-                    drop(self.connected.take());
-                    if let Some(id) = receipt {
-                        self.push(receipt_frame(&id));
-                    }
-                    return Ok(Flow::Close);
-                }
-                if let (Some(id), Some(connected)) = (receipt, self.connected.as_mut()) {
-                    connected.broker.receipt(id);
-                }
-                Ok(flow)
-            }
+            _ => {}
         }
+        let Some(version) = self.connected.as_ref().map(|c| c.version) else {
+            return Err(StompError::new(format!(
+                "the first frame must be CONNECT or STOMP, not {command}"
+            )));
+        };
+        let receipt = frame.headers.get_bytes(header::RECEIPT).cloned();
+        match command {
+            Command::Subscribe => self.subscribe(frame).await?,
+            Command::Unsubscribe => self.unsubscribe(&frame, version).await?,
+            Command::Send | Command::Ack | Command::Nack => {
+                if command == Command::Nack && version == Version::V1_0 {
+                    return Err(StompError::new("NACK does not exist in STOMP 1.0"));
+                }
+                // Validate now, so that a bad frame is refused when sent,
+                // not at COMMIT.
+                if command == Command::Send {
+                    let destination = required(&frame, header::DESTINATION)?;
+                    router::classify_send(&self.server, destination)?;
+                } else {
+                    ack_target(&frame, version)?;
+                }
+                match frame.headers.get_bytes(header::TRANSACTION).cloned() {
+                    Some(tx) => self.buffer(tx, frame)?,
+                    None => self.apply(frame).await?,
+                }
+            }
+            Command::Begin => self.begin(&frame)?,
+            Command::Commit | Command::Abort => {
+                let tx = required_bytes(&frame, header::TRANSACTION)?;
+                let buffered = self
+                    .connected_mut()?
+                    .transactions
+                    .remove(&tx)
+                    .ok_or_else(|| unknown_transaction(&tx))?;
+                if command == Command::Commit {
+                    for frame in buffered {
+                        self.apply(frame).await?;
+                    }
+                }
+            }
+            Command::Disconnect => {
+                // Ending first puts unacknowledged messages back in their
+                // queues before the RECEIPT says the session is over.
+                self.end().await;
+                if let Some(id) = receipt {
+                    self.push(receipt_frame(&id));
+                }
+                return Ok(Flow::Close);
+            }
+            other => return Err(StompError::new(format!("unexpected {other} frame"))),
+        }
+        if let Some(id) = receipt {
+            self.connected_mut()?.broker.receipt(id);
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn connected_mut(&mut self) -> Result<&mut Connected, StompError> {
+        self.connected
+            .as_mut()
+            .ok_or_else(|| StompError::new("the session is not connected"))
     }
 
     async fn connect(&mut self, frame: Frame) -> Result<Flow, StompError> {
@@ -268,29 +322,60 @@ impl Session {
                 ))
             })?,
         };
+        let config = &self.server.config;
         self.heartbeat = Heartbeat {
-            send_every: negotiate(self.config.heartbeat_send, client_want),
-            expect_every: negotiate(self.config.heartbeat_receive, client_send),
+            send_every: negotiate(config.heartbeat_send, client_want),
+            expect_every: negotiate(config.heartbeat_receive, client_send),
+        };
+        let login = frame.headers.get(header::LOGIN).map(str::to_owned);
+        let passcode = frame.headers.get(header::PASSCODE).map(str::to_owned);
+        let host = frame.headers.get(header::HOST).map(str::to_owned);
+        let user = match &self.server.app.hooks.connect {
+            None => User::anonymous(&self.session_id),
+            Some(hook) => {
+                let info = ConnectInfo {
+                    session_id: Arc::clone(&self.session_id),
+                    login: login.clone(),
+                    passcode: passcode.clone(),
+                    host: host.clone(),
+                    headers: frame.headers.clone(),
+                };
+                match router::guarded(hook(info)).await {
+                    Ok(Ok(Some(name))) => User::authenticated(&name),
+                    Ok(Ok(None)) => User::anonymous(&self.session_id),
+                    Ok(Err(reject)) => return Err(StompError::new(reject.0)),
+                    Err(()) => {
+                        return Err(StompError::new(
+                            "the server could not accept the connection",
+                        ));
+                    }
+                }
+            }
         };
         let context = SessionContext {
             session_id: Arc::clone(&self.session_id),
             version,
             outbox: Arc::clone(&self.outbox),
-            login: frame.headers.get(header::LOGIN).map(str::to_owned),
-            passcode: frame.headers.get(header::PASSCODE).map(str::to_owned),
-            host: frame.headers.get(header::HOST).map(str::to_owned),
+            login,
+            passcode,
+            host,
         };
-        let broker = self.broker.open_session(context).await?;
+        let broker = self.server.broker.open_session(context).await?;
+        self.server
+            .messaging
+            .users()
+            .add_session(&self.session_id, user.name());
         self.connected = Some(Connected {
             version,
+            user,
             broker,
-            subscriptions: HashSet::new(),
+            subscriptions: HashMap::new(),
             transactions: HashMap::new(),
         });
         let heart_beat = format!(
             "{},{}",
-            self.config.heartbeat_send.as_millis(),
-            self.config.heartbeat_receive.as_millis()
+            config.heartbeat_send.as_millis(),
+            config.heartbeat_receive.as_millis()
         );
         let connected = Frame::new(Command::Connected)
             .header(header::VERSION, version.as_str())
@@ -300,110 +385,36 @@ impl Session {
         self.push(encode(&connected, version));
         Ok(Flow::Continue)
     }
-}
 
-impl Connected {
-    fn handle(
-        &mut self,
-        frame: Frame,
-        config: &ServerConfig,
-        broker: &dyn Broker,
-    ) -> Result<Flow, StompError> {
-        match frame.command {
-            Command::Subscribe => self.subscribe(frame, config, broker),
-            Command::Unsubscribe => {
-                let id = match (self.version, frame.headers.get_bytes(header::ID)) {
-                    (_, Some(id)) => id.clone(),
-                    // STOMP 1.0 may unsubscribe by destination.
-                    (Version::V1_0, None) => required_bytes(&frame, header::DESTINATION)?,
-                    _ => required_bytes(&frame, header::ID)?,
-                };
-                if !self.subscriptions.remove(&id) {
-                    return Err(StompError::new(format!(
-                        "no subscription with id '{}'",
-                        String::from_utf8_lossy(&id)
-                    )));
-                }
-                self.broker.unsubscribe(&id)?;
-                Ok(Flow::Continue)
-            }
-            Command::Send | Command::Ack | Command::Nack => {
-                if frame.command == Command::Nack && self.version == Version::V1_0 {
-                    return Err(StompError::new("NACK does not exist in STOMP 1.0"));
-                }
-                if frame.command == Command::Send {
-                    let destination = required(&frame, header::DESTINATION)?;
-                    if !broker.handles(destination) {
-                        return Err(unknown_destination(destination, config));
-                    }
-                }
-                // Validate now so that a bad frame is refused when sent,
-                // not at COMMIT.
-                if frame.command != Command::Send {
-                    ack_target(&frame, self.version)?;
-                }
-                match frame.headers.get_bytes(header::TRANSACTION).cloned() {
-                    Some(tx) => {
-                        let buffered = self
-                            .transactions
-                            .get_mut(&tx)
-                            .ok_or_else(|| unknown_transaction(&tx))?;
-                        if buffered.len() >= config.max_transaction_frames {
-                            return Err(StompError::new(format!(
-                                "transaction '{}' holds too many frames (limit {})",
-                                String::from_utf8_lossy(&tx),
-                                config.max_transaction_frames
-                            )));
-                        }
-                        buffered.push(frame);
-                    }
-                    None => self.apply(frame)?,
-                }
-                Ok(Flow::Continue)
-            }
-            Command::Begin => {
-                let tx = required_bytes(&frame, header::TRANSACTION)?;
-                if self.transactions.contains_key(&tx) {
-                    return Err(StompError::new(format!(
-                        "transaction '{}' is already open",
-                        String::from_utf8_lossy(&tx)
-                    )));
-                }
-                if self.transactions.len() >= config.max_transactions {
-                    return Err(StompError::new(format!(
-                        "too many open transactions (limit {})",
-                        config.max_transactions
-                    )));
-                }
-                self.transactions.insert(tx, Vec::new());
-                Ok(Flow::Continue)
-            }
-            Command::Commit | Command::Abort => {
-                let tx = required_bytes(&frame, header::TRANSACTION)?;
-                let buffered = self
-                    .transactions
-                    .remove(&tx)
-                    .ok_or_else(|| unknown_transaction(&tx))?;
-                if frame.command == Command::Commit {
-                    for frame in buffered {
-                        self.apply(frame)?;
-                    }
-                }
-                Ok(Flow::Continue)
-            }
-            Command::Disconnect => Ok(Flow::Close),
-            other => Err(StompError::new(format!("unexpected {other} frame"))),
+    /// Ends a connected session: its subscriptions go (unacknowledged queue
+    /// messages are redelivered), it leaves the user registry, and the
+    /// disconnect hook runs. Runs at most once.
+    pub(crate) async fn end(&mut self) {
+        let Some(connected) = self.connected.take() else {
+            return;
+        };
+        self.server
+            .messaging
+            .users()
+            .remove_session(&self.session_id);
+        let Connected { user, broker, .. } = connected;
+        drop(broker);
+        if let Some(hook) = &self.server.app.hooks.disconnect {
+            let info = SessionInfo {
+                session_id: Arc::clone(&self.session_id),
+                user,
+            };
+            let _ = router::guarded(hook(info)).await;
         }
     }
 
-    fn subscribe(
-        &mut self,
-        frame: Frame,
-        config: &ServerConfig,
-        broker: &dyn Broker,
-    ) -> Result<Flow, StompError> {
+    async fn subscribe(&mut self, frame: Frame) -> Result<(), StompError> {
+        let server = Arc::clone(&self.server);
+        let config = &server.config;
+        let connected = self.connected_mut()?;
+        let version = connected.version;
         let destination = required(&frame, header::DESTINATION)?.to_owned();
-        let id = match (self.version, frame.headers.get_bytes(header::ID)) {
+        let id = match (version, frame.headers.get_bytes(header::ID)) {
             (_, Some(id)) => id.clone(),
             (Version::V1_0, None) => Bytes::copy_from_slice(destination.as_bytes()),
             _ => required_bytes(&frame, header::ID)?,
@@ -416,44 +427,269 @@ impl Connected {
                 ))
             })?,
         };
-        if self.subscriptions.contains(&id) {
+        if connected.subscriptions.contains_key(&id) {
             return Err(StompError::new(format!(
                 "subscription id '{}' is already in use on this connection",
                 String::from_utf8_lossy(&id)
             )));
         }
-        if self.subscriptions.len() >= config.max_subscriptions {
+        if connected.subscriptions.len() >= config.max_subscriptions {
             return Err(StompError::new(format!(
                 "too many subscriptions on this connection (limit {})",
                 config.max_subscriptions
             )));
         }
-        if !broker.handles(&destination) {
-            return Err(unknown_destination(&destination, config));
+        let target = router::classify_subscribe(&server, &destination)?;
+        let user = connected.user.clone();
+        if let Some(hook) = &server.app.hooks.subscribe {
+            let info = SubscriptionInfo {
+                session_id: Arc::clone(&self.session_id),
+                user: user.clone(),
+                destination: destination.clone(),
+                id: String::from_utf8_lossy(&id).into_owned(),
+            };
+            match router::guarded(hook(info)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(reject)) => return Err(StompError::new(reject.0)),
+                Err(()) => {
+                    return Err(StompError::new(format!(
+                        "subscription to '{destination}' failed"
+                    )));
+                }
+            }
         }
-        self.broker.subscribe(SubscribeRequest {
-            id: id.clone(),
-            destination,
-            ack,
-            frame,
-        })?;
-        self.subscriptions.insert(id);
-        Ok(Flow::Continue)
+        let kind = match target {
+            Target::App { path } => {
+                let reply = router::run_handler(
+                    &server,
+                    true,
+                    frame,
+                    &destination,
+                    &path,
+                    &self.session_id,
+                    &user,
+                )
+                .await?;
+                let message_id = self.next_reply_id();
+                router::deliver_subscribe_reply(
+                    &server,
+                    &self.outbox,
+                    reply,
+                    router::SubscribeReplyTarget {
+                        subscription: &id,
+                        destination: &destination,
+                        path: &path,
+                        session_id: &self.session_id,
+                        user: &user,
+                        version,
+                        message_id: &message_id,
+                    },
+                )
+                .await;
+                SubscriptionKind::App
+            }
+            Target::OwnUser { target } => {
+                let resolved = crate::app::user::resolve(&target, &self.session_id);
+                let connected = self.connected_mut()?;
+                connected.broker.subscribe(SubscribeRequest {
+                    id: id.clone(),
+                    destination: resolved,
+                    display_destination: Some(destination.clone()),
+                    ack,
+                    frame,
+                })?;
+                server
+                    .messaging
+                    .users()
+                    .subscribe(&self.session_id, &target);
+                SubscriptionKind::User { target }
+            }
+            Target::Broker => {
+                self.connected_mut()?.broker.subscribe(SubscribeRequest {
+                    id: id.clone(),
+                    destination: destination.clone(),
+                    display_destination: None,
+                    ack,
+                    frame,
+                })?;
+                SubscriptionKind::Broker
+            }
+            Target::OtherUser { .. } => {
+                return Err(StompError::new(format!(
+                    "cannot subscribe to '{destination}': subscribe to your own user destinations as {}/queue/…",
+                    server.messaging.user_prefix()
+                )));
+            }
+        };
+        self.connected_mut()?
+            .subscriptions
+            .insert(id, (kind, destination));
+        Ok(())
+    }
+
+    fn next_reply_id(&mut self) -> String {
+        self.next_reply += 1;
+        format!("{}-r{}", self.session_id, self.next_reply)
+    }
+
+    async fn unsubscribe(&mut self, frame: &Frame, version: Version) -> Result<(), StompError> {
+        let server = Arc::clone(&self.server);
+        let id = match (version, frame.headers.get_bytes(header::ID)) {
+            (_, Some(id)) => id.clone(),
+            // STOMP 1.0 may unsubscribe by destination.
+            (Version::V1_0, None) => required_bytes(frame, header::DESTINATION)?,
+            _ => required_bytes(frame, header::ID)?,
+        };
+        let connected = self.connected_mut()?;
+        let Some((kind, destination)) = connected.subscriptions.remove(&id) else {
+            return Err(StompError::new(format!(
+                "no subscription with id '{}'",
+                String::from_utf8_lossy(&id)
+            )));
+        };
+        match &kind {
+            SubscriptionKind::App => {}
+            SubscriptionKind::Broker => connected.broker.unsubscribe(&id)?,
+            SubscriptionKind::User { target } => {
+                connected.broker.unsubscribe(&id)?;
+                server
+                    .messaging
+                    .users()
+                    .unsubscribe(&self.session_id, target);
+            }
+        }
+        if let Some(hook) = &server.app.hooks.unsubscribe {
+            let info = SubscriptionInfo {
+                session_id: Arc::clone(&self.session_id),
+                user: self.connected_mut()?.user.clone(),
+                destination,
+                id: String::from_utf8_lossy(&id).into_owned(),
+            };
+            let _ = router::guarded(hook(info)).await;
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self, frame: &Frame) -> Result<(), StompError> {
+        let max = self.server.config.max_transactions;
+        let tx = required_bytes(frame, header::TRANSACTION)?;
+        let connected = self.connected_mut()?;
+        if connected.transactions.contains_key(&tx) {
+            return Err(StompError::new(format!(
+                "transaction '{}' is already open",
+                String::from_utf8_lossy(&tx)
+            )));
+        }
+        if connected.transactions.len() >= max {
+            return Err(StompError::new(format!(
+                "too many open transactions (limit {max})"
+            )));
+        }
+        connected.transactions.insert(tx, Vec::new());
+        Ok(())
+    }
+
+    fn buffer(&mut self, tx: Bytes, frame: Frame) -> Result<(), StompError> {
+        let max = self.server.config.max_transaction_frames;
+        let buffered = self
+            .connected_mut()?
+            .transactions
+            .get_mut(&tx)
+            .ok_or_else(|| unknown_transaction(&tx))?;
+        if buffered.len() >= max {
+            return Err(StompError::new(format!(
+                "transaction '{}' holds too many frames (limit {max})",
+                String::from_utf8_lossy(&tx)
+            )));
+        }
+        buffered.push(frame);
+        Ok(())
     }
 
     /// Carries out a SEND, ACK or NACK (directly or at COMMIT).
-    fn apply(&mut self, frame: Frame) -> Result<(), StompError> {
+    async fn apply(&mut self, frame: Frame) -> Result<(), StompError> {
+        let server = Arc::clone(&self.server);
+        let version = self.connected_mut()?.version;
         match frame.command {
             Command::Send => {
                 let destination = required(&frame, header::DESTINATION)?.to_owned();
-                self.broker.send(Publish { destination, frame })?;
+                match router::classify_send(&server, &destination)? {
+                    Target::Broker => {
+                        self.connected_mut()?
+                            .broker
+                            .send(Publish { destination, frame })?;
+                    }
+                    Target::App { path } => {
+                        let user = self.connected_mut()?.user.clone();
+                        let reply = router::run_handler(
+                            &server,
+                            false,
+                            frame,
+                            &destination,
+                            &path,
+                            &self.session_id,
+                            &user,
+                        )
+                        .await?;
+                        router::deliver_reply(
+                            &server,
+                            reply,
+                            &destination,
+                            &path,
+                            &self.session_id,
+                            &user,
+                        )
+                        .await;
+                    }
+                    Target::OtherUser { user, target } => {
+                        let payload = router::payload_of(frame);
+                        server
+                            .messaging
+                            .send_to_user(&user, &target, payload)
+                            .await
+                            .map_err(|e| StompError::new(e.to_string()))?;
+                    }
+                    Target::OwnUser { .. } => {
+                        return Err(StompError::new(format!(
+                            "cannot send to '{destination}': send to a user as {}/{{name}}/queue/…",
+                            server.messaging.user_prefix()
+                        )));
+                    }
+                }
             }
             command => {
-                let target = ack_target(&frame, self.version)?;
-                self.broker.ack(&target, command == Command::Nack)?;
+                let target = ack_target(&frame, version)?;
+                self.connected_mut()?
+                    .broker
+                    .ack(&target, command == Command::Nack)?;
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // The driver calls `end` on every path; this only matters if its
+        // task unwound. The hook still runs exactly once, on another task.
+        if let Some(connected) = self.connected.take() {
+            self.server
+                .messaging
+                .users()
+                .remove_session(&self.session_id);
+            let Connected { user, broker, .. } = connected;
+            drop(broker);
+            if let (Some(hook), Ok(runtime)) = (
+                self.server.app.hooks.disconnect.clone(),
+                tokio::runtime::Handle::try_current(),
+            ) {
+                let info = SessionInfo {
+                    session_id: Arc::clone(&self.session_id),
+                    user,
+                };
+                runtime.spawn(async move { hook(info).await });
+            }
+        }
     }
 }
 
@@ -472,19 +708,5 @@ fn unknown_transaction(tx: &[u8]) -> StompError {
     StompError::new(format!(
         "unknown transaction '{}': send BEGIN first",
         String::from_utf8_lossy(tx)
-    ))
-}
-
-fn unknown_destination(destination: &str, config: &ServerConfig) -> StompError {
-    let prefixes: Vec<&str> = config
-        .embedded
-        .topic_prefixes
-        .iter()
-        .chain(&config.embedded.queue_prefixes)
-        .map(String::as_str)
-        .collect();
-    StompError::new(format!(
-        "destination '{destination}' is under no known prefix (known: {})",
-        prefixes.join(", ")
     ))
 }

@@ -109,6 +109,9 @@ pub struct SubscribeRequest {
     pub id: Bytes,
     /// The destination, under a broker prefix.
     pub destination: String,
+    /// The destination MESSAGE frames show, when it differs from
+    /// `destination` (a user destination such as `/user/queue/x`).
+    pub display_destination: Option<String>,
     /// The ack mode.
     pub ack: AckMode,
     /// Every header of the SUBSCRIBE, for broker-specific options.

@@ -35,6 +35,8 @@ pub(crate) struct Message {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DeliveryHeaders<'a> {
     pub(crate) subscription: &'a [u8],
+    /// Shown instead of the message's own destination (user destinations).
+    pub(crate) destination: Option<&'a [u8]>,
     pub(crate) ack: Option<&'a [u8]>,
     pub(crate) redelivered: bool,
     pub(crate) version: Version,
@@ -68,7 +70,6 @@ impl Message {
     fn encode_tail(&self, version: Version) -> Bytes {
         let escape = Command::Message.escapes_headers(version).then_some(version);
         let mut out = BytesMut::with_capacity(128 + self.frame.body.len());
-        encode_header(b"destination", &self.destination, escape, &mut out);
         encode_header(b"message-id", &self.id, escape, &mut out);
         for (name, value) in self.frame.headers.iter_bytes() {
             let dropped = DROPPED_HEADERS
@@ -93,10 +94,19 @@ impl Message {
             .then_some(delivery.version);
         let tail = self.tail(delivery.version);
         let mut out = BytesMut::with_capacity(
-            tail.len() + 48 + delivery.subscription.len() + delivery.ack.map_or(0, <[u8]>::len),
+            tail.len()
+                + 64
+                + delivery.subscription.len()
+                + self
+                    .destination
+                    .len()
+                    .max(delivery.destination.map_or(0, <[u8]>::len))
+                + delivery.ack.map_or(0, <[u8]>::len),
         );
         out.put_slice(b"MESSAGE\n");
         encode_header(b"subscription", delivery.subscription, escape, &mut out);
+        let destination = delivery.destination.unwrap_or(&self.destination);
+        encode_header(b"destination", destination, escape, &mut out);
         if let Some(ack) = delivery.ack {
             encode_header(b"ack", ack, escape, &mut out);
         }
@@ -155,6 +165,7 @@ mod tests {
         let message = Message::new(Bytes::from_static(b"m-1"), "/topic/a", send);
         let out = message.encode(DeliveryHeaders {
             subscription: b"sub-0",
+            destination: None,
             ack: Some(b"7.1"),
             redelivered: true,
             version: Version::V1_2,

@@ -180,7 +180,7 @@ impl Shared {
         // subscriber.
         let mut last: Option<(Bytes, stompbox_codec::Version, OutFrame)> = None;
         self.topics.for_each_match(routing_key, |subscription| {
-            if subscription.ack != AckMode::Auto {
+            if subscription.ack != AckMode::Auto || subscription.display_destination.is_some() {
                 let _ = subscription.deliver(message, false);
                 return;
             }
@@ -192,6 +192,7 @@ impl Shared {
                 None => {
                     let frame = message.encode(message::DeliveryHeaders {
                         subscription: &subscription.id,
+                        destination: None,
                         ack: None,
                         redelivered: false,
                         version: subscription.version,
@@ -294,6 +295,10 @@ impl BrokerSession for EmbeddedSession {
         let make = |source| {
             Arc::new(Subscription {
                 id: request.id.clone(),
+                display_destination: request
+                    .display_destination
+                    .as_ref()
+                    .map(|d| Bytes::copy_from_slice(d.as_bytes())),
                 key,
                 ack: request.ack,
                 version: self.context.version,

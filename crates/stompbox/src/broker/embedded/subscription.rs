@@ -34,6 +34,8 @@ pub(crate) enum Source {
 #[derive(Debug)]
 pub(crate) struct Subscription {
     pub(crate) id: Bytes,
+    /// What MESSAGE frames show as their destination, when not the message's own.
+    pub(crate) display_destination: Option<Bytes>,
     /// Session-local number, the first part of every ack id this
     /// subscription hands out, so an ACK finds its subscription directly.
     pub(crate) key: u64,
@@ -74,6 +76,7 @@ impl Subscription {
         if self.ack == AckMode::Auto {
             let frame = message.encode(DeliveryHeaders {
                 subscription: &self.id,
+                destination: self.display_destination.as_deref(),
                 ack: None,
                 redelivered,
                 version: self.version,
@@ -102,6 +105,7 @@ impl Subscription {
         let ack_id = format!("{}.{}", self.key, tag);
         let frame = message.encode(DeliveryHeaders {
             subscription: &self.id,
+            destination: self.display_destination.as_deref(),
             ack: Some(ack_id.as_bytes()),
             redelivered,
             version: self.version,

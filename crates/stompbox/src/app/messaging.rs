@@ -1,0 +1,218 @@
+//! The messaging handle: publish to any destination or user from anywhere.
+
+use super::reply::Payload;
+use super::user::{UserRegistry, resolve};
+use crate::broker::{Broker, BrokerError, Publish};
+use std::sync::Arc;
+use stompbox_codec::{Command, Frame, header};
+
+/// Why a message could not be published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessagingError {
+    /// The destination is not a broker or user destination.
+    #[error(
+        "'{0}' is not a broker destination (such as /topic/… or /queue/…) or a user destination (/user/{{name}}/…)"
+    )]
+    InvalidDestination(String),
+    /// The broker refused or is unavailable.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// Headers a publisher may not set: the broker owns them.
+const RESERVED: [&str; 6] = [
+    header::DESTINATION,
+    header::CONTENT_LENGTH,
+    header::MESSAGE_ID,
+    header::SUBSCRIPTION,
+    header::ACK,
+    header::REDELIVERED,
+];
+
+struct Inner {
+    broker: Arc<dyn Broker>,
+    users: Arc<UserRegistry>,
+    user_prefix: String,
+}
+
+/// A cloneable handle to publish from handlers, HTTP routes or background
+/// tasks. Works the same whichever broker runs; errors are returned, never
+/// dropped.
+#[derive(Clone)]
+pub struct Messaging {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Messaging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Messaging").finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn send_frame(destination: &str, payload: Payload) -> Frame {
+    let mut frame = Frame::new(Command::Send)
+        .header(header::DESTINATION, destination)
+        .header(header::CONTENT_TYPE, &payload.content_type);
+    for (name, value) in &payload.headers {
+        if !RESERVED.contains(&name.as_str()) && name != header::CONTENT_TYPE {
+            frame.headers.push_str(name, value);
+        }
+    }
+    frame.body = payload.body;
+    frame
+}
+
+impl Messaging {
+    pub(crate) fn new(
+        broker: Arc<dyn Broker>,
+        users: Arc<UserRegistry>,
+        user_prefix: &str,
+    ) -> Messaging {
+        Messaging {
+            inner: Arc::new(Inner {
+                broker,
+                users,
+                user_prefix: user_prefix.trim_end_matches('/').to_owned(),
+            }),
+        }
+    }
+
+    pub(crate) fn users(&self) -> &UserRegistry {
+        &self.inner.users
+    }
+
+    /// Publishes to a broker destination (`/topic/…`, `/queue/…`), or to a
+    /// user as `/user/{name}/queue/…`.
+    ///
+    /// # Errors
+    ///
+    /// [`MessagingError`] when the destination is not valid or the broker refuses.
+    pub async fn publish(
+        &self,
+        destination: &str,
+        payload: impl Into<Payload>,
+    ) -> Result<(), MessagingError> {
+        if let Some((user, rest)) = self.user_target(destination) {
+            self.send_to_user(user, rest, payload).await?;
+            return Ok(());
+        }
+        if !self.inner.broker.handles(destination) || super::user::is_resolved(destination) {
+            return Err(MessagingError::InvalidDestination(destination.to_owned()));
+        }
+        let frame = send_frame(destination, payload.into());
+        self.inner
+            .broker
+            .publish(Publish {
+                destination: destination.to_owned(),
+                frame,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes `value` as JSON.
+    ///
+    /// # Errors
+    ///
+    /// As [`Messaging::publish`]; a value that does not serialize is an
+    /// invalid payload.
+    pub async fn publish_json<T: serde::Serialize + ?Sized>(
+        &self,
+        destination: &str,
+        value: &T,
+    ) -> Result<(), MessagingError> {
+        let payload = Payload::json(value).map_err(|e| {
+            MessagingError::Broker(BrokerError::InvalidDestination(format!(
+                "payload for {destination}: {e}"
+            )))
+        })?;
+        self.publish(destination, payload).await
+    }
+
+    /// Sends to every session of `user` subscribed to the user destination
+    /// `destination` (e.g. `/queue/notifications`, which clients subscribe
+    /// to as `/user/queue/notifications`). Returns how many sessions it
+    /// reached; a user with no such session is not an error.
+    ///
+    /// # Errors
+    ///
+    /// When the destination is not valid or the broker refuses.
+    pub async fn send_to_user(
+        &self,
+        user: &str,
+        destination: &str,
+        payload: impl Into<Payload>,
+    ) -> Result<usize, MessagingError> {
+        if !self.inner.broker.handles(destination) {
+            return Err(MessagingError::InvalidDestination(destination.to_owned()));
+        }
+        let payload = payload.into();
+        let sessions = self.inner.users.targets(user, destination);
+        for session in &sessions {
+            self.publish_resolved(destination, session, payload.clone())
+                .await?;
+        }
+        Ok(sessions.len())
+    }
+
+    /// Sends to one session's user destination, if it is subscribed.
+    /// Returns whether it was.
+    ///
+    /// # Errors
+    ///
+    /// When the broker refuses.
+    pub async fn send_to_session(
+        &self,
+        session_id: &str,
+        destination: &str,
+        payload: impl Into<Payload>,
+    ) -> Result<bool, MessagingError> {
+        if !self.inner.users.session_subscribed(session_id, destination) {
+            return Ok(false);
+        }
+        self.publish_resolved(destination, session_id, payload.into())
+            .await?;
+        Ok(true)
+    }
+
+    async fn publish_resolved(
+        &self,
+        destination: &str,
+        session: &str,
+        payload: Payload,
+    ) -> Result<(), MessagingError> {
+        let resolved = resolve(destination, session);
+        let frame = send_frame(&resolved, payload);
+        self.inner
+            .broker
+            .publish(Publish {
+                destination: resolved,
+                frame,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Splits `/user/{name}/queue/x` into (`name`, `/queue/x`).
+    pub(crate) fn user_target<'a>(&self, destination: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = destination
+            .strip_prefix(self.inner.user_prefix.as_str())?
+            .strip_prefix('/')?;
+        let slash = rest.find('/')?;
+        let (user, target) = rest.split_at(slash);
+        (!user.is_empty()).then_some((user, target))
+    }
+
+    /// True for `/user/…` destinations.
+    pub(crate) fn is_user_destination(&self, destination: &str) -> bool {
+        destination
+            .strip_prefix(self.inner.user_prefix.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    /// The user prefix, e.g. `/user`.
+    pub(crate) fn user_prefix(&self) -> &str {
+        &self.inner.user_prefix
+    }
+}

@@ -1,0 +1,325 @@
+//! Application destinations: handlers written by the user, like Spring's
+//! `@MessageMapping` and `@SubscribeMapping` methods, plus lifecycle hooks.
+//!
+//! ```
+//! use stompbox::app::{App, Json, Path, User};
+//!
+//! #[derive(serde::Deserialize, serde::Serialize)]
+//! struct Chat { text: String }
+//!
+//! // SEND /app/chat/1 → every subscriber of /topic/chat/1 gets the reply.
+//! async fn chat(Path(room): Path<String>, user: User, Json(message): Json<Chat>) -> Json<Chat> {
+//!     Json(Chat { text: format!("[{room}] {user}: {}", message.text) })
+//! }
+//!
+//! let app = App::new().message("/chat/{room}", chat);
+//! # let _ = app;
+//! ```
+//!
+//! # Ordering
+//!
+//! Frames from one session are handled one at a time, in the order they
+//! arrived: a handler finishes (and its reply is published) before the next
+//! frame of that session is looked at. Different sessions run concurrently.
+
+mod context;
+mod handler;
+mod messaging;
+mod reply;
+mod route;
+pub(crate) mod user;
+
+pub use context::{
+    Destination, FromMessage, FromPathVars, Json, MessageContext, Path, Rejection, SessionId,
+    State, User,
+};
+pub use handler::Handler;
+pub use messaging::{Messaging, MessagingError};
+pub use reply::{IntoReply, Payload, Reply, SendTo, SendToUser};
+pub use route::InvalidRoute;
+
+use crate::broker::BoxFuture;
+use route::RouteTemplate;
+use std::future::Future;
+use std::sync::Arc;
+use stompbox_codec::Headers;
+
+type BoxedHandler = Arc<dyn Fn(MessageContext) -> BoxFuture<'static, Reply> + Send + Sync>;
+
+/// A refusal from a lifecycle hook; the client gets an ERROR with this text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject(pub String);
+
+impl Reject {
+    /// A refusal with a message for the client.
+    pub fn new(message: impl Into<String>) -> Reject {
+        Reject(message.into())
+    }
+}
+
+/// What the connect hook sees.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnectInfo {
+    /// The new session's id.
+    pub session_id: Arc<str>,
+    /// `login` from CONNECT.
+    pub login: Option<String>,
+    /// `passcode` from CONNECT.
+    pub passcode: Option<String>,
+    /// `host` from CONNECT.
+    pub host: Option<String>,
+    /// Every CONNECT header.
+    pub headers: Headers,
+}
+
+/// What the subscribe and unsubscribe hooks see.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SubscriptionInfo {
+    /// The session.
+    pub session_id: Arc<str>,
+    /// The session's user.
+    pub user: User,
+    /// The destination as the client named it.
+    pub destination: String,
+    /// The client's subscription id.
+    pub id: String,
+}
+
+/// What the disconnect hook sees.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// The session.
+    pub session_id: Arc<str>,
+    /// The session's user.
+    pub user: User,
+}
+
+type ConnectHook =
+    Arc<dyn Fn(ConnectInfo) -> BoxFuture<'static, Result<Option<String>, Reject>> + Send + Sync>;
+type SubscribeHook =
+    Arc<dyn Fn(SubscriptionInfo) -> BoxFuture<'static, Result<(), Reject>> + Send + Sync>;
+type UnsubscribeHook = Arc<dyn Fn(SubscriptionInfo) -> BoxFuture<'static, ()> + Send + Sync>;
+type DisconnectHook = Arc<dyn Fn(SessionInfo) -> BoxFuture<'static, ()> + Send + Sync>;
+
+#[derive(Clone, Default)]
+pub(crate) struct Hooks {
+    pub(crate) connect: Option<ConnectHook>,
+    pub(crate) subscribe: Option<SubscribeHook>,
+    pub(crate) unsubscribe: Option<UnsubscribeHook>,
+    pub(crate) disconnect: Option<DisconnectHook>,
+}
+
+struct Route {
+    template: RouteTemplate,
+    handler: BoxedHandler,
+}
+
+/// An application: handlers for application destinations and lifecycle
+/// hooks, sharing a state `S`.
+pub struct App<S = ()> {
+    state: S,
+    message_routes: Vec<Route>,
+    subscribe_routes: Vec<Route>,
+    hooks: Hooks,
+}
+
+impl<S> std::fmt::Debug for App<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field(
+                "message_routes",
+                &self
+                    .message_routes
+                    .iter()
+                    .map(|r| r.template.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "subscribe_routes",
+                &self
+                    .subscribe_routes
+                    .iter()
+                    .map(|r| r.template.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl App<()> {
+    /// An application without shared state.
+    pub fn new() -> App<()> {
+        App::with_state(())
+    }
+}
+
+impl Default for App<()> {
+    fn default() -> App<()> {
+        App::new()
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> App<S> {
+    /// An application whose handlers can take `State<S>`.
+    pub fn with_state(state: S) -> App<S> {
+        App {
+            state,
+            message_routes: Vec::new(),
+            subscribe_routes: Vec::new(),
+            hooks: Hooks::default(),
+        }
+    }
+
+    fn boxed<H: Handler<T, S>, T>(&self, handler: H) -> BoxedHandler {
+        let state = self.state.clone();
+        Arc::new(move |context| handler.clone().call(context, state.clone()))
+    }
+
+    fn route(template: &str) -> RouteTemplate {
+        match RouteTemplate::parse(template) {
+            Ok(template) => template,
+            // Routes are written by the programmer, like axum's; a bad one
+            // is a bug to fix before the server ever starts.
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Handles SENDs to an application destination (prefix excluded), e.g.
+    /// `/chat/{room}` for `/app/chat/1`.
+    ///
+    /// # Panics
+    ///
+    /// When the template is not valid (a programming error, as in axum).
+    #[must_use]
+    pub fn message<H: Handler<T, S>, T>(mut self, template: &str, handler: H) -> App<S> {
+        let route = Route {
+            template: Self::route(template),
+            handler: self.boxed(handler),
+        };
+        self.message_routes.push(route);
+        self
+    }
+
+    /// Handles SUBSCRIBEs to an application destination: the reply goes
+    /// straight to that subscriber, once (Spring's `@SubscribeMapping`).
+    ///
+    /// # Panics
+    ///
+    /// When the template is not valid.
+    #[must_use]
+    pub fn subscribe<H: Handler<T, S>, T>(mut self, template: &str, handler: H) -> App<S> {
+        let route = Route {
+            template: Self::route(template),
+            handler: self.boxed(handler),
+        };
+        self.subscribe_routes.push(route);
+        self
+    }
+
+    /// Runs on CONNECT. `Ok(Some(name))` authenticates the session as user
+    /// `name`; `Ok(None)` lets it in anonymously; `Err` refuses it.
+    #[must_use]
+    pub fn on_connect<F, Fut>(mut self, hook: F) -> App<S>
+    where
+        F: Fn(ConnectInfo) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<String>, Reject>> + Send + 'static,
+    {
+        self.hooks.connect = Some(Arc::new(move |info| Box::pin(hook(info))));
+        self
+    }
+
+    /// Runs on SUBSCRIBE, before anything else; `Err` refuses it.
+    #[must_use]
+    pub fn on_subscribe<F, Fut>(mut self, hook: F) -> App<S>
+    where
+        F: Fn(SubscriptionInfo) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Reject>> + Send + 'static,
+    {
+        self.hooks.subscribe = Some(Arc::new(move |info| Box::pin(hook(info))));
+        self
+    }
+
+    /// Runs on UNSUBSCRIBE.
+    #[must_use]
+    pub fn on_unsubscribe<F, Fut>(mut self, hook: F) -> App<S>
+    where
+        F: Fn(SubscriptionInfo) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.hooks.unsubscribe = Some(Arc::new(move |info| Box::pin(hook(info))));
+        self
+    }
+
+    /// Runs once when a connected session ends, however it ends.
+    #[must_use]
+    pub fn on_disconnect<F, Fut>(mut self, hook: F) -> App<S>
+    where
+        F: Fn(SessionInfo) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.hooks.disconnect = Some(Arc::new(move |info| Box::pin(hook(info))));
+        self
+    }
+
+    pub(crate) fn into_runtime(self) -> AppRuntime {
+        let sort = |mut routes: Vec<Route>| {
+            routes.sort_by_key(|r| std::cmp::Reverse(r.template.specificity()));
+            routes
+        };
+        AppRuntime {
+            message_routes: sort(self.message_routes),
+            subscribe_routes: sort(self.subscribe_routes),
+            hooks: self.hooks,
+        }
+    }
+}
+
+/// The type-erased application the sessions use.
+pub(crate) struct AppRuntime {
+    message_routes: Vec<Route>,
+    subscribe_routes: Vec<Route>,
+    pub(crate) hooks: Hooks,
+}
+
+impl AppRuntime {
+    /// The handler for `path` and its path variables.
+    pub(crate) fn find(
+        &self,
+        subscribe: bool,
+        path: &str,
+    ) -> Option<(BoxedHandler, Vec<(Box<str>, String)>)> {
+        let routes = if subscribe {
+            &self.subscribe_routes
+        } else {
+            &self.message_routes
+        };
+        routes.iter().find_map(|r| {
+            r.template
+                .matches(path)
+                .map(|vars| (Arc::clone(&r.handler), vars))
+        })
+    }
+}
+
+pub(crate) fn context(
+    frame: stompbox_codec::Frame,
+    destination: String,
+    path: String,
+    vars: Vec<(Box<str>, String)>,
+    session_id: Arc<str>,
+    user: User,
+    messaging: Messaging,
+) -> MessageContext {
+    MessageContext {
+        frame,
+        destination,
+        path,
+        vars,
+        session_id,
+        user,
+        messaging,
+    }
+}

@@ -1,0 +1,159 @@
+//! Route templates for application destinations, matched like Spring's
+//! `@MessageMapping` patterns: `/chat/{room}` captures one segment, `*`
+//! matches one segment, `**` matches the rest (zero or more segments).
+
+/// One parsed segment of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(Box<str>),
+    Variable(Box<str>),
+    AnySegment,
+    Rest,
+}
+
+/// A compiled route template.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteTemplate {
+    source: Box<str>,
+    segments: Vec<Segment>,
+}
+
+/// Why a template is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid route template '{template}': {reason}")]
+pub struct InvalidRoute {
+    template: String,
+    reason: &'static str,
+}
+
+impl RouteTemplate {
+    pub(crate) fn parse(template: &str) -> Result<RouteTemplate, InvalidRoute> {
+        let invalid = |reason| InvalidRoute {
+            template: template.to_owned(),
+            reason,
+        };
+        let Some(rest) = template.strip_prefix('/') else {
+            return Err(invalid("must start with '/'"));
+        };
+        let mut segments = Vec::new();
+        let parts: Vec<&str> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split('/').collect()
+        };
+        for (i, part) in parts.iter().enumerate() {
+            let segment = match *part {
+                "" => return Err(invalid("empty segment")),
+                "**" if i + 1 != parts.len() => {
+                    return Err(invalid("'**' must be the last segment"));
+                }
+                "**" => Segment::Rest,
+                "*" => Segment::AnySegment,
+                p if p.starts_with('{') && p.ends_with('}') && p.len() > 2 => {
+                    let name = &p[1..p.len() - 1];
+                    if segments
+                        .iter()
+                        .any(|s| matches!(s, Segment::Variable(n) if n.as_ref() == name))
+                    {
+                        return Err(invalid("variable names must be unique"));
+                    }
+                    Segment::Variable(name.into())
+                }
+                p if p.contains(['{', '}', '*']) => {
+                    return Err(invalid("'{', '}' and '*' must fill a whole segment"));
+                }
+                p => Segment::Literal(p.into()),
+            };
+            segments.push(segment);
+        }
+        Ok(RouteTemplate {
+            source: template.into(),
+            segments,
+        })
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Matches `path` (the destination without the application prefix,
+    /// starting with `/`) and returns the captured variables.
+    pub(crate) fn matches(&self, path: &str) -> Option<Vec<(Box<str>, String)>> {
+        let rest = path.strip_prefix('/')?;
+        let parts: Vec<&str> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split('/').collect()
+        };
+        let mut vars = Vec::new();
+        let mut i = 0;
+        for segment in &self.segments {
+            match segment {
+                Segment::Rest => return Some(vars),
+                Segment::Literal(l) => {
+                    if parts.get(i) != Some(&l.as_ref()) {
+                        return None;
+                    }
+                }
+                Segment::AnySegment => {
+                    if parts.get(i).is_none_or(|p| p.is_empty()) {
+                        return None;
+                    }
+                }
+                Segment::Variable(name) => {
+                    let value = parts.get(i).filter(|p| !p.is_empty())?;
+                    vars.push((name.clone(), (*value).to_owned()));
+                }
+            }
+            i += 1;
+        }
+        (i == parts.len()).then_some(vars)
+    }
+
+    /// Literal segments first, so `/chat/lobby` wins over `/chat/{room}`
+    /// whatever the registration order (Spring picks the most specific).
+    pub(crate) fn specificity(&self) -> (usize, usize) {
+        let literals = self
+            .segments
+            .iter()
+            .filter(|s| matches!(s, Segment::Literal(_)))
+            .count();
+        let not_rest = usize::from(!self.segments.contains(&Segment::Rest));
+        (not_rest, literals)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(template: &str, path: &str) -> Option<Vec<(String, String)>> {
+        RouteTemplate::parse(template)
+            .unwrap()
+            .matches(path)
+            .map(|v| v.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    }
+
+    #[test]
+    fn templates_match_like_message_mapping() {
+        assert_eq!(
+            vars("/chat/{room}", "/chat/1"),
+            Some(vec![("room".into(), "1".into())])
+        );
+        assert_eq!(vars("/chat/{room}", "/chat/1/x"), None);
+        assert_eq!(vars("/chat/{room}", "/chat/"), None);
+        assert_eq!(vars("/chat/{room}", "/chat"), None);
+        assert_eq!(vars("/a/*/c", "/a/b/c"), Some(vec![]));
+        assert_eq!(vars("/a/**", "/a"), Some(vec![]));
+        assert_eq!(vars("/a/**", "/a/b/c"), Some(vec![]));
+        assert_eq!(vars("/{x}/{y}", "/1/2").map(|v| v.len()), Some(2));
+        assert_eq!(vars("/", "/"), Some(vec![]));
+    }
+
+    #[test]
+    fn bad_templates_are_refused() {
+        for bad in ["chat", "/a//b", "/a/**/b", "/a{b}", "/{x}/{x}"] {
+            assert!(RouteTemplate::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
