@@ -1,14 +1,1042 @@
 //! `stompbox serve`: configuration from a TOML file, STOMPBOX_* environment
 //! variables and flags, then the server.
+//!
+//! Every source is first turned into a [`toml::Table`] and merged (defaults,
+//! then the file, then the environment, then flags), so there is exactly one
+//! place that knows the types of the settings: the `serde` structs below. The
+//! merged table is deserialized once and then checked into a
+//! [`ServerConfig`]. Each key remembers which source set it last, so an error
+//! can say where the bad value came from.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::future::Future;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use stompbox::ServerConfig;
+use stompbox::broker::embedded::EmbeddedConfig;
+use toml::{Table, Value};
+use tracing_subscriber::EnvFilter;
+
+/// Prefix of the environment variables that configure `serve`.
+const ENV_PREFIX: &str = "STOMPBOX_";
 
 /// Flags of `stompbox serve`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
-    /// TOML configuration file.
+    /// TOML configuration file (see stompbox.toml for every key).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// HTTP and WebSocket listen address (server.http).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Also accept plain STOMP over TCP on this address, or "off" (server.tcp).
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<String>,
+    /// Path of the WebSocket endpoint (server.ws_path).
+    #[arg(long, value_name = "PATH")]
+    ws_path: Option<String>,
+    /// Set any key, e.g. --set limits.frame_bytes=131072; repeatable.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
+    /// Log filter, e.g. "debug" or "info,stompbox=trace"; RUST_LOG wins over it.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log: String,
+    /// Check the configuration, print the effective settings as TOML and exit.
     #[arg(long)]
-    config: Option<std::path::PathBuf>,
+    check: bool,
 }
 
-pub(crate) async fn serve(_args: ServeArgs) -> Result<(), String> {
-    Err("not yet".into())
+pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
+    init_logging(&args.log)?;
+    let flags = flag_settings(&args)?;
+    let config = load(args.config.as_deref(), std::env::vars_os(), &flags)?;
+    if args.check {
+        let text = toml::to_string(&FileConfig::from_config(&config))
+            .map_err(|e| format!("cannot print the configuration: {e}"))?;
+        println!("{}", text.trim_end());
+        return Ok(());
+    }
+    tracing::debug!(?config, "configuration");
+
+    // Installed before binding so that a signal sent as soon as the
+    // listening line is seen is already ours, not the default "terminate".
+    let shutdown = shutdown_signal()?;
+    let ws_path = config.ws_path.clone();
+    let server = stompbox::Server::bind(config.clone()).await.map_err(|e| {
+        let tcp = config
+            .tcp_addr
+            .map_or_else(|| "off".to_owned(), |a| a.to_string());
+        format!("cannot listen on http={} tcp={tcp}: {e}", config.http_addr)
+    })?;
+    let http = server
+        .http_addr()
+        .map_err(|e| format!("cannot read the bound HTTP address: {e}"))?;
+    let tcp = server
+        .tcp_addr()
+        .map_or_else(|| "off".to_owned(), |a| a.to_string());
+    let line = format!("stompbox listening http={http} ws=ws://{http}{ws_path} tcp={tcp}");
+    {
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (daemonised, piped into a finished process) must not
+        // stop a server that is otherwise fine; the log line below still says it.
+        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            tracing::warn!(error = %e, "cannot write the listening line to stdout");
+        }
+    }
+    tracing::info!(%http, ws = %format_args!("ws://{http}{ws_path}"), %tcp, "stompbox listening");
+    server
+        .run_until(shutdown)
+        .await
+        .map_err(|e| format!("server failed: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logging(level: &str) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(&directives)
+            .map_err(|e| format!("invalid RUST_LOG '{directives}': {e}"))?,
+        _ => EnvFilter::try_new(level).map_err(|e| format!("invalid --log '{level}': {e}"))?,
+    };
+    // Logs go to stderr: stdout carries only the listening line (and
+    // --check's output), which scripts and tests parse.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT. A second one during the graceful
+/// shutdown exits at once, for an operator who does not want to wait.
+fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| format!("cannot install the SIGTERM handler: {e}"))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| format!("cannot install the SIGINT handler: {e}"))?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(
+            signal = name,
+            "shutting down gracefully; a second signal stops at once"
+        );
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::warn!("second signal: exiting without waiting for connections");
+            std::process::exit(130);
+        });
+    })
+}
+
+/// The dedicated flags, as `(section.key, value, flag)`, then every --set.
+fn flag_settings(args: &ServeArgs) -> Result<Vec<(String, String, String)>, String> {
+    let mut out = Vec::new();
+    for (key, value, flag) in [
+        ("server.http", &args.http, "--http"),
+        ("server.tcp", &args.tcp, "--tcp"),
+        ("server.ws_path", &args.ws_path, "--ws-path"),
+    ] {
+        if let Some(value) = value {
+            out.push((key.to_owned(), value.clone(), flag.to_owned()));
+        }
+    }
+    for set in &args.set {
+        let Some((key, value)) = set.split_once('=') else {
+            return Err(format!(
+                "--set '{set}': expected SECTION.KEY=VALUE, e.g. limits.frame_bytes=131072"
+            ));
+        };
+        out.push((
+            key.trim().to_owned(),
+            value.to_owned(),
+            format!("--set {}", key.trim()),
+        ));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// The file format. Every key is optional: an absent key keeps the library's
+// default, so ServerConfig::default() stays the one place defaults live.
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table of sections ([server], [limits], [heartbeat], [broker])"
+)]
+struct FileConfig {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    limits: LimitsSection,
+    #[serde(default)]
+    heartbeat: HeartbeatSection,
+    #[serde(default)]
+    broker: BrokerSection,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table of [server] settings")]
+struct ServerSection {
+    http: Option<String>,
+    ws_path: Option<String>,
+    tcp: Option<String>,
+    max_connections: Option<usize>,
+    shutdown_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table of [limits] settings")]
+struct LimitsSection {
+    frame_bytes: Option<usize>,
+    header_line_bytes: Option<usize>,
+    headers: Option<usize>,
+    subscriptions_per_session: Option<usize>,
+    transactions_per_session: Option<usize>,
+    transaction_frames: Option<usize>,
+    outbox_bytes: Option<usize>,
+    send_timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table of [heartbeat] settings")]
+struct HeartbeatSection {
+    send_ms: Option<u64>,
+    receive_ms: Option<u64>,
+    grace: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table of [broker] settings")]
+struct BrokerSection {
+    kind: Option<String>,
+    topic_prefixes: Option<Vec<String>>,
+    queue_prefixes: Option<Vec<String>>,
+    queue_max_messages: Option<usize>,
+    queue_max_bytes: Option<usize>,
+    max_queues: Option<usize>,
+    max_unacked: Option<usize>,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl FileConfig {
+    /// Every key set, from `config`: the effective settings for --check, and
+    /// (from the defaults) the list of keys the environment may set.
+    fn from_config(c: &ServerConfig) -> FileConfig {
+        FileConfig {
+            server: ServerSection {
+                http: Some(c.http_addr.to_string()),
+                ws_path: Some(c.ws_path.clone()),
+                tcp: Some(
+                    c.tcp_addr
+                        .map_or_else(|| "off".to_owned(), |a| a.to_string()),
+                ),
+                max_connections: Some(c.max_connections),
+                shutdown_timeout_ms: Some(millis(c.shutdown_timeout)),
+            },
+            limits: LimitsSection {
+                frame_bytes: Some(c.frame_limits.max_frame_bytes),
+                header_line_bytes: Some(c.frame_limits.max_header_line),
+                headers: Some(c.frame_limits.max_headers),
+                subscriptions_per_session: Some(c.max_subscriptions),
+                transactions_per_session: Some(c.max_transactions),
+                transaction_frames: Some(c.max_transaction_frames),
+                outbox_bytes: Some(c.outbox_bytes),
+                send_timeout_ms: Some(millis(c.send_timeout)),
+                connect_timeout_ms: Some(millis(c.connect_timeout)),
+            },
+            heartbeat: HeartbeatSection {
+                send_ms: Some(millis(c.heartbeat_send)),
+                receive_ms: Some(millis(c.heartbeat_receive)),
+                grace: Some(c.heartbeat_grace),
+            },
+            broker: BrokerSection {
+                kind: Some("embedded".to_owned()),
+                topic_prefixes: Some(c.embedded.topic_prefixes.clone()),
+                queue_prefixes: Some(c.embedded.queue_prefixes.clone()),
+                queue_max_messages: Some(c.embedded.max_queue_messages),
+                queue_max_bytes: Some(c.embedded.max_queue_bytes),
+                max_queues: Some(c.embedded.max_queues),
+                max_unacked: Some(c.embedded.max_unacked),
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Merging the sources.
+
+/// Where a key's value came from, for error messages.
+#[derive(Debug, Clone)]
+enum Origin {
+    File(PathBuf),
+    Env(String),
+    Flag(String),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::File(path) => write!(f, "set in {}", path.display()),
+            Origin::Env(name) => write!(f, "set by environment variable {name}"),
+            Origin::Flag(flag) => write!(f, "set by {flag}"),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Layers {
+    table: Table,
+    origins: HashMap<String, Origin>,
+}
+
+impl Layers {
+    /// Sets `section.key`, creating the section; a non-table section (say
+    /// `limits = 5` in the file) is reported rather than silently replaced.
+    fn set(
+        &mut self,
+        section: &str,
+        key: &str,
+        value: Value,
+        origin: Origin,
+    ) -> Result<(), String> {
+        let entry = self
+            .table
+            .entry(section.to_owned())
+            .or_insert_with(|| Value::Table(Table::new()));
+        let Value::Table(table) = entry else {
+            let from = self
+                .origins
+                .get(section)
+                .map(|o| format!("; {o}"))
+                .unwrap_or_default();
+            return Err(format!(
+                "invalid configuration: {section}: must be a table ([{section}]), got a value of type {}{from}",
+                entry.type_str()
+            ));
+        };
+        table.insert(key.to_owned(), value);
+        self.origins.insert(format!("{section}.{key}"), origin);
+        Ok(())
+    }
+
+    fn add_file(&mut self, path: &Path) -> Result<(), String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read configuration file {}: {e}", path.display()))?;
+        let file: Table = toml::from_str(&text).map_err(|e| {
+            format!(
+                "invalid configuration file {}: {}",
+                path.display(),
+                e.to_string().trim_end()
+            )
+        })?;
+        let origin = Origin::File(path.to_owned());
+        for (section, value) in file {
+            if let Value::Table(keys) = &value {
+                for key in keys.keys() {
+                    self.origins
+                        .insert(format!("{section}.{key}"), origin.clone());
+                }
+            }
+            self.origins.insert(section.clone(), origin.clone());
+            self.table.insert(section, value);
+        }
+        Ok(())
+    }
+
+    /// Applies every STOMPBOX_* variable of `vars`. Taken as an argument so
+    /// tests need not touch the process environment.
+    fn add_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (OsString, OsString)>,
+        known: &Table,
+    ) -> Result<(), String> {
+        let mut vars: Vec<_> = vars
+            .into_iter()
+            .filter(|(name, _)| name.as_encoded_bytes().starts_with(ENV_PREFIX.as_bytes()))
+            .collect();
+        // Deterministic: the first bad variable reported is the same every run.
+        vars.sort();
+        for (name, value) in vars {
+            let name = name.to_string_lossy().into_owned();
+            let Some(value) = value.to_str() else {
+                return Err(format!("environment variable {name} is not valid UTF-8"));
+            };
+            let (section, key, default) = env_key(&name, known).ok_or_else(|| {
+                format!(
+                    "environment variable {name} does not name a setting: use {ENV_PREFIX}<SECTION>_<KEY> \
+                     with a key of stompbox.toml, e.g. {ENV_PREFIX}LIMITS_FRAME_BYTES"
+                )
+            })?;
+            let value = parse_value(value, default);
+            self.set(&section, &key, value, Origin::Env(name.clone()))?;
+        }
+        Ok(())
+    }
+
+    fn add_flag(
+        &mut self,
+        path: &str,
+        value: &str,
+        flag: &str,
+        known: &Table,
+    ) -> Result<(), String> {
+        let default = path
+            .split_once('.')
+            .and_then(|(s, k)| known.get(s)?.as_table()?.get(k).map(|d| (s, k, d)));
+        let Some((section, key, default)) = default else {
+            return Err(format!(
+                "{flag}: '{path}' is not a setting: use SECTION.KEY with a key of stompbox.toml, \
+                 e.g. limits.frame_bytes"
+            ));
+        };
+        self.set(
+            section,
+            key,
+            parse_value(value, default),
+            Origin::Flag(flag.to_owned()),
+        )
+    }
+}
+
+/// Maps `STOMPBOX_LIMITS_FRAME_BYTES` to `("limits", "frame_bytes")` and the
+/// key's default. Sections have no underscore, so the first one splits.
+fn env_key<'k>(name: &str, known: &'k Table) -> Option<(String, String, &'k Value)> {
+    let rest = name.strip_prefix(ENV_PREFIX)?;
+    let (section, key) = rest.split_once('_')?;
+    let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+    let default = known.get(&section)?.as_table()?.get(&key)?;
+    Some((section, key, default))
+}
+
+/// A value from the environment or a flag: TOML when it is one TOML value
+/// (numbers, booleans, arrays, quoted strings), otherwise the raw text, so
+/// `127.0.0.1:9000` needs no quotes. A list key also takes `a,b,c`.
+fn parse_value(raw: &str, default: &Value) -> Value {
+    let parsed = toml::from_str::<Table>(&format!("v = {raw}"))
+        .ok()
+        // Exactly one key: "1\nother = 2" must not smuggle in a second one.
+        .filter(|t| t.len() == 1)
+        .and_then(|mut t| t.remove("v"));
+    match parsed {
+        Some(value) => value,
+        None if default.is_array() => Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_owned()))
+                .collect(),
+        ),
+        None => Value::String(raw.to_owned()),
+    }
+}
+
+/// Builds the server configuration from the file (if any), the environment
+/// and flags (`(section.key, value, flag name)`), in rising precedence.
+fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (OsString, OsString)>,
+    flags: &[(String, String, String)],
+) -> Result<ServerConfig, String> {
+    let defaults = ServerConfig::default();
+    let known = Table::try_from(FileConfig::from_config(&defaults))
+        .map_err(|e| format!("internal error listing the configuration keys: {e}"))?;
+    let mut layers = Layers::default();
+    if let Some(path) = file {
+        layers.add_file(path)?;
+    }
+    layers.add_env(env, &known)?;
+    for (path, value, flag) in flags {
+        layers.add_flag(path, value, flag, &known)?;
+    }
+    let Layers { table, origins } = layers;
+    let parsed: FileConfig = serde_path_to_error::deserialize(table).map_err(|e| {
+        let path = e.path().to_string();
+        let from = origin_of(&origins, &path)
+            .map(|o| format!("; {o}"))
+            .unwrap_or_default();
+        format!(
+            "invalid configuration: {path}: {}{from}",
+            e.inner().message().trim_end()
+        )
+    })?;
+    validate(parsed).map_err(|problems| {
+        let describe = |(key, message): &(&str, String)| match origin_of(&origins, key) {
+            Some(origin) => format!("{key}: {message}; {origin}"),
+            None => format!("{key}: {message}"),
+        };
+        match problems.as_slice() {
+            [one] => format!("invalid configuration: {}", describe(one)),
+            many => {
+                let lines: Vec<String> =
+                    many.iter().map(|p| format!("  {}", describe(p))).collect();
+                format!(
+                    "invalid configuration ({} problems):\n{}",
+                    many.len(),
+                    lines.join("\n")
+                )
+            }
+        }
+    })
+}
+
+/// The source of `path` or, for an unknown key inside a section, of the
+/// section (`limits.fram_bytes` came from wherever `limits` was written).
+fn origin_of<'o>(origins: &'o HashMap<String, Origin>, path: &str) -> Option<&'o Origin> {
+    origins
+        .get(path)
+        .or_else(|| origins.get(path.split_once('.').map_or(path, |(s, _)| s)))
+}
+
+// ---------------------------------------------------------------------------
+// Checking values.
+
+/// Problems found, as `(section.key, what is wrong)`.
+type Problems = Vec<(&'static str, String)>;
+
+struct Check {
+    problems: Problems,
+}
+
+impl Check {
+    fn fail(&mut self, key: &'static str, message: String) {
+        self.problems.push((key, message));
+    }
+
+    fn at_least<T: PartialOrd + std::fmt::Display>(
+        &mut self,
+        key: &'static str,
+        value: T,
+        min: T,
+    ) -> T {
+        if value < min {
+            self.fail(key, format!("must be at least {min} (got {value})"));
+        }
+        value
+    }
+
+    fn at_most<T: PartialOrd + std::fmt::Display>(&mut self, key: &'static str, value: T, max: T) {
+        if value > max {
+            self.fail(key, format!("must be at most {max} (got {value})"));
+        }
+    }
+
+    fn addr(&mut self, key: &'static str, value: &str) -> Option<SocketAddr> {
+        match value.trim().parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.fail(
+                    key,
+                    format!(
+                        "expected IP:port such as 127.0.0.1:8080 or [::]:8080 (got \"{value}\")"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn prefixes(&mut self, key: &'static str, prefixes: &[String]) {
+        for p in prefixes {
+            // A bare "/" would swallow every destination, and a prefix without
+            // the closing '/' would match "/topicality" for "/topic".
+            if p.len() < 2 || !p.starts_with('/') || !p.ends_with('/') {
+                self.fail(
+                    key,
+                    format!("prefixes must start and end with '/', like \"/topic/\" (got \"{p}\")"),
+                );
+            }
+        }
+    }
+}
+
+/// Interval in milliseconds: zero turns the feature off, otherwise at least
+/// `min` so a typo like `send_ms = 1` does not flood every client.
+fn interval(check: &mut Check, key: &'static str, value: u64, min: u64) -> Duration {
+    if value != 0 && value < min {
+        check.fail(
+            key,
+            format!("must be 0 (off) or at least {min} (got {value})"),
+        );
+    }
+    Duration::from_millis(value)
+}
+
+fn validate(file: FileConfig) -> Result<ServerConfig, Problems> {
+    let d = ServerConfig::default();
+    let mut c = ServerConfig::default();
+    let mut check = Check {
+        problems: Vec::new(),
+    };
+    let FileConfig {
+        server,
+        limits,
+        heartbeat,
+        broker,
+    } = file;
+
+    // [server]
+    if let Some(http) = server.http
+        && let Some(addr) = check.addr("server.http", &http)
+    {
+        c.http_addr = addr;
+    }
+    if let Some(tcp) = server.tcp {
+        let off = tcp.trim().is_empty() || tcp.trim().eq_ignore_ascii_case("off");
+        c.tcp_addr = if off {
+            None
+        } else {
+            check.addr("server.tcp", &tcp)
+        };
+    }
+    if let Some(tcp) = c.tcp_addr
+        && tcp == c.http_addr
+        && tcp.port() != 0
+    {
+        check.fail(
+            "server.tcp",
+            format!("must differ from server.http (both are {tcp})"),
+        );
+    }
+    if let Some(path) = server.ws_path {
+        // The HTTP router panics on paths with its own syntax ({param}, *rest)
+        // and "/" is the demo page, so only plain paths are allowed.
+        let plain = path.len() > 1
+            && path.starts_with('/')
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
+            && !path.contains("//");
+        if !plain {
+            check.fail(
+                "server.ws_path",
+                format!(
+                    "must be a path like \"/ws\": starting with '/', not \"/\" alone, of letters, digits, \
+                     '-', '.', '_', '~' and single '/' (got \"{path}\")"
+                ),
+            );
+        }
+        c.ws_path = path;
+    }
+    if let Some(n) = server.max_connections {
+        c.max_connections = check.at_least("server.max_connections", n, 1);
+        // The shutdown drain counts connections as u32 permits.
+        check.at_most("server.max_connections", n, u32::MAX as usize);
+    }
+    if let Some(ms) = server.shutdown_timeout_ms {
+        c.shutdown_timeout = Duration::from_millis(ms);
+    }
+
+    // [limits]
+    let frame = limits.frame_bytes.unwrap_or(d.frame_limits.max_frame_bytes);
+    c.frame_limits.max_frame_bytes = check.at_least("limits.frame_bytes", frame, 1024);
+    if let Some(n) = limits.header_line_bytes {
+        // CONNECT with a login, passcode and host must fit.
+        c.frame_limits.max_header_line = check.at_least("limits.header_line_bytes", n, 256);
+        if n > frame {
+            check.fail(
+                "limits.header_line_bytes",
+                format!("must not exceed limits.frame_bytes ({frame}) (got {n})"),
+            );
+        }
+    }
+    if let Some(n) = limits.headers {
+        // CONNECT alone may carry accept-version, host, login, passcode and heart-beat.
+        c.frame_limits.max_headers = check.at_least("limits.headers", n, 8);
+    }
+    if let Some(n) = limits.subscriptions_per_session {
+        c.max_subscriptions = check.at_least("limits.subscriptions_per_session", n, 1);
+    }
+    if let Some(n) = limits.transactions_per_session {
+        // Zero is allowed: it turns transactions off.
+        c.max_transactions = n;
+    }
+    if let Some(n) = limits.transaction_frames {
+        c.max_transaction_frames = check.at_least("limits.transaction_frames", n, 1);
+    }
+    let outbox = limits.outbox_bytes.unwrap_or(d.outbox_bytes);
+    c.outbox_bytes = outbox;
+    if outbox < frame.saturating_mul(2) {
+        // Otherwise one largest message, plus the headers the server adds to
+        // it, would mark any subscriber as a slow consumer.
+        check.fail(
+            "limits.outbox_bytes",
+            format!(
+                "must be at least twice limits.frame_bytes, {} (got {outbox})",
+                frame.saturating_mul(2)
+            ),
+        );
+    }
+    if let Some(ms) = limits.send_timeout_ms {
+        c.send_timeout = Duration::from_millis(check.at_least("limits.send_timeout_ms", ms, 100));
+    }
+    if let Some(ms) = limits.connect_timeout_ms {
+        c.connect_timeout =
+            Duration::from_millis(check.at_least("limits.connect_timeout_ms", ms, 100));
+    }
+
+    // [heartbeat]
+    if let Some(ms) = heartbeat.send_ms {
+        c.heartbeat_send = interval(&mut check, "heartbeat.send_ms", ms, 100);
+    }
+    if let Some(ms) = heartbeat.receive_ms {
+        c.heartbeat_receive = interval(&mut check, "heartbeat.receive_ms", ms, 100);
+    }
+    if let Some(grace) = heartbeat.grace {
+        // Below 1.0 a client sending exactly on time would be cut off; NaN
+        // and infinity would never (or always) cut anyone off.
+        if !grace.is_finite() || !(1.0..=100.0).contains(&grace) {
+            check.fail(
+                "heartbeat.grace",
+                format!("must be between 1.0 and 100.0 (got {grace})"),
+            );
+        }
+        c.heartbeat_grace = grace;
+    }
+
+    // [broker]
+    match broker.kind.as_deref().map(str::trim) {
+        None | Some("embedded") => {}
+        Some("relay") => check.fail(
+            "broker.kind",
+            "\"relay\" is not available in this version; use \"embedded\"".to_owned(),
+        ),
+        Some(other) => check.fail(
+            "broker.kind",
+            format!("unknown broker \"{other}\"; the only kind in this version is \"embedded\""),
+        ),
+    }
+    c.embedded = embedded(&mut check, broker, &d.embedded, frame);
+
+    if check.problems.is_empty() {
+        Ok(c)
+    } else {
+        Err(check.problems)
+    }
+}
+
+fn embedded(
+    check: &mut Check,
+    broker: BrokerSection,
+    d: &EmbeddedConfig,
+    frame: usize,
+) -> EmbeddedConfig {
+    let mut e = d.clone();
+    if let Some(p) = broker.topic_prefixes {
+        check.prefixes("broker.topic_prefixes", &p);
+        e.topic_prefixes = p;
+    }
+    if let Some(p) = broker.queue_prefixes {
+        check.prefixes("broker.queue_prefixes", &p);
+        e.queue_prefixes = p;
+    }
+    if e.topic_prefixes.is_empty() && e.queue_prefixes.is_empty() {
+        check.fail(
+            "broker.topic_prefixes",
+            "topic_prefixes and queue_prefixes are both empty, so no destination would be accepted"
+                .to_owned(),
+        );
+    }
+    // Topic prefixes are matched first, so a queue prefix under a topic
+    // prefix would never be reached (and the reverse is just as confusing).
+    for q in &e.queue_prefixes {
+        if let Some(t) = e
+            .topic_prefixes
+            .iter()
+            .find(|t| q.starts_with(t.as_str()) || t.starts_with(q.as_str()))
+        {
+            check.fail(
+                "broker.queue_prefixes",
+                format!(
+                    "\"{q}\" overlaps topic prefix \"{t}\"; a destination must be one or the other"
+                ),
+            );
+        }
+    }
+    if let Some(n) = broker.queue_max_messages {
+        e.max_queue_messages = check.at_least("broker.queue_max_messages", n, 1);
+    }
+    if let Some(n) = broker.queue_max_bytes {
+        e.max_queue_bytes = n;
+    }
+    if e.max_queue_bytes < frame {
+        // Otherwise the largest message a client may send could never be queued.
+        check.fail(
+            "broker.queue_max_bytes",
+            format!(
+                "must be at least limits.frame_bytes, {frame} (got {})",
+                e.max_queue_bytes
+            ),
+        );
+    }
+    if let Some(n) = broker.max_queues {
+        e.max_queues = check.at_least("broker.max_queues", n, 1);
+    }
+    if let Some(n) = broker.max_unacked {
+        e.max_unacked = check.at_least("broker.max_unacked", n, 1);
+    }
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        vars.iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    fn from_toml(text: &str) -> Result<ServerConfig, String> {
+        let table: Table = toml::from_str(text).expect("test TOML parses");
+        let mut layers = Layers::default();
+        for (section, value) in table {
+            layers.table.insert(section, value);
+        }
+        let parsed: FileConfig = serde_path_to_error::deserialize(layers.table)
+            .map_err(|e| format!("{}: {}", e.path(), e.inner().message()))?;
+        validate(parsed).map_err(|p| format!("{p:?}"))
+    }
+
+    fn known() -> Table {
+        Table::try_from(FileConfig::from_config(&ServerConfig::default()))
+            .expect("defaults serialize")
+    }
+
+    #[test]
+    fn nothing_set_gives_the_library_defaults() {
+        let config = load(None, env(&[]), &[]).expect("defaults are valid");
+        assert_eq!(
+            format!("{config:?}"),
+            format!("{:?}", ServerConfig::default())
+        );
+    }
+
+    #[test]
+    fn shipped_file_lists_every_key_with_its_default() {
+        let shipped = include_str!("../../../stompbox.toml");
+        // Uncomment "# key = value" lines (not prose comments, which have no '=' after one word).
+        let uncommented: String = shipped
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    }) =>
+                {
+                    rest
+                }
+                _ => line,
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let table: Table = toml::from_str(&uncommented).expect("uncommented stompbox.toml parses");
+        let known = known();
+        for (section, keys) in &known {
+            for key in keys.as_table().expect("sections are tables").keys() {
+                assert!(
+                    table.get(section).and_then(|s| s.get(key)).is_some(),
+                    "stompbox.toml does not document {section}.{key}"
+                );
+            }
+        }
+        let config = from_toml(&uncommented).expect("documented values are valid");
+        assert_eq!(
+            format!("{config:?}"),
+            format!("{:?}", ServerConfig::default())
+        );
+        // As shipped (everything commented) it is valid too.
+        from_toml(shipped).expect("stompbox.toml as shipped is valid");
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let dir = std::env::temp_dir().join(format!("stompbox-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("precedence.toml");
+        std::fs::write(
+            &path,
+            "[server]\nws_path = \"/file\"\nhttp = \"127.0.0.1:1000\"\n[limits]\nframe_bytes = 2048\n",
+        )
+        .expect("write config");
+        let config = load(
+            Some(&path),
+            env(&[
+                ("STOMPBOX_SERVER_WS_PATH", "/env"),
+                ("STOMPBOX_SERVER_HTTP", "127.0.0.1:2000"),
+                ("STOMPBOX_BROKER_TOPIC_PREFIXES", "/topic/, /exchange/"),
+                ("STOMPBOX_HEARTBEAT_GRACE", "2"),
+                ("OTHER_VAR", "ignored"),
+            ]),
+            &[("server.ws_path".into(), "/flag".into(), "--ws-path".into())],
+        )
+        .expect("valid");
+        assert_eq!(config.ws_path, "/flag");
+        assert_eq!(config.http_addr.port(), 2000);
+        assert_eq!(config.frame_limits.max_frame_bytes, 2048);
+        assert_eq!(config.embedded.topic_prefixes, ["/topic/", "/exchange/"]);
+        assert!((config.heartbeat_grace - 2.0).abs() < f64::EPSILON);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn env_values_are_toml_when_they_parse() {
+        let d = Value::String(String::new());
+        assert_eq!(parse_value("131072", &d), Value::Integer(131_072));
+        assert_eq!(
+            parse_value("127.0.0.1:9000", &d),
+            Value::String("127.0.0.1:9000".into())
+        );
+        assert_eq!(
+            parse_value("1\nx = 2", &d),
+            Value::String("1\nx = 2".into())
+        );
+        let list = Value::Array(Vec::new());
+        assert_eq!(
+            parse_value("[\"/a/\"]", &list),
+            Value::Array(vec![Value::String("/a/".into())])
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_source() {
+        let e =
+            load(None, env(&[("STOMPBOX_LIMITS_FRAME_BYTES", "10")]), &[]).expect_err("too small");
+        assert_eq!(
+            e,
+            "invalid configuration: limits.frame_bytes: must be at least 1024 (got 10); \
+             set by environment variable STOMPBOX_LIMITS_FRAME_BYTES"
+        );
+        let e = load(
+            None,
+            env(&[("STOMPBOX_SERVER_MAX_CONNECTIONS", "lots")]),
+            &[],
+        )
+        .expect_err("type");
+        assert!(
+            e.contains("server.max_connections") && e.contains("STOMPBOX_SERVER_MAX_CONNECTIONS"),
+            "{e}"
+        );
+        let e = load(None, env(&[("STOMPBOX_LIMITS_FRAME_BYTEZ", "1")]), &[]).expect_err("unknown");
+        assert!(e.contains("STOMPBOX_LIMITS_FRAME_BYTEZ"), "{e}");
+        let e = load(None, env(&[("STOMPBOX_LIMITS", "1")]), &[]).expect_err("no key");
+        assert!(e.contains("STOMPBOX_LIMITS "), "{e}");
+        let e = load(
+            None,
+            env(&[]),
+            &[("nope.x".into(), "1".into(), "--set nope.x".into())],
+        )
+        .expect_err("flag");
+        assert!(e.contains("nope.x"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_and_sections_are_named() {
+        let e = from_toml("[limits]\nfram_bytes = 1\n").expect_err("unknown key");
+        assert!(e.contains("fram_bytes"), "{e}");
+        let e = from_toml("[limit]\nframe_bytes = 1\n").expect_err("unknown section");
+        assert!(e.contains("limit"), "{e}");
+        let e = from_toml("frame_bytes = 1\n").expect_err("top-level key");
+        assert!(e.contains("frame_bytes"), "{e}");
+    }
+
+    #[test]
+    fn sanity_rules() {
+        for (text, key) in [
+            ("[server]\nhttp = \"localhost\"", "server.http"),
+            ("[server]\ntcp = \"nope\"", "server.tcp"),
+            (
+                "[server]\nhttp = \"127.0.0.1:5000\"\ntcp = \"127.0.0.1:5000\"",
+                "server.tcp",
+            ),
+            ("[server]\nws_path = \"/\"", "server.ws_path"),
+            ("[server]\nws_path = \"/{x}\"", "server.ws_path"),
+            ("[server]\nws_path = \"ws\"", "server.ws_path"),
+            ("[server]\nmax_connections = 0", "server.max_connections"),
+            (
+                "[limits]\nheader_line_bytes = 100000",
+                "limits.header_line_bytes",
+            ),
+            ("[limits]\nheaders = 2", "limits.headers"),
+            ("[limits]\noutbox_bytes = 1000", "limits.outbox_bytes"),
+            ("[limits]\nframe_bytes = 1048576", "limits.outbox_bytes"),
+            ("[limits]\nsend_timeout_ms = 0", "limits.send_timeout_ms"),
+            ("[heartbeat]\nsend_ms = 5", "heartbeat.send_ms"),
+            ("[heartbeat]\ngrace = 0.5", "heartbeat.grace"),
+            ("[heartbeat]\ngrace = nan", "heartbeat.grace"),
+            ("[broker]\nkind = \"relay\"", "broker.kind"),
+            ("[broker]\nkind = \"kafka\"", "broker.kind"),
+            (
+                "[broker]\ntopic_prefixes = [\"topic\"]",
+                "broker.topic_prefixes",
+            ),
+            (
+                "[broker]\ntopic_prefixes = [\"/\"]",
+                "broker.topic_prefixes",
+            ),
+            (
+                "[broker]\nqueue_prefixes = [\"/topic/q/\"]",
+                "broker.queue_prefixes",
+            ),
+            (
+                "[broker]\ntopic_prefixes = []\nqueue_prefixes = []",
+                "broker.topic_prefixes",
+            ),
+            ("[broker]\nqueue_max_bytes = 10", "broker.queue_max_bytes"),
+            ("[broker]\nmax_unacked = 0", "broker.max_unacked"),
+        ] {
+            let e = from_toml(text).expect_err(text);
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let ok = from_toml("[server]\ntcp = \"off\"\n[heartbeat]\nsend_ms = 0\n[limits]\ntransactions_per_session = 0")
+            .expect("valid");
+        assert!(ok.tcp_addr.is_none());
+        assert_eq!(ok.heartbeat_send, Duration::ZERO);
+    }
+
+    #[test]
+    fn several_problems_are_listed_together() {
+        let e = load(
+            None,
+            env(&[
+                ("STOMPBOX_LIMITS_HEADERS", "1"),
+                ("STOMPBOX_BROKER_MAX_QUEUES", "0"),
+            ]),
+            &[],
+        )
+        .expect_err("two problems");
+        assert!(
+            e.contains("2 problems")
+                && e.contains("limits.headers")
+                && e.contains("broker.max_queues"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn known_keys_cover_every_section() {
+        let known = known();
+        let sections: Vec<&String> = known.keys().collect();
+        assert_eq!(sections.len(), 4, "{sections:?}");
+        assert!(env_key("STOMPBOX_SERVER_MAX_CONNECTIONS", &known).is_some());
+        assert!(env_key("STOMPBOX_server_tcp", &known).is_some());
+        assert!(env_key("STOMPBOX_SERVERTCP", &known).is_none());
+    }
 }

@@ -1,0 +1,625 @@
+//! End-to-end tests of the `stompbox` binary: `serve`, `send` and
+//! `subscribe` as a user runs them, talking to each other.
+//!
+//! Every wait has a deadline, and every child is killed when its handle is
+//! dropped, so a broken binary fails a test instead of hanging the run.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Generous for a loaded CI machine; a healthy run takes milliseconds.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Which output of a child.
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Out,
+    Err,
+}
+
+/// A running `stompbox` process whose output is read line by line.
+struct Proc {
+    name: String,
+    child: Child,
+    out: Receiver<String>,
+    err: Receiver<String>,
+    /// Lines read so far, for the failure message of a timed-out wait.
+    seen_out: Vec<String>,
+    seen_err: Vec<String>,
+}
+
+fn reader(pipe: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut pipe = BufReader::new(pipe);
+        let mut line = Vec::new();
+        // Bytes, not read_line: a body need not be UTF-8.
+        while let Ok(n) = pipe.read_until(b'\n', &mut line) {
+            if n == 0
+                || tx
+                    .send(String::from_utf8_lossy(&line).into_owned())
+                    .is_err()
+            {
+                break;
+            }
+            line.clear();
+        }
+    });
+    rx
+}
+
+fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stompbox"));
+    cmd.args(args);
+    // The developer's own STOMPBOX_* or RUST_LOG must not change the tests.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("STOMPBOX_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.env_remove("RUST_LOG");
+    cmd.envs(env.iter().copied());
+    cmd
+}
+
+impl Proc {
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        Proc::spawn_with_stdin(args, env, None)
+    }
+
+    fn spawn_with_stdin(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Proc {
+        let mut cmd = command(args, env);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = cmd.spawn().expect("spawn the stompbox binary");
+        if let Some(data) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin is piped");
+            pipe.write_all(data).expect("write stdin");
+            // Dropping the pipe closes it: the end of the body.
+        }
+        let out: ChildStdout = child.stdout.take().expect("stdout is piped");
+        let err = child.stderr.take().expect("stderr is piped");
+        Proc {
+            name: args.iter().take(1).copied().collect(),
+            child,
+            out: reader(out),
+            err: reader(err),
+            seen_out: Vec::new(),
+            seen_err: Vec::new(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "stompbox {}\n--- stdout ---\n{}--- stderr ---\n{}",
+            self.name,
+            self.seen_out.concat(),
+            self.seen_err.concat()
+        )
+    }
+
+    /// The first line of `stream` containing `needle`, waiting for it.
+    fn line_with(&mut self, stream: Stream, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let rx = match stream {
+                Stream::Out => &self.out,
+                Stream::Err => &self.err,
+            };
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    match stream {
+                        Stream::Out => self.seen_out.push(line.clone()),
+                        Stream::Err => self.seen_err.push(line.clone()),
+                    }
+                    if found {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "no line with {needle:?} within {WAIT:?}\n{}",
+                        self.describe()
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().ok();
+                    self.drain();
+                    panic!(
+                        "stream ended (exit {status:?}) before a line with {needle:?}\n{}",
+                        self.describe()
+                    )
+                }
+            }
+        }
+    }
+
+    /// Collects what is left of both streams, after the process exited.
+    fn drain(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        for (rx, seen) in [
+            (&self.out, &mut self.seen_out),
+            (&self.err, &mut self.seen_err),
+        ] {
+            while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                seen.push(line);
+            }
+        }
+    }
+
+    /// Waits for the exit (killing the process if it takes longer than
+    /// `limit`) and returns the status with the whole stdout and stderr.
+    fn finish_within(&mut self, limit: Duration) -> (ExitStatus, String, String) {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("poll the child") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                self.drain();
+                panic!("did not exit within {limit:?}\n{}", self.describe());
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        self.drain();
+        (status, self.seen_out.concat(), self.seen_err.concat())
+    }
+
+    fn finish(&mut self) -> (ExitStatus, String, String) {
+        self.finish_within(WAIT)
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs a command that should end by itself.
+fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    Proc::spawn(args, env).finish()
+}
+
+/// A `stompbox serve` and the addresses from its listening line.
+struct Server {
+    proc: Proc,
+    fields: HashMap<String, String>,
+}
+
+impl Server {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut all = vec!["serve"];
+        all.extend_from_slice(args);
+        let mut proc = Proc::spawn(&all, env);
+        let line = proc.line_with(Stream::Out, "stompbox listening");
+        let fields = parse_listening(&line);
+        Server { proc, fields }
+    }
+
+    fn ws(&self) -> &str {
+        &self.fields["ws"]
+    }
+
+    fn tcp_url(&self) -> String {
+        format!("tcp://{}", self.fields["tcp"])
+    }
+
+    /// SIGTERM, then the exit status, which must come promptly.
+    fn stop(mut self) -> (ExitStatus, String) {
+        self.proc.signal("TERM");
+        let (status, _, err) = self.proc.finish_within(Duration::from_secs(10));
+        (status, err)
+    }
+}
+
+/// `stompbox listening http=A ws=ws://A/ws tcp=B` as a map.
+fn parse_listening(line: &str) -> HashMap<String, String> {
+    let rest = line
+        .trim()
+        .strip_prefix("stompbox listening ")
+        .unwrap_or_else(|| panic!("not a listening line: {line:?}"));
+    let fields: HashMap<String, String> = rest
+        .split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .unwrap_or_else(|| panic!("bad field {kv:?} in {line:?}"));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    for key in ["http", "ws", "tcp"] {
+        assert!(fields.contains_key(key), "no {key}= in {line:?}");
+    }
+    fields
+}
+
+/// A config file of its own for each test, under Cargo's scratch directory.
+fn config_file(text: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(format!(
+        "cli-test-{}-{}.toml",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, text).expect("write the test config file");
+    path
+}
+
+fn ephemeral() -> [&'static str; 4] {
+    ["--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0"]
+}
+
+#[test]
+fn subscriber_prints_what_send_publishes_across_transports() {
+    let server = Server::start(&ephemeral(), &[]);
+    assert!(server.ws().starts_with("ws://127.0.0.1:") && server.ws().ends_with("/ws"));
+    assert_ne!(server.fields["tcp"], "off");
+
+    let mut sub = Proc::spawn(
+        &[
+            "subscribe",
+            "--url",
+            server.ws(),
+            "--destination",
+            "/topic/cli",
+            "--count",
+            "1",
+        ],
+        &[],
+    );
+    sub.line_with(Stream::Err, "subscribed to /topic/cli");
+
+    let tcp = server.tcp_url();
+    let (status, out, err) = run(
+        &[
+            "send",
+            "--url",
+            &tcp,
+            "--destination",
+            "/topic/cli",
+            "--header",
+            "x-trace:abc",
+            "--content-type",
+            "text/plain",
+            "--receipt",
+            "hello from send",
+        ],
+        &[],
+    );
+    assert!(status.success(), "send failed: {err}");
+    assert!(
+        out.starts_with("receipt-id:"),
+        "send --receipt printed {out:?}"
+    );
+
+    let (status, out, err) = sub.finish();
+    assert!(status.success(), "subscribe failed: {err}");
+    assert!(out.starts_with("MESSAGE\n"), "{out}");
+    for expected in [
+        "destination:/topic/cli\n",
+        "x-trace:abc\n",
+        "content-type:text/plain\n",
+        "subscription:sub-0\n",
+        "\nhello from send\n",
+    ] {
+        assert!(
+            out.contains(expected),
+            "no {expected:?} in subscriber output:\n{out}"
+        );
+    }
+
+    let (status, err) = server.stop();
+    assert!(status.success(), "serve exited with {status:?}\n{err}");
+}
+
+#[test]
+fn queue_consumer_acks_so_nothing_is_redelivered() {
+    let server = Server::start(&ephemeral(), &[]);
+    let url = server.ws().to_owned();
+    let mut sub = Proc::spawn(
+        &[
+            "subscribe",
+            "--url",
+            &url,
+            "-d",
+            "/queue/cli",
+            "--ack",
+            "client-individual",
+            "--body-only",
+            "--count",
+            "2",
+        ],
+        &[],
+    );
+    sub.line_with(Stream::Err, "subscribed to /queue/cli");
+    let (status, _, err) = run(&["send", "--url", &url, "-d", "/queue/cli", "one"], &[]);
+    assert!(status.success(), "send failed: {err}");
+    // The body from stdin, as in `echo two | stompbox send …`.
+    let (status, _, err) = Proc::spawn_with_stdin(
+        &["send", "--url", &url, "-d", "/queue/cli"],
+        &[],
+        Some(b"two\n"),
+    )
+    .finish();
+    assert!(status.success(), "send from stdin failed: {err}");
+    let (status, out, err) = sub.finish();
+    assert!(status.success(), "subscribe failed: {err}");
+    assert_eq!(out, "one\ntwo\n");
+
+    // Were the ACKs lost, "one" and "two" would come back before "three".
+    let (status, _, err) = run(&["send", "--url", &url, "-d", "/queue/cli", "three"], &[]);
+    assert!(status.success(), "send failed: {err}");
+    let (status, out, err) = run(
+        &[
+            "subscribe",
+            "--url",
+            &url,
+            "-d",
+            "/queue/cli",
+            "--ack",
+            "client",
+            "--body-only",
+            "-n",
+            "1",
+        ],
+        &[],
+    );
+    assert!(status.success(), "second subscribe failed: {err}");
+    assert_eq!(out, "three\n");
+
+    let (status, err) = server.stop();
+    assert!(status.success(), "{err}");
+}
+
+#[test]
+fn send_exits_non_zero_on_a_server_error() {
+    let server = Server::start(&ephemeral(), &[]);
+    let (status, _, err) = run(
+        &["send", "--url", server.ws(), "-d", "/nowhere/x", "lost"],
+        &[],
+    );
+    assert!(
+        !status.success(),
+        "send to an unknown destination succeeded"
+    );
+    assert!(err.contains("server error"), "{err}");
+    assert!(err.contains("/nowhere/x"), "{err}");
+
+    let (status, _, err) = run(
+        &[
+            "send",
+            "--url",
+            server.ws(),
+            "-d",
+            "/topic/x",
+            "--header",
+            "receipt:1",
+            "x",
+        ],
+        &[],
+    );
+    assert!(!status.success());
+    assert!(err.contains("receipt"), "{err}");
+    let (status, err) = server.stop();
+    assert!(status.success(), "{err}");
+}
+
+#[test]
+fn send_reports_an_unreachable_server() {
+    // Bound then dropped: nothing listens there any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("pick a port")
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let (status, _, err) = run(
+        &[
+            "send",
+            "--url",
+            &url,
+            "-d",
+            "/topic/x",
+            "x",
+            "--timeout",
+            "5",
+        ],
+        &[],
+    );
+    assert!(!status.success());
+    assert!(err.contains(&url), "{err}");
+}
+
+#[test]
+fn subscribe_disconnects_and_exits_zero_on_ctrl_c() {
+    let server = Server::start(&ephemeral(), &[]);
+    let mut sub = Proc::spawn(
+        &[
+            "subscribe",
+            "--url",
+            &server.tcp_url(),
+            "-d",
+            "/topic/forever",
+        ],
+        &[],
+    );
+    sub.line_with(Stream::Err, "subscribed to /topic/forever");
+    sub.signal("INT");
+    let (status, _, err) = sub.finish();
+    assert!(status.success(), "subscribe exited with {status:?}: {err}");
+    let (status, err) = server.stop();
+    assert!(status.success(), "{err}");
+}
+
+#[test]
+fn sigterm_and_sigint_shut_down_gracefully_with_exit_zero() {
+    for signal in ["TERM", "INT"] {
+        let mut server = Server::start(&ephemeral(), &[]);
+        // A connected client must not hold the shutdown up past its timeout.
+        let mut sub = Proc::spawn(&["subscribe", "--url", server.ws(), "-d", "/topic/x"], &[]);
+        sub.line_with(Stream::Err, "subscribed to /topic/x");
+        let started = Instant::now();
+        server.proc.signal(signal);
+        let (status, _, err) = server.proc.finish_within(Duration::from_secs(10));
+        assert!(
+            status.success(),
+            "SIG{signal}: serve exited with {status:?}\n{err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "SIG{signal}: took {:?}",
+            started.elapsed()
+        );
+        // The subscriber sees the server go away and says so.
+        let (status, _, err) = sub.finish();
+        assert!(
+            !status.success(),
+            "subscriber should report the closed connection"
+        );
+        assert!(err.contains("closed"), "{err}");
+    }
+}
+
+#[test]
+fn shipped_config_file_works_unchanged() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../../stompbox.toml");
+    // Only the port is overridden, so tests can run side by side.
+    let server = Server::start(&["--config", shipped, "--http", "127.0.0.1:0"], &[]);
+    assert!(server.ws().ends_with("/ws"), "{:?}", server.fields);
+    assert_eq!(server.fields["tcp"], "off");
+    let (status, err) = server.stop();
+    assert!(status.success(), "{err}");
+}
+
+#[test]
+fn flags_override_environment_which_overrides_the_file() {
+    let file = config_file("[server]\nhttp = \"127.0.0.1:0\"\nws_path = \"/from-file\"\n");
+    let file = file.to_str().expect("UTF-8 temp path");
+
+    let server = Server::start(&["--config", file], &[]);
+    assert!(server.ws().ends_with("/from-file"), "{:?}", server.fields);
+    server.stop();
+
+    let env = [
+        ("STOMPBOX_SERVER_WS_PATH", "/from-env"),
+        ("STOMPBOX_SERVER_TCP", "127.0.0.1:0"),
+    ];
+    let server = Server::start(&["--config", file], &env);
+    assert!(server.ws().ends_with("/from-env"), "{:?}", server.fields);
+    assert_ne!(
+        server.fields["tcp"], "off",
+        "STOMPBOX_SERVER_TCP did not turn TCP on"
+    );
+    server.stop();
+
+    let server = Server::start(
+        &["--config", file, "--ws-path", "/from-flag", "--tcp", "off"],
+        &env,
+    );
+    assert!(server.ws().ends_with("/from-flag"), "{:?}", server.fields);
+    assert_eq!(server.fields["tcp"], "off");
+    server.stop();
+}
+
+#[test]
+fn invalid_value_in_file_stops_start_up_naming_the_field() {
+    let file = config_file("[limits]\nframe_bytes = 10\n");
+    let (status, out, err) = run(
+        &[
+            "serve",
+            "--config",
+            file.to_str().expect("UTF-8"),
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert!(!status.success());
+    assert!(!out.contains("listening"), "{out}");
+    assert!(
+        err.contains("invalid configuration: limits.frame_bytes: must be at least 1024 (got 10)"),
+        "{err}"
+    );
+
+    let file = config_file("[heartbeat]\ngrace = \"soon\"\n");
+    let (status, _, err) = run(&["serve", "--config", file.to_str().expect("UTF-8")], &[]);
+    assert!(!status.success());
+    assert!(err.contains("heartbeat.grace"), "{err}");
+}
+
+#[test]
+fn invalid_value_in_env_stops_start_up_naming_field_and_variable() {
+    let (status, _, err) = run(
+        &["serve", "--http", "127.0.0.1:0"],
+        &[("STOMPBOX_LIMITS_FRAME_BYTES", "10")],
+    );
+    assert!(!status.success());
+    assert!(err.contains("limits.frame_bytes"), "{err}");
+    assert!(err.contains("STOMPBOX_LIMITS_FRAME_BYTES"), "{err}");
+
+    let (status, _, err) = run(&["serve"], &[("STOMPBOX_SERVER_HTTP", "not-an-address")]);
+    assert!(!status.success());
+    assert!(err.contains("server.http"), "{err}");
+}
+
+#[test]
+fn unknown_keys_are_errors_naming_them() {
+    let file = config_file("[limits]\nfram_bytes = 131072\n");
+    let (status, _, err) = run(&["serve", "--config", file.to_str().expect("UTF-8")], &[]);
+    assert!(!status.success());
+    assert!(err.contains("fram_bytes"), "{err}");
+
+    let (status, _, err) = run(
+        &["serve", "--http", "127.0.0.1:0"],
+        &[("STOMPBOX_LIMITS_FRAME_BYTEZ", "1")],
+    );
+    assert!(!status.success());
+    assert!(err.contains("STOMPBOX_LIMITS_FRAME_BYTEZ"), "{err}");
+}
+
+#[test]
+fn missing_config_file_is_an_error_naming_it() {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no-such-stompbox.toml");
+    let path = path.to_str().expect("UTF-8");
+    let (status, _, err) = run(&["serve", "--config", path], &[]);
+    assert!(!status.success());
+    assert!(err.contains(path), "{err}");
+}
+
+#[test]
+fn relay_broker_is_refused_clearly() {
+    let file = config_file("[broker]\nkind = \"relay\"\n");
+    let (status, _, err) = run(&["serve", "--config", file.to_str().expect("UTF-8")], &[]);
+    assert!(!status.success());
+    assert!(
+        err.contains("broker.kind") && err.contains("relay"),
+        "{err}"
+    );
+}
