@@ -139,9 +139,12 @@ pub(crate) async fn run(
     };
 
     let version = session.version();
-    finish(&mut transport, &outbox, &mut batch, &end, version, &server).await;
+    // End the session before the (possibly slow) farewell on the socket, so
+    // that unacknowledged messages go back to their queues and the
+    // disconnect hook runs without waiting for the client.
     session.end().await;
     drop(session);
+    finish(&mut transport, &outbox, &mut batch, &end, version, &server).await;
     log_end(&end, &session_id, &peer);
 }
 

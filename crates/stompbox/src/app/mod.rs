@@ -46,6 +46,9 @@ use stompbox_codec::Headers;
 
 type BoxedHandler = Arc<dyn Fn(MessageContext) -> BoxFuture<'static, Reply> + Send + Sync>;
 
+/// Path variables captured by a route, in template order.
+pub(crate) type PathVars = Vec<(Box<str>, String)>;
+
 /// A refusal from a lifecycle hook; the client gets an ERROR with this text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject(pub String);
@@ -286,11 +289,7 @@ pub(crate) struct AppRuntime {
 
 impl AppRuntime {
     /// The handler for `path` and its path variables.
-    pub(crate) fn find(
-        &self,
-        subscribe: bool,
-        path: &str,
-    ) -> Option<(BoxedHandler, Vec<(Box<str>, String)>)> {
+    pub(crate) fn find(&self, subscribe: bool, path: &str) -> Option<(BoxedHandler, PathVars)> {
         let routes = if subscribe {
             &self.subscribe_routes
         } else {
@@ -308,7 +307,7 @@ pub(crate) fn context(
     frame: stompbox_codec::Frame,
     destination: String,
     path: String,
-    vars: Vec<(Box<str>, String)>,
+    vars: PathVars,
     session_id: Arc<str>,
     user: User,
     messaging: Messaging,

@@ -7,7 +7,7 @@
 enum Segment {
     Literal(Box<str>),
     Variable(Box<str>),
-    AnySegment,
+    Wildcard,
     Rest,
 }
 
@@ -48,7 +48,7 @@ impl RouteTemplate {
                     return Err(invalid("'**' must be the last segment"));
                 }
                 "**" => Segment::Rest,
-                "*" => Segment::AnySegment,
+                "*" => Segment::Wildcard,
                 p if p.starts_with('{') && p.ends_with('}') && p.len() > 2 => {
                     let name = &p[1..p.len() - 1];
                     if segments
@@ -95,7 +95,7 @@ impl RouteTemplate {
                         return None;
                     }
                 }
-                Segment::AnySegment => {
+                Segment::Wildcard => {
                     if parts.get(i).is_none_or(|p| p.is_empty()) {
                         return None;
                     }

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod app;
 mod bad_input;
 mod connect;
 mod heartbeat;
@@ -11,3 +12,4 @@ mod shutdown;
 mod slow_consumer;
 mod third_party;
 mod transactions;
+mod user_destinations;

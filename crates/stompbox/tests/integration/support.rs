@@ -49,11 +49,23 @@ impl TestServer {
 
 /// Starts a server on ephemeral loopback ports with `configure` applied.
 pub(crate) async fn spawn_server(configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    spawn_app(stompbox::app::App::new(), configure).await
+}
+
+/// Starts a server running `app`.
+pub(crate) async fn spawn_app<S: Clone + Send + Sync + 'static>(
+    app: stompbox::app::App<S>,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> TestServer {
     let mut config = ServerConfig::default();
     config.http_addr = "127.0.0.1:0".parse().expect("addr");
     config.tcp_addr = Some("127.0.0.1:0".parse().expect("addr"));
     configure(&mut config);
-    let server = stompbox::Server::bind(config).await.expect("bind");
+    let server = stompbox::Server::builder(config)
+        .app(app)
+        .bind()
+        .await
+        .expect("bind");
     let handle = server.spawn();
     let http = handle.http_addr().expect("http addr");
     let tcp = handle.tcp_addr().expect("tcp addr");
