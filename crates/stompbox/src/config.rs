@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub heartbeat_grace: f64,
     /// Time given to flush outboxes and close sessions on shutdown. Default 5 s.
     pub shutdown_timeout: Duration,
+    /// Token for `POST /api/publish`; the endpoint exists only when set.
+    /// Default `None`.
+    pub api_token: Option<String>,
     /// Prefixes of application destinations, routed to handlers. Default `["/app"]`.
     pub app_prefixes: Vec<String>,
     /// Prefix of user destinations. Default `/user`.
@@ -73,6 +76,7 @@ impl Default for ServerConfig {
             heartbeat_receive: Duration::from_secs(10),
             heartbeat_grace: 1.5,
             shutdown_timeout: Duration::from_secs(5),
+            api_token: None,
             app_prefixes: vec!["/app".into()],
             user_prefix: "/user".into(),
             embedded: EmbeddedConfig::default(),

@@ -13,6 +13,7 @@ pub mod broker;
 pub mod client;
 mod config;
 mod connection;
+mod http_api;
 mod outbox;
 mod router;
 mod server;
@@ -24,3 +25,6 @@ pub use outbox::{OutFrame, Outbox, PushError};
 pub use server::{Server, ServerBuilder, ServerHandle, Stats};
 pub use session::SERVER_NAME;
 pub use stompbox_codec as codec;
+
+/// The HTTP router type accepted by [`ServerBuilder::routes`].
+pub use axum::Router as HttpRouter;

@@ -10,7 +10,7 @@ use crate::connection;
 use crate::transport::Transport;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -62,6 +62,7 @@ pub struct Server {
     shared: Arc<ServerShared>,
     http: TcpListener,
     tcp: Option<TcpListener>,
+    routes: Router,
 }
 
 impl std::fmt::Debug for Server {
@@ -80,14 +81,12 @@ const SUBPROTOCOLS: [(&str, Version); 3] = [
     ("v10.stomp", Version::V1_0),
 ];
 
-const DEMO_PAGE: &str = include_str!("../../../web/index.html");
-const DEMO_CLIENT: &str = include_str!("../../../web/stomp.js");
-
 /// Builds a [`Server`]: configuration, application and broker.
 pub struct ServerBuilder<S = ()> {
     config: ServerConfig,
     app: App<S>,
     broker: Option<Arc<dyn Broker>>,
+    routes: Router,
 }
 
 impl<S> std::fmt::Debug for ServerBuilder<S> {
@@ -107,7 +106,16 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
             config: self.config,
             app,
             broker: self.broker,
+            routes: self.routes,
         }
+    }
+
+    /// Serves `routes` (an axum router: pages, REST endpoints) on the same
+    /// HTTP listener as the WebSocket endpoint.
+    #[must_use]
+    pub fn routes(mut self, routes: Router) -> ServerBuilder<S> {
+        self.routes = self.routes.merge(routes);
+        self
     }
 
     /// Uses `broker` instead of the embedded broker.
@@ -147,6 +155,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
             }),
             http,
             tcp,
+            routes: self.routes,
         })
     }
 }
@@ -158,6 +167,7 @@ impl Server {
             config,
             app: App::new(),
             broker: None,
+            routes: Router::new(),
         }
     }
 
@@ -204,19 +214,14 @@ impl Server {
     ) -> io::Result<()> {
         let shared = self.shared;
         let mut stop = shared.shutdown.subscribe();
-        let router = Router::new()
-            .route(&shared.config.ws_path, get(ws_upgrade))
-            .route("/", get(|| async { Html(DEMO_PAGE) }))
-            .route(
-                "/stomp.js",
-                get(|| async {
-                    (
-                        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-                        DEMO_CLIENT,
-                    )
-                }),
-            )
-            .with_state(Arc::clone(&shared));
+        let mut router = Router::new().route(&shared.config.ws_path, get(ws_upgrade));
+        if shared.config.api_token.is_some() {
+            router = router.route(
+                "/api/publish",
+                axum::routing::post(crate::http_api::publish),
+            );
+        }
+        let router = router.with_state(Arc::clone(&shared)).merge(self.routes);
         let http_stop = {
             let mut stop = stop.clone();
             async move {

@@ -6,6 +6,7 @@ mod app;
 mod bad_input;
 mod connect;
 mod heartbeat;
+mod http_api;
 mod pubsub;
 mod queue;
 mod shutdown;

@@ -1,0 +1,74 @@
+//! `POST /api/publish` over a real HTTP connection.
+
+use crate::support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One HTTP/1.1 request; returns the status code and the body.
+async fn post(server: &TestServer, token: Option<&str>, json: &str) -> (u16, String) {
+    let addr = server.handle.http_addr().expect("http addr");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        json.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+        .await
+        .expect("response timed out")
+        .expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn publish_api_delivers_with_the_token_and_refuses_without_it() {
+    let server = spawn_server(|c| c.api_token = Some("s3cret".into())).await;
+    let topic = unique("/topic/http");
+    let mut sub = server.connect(Via::Ws).await;
+    subscribe(&mut sub, "s", &topic, "auto").await;
+
+    let request = format!(
+        r#"{{"destination":"{topic}","body":"from http","headers":{{"x-origin":"backend"}}}}"#
+    );
+    assert_eq!(post(&server, None, &request).await.0, 401);
+    assert_eq!(post(&server, Some("wrong"), &request).await.0, 401);
+    let (status, body) = post(&server, Some("s3cret"), &request).await;
+    assert_eq!(status, 202, "{body}");
+    let m = next_message(&mut sub).await;
+    assert_eq!(crate::support::body(&m), "from http");
+    assert_eq!(m.headers.get("x-origin"), Some("backend"));
+
+    let (status, body) = post(
+        &server,
+        Some("s3cret"),
+        r#"{"destination":"/nowhere","body":"x"}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("/nowhere"), "{body}");
+    assert_eq!(post(&server, Some("s3cret"), "{not json").await.0, 400);
+}
+
+#[tokio::test]
+async fn publish_api_does_not_exist_without_a_configured_token() {
+    let server = default_server().await;
+    let (status, _) = post(
+        &server,
+        Some("anything"),
+        r#"{"destination":"/topic/a","body":"x"}"#,
+    )
+    .await;
+    assert_eq!(status, 404);
+}
