@@ -2,7 +2,6 @@
 //! the broker. Also runs handlers (isolated from panics) and delivers their
 //! replies.
 
-use crate::app::user::is_resolved;
 use crate::app::{Payload, Reply, User, context};
 use crate::outbox::Outbox;
 use crate::server::ServerShared;
@@ -67,18 +66,16 @@ pub(crate) fn classify_send(
     }
     if server.messaging.is_user_destination(destination) {
         return match server.messaging.user_target(destination) {
-            Some((user, target)) if server.broker.handles(target) && !is_resolved(target) => {
-                Ok(Target::OtherUser {
-                    user: user.to_owned(),
-                    target: target.to_owned(),
-                })
-            }
+            Some((user, target)) if server.broker.handles(target) => Ok(Target::OtherUser {
+                user: user.to_owned(),
+                target: target.to_owned(),
+            }),
             _ => Ok(Target::OwnUser {
                 target: destination.to_owned(),
             }),
         };
     }
-    if is_resolved(destination) {
+    if server.broker.is_user_destination(destination) {
         return Err(reserved(destination));
     }
     if server.broker.handles(destination) {
@@ -95,7 +92,7 @@ pub(crate) fn classify_subscribe(
         return Ok(Target::App { path });
     }
     if let Some(target) = destination.strip_prefix(server.messaging.user_prefix()) {
-        if server.broker.handles(target) && !is_resolved(target) {
+        if server.broker.handles(target) {
             return Ok(Target::OwnUser {
                 target: target.to_owned(),
             });
@@ -107,7 +104,7 @@ pub(crate) fn classify_subscribe(
             });
         }
     }
-    if is_resolved(destination) {
+    if server.broker.is_user_destination(destination) {
         return Err(reserved(destination));
     }
     if server.broker.handles(destination) {

@@ -1,7 +1,6 @@
 //! Listening: the HTTP server with the WebSocket endpoint, the optional
 //! plain TCP listener, the connection limit and graceful shutdown.
 
-use crate::app::user::UserRegistry;
 use crate::app::{App, AppRuntime, Messaging};
 use crate::broker::Broker;
 use crate::broker::embedded::EmbeddedBroker;
@@ -141,8 +140,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
             None => None,
         };
         let (shutdown, _) = watch::channel(false);
-        let users = Arc::new(UserRegistry::default());
-        let messaging = Messaging::new(Arc::clone(&broker), users, &config.user_prefix);
+        let messaging = Messaging::new(Arc::clone(&broker), &config.user_prefix);
         Ok(Server {
             shared: Arc::new(ServerShared {
                 connections: Arc::new(Semaphore::new(config.max_connections)),

@@ -2,6 +2,7 @@
 //! what the client is told. The connection driver feeds it decoded frames and
 //! writes whatever it queues to the outbox.
 
+use crate::app::user::{session_key, user_key};
 use crate::app::{ConnectInfo, SessionInfo, SubscriptionInfo, User};
 use crate::broker::{
     AckMode, AckTarget, BrokerError, BrokerSession, Publish, SessionContext, SubscribeRequest,
@@ -103,9 +104,9 @@ enum SubscriptionKind {
     /// A SUBSCRIBE to an application destination: answered once by its
     /// handler, no broker subscription.
     App,
-    /// A user destination (`/user/queue/x`), resolved to a per-session broker
-    /// destination; `target` is `/queue/x`.
-    User { target: String },
+    /// A user destination (`/user/queue/x`): the user's and the session's
+    /// broker destinations under one id.
+    User,
 }
 
 struct Connected {
@@ -361,10 +362,6 @@ impl Session {
             host,
         };
         let broker = self.server.broker.open_session(context).await?;
-        self.server
-            .messaging
-            .users()
-            .add_session(&self.session_id, user.name());
         self.connected = Some(Connected {
             version,
             user,
@@ -393,10 +390,6 @@ impl Session {
         let Some(connected) = self.connected.take() else {
             return;
         };
-        self.server
-            .messaging
-            .users()
-            .remove_session(&self.session_id);
         let Connected { user, broker, .. } = connected;
         drop(broker);
         if let Some(hook) = &self.server.app.hooks.disconnect {
@@ -489,25 +482,32 @@ impl Session {
                 SubscriptionKind::App
             }
             Target::OwnUser { target } => {
-                let resolved = crate::app::user::resolve(&target, &self.session_id);
-                let connected = self.connected_mut()?;
-                connected.broker.subscribe(SubscribeRequest {
+                if ack != AckMode::Auto {
+                    return Err(StompError::new(format!(
+                        "user destinations such as '{destination}' support only ack:auto"
+                    )));
+                }
+                let for_user = server
+                    .broker
+                    .user_destination(&user_key(user.name(), &target));
+                let for_session = server
+                    .broker
+                    .user_destination(&session_key(&self.session_id, &target));
+                self.connected_mut()?.broker.subscribe(SubscribeRequest {
                     id: id.clone(),
-                    destination: resolved,
+                    destination: for_user,
+                    also: Some(for_session),
                     display_destination: Some(destination.clone()),
                     ack,
                     frame,
                 })?;
-                server
-                    .messaging
-                    .users()
-                    .subscribe(&self.session_id, &target);
-                SubscriptionKind::User { target }
+                SubscriptionKind::User
             }
             Target::Broker => {
                 self.connected_mut()?.broker.subscribe(SubscribeRequest {
                     id: id.clone(),
                     destination: destination.clone(),
+                    also: None,
                     display_destination: None,
                     ack,
                     frame,
@@ -549,13 +549,8 @@ impl Session {
         };
         match &kind {
             SubscriptionKind::App => {}
-            SubscriptionKind::Broker => connected.broker.unsubscribe(&id)?,
-            SubscriptionKind::User { target } => {
+            SubscriptionKind::Broker | SubscriptionKind::User => {
                 connected.broker.unsubscribe(&id)?;
-                server
-                    .messaging
-                    .users()
-                    .unsubscribe(&self.session_id, target);
             }
         }
         if let Some(hook) = &server.app.hooks.unsubscribe {
@@ -673,10 +668,6 @@ impl Drop for Session {
         // The driver calls `end` on every path; this only matters if its
         // task unwound. The hook still runs exactly once, on another task.
         if let Some(connected) = self.connected.take() {
-            self.server
-                .messaging
-                .users()
-                .remove_session(&self.session_id);
             let Connected { user, broker, .. } = connected;
             drop(broker);
             if let (Some(hook), Ok(runtime)) = (

@@ -1,7 +1,7 @@
 //! The messaging handle: publish to any destination or user from anywhere.
 
 use super::reply::Payload;
-use super::user::{UserRegistry, resolve};
+use super::user::{session_key, user_key};
 use crate::broker::{Broker, BrokerError, Publish};
 use std::sync::Arc;
 use stompbox_codec::{Command, Frame, header};
@@ -32,7 +32,6 @@ const RESERVED: [&str; 6] = [
 
 struct Inner {
     broker: Arc<dyn Broker>,
-    users: Arc<UserRegistry>,
     user_prefix: String,
 }
 
@@ -64,22 +63,13 @@ pub(crate) fn send_frame(destination: &str, payload: Payload) -> Frame {
 }
 
 impl Messaging {
-    pub(crate) fn new(
-        broker: Arc<dyn Broker>,
-        users: Arc<UserRegistry>,
-        user_prefix: &str,
-    ) -> Messaging {
+    pub(crate) fn new(broker: Arc<dyn Broker>, user_prefix: &str) -> Messaging {
         Messaging {
             inner: Arc::new(Inner {
                 broker,
-                users,
                 user_prefix: user_prefix.trim_end_matches('/').to_owned(),
             }),
         }
-    }
-
-    pub(crate) fn users(&self) -> &UserRegistry {
-        &self.inner.users
     }
 
     /// Publishes to a broker destination (`/topic/…`, `/queue/…`), or to a
@@ -97,7 +87,9 @@ impl Messaging {
             self.send_to_user(user, rest, payload).await?;
             return Ok(());
         }
-        if !self.inner.broker.handles(destination) || super::user::is_resolved(destination) {
+        if !self.inner.broker.handles(destination)
+            || self.inner.broker.is_user_destination(destination)
+        {
             return Err(MessagingError::InvalidDestination(destination.to_owned()));
         }
         let frame = send_frame(destination, payload.into());
@@ -132,8 +124,9 @@ impl Messaging {
 
     /// Sends to every session of `user` subscribed to the user destination
     /// `destination` (e.g. `/queue/notifications`, which clients subscribe
-    /// to as `/user/queue/notifications`). Returns how many sessions it
-    /// reached; a user with no such session is not an error.
+    /// to as `/user/queue/notifications`), on every instance sharing the
+    /// broker. A user with no such session is not an error: like a topic
+    /// without subscribers, the message is simply not delivered.
     ///
     /// # Errors
     ///
@@ -143,46 +136,42 @@ impl Messaging {
         user: &str,
         destination: &str,
         payload: impl Into<Payload>,
-    ) -> Result<usize, MessagingError> {
-        if !self.inner.broker.handles(destination) {
-            return Err(MessagingError::InvalidDestination(destination.to_owned()));
-        }
-        let payload = payload.into();
-        let sessions = self.inner.users.targets(user, destination);
-        for session in &sessions {
-            self.publish_resolved(destination, session, payload.clone())
-                .await?;
-        }
-        Ok(sessions.len())
+    ) -> Result<(), MessagingError> {
+        self.publish_user(&user_key(user, destination), destination, payload.into())
+            .await
     }
 
-    /// Sends to one session's user destination, if it is subscribed.
-    /// Returns whether it was.
+    /// Sends to one session's user destination `destination`.
     ///
     /// # Errors
     ///
-    /// When the broker refuses.
+    /// When the destination is not valid or the broker refuses.
     pub async fn send_to_session(
         &self,
         session_id: &str,
         destination: &str,
         payload: impl Into<Payload>,
-    ) -> Result<bool, MessagingError> {
-        if !self.inner.users.session_subscribed(session_id, destination) {
-            return Ok(false);
-        }
-        self.publish_resolved(destination, session_id, payload.into())
-            .await?;
-        Ok(true)
+    ) -> Result<(), MessagingError> {
+        self.publish_user(
+            &session_key(session_id, destination),
+            destination,
+            payload.into(),
+        )
+        .await
     }
 
-    async fn publish_resolved(
+    async fn publish_user(
         &self,
+        key: &str,
         destination: &str,
-        session: &str,
         payload: Payload,
     ) -> Result<(), MessagingError> {
-        let resolved = resolve(destination, session);
+        if !self.inner.broker.handles(destination)
+            || self.inner.broker.is_user_destination(destination)
+        {
+            return Err(MessagingError::InvalidDestination(destination.to_owned()));
+        }
+        let resolved = self.inner.broker.user_destination(key);
         let frame = send_frame(&resolved, payload);
         self.inner
             .broker

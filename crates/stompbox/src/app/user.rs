@@ -1,152 +1,66 @@
-//! User destinations: which sessions belong to which user, and which user
-//! destinations each session subscribed to.
+//! User destinations.
 //!
-//! A SUBSCRIBE to `/user/queue/x` becomes a broker subscription to
-//! `/queue/x-user<session id>`, a name unique to that session. Session ids are
-//! 128 random bits, and clients may not name resolved destinations directly,
-//! so no client can read another session's messages.
+//! A session's SUBSCRIBE to `/user/queue/x` becomes two broker
+//! subscriptions, both delivering under the client's subscription id: one to
+//! a destination for *this user* and `/queue/x`, one to a destination for
+//! *this session* and `/queue/x`. A message for user `u` is published once,
+//! to the user's destination, and reaches every session of `u` subscribed to
+//! `/user/queue/x`, on this server or on any other instance sharing the
+//! broker; a reply for one session goes to the session's destination.
+//!
+//! So no instance needs to know where a user's sessions are (Spring
+//! broadcasts its whole user registry between instances for that). The
+//! broker names the destinations ([`Broker::user_destination`]) in a
+//! namespace clients cannot subscribe to: the embedded broker keeps it
+//! internal, the relay uses RabbitMQ's `amq.direct` exchange (exact routing
+//! keys, so no wildcard subscription can reach it), and the session refuses
+//! any client frame naming it.
+//!
+//! [`Broker::user_destination`]: crate::broker::Broker::user_destination
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-
-/// The broker destination that stands for `destination` (e.g. `/queue/x`)
-/// of one session.
-pub(crate) fn resolve(destination: &str, session_id: &str) -> String {
-    format!("{destination}-user{session_id}")
+/// The routing key for `destination` (e.g. `/queue/x`) of user `user`.
+///
+/// Hashed so that any user name or destination yields a short key made only
+/// of characters every broker accepts in a routing key.
+pub(crate) fn user_key(user: &str, destination: &str) -> String {
+    format!("u.{}", digest(user, destination))
 }
 
-/// True for names of the form [`resolve`] produces, which only the server
-/// may use.
-pub(crate) fn is_resolved(destination: &str) -> bool {
-    destination.rsplit_once("-user").is_some_and(|(_, id)| {
-        id.len() == SESSION_ID_LEN && id.bytes().all(|b| b.is_ascii_hexdigit())
-    })
+/// The routing key for `destination` of one session.
+pub(crate) fn session_key(session_id: &str, destination: &str) -> String {
+    format!("s.{}", digest(session_id, destination))
 }
 
-/// Length of a session id: 32 hex digits.
-pub(crate) const SESSION_ID_LEN: usize = 32;
+fn digest(owner: &str, destination: &str) -> String {
+    let mut sha = sha1_smol::Sha1::new();
+    sha.update(owner.as_bytes());
+    // A separator no destination or name starts with keeps ("ab", "/c")
+    // and ("a", "b/c") apart.
+    sha.update(b"\n");
+    sha.update(destination.as_bytes());
+    sha.digest().to_string()
+}
 
-/// A fresh unguessable session id.
+/// A fresh unguessable session id: 128 random bits as 32 hex digits.
 pub(crate) fn new_session_id() -> String {
     let mut bytes = [0u8; 16];
     if getrandom::fill(&mut bytes).is_err() {
-        // Without OS randomness, fall back to a hash keyed per process: not
-        // cryptographic, but never predictable from outside.
+        // Without OS randomness, fall back to hashes keyed per process: not
+        // cryptographic, but not predictable from outside either.
         use std::hash::{BuildHasher, Hasher};
         let state = std::hash::RandomState::new();
-        for chunk in bytes.chunks_mut(8) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
             let mut h = state.build_hasher();
-            h.write_u128(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or_default(),
-            );
+            h.write_u128(now);
+            h.write_usize(i);
             chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
         }
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[derive(Debug, Default)]
-struct SessionEntry {
-    user: Arc<str>,
-    /// User destination (without `/user`) → number of subscriptions to it.
-    subscriptions: HashMap<String, usize>,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    sessions: HashMap<Arc<str>, SessionEntry>,
-    users: HashMap<Arc<str>, Vec<Arc<str>>>,
-}
-
-/// The sessions of every connected user.
-#[derive(Debug, Default)]
-pub(crate) struct UserRegistry {
-    inner: Mutex<Inner>,
-}
-
-impl UserRegistry {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn add_session(&self, session: &Arc<str>, user: &str) {
-        let mut inner = self.lock();
-        let user: Arc<str> = user.into();
-        inner
-            .users
-            .entry(Arc::clone(&user))
-            .or_default()
-            .push(Arc::clone(session));
-        inner.sessions.insert(
-            Arc::clone(session),
-            SessionEntry {
-                user,
-                subscriptions: HashMap::new(),
-            },
-        );
-    }
-
-    pub(crate) fn remove_session(&self, session: &str) {
-        let mut inner = self.lock();
-        let Some(entry) = inner.sessions.remove(session) else {
-            return;
-        };
-        if let Some(sessions) = inner.users.get_mut(&entry.user) {
-            sessions.retain(|s| s.as_ref() != session);
-            if sessions.is_empty() {
-                inner.users.remove(&entry.user);
-            }
-        }
-    }
-
-    pub(crate) fn subscribe(&self, session: &str, destination: &str) {
-        if let Some(entry) = self.lock().sessions.get_mut(session) {
-            *entry
-                .subscriptions
-                .entry(destination.to_owned())
-                .or_default() += 1;
-        }
-    }
-
-    pub(crate) fn unsubscribe(&self, session: &str, destination: &str) {
-        if let Some(entry) = self.lock().sessions.get_mut(session)
-            && let Some(count) = entry.subscriptions.get_mut(destination)
-        {
-            *count -= 1;
-            if *count == 0 {
-                entry.subscriptions.remove(destination);
-            }
-        }
-    }
-
-    /// Sessions of `user` subscribed to `destination`. Messages go only to
-    /// these, so nothing piles up for a session that never subscribed.
-    pub(crate) fn targets(&self, user: &str, destination: &str) -> Vec<Arc<str>> {
-        let inner = self.lock();
-        inner
-            .users
-            .get(user)
-            .into_iter()
-            .flatten()
-            .filter(|s| {
-                inner
-                    .sessions
-                    .get(s.as_ref())
-                    .is_some_and(|e| e.subscriptions.contains_key(destination))
-            })
-            .cloned()
-            .collect()
-    }
-
-    pub(crate) fn session_subscribed(&self, session: &str, destination: &str) -> bool {
-        self.lock()
-            .sessions
-            .get(session)
-            .is_some_and(|e| e.subscriptions.contains_key(destination))
-    }
 }
 
 #[cfg(test)]
@@ -154,30 +68,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resolved_names_are_recognised() {
-        let id = new_session_id();
-        assert_eq!(id.len(), SESSION_ID_LEN);
-        assert!(is_resolved(&resolve("/queue/x", &id)));
-        assert!(!is_resolved("/queue/power-users"));
-        assert!(!is_resolved("/queue/x-user1"));
-        assert_ne!(new_session_id(), id);
+    fn keys_separate_users_sessions_and_destinations() {
+        assert_ne!(user_key("ann", "/queue/x"), user_key("ben", "/queue/x"));
+        assert_ne!(user_key("ann", "/queue/x"), user_key("ann", "/queue/y"));
+        assert_ne!(user_key("ab", "/c"), user_key("a", "b/c"));
+        assert_ne!(user_key("s1", "/queue/x"), session_key("s1", "/queue/x"));
+        assert_eq!(user_key("ann", "/queue/x"), user_key("ann", "/queue/x"));
+        assert!(
+            user_key("a.b*#", "/queue/x")
+                .bytes()
+                .all(|b| b == b'.' || b.is_ascii_alphanumeric())
+        );
     }
 
     #[test]
-    fn targets_are_subscribed_sessions_of_the_user() {
-        let registry = UserRegistry::default();
-        let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
-        registry.add_session(&a, "ann");
-        registry.add_session(&b, "ann");
-        registry.add_session(&c, "bob");
-        registry.subscribe("a", "/queue/x");
-        registry.subscribe("c", "/queue/x");
-        assert_eq!(registry.targets("ann", "/queue/x"), vec![Arc::clone(&a)]);
-        registry.subscribe("b", "/queue/x");
-        assert_eq!(registry.targets("ann", "/queue/x").len(), 2);
-        registry.remove_session("a");
-        assert_eq!(registry.targets("ann", "/queue/x"), vec![b]);
-        registry.unsubscribe("c", "/queue/x");
-        assert!(registry.targets("bob", "/queue/x").is_empty());
+    fn session_ids_are_random() {
+        let id = new_session_id();
+        assert_eq!(id.len(), 32);
+        assert_ne!(new_session_id(), id);
     }
 }

@@ -109,6 +109,9 @@ pub struct SubscribeRequest {
     pub id: Bytes,
     /// The destination, under a broker prefix.
     pub destination: String,
+    /// A second destination delivering under the same id (user
+    /// destinations subscribe to the user's and the session's).
+    pub also: Option<String>,
     /// The destination MESSAGE frames show, when it differs from
     /// `destination` (a user destination such as `/user/queue/x`).
     pub display_destination: Option<String>,
@@ -139,8 +142,15 @@ pub trait Broker: Send + Sync + 'static {
     /// Publishes a message that originates in the server itself.
     fn publish(&self, message: Publish) -> BoxFuture<'_, Result<(), BrokerError>>;
 
-    /// True when a destination is one the broker handles.
+    /// True when a destination is one clients may use with this broker.
     fn handles(&self, destination: &str) -> bool;
+
+    /// The broker destination for a user-destination routing key (see
+    /// `app::user`). It lies in a namespace no client destination can reach.
+    fn user_destination(&self, key: &str) -> String;
+
+    /// True for destinations in the user-destination namespace.
+    fn is_user_destination(&self, destination: &str) -> bool;
 }
 
 /// One client session's view of the broker. Calls are made from the session's

@@ -26,20 +26,14 @@ async fn user_messages_reach_every_session_of_that_user_and_nobody_else() {
         subscribe(client, "n", "/user/queue/notes", "auto").await;
     }
     let messaging = server.handle.messaging();
-    assert_eq!(
-        messaging
-            .send_to_user("ann", "/queue/notes", "for ann")
-            .await
-            .expect("send"),
-        2
-    );
-    assert_eq!(
-        messaging
-            .send_to_user("ben", "/queue/notes", "for ben")
-            .await
-            .expect("send"),
-        1
-    );
+    messaging
+        .send_to_user("ann", "/queue/notes", "for ann")
+        .await
+        .expect("send");
+    messaging
+        .send_to_user("ben", "/queue/notes", "for ben")
+        .await
+        .expect("send");
     for client in [&mut ann_1, &mut ann_2] {
         let m = next_message(client).await;
         assert_eq!(body(&m), "for ann");
@@ -81,70 +75,119 @@ async fn a_client_sends_to_another_user_by_name() {
 }
 
 #[tokio::test]
-async fn sessions_without_login_are_their_own_user_and_resolved_names_cannot_be_used_directly() {
+async fn sessions_without_login_are_their_own_user() {
     let server = spawn_app(users_app(), |_| {}).await;
     let (mut first, connected) = Client::connect(&server.ws, &[]).await.expect("connect");
-    let session = connected
+    let first_id = connected
         .headers
         .get("session")
         .expect("session")
         .to_owned();
-    let mut second = server.connect(Via::Ws).await;
+    let (mut second, connected) = Client::connect(&server.tcp, &[]).await.expect("connect");
+    let second_id = connected
+        .headers
+        .get("session")
+        .expect("session")
+        .to_owned();
     subscribe(&mut first, "n", "/user/queue/private", "auto").await;
     subscribe(&mut second, "n", "/user/queue/private", "auto").await;
-    // The anonymous user is named by its session id.
     let messaging = server.handle.messaging();
-    assert_eq!(
-        messaging
-            .send_to_user(&session, "/queue/private", "only first")
+    // An anonymous user is named by its session id.
+    messaging
+        .send_to_user(&first_id, "/queue/private", "for first")
+        .await
+        .expect("send");
+    messaging
+        .send_to_user("nobody", "/queue/private", "lost")
+        .await
+        .expect("send");
+    messaging
+        .send_to_user(&second_id, "/queue/private", "for second")
+        .await
+        .expect("send");
+    assert_eq!(body(&next_message(&mut first).await), "for first");
+    // `second`'s first message is its own: nothing of `first`'s leaked.
+    assert_eq!(body(&next_message(&mut second).await), "for second");
+}
+
+#[tokio::test]
+async fn one_session_of_a_user_can_be_addressed_alone() {
+    let server = spawn_app(users_app(), |_| {}).await;
+    let (mut phone, connected) = Client::connect(&server.ws, &[("login", "kim")])
+        .await
+        .expect("connect");
+    let phone_session = connected
+        .headers
+        .get("session")
+        .expect("session")
+        .to_owned();
+    let mut laptop = login(&server, Via::Tcp, "kim").await;
+    subscribe(&mut phone, "n", "/user/queue/n", "auto").await;
+    subscribe(&mut laptop, "n", "/user/queue/n", "auto").await;
+    let messaging = server.handle.messaging();
+    messaging
+        .send_to_session(&phone_session, "/queue/n", "phone only")
+        .await
+        .expect("send");
+    messaging
+        .send_to_user("kim", "/queue/n", "both")
+        .await
+        .expect("send");
+    assert_eq!(body(&next_message(&mut phone).await), "phone only");
+    assert_eq!(body(&next_message(&mut phone).await), "both");
+    // The laptop's first message is the one for both.
+    assert_eq!(body(&next_message(&mut laptop).await), "both");
+}
+
+#[tokio::test]
+async fn clients_cannot_reach_other_users_destinations_directly() {
+    let server = spawn_app(users_app(), |_| {}).await;
+    // Wildcards over every topic do not see user messages.
+    let mut snoop = login(&server, Via::Tcp, "eve").await;
+    subscribe(&mut snoop, "all", "/topic/#", "auto").await;
+    let mut ann = login(&server, Via::Ws, "ann").await;
+    subscribe(&mut ann, "n", "/user/queue/n", "auto").await;
+    let messaging = server.handle.messaging();
+    messaging
+        .send_to_user("ann", "/queue/n", "secret")
+        .await
+        .expect("send");
+    assert_eq!(body(&next_message(&mut ann).await), "secret");
+    messaging
+        .publish("/topic/public", "marker")
+        .await
+        .expect("publish");
+    assert_eq!(body(&next_message(&mut snoop).await), "marker");
+    // Nor can a client subscribe to another user's destination by name, or
+    // name the internal namespace.
+    for destination in ["/user/ann/queue/n", "/stompbox-user/u.0000"] {
+        let mut client = login(&server, Via::Tcp, "eve").await;
+        client
+            .send(
+                &Frame::new(Command::Subscribe)
+                    .header("id", "x")
+                    .header("destination", destination),
+            )
             .await
-            .expect("send"),
-        1
-    );
-    assert_eq!(body(&next_message(&mut first).await), "only first");
-    // `second` knows `first`'s session id (it is not secret here), but the
-    // resolved destination is reserved: subscribing to it is refused.
-    let mut snoop = server.connect(Via::Tcp).await;
-    snoop
+            .expect("send");
+        expect_error_and_close(&mut client).await;
+    }
+    // User destinations take ack:auto only.
+    let mut client = login(&server, Via::Tcp, "eve").await;
+    client
         .send(
             &Frame::new(Command::Subscribe)
                 .header("id", "x")
-                .header("destination", &format!("/queue/private-user{session}")),
+                .header("destination", "/user/queue/n")
+                .header("ack", "client"),
         )
         .await
         .expect("send");
-    let error = expect_error_and_close(&mut snoop).await;
+    let error = expect_error_and_close(&mut client).await;
     assert!(
         error
             .headers
             .get("message")
-            .is_some_and(|m| m.contains("reserved"))
+            .is_some_and(|m| m.contains("ack:auto"))
     );
-    // Nor can anyone subscribe to another user's destination by name.
-    let mut snoop = server.connect(Via::Tcp).await;
-    snoop
-        .send(
-            &Frame::new(Command::Subscribe)
-                .header("id", "y")
-                .header("destination", &format!("/user/{session}/queue/private")),
-        )
-        .await
-        .expect("send");
-    expect_error_and_close(&mut snoop).await;
-    // `second` got nothing meant for `first`.
-    assert_eq!(
-        messaging
-            .send_to_user("nobody", "/queue/private", "x")
-            .await
-            .expect("send"),
-        0
-    );
-    let mut ids = Vec::new();
-    for client in [&mut first, &mut second] {
-        client
-            .send_with_receipt(Frame::new(Command::Disconnect), "bye")
-            .await
-            .expect("disconnect");
-        ids.push(());
-    }
 }

@@ -62,6 +62,7 @@ impl Default for EmbeddedConfig {
 struct Shared {
     config: EmbeddedConfig,
     topics: TopicRegistry,
+    user_topics: TopicRegistry,
     queues: Mutex<HashMap<Box<str>, Arc<Queue>>>,
     message_prefix: String,
     next_message: AtomicU64,
@@ -76,7 +77,13 @@ pub struct EmbeddedBroker {
 enum Kind<'a> {
     Topic(&'a str),
     Queue,
+    User(&'a str),
 }
+
+/// The internal namespace of user destinations. It is under no client
+/// prefix, so no client can subscribe or send to it, and it has its own
+/// registry, so no `/topic/#` subscription can reach it.
+const USER_NAMESPACE: &str = "/stompbox-user/";
 
 impl EmbeddedBroker {
     /// A broker with `config`.
@@ -91,6 +98,7 @@ impl EmbeddedBroker {
             shared: Arc::new(Shared {
                 config,
                 topics: TopicRegistry::default(),
+                user_topics: TopicRegistry::default(),
                 queues: Mutex::new(HashMap::new()),
                 message_prefix: format!("{epoch:x}-"),
                 next_message: AtomicU64::new(1),
@@ -101,6 +109,9 @@ impl EmbeddedBroker {
 
 impl Shared {
     fn kind<'a>(&self, destination: &'a str) -> Option<Kind<'a>> {
+        if let Some(key) = destination.strip_prefix(USER_NAMESPACE) {
+            return Some(Kind::User(key));
+        }
         if let Some(key) = self
             .config
             .topic_prefixes
@@ -157,7 +168,11 @@ impl Shared {
         ));
         match self.kind(&destination) {
             Some(Kind::Topic(routing_key)) => {
-                self.publish_topic(routing_key, &message);
+                self.publish_topic(&self.topics, routing_key, &message);
+                Ok(())
+            }
+            Some(Kind::User(key)) => {
+                self.publish_topic(&self.user_topics, key, &message);
                 Ok(())
             }
             Some(Kind::Queue) => {
@@ -173,13 +188,13 @@ impl Shared {
         }
     }
 
-    fn publish_topic(&self, routing_key: &str, message: &Arc<Message>) {
+    fn publish_topic(&self, registry: &TopicRegistry, routing_key: &str, message: &Arc<Message>) {
         // Subscribers in auto mode that share a subscription id and version
         // (clients often all call theirs `sub-0`) get the very same bytes:
         // the frame is encoded once per distinct (id, version), not per
         // subscriber.
         let mut last: Option<(Bytes, stompbox_codec::Version, OutFrame)> = None;
-        self.topics.for_each_match(routing_key, |subscription| {
+        registry.for_each_match(routing_key, |subscription| {
             if subscription.ack != AckMode::Auto || subscription.display_destination.is_some() {
                 let _ = subscription.deliver(message, false);
                 return;
@@ -229,7 +244,18 @@ impl Broker for EmbeddedBroker {
     }
 
     fn handles(&self, destination: &str) -> bool {
-        self.shared.kind(destination).is_some()
+        matches!(
+            self.shared.kind(destination),
+            Some(Kind::Topic(_) | Kind::Queue)
+        )
+    }
+
+    fn user_destination(&self, key: &str) -> String {
+        format!("{USER_NAMESPACE}{key}")
+    }
+
+    fn is_user_destination(&self, destination: &str) -> bool {
+        destination.starts_with(USER_NAMESPACE)
     }
 }
 
@@ -238,58 +264,18 @@ impl Broker for EmbeddedBroker {
 struct EmbeddedSession {
     shared: Arc<Shared>,
     context: SessionContext,
-    subscriptions: HashMap<Bytes, Arc<Subscription>>,
+    /// By client id; a user destination has two subscriptions under one id.
+    subscriptions: HashMap<Bytes, Vec<Arc<Subscription>>>,
     by_key: HashMap<u64, Bytes>,
     next_key: u64,
 }
 
 impl EmbeddedSession {
-    fn remove(&mut self, subscription: &Arc<Subscription>) {
-        self.by_key.remove(&subscription.key);
-        match &subscription.source {
-            Source::Topic { routing_key } => {
-                self.shared.topics.remove(routing_key, subscription);
-                // Topic messages are not kept for anyone else.
-                drop(subscription.take_pending());
-            }
-            Source::Queue(queue) => {
-                queue.remove_consumer(subscription);
-                self.shared.drop_queue_if_unused(queue);
-            }
-        }
-    }
-
-    fn find_pending(&self, target: &AckTarget) -> Option<(&Arc<Subscription>, u64)> {
-        match target {
-            AckTarget::AckId(ack_id) => {
-                let text = std::str::from_utf8(ack_id).ok()?;
-                let (key, tag) = text.split_once('.')?;
-                let id = self.by_key.get(&key.parse::<u64>().ok()?)?;
-                let subscription = self.subscriptions.get(id)?;
-                let tag = tag.parse::<u64>().ok()?;
-                subscription
-                    .pending()
-                    .by_tag
-                    .contains_key(&tag)
-                    .then_some((subscription, tag))
-            }
-            AckTarget::MessageOnSubscription {
-                message_id,
-                subscription,
-            } => {
-                let subscription = self.subscriptions.get(subscription)?;
-                Some((subscription, subscription.tag_of(message_id)?))
-            }
-            AckTarget::MessageId(message_id) => self
-                .subscriptions
-                .values()
-                .find_map(|s| Some((s, s.tag_of(message_id)?))),
-        }
-    }
-}
-
-impl BrokerSession for EmbeddedSession {
-    fn subscribe(&mut self, request: SubscribeRequest) -> Result<(), BrokerError> {
+    fn subscribe_one(
+        &mut self,
+        request: &SubscribeRequest,
+        destination: &str,
+    ) -> Result<Arc<Subscription>, BrokerError> {
         let key = self.next_key;
         self.next_key += 1;
         let make = |source| {
@@ -308,7 +294,7 @@ impl BrokerSession for EmbeddedSession {
                 pending: Mutex::default(),
             })
         };
-        let subscription = match self.shared.kind(&request.destination) {
+        let subscription = match self.shared.kind(destination) {
             Some(Kind::Topic(routing_key)) => {
                 let subscription = make(Source::Topic {
                     routing_key: routing_key.into(),
@@ -318,26 +304,101 @@ impl BrokerSession for EmbeddedSession {
                     .add(routing_key, Arc::clone(&subscription));
                 subscription
             }
+            Some(Kind::User(key)) => {
+                let subscription = make(Source::User { key: key.into() });
+                self.shared.user_topics.add(key, Arc::clone(&subscription));
+                subscription
+            }
             Some(Kind::Queue) => loop {
-                let queue = self.shared.queue(&request.destination)?;
+                let queue = self.shared.queue(destination)?;
                 let subscription = make(Source::Queue(Arc::clone(&queue)));
                 // The queue may have been deleted between lookup and use.
                 if queue.add_consumer(Arc::clone(&subscription)).is_ok() {
                     break subscription;
                 }
             },
-            None => return Err(BrokerError::InvalidDestination(request.destination)),
+            None => return Err(BrokerError::InvalidDestination(destination.to_owned())),
         };
         self.by_key.insert(key, request.id.clone());
-        self.subscriptions.insert(request.id, subscription);
+        Ok(subscription)
+    }
+
+    fn remove(&mut self, subscription: &Arc<Subscription>) {
+        self.by_key.remove(&subscription.key);
+        match &subscription.source {
+            Source::Topic { routing_key } => {
+                self.shared.topics.remove(routing_key, subscription);
+                // Topic messages are not kept for anyone else.
+                drop(subscription.take_pending());
+            }
+            Source::User { key } => {
+                self.shared.user_topics.remove(key, subscription);
+                drop(subscription.take_pending());
+            }
+            Source::Queue(queue) => {
+                queue.remove_consumer(subscription);
+                self.shared.drop_queue_if_unused(queue);
+            }
+        }
+    }
+
+    fn find_pending(&self, target: &AckTarget) -> Option<(&Arc<Subscription>, u64)> {
+        match target {
+            AckTarget::AckId(ack_id) => {
+                let text = std::str::from_utf8(ack_id).ok()?;
+                let (key, tag) = text.split_once('.')?;
+                let key = key.parse::<u64>().ok()?;
+                let id = self.by_key.get(&key)?;
+                let subscription = self.subscriptions.get(id)?.iter().find(|s| s.key == key)?;
+                let tag = tag.parse::<u64>().ok()?;
+                subscription
+                    .pending()
+                    .by_tag
+                    .contains_key(&tag)
+                    .then_some((subscription, tag))
+            }
+            AckTarget::MessageOnSubscription {
+                message_id,
+                subscription,
+            } => self
+                .subscriptions
+                .get(subscription)?
+                .iter()
+                .find_map(|s| Some((s, s.tag_of(message_id)?))),
+            AckTarget::MessageId(message_id) => self
+                .subscriptions
+                .values()
+                .flatten()
+                .find_map(|s| Some((s, s.tag_of(message_id)?))),
+        }
+    }
+}
+
+impl BrokerSession for EmbeddedSession {
+    fn subscribe(&mut self, request: SubscribeRequest) -> Result<(), BrokerError> {
+        let mut made = Vec::with_capacity(2);
+        for destination in std::iter::once(&request.destination).chain(request.also.as_ref()) {
+            match self.subscribe_one(&request, destination) {
+                Ok(subscription) => made.push(subscription),
+                Err(e) => {
+                    for subscription in made {
+                        self.remove(&subscription);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.subscriptions.insert(request.id, made);
         Ok(())
     }
 
     fn unsubscribe(&mut self, id: &Bytes) -> Result<(), BrokerError> {
-        let subscription = self.subscriptions.remove(id).ok_or_else(|| {
+        let subscriptions = self.subscriptions.remove(id).ok_or_else(|| {
             BrokerError::UnknownSubscription(String::from_utf8_lossy(id).into_owned())
         })?;
-        self.remove(&subscription);
+        for subscription in subscriptions {
+            self.remove(&subscription);
+        }
         Ok(())
     }
 
@@ -372,7 +433,7 @@ impl BrokerSession for EmbeddedSession {
 
 impl Drop for EmbeddedSession {
     fn drop(&mut self) {
-        let subscriptions: Vec<_> = self.subscriptions.drain().map(|(_, s)| s).collect();
+        let subscriptions: Vec<_> = self.subscriptions.drain().flat_map(|(_, s)| s).collect();
         for subscription in subscriptions {
             self.remove(&subscription);
         }

@@ -28,6 +28,7 @@ pub(crate) struct PendingSet {
 #[derive(Debug)]
 pub(crate) enum Source {
     Topic { routing_key: Box<str> },
+    User { key: Box<str> },
     Queue(Arc<Queue>),
 }
 
