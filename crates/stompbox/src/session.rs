@@ -229,9 +229,12 @@ impl Session {
             )));
         };
         let receipt = frame.headers.get_bytes(header::RECEIPT).cloned();
-        match command {
-            Command::Subscribe => self.subscribe(frame).await?,
-            Command::Unsubscribe => self.unsubscribe(&frame, version).await?,
+        // A RECEIPT still owed after the frame's work: operations the broker
+        // carries out take the receipt along and answer it themselves (for a
+        // relay, only once the upstream broker's own RECEIPT arrived).
+        let owed = match command {
+            Command::Subscribe => self.subscribe(frame, receipt).await?,
+            Command::Unsubscribe => self.unsubscribe(&frame, version, receipt).await?,
             Command::Send | Command::Ack | Command::Nack => {
                 if command == Command::Nack && version == Version::V1_0 {
                     return Err(StompError::new("NACK does not exist in STOMP 1.0"));
@@ -245,11 +248,17 @@ impl Session {
                     ack_target(&frame, version)?;
                 }
                 match frame.headers.get_bytes(header::TRANSACTION).cloned() {
-                    Some(tx) => self.buffer(tx, frame)?,
-                    None => self.apply(frame).await?,
+                    Some(tx) => {
+                        self.buffer(tx, frame)?;
+                        receipt
+                    }
+                    None => self.apply(frame, receipt).await?,
                 }
             }
-            Command::Begin => self.begin(&frame)?,
+            Command::Begin => {
+                self.begin(&frame)?;
+                receipt
+            }
             Command::Commit | Command::Abort => {
                 let tx = required_bytes(&frame, header::TRANSACTION)?;
                 let buffered = self
@@ -257,11 +266,17 @@ impl Session {
                     .transactions
                     .remove(&tx)
                     .ok_or_else(|| unknown_transaction(&tx))?;
+                let mut owed = receipt;
                 if command == Command::Commit {
-                    for frame in buffered {
-                        self.apply(frame).await?;
+                    let count = buffered.len();
+                    for (i, frame) in buffered.into_iter().enumerate() {
+                        // The last frame carries the COMMIT's receipt, so it
+                        // arrives once everything before it took effect.
+                        let carried = if i + 1 == count { owed.take() } else { None };
+                        owed = owed.or(self.apply(frame, carried).await?);
                     }
                 }
+                owed
             }
             Command::Disconnect => {
                 // Ending first puts unacknowledged messages back in their
@@ -273,9 +288,9 @@ impl Session {
                 return Ok(Flow::Close);
             }
             other => return Err(StompError::new(format!("unexpected {other} frame"))),
-        }
-        if let Some(id) = receipt {
-            self.connected_mut()?.broker.receipt(id);
+        };
+        if let Some(id) = owed {
+            self.push(receipt_frame(&id));
         }
         Ok(Flow::Continue)
     }
@@ -401,7 +416,11 @@ impl Session {
         }
     }
 
-    async fn subscribe(&mut self, frame: Frame) -> Result<(), StompError> {
+    async fn subscribe(
+        &mut self,
+        frame: Frame,
+        receipt: Option<Bytes>,
+    ) -> Result<Option<Bytes>, StompError> {
         let server = Arc::clone(&self.server);
         let config = &server.config;
         let connected = self.connected_mut()?;
@@ -451,6 +470,7 @@ impl Session {
                 }
             }
         }
+        let mut owed = None;
         let kind = match target {
             Target::App { path } => {
                 let reply = router::run_handler(
@@ -479,6 +499,7 @@ impl Session {
                     },
                 )
                 .await;
+                owed = receipt;
                 SubscriptionKind::App
             }
             Target::OwnUser { target } => {
@@ -500,6 +521,7 @@ impl Session {
                     display_destination: Some(destination.clone()),
                     ack,
                     frame,
+                    receipt,
                 })?;
                 SubscriptionKind::User
             }
@@ -511,6 +533,7 @@ impl Session {
                     display_destination: None,
                     ack,
                     frame,
+                    receipt,
                 })?;
                 SubscriptionKind::Broker
             }
@@ -524,7 +547,7 @@ impl Session {
         self.connected_mut()?
             .subscriptions
             .insert(id, (kind, destination));
-        Ok(())
+        Ok(owed)
     }
 
     fn next_reply_id(&mut self) -> String {
@@ -532,7 +555,12 @@ impl Session {
         format!("{}-r{}", self.session_id, self.next_reply)
     }
 
-    async fn unsubscribe(&mut self, frame: &Frame, version: Version) -> Result<(), StompError> {
+    async fn unsubscribe(
+        &mut self,
+        frame: &Frame,
+        version: Version,
+        receipt: Option<Bytes>,
+    ) -> Result<Option<Bytes>, StompError> {
         let server = Arc::clone(&self.server);
         let id = match (version, frame.headers.get_bytes(header::ID)) {
             (_, Some(id)) => id.clone(),
@@ -547,12 +575,13 @@ impl Session {
                 String::from_utf8_lossy(&id)
             )));
         };
-        match &kind {
-            SubscriptionKind::App => {}
+        let owed = match &kind {
+            SubscriptionKind::App => receipt,
             SubscriptionKind::Broker | SubscriptionKind::User => {
-                connected.broker.unsubscribe(&id)?;
+                connected.broker.unsubscribe(&id, receipt)?;
+                None
             }
-        }
+        };
         if let Some(hook) = &server.app.hooks.unsubscribe {
             let info = SubscriptionInfo {
                 session_id: Arc::clone(&self.session_id),
@@ -562,7 +591,7 @@ impl Session {
             };
             let _ = router::guarded(hook(info)).await;
         }
-        Ok(())
+        Ok(owed)
     }
 
     fn begin(&mut self, frame: &Frame) -> Result<(), StompError> {
@@ -602,7 +631,12 @@ impl Session {
     }
 
     /// Carries out a SEND, ACK or NACK (directly or at COMMIT).
-    async fn apply(&mut self, frame: Frame) -> Result<(), StompError> {
+    /// Returns the receipt if it is still owed (the broker did not take it).
+    async fn apply(
+        &mut self,
+        frame: Frame,
+        receipt: Option<Bytes>,
+    ) -> Result<Option<Bytes>, StompError> {
         let server = Arc::clone(&self.server);
         let version = self.connected_mut()?.version;
         match frame.command {
@@ -612,7 +646,8 @@ impl Session {
                     Target::Broker => {
                         self.connected_mut()?
                             .broker
-                            .send(Publish { destination, frame })?;
+                            .send(Publish { destination, frame }, receipt)?;
+                        return Ok(None);
                     }
                     Target::App { path } => {
                         let user = self.connected_mut()?.user.clone();
@@ -656,10 +691,11 @@ impl Session {
                 let target = ack_target(&frame, version)?;
                 self.connected_mut()?
                     .broker
-                    .ack(&target, command == Command::Nack)?;
+                    .ack(&target, command == Command::Nack, receipt)?;
+                return Ok(None);
             }
         }
-        Ok(())
+        Ok(receipt)
     }
 }
 

@@ -119,6 +119,8 @@ pub struct SubscribeRequest {
     pub ack: AckMode,
     /// Every header of the SUBSCRIBE, for broker-specific options.
     pub frame: Frame,
+    /// The RECEIPT to send once the subscription is in place.
+    pub receipt: Option<Bytes>,
 }
 
 /// A message a client (or the server) publishes.
@@ -156,6 +158,11 @@ pub trait Broker: Send + Sync + 'static {
 /// One client session's view of the broker. Calls are made from the session's
 /// task, in frame order. Dropping it ends the session: its subscriptions go,
 /// and messages it had not acknowledged are redelivered.
+///
+/// Every operation takes the client's `receipt` id, if it asked for one, and
+/// sends the RECEIPT itself once the operation took effect: at once for the
+/// embedded broker, when the upstream broker's own RECEIPT arrives for a
+/// relay.
 pub trait BrokerSession: Send {
     /// Adds a subscription; the session has checked that the id is new.
     ///
@@ -169,23 +176,24 @@ pub trait BrokerSession: Send {
     /// # Errors
     ///
     /// [`BrokerError::UnknownSubscription`] for an id the broker never saw.
-    fn unsubscribe(&mut self, id: &Bytes) -> Result<(), BrokerError>;
+    fn unsubscribe(&mut self, id: &Bytes, receipt: Option<Bytes>) -> Result<(), BrokerError>;
 
     /// Publishes a SEND from this client.
     ///
     /// # Errors
     ///
     /// A [`BrokerError`] when the message was not accepted.
-    fn send(&mut self, message: Publish) -> Result<(), BrokerError>;
+    fn send(&mut self, message: Publish, receipt: Option<Bytes>) -> Result<(), BrokerError>;
 
     /// Acknowledges (or with `nack`, rejects and redelivers) a message.
     ///
     /// # Errors
     ///
     /// [`BrokerError::UnknownAck`] when nothing pending matches.
-    fn ack(&mut self, target: &AckTarget, nack: bool) -> Result<(), BrokerError>;
-
-    /// Sends a RECEIPT with `receipt_id` once everything asked of the broker
-    /// before it has taken effect.
-    fn receipt(&mut self, receipt_id: Bytes);
+    fn ack(
+        &mut self,
+        target: &AckTarget,
+        nack: bool,
+        receipt: Option<Bytes>,
+    ) -> Result<(), BrokerError>;
 }

@@ -271,6 +271,13 @@ struct EmbeddedSession {
 }
 
 impl EmbeddedSession {
+    /// Everything asked took effect synchronously: answer the receipt now.
+    fn answer(&self, receipt: Option<Bytes>) {
+        if let Some(id) = receipt {
+            let _ = self.context.outbox.push(crate::session::receipt_frame(&id));
+        }
+    }
+
     fn subscribe_one(
         &mut self,
         request: &SubscribeRequest,
@@ -389,24 +396,33 @@ impl BrokerSession for EmbeddedSession {
             }
         }
         self.subscriptions.insert(request.id, made);
+        self.answer(request.receipt);
         Ok(())
     }
 
-    fn unsubscribe(&mut self, id: &Bytes) -> Result<(), BrokerError> {
+    fn unsubscribe(&mut self, id: &Bytes, receipt: Option<Bytes>) -> Result<(), BrokerError> {
         let subscriptions = self.subscriptions.remove(id).ok_or_else(|| {
             BrokerError::UnknownSubscription(String::from_utf8_lossy(id).into_owned())
         })?;
         for subscription in subscriptions {
             self.remove(&subscription);
         }
+        self.answer(receipt);
         Ok(())
     }
 
-    fn send(&mut self, message: Publish) -> Result<(), BrokerError> {
-        self.shared.publish(message)
+    fn send(&mut self, message: Publish, receipt: Option<Bytes>) -> Result<(), BrokerError> {
+        self.shared.publish(message)?;
+        self.answer(receipt);
+        Ok(())
     }
 
-    fn ack(&mut self, target: &AckTarget, nack: bool) -> Result<(), BrokerError> {
+    fn ack(
+        &mut self,
+        target: &AckTarget,
+        nack: bool,
+        receipt: Option<Bytes>,
+    ) -> Result<(), BrokerError> {
         let unknown = || BrokerError::UnknownAck(describe(target));
         let (subscription, tag) = self.find_pending(target).ok_or_else(unknown)?;
         let settled = subscription.settle(tag).ok_or_else(unknown)?;
@@ -419,15 +435,8 @@ impl BrokerSession for EmbeddedSession {
         }
         // A NACKed topic message is dropped: it was a copy for this
         // subscriber only, and nobody else is waiting for it.
+        self.answer(receipt);
         Ok(())
-    }
-
-    fn receipt(&mut self, receipt_id: Bytes) {
-        // Everything before this call took effect synchronously.
-        let _ = self
-            .context
-            .outbox
-            .push(crate::session::receipt_frame(&receipt_id));
     }
 }
 
