@@ -2,6 +2,7 @@
 //! TOML, the environment and flags; a library user builds them in code.
 
 use crate::broker::embedded::EmbeddedConfig;
+use crate::broker::relay::RelayConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
 use stompbox_codec::Limits;
@@ -54,8 +55,11 @@ pub struct ServerConfig {
     pub app_prefixes: Vec<String>,
     /// Prefix of user destinations. Default `/user`.
     pub user_prefix: String,
-    /// The embedded broker's settings.
+    /// The embedded broker's settings (used when `relay` is `None`).
     pub embedded: EmbeddedConfig,
+    /// Relay to an external STOMP broker instead of the embedded one.
+    /// Default `None`.
+    pub relay: Option<RelayConfig>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +84,7 @@ impl Default for ServerConfig {
             app_prefixes: vec!["/app".into()],
             user_prefix: "/user".into(),
             embedded: EmbeddedConfig::default(),
+            relay: None,
         }
     }
 }

@@ -24,6 +24,7 @@ enum End {
     ProtocolError(String),
     SlowConsumer(&'static str),
     Shutdown,
+    BrokerEnded,
     Io(std::io::Error),
 }
 
@@ -73,6 +74,11 @@ pub(crate) async fn run(
                         Ok(Err(e)) => break End::Io(e),
                         Err(_) => break End::SlowConsumer("send time limit"),
                     }
+                }
+                if outbox.is_finished() {
+                    // The broker ended the session (its ERROR was the last
+                    // frame written).
+                    break End::BrokerEnded;
                 }
             }
             read = transport.read(&mut read_buf) => {
@@ -262,7 +268,7 @@ async fn finish(
             )
             .await;
         }
-        End::ProtocolError(_) => {
+        End::ProtocolError(_) | End::BrokerEnded => {
             let _ = timeout(
                 FAREWELL_TIMEOUT,
                 transport.close(CloseCode::NORMAL_CLOSURE, ""),
@@ -285,5 +291,8 @@ fn log_end(end: &End, session: &str, peer: &str) {
             tracing::warn!(%session, %peer, reason = why, "slow consumer disconnected");
         }
         End::Io(e) => tracing::debug!(%session, %peer, error = %e, "connection failed"),
+        End::BrokerEnded => {
+            tracing::info!(%session, %peer, "connection closed by the message broker")
+        }
     }
 }

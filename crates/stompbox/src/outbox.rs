@@ -42,6 +42,8 @@ struct State {
     bytes: usize,
     closed: bool,
     overflowed: bool,
+    /// Closed on purpose with a last frame: write what is queued, then end.
+    finished: bool,
 }
 
 /// Bounded (in bytes) multi-producer, single-consumer frame queue.
@@ -131,6 +133,27 @@ impl Outbox {
         state.bytes = 0;
         drop(state);
         self.notify.notify_one();
+    }
+
+    /// Queues a last frame whatever the limit, then closes: the writer sends
+    /// everything queued and ends the connection (used to pass on an ERROR
+    /// from an upstream broker, or a DISCONNECT to one).
+    pub fn finish(&self, last: OutFrame) {
+        let mut state = self.lock();
+        if state.closed {
+            return;
+        }
+        state.bytes += last.bytes.len();
+        state.frames.push_back(last);
+        state.closed = true;
+        state.finished = true;
+        drop(state);
+        self.notify.notify_one();
+    }
+
+    /// True after [`Outbox::finish`].
+    pub fn is_finished(&self) -> bool {
+        self.lock().finished
     }
 
     /// True once closed, by [`Outbox::close`] or by overflow.

@@ -43,8 +43,7 @@ fn unknown(server: &ServerShared, destination: &str) -> StompError {
         .map(|p| format!("{}/", p.trim_end_matches('/')))
         .collect();
     known.push(format!("{}/", server.messaging.user_prefix()));
-    known.extend(server.config.embedded.topic_prefixes.iter().cloned());
-    known.extend(server.config.embedded.queue_prefixes.iter().cloned());
+    known.extend(server.broker.prefixes());
     StompError::new(format!(
         "destination '{destination}' is under no known prefix (known: {})",
         known.join(", ")
@@ -160,22 +159,30 @@ pub(crate) async fn run_handler(
     }))
 }
 
+/// Where a handler's reply goes by default: the topic prefix plus the
+/// handler's path (Spring's `@SendTo` default).
 fn topic_prefix(server: &ServerShared) -> &str {
-    server
-        .config
-        .embedded
-        .topic_prefixes
-        .first()
-        .map_or("/topic", |p| p.trim_end_matches('/'))
+    match &server.config.relay {
+        Some(_) => "/topic",
+        None => server
+            .config
+            .embedded
+            .topic_prefixes
+            .first()
+            .map_or("/topic", |p| p.trim_end_matches('/')),
+    }
 }
 
 fn queue_prefix(server: &ServerShared) -> &str {
-    server
-        .config
-        .embedded
-        .queue_prefixes
-        .first()
-        .map_or("/queue", |p| p.trim_end_matches('/'))
+    match &server.config.relay {
+        Some(_) => "/queue",
+        None => server
+            .config
+            .embedded
+            .queue_prefixes
+            .first()
+            .map_or("/queue", |p| p.trim_end_matches('/')),
+    }
 }
 
 /// Delivers a SEND handler's reply.

@@ -4,6 +4,7 @@
 use crate::app::{App, AppRuntime, Messaging};
 use crate::broker::Broker;
 use crate::broker::embedded::EmbeddedBroker;
+use crate::broker::relay::RelayBroker;
 use crate::config::ServerConfig;
 use crate::connection;
 use crate::transport::Transport;
@@ -131,9 +132,11 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
     /// When an address cannot be bound.
     pub async fn bind(self) -> io::Result<Server> {
         let config = self.config;
-        let broker = self
-            .broker
-            .unwrap_or_else(|| Arc::new(EmbeddedBroker::new(config.embedded.clone())));
+        let broker: Arc<dyn Broker> = match (self.broker, &config.relay) {
+            (Some(broker), _) => broker,
+            (None, Some(relay)) => Arc::new(RelayBroker::start(relay.clone())),
+            (None, None) => Arc::new(EmbeddedBroker::new(config.embedded.clone())),
+        };
         let http = TcpListener::bind(config.http_addr).await?;
         let tcp = match config.tcp_addr {
             Some(addr) => Some(TcpListener::bind(addr).await?),
@@ -305,6 +308,12 @@ impl std::fmt::Debug for ServerShared {
 }
 
 impl ServerHandle {
+    /// Whether the message broker can be reached, as a value to watch
+    /// (always `true` for the embedded broker).
+    pub fn broker_availability(&self) -> watch::Receiver<bool> {
+        self.shared.broker.availability()
+    }
+
     /// The handle to publish to destinations and users from anywhere.
     pub fn messaging(&self) -> Messaging {
         self.shared.messaging.clone()

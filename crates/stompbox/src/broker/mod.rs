@@ -2,6 +2,7 @@
 //! handlers never know whether the embedded broker or a relay runs.
 
 pub mod embedded;
+pub mod relay;
 
 use crate::outbox::Outbox;
 use bytes::Bytes;
@@ -100,6 +101,9 @@ pub enum BrokerError {
     /// The broker cannot be reached (relay only).
     #[error("message broker unavailable: {0}")]
     Unavailable(String),
+    /// The broker refused (relay only), with its reason.
+    #[error("message broker refused: {0}")]
+    Refused(String),
 }
 
 /// A subscription request, validated by the session.
@@ -153,6 +157,13 @@ pub trait Broker: Send + Sync + 'static {
 
     /// True for destinations in the user-destination namespace.
     fn is_user_destination(&self, destination: &str) -> bool;
+
+    /// Whether the broker can be reached now, as a value to watch. The
+    /// embedded broker is always available.
+    fn availability(&self) -> tokio::sync::watch::Receiver<bool>;
+
+    /// The destination prefixes clients may use, for error messages.
+    fn prefixes(&self) -> Vec<String>;
 }
 
 /// One client session's view of the broker. Calls are made from the session's

@@ -49,12 +49,16 @@ async fn queue_holds_messages_until_a_consumer_arrives() {
     for i in 0..3 {
         let m = next_message(&mut consumer).await;
         assert_eq!(body(&m), format!("m{i}"));
-        assert_eq!(m.headers.get("redelivered"), None);
+        // RabbitMQ says `redelivered:false`; the embedded broker omits it.
+        assert_ne!(m.headers.get("redelivered"), Some("true"));
     }
 }
 
 #[tokio::test]
 async fn a_full_queue_refuses_sends_with_an_error() {
+    if embedded_only("max_queue_messages") {
+        return;
+    }
     let server = spawn_server(|c| c.embedded.max_queue_messages = 2).await;
     let queue = unique("/queue/full");
     let mut producer = server.connect(Via::Tcp).await;
@@ -167,7 +171,10 @@ async fn nack_redelivers_to_the_next_consumer_with_redelivered_true() {
     let again = next_message(&mut b).await;
     assert_eq!(body(&again), "m1");
     assert_eq!(again.headers.get("redelivered"), Some("true"));
-    assert_eq!(again.headers.get("message-id"), m.headers.get("message-id"));
+    if test_broker() == TestBroker::Embedded {
+        // RabbitMQ's message ids name the delivery, so they change.
+        assert_eq!(again.headers.get("message-id"), m.headers.get("message-id"));
+    }
     b.send_with_receipt(ack(&ack_id(&again)), "ok")
         .await
         .expect("ack");
@@ -197,6 +204,9 @@ async fn ack_of_an_unknown_id_is_an_error_and_others_keep_working() {
 
 #[tokio::test]
 async fn prefetch_limit_holds_back_messages_until_acked() {
+    if embedded_only("max_unacked") {
+        return;
+    }
     let server = spawn_server(|c| c.embedded.max_unacked = 2).await;
     let queue = unique("/queue/prefetch");
     let mut consumer = server.connect(Via::Tcp).await;

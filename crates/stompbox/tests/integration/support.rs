@@ -60,6 +60,9 @@ pub(crate) async fn spawn_app<S: Clone + Send + Sync + 'static>(
     let mut config = ServerConfig::default();
     config.http_addr = "127.0.0.1:0".parse().expect("addr");
     config.tcp_addr = Some("127.0.0.1:0".parse().expect("addr"));
+    if let Some(relay) = test_broker().relay() {
+        config.relay = Some(relay);
+    }
     configure(&mut config);
     let server = stompbox::Server::builder(config)
         .app(app)
@@ -67,6 +70,12 @@ pub(crate) async fn spawn_app<S: Clone + Send + Sync + 'static>(
         .await
         .expect("bind");
     let handle = server.spawn();
+    // A relay is usable once its system connection is up.
+    let mut available = handle.broker_availability();
+    tokio::time::timeout(WAIT, available.wait_for(|up| *up))
+        .await
+        .expect("the message broker did not become available")
+        .expect("availability");
     let http = handle.http_addr().expect("http addr");
     let tcp = handle.tcp_addr().expect("tcp addr");
     TestServer {
@@ -155,9 +164,79 @@ pub(crate) fn body(frame: &Frame) -> &str {
     std::str::from_utf8(&frame.body).expect("utf-8 body")
 }
 
-/// A destination no other test uses.
+/// A destination no other test, and no earlier run, uses (an external
+/// broker keeps durable queues between runs).
 pub(crate) fn unique(prefix: &str) -> String {
+    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{prefix}{}", N.fetch_add(1, Ordering::Relaxed))
+    static RUN: OnceLock<String> = OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        format!("{:x}", nanos ^ u128::from(std::process::id()))
+    });
+    format!("{prefix}{run}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The broker the suite runs against: `STOMPBOX_TEST_BROKER` is
+/// `embedded` (the default), `rabbitmq` or `activemq`; the test command
+/// runs the suite once for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TestBroker {
+    Embedded,
+    RabbitMq,
+    ActiveMq,
+}
+
+pub(crate) fn test_broker() -> TestBroker {
+    match std::env::var("STOMPBOX_TEST_BROKER").as_deref() {
+        Ok("rabbitmq") => TestBroker::RabbitMq,
+        Ok("activemq") => TestBroker::ActiveMq,
+        Ok("embedded") | Err(_) => TestBroker::Embedded,
+        Ok(other) => {
+            panic!("unknown STOMPBOX_TEST_BROKER '{other}' (embedded, rabbitmq, activemq)")
+        }
+    }
+}
+
+impl TestBroker {
+    fn relay(self) -> Option<stompbox::broker::relay::RelayConfig> {
+        let mut relay = stompbox::broker::relay::RelayConfig::default();
+        match self {
+            TestBroker::Embedded => return None,
+            TestBroker::RabbitMq => {
+                relay.addresses = vec![
+                    std::env::var("STOMPBOX_TEST_RABBITMQ")
+                        .unwrap_or_else(|_| "127.0.0.1:61613".into()),
+                ];
+            }
+            TestBroker::ActiveMq => {
+                relay.addresses = vec![
+                    std::env::var("STOMPBOX_TEST_ACTIVEMQ")
+                        .unwrap_or_else(|_| "127.0.0.1:61623".into()),
+                ];
+                relay.system_login = "admin".into();
+                relay.system_passcode = "admin".into();
+                relay.client_login = Some("admin".into());
+                relay.client_passcode = Some("admin".into());
+                relay.prefixes = vec!["/topic/".into(), "/queue/".into()];
+                relay.user_destination_prefix = "/queue/stompbox-user.".into();
+            }
+        }
+        Some(relay)
+    }
+}
+
+/// True (and says why) when a test exercises something only the embedded
+/// broker has, such as its own configurable limits.
+pub(crate) fn embedded_only(what: &str) -> bool {
+    let broker = test_broker();
+    if broker == TestBroker::Embedded {
+        return false;
+    }
+    println!("not run against {broker:?}: {what} is a setting of the embedded broker");
+    true
 }

@@ -257,6 +257,21 @@ impl Broker for EmbeddedBroker {
     fn is_user_destination(&self, destination: &str) -> bool {
         destination.starts_with(USER_NAMESPACE)
     }
+
+    fn availability(&self) -> tokio::sync::watch::Receiver<bool> {
+        // Nothing ever changes it; the sender may go at once.
+        tokio::sync::watch::channel(true).1
+    }
+
+    fn prefixes(&self) -> Vec<String> {
+        let config = &self.shared.config;
+        config
+            .topic_prefixes
+            .iter()
+            .chain(&config.queue_prefixes)
+            .cloned()
+            .collect()
+    }
 }
 
 /// One client session on the embedded broker.

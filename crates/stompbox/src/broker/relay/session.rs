@@ -1,0 +1,374 @@
+//! A client session relayed to the upstream broker over its own link.
+
+use super::RelayConfig;
+use super::upstream::{self, Event, Link};
+use crate::broker::{
+    AckTarget, BrokerError, BrokerSession, Publish, SessionContext, SubscribeRequest,
+};
+use crate::outbox::{Outbox, PushError};
+use crate::session::{StompError, encode, receipt_frame};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use stompbox_codec::{Command, Frame, Headers, Version, header};
+
+/// SUBSCRIBE headers the relay sets itself.
+const OWN_SUBSCRIBE_HEADERS: [&str; 4] = [
+    header::ID,
+    header::DESTINATION,
+    header::ACK,
+    header::RECEIPT,
+];
+/// SEND headers that belong to the client leg.
+const CLIENT_LEG_HEADERS: [&str; 3] =
+    [header::RECEIPT, header::TRANSACTION, header::CONTENT_LENGTH];
+
+#[derive(Debug)]
+struct Route {
+    client_id: Bytes,
+    display_destination: Option<Bytes>,
+}
+
+/// What the link's task and the session share.
+#[derive(Debug, Default)]
+struct Maps {
+    /// Upstream subscription id → the client's subscription.
+    subscriptions: HashMap<Bytes, Route>,
+    /// Upstream receipt id → the client's receipt id.
+    receipts: HashMap<Bytes, Bytes>,
+    /// The receipt of the newest frame sent, for an ERROR that does not say
+    /// which frame it answers (RabbitMQ's do not): it is about that frame.
+    newest_receipt: Option<(Bytes, Bytes)>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RelaySession {
+    config: RelayConfig,
+    link: Link,
+    version: Version,
+    maps: Arc<Mutex<Maps>>,
+    /// Client subscription id → its upstream ids (two for user destinations).
+    client_subscriptions: HashMap<Bytes, Vec<Bytes>>,
+    next_id: u64,
+}
+
+fn lock(maps: &Mutex<Maps>) -> MutexGuard<'_, Maps> {
+    maps.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RelaySession {
+    pub(crate) async fn open(
+        config: &RelayConfig,
+        context: SessionContext,
+    ) -> Result<RelaySession, BrokerError> {
+        let login = config.client_login.clone().or(context.login.clone());
+        let passcode = config.client_passcode.clone().or(context.passcode.clone());
+        let host = config.virtual_host.clone();
+        let mut headers: Vec<(&str, &str)> = vec![(header::HOST, host.as_str())];
+        if let Some(login) = &login {
+            headers.push((header::LOGIN, login));
+        }
+        if let Some(passcode) = &passcode {
+            headers.push((header::PASSCODE, passcode));
+        }
+        let maps = Arc::new(Mutex::new(Maps::default()));
+        let handler_maps = Arc::clone(&maps);
+        let client = Arc::clone(&context.outbox);
+        let version = context.version;
+        let names = config.clone();
+        let link = upstream::open(config, version, &headers, move |event| {
+            forward(event, &handler_maps, &client, version, &names);
+        })
+        .await?;
+        Ok(RelaySession {
+            config: config.clone(),
+            link,
+            version,
+            maps,
+            client_subscriptions: HashMap::new(),
+            next_id: 0,
+        })
+    }
+
+    fn next(&mut self, prefix: &str) -> Bytes {
+        self.next_id += 1;
+        Bytes::from(format!("{prefix}{}", self.next_id))
+    }
+
+    fn upstream(&self, frame: &Frame) -> Result<(), BrokerError> {
+        self.link
+            .outbox
+            .push(encode(frame, self.version))
+            .map_err(|e| match e {
+                PushError::Overflow => {
+                    BrokerError::Unavailable("the message broker is not keeping up".into())
+                }
+                PushError::Closed => BrokerError::Unavailable(
+                    "the connection to the message broker is closed".into(),
+                ),
+            })
+    }
+
+    /// Attaches a receipt the broker will answer, remembered for the client.
+    fn with_receipt(&mut self, mut frame: Frame, receipt: Option<Bytes>) -> Frame {
+        if let Some(client_receipt) = receipt {
+            let upstream_receipt = self.next("r");
+            let mut maps = lock(&self.maps);
+            maps.receipts
+                .insert(upstream_receipt.clone(), client_receipt.clone());
+            maps.newest_receipt = Some((upstream_receipt.clone(), client_receipt));
+            drop(maps);
+            frame.headers.push(
+                Bytes::from_static(header::RECEIPT.as_bytes()),
+                upstream_receipt,
+            );
+        }
+        frame
+    }
+}
+
+/// Passes a broker frame on to the client, rewritten for its side.
+fn forward(
+    event: Event,
+    maps: &Mutex<Maps>,
+    client: &Outbox,
+    version: Version,
+    names: &RelayConfig,
+) {
+    let frame = match event {
+        Event::Frame(frame) => frame,
+        Event::Closed(None) => return,
+        Event::Closed(Some(reason)) => {
+            tracing::info!(%reason, "relay connection to the broker lost");
+            let error = StompError::new("the connection to the message broker was lost; reconnect");
+            client.finish(error.to_frame(version));
+            return;
+        }
+    };
+    match frame.command {
+        Command::Message => {
+            let Some(upstream_id) = frame.headers.get_bytes(header::SUBSCRIPTION).cloned() else {
+                return;
+            };
+            let (client_id, display) = {
+                let maps = lock(maps);
+                // A MESSAGE for a subscription already cancelled is dropped:
+                // the client no longer wants it (the broker requeues it if
+                // it was unacknowledged when the link closes).
+                let Some(route) = maps.subscriptions.get(&upstream_id) else {
+                    return;
+                };
+                (route.client_id.clone(), route.display_destination.clone())
+            };
+            let mut headers = Headers::with_capacity(frame.headers.len());
+            headers.push(
+                Bytes::from_static(header::SUBSCRIPTION.as_bytes()),
+                client_id,
+            );
+            for (name, value) in frame.headers.iter_bytes() {
+                match name.as_ref() {
+                    // RabbitMQ copies the publisher's (upstream) receipt id
+                    // into MESSAGE frames; it means nothing to subscribers.
+                    b"subscription" | b"receipt" => {}
+                    b"destination" => match &display {
+                        Some(display) => headers.push(name.clone(), display.clone()),
+                        None => {
+                            let text = std::str::from_utf8(value).unwrap_or_default();
+                            match names.client_form(text) {
+                                std::borrow::Cow::Borrowed(_) => {
+                                    headers.push(name.clone(), value.clone())
+                                }
+                                std::borrow::Cow::Owned(decoded) => {
+                                    headers.push(name.clone(), Bytes::from(decoded))
+                                }
+                            }
+                        }
+                    },
+                    _ => headers.push(name.clone(), value.clone()),
+                }
+            }
+            if frame.headers.get(header::CONTENT_LENGTH).is_none() {
+                headers.push_str(header::CONTENT_LENGTH, &frame.body.len().to_string());
+            }
+            let message = Frame {
+                command: Command::Message,
+                headers,
+                body: frame.body,
+            };
+            // A full client outbox makes the client a slow consumer, as with
+            // the embedded broker; its driver closes it.
+            let _ = client.push(encode(&message, version));
+        }
+        Command::Receipt => {
+            let Some(upstream) = frame.headers.get_bytes(header::RECEIPT_ID) else {
+                return;
+            };
+            if let Some(client_receipt) = lock(maps).receipts.remove(upstream) {
+                let _ = client.push(receipt_frame(&client_receipt));
+            }
+        }
+        Command::Error => {
+            let message = frame
+                .headers
+                .get(header::MESSAGE)
+                .unwrap_or("error from the message broker");
+            let mut error = StompError::new(format!("message broker: {message}"));
+            let mut maps = lock(maps);
+            error.receipt_id = match frame.headers.get_bytes(header::RECEIPT_ID) {
+                Some(upstream) => maps.receipts.remove(upstream),
+                None => maps
+                    .newest_receipt
+                    .take()
+                    .and_then(|(upstream, client)| maps.receipts.remove(&upstream).map(|_| client)),
+            };
+            drop(maps);
+            client.finish(error.to_frame(version));
+        }
+        _ => {}
+    }
+}
+
+impl BrokerSession for RelaySession {
+    fn subscribe(&mut self, request: SubscribeRequest) -> Result<(), BrokerError> {
+        let destinations: Vec<String> = std::iter::once(request.destination.clone())
+            .chain(request.also.clone())
+            .collect();
+        let ack = match request.ack {
+            crate::broker::AckMode::Auto => "auto",
+            crate::broker::AckMode::Client => "client",
+            crate::broker::AckMode::ClientIndividual => "client-individual",
+        };
+        let mut receipt = request.receipt.clone();
+        let mut ids = Vec::with_capacity(destinations.len());
+        for (i, destination) in destinations.iter().enumerate() {
+            let upstream_id = self.next("s");
+            let mut frame = Frame::new(Command::Subscribe)
+                .header(header::DESTINATION, &self.config.broker_form(destination))
+                .header(header::ACK, ack);
+            frame.headers.push(
+                Bytes::from_static(header::ID.as_bytes()),
+                upstream_id.clone(),
+            );
+            // Broker options (durable, auto-delete, prefetch-count,
+            // x-queue-name, selector…) pass through.
+            for (name, value) in request.frame.headers.iter_bytes() {
+                if !OWN_SUBSCRIBE_HEADERS
+                    .iter()
+                    .any(|h| h.as_bytes() == name.as_ref())
+                {
+                    frame.headers.push(name.clone(), value.clone());
+                }
+            }
+            let last = i + 1 == destinations.len();
+            let frame = self.with_receipt(frame, if last { receipt.take() } else { None });
+            lock(&self.maps).subscriptions.insert(
+                upstream_id.clone(),
+                Route {
+                    client_id: request.id.clone(),
+                    display_destination: request
+                        .display_destination
+                        .as_ref()
+                        .map(|d| Bytes::copy_from_slice(d.as_bytes())),
+                },
+            );
+            self.upstream(&frame)?;
+            ids.push(upstream_id);
+        }
+        self.client_subscriptions.insert(request.id, ids);
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, id: &Bytes, receipt: Option<Bytes>) -> Result<(), BrokerError> {
+        let ids = self.client_subscriptions.remove(id).ok_or_else(|| {
+            BrokerError::UnknownSubscription(String::from_utf8_lossy(id).into_owned())
+        })?;
+        let mut receipt = receipt;
+        let count = ids.len();
+        for (i, upstream_id) in ids.into_iter().enumerate() {
+            lock(&self.maps).subscriptions.remove(&upstream_id);
+            let mut frame = Frame::new(Command::Unsubscribe);
+            frame
+                .headers
+                .push(Bytes::from_static(header::ID.as_bytes()), upstream_id);
+            let frame =
+                self.with_receipt(frame, if i + 1 == count { receipt.take() } else { None });
+            self.upstream(&frame)?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, message: Publish, receipt: Option<Bytes>) -> Result<(), BrokerError> {
+        let mut frame = Frame::new(Command::Send).header(
+            header::DESTINATION,
+            &self.config.broker_form(&message.destination),
+        );
+        for (name, value) in message.frame.headers.iter_bytes() {
+            if !CLIENT_LEG_HEADERS
+                .iter()
+                .any(|h| h.as_bytes() == name.as_ref())
+                && name.as_ref() != b"destination"
+            {
+                frame.headers.push(name.clone(), value.clone());
+            }
+        }
+        frame.headers.push_str(
+            header::CONTENT_LENGTH,
+            &message.frame.body.len().to_string(),
+        );
+        frame.body = message.frame.body;
+        let frame = self.with_receipt(frame, receipt);
+        self.upstream(&frame)
+    }
+
+    fn ack(
+        &mut self,
+        target: &AckTarget,
+        nack: bool,
+        receipt: Option<Bytes>,
+    ) -> Result<(), BrokerError> {
+        let mut frame = Frame::new(if nack { Command::Nack } else { Command::Ack });
+        match target {
+            AckTarget::AckId(id) => frame
+                .headers
+                .push(Bytes::from_static(header::ID.as_bytes()), id.clone()),
+            AckTarget::MessageOnSubscription {
+                message_id,
+                subscription,
+            } => {
+                let upstream = self
+                    .client_subscriptions
+                    .get(subscription)
+                    .and_then(|ids| ids.first())
+                    .cloned()
+                    .ok_or_else(|| {
+                        BrokerError::UnknownAck(format!(
+                            "subscription '{}'",
+                            String::from_utf8_lossy(subscription)
+                        ))
+                    })?;
+                frame.headers.push(
+                    Bytes::from_static(header::MESSAGE_ID.as_bytes()),
+                    message_id.clone(),
+                );
+                frame.headers.push(
+                    Bytes::from_static(header::SUBSCRIPTION.as_bytes()),
+                    upstream,
+                );
+            }
+            AckTarget::MessageId(message_id) => frame.headers.push(
+                Bytes::from_static(header::MESSAGE_ID.as_bytes()),
+                message_id.clone(),
+            ),
+        }
+        let frame = self.with_receipt(frame, receipt);
+        self.upstream(&frame)
+    }
+}
+
+impl Drop for RelaySession {
+    fn drop(&mut self) {
+        // DISCONNECT after whatever is queued: the broker then requeues the
+        // session's unacknowledged messages and drops its subscriptions.
+        self.link.disconnect(self.version);
+    }
+}

@@ -1,0 +1,258 @@
+//! One STOMP connection to the upstream broker, client side: connect with
+//! failover over the address list, CONNECT/CONNECTED, then a task that
+//! writes the link's outbox in batches, reads frames for a handler, and keeps
+//! heart-beats in both directions.
+
+use super::RelayConfig;
+use crate::broker::BrokerError;
+use crate::outbox::{OutFrame, Outbox};
+use crate::session::encode;
+use crate::transport::{Read, Transport};
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use stompbox_codec::{Command, Decoded, Decoder, Frame, Limits, Version, header};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_websockets::CloseCode;
+
+/// What the link's task reports.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A frame from the broker.
+    Frame(Frame),
+    /// The link is gone; `None` when we closed it on purpose.
+    Closed(Option<String>),
+}
+
+/// A live link. Dropping it without [`Link::disconnect`] closes the socket.
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// Frames for the broker. Bounded: a broker that stops reading makes
+    /// pushes fail instead of buffering without end.
+    pub(crate) outbox: Arc<Outbox>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    /// Sends DISCONNECT after everything queued, then closes.
+    pub(crate) fn disconnect(&self, version: Version) {
+        self.outbox
+            .finish(encode(&Frame::new(Command::Disconnect), version));
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if !self.outbox.is_finished() {
+            self.task.abort();
+        }
+    }
+}
+
+/// Connects to the first reachable address, in order.
+async fn dial(config: &RelayConfig) -> Result<TcpStream, BrokerError> {
+    let mut last = String::from("no broker address configured");
+    for address in &config.addresses {
+        match timeout(config.connect_timeout, TcpStream::connect(address.as_str())).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(e)) => last = format!("{address}: {e}"),
+            Err(_) => last = format!("{address}: connect timed out"),
+        }
+    }
+    Err(BrokerError::Unavailable(last))
+}
+
+fn heartbeat_ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+/// Opens a link: TCP, CONNECT with `headers`, waits for CONNECTED, then
+/// hands every later frame to `handler` on the link's own task.
+pub(crate) async fn open(
+    config: &RelayConfig,
+    version: Version,
+    headers: &[(&str, &str)],
+    mut handler: impl FnMut(Event) + Send + 'static,
+) -> Result<Link, BrokerError> {
+    let stream = dial(config).await?;
+    let mut transport = Transport::Tcp(stream);
+    let mut connect = Frame::new(Command::Connect)
+        .header(header::ACCEPT_VERSION, version.as_str())
+        .header(
+            header::HEART_BEAT,
+            &format!(
+                "{},{}",
+                heartbeat_ms(config.heartbeat_send),
+                heartbeat_ms(config.heartbeat_receive)
+            ),
+        );
+    for (name, value) in headers {
+        connect = connect.header(name, value);
+    }
+    let mut batch = VecDeque::from([encode(&connect, version)]);
+    let unavailable = |e: std::io::Error| BrokerError::Unavailable(e.to_string());
+    timeout(config.connect_timeout, transport.write_batch(&mut batch))
+        .await
+        .map_err(|_| BrokerError::Unavailable("CONNECT to the broker timed out".into()))?
+        .map_err(unavailable)?;
+    let limits = Limits {
+        max_frame_bytes: config.max_frame_bytes,
+        ..Limits::default()
+    };
+    let mut decoder = Decoder::new(limits);
+    decoder.set_version(version);
+    let mut buf = BytesMut::new();
+    let connected = timeout(config.connect_timeout, async {
+        loop {
+            while let Some(item) = decoder
+                .decode(&mut buf)
+                .map_err(|e| BrokerError::Unavailable(format!("invalid frame from broker: {e}")))?
+            {
+                let Decoded::Frame(frame) = item else {
+                    continue;
+                };
+                return match frame.command {
+                    Command::Connected => Ok(frame),
+                    Command::Error => Err(BrokerError::Refused(
+                        frame
+                            .headers
+                            .get(header::MESSAGE)
+                            .unwrap_or("no reason given")
+                            .to_owned(),
+                    )),
+                    other => Err(BrokerError::Unavailable(format!(
+                        "broker answered CONNECT with {other}"
+                    ))),
+                };
+            }
+            match transport.read(&mut buf).await.map_err(unavailable)? {
+                Read::Data => {}
+                Read::Closed | Read::TooLarge => {
+                    return Err(BrokerError::Unavailable(
+                        "broker closed the connection during CONNECT".into(),
+                    ));
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|_| BrokerError::Unavailable("no CONNECTED from the broker in time".into()))??;
+
+    // Heart-beats as agreed with the broker's CONNECTED.
+    let (broker_send, broker_want) = connected
+        .headers
+        .get(header::HEART_BEAT)
+        .and_then(|v| v.split_once(','))
+        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)))
+        .unwrap_or((0, 0));
+    let send_every = (!config.heartbeat_send.is_zero() && broker_want > 0).then(|| {
+        config
+            .heartbeat_send
+            .max(Duration::from_millis(broker_want))
+    });
+    let expect_every = (!config.heartbeat_receive.is_zero() && broker_send > 0).then(|| {
+        config
+            .heartbeat_receive
+            .max(Duration::from_millis(broker_send))
+    });
+
+    let outbox = Arc::new(Outbox::new(config.upstream_buffer_bytes));
+    let task_outbox = Arc::clone(&outbox);
+    let send_timeout = config.connect_timeout;
+    let task = tokio::spawn(async move {
+        let reason = drive(
+            transport,
+            decoder,
+            buf,
+            &task_outbox,
+            send_every,
+            expect_every,
+            send_timeout,
+            &mut handler,
+        )
+        .await;
+        task_outbox.close();
+        handler(Event::Closed(reason));
+    });
+    Ok(Link { outbox, task })
+}
+
+/// The link's loop; returns why it ended (`None`: closed on purpose).
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    mut transport: Transport,
+    mut decoder: Decoder,
+    mut buf: BytesMut,
+    outbox: &Outbox,
+    send_every: Option<Duration>,
+    expect_every: Option<Duration>,
+    send_timeout: Duration,
+    handler: &mut (impl FnMut(Event) + Send),
+) -> Option<String> {
+    let mut batch = VecDeque::new();
+    let mut last_read = Instant::now();
+    let mut last_write = Instant::now();
+    let far = Duration::from_secs(24 * 3600);
+    loop {
+        let now = Instant::now();
+        let mut deadline = now + far;
+        if let Some(every) = send_every {
+            deadline = deadline.min(last_write + every);
+        }
+        if let Some(every) = expect_every {
+            deadline = deadline.min(last_read + every * 2);
+        }
+        // Frames already read are handled before waiting again.
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(Decoded::Frame(frame))) => handler(Event::Frame(frame)),
+                Ok(Some(Decoded::Heartbeat)) => {}
+                Ok(None) => break,
+                Err(e) => return Some(format!("invalid frame from broker: {e}")),
+            }
+        }
+        tokio::select! {
+            () = outbox.ready() => {
+                outbox.take_all(&mut batch);
+                if !batch.is_empty() {
+                    match timeout(send_timeout, transport.write_batch(&mut batch)).await {
+                        Ok(Ok(())) => last_write = Instant::now(),
+                        Ok(Err(e)) => return Some(format!("write to broker failed: {e}")),
+                        Err(_) => return Some("broker stopped reading".into()),
+                    }
+                }
+                if outbox.is_finished() {
+                    let _ = timeout(Duration::from_secs(1), transport.close(CloseCode::NORMAL_CLOSURE, "")).await;
+                    return None;
+                }
+                if outbox.overflowed() {
+                    return Some("too much unsent data for the broker".into());
+                }
+            }
+            read = transport.read(&mut buf) => match read {
+                Ok(Read::Data) => last_read = Instant::now(),
+                Ok(Read::Closed | Read::TooLarge) => return Some("broker closed the connection".into()),
+                Err(e) => return Some(format!("read from broker failed: {e}")),
+            },
+            () = sleep_until(deadline) => {
+                let now = Instant::now();
+                if let Some(every) = expect_every
+                    && now.duration_since(last_read) >= every * 2
+                {
+                    return Some("broker heart-beats stopped".into());
+                }
+                if let Some(every) = send_every
+                    && now.duration_since(last_write) >= every
+                {
+                    let _ = outbox.push(OutFrame { bytes: Bytes::from_static(b"\n"), text: true });
+                    last_write = now;
+                }
+            }
+        }
+    }
+}
