@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: starts the brokers the tests
-# need, installs the third-party test clients, then runs every Rust test.
+# need, installs the third-party test clients, then runs every Rust test,
+# and the broker integration suite once more against each relay target.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/services.sh
+scripts/activemq.sh
 scripts/install-test-deps.sh
 cargo test --workspace --all-targets --locked
 # Doc tests are not part of --all-targets.
 cargo test --workspace --doc --locked
+# The same integration suite, relayed to RabbitMQ and to ActiveMQ.
+STOMPBOX_TEST_BROKER=rabbitmq cargo test -p stompbox --test integration --locked
+STOMPBOX_TEST_BROKER=activemq cargo test -p stompbox --test integration --locked

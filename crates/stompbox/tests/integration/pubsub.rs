@@ -36,6 +36,9 @@ async fn topic_message_reaches_every_subscriber_with_headers_over_both_transport
 
 #[tokio::test]
 async fn wildcard_subscriptions_follow_rabbitmq_topic_rules() {
+    if not_on_activemq("ActiveMQ's wildcards are '*' and '>', not '#'") {
+        return;
+    }
     let server = default_server().await;
     let base = unique("/topic/w");
     let mut star = server.connect(Via::Ws).await;
@@ -85,6 +88,9 @@ async fn unsubscribe_stops_delivery_and_binary_bodies_survive() {
 
 #[tokio::test]
 async fn receipts_come_after_the_effect() {
+    if not_on_activemq("ActiveMQ receipts a SEND before it dispatches the MESSAGE") {
+        return;
+    }
     let server = default_server().await;
     let topic = unique("/topic/r");
     let mut client = server.connect(Via::Ws).await;

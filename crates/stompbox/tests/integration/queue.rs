@@ -155,6 +155,9 @@ async fn client_mode_ack_is_cumulative() {
 
 #[tokio::test]
 async fn nack_redelivers_to_the_next_consumer_with_redelivered_true() {
+    if not_on_activemq("ActiveMQ sends a NACKed message to its dead-letter queue") {
+        return;
+    }
     let server = default_server().await;
     let queue = unique("/queue/nack");
     let mut a = server.connect(Via::Ws).await;

@@ -223,11 +223,22 @@ impl TestBroker {
                 relay.client_login = Some("admin".into());
                 relay.client_passcode = Some("admin".into());
                 relay.prefixes = vec!["/topic/".into(), "/queue/".into()];
-                relay.user_destination_prefix = "/queue/stompbox-user.".into();
+                relay.user_destination_prefix = "/topic/stompbox-user.".into();
+                relay.encode_slashes = false;
             }
         }
         Some(relay)
     }
+}
+
+/// True (and says why) when a test exercises a behaviour ActiveMQ does not
+/// share (each one is listed in the README's broker differences).
+pub(crate) fn not_on_activemq(what: &str) -> bool {
+    if test_broker() != TestBroker::ActiveMq {
+        return false;
+    }
+    println!("not run against ActiveMQ: {what}");
+    true
 }
 
 /// True (and says why) when a test exercises something only the embedded

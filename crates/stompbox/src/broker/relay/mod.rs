@@ -73,6 +73,27 @@ pub struct RelayConfig {
 const NAMED: [&str; 3] = ["/topic/", "/queue/", "/amq/queue/"];
 
 impl RelayConfig {
+    /// Refuses a client's wildcard subscription that could match the user
+    /// namespace, when that namespace is under a topic prefix (as it must be
+    /// for ActiveMQ, which has no direct exchange): a pattern must start with
+    /// a literal word that is not the namespace's own.
+    pub(crate) fn check_wildcards(&self, destination: &str) -> Result<(), BrokerError> {
+        let Some(namespace) = self.user_destination_prefix.strip_prefix("/topic/") else {
+            return Ok(());
+        };
+        let Some(pattern) = destination.strip_prefix("/topic/") else {
+            return Ok(());
+        };
+        let first = pattern.split(['.', '/']).next().unwrap_or_default();
+        let own = namespace.trim_end_matches(['.', '/']);
+        if matches!(first, "*" | "#" | ">") || first == own {
+            return Err(BrokerError::InvalidDestination(format!(
+                "{destination}: a topic pattern must start with a literal word other than '{own}'"
+            )));
+        }
+        Ok(())
+    }
+
     /// The destination as the broker wants it.
     pub(crate) fn broker_form<'a>(&self, destination: &'a str) -> std::borrow::Cow<'a, str> {
         if !self.encode_slashes {

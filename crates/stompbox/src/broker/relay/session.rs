@@ -230,6 +230,9 @@ fn forward(
 
 impl BrokerSession for RelaySession {
     fn subscribe(&mut self, request: SubscribeRequest) -> Result<(), BrokerError> {
+        if request.display_destination.is_none() {
+            self.config.check_wildcards(&request.destination)?;
+        }
         let destinations: Vec<String> = std::iter::once(request.destination.clone())
             .chain(request.also.clone())
             .collect();

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Starts the ActiveMQ instance the relay tests use (STOMP on 127.0.0.1:61623),
+# installing Debian's activemq package where it is missing. Idempotent: does
+# nothing when the port already answers.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BASE="$ROOT/target/activemq"
+say() { printf 'activemq: %s\n' "$*"; }
+
+answers() { (exec 3<>/dev/tcp/127.0.0.1/61623) 2>/dev/null; }
+
+if answers; then
+  say "already running on 127.0.0.1:61623"
+  exit 0
+fi
+if ! command -v activemq >/dev/null; then
+  say "installing activemq with apt"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq activemq
+fi
+mkdir -p "$BASE/data" "$BASE/conf"
+cp "$ROOT/scripts/activemq/activemq.xml" "$BASE/conf/activemq.xml"
+say "starting (log: $BASE/activemq.log)"
+mkdir -p "$BASE/tmp"
+# Java directly rather than Debian's wrapper, which switches to the
+# activemq user and reads the system instance's settings.
+setsid nohup java -Xms64M -Xmx384M -Djava.io.tmpdir="$BASE/tmp" \
+  -Dactivemq.classpath="$BASE/conf" -Dactivemq.home=/usr/share/activemq \
+  -Dactivemq.base="$BASE" -Dactivemq.conf="$BASE/conf" -Dactivemq.data="$BASE/data" \
+  -jar /usr/share/activemq/bin/activemq.jar start "xbean:file:$BASE/conf/activemq.xml" \
+  >"$BASE/activemq.log" 2>&1 < /dev/null &
+deadline=$((SECONDS + 90))
+until answers; do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    say "ERROR: port 61623 did not answer within 90 s; last log lines:"
+    tail -20 "$BASE/activemq.log" >&2
+    exit 1
+  fi
+  sleep 0.5
+done
+say "STOMP on 127.0.0.1:61623"
