@@ -9,7 +9,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_websockets::{CloseCode, Message, WebSocketStream};
 
@@ -35,6 +35,65 @@ pub(crate) enum Read {
 pub(crate) enum Transport {
     WebSocket(Box<WsStream>),
     Tcp(TcpStream),
+    /// TLS to an upstream broker (the relay's client side).
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+async fn read_stream(
+    stream: &mut (impl AsyncRead + Unpin),
+    buf: &mut BytesMut,
+) -> io::Result<Read> {
+    if buf.capacity() - buf.len() < TCP_READ_CHUNK {
+        buf.reserve(TCP_READ_CHUNK);
+    }
+    let n = stream.read_buf(buf).await?;
+    Ok(if n == 0 { Read::Closed } else { Read::Data })
+}
+
+async fn write_stream(
+    stream: &mut (impl AsyncWrite + Unpin),
+    frames: &mut VecDeque<OutFrame>,
+) -> io::Result<()> {
+    while !frames.is_empty() {
+        let slices: Vec<IoSlice<'_>> = frames
+            .iter()
+            .take(64)
+            .map(|f| IoSlice::new(&f.bytes))
+            .collect();
+        let mut written = stream.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let Some(front) = frames.front_mut() else {
+                break;
+            };
+            if written >= front.bytes.len() {
+                written -= front.bytes.len();
+                frames.pop_front();
+            } else {
+                front.bytes.advance(written);
+                written = 0;
+            }
+        }
+    }
+    stream.flush().await
+}
+
+/// Closing a socket with unread input makes the kernel send a reset, which
+/// can destroy the ERROR frame just written before the peer reads it. So
+/// read until the peer closes (the caller bounds the time; this bounds the
+/// bytes).
+async fn linger(stream: &mut (impl AsyncRead + AsyncWrite + Unpin)) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < 1024 * 1024 {
+        match stream.read(&mut sink).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
 }
 
 impl Transport {
@@ -67,13 +126,8 @@ impl Transport {
                     Some(Ok(_)) => {}
                 }
             },
-            Transport::Tcp(stream) => {
-                if buf.capacity() - buf.len() < TCP_READ_CHUNK {
-                    buf.reserve(TCP_READ_CHUNK);
-                }
-                let n = stream.read_buf(buf).await?;
-                Ok(if n == 0 { Read::Closed } else { Read::Data })
-            }
+            Transport::Tcp(stream) => read_stream(stream, buf).await,
+            Transport::Tls(stream) => read_stream(stream.as_mut(), buf).await,
         }
     }
 
@@ -92,32 +146,8 @@ impl Transport {
                 }
                 ws.flush().await.map_err(io::Error::other)
             }
-            Transport::Tcp(stream) => {
-                while !frames.is_empty() {
-                    let slices: Vec<IoSlice<'_>> = frames
-                        .iter()
-                        .take(64)
-                        .map(|f| IoSlice::new(&f.bytes))
-                        .collect();
-                    let mut written = stream.write_vectored(&slices).await?;
-                    if written == 0 {
-                        return Err(io::ErrorKind::WriteZero.into());
-                    }
-                    while written > 0 {
-                        let Some(front) = frames.front_mut() else {
-                            break;
-                        };
-                        if written >= front.bytes.len() {
-                            written -= front.bytes.len();
-                            frames.pop_front();
-                        } else {
-                            front.bytes.advance(written);
-                            written = 0;
-                        }
-                    }
-                }
-                stream.flush().await
-            }
+            Transport::Tcp(stream) => write_stream(stream, frames).await,
+            Transport::Tls(stream) => write_stream(stream.as_mut(), frames).await,
         }
     }
 
@@ -128,21 +158,8 @@ impl Transport {
                 let _ = ws.send(Message::close(Some(code), reason)).await;
                 let _ = ws.close().await;
             }
-            Transport::Tcp(stream) => {
-                let _ = stream.shutdown().await;
-                // Closing a socket with unread input makes the kernel send a
-                // reset, which can destroy the ERROR frame we just wrote
-                // before the client reads it. Read until the client closes
-                // (the caller bounds the time; this bounds the bytes).
-                let mut sink = [0u8; 4096];
-                let mut drained = 0;
-                while drained < 1024 * 1024 {
-                    match stream.read(&mut sink).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => drained += n,
-                    }
-                }
-            }
+            Transport::Tcp(stream) => linger(stream).await,
+            Transport::Tls(stream) => linger(stream.as_mut()).await,
         }
     }
 
@@ -150,6 +167,7 @@ impl Transport {
         match self {
             Transport::WebSocket(_) => "websocket",
             Transport::Tcp(_) => "tcp",
+            Transport::Tls(_) => "tls",
         }
     }
 }

@@ -62,11 +62,25 @@ pub struct RelayConfig {
     pub upstream_buffer_bytes: usize,
     /// Server-originated messages awaiting the broker's receipt. Default 10,000.
     pub max_in_flight: usize,
+    /// TLS to the broker; plain TCP when `None` (the default).
+    pub tls: Option<RelayTls>,
     /// Percent-encode `/` (and `%`) in names under `/topic/`, `/queue/` and
     /// `/amq/queue/`, so that `/topic/chat/1` works as it does with the
     /// embedded broker: RabbitMQ refuses a raw `/` there but decodes `%2F`.
     /// Default `true`; turn off for brokers that take `/` as is (ActiveMQ).
     pub encode_slashes: bool,
+}
+
+/// TLS settings of the relay's broker connections.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RelayTls {
+    /// The name the broker's certificate must carry. Default: the host part
+    /// of the address being connected to.
+    pub server_name: Option<String>,
+    /// PEM file of the CA certificates to trust. Default: the Mozilla root
+    /// store (webpki-roots).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Name prefixes whose rest RabbitMQ parses as one name.
@@ -153,6 +167,7 @@ impl Default for RelayConfig {
             upstream_buffer_bytes: 512 * 1024,
             max_in_flight: 10_000,
             encode_slashes: true,
+            tls: None,
         }
     }
 }

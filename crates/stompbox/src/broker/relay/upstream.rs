@@ -51,20 +51,87 @@ impl Drop for Link {
     }
 }
 
-/// Connects to the first reachable address, in order.
-async fn dial(config: &RelayConfig) -> Result<TcpStream, BrokerError> {
+/// Connects to the first reachable address, in order, over TLS when
+/// configured.
+async fn dial(config: &RelayConfig) -> Result<Transport, BrokerError> {
+    let connector = match &config.tls {
+        Some(tls) => Some(tls_connector(tls)?),
+        None => None,
+    };
     let mut last = String::from("no broker address configured");
     for address in &config.addresses {
-        match timeout(config.connect_timeout, TcpStream::connect(address.as_str())).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
-            Ok(Err(e)) => last = format!("{address}: {e}"),
-            Err(_) => last = format!("{address}: connect timed out"),
+        let stream =
+            match timeout(config.connect_timeout, TcpStream::connect(address.as_str())).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    last = format!("{address}: {e}");
+                    continue;
+                }
+                Err(_) => {
+                    last = format!("{address}: connect timed out");
+                    continue;
+                }
+            };
+        let _ = stream.set_nodelay(true);
+        let (Some(connector), Some(tls)) = (&connector, &config.tls) else {
+            return Ok(Transport::Tcp(stream));
+        };
+        let host = address
+            .rsplit_once(':')
+            .map_or(address.as_str(), |(host, _)| host);
+        let name = tls
+            .server_name
+            .as_deref()
+            .unwrap_or(host.trim_matches(['[', ']']));
+        let server_name = rustls_pki_types::ServerName::try_from(name.to_owned())
+            .map_err(|_| BrokerError::Unavailable(format!("invalid TLS server name '{name}'")))?;
+        match timeout(
+            config.connect_timeout,
+            connector.connect(server_name, stream),
+        )
+        .await
+        {
+            Ok(Ok(tls_stream)) => return Ok(Transport::Tls(Box::new(tls_stream))),
+            Ok(Err(e)) => last = format!("{address}: TLS handshake failed: {e}"),
+            Err(_) => last = format!("{address}: TLS handshake timed out"),
         }
     }
     Err(BrokerError::Unavailable(last))
+}
+
+fn tls_connector(tls: &super::RelayTls) -> Result<tokio_rustls::TlsConnector, BrokerError> {
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca_file {
+        Some(path) => {
+            use rustls_pki_types::pem::PemObject;
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| {
+                BrokerError::Unavailable(format!("cannot read CA file {}: {e}", path.display()))
+            })?;
+            for cert in certs {
+                let cert = cert.map_err(|e| {
+                    BrokerError::Unavailable(format!(
+                        "invalid certificate in {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                roots.add(cert).map_err(|e| {
+                    BrokerError::Unavailable(format!(
+                        "unusable certificate in {}: {e}",
+                        path.display()
+                    ))
+                })?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| BrokerError::Unavailable(format!("TLS setup failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 fn heartbeat_ms(d: Duration) -> u128 {
@@ -79,8 +146,7 @@ pub(crate) async fn open(
     headers: &[(&str, &str)],
     mut handler: impl FnMut(Event) + Send + 'static,
 ) -> Result<Link, BrokerError> {
-    let stream = dial(config).await?;
-    let mut transport = Transport::Tcp(stream);
+    let mut transport = dial(config).await?;
     let mut connect = Frame::new(Command::Connect)
         .header(header::ACCEPT_VERSION, version.as_str())
         .header(
