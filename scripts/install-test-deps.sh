@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Installs what the third-party STOMP client scenario scripts need:
-#   - tests/clients/node:   npm ci (@stomp/stompjs + ws, versions from package-lock.json)
+# Installs what the third-party STOMP client scenario scripts and the browser
+# test need:
+#   - tests/clients/node:   npm ci (@stomp/stompjs, ws and playwright-core,
+#                           versions from package-lock.json)
+#   - Chromium:             Debian's package, at /usr/bin/chromium, which the
+#                           browser test drives (playwright never downloads one)
 #   - tests/clients/python: a venv at target/test-venv with requirements.txt
 #
 # Idempotent and cheap when nothing changed: each install leaves a stamp
@@ -10,6 +14,7 @@
 #
 # Afterwards:
 #   node tests/clients/node/scenarios.mjs ws://127.0.0.1:8080/ws
+#   node tests/clients/node/browser-chat.mjs http://127.0.0.1:8080/ target/test-output/browser
 #   target/test-venv/bin/python tests/clients/python/scenarios.py 127.0.0.1 61613
 set -euo pipefail
 
@@ -37,6 +42,17 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
 }
 
+# ---------------------------------------------------------------- chromium
+
+# The browser test uses the distribution's Chromium: a browser build fetched
+# by playwright itself is neither wanted nor reachable from here.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+if [ -x /usr/bin/chromium ]; then
+  say "chromium: $(/usr/bin/chromium --version 2>/dev/null | head -n 1 || echo present)"
+else
+  apt_install chromium
+fi
+
 # ---------------------------------------------------------------- node
 
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
@@ -52,7 +68,7 @@ fi
 node_stamp="$NODE_DIR/node_modules/.stompbox-lock.sha256"
 lock_hash="$(sha "$NODE_DIR/package-lock.json")"
 if [ -f "$node_stamp" ] && [ "$(cat "$node_stamp")" = "$lock_hash" ] \
-  && (cd "$NODE_DIR" && node -e 'require.resolve("@stomp/stompjs"); require.resolve("ws")') 2>/dev/null; then
+  && (cd "$NODE_DIR" && node -e 'for (const m of ["@stomp/stompjs", "ws", "playwright-core"]) require.resolve(m)') 2>/dev/null; then
   say "node: node_modules up to date with package-lock.json, skipping npm ci"
 else
   say "node: npm ci in tests/clients/node"

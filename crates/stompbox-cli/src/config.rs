@@ -16,8 +16,9 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use stompbox::ServerConfig;
 use stompbox::broker::embedded::EmbeddedConfig;
+use stompbox::{HttpRouter, Server, ServerConfig};
+use stompbox_chat::ChatState;
 use toml::{Table, Value};
 use tracing_subscriber::EnvFilter;
 
@@ -50,23 +51,78 @@ pub(crate) struct ServeArgs {
     check: bool,
 }
 
+/// Everything `serve` runs with: the library's settings and the binary's own.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) server: ServerConfig,
+    /// Serve the chat demo (its handlers at /app/chat/…, its page at `/`);
+    /// otherwise `/` is a plain page naming the WebSocket endpoint.
+    pub(crate) demo_chat: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            server: ServerConfig::default(),
+            demo_chat: true,
+        }
+    }
+}
+
+/// Shown instead of the API token by --check and in logs.
+const REDACTED: &str = "(set; not shown)";
+
+impl Settings {
+    /// A copy safe to print: the API token is a secret.
+    fn redacted(&self) -> Settings {
+        let mut copy = self.clone();
+        if copy.server.api_token.is_some() {
+            copy.server.api_token = Some(REDACTED.to_owned());
+        }
+        copy
+    }
+}
+
 pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
     init_logging(&args.log)?;
     let flags = flag_settings(&args)?;
-    let config = load(args.config.as_deref(), std::env::vars_os(), &flags)?;
+    let settings = load(args.config.as_deref(), std::env::vars_os(), &flags)?;
     if args.check {
-        let text = toml::to_string(&FileConfig::from_config(&config))
+        let text = toml::to_string(&FileConfig::from_config(&settings.redacted()))
             .map_err(|e| format!("cannot print the configuration: {e}"))?;
         println!("{}", text.trim_end());
         return Ok(());
     }
-    tracing::debug!(?config, "configuration");
+    tracing::debug!(settings = ?settings.redacted(), "configuration");
 
     // Installed before binding so that a signal sent as soon as the
     // listening line is seen is already ours, not the default "terminate".
     let shutdown = shutdown_signal()?;
+    let Settings {
+        server: config,
+        demo_chat,
+    } = settings;
     let ws_path = config.ws_path.clone();
-    let server = stompbox::Server::bind(config.clone()).await.map_err(|e| {
+    let bound = if demo_chat {
+        let chat = ChatState::new();
+        let server = Server::builder(config.clone())
+            .app(stompbox_chat::app(&chat))
+            .routes(stompbox_chat::routes_for(&ws_path))
+            .bind()
+            .await;
+        // The chat's hooks publish join/leave notices with the server's
+        // messaging handle, which exists only once the server is bound.
+        if let Ok(server) = &server {
+            chat.attach(server.messaging());
+        }
+        server
+    } else {
+        Server::builder(config.clone())
+            .routes(plain_page(&ws_path))
+            .bind()
+            .await
+    };
+    let server = bound.map_err(|e| {
         let tcp = config
             .tcp_addr
             .map_or_else(|| "off".to_owned(), |a| a.to_string());
@@ -88,12 +144,42 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
         }
     }
     tracing::info!(%http, ws = %format_args!("ws://{http}{ws_path}"), %tcp, "stompbox listening");
+    if demo_chat {
+        tracing::info!("chat demo at http://{http}/ (demo.chat = false turns it off)");
+    }
+    if config.api_token.is_some() {
+        tracing::info!("HTTP publish API at http://{http}/api/publish");
+    }
     server
         .run_until(shutdown)
         .await
         .map_err(|e| format!("server failed: {e}"))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What `/` shows without the chat demo: where the STOMP endpoint is.
+fn plain_page(ws_path: &str) -> HttpRouter {
+    let path = ws_path
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let page = format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>stompbox</title></head>\n<body style=\"font: 16px/1.5 system-ui, sans-serif; \
+         max-width: 40rem; margin: 2rem auto; padding: 0 1rem\">\n<h1>stompbox</h1>\n\
+         <p>This is a STOMP over WebSocket server. Connect a STOMP client to the WebSocket \
+         endpoint <code>{path}</code> on this host, e.g. <code>ws://HOST:PORT{path}</code>.</p>\n\
+         </body>\n</html>\n"
+    );
+    HttpRouter::new().route(
+        "/",
+        axum::routing::get(move || {
+            let page = page.clone();
+            async move { axum::response::Html(page) }
+        }),
+    )
 }
 
 fn init_logging(level: &str) -> Result<(), String> {
@@ -174,17 +260,21 @@ fn flag_settings(args: &ServeArgs) -> Result<Vec<(String, String, String)>, Stri
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a table of sections ([server], [limits], [heartbeat], [broker])"
+    expecting = "a table of sections ([server], [app], [limits], [heartbeat], [broker], [demo])"
 )]
 struct FileConfig {
     #[serde(default)]
     server: ServerSection,
+    #[serde(default)]
+    app: AppSection,
     #[serde(default)]
     limits: LimitsSection,
     #[serde(default)]
     heartbeat: HeartbeatSection,
     #[serde(default)]
     broker: BrokerSection,
+    #[serde(default)]
+    demo: DemoSection,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -195,6 +285,21 @@ struct ServerSection {
     tcp: Option<String>,
     max_connections: Option<usize>,
     shutdown_timeout_ms: Option<u64>,
+    /// Empty means off: an absent value could not be listed as a key.
+    api_token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table of [app] settings")]
+struct AppSection {
+    prefixes: Option<Vec<String>>,
+    user_prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table of [demo] settings")]
+struct DemoSection {
+    chat: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -236,9 +341,10 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl FileConfig {
-    /// Every key set, from `config`: the effective settings for --check, and
-    /// (from the defaults) the list of keys the environment may set.
-    fn from_config(c: &ServerConfig) -> FileConfig {
+    /// Every key set, from `settings`: the effective settings for --check,
+    /// and (from the defaults) the list of keys the environment may set.
+    fn from_config(settings: &Settings) -> FileConfig {
+        let c = &settings.server;
         FileConfig {
             server: ServerSection {
                 http: Some(c.http_addr.to_string()),
@@ -249,6 +355,11 @@ impl FileConfig {
                 ),
                 max_connections: Some(c.max_connections),
                 shutdown_timeout_ms: Some(millis(c.shutdown_timeout)),
+                api_token: Some(c.api_token.clone().unwrap_or_default()),
+            },
+            app: AppSection {
+                prefixes: Some(c.app_prefixes.clone()),
+                user_prefix: Some(c.user_prefix.clone()),
             },
             limits: LimitsSection {
                 frame_bytes: Some(c.frame_limits.max_frame_bytes),
@@ -274,6 +385,9 @@ impl FileConfig {
                 queue_max_bytes: Some(c.embedded.max_queue_bytes),
                 max_queues: Some(c.embedded.max_queues),
                 max_unacked: Some(c.embedded.max_unacked),
+            },
+            demo: DemoSection {
+                chat: Some(settings.demo_chat),
             },
         }
     }
@@ -427,7 +541,9 @@ fn env_key<'k>(name: &str, known: &'k Table) -> Option<(String, String, &'k Valu
 
 /// A value from the environment or a flag: TOML when it is one TOML value
 /// (numbers, booleans, arrays, quoted strings), otherwise the raw text, so
-/// `127.0.0.1:9000` needs no quotes. A list key also takes `a,b,c`.
+/// `127.0.0.1:9000` needs no quotes. A list key also takes `a,b,c`. A text
+/// key takes the raw text unless it is a quoted string, so a token of digits
+/// stays text instead of becoming a number.
 fn parse_value(raw: &str, default: &Value) -> Value {
     let parsed = toml::from_str::<Table>(&format!("v = {raw}"))
         .ok()
@@ -435,6 +551,7 @@ fn parse_value(raw: &str, default: &Value) -> Value {
         .filter(|t| t.len() == 1)
         .and_then(|mut t| t.remove("v"));
     match parsed {
+        Some(value) if default.is_str() && !value.is_str() => Value::String(raw.to_owned()),
         Some(value) => value,
         None if default.is_array() => Value::Array(
             raw.split(',')
@@ -453,8 +570,8 @@ fn load(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (OsString, OsString)>,
     flags: &[(String, String, String)],
-) -> Result<ServerConfig, String> {
-    let defaults = ServerConfig::default();
+) -> Result<Settings, String> {
+    let defaults = Settings::default();
     let known = Table::try_from(FileConfig::from_config(&defaults))
         .map_err(|e| format!("internal error listing the configuration keys: {e}"))?;
     let mut layers = Layers::default();
@@ -552,6 +669,27 @@ impl Check {
         }
     }
 
+    /// An application or user destination prefix: a plain path such as
+    /// `example`. A trailing '/' is allowed and means the same.
+    fn path_prefix(&mut self, key: &'static str, value: &str, example: &str) {
+        let trimmed = value.trim_end_matches('/');
+        let plain = trimmed.len() > 1
+            && trimmed.starts_with('/')
+            && !trimmed.contains("//")
+            && trimmed
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b));
+        if !plain {
+            self.fail(
+                key,
+                format!(
+                    "must be a path like \"{example}\": starting with '/', not \"/\" alone, of letters, \
+                     digits, '-', '.', '_', '~' and single '/' (got \"{value}\")"
+                ),
+            );
+        }
+    }
+
     fn prefixes(&mut self, key: &'static str, prefixes: &[String]) {
         for p in prefixes {
             // A bare "/" would swallow every destination, and a prefix without
@@ -578,7 +716,22 @@ fn interval(check: &mut Check, key: &'static str, value: u64, min: u64) -> Durat
     Duration::from_millis(value)
 }
 
-fn validate(file: FileConfig) -> Result<ServerConfig, Problems> {
+/// `/app` and `/app/` are the same prefix: compared as `/app/`.
+fn as_dir(prefix: &str) -> String {
+    format!("{}/", prefix.trim_end_matches('/'))
+}
+
+/// True when one prefix is the other or under it, so some destinations
+/// would match both.
+fn overlap(a: &str, b: &str) -> bool {
+    let (a, b) = (as_dir(a), as_dir(b));
+    a.starts_with(&b) || b.starts_with(&a)
+}
+
+/// The shortest token accepted for the HTTP publish API.
+const MIN_TOKEN_CHARS: usize = 16;
+
+fn validate(file: FileConfig) -> Result<Settings, Problems> {
     let d = ServerConfig::default();
     let mut c = ServerConfig::default();
     let mut check = Check {
@@ -586,9 +739,11 @@ fn validate(file: FileConfig) -> Result<ServerConfig, Problems> {
     };
     let FileConfig {
         server,
+        app,
         limits,
         heartbeat,
         broker,
+        demo,
     } = file;
 
     // [server]
@@ -641,6 +796,43 @@ fn validate(file: FileConfig) -> Result<ServerConfig, Problems> {
     }
     if let Some(ms) = server.shutdown_timeout_ms {
         c.shutdown_timeout = Duration::from_millis(ms);
+    }
+    // The token is never quoted back: errors and logs may be seen by others.
+    match server.api_token {
+        None => {}
+        Some(token) if token.is_empty() => c.api_token = None,
+        Some(token) => {
+            let chars = token.chars().count();
+            if chars < MIN_TOKEN_CHARS {
+                check.fail(
+                    "server.api_token",
+                    format!(
+                        "must be at least {MIN_TOKEN_CHARS} characters, as it guards publishing to \
+                         every destination (got {chars}); e.g. `openssl rand -hex 32`, or \"\" for off"
+                    ),
+                );
+            } else if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                check.fail(
+                    "server.api_token",
+                    "must be printable ASCII without spaces, as clients send it in an \
+                     Authorization header"
+                        .to_owned(),
+                );
+            }
+            c.api_token = Some(token);
+        }
+    }
+
+    // [app]
+    if let Some(prefixes) = app.prefixes {
+        for p in &prefixes {
+            check.path_prefix("app.prefixes", p, "/app");
+        }
+        c.app_prefixes = prefixes;
+    }
+    if let Some(prefix) = app.user_prefix {
+        check.path_prefix("app.user_prefix", &prefix, "/user");
+        c.user_prefix = prefix;
     }
 
     // [limits]
@@ -724,8 +916,68 @@ fn validate(file: FileConfig) -> Result<ServerConfig, Problems> {
     }
     c.embedded = embedded(&mut check, broker, &d.embedded, frame);
 
+    // Each destination must have one meaning: handler, user or broker.
+    let broker_prefixes: Vec<&String> = c
+        .embedded
+        .topic_prefixes
+        .iter()
+        .chain(&c.embedded.queue_prefixes)
+        .collect();
+    for p in &c.app_prefixes {
+        if let Some(b) = broker_prefixes.iter().find(|b| overlap(p, b)) {
+            check.fail(
+                "app.prefixes",
+                format!(
+                    "\"{p}\" overlaps broker prefix \"{b}\"; a destination must go to the \
+                     application or to the broker, not both"
+                ),
+            );
+        }
+    }
+    if let Some(b) = broker_prefixes.iter().find(|b| overlap(&c.user_prefix, b)) {
+        check.fail(
+            "app.user_prefix",
+            format!("\"{}\" overlaps broker prefix \"{b}\"", c.user_prefix),
+        );
+    }
+    if let Some(p) = c.app_prefixes.iter().find(|p| overlap(&c.user_prefix, p)) {
+        check.fail(
+            "app.user_prefix",
+            format!("\"{}\" overlaps application prefix \"{p}\"", c.user_prefix),
+        );
+    }
+
+    // [demo]
+    let demo_chat = demo.chat.unwrap_or(true);
+    if demo_chat {
+        // The page speaks the default destinations.
+        let mut needs = Vec::new();
+        if !c.app_prefixes.iter().any(|p| as_dir(p) == "/app/") {
+            needs.push("\"/app\" in app.prefixes");
+        }
+        if c.embedded.topic_prefixes.first().map(String::as_str) != Some("/topic/") {
+            needs.push("\"/topic/\" first in broker.topic_prefixes");
+        }
+        if as_dir(&c.user_prefix) != "/user/" {
+            needs.push("app.user_prefix = \"/user\"");
+        }
+        if !needs.is_empty() {
+            check.fail(
+                "demo.chat",
+                format!(
+                    "the chat demo uses the default destinations and needs {}; \
+                     set demo.chat = false to use other prefixes",
+                    needs.join(" and ")
+                ),
+            );
+        }
+    }
+
     if check.problems.is_empty() {
-        Ok(c)
+        Ok(Settings {
+            server: c,
+            demo_chat,
+        })
     } else {
         Err(check.problems)
     }
@@ -804,7 +1056,7 @@ mod tests {
             .collect()
     }
 
-    fn from_toml(text: &str) -> Result<ServerConfig, String> {
+    fn from_toml(text: &str) -> Result<Settings, String> {
         let table: Table = toml::from_str(text).expect("test TOML parses");
         let mut layers = Layers::default();
         for (section, value) in table {
@@ -816,17 +1068,17 @@ mod tests {
     }
 
     fn known() -> Table {
-        Table::try_from(FileConfig::from_config(&ServerConfig::default()))
-            .expect("defaults serialize")
+        Table::try_from(FileConfig::from_config(&Settings::default())).expect("defaults serialize")
     }
 
     #[test]
     fn nothing_set_gives_the_library_defaults() {
-        let config = load(None, env(&[]), &[]).expect("defaults are valid");
+        let settings = load(None, env(&[]), &[]).expect("defaults are valid");
         assert_eq!(
-            format!("{config:?}"),
+            format!("{:?}", settings.server),
             format!("{:?}", ServerConfig::default())
         );
+        assert!(settings.demo_chat);
     }
 
     #[test]
@@ -857,11 +1109,12 @@ mod tests {
                 );
             }
         }
-        let config = from_toml(&uncommented).expect("documented values are valid");
+        let settings = from_toml(&uncommented).expect("documented values are valid");
         assert_eq!(
-            format!("{config:?}"),
+            format!("{:?}", settings.server),
             format!("{:?}", ServerConfig::default())
         );
+        assert!(settings.demo_chat);
         // As shipped (everything commented) it is valid too.
         from_toml(shipped).expect("stompbox.toml as shipped is valid");
     }
@@ -887,7 +1140,8 @@ mod tests {
             ]),
             &[("server.ws_path".into(), "/flag".into(), "--ws-path".into())],
         )
-        .expect("valid");
+        .expect("valid")
+        .server;
         assert_eq!(config.ws_path, "/flag");
         assert_eq!(config.http_addr.port(), 2000);
         assert_eq!(config.frame_limits.max_frame_bytes, 2048);
@@ -898,16 +1152,25 @@ mod tests {
 
     #[test]
     fn env_values_are_toml_when_they_parse() {
+        let n = Value::Integer(0);
+        assert_eq!(parse_value("131072", &n), Value::Integer(131_072));
+        assert_eq!(
+            parse_value("1\nx = 2", &n),
+            Value::String("1\nx = 2".into())
+        );
+        let b = Value::Boolean(true);
+        assert_eq!(parse_value("false", &b), Value::Boolean(false));
+        // A text key keeps the text, unless it is quoted TOML.
         let d = Value::String(String::new());
-        assert_eq!(parse_value("131072", &d), Value::Integer(131_072));
         assert_eq!(
             parse_value("127.0.0.1:9000", &d),
             Value::String("127.0.0.1:9000".into())
         );
         assert_eq!(
-            parse_value("1\nx = 2", &d),
-            Value::String("1\nx = 2".into())
+            parse_value("12345678901234567890", &d),
+            Value::String("12345678901234567890".into())
         );
+        assert_eq!(parse_value("\"a b\"", &d), Value::String("a b".into()));
         let list = Value::Array(Vec::new());
         assert_eq!(
             parse_value("[\"/a/\"]", &list),
@@ -1001,14 +1264,66 @@ mod tests {
             ),
             ("[broker]\nqueue_max_bytes = 10", "broker.queue_max_bytes"),
             ("[broker]\nmax_unacked = 0", "broker.max_unacked"),
+            ("[server]\napi_token = \"short\"", "server.api_token"),
+            (
+                "[server]\napi_token = \"with a space in it here\"",
+                "server.api_token",
+            ),
+            ("[app]\nprefixes = [\"/\"]", "app.prefixes"),
+            ("[app]\nprefixes = [\"app\"]", "app.prefixes"),
+            ("[app]\nprefixes = [\"/a b\"]", "app.prefixes"),
+            ("[app]\nprefixes = [\"/topic\"]", "app.prefixes"),
+            ("[app]\nprefixes = [\"/queue/x\"]", "app.prefixes"),
+            ("[app]\nuser_prefix = \"\"", "app.user_prefix"),
+            ("[app]\nuser_prefix = \"/app\"", "app.user_prefix"),
+            ("[app]\nuser_prefix = \"/topic/u\"", "app.user_prefix"),
+            ("[app]\nprefixes = [\"/svc\"]", "demo.chat"),
+            ("[app]\nuser_prefix = \"/me\"", "demo.chat"),
+            (
+                "[broker]\ntopic_prefixes = [\"/exchange/\", \"/topic/\"]",
+                "demo.chat",
+            ),
+            ("[demo]\nchat = \"yes\"", "demo.chat"),
         ] {
             let e = from_toml(text).expect_err(text);
             assert!(e.contains(key), "{text}: {e}");
         }
         let ok = from_toml("[server]\ntcp = \"off\"\n[heartbeat]\nsend_ms = 0\n[limits]\ntransactions_per_session = 0")
             .expect("valid");
-        assert!(ok.tcp_addr.is_none());
-        assert_eq!(ok.heartbeat_send, Duration::ZERO);
+        // Without the demo, any prefixes that do not collide will do.
+        let custom = from_toml(
+            "[app]\nprefixes = [\"/svc/\", \"/rpc\"]\nuser_prefix = \"/me/\"\n[demo]\nchat = false",
+        )
+        .expect("valid");
+        assert_eq!(custom.server.app_prefixes, ["/svc/", "/rpc"]);
+        assert_eq!(custom.server.user_prefix, "/me/");
+        assert!(!custom.demo_chat);
+        let token = from_toml("[server]\napi_token = \"0123456789abcdef\"").expect("valid");
+        assert_eq!(token.server.api_token.as_deref(), Some("0123456789abcdef"));
+        let off = from_toml("[server]\napi_token = \"\"").expect("valid");
+        assert!(off.server.api_token.is_none());
+        assert!(ok.server.tcp_addr.is_none());
+        assert_eq!(ok.server.heartbeat_send, Duration::ZERO);
+    }
+
+    #[test]
+    fn the_api_token_is_never_shown() {
+        let secret = "s3cret-token-0123456789";
+        let settings =
+            load(None, env(&[("STOMPBOX_SERVER_API_TOKEN", secret)]), &[]).expect("valid");
+        assert_eq!(settings.server.api_token.as_deref(), Some(secret));
+        let redacted = settings.redacted();
+        let printed = toml::to_string(&FileConfig::from_config(&redacted)).expect("prints");
+        assert!(!printed.contains(secret), "{printed}");
+        assert!(printed.contains(REDACTED), "{printed}");
+        assert!(!format!("{redacted:?}").contains(secret));
+        let e =
+            load(None, env(&[("STOMPBOX_SERVER_API_TOKEN", "tiny")]), &[]).expect_err("too short");
+        assert!(
+            e.contains("server.api_token") && e.contains("STOMPBOX_SERVER_API_TOKEN"),
+            "{e}"
+        );
+        assert!(!e.contains("tiny"), "{e}");
     }
 
     #[test]
@@ -1034,7 +1349,10 @@ mod tests {
     fn known_keys_cover_every_section() {
         let known = known();
         let sections: Vec<&String> = known.keys().collect();
-        assert_eq!(sections.len(), 4, "{sections:?}");
+        assert_eq!(sections.len(), 6, "{sections:?}");
+        assert!(env_key("STOMPBOX_APP_USER_PREFIX", &known).is_some());
+        assert!(env_key("STOMPBOX_DEMO_CHAT", &known).is_some());
+        assert!(env_key("STOMPBOX_SERVER_API_TOKEN", &known).is_some());
         assert!(env_key("STOMPBOX_SERVER_MAX_CONNECTIONS", &known).is_some());
         assert!(env_key("STOMPBOX_server_tcp", &known).is_some());
         assert!(env_key("STOMPBOX_SERVERTCP", &known).is_none());

@@ -525,6 +525,9 @@ fn flags_override_environment_which_overrides_the_file() {
 
     let server = Server::start(&["--config", file], &[]);
     assert!(server.ws().ends_with("/from-file"), "{:?}", server.fields);
+    // The chat page is told where the endpoint moved to.
+    let (_, page) = http_request(&server.fields["http"], "GET", "/", &[], "");
+    assert!(page.contains(r#"content="/from-file""#), "{page}");
     server.stop();
 
     let env = [
@@ -620,6 +623,245 @@ fn relay_broker_is_refused_clearly() {
     assert!(!status.success());
     assert!(
         err.contains("broker.kind") && err.contains("relay"),
+        "{err}"
+    );
+}
+
+/// A bare HTTP/1.1 request to `addr` (no HTTP client dependency); returns
+/// the status code and the whole response, headers included.
+fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the HTTP listener");
+    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream
+        .write_all(request.as_bytes())
+        .expect("write the request");
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .expect("read the response");
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    (status, response)
+}
+
+#[test]
+fn serve_runs_the_chat_demo_unless_it_is_turned_off() {
+    let server = Server::start(&["--http", "127.0.0.1:0"], &[]);
+    let http = server.fields["http"].clone();
+    let (status, page) = http_request(&http, "GET", "/", &[], "");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<title>stompbox chat</title>"), "{page}");
+    assert!(page.contains(r#"<meta name="stomp-endpoint" content="/ws">"#));
+    let (status, script) = http_request(&http, "GET", "/stomp.js", &[], "");
+    assert_eq!(status, 200);
+    assert!(script.contains("export class StompClient"));
+
+    // The chat's handler answers SENDs to /app/chat/{room} on the room's topic.
+    let mut sub = Proc::spawn(
+        &[
+            "subscribe",
+            "--url",
+            server.ws(),
+            "--destination",
+            "/topic/chat/1",
+            "--count",
+            "1",
+            "--body-only",
+        ],
+        &[],
+    );
+    sub.line_with(Stream::Err, "subscribed to /topic/chat/1");
+    let (status, _, err) = run(
+        &[
+            "send",
+            "--url",
+            server.ws(),
+            "--login",
+            "alice",
+            "--destination",
+            "/app/chat/1",
+            "--content-type",
+            "application/json",
+            r#"{"text":"hello from the CLI"}"#,
+        ],
+        &[],
+    );
+    assert!(status.success(), "send failed: {err}");
+    let (status, out, err) = sub.finish();
+    assert!(status.success(), "subscribe failed: {err}");
+    for expected in [
+        r#""type":"message""#,
+        r#""user":"alice""#,
+        r#""text":"hello from the CLI""#,
+    ] {
+        assert!(out.contains(expected), "no {expected} in {out}");
+    }
+    server.stop();
+
+    let server = Server::start(&["--http", "127.0.0.1:0", "--set", "demo.chat=false"], &[]);
+    let http = server.fields["http"].clone();
+    let (status, page) = http_request(&http, "GET", "/", &[], "");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("STOMP over WebSocket server") && page.contains("<code>/ws</code>"),
+        "{page}"
+    );
+    let (status, _) = http_request(&http, "GET", "/stomp.js", &[], "");
+    assert_eq!(status, 404);
+    // No chat handlers either.
+    let (status, _, err) = run(
+        &[
+            "send",
+            "--url",
+            server.ws(),
+            "--destination",
+            "/app/chat/1",
+            "{}",
+        ],
+        &[],
+    );
+    assert!(!status.success());
+    assert!(err.contains("no application handler"), "{err}");
+    server.stop();
+}
+
+#[test]
+fn an_api_token_turns_on_http_publishing() {
+    let token = "cli-test-token-0123456789";
+    let server = Server::start(
+        &["--http", "127.0.0.1:0"],
+        &[("STOMPBOX_SERVER_API_TOKEN", token)],
+    );
+    let http = server.fields["http"].clone();
+    let mut sub = Proc::spawn(
+        &[
+            "subscribe",
+            "--url",
+            server.ws(),
+            "--destination",
+            "/topic/http",
+            "--count",
+            "1",
+            "--body-only",
+        ],
+        &[],
+    );
+    sub.line_with(Stream::Err, "subscribed to /topic/http");
+    let body = r#"{"destination":"/topic/http","body":"published over HTTP"}"#;
+    let (status, response) = http_request(&http, "POST", "/api/publish", &[], body);
+    assert_eq!(status, 401, "{response}");
+    let bearer = format!("Authorization: Bearer {token}");
+    let (status, response) = http_request(
+        &http,
+        "POST",
+        "/api/publish",
+        &[&bearer, "Content-Type: application/json"],
+        body,
+    );
+    assert_eq!(status, 202, "{response}");
+    let (status, out, err) = sub.finish();
+    assert!(status.success(), "{err}");
+    assert_eq!(out.trim(), "published over HTTP");
+    let (status, err) = server.stop();
+    assert!(status.success(), "{err}");
+    assert!(!err.contains(token), "the token was logged:\n{err}");
+
+    // Without a token the endpoint does not exist.
+    let server = Server::start(&["--http", "127.0.0.1:0"], &[]);
+    let (status, _) = http_request(
+        &server.fields["http"],
+        "POST",
+        "/api/publish",
+        &[&bearer],
+        body,
+    );
+    assert_eq!(status, 404);
+    server.stop();
+}
+
+#[test]
+fn check_shows_app_and_demo_settings_but_not_the_token() {
+    let token = "check-test-token-0123456789";
+    let (status, out, err) = run(
+        &[
+            "serve",
+            "--check",
+            "--set",
+            "app.prefixes=/svc",
+            "--set",
+            "demo.chat=false",
+        ],
+        &[("STOMPBOX_SERVER_API_TOKEN", token)],
+    );
+    assert!(status.success(), "{err}");
+    for expected in [
+        "[app]\n",
+        "prefixes = [\"/svc\"]\n",
+        "user_prefix = \"/user\"\n",
+        "[demo]\n",
+        "chat = false\n",
+        "api_token = \"(set; not shown)\"\n",
+    ] {
+        assert!(out.contains(expected), "no {expected:?} in\n{out}");
+    }
+    assert!(!out.contains(token), "{out}");
+}
+
+#[test]
+fn app_settings_that_cannot_work_stop_start_up_naming_the_field() {
+    let (status, _, err) = run(
+        &[
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--set",
+            "app.prefixes=/topic",
+        ],
+        &[],
+    );
+    assert!(!status.success());
+    assert!(
+        err.contains("app.prefixes")
+            && err.contains("overlaps")
+            && err.contains("--set app.prefixes"),
+        "{err}"
+    );
+
+    // The chat demo's page needs the default prefixes.
+    let (status, _, err) = run(
+        &["serve", "--http", "127.0.0.1:0"],
+        &[("STOMPBOX_APP_PREFIXES", "/svc")],
+    );
+    assert!(!status.success());
+    assert!(err.contains("demo.chat") && err.contains("/app"), "{err}");
+
+    let (status, _, err) = run(
+        &["serve", "--http", "127.0.0.1:0"],
+        &[("STOMPBOX_SERVER_API_TOKEN", "short")],
+    );
+    assert!(!status.success());
+    assert!(
+        err.contains("server.api_token") && err.contains("STOMPBOX_SERVER_API_TOKEN"),
         "{err}"
     );
 }

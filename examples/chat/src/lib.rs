@@ -1,0 +1,642 @@
+//! A chat on stompbox, written the way an application uses the library:
+//! handlers for application destinations, lifecycle hooks for presence, the
+//! messaging handle for notices, and an HTTP route for the page.
+//!
+//! It is the Spring example of many STOMP tutorials (a `@MessageMapping`
+//! for `/app/chat/{room}` whose return value goes to `/topic/chat/{room}`),
+//! plus what a real chat needs around it.
+//!
+//! What the page in `web/` (or any STOMP client) does:
+//!
+//! | Frame       | Destination                 | What happens                                            |
+//! |-------------|-----------------------------|---------------------------------------------------------|
+//! | CONNECT     | `login: NAME` (optional)    | the user's chat name; without it, an anonymous `guest-…` |
+//! | SUBSCRIBE   | `/user/queue/errors`        | this session's errors, as `{"error", "destination"}`    |
+//! | SUBSCRIBE   | `/topic/chat/{room}`        | the room's live events; the others get a `join` notice  |
+//! | SUBSCRIBE   | `/app/chat/{room}/history`  | one reply to this subscriber: the room's last messages  |
+//! | SEND        | `/app/chat/{room}` `{"text"}` | a `message` event to everyone in the room            |
+//! | UNSUBSCRIBE, DISCONNECT |                 | a `leave` notice to the room                            |
+//!
+//! Every event is JSON with a `type`: see [`Event`].
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use stompbox_chat::ChatState;
+//!
+//! let chat = ChatState::new();
+//! let server = stompbox::Server::builder(stompbox::ServerConfig::default())
+//!     .app(stompbox_chat::app(&chat))
+//!     .routes(stompbox_chat::routes())
+//!     .bind()
+//!     .await?;
+//! // The hooks publish join/leave notices through the server's messaging
+//! // handle, which exists only once the server is built.
+//! chat.attach(server.messaging());
+//! server.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+use axum::body::Bytes;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+use stompbox::HttpRouter;
+use stompbox::app::{
+    App, ConnectInfo, Json, Messaging, Path, Reject, SessionInfo, State, SubscriptionInfo, User,
+};
+
+/// Longest user name, in characters.
+pub const MAX_NAME_CHARS: usize = 32;
+/// Longest room name, in characters.
+pub const MAX_ROOM_CHARS: usize = 32;
+/// Longest message text, in characters.
+pub const MAX_TEXT_CHARS: usize = 500;
+/// Messages kept per room for the history reply.
+pub const HISTORY_LEN: usize = 50;
+/// Rooms whose history is kept; past it the least recently used room's
+/// history is forgotten, so inventing room names cannot exhaust memory.
+pub const MAX_ROOMS: usize = 1_000;
+/// Room subscriptions one connection may hold at once; bounds the presence
+/// records a client can make the server keep.
+pub const MAX_ROOMS_PER_SESSION: usize = 16;
+
+/// Names reserved for anonymous users, so nobody can log in as one.
+const GUEST_PREFIX: &str = "guest-";
+
+/// The topic of a room is this plus the room name. Handler replies go to
+/// the broker's first topic prefix plus the SEND's path, so with the default
+/// `/topic/` and `/app` prefixes `/app/chat/1` publishes to `/topic/chat/1`.
+pub const ROOM_TOPIC_PREFIX: &str = "/topic/chat/";
+
+/// A message someone said in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Increasing per server run; with `time`, lets a client drop a message
+    /// it already shows (a history reply after a reconnect overlaps).
+    pub id: u64,
+    /// The room.
+    pub room: String,
+    /// Who said it.
+    pub user: String,
+    /// What they said.
+    pub text: String,
+    /// When the server received it, in milliseconds since the Unix epoch.
+    pub time: u64,
+}
+
+/// Everything the server sends to a room's subscribers, as JSON tagged by
+/// `type`: `{"type":"message","id":1,"room":"1","user":"alice","text":"hi","time":…}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Event {
+    /// A chat message, on `/topic/chat/{room}`.
+    Message(ChatMessage),
+    /// Someone subscribed to the room, on `/topic/chat/{room}`.
+    Join {
+        /// The room.
+        room: String,
+        /// Who joined.
+        user: String,
+        /// When, in milliseconds since the Unix epoch.
+        time: u64,
+    },
+    /// Someone unsubscribed from the room or disconnected.
+    Leave {
+        /// The room.
+        room: String,
+        /// Who left.
+        user: String,
+        /// When, in milliseconds since the Unix epoch.
+        time: u64,
+    },
+    /// The reply to a SUBSCRIBE to `/app/chat/{room}/history`: the room's
+    /// most recent messages, oldest first.
+    History {
+        /// The room.
+        room: String,
+        /// At most [`HISTORY_LEN`] messages.
+        messages: Vec<ChatMessage>,
+    },
+}
+
+/// The chat's shared state: recent messages per room, who is in which
+/// room, and the handle to publish notices with. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct ChatState {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ChatState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatState")
+            .field("attached", &self.inner.messaging.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    rooms: Mutex<Rooms>,
+    /// Session id → the room subscriptions of that session.
+    members: Mutex<HashMap<Arc<str>, Member>>,
+    /// Set once by [`ChatState::attach`].
+    messaging: OnceLock<Messaging>,
+    warned_unattached: AtomicBool,
+}
+
+#[derive(Default)]
+struct Rooms {
+    by_name: HashMap<String, Room>,
+    next_id: u64,
+    /// A counter, not a time: orders rooms by last use for eviction.
+    clock: u64,
+}
+
+struct Room {
+    messages: VecDeque<ChatMessage>,
+    last_used: u64,
+}
+
+struct Member {
+    /// The name notices show.
+    user: String,
+    /// Subscription id → room.
+    subscriptions: HashMap<String, String>,
+}
+
+/// Locks even a mutex a panicking thread left poisoned: every update here
+/// leaves the data consistent, so what is inside is still good.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl ChatState {
+    /// An empty chat.
+    pub fn new() -> ChatState {
+        ChatState::default()
+    }
+
+    /// Gives the chat the server's messaging handle, for the join and leave
+    /// notices its hooks publish.
+    ///
+    /// Hooks, unlike handlers, are not given a [`Messaging`], and the handle
+    /// only exists once the server is built from the app: so the app is
+    /// built first and handed the handle afterwards. Call it right after
+    /// `bind()`, before the server runs. A second call is ignored.
+    pub fn attach(&self, messaging: Messaging) {
+        if self.inner.messaging.set(messaging).is_err() {
+            tracing::debug!("chat: attach called again; keeping the first messaging handle");
+        }
+    }
+
+    /// The last [`HISTORY_LEN`] messages of `room`, oldest first.
+    pub fn history(&self, room: &str) -> Vec<ChatMessage> {
+        let mut rooms = lock(&self.inner.rooms);
+        rooms.clock += 1;
+        let clock = rooms.clock;
+        match rooms.by_name.get_mut(room) {
+            Some(r) => {
+                r.last_used = clock;
+                r.messages.iter().cloned().collect()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Stores a new message in its room's history and returns it.
+    fn record(&self, room: &str, user: &str, text: &str) -> ChatMessage {
+        let mut rooms = lock(&self.inner.rooms);
+        rooms.next_id += 1;
+        rooms.clock += 1;
+        let (id, clock) = (rooms.next_id, rooms.clock);
+        if !rooms.by_name.contains_key(room) && rooms.by_name.len() >= MAX_ROOMS {
+            // A linear scan, but only when a new room pushes an old one out.
+            let oldest = rooms
+                .by_name
+                .iter()
+                .min_by_key(|(_, r)| r.last_used)
+                .map(|(name, _)| name.clone());
+            if let Some(oldest) = oldest {
+                rooms.by_name.remove(&oldest);
+            }
+        }
+        let entry = rooms
+            .by_name
+            .entry(room.to_owned())
+            .or_insert_with(|| Room {
+                messages: VecDeque::with_capacity(HISTORY_LEN),
+                last_used: clock,
+            });
+        entry.last_used = clock;
+        if entry.messages.len() == HISTORY_LEN {
+            entry.messages.pop_front();
+        }
+        let message = ChatMessage {
+            id,
+            room: room.to_owned(),
+            user: user.to_owned(),
+            text: text.to_owned(),
+            time: now_ms(),
+        };
+        entry.messages.push_back(message.clone());
+        message
+    }
+
+    /// Publishes a notice to the room's topic. A notice that cannot be
+    /// published is logged, not fatal: the chat itself still works.
+    async fn announce(&self, room: &str, event: Event) {
+        let Some(messaging) = self.inner.messaging.get() else {
+            if !self.inner.warned_unattached.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "chat: no join/leave notices, as ChatState::attach was not called after bind()"
+                );
+            }
+            return;
+        };
+        let topic = format!("{ROOM_TOPIC_PREFIX}{room}");
+        if let Err(e) = messaging.publish_json(&topic, &event).await {
+            tracing::warn!(%topic, error = %e, "chat: could not publish a notice");
+        }
+    }
+
+    /// The subscribe hook: a subscription to a room's topic is joining it.
+    async fn subscribed(&self, info: SubscriptionInfo) -> Result<(), Reject> {
+        let Some(room) = room_of_topic(&info.destination) else {
+            return Ok(());
+        };
+        check_room(room).map_err(Reject)?;
+        let user = display_name(&info.user);
+        let first_in_room = {
+            let mut members = lock(&self.inner.members);
+            let member = members
+                .entry(Arc::clone(&info.session_id))
+                .or_insert_with(|| Member {
+                    user: user.clone(),
+                    subscriptions: HashMap::new(),
+                });
+            if member.subscriptions.len() >= MAX_ROOMS_PER_SESSION {
+                return Err(Reject::new(format!(
+                    "a connection can be in at most {MAX_ROOMS_PER_SESSION} rooms at once; unsubscribe from one first"
+                )));
+            }
+            let first = !member.subscriptions.values().any(|r| r == room);
+            member.subscriptions.insert(info.id, room.to_owned());
+            first
+        };
+        // A second subscription of the same session to the same room is no
+        // news. The subscriber itself does not see its own join: the hook
+        // runs before its subscription exists (the page says "you joined").
+        if first_in_room {
+            let event = Event::Join {
+                room: room.to_owned(),
+                user,
+                time: now_ms(),
+            };
+            self.announce(room, event).await;
+        }
+        Ok(())
+    }
+
+    /// The unsubscribe hook: leaving a room's topic is leaving the room.
+    async fn unsubscribed(&self, info: SubscriptionInfo) {
+        let left = {
+            let mut members = lock(&self.inner.members);
+            let Some(member) = members.get_mut(&info.session_id) else {
+                return;
+            };
+            let Some(room) = member.subscriptions.remove(&info.id) else {
+                return;
+            };
+            let still_in = member.subscriptions.values().any(|r| *r == room);
+            let user = member.user.clone();
+            if member.subscriptions.is_empty() {
+                members.remove(&info.session_id);
+            }
+            (!still_in).then_some((room, user))
+        };
+        if let Some((room, user)) = left {
+            let event = Event::Leave {
+                room: room.clone(),
+                user,
+                time: now_ms(),
+            };
+            self.announce(&room, event).await;
+        }
+    }
+
+    /// The disconnect hook: however a session ends, it leaves every room.
+    async fn disconnected(&self, info: SessionInfo) {
+        let Some(member) = lock(&self.inner.members).remove(&info.session_id) else {
+            return;
+        };
+        let rooms: HashSet<String> = member.subscriptions.into_values().collect();
+        for room in rooms {
+            let event = Event::Leave {
+                room: room.clone(),
+                user: member.user.clone(),
+                time: now_ms(),
+            };
+            self.announce(&room, event).await;
+        }
+    }
+}
+
+/// The room of `/topic/chat/{room}`; `None` for any other destination.
+fn room_of_topic(destination: &str) -> Option<&str> {
+    destination
+        .strip_prefix(ROOM_TOPIC_PREFIX)
+        .filter(|room| !room.contains('/'))
+}
+
+/// Quotes a client-given value in an error, cut short if it is long.
+fn quoted(value: &str) -> String {
+    const SHOWN: usize = 40;
+    match value.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("'{}…'", &value[..end]),
+        None => format!("'{value}'"),
+    }
+}
+
+/// Room names are plain ASCII words: they appear in destinations and URLs.
+fn check_room(room: &str) -> Result<(), String> {
+    let ok = (1..=MAX_ROOM_CHARS).contains(&room.len())
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not a room name: use 1 to {MAX_ROOM_CHARS} letters, digits, '_' or '-'",
+            quoted(room)
+        ))
+    }
+}
+
+/// User names may be in any script (letters and digits of any language),
+/// but no spaces, punctuation or control characters, so one name cannot
+/// pass for another and notices read unambiguously.
+fn check_name(name: &str) -> Result<(), String> {
+    let chars = name.chars().count();
+    let ok = (1..=MAX_NAME_CHARS).contains(&chars)
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+    if !ok {
+        return Err(format!(
+            "{} is not a valid chat name: use 1 to {MAX_NAME_CHARS} letters, digits, '_' or '-' \
+             (or no login to chat anonymously)",
+            quoted(name)
+        ));
+    }
+    if name
+        .get(..GUEST_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(GUEST_PREFIX))
+    {
+        return Err(format!(
+            "names starting with '{GUEST_PREFIX}' are kept for anonymous users; choose another"
+        ));
+    }
+    Ok(())
+}
+
+/// The name others see: the login, or for an anonymous session (whose
+/// user is its session id) `guest-` and the id's first 8 digits.
+fn display_name(user: &User) -> String {
+    if user.is_authenticated() {
+        user.name().to_owned()
+    } else {
+        let id = user.name();
+        format!("{GUEST_PREFIX}{}", id.get(..8).unwrap_or(id))
+    }
+}
+
+/// The connect hook: the CONNECT `login` header is the user's name. This
+/// demo checks names, not passwords: a real application would verify the
+/// `passcode` (or a token) here and reject a wrong one the same way.
+async fn authenticate(info: ConnectInfo) -> Result<Option<String>, Reject> {
+    match info.login {
+        None => Ok(None),
+        Some(name) => {
+            check_name(&name).map_err(Reject)?;
+            Ok(Some(name))
+        }
+    }
+}
+
+/// The body of a SEND to `/app/chat/{room}`.
+#[derive(Debug, Deserialize)]
+struct Post {
+    text: String,
+}
+
+/// SEND `/app/chat/{room}` with `{"text": "…"}`. The reply is published to
+/// `/topic/chat/{room}` (the default for a SEND handler's reply); an `Err`
+/// goes only to the sender, at `/user/queue/errors`.
+async fn post(
+    Path(room): Path<String>,
+    user: User,
+    State(chat): State<ChatState>,
+    Json(post): Json<Post>,
+) -> Result<Json<Event>, String> {
+    check_room(&room)?;
+    let text = post.text.trim();
+    if text.is_empty() {
+        return Err("a message needs some text".into());
+    }
+    let chars = text.chars().count();
+    if chars > MAX_TEXT_CHARS {
+        return Err(format!(
+            "a message can be at most {MAX_TEXT_CHARS} characters (this one has {chars})"
+        ));
+    }
+    let message = chat.record(&room, &display_name(&user), text);
+    Ok(Json(Event::Message(message)))
+}
+
+/// SUBSCRIBE `/app/chat/{room}/history`: a subscribe handler's reply goes
+/// straight to that subscriber, once, so history never reaches the room.
+async fn history(
+    Path(room): Path<String>,
+    State(chat): State<ChatState>,
+) -> Result<Json<Event>, String> {
+    check_room(&room)?;
+    let messages = chat.history(&room);
+    Ok(Json(Event::History { room, messages }))
+}
+
+/// The chat application. Call [`ChatState::attach`] with the server's
+/// messaging handle once it is bound, for join and leave notices.
+pub fn app(chat: &ChatState) -> App<ChatState> {
+    // Hooks are plain closures (they take no extractors), so each captures
+    // its own clone of the state.
+    let (on_subscribe, on_unsubscribe, on_disconnect) = (chat.clone(), chat.clone(), chat.clone());
+    App::with_state(chat.clone())
+        .message("/chat/{room}", post)
+        .subscribe("/chat/{room}/history", history)
+        .on_connect(authenticate)
+        .on_subscribe(move |info| {
+            let chat = on_subscribe.clone();
+            async move { chat.subscribed(info).await }
+        })
+        .on_unsubscribe(move |info| {
+            let chat = on_unsubscribe.clone();
+            async move { chat.unsubscribed(info).await }
+        })
+        .on_disconnect(move |info| {
+            let chat = on_disconnect.clone();
+            async move { chat.disconnected(info).await }
+        })
+}
+
+const INDEX_HTML: &str = include_str!("../web/index.html");
+const STOMP_JS: &str = include_str!("../web/stomp.js");
+
+/// The page (`/`) and its STOMP client (`/stomp.js`), for a server whose
+/// WebSocket endpoint is the default `/ws`.
+pub fn routes() -> HttpRouter {
+    routes_for("/ws")
+}
+
+/// As [`routes`], for a server whose WebSocket endpoint is `ws_path`.
+pub fn routes_for(ws_path: &str) -> HttpRouter {
+    let page = Bytes::from(INDEX_HTML.replace("{{ws_path}}", &escape_attribute(ws_path)));
+    HttpRouter::new()
+        .route(
+            "/",
+            get(move || {
+                let page = page.clone();
+                async move { asset("text/html; charset=utf-8", page) }
+            }),
+        )
+        .route(
+            "/stomp.js",
+            get(|| async { asset("text/javascript; charset=utf-8", Bytes::from(STOMP_JS)) }),
+        )
+}
+
+fn asset(content_type: &'static str, body: Bytes) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            // Always revalidate: the files change with the binary.
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+}
+
+fn escape_attribute(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_rooms_are_checked() {
+        for ok in ["alice", "Bob_2", "x-y", "윤서", &"a".repeat(MAX_NAME_CHARS)] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a:b",
+            "tab\t",
+            &"a".repeat(MAX_NAME_CHARS + 1),
+            "guest-1",
+            "GUEST-abc",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        for ok in ["1", "general", "a_b-C", &"r".repeat(MAX_ROOM_CHARS)] {
+            assert!(check_room(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "a/b", "*", "방", &"r".repeat(MAX_ROOM_CHARS + 1)] {
+            assert!(check_room(bad).is_err(), "{bad:?}");
+        }
+        let long = check_room(&"x".repeat(1000)).expect_err("too long");
+        assert!(long.len() < 200, "{long}");
+    }
+
+    #[test]
+    fn room_topics_are_recognised() {
+        assert_eq!(room_of_topic("/topic/chat/1"), Some("1"));
+        assert_eq!(room_of_topic("/topic/chat/"), Some(""));
+        assert_eq!(room_of_topic("/topic/chat/1/x"), None);
+        assert_eq!(room_of_topic("/topic/news"), None);
+        assert_eq!(room_of_topic("/app/chat/1/history"), None);
+    }
+
+    #[test]
+    fn history_is_bounded_per_room_and_in_rooms() {
+        let chat = ChatState::new();
+        for i in 0..HISTORY_LEN + 5 {
+            chat.record("1", "alice", &format!("m{i}"));
+        }
+        let history = chat.history("1");
+        assert_eq!(history.len(), HISTORY_LEN);
+        assert_eq!(history[0].text, "m5");
+        assert!(history.windows(2).all(|w| w[0].id < w[1].id));
+
+        // Filling up the rooms evicts the least recently used one: room "1"
+        // was just read, so room "r0" goes first.
+        for i in 0..MAX_ROOMS - 1 {
+            chat.record(&format!("r{i}"), "bob", "hi");
+        }
+        chat.history("1");
+        chat.record("one-more", "bob", "hi");
+        assert_eq!(chat.history("1").len(), HISTORY_LEN);
+        assert!(chat.history("r0").is_empty());
+        assert_eq!(chat.history("r1").len(), 1);
+        assert_eq!(lock(&chat.inner.rooms).by_name.len(), MAX_ROOMS);
+    }
+
+    #[test]
+    fn events_are_tagged_json() {
+        let event = Event::Join {
+            room: "1".into(),
+            user: "alice".into(),
+            time: 5,
+        };
+        assert_eq!(
+            serde_json::to_string(&event).expect("serializes"),
+            r#"{"type":"join","room":"1","user":"alice","time":5}"#
+        );
+        let message = Event::Message(ChatMessage {
+            id: 1,
+            room: "1".into(),
+            user: "alice".into(),
+            text: "hi".into(),
+            time: 5,
+        });
+        let json = serde_json::to_string(&message).expect("serializes");
+        assert!(json.starts_with(r#"{"type":"message","id":1,"#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<Event>(&json).expect("parses"),
+            message
+        );
+    }
+
+    #[test]
+    fn the_page_gets_the_endpoint() {
+        assert!(INDEX_HTML.contains("{{ws_path}}"));
+        assert_eq!(escape_attribute("/a\"<b>&"), "/a&quot;&lt;b&gt;&amp;");
+    }
+}

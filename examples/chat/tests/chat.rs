@@ -1,0 +1,410 @@
+//! The chat over a real server: STOMP clients connect, join rooms, talk,
+//! and see exactly what the page would.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+use stompbox::client::{Client, ClientError};
+use stompbox::codec::{Command, Frame};
+use stompbox::{Server, ServerConfig, ServerHandle};
+use stompbox_chat::{ChatMessage, ChatState, Event, HISTORY_LEN, MAX_ROOMS_PER_SESSION};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Chat {
+    server: ServerHandle,
+    ws: String,
+}
+
+async fn start() -> Chat {
+    let mut config = ServerConfig::default();
+    config.http_addr = ([127, 0, 0, 1], 0).into();
+    let chat = ChatState::new();
+    let server = Server::builder(config)
+        .app(stompbox_chat::app(&chat))
+        .routes(stompbox_chat::routes())
+        .bind()
+        .await
+        .expect("bind");
+    chat.attach(server.messaging());
+    let server = server.spawn();
+    let addr = server.http_addr().expect("bound address");
+    Chat {
+        server,
+        ws: format!("ws://{addr}/ws"),
+    }
+}
+
+/// A chat participant: a raw STOMP client that keeps frames that arrived
+/// while it waited for a receipt.
+struct Peer {
+    client: Client,
+    buffered: VecDeque<Frame>,
+    next: u32,
+}
+
+impl Peer {
+    async fn join(chat: &Chat, login: Option<&str>) -> Peer {
+        let headers: Vec<(&str, &str)> = login.map(|l| ("login", l)).into_iter().collect();
+        let (client, _) = Client::connect(&chat.ws, &headers).await.expect("connect");
+        let mut peer = Peer {
+            client,
+            buffered: VecDeque::new(),
+            next: 0,
+        };
+        peer.subscribe("/user/queue/errors").await;
+        peer
+    }
+
+    fn id(&mut self) -> String {
+        self.next += 1;
+        format!("s{}", self.next)
+    }
+
+    /// Sends `frame` with a receipt and waits for it.
+    async fn confirmed(&mut self, frame: Frame) {
+        let receipt = self.id();
+        self.client
+            .send(&frame.header("receipt", &receipt))
+            .await
+            .expect("send");
+        loop {
+            let frame = self.frame().await;
+            match frame.command {
+                Command::Receipt if frame.headers.get("receipt-id") == Some(&receipt) => return,
+                Command::Message => self.buffered.push_back(frame),
+                _ => panic!("expected RECEIPT {receipt}, got {frame:?}"),
+            }
+        }
+    }
+
+    async fn frame(&mut self) -> Frame {
+        match self.client.next_frame_within(WAIT).await {
+            Ok(Some(frame)) => frame,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    /// Subscribes (with a receipt) and returns the subscription id.
+    async fn subscribe(&mut self, destination: &str) -> String {
+        let id = self.id();
+        let frame = Frame::new(Command::Subscribe)
+            .header("id", &id)
+            .header("destination", destination);
+        self.confirmed(frame).await;
+        id
+    }
+
+    async fn unsubscribe(&mut self, id: &str) {
+        self.confirmed(Frame::new(Command::Unsubscribe).header("id", id))
+            .await;
+    }
+
+    async fn say(&mut self, room: &str, json: &str) {
+        let frame = Frame::new(Command::Send)
+            .header("destination", &format!("/app/chat/{room}"))
+            .header("content-type", "application/json")
+            .body(json.to_owned());
+        self.client.send(&frame).await.expect("send");
+    }
+
+    /// The next MESSAGE frame.
+    async fn message(&mut self) -> Frame {
+        if let Some(frame) = self.buffered.pop_front() {
+            return frame;
+        }
+        let frame = self.frame().await;
+        assert_eq!(frame.command, Command::Message, "{frame:?}");
+        frame
+    }
+
+    /// The next chat event.
+    async fn event(&mut self) -> Event {
+        let frame = self.message().await;
+        serde_json::from_slice(&frame.body)
+            .unwrap_or_else(|e| panic!("not a chat event ({e}): {frame:?}"))
+    }
+
+    async fn chat_message(&mut self) -> ChatMessage {
+        match self.event().await {
+            Event::Message(message) => message,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// The next error at /user/queue/errors.
+    async fn error(&mut self) -> String {
+        let frame = self.message().await;
+        assert!(
+            frame
+                .headers
+                .get("destination")
+                .is_some_and(|d| d.ends_with("/queue/errors")),
+            "{frame:?}"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&frame.body).expect("JSON error");
+        body["error"].as_str().expect("error text").to_owned()
+    }
+}
+
+#[tokio::test]
+async fn a_message_reaches_everyone_in_its_room_and_nobody_else() {
+    let chat = start().await;
+    let mut alice = Peer::join(&chat, Some("alice")).await;
+    let mut bob = Peer::join(&chat, Some("bob")).await;
+    let mut carol = Peer::join(&chat, Some("carol")).await;
+    alice.subscribe("/topic/chat/1").await;
+    bob.subscribe("/topic/chat/1").await;
+    carol.subscribe("/topic/chat/2").await;
+    // Bob's arrival is news to Alice, not to Bob himself.
+    assert!(
+        matches!(alice.event().await, Event::Join { ref room, ref user, .. } if room == "1" && user == "bob")
+    );
+
+    alice.say("1", r#"{"text":"  hello, room 1  "}"#).await;
+    let said = alice.chat_message().await;
+    assert_eq!(
+        (said.room.as_str(), said.user.as_str(), said.text.as_str()),
+        ("1", "alice", "hello, room 1")
+    );
+    assert_eq!(bob.chat_message().await, said);
+    bob.say("1", r#"{"text":"hi alice"}"#).await;
+    assert_eq!(alice.chat_message().await.text, "hi alice");
+    assert_eq!(bob.chat_message().await.text, "hi alice");
+
+    // Carol, in room 2, saw none of it: the first thing she gets is room 2's.
+    bob.say("2", r#"{"text":"anyone in 2?"}"#).await;
+    let first = carol.chat_message().await;
+    assert_eq!(
+        (first.room.as_str(), first.text.as_str()),
+        ("2", "anyone in 2?")
+    );
+    chat.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn bad_messages_and_rooms_are_errors_for_the_sender_only() {
+    let chat = start().await;
+    let mut alice = Peer::join(&chat, Some("alice")).await;
+    let mut bob = Peer::join(&chat, Some("bob")).await;
+    bob.subscribe("/topic/chat/1").await;
+
+    alice.say("1", r#"{"text":"   "}"#).await;
+    assert_eq!(alice.error().await, "a message needs some text");
+    alice
+        .say("1", &format!(r#"{{"text":"{}"}}"#, "é".repeat(501)))
+        .await;
+    let e = alice.error().await;
+    assert!(
+        e.contains("at most 500 characters") && e.contains("501"),
+        "{e}"
+    );
+    alice.say("1", "not json").await;
+    assert!(alice.error().await.contains("invalid JSON"));
+    alice.say("a%20b", r#"{"text":"x"}"#).await;
+    assert!(alice.error().await.contains("is not a room name"));
+    alice.say(&"r".repeat(33), r#"{"text":"x"}"#).await;
+    assert!(alice.error().await.contains("is not a room name"));
+
+    // Exactly 500 characters is fine, and it is the first thing Bob sees.
+    let longest = "é".repeat(500);
+    alice.say("1", &format!(r#"{{"text":"{longest}"}}"#)).await;
+    assert_eq!(bob.chat_message().await.text, longest);
+    chat.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn history_replies_to_the_subscriber_with_the_last_messages_of_the_room() {
+    let chat = start().await;
+    let mut alice = Peer::join(&chat, Some("alice")).await;
+    for i in 0..HISTORY_LEN + 5 {
+        alice.say("1", &format!(r#"{{"text":"m{i}"}}"#)).await;
+    }
+    alice.say("2", r#"{"text":"elsewhere"}"#).await;
+    // Every SEND is handled in order; a receipt after them means all are in.
+    alice
+        .confirmed(Frame::new(Command::Send).header("destination", "/topic/sync"))
+        .await;
+
+    let mut bob = Peer::join(&chat, Some("bob")).await;
+    let id = bob.id();
+    bob.client
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("id", &id)
+                .header("destination", "/app/chat/1/history"),
+        )
+        .await
+        .expect("subscribe");
+    let frame = bob.message().await;
+    assert_eq!(frame.headers.get("subscription"), Some(id.as_str()));
+    let Event::History { room, messages } = serde_json::from_slice(&frame.body).expect("event")
+    else {
+        panic!("expected history: {frame:?}");
+    };
+    assert_eq!(room, "1");
+    let texts: Vec<&str> = messages.iter().map(|m| m.text.as_str()).collect();
+    let expected: Vec<String> = (5..HISTORY_LEN + 5).map(|i| format!("m{i}")).collect();
+    assert_eq!(texts, expected);
+    assert!(messages.iter().all(|m| m.user == "alice" && m.room == "1"));
+
+    // An empty room has an empty history; a bad name is an error.
+    bob.subscribe("/app/chat/empty/history").await;
+    assert!(matches!(bob.event().await, Event::History { messages, .. } if messages.is_empty()));
+    bob.subscribe("/app/chat/no%20such/history").await;
+    assert!(bob.error().await.contains("is not a room name"));
+    chat.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn join_and_leave_notices_follow_subscriptions_and_disconnects() {
+    let chat = start().await;
+    let mut alice = Peer::join(&chat, Some("alice")).await;
+    alice.subscribe("/topic/chat/1").await;
+
+    let mut bob = Peer::join(&chat, Some("bob")).await;
+    let sub = bob.subscribe("/topic/chat/1").await;
+    // A second subscription to the same room is not a second arrival...
+    let again = bob.subscribe("/topic/chat/1").await;
+    assert!(matches!(alice.event().await, Event::Join { user, .. } if user == "bob"));
+    bob.unsubscribe(&again).await;
+    // ...and dropping one of two is not leaving.
+    bob.unsubscribe(&sub).await;
+    assert!(matches!(alice.event().await, Event::Leave { user, .. } if user == "bob"));
+
+    bob.subscribe("/topic/chat/1").await;
+    assert!(matches!(alice.event().await, Event::Join { user, .. } if user == "bob"));
+    // However a session ends, it leaves its rooms.
+    drop(bob);
+    assert!(
+        matches!(alice.event().await, Event::Leave { room, user, .. } if room == "1" && user == "bob")
+    );
+
+    // An anonymous user is a guest named after its session.
+    let mut guest = Peer::join(&chat, None).await;
+    guest.subscribe("/topic/chat/1").await;
+    let Event::Join { user, .. } = alice.event().await else {
+        panic!("expected a join");
+    };
+    assert!(
+        user.starts_with("guest-") && user.len() == "guest-".len() + 8,
+        "{user}"
+    );
+    guest.say("1", r#"{"text":"hi"}"#).await;
+    assert_eq!(alice.chat_message().await.user, user);
+    chat.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn room_subscriptions_are_checked_and_bounded() {
+    let chat = start().await;
+    let mut alice = Peer::join(&chat, Some("alice")).await;
+    for i in 0..MAX_ROOMS_PER_SESSION {
+        alice.subscribe(&format!("/topic/chat/{i}")).await;
+    }
+    // Past the limit the SUBSCRIBE is refused with an ERROR.
+    alice
+        .client
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("id", "one-too-many")
+                .header("destination", "/topic/chat/more"),
+        )
+        .await
+        .expect("send");
+    let error = alice.frame().await;
+    assert_eq!(error.command, Command::Error);
+    assert!(
+        error
+            .headers
+            .get("message")
+            .is_some_and(|m| m.contains("at most")),
+        "{error:?}"
+    );
+
+    let mut bob = Peer::join(&chat, Some("bob")).await;
+    bob.client
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("id", "x")
+                .header("destination", "/topic/chat/not a room"),
+        )
+        .await
+        .expect("send");
+    let error = bob.frame().await;
+    assert_eq!(error.command, Command::Error);
+    assert!(
+        error
+            .headers
+            .get("message")
+            .is_some_and(|m| m.contains("not a room name")),
+        "{error:?}"
+    );
+    chat.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn logins_must_be_valid_names() {
+    let chat = start().await;
+    for bad in ["two words", "a:b", "guest-12345678", &"n".repeat(33)] {
+        match Client::connect(&chat.ws, &[("login", bad)]).await {
+            Err(ClientError::Server(message)) => {
+                assert!(
+                    message.contains("not a valid chat name") || message.contains("anonymous"),
+                    "{bad}: {message}"
+                );
+            }
+            other => panic!("{bad}: expected a refusal, got {other:?}"),
+        }
+    }
+    let mut yunseo = Peer::join(&chat, Some("윤서")).await;
+    yunseo.subscribe("/topic/chat/1").await;
+    yunseo.say("1", r#"{"text":"안녕하세요"}"#).await;
+    let said = yunseo.chat_message().await;
+    assert_eq!(
+        (said.user.as_str(), said.text.as_str()),
+        ("윤서", "안녕하세요")
+    );
+    chat.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn the_page_and_its_client_are_served() {
+    let chat = start().await;
+    let addr = chat.server.http_addr().expect("address");
+    for (path, content_type, needle) in [
+        (
+            "/",
+            "text/html",
+            "<meta name=\"stomp-endpoint\" content=\"/ws\">",
+        ),
+        ("/stomp.js", "text/javascript", "export class StompClient"),
+    ] {
+        let response = http_get(addr, path).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{path}: {response}");
+        assert!(
+            response
+                .to_ascii_lowercase()
+                .contains(&format!("content-type: {content_type}")),
+            "{path}: {response}"
+        );
+        assert!(response.contains(needle), "{path}");
+    }
+    chat.server.shutdown().await.expect("shutdown");
+}
+
+/// A bare HTTP/1.1 GET, to keep an HTTP client out of the dependencies.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write request");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .expect("read response");
+    String::from_utf8_lossy(&response).into_owned()
+}
