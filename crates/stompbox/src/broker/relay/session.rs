@@ -110,10 +110,22 @@ impl RelaySession {
     }
 
     /// Attaches a receipt the broker will answer, remembered for the client.
-    fn with_receipt(&mut self, mut frame: Frame, receipt: Option<Bytes>) -> Frame {
+    fn with_receipt(
+        &mut self,
+        mut frame: Frame,
+        receipt: Option<Bytes>,
+    ) -> Result<Frame, BrokerError> {
         if let Some(client_receipt) = receipt {
             let upstream_receipt = self.next("r");
             let mut maps = lock(&self.maps);
+            // Bounded: a broker that stops answering receipts must not make
+            // this map grow without end.
+            if maps.receipts.len() >= self.config.max_in_flight {
+                return Err(BrokerError::Unavailable(format!(
+                    "too many receipts awaiting the message broker (limit {})",
+                    self.config.max_in_flight
+                )));
+            }
             maps.receipts
                 .insert(upstream_receipt.clone(), client_receipt.clone());
             maps.newest_receipt = Some((upstream_receipt.clone(), client_receipt));
@@ -123,7 +135,7 @@ impl RelaySession {
                 upstream_receipt,
             );
         }
-        frame
+        Ok(frame)
     }
 }
 
@@ -263,7 +275,7 @@ impl BrokerSession for RelaySession {
                 }
             }
             let last = i + 1 == destinations.len();
-            let frame = self.with_receipt(frame, if last { receipt.take() } else { None });
+            let frame = self.with_receipt(frame, if last { receipt.take() } else { None })?;
             lock(&self.maps).subscriptions.insert(
                 upstream_id.clone(),
                 Route {
@@ -294,7 +306,7 @@ impl BrokerSession for RelaySession {
                 .headers
                 .push(Bytes::from_static(header::ID.as_bytes()), upstream_id);
             let frame =
-                self.with_receipt(frame, if i + 1 == count { receipt.take() } else { None });
+                self.with_receipt(frame, if i + 1 == count { receipt.take() } else { None })?;
             self.upstream(&frame)?;
         }
         Ok(())
@@ -319,7 +331,7 @@ impl BrokerSession for RelaySession {
             &message.frame.body.len().to_string(),
         );
         frame.body = message.frame.body;
-        let frame = self.with_receipt(frame, receipt);
+        let frame = self.with_receipt(frame, receipt)?;
         self.upstream(&frame)
     }
 
@@ -363,7 +375,7 @@ impl BrokerSession for RelaySession {
                 message_id.clone(),
             ),
         }
-        let frame = self.with_receipt(frame, receipt);
+        let frame = self.with_receipt(frame, receipt)?;
         self.upstream(&frame)
     }
 }

@@ -235,3 +235,28 @@ fn fail_all(pending: &Mutex<Pending>, reason: &str) {
         ))));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_with_jitter() {
+        let config = RelayConfig {
+            reconnect_initial: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(2),
+            ..RelayConfig::default()
+        };
+        for attempt in 0..20 {
+            let delay = backoff(&config, attempt);
+            let base =
+                Duration::from_millis(100 * 2u64.pow(attempt.min(16))).min(config.reconnect_max);
+            assert!(
+                delay >= base / 2 && delay <= base,
+                "attempt {attempt}: {delay:?} vs {base:?}"
+            );
+        }
+        let spread: std::collections::BTreeSet<_> = (0..20).map(|_| backoff(&config, 3)).collect();
+        assert!(spread.len() > 1, "no jitter");
+    }
+}
