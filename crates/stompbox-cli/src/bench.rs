@@ -1,9 +1,209 @@
-//! `stompbox bench`: the load tool.
+//! `stompbox bench`: the load tool. It measures any STOMP-over-WebSocket
+//! server given by URL (so stompbox and a reference broker such as RabbitMQ
+//! Web-STOMP can be measured by the same code in the same run), or a
+//! `stompbox serve` it starts itself with `--spawn`.
+//!
+//! Every mode prints human-readable lines and, last, one `RESULT {json}` line
+//! with all figures, so scripts need not scrape the prose.
+
+/// Prints a human-readable line unless `--json-only` asked for silence.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {
+        if !$out.quiet {
+            println!($($arg)*);
+        }
+    };
+}
+
+mod conn;
+mod fanout;
+mod idle;
+mod report;
+mod server;
+
+use report::Json;
+use server::SpawnedServer;
+use std::future::Future;
+use std::path::PathBuf;
 
 /// Flags of `stompbox bench`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct BenchArgs {}
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    mode: Mode,
+}
 
-pub(crate) async fn run(_args: BenchArgs) -> Result<(), String> {
-    Err("not yet".into())
+#[derive(Debug, clap::Subcommand)]
+enum Mode {
+    /// One publisher, many subscribers of one topic: deliveries per second,
+    /// end-to-end latency, loss and ordering.
+    Fanout(fanout::FanoutArgs),
+    /// Many idle, subscribed connections: the server's memory per connection.
+    Idle(idle::IdleArgs),
+}
+
+/// Which servers to measure and how to log in; shared by every mode.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct TargetArgs {
+    /// WebSocket URL of a server to measure (ws://host:port/path). Repeat to
+    /// measure several servers one after the other in the same run.
+    #[arg(long = "url", value_name = "URL")]
+    urls: Vec<String>,
+    /// Start `stompbox serve --http 127.0.0.1:0` as a child process, measure
+    /// it before any --url, and stop it afterwards.
+    #[arg(long)]
+    spawn: bool,
+    /// Program --spawn starts instead of this executable; it gets the same
+    /// arguments and must print the `stompbox listening ... ws=URL` line.
+    #[arg(long, value_name = "PATH")]
+    server_bin: Option<PathBuf>,
+    /// Extra argument for the spawned server (repeatable).
+    #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+    /// Process id of the server behind each --url, in the same order, for its
+    /// RSS (/proc/PID/status) and CPU time. Repeatable.
+    #[arg(long = "server-pid", value_name = "PID")]
+    server_pids: Vec<u32>,
+    /// `login` header of CONNECT.
+    #[arg(long)]
+    login: Option<String>,
+    /// `passcode` header of CONNECT.
+    #[arg(long)]
+    passcode: Option<String>,
+    /// `host` header of CONNECT; RabbitMQ takes it as the virtual host.
+    #[arg(long, default_value = "/")]
+    vhost: String,
+    /// Time limit per server, in seconds: when it passes the bench reports
+    /// what it measured so far and exits non-zero.
+    #[arg(long, default_value_t = 120)]
+    duration_secs: u64,
+    /// Longest one connection may take to connect, log in and have its
+    /// SUBSCRIBE confirmed, in seconds. A server at its connection limit
+    /// often just stops accepting; this turns that into an error.
+    #[arg(long, default_value_t = 10)]
+    connect_timeout_secs: u64,
+    /// Connect even when the server's open-file limit looks too low for the
+    /// connections asked for.
+    #[arg(long)]
+    ignore_server_fd_limit: bool,
+    /// Print only the final `RESULT {json}` line.
+    #[arg(long)]
+    json_only: bool,
+}
+
+/// Where human-readable output goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Out {
+    quiet: bool,
+}
+
+/// One server to measure.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// Short name for the report: `spawned` or the URL.
+    label: String,
+    url: String,
+    /// The server process, when known: for RSS and CPU time.
+    pid: Option<u32>,
+}
+
+/// What measuring one target produced.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    /// False when anything went wrong: errors, loss, deadline, disorder.
+    ok: bool,
+    /// The target's figures (an object).
+    json: Json,
+}
+
+pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
+    match args.mode {
+        Mode::Fanout(args) => fanout::run(args).await,
+        Mode::Idle(args) => idle::run(args).await,
+    }
+}
+
+/// Resolves once `stop` is raised (or its sender is gone). The value is
+/// not returned: holding the watch's read guard across an await would make
+/// the caller's future not `Send`.
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Measures every target in turn with `measure`, then prints the RESULT line.
+/// A spawned server lives exactly as long as its own measurement, so it
+/// neither competes with the next target for the CPU nor outlives the bench.
+async fn run_targets<F, Fut>(
+    mode: &str,
+    common: &TargetArgs,
+    params: Json,
+    mut measure: F,
+) -> Result<(), String>
+where
+    F: FnMut(Target, Out) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    let out = Out {
+        quiet: common.json_only,
+    };
+    if !common.spawn && common.urls.is_empty() {
+        return Err("bench: give --url URL (repeatable) and/or --spawn".into());
+    }
+    if common.server_pids.len() > common.urls.len() {
+        return Err("bench: more --server-pid than --url".into());
+    }
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    say!(
+        out,
+        "bench {mode}: {cores} CPU cores shared by this load tool and the server(s) it measures"
+    );
+    let mut results = Vec::new();
+    let mut all_ok = true;
+    if common.spawn {
+        let spawned =
+            SpawnedServer::start(common.server_bin.as_deref(), &common.server_args).await?;
+        say!(
+            out,
+            "spawned server pid {} at {}",
+            spawned.pid(),
+            spawned.ws_url()
+        );
+        let target = Target {
+            label: "spawned".into(),
+            url: spawned.ws_url().to_owned(),
+            pid: Some(spawned.pid()),
+        };
+        let outcome = measure(target, out).await;
+        let log = spawned.log();
+        spawned.stop();
+        all_ok &= outcome.ok;
+        results.push(outcome.json.with("server_log", log.to_json()));
+        if !out.quiet {
+            log.print_tail();
+        }
+    }
+    for (i, url) in common.urls.iter().enumerate() {
+        let target = Target {
+            label: url.clone(),
+            url: url.clone(),
+            pid: common.server_pids.get(i).copied(),
+        };
+        let outcome = measure(target, out).await;
+        all_ok &= outcome.ok;
+        results.push(outcome.json);
+    }
+    let result = Json::obj()
+        .with("mode", Json::str(mode))
+        .with("cores", Json::uint(cores as u64))
+        .with("params", params)
+        .with("targets", Json::Arr(results))
+        .with("ok", Json::Bool(all_ok));
+    println!("RESULT {result}");
+    if all_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "bench {mode}: at least one measurement failed (see above)"
+        ))
+    }
 }

@@ -1,0 +1,699 @@
+//! `stompbox bench fanout`: one publisher, many subscribers of one topic.
+//!
+//! Every subscriber is confirmed (RECEIPT of its SUBSCRIBE) before the first
+//! message goes out, so a message missing at a subscriber is a lost message,
+//! not a late subscription. Messages carry `seq` (per-subscriber ordering and
+//! loss) and `ts` (µs since the run's epoch on this process's monotonic clock,
+//! so publisher and subscribers share one clock and latency needs no clock
+//! sync).
+
+use super::conn::{Conn, Delivery, Endpoint, unexpected};
+use super::report::{CpuMark, Errors, Histogram, Json, check_server_fds, random_u64, rss_kib};
+use super::{Out, Outcome, Target, TargetArgs};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use stompbox_codec::{Command, Frame, header};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Flags of `stompbox bench fanout`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct FanoutArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Subscriber connections, all on the same topic.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Messages the publisher sends.
+    #[arg(long, default_value_t = 10_000)]
+    messages: u64,
+    /// Body size of each message, in bytes.
+    #[arg(long, default_value_t = 100)]
+    body: usize,
+    /// The publisher asks for a RECEIPT every this many messages and keeps at
+    /// most two such windows unconfirmed: flow control, so that it measures
+    /// what the server takes rather than what socket buffers hold.
+    #[arg(long, default_value_t = 100)]
+    receipt_every: u64,
+    /// Publish at most this many messages per second (0: as fast as the
+    /// server confirms them).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Subscribers connecting at the same time.
+    #[arg(long, default_value_t = 100)]
+    connect_concurrency: usize,
+    /// End-to-end flow control: the publisher waits while the slowest
+    /// subscriber is more than this many messages behind (0: off, only the
+    /// server's RECEIPTs pace it). Finds the fan-out rate the server and
+    /// the subscribers can sustain when receipts alone do not hold the
+    /// publisher back.
+    #[arg(long, default_value_t = 0)]
+    max_lag: u64,
+    /// Subscribers promise the server a heart-beat this often, in ms, and
+    /// keep it (0: none). Subscribers only ever receive, and some servers
+    /// close a WebSocket that sent nothing for a while: RabbitMQ Web-STOMP
+    /// (cowboy's idle_timeout) does so after 60 s.
+    #[arg(long, default_value_t = 10_000)]
+    heartbeat_ms: u64,
+}
+
+/// One subscriber's progress, on its own cache line: subscribers on
+/// different threads update theirs on every message.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Progress(AtomicU64);
+
+/// What `--max-lag` compares: messages received by each live subscriber.
+#[derive(Debug)]
+struct Lag {
+    progress: Vec<Progress>,
+}
+
+impl Lag {
+    /// Messages the slowest live subscriber has (finished or failed
+    /// subscribers count as caught up: waiting for them would stall).
+    fn slowest(&self) -> u64 {
+        self.progress
+            .iter()
+            .map(|p| p.0.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+}
+
+pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
+    if args.subscribers == 0
+        || args.messages == 0
+        || args.receipt_every == 0
+        || args.connect_concurrency == 0
+    {
+        return Err("bench fanout: --subscribers, --messages, --receipt-every and --connect-concurrency must be > 0".into());
+    }
+    let params = Json::obj()
+        .with("subscribers", Json::uint(args.subscribers as u64))
+        .with("messages", Json::uint(args.messages))
+        .with("body", Json::uint(args.body as u64))
+        .with("receipt_every", Json::uint(args.receipt_every))
+        .with("rate", Json::uint(args.rate))
+        .with("max_lag", Json::uint(args.max_lag))
+        .with("heartbeat_ms", Json::uint(args.heartbeat_ms))
+        .with("duration_secs", Json::uint(args.target.duration_secs));
+    let args = Arc::new(args);
+    let common = args.target.clone();
+    super::run_targets("fanout", &common, params, |target, out| {
+        let args = Arc::clone(&args);
+        async move { measure(target, &args, out).await }
+    })
+    .await
+}
+
+/// What one subscriber saw.
+#[derive(Debug, Default)]
+struct SubStats {
+    received: u64,
+    /// A `seq` lower than or equal to the previous one.
+    out_of_order: u64,
+    /// Forward jumps in `seq`: messages skipped (lost or reordered).
+    gaps: u64,
+    /// MESSAGE frames without a usable `seq` or `ts`.
+    malformed: u64,
+    /// Time of the last MESSAGE, since the epoch.
+    last_at: Option<Duration>,
+    latency_us: Histogram,
+    error: Option<String>,
+}
+
+/// What the publisher did.
+#[derive(Debug, Default)]
+struct PubStats {
+    sent: u64,
+    first_at: Option<Duration>,
+    /// When the RECEIPT of the last message came back.
+    confirmed_at: Option<Duration>,
+    error: Option<String>,
+}
+
+struct Plan {
+    topic: String,
+    /// With `--max-lag`: the lag and everyone's progress.
+    lag: Option<(u64, Arc<Lag>)>,
+    messages: u64,
+    body: Bytes,
+    receipt_every: u64,
+    rate: u64,
+    epoch: Instant,
+    deadline: Instant,
+}
+
+fn since(epoch: Instant) -> Duration {
+    Instant::now().saturating_duration_since(epoch)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
+    let epoch = Instant::now();
+    let deadline = epoch + Duration::from_secs(args.target.duration_secs);
+    let topic = format!("/topic/bench-{:016x}", random_u64());
+    say!(
+        out,
+        "\n== fanout on {}: {} subscribers, {} messages of {} bytes, topic {topic}",
+        target.label,
+        args.subscribers,
+        args.messages,
+        args.body
+    );
+    let json = Json::obj()
+        .with("target", Json::str(target.label.as_str()))
+        .with("url", Json::str(target.url.as_str()))
+        .with("server_pid", Json::opt_uint(target.pid.map(u64::from)));
+    if let Some(pid) = target.pid
+        && !args.target.ignore_server_fd_limit
+        && let Err(e) = check_server_fds(pid, args.subscribers as u64 + 1)
+    {
+        return failed(out, json, e);
+    }
+    let endpoint = match Endpoint::resolve(
+        &target.url,
+        &args.target.vhost,
+        args.target.login.as_deref(),
+        args.target.passcode.as_deref(),
+    )
+    .await
+    {
+        Ok(endpoint) => endpoint,
+        Err(e) => return failed(out, json, e),
+    };
+
+    // Subscribers, each confirmed by a RECEIPT.
+    let setup_started = Instant::now();
+    let (subscribers, setup_errors) = connect_subscribers(&endpoint, args, &topic, deadline).await;
+    let setup_secs = setup_started.elapsed().as_secs_f64();
+    let ready = subscribers.len();
+    let json = json
+        .with("subscribers_ready", Json::uint(subscribers.len() as u64))
+        .with("setup_secs", Json::Num(setup_secs))
+        .with("setup_errors", setup_errors.to_json());
+    say!(
+        out,
+        "subscribers ready: {}/{} in {setup_secs:.2} s",
+        subscribers.len(),
+        args.subscribers
+    );
+    if !setup_errors.is_empty() {
+        for line in setup_errors.lines() {
+            say!(out, "  setup error: {line}");
+        }
+        close_all(subscribers).await;
+        let missing = args.subscribers - ready;
+        return failed(
+            out,
+            json,
+            format!(
+                "{missing} of {} subscribers failed to set up",
+                args.subscribers
+            ),
+        );
+    }
+    let publisher_limit =
+        deadline.min(Instant::now() + Duration::from_secs(args.target.connect_timeout_secs));
+    let publisher =
+        match tokio::time::timeout_at(publisher_limit, endpoint.connect(None, None)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                close_all(subscribers).await;
+                return failed(out, json, format!("publisher: {e}"));
+            }
+            Err(_) => {
+                close_all(subscribers).await;
+                return failed(out, json, "the publisher could not connect in time".into());
+            }
+        };
+
+    // Readers first, so that every subscriber is draining its socket
+    // before the first message is published.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let lag = Arc::new(Lag {
+        progress: (0..subscribers.len())
+            .map(|_| Progress::default())
+            .collect(),
+    });
+    let mut readers = JoinSet::new();
+    for (i, conn) in subscribers.into_iter().enumerate() {
+        let progress = (args.max_lag > 0).then(|| (Arc::clone(&lag), i));
+        readers.spawn(subscribe_loop(
+            conn,
+            args.messages,
+            epoch,
+            stop_rx.clone(),
+            progress,
+            heartbeat_period(args),
+        ));
+    }
+    let plan = Plan {
+        topic: topic.clone(),
+        lag: (args.max_lag > 0).then(|| (args.max_lag, Arc::clone(&lag))),
+        messages: args.messages,
+        body: Bytes::from(vec![b'x'; args.body]),
+        receipt_every: args.receipt_every,
+        rate: args.rate,
+        epoch,
+        deadline,
+    };
+    let cpu = CpuMark::now(target.pid);
+    let mut pub_stats = PubStats::default();
+    let mut publisher = publisher;
+    let published =
+        tokio::time::timeout_at(deadline, publish(&mut publisher, &plan, &mut pub_stats)).await;
+    match published {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => pub_stats.error = Some(e),
+        Err(_) => pub_stats.error = Some("deadline passed while publishing".into()),
+    }
+    let publish_done = Instant::now();
+    let publish_ended_at = since(epoch);
+    say!(
+        out,
+        "published {} messages{}",
+        pub_stats.sent,
+        pub_stats
+            .error
+            .as_deref()
+            .map(|e| format!(" (then: {e})"))
+            .unwrap_or_default()
+    );
+
+    // Subscribers finish on their own once they have every message. If the
+    // publisher stopped early they never will, so give them a short grace
+    // to drain what was sent, then stop them.
+    let wait_until = if pub_stats.error.is_none() {
+        deadline
+    } else {
+        deadline.min(publish_done + Duration::from_secs(5))
+    };
+    let mut stats = Vec::with_capacity(args.subscribers);
+    let mut panics = 0u64;
+    let _ = tokio::time::timeout_at(wait_until, async {
+        while let Some(joined) = readers.join_next().await {
+            match joined {
+                Ok(s) => stats.push(s),
+                Err(_) => panics += 1,
+            }
+        }
+    })
+    .await;
+    // Subscribers still waiting: either the deadline passed, or they were
+    // given up on a grace period after the publisher failed.
+    let waiting = readers.len();
+    let timed_out = waiting > 0 && Instant::now() >= deadline;
+    let _ = stop_tx.send(true);
+    while let Some(joined) = readers.join_next().await {
+        match joined {
+            Ok(s) => stats.push(s),
+            Err(_) => panics += 1,
+        }
+    }
+    let (cpu_json, cpu_line) = cpu.since(target.pid);
+    let server_rss = target.pid.and_then(rss_kib);
+    publisher.close().await;
+
+    // Figures.
+    let mut latency = Histogram::default();
+    let mut errors = Errors::default();
+    let (mut delivered, mut out_of_order, mut gaps, mut malformed) = (0u64, 0u64, 0u64, 0u64);
+    let mut last_at: Option<Duration> = None;
+    let mut min_received = u64::MAX;
+    for s in &stats {
+        delivered += s.received;
+        out_of_order += s.out_of_order;
+        gaps += s.gaps;
+        malformed += s.malformed;
+        min_received = min_received.min(s.received);
+        last_at = last_at.max(s.last_at);
+        latency.merge(&s.latency_us);
+        if let Some(e) = &s.error {
+            errors.add(e.as_str());
+        }
+    }
+    for _ in 0..panics {
+        errors.add("subscriber task panicked");
+    }
+    let expected = pub_stats.sent * args.subscribers as u64;
+    let lost = expected.saturating_sub(delivered);
+    let delivery_secs = match (pub_stats.first_at, last_at) {
+        (Some(first), Some(last)) if last > first => Some((last - first).as_secs_f64()),
+        _ => None,
+    };
+    let deliveries_per_sec = delivery_secs.map(|secs| delivered as f64 / secs);
+    // Normally up to the last RECEIPT; when the publisher was cut short,
+    // up to when it stopped (its last messages then are unconfirmed).
+    let publish_end = pub_stats.confirmed_at.unwrap_or(publish_ended_at);
+    let publish_secs = match pub_stats.first_at {
+        Some(first) if publish_end > first => Some((publish_end - first).as_secs_f64()),
+        _ => None,
+    };
+    let publish_rate = publish_secs.map(|secs| pub_stats.sent as f64 / secs);
+
+    let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+    say!(
+        out,
+        "deliveries: {delivered}/{expected} ({lost} missing, {out_of_order} out of order, {gaps} gaps, {malformed} malformed) → {} deliveries/s over {} s",
+        show(deliveries_per_sec),
+        delivery_secs.map_or_else(|| "-".to_owned(), |s| format!("{s:.2}"))
+    );
+    say!(
+        out,
+        "publish rate: {} msg/s (first SEND to {} {} s)",
+        show(publish_rate),
+        if pub_stats.confirmed_at.is_some() {
+            "last RECEIPT"
+        } else {
+            "publisher stop"
+        },
+        publish_secs.map_or_else(|| "-".to_owned(), |s| format!("{s:.2}"))
+    );
+    say!(out, "latency (publish → receive): {}", latency.summary_ms());
+    say!(out, "{cpu_line}");
+    if let Some(rss) = server_rss {
+        say!(out, "server RSS now: {} MiB", rss / 1024);
+    }
+    for line in errors.lines() {
+        say!(out, "  subscriber error: {line}");
+    }
+    if waiting > 0 {
+        say!(
+            out,
+            "  {waiting} subscribers were still waiting for messages when {}",
+            if timed_out {
+                "the deadline passed"
+            } else {
+                "they were stopped"
+            }
+        );
+    }
+
+    let mut failure = Vec::new();
+    if let Some(e) = &pub_stats.error {
+        failure.push(format!("publisher: {e}"));
+    }
+    if lost > 0 {
+        // Messages still on their way when the deadline passed are not
+        // proven lost; the report says which it was.
+        failure.push(if timed_out {
+            format!("{lost} deliveries missing when the deadline passed")
+        } else {
+            format!("{lost} deliveries lost")
+        });
+    }
+    if out_of_order > 0 || gaps > 0 || malformed > 0 {
+        failure.push("ordering broken or malformed messages".into());
+    }
+    if !errors.is_empty() {
+        failure.push(format!("{} subscriber errors", errors.total()));
+    }
+    if timed_out && pub_stats.error.is_none() {
+        failure.push("deadline passed".into());
+    }
+    let ok = failure.is_empty();
+    if !ok {
+        say!(out, "FAILED: {}", failure.join("; "));
+    }
+    let json = json
+        .with("ok", Json::Bool(ok))
+        .with(
+            "failure",
+            Json::opt_str((!ok).then(|| failure.join("; ")).as_deref()),
+        )
+        .with("published", Json::uint(pub_stats.sent))
+        .with("publish_secs", Json::opt_num(publish_secs))
+        .with("publish_rate", Json::opt_num(publish_rate))
+        .with("publisher_error", Json::opt_str(pub_stats.error.as_deref()))
+        .with("expected_deliveries", Json::uint(expected))
+        .with("delivered", Json::uint(delivered))
+        .with("lost", Json::uint(lost))
+        .with("deadline_passed", Json::Bool(timed_out))
+        .with("out_of_order", Json::uint(out_of_order))
+        .with("gaps", Json::uint(gaps))
+        .with("malformed", Json::uint(malformed))
+        .with(
+            "min_received_per_subscriber",
+            Json::uint(if stats.is_empty() { 0 } else { min_received }),
+        )
+        .with("delivery_secs", Json::opt_num(delivery_secs))
+        .with("deliveries_per_sec", Json::opt_num(deliveries_per_sec))
+        .with("latency", latency.to_json_ms())
+        .with("subscriber_errors", errors.to_json())
+        .with("cpu", cpu_json)
+        .with("server_rss_kib", Json::opt_uint(server_rss));
+    Outcome { ok, json }
+}
+
+fn failed(out: Out, json: Json, reason: String) -> Outcome {
+    say!(out, "FAILED: {reason}");
+    Outcome {
+        ok: false,
+        json: json
+            .with("ok", Json::Bool(false))
+            .with("failure", Json::Str(reason)),
+    }
+}
+
+async fn close_all(conns: Vec<Conn>) {
+    let mut closing = JoinSet::new();
+    for conn in conns {
+        closing.spawn(conn.close());
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), closing.join_all()).await;
+}
+
+fn heartbeat_period(args: &FanoutArgs) -> Option<Duration> {
+    (args.heartbeat_ms > 0).then(|| Duration::from_millis(args.heartbeat_ms))
+}
+
+/// Connects and subscribes every subscriber, a bounded number at a time.
+async fn connect_subscribers(
+    endpoint: &Arc<Endpoint>,
+    args: &FanoutArgs,
+    topic: &str,
+    deadline: Instant,
+) -> (Vec<Conn>, Errors) {
+    let permits = Arc::new(Semaphore::new(args.connect_concurrency));
+    let mut tasks = JoinSet::new();
+    for i in 0..args.subscribers {
+        let endpoint = Arc::clone(endpoint);
+        let permits = Arc::clone(&permits);
+        let topic = topic.to_owned();
+        let limit = Duration::from_secs(args.target.connect_timeout_secs);
+        let beat_every = heartbeat_period(args);
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
+            let setup = async {
+                let mut conn = endpoint.connect(None, beat_every).await?;
+                let receipt = format!("sub-{i}");
+                let subscribe = Frame::new(Command::Subscribe)
+                    .header(header::ID, "0")
+                    .header(header::DESTINATION, &topic)
+                    .header(header::ACK, "auto")
+                    .header(header::RECEIPT, &receipt);
+                conn.send(&subscribe).await?;
+                conn.expect_receipt(&receipt).await?;
+                Ok::<Conn, String>(conn)
+            };
+            tokio::time::timeout(limit, setup)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "connect, CONNECT and SUBSCRIBE took longer than {} s",
+                        limit.as_secs()
+                    ))
+                })
+        });
+    }
+    let mut conns = Vec::with_capacity(args.subscribers);
+    let mut errors = Errors::default();
+    let collected = tokio::time::timeout_at(deadline, async {
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(conn)) => conns.push(conn),
+                Ok(Err(e)) => errors.add(e),
+                Err(e) => errors.add(format!("setup task failed: {e}")),
+            }
+        }
+    })
+    .await;
+    if collected.is_err() {
+        errors.add(format!(
+            "deadline passed with {} subscribers still connecting",
+            tasks.len()
+        ));
+    }
+    (conns, errors)
+}
+
+/// Reads MESSAGEs until all `expected` came, the connection ends, or
+/// `stop` is raised.
+async fn subscribe_loop(
+    mut conn: Conn,
+    expected: u64,
+    epoch: Instant,
+    mut stop: watch::Receiver<bool>,
+    progress: Option<(Arc<Lag>, usize)>,
+    beat_every: Option<Duration>,
+) -> SubStats {
+    let progress = progress.as_ref().and_then(|(lag, i)| lag.progress.get(*i));
+    let mut stats = SubStats::default();
+    let mut next_seq = 0u64;
+    let stopped = super::stopped(&mut stop);
+    tokio::pin!(stopped);
+    // Beats go out at half the promised interval, so that neither the time
+    // spent setting up the other subscribers nor scheduling delays make one
+    // late. One timer for the whole loop, reset after each beat: a fresh
+    // sleep per received message would register and cancel a timer each time.
+    let beat_every = beat_every.map(|every| every / 2);
+    let beat = tokio::time::sleep(beat_every.unwrap_or_default());
+    tokio::pin!(beat);
+    while stats.received < expected {
+        let next = tokio::select! {
+            // Frames already buffered are worth taking before stopping.
+            biased;
+            next = conn.next_delivery() => next,
+            () = &mut stopped => break,
+            () = &mut beat, if beat_every.is_some() => {
+                if let Err(e) = conn.send_heartbeat().await {
+                    stats.error = Some(e);
+                    break;
+                }
+                beat.as_mut().reset(Instant::now() + beat_every.unwrap_or_default());
+                continue;
+            }
+        };
+        let delivery = match next {
+            Ok(Some(delivery)) => delivery,
+            Ok(None) => {
+                stats.error = Some(format!(
+                    "connection closed by server ({}) after {} messages",
+                    conn.close_reason(),
+                    bucket(stats.received)
+                ));
+                break;
+            }
+            Err(e) => {
+                stats.error = Some(e);
+                break;
+            }
+        };
+        let (seq, ts) = match delivery {
+            Delivery::Message { seq, ts } => (seq, ts),
+            Delivery::Other(frame) => {
+                stats.error = Some(unexpected(&frame, "MESSAGE"));
+                break;
+            }
+        };
+        let now = since(epoch);
+        stats.received += 1;
+        stats.last_at = Some(now);
+        if let Some(progress) = progress {
+            progress.0.store(stats.received, Ordering::Relaxed);
+        }
+        let (Some(seq), Some(ts)) = (seq, ts) else {
+            stats.malformed += 1;
+            continue;
+        };
+        stats.latency_us.record(micros(now).saturating_sub(ts));
+        if seq < next_seq {
+            stats.out_of_order += 1;
+        } else {
+            if seq > next_seq {
+                stats.gaps += 1;
+            }
+            next_seq = seq + 1;
+        }
+    }
+    if let Some(progress) = progress {
+        progress.0.store(u64::MAX, Ordering::Relaxed);
+    }
+    conn.close().await;
+    stats
+}
+
+/// Rounds a count down to a power of ten, so errors that differ only in
+/// exactly how many messages came first still group together.
+fn bucket(n: u64) -> String {
+    if n < 10 {
+        return n.to_string();
+    }
+    let mut p = 1u64;
+    while p <= n / 10 {
+        p *= 10;
+    }
+    format!("≥{p}")
+}
+
+/// Publishes the plan's messages; `stats` stays meaningful if this future
+/// is dropped at the deadline.
+async fn publish(conn: &mut Conn, plan: &Plan, stats: &mut PubStats) -> Result<(), String> {
+    let content_length = plan.body.len().to_string();
+    let started = Instant::now();
+    let mut pending: Option<String> = None;
+    let mut slowest = 0;
+    for seq in 0..plan.messages {
+        if let Some((max_lag, lag)) = &plan.lag
+            && seq.saturating_sub(slowest) > *max_lag
+        {
+            conn.flush().await?;
+            loop {
+                slowest = lag.slowest();
+                if seq.saturating_sub(slowest) <= *max_lag {
+                    break;
+                }
+                // Polling: subscribers waking the publisher on every
+                // message would cost more than a 1 ms timer.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        if plan.rate > 0 {
+            let due = started + Duration::from_secs_f64(seq as f64 / plan.rate as f64);
+            if due > Instant::now() {
+                conn.flush().await?;
+                tokio::time::sleep_until(due).await;
+            }
+        }
+        let now = since(plan.epoch);
+        stats.first_at.get_or_insert(now);
+        let mut frame = Frame::new(Command::Send)
+            .header(header::DESTINATION, &plan.topic)
+            .header("seq", &seq.to_string())
+            .header("ts", &micros(now).to_string())
+            .header(header::CONTENT_LENGTH, &content_length)
+            .body(plan.body.clone());
+        let last = seq + 1 == plan.messages;
+        if (seq + 1) % plan.receipt_every == 0 || last {
+            let receipt = format!("pub-{seq}");
+            frame = frame.header(header::RECEIPT, &receipt);
+            conn.feed(&frame).await?;
+            conn.flush().await?;
+            stats.sent = seq + 1;
+            // Two windows in flight: the server works on this one while we
+            // wait for the confirmation of the previous one.
+            if let Some(previous) = pending.replace(receipt) {
+                conn.expect_receipt(&previous).await?;
+            }
+        } else {
+            conn.feed(&frame).await?;
+            stats.sent = seq + 1;
+        }
+        if Instant::now() >= plan.deadline {
+            return Err("deadline passed while publishing".into());
+        }
+    }
+    if let Some(previous) = pending {
+        conn.expect_receipt(&previous).await?;
+    }
+    stats.confirmed_at = Some(since(plan.epoch));
+    Ok(())
+}

@@ -1,0 +1,407 @@
+//! `stompbox bench idle`: many idle, subscribed connections, and what they
+//! cost the server in resident memory.
+
+use super::conn::{Endpoint, unexpected};
+use super::report::{
+    CpuMark, Errors, Json, check_server_fds, open_files_limit, own_rss_kib, random_u64, rss_kib,
+};
+use super::{Out, Outcome, Target, TargetArgs};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+use stompbox_codec::{Command, Frame, header};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Flags of `stompbox bench idle`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct IdleArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Connections to open and hold; each subscribes to its own topic.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Connections being set up at the same time. Kept under 128, a common
+    /// listen backlog (stompbox's own listener has 128): past it SYNs are
+    /// dropped and each overflow costs a 1 s retransmission.
+    #[arg(long, default_value_t = 100)]
+    connect_concurrency: usize,
+    /// Connections per source address before moving on to the next
+    /// 127.x.y.z: one address has ~28k ephemeral ports, fewer when earlier
+    /// runs left some in TIME_WAIT.
+    #[arg(long, default_value_t = 20_000)]
+    per_source: usize,
+    /// Longest wait, in seconds, for the server's RSS to stop changing
+    /// (two equal-ish readings 1 s apart) before and after connecting.
+    #[arg(long, default_value_t = 20)]
+    settle_secs: u64,
+    /// Keep the connections open this many seconds after measuring.
+    #[arg(long, default_value_t = 0)]
+    hold_secs: u64,
+}
+
+/// Descriptors the bench needs besides its connections (runtime, stdio,
+/// /proc reads, a spawned server's pipes).
+const SPARE_FDS: u64 = 100;
+
+pub(crate) async fn run(args: IdleArgs) -> Result<(), String> {
+    if args.connections == 0 || args.connect_concurrency == 0 || args.per_source == 0 {
+        return Err(
+            "bench idle: --connections, --connect-concurrency and --per-source must be > 0".into(),
+        );
+    }
+    if let Some(limit) = open_files_limit()
+        && args.connections as u64 + SPARE_FDS > limit
+    {
+        return Err(format!(
+            "bench idle: {} connections need more than this process's open-file limit of {limit}; \
+             use at most {} per bench process (run several processes for more)",
+            args.connections,
+            limit.saturating_sub(SPARE_FDS)
+        ));
+    }
+    let params = Json::obj()
+        .with("connections", Json::uint(args.connections as u64))
+        .with(
+            "connect_concurrency",
+            Json::uint(args.connect_concurrency as u64),
+        )
+        .with("per_source", Json::uint(args.per_source as u64))
+        .with("duration_secs", Json::uint(args.target.duration_secs));
+    let args = Arc::new(args);
+    let common = args.target.clone();
+    super::run_targets("idle", &common, params, |target, out| {
+        let args = Arc::clone(&args);
+        async move { measure(target, &args, out).await }
+    })
+    .await
+}
+
+/// Source addresses for connection `index`: a fresh 127.R.x.y block per
+/// run (R random) so that ports a previous run left in TIME_WAIT never get
+/// in the way, moving to the next address every `per_source` connections.
+fn source_for(base: u32, index: usize, per_source: usize) -> IpAddr {
+    let step = u32::try_from(index / per_source).unwrap_or(u32::MAX);
+    IpAddr::V4(Ipv4Addr::from(base.saturating_add(step)))
+}
+
+/// Reads RSS every second until two readings differ by less than
+/// `max(64 KiB, 0.1 %)`, or `limit` passes. Returns the last reading.
+async fn settled_rss(pid: u32, limit: Duration) -> Option<u64> {
+    let until = Instant::now() + limit;
+    let mut previous = rss_kib(pid)?;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = rss_kib(pid)?;
+        let tolerance = (previous / 1000).max(64);
+        if now.abs_diff(previous) <= tolerance {
+            return Some(now);
+        }
+        previous = now;
+    }
+    Some(previous)
+}
+
+fn kib_per_conn(before: Option<u64>, after: Option<u64>, n: u64) -> Option<f64> {
+    match (before, after) {
+        (Some(before), Some(after)) if n > 0 => Some((after as f64 - before as f64) / n as f64),
+        _ => None,
+    }
+}
+
+async fn measure(target: Target, args: &IdleArgs, out: Out) -> Outcome {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.target.duration_secs);
+    let run_id = random_u64();
+    say!(
+        out,
+        "\n== idle on {}: {} connections, each subscribed to its own topic",
+        target.label,
+        args.connections
+    );
+    let mut json = Json::obj()
+        .with("target", Json::str(target.label.as_str()))
+        .with("url", Json::str(target.url.as_str()))
+        .with("server_pid", Json::opt_uint(target.pid.map(u64::from)));
+    if target.pid.is_none() {
+        say!(
+            out,
+            "no server pid (--server-pid or --spawn): connections only, no memory figures"
+        );
+    }
+    let endpoint = async {
+        if let Some(pid) = target.pid
+            && !args.target.ignore_server_fd_limit
+        {
+            check_server_fds(pid, args.connections as u64)?;
+        }
+        Endpoint::resolve(
+            &target.url,
+            &args.target.vhost,
+            args.target.login.as_deref(),
+            args.target.passcode.as_deref(),
+        )
+        .await
+    }
+    .await;
+    let endpoint = match endpoint {
+        Ok(endpoint) => endpoint,
+        Err(e) => {
+            say!(out, "FAILED: {e}");
+            return Outcome {
+                ok: false,
+                json: json
+                    .with("ok", Json::Bool(false))
+                    .with("failure", Json::Str(e)),
+            };
+        }
+    };
+    // Source rotation only makes sense towards a loopback server; anywhere
+    // else the kernel's own choice of source address is the right one.
+    let base = endpoint.addr().ip().is_loopback() && endpoint.addr().is_ipv4();
+    let base = base.then(|| {
+        let second = u8::try_from(random_u64() % 250).unwrap_or(0) + 2;
+        u32::from(Ipv4Addr::new(127, second, 0, 1))
+    });
+
+    let baseline = match target.pid {
+        Some(pid) => settled_rss(pid, Duration::from_secs(args.settle_secs.min(5))).await,
+        None => None,
+    };
+    let bench_rss_before = own_rss_kib();
+    if let Some(kib) = baseline {
+        say!(out, "server RSS before: {:.1} MiB", kib as f64 / 1024.0);
+    }
+
+    let connect_started = Instant::now();
+    let cpu = CpuMark::now(target.pid);
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Result<(), String>>();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let dropped = Arc::new(Mutex::new(Errors::default()));
+    let permits = Arc::new(Semaphore::new(args.connect_concurrency));
+    let mut holders = JoinSet::new();
+    for i in 0..args.connections {
+        let endpoint = Arc::clone(&endpoint);
+        let permits = Arc::clone(&permits);
+        let ready = ready_tx.clone();
+        let mut stop = stop_rx.clone();
+        let dropped = Arc::clone(&dropped);
+        let source = base.map(|base| source_for(base, i, args.per_source));
+        let limit = Duration::from_secs(args.target.connect_timeout_secs);
+        holders.spawn(async move {
+            let setup = async {
+                let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
+                let setup = async {
+                    let mut conn = endpoint.connect(source, None).await?;
+                    let receipt = format!("sub-{i}");
+                    let subscribe = Frame::new(Command::Subscribe)
+                        .header(header::ID, "0")
+                        .header(
+                            header::DESTINATION,
+                            &format!("/topic/bench-idle-{run_id:016x}-{i}"),
+                        )
+                        .header(header::ACK, "auto")
+                        .header(header::RECEIPT, &receipt);
+                    conn.send(&subscribe).await?;
+                    conn.expect_receipt(&receipt).await?;
+                    Ok::<_, String>(conn)
+                };
+                tokio::time::timeout(limit, setup)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "connect, CONNECT and SUBSCRIBE took longer than {} s",
+                            limit.as_secs()
+                        ))
+                    })
+            };
+            let mut conn = tokio::select! {
+                setup = setup => match setup {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                },
+                () = super::stopped(&mut stop) => return,
+            };
+            let _ = ready.send(Ok(()));
+            drop(ready);
+            // Hold, but keep reading: a server that drops idle connections
+            // (heart-beat or idle timeouts) must show up in the figures.
+            tokio::select! {
+                next = conn.next_frame() => {
+                    let why = match next {
+                        Ok(Some(frame)) => unexpected(&frame, "nothing"),
+                        Ok(None) => format!("closed by server ({})", conn.close_reason()),
+                        Err(e) => e,
+                    };
+                    dropped.lock().unwrap_or_else(|e| e.into_inner()).add(why);
+                }
+                () = super::stopped(&mut stop) => conn.close().await,
+            }
+        });
+    }
+    drop(ready_tx);
+
+    let mut established = 0u64;
+    let mut errors = Errors::default();
+    let mut last_progress = Instant::now();
+    let mut timed_out = false;
+    while established + errors.total() < args.connections as u64 {
+        match tokio::time::timeout_at(deadline, ready_rx.recv()).await {
+            Ok(Some(Ok(()))) => established += 1,
+            Ok(Some(Err(e))) => errors.add(e),
+            Ok(None) => break,
+            Err(_) => {
+                timed_out = true;
+                break;
+            }
+        }
+        if last_progress.elapsed() >= Duration::from_secs(2) {
+            last_progress = Instant::now();
+            say!(
+                out,
+                "  {established} connected, {} failed, {:.1} s",
+                errors.total(),
+                connect_started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let connect_secs = connect_started.elapsed().as_secs_f64();
+    let (cpu_json, cpu_line) = cpu.since(target.pid);
+    say!(
+        out,
+        "established {established}/{} in {connect_secs:.2} s ({:.0}/s)",
+        args.connections,
+        established as f64 / connect_secs.max(1e-9)
+    );
+    say!(out, "{cpu_line} (while connecting)");
+    for line in errors.lines() {
+        say!(out, "  connect error: {line}");
+    }
+
+    let (immediate, settled) = match target.pid {
+        Some(pid) => {
+            let immediate = rss_kib(pid);
+            let settled = settled_rss(pid, Duration::from_secs(args.settle_secs)).await;
+            (immediate, settled)
+        }
+        None => (None, None),
+    };
+    let per_conn = kib_per_conn(baseline, settled, established);
+    let bench_rss_after = own_rss_kib();
+    let bench_per_conn = kib_per_conn(bench_rss_before, bench_rss_after, established);
+    if let (Some(kib), Some(per_conn)) = (settled, per_conn) {
+        say!(
+            out,
+            "server RSS with {established} connections: {:.1} MiB (right after connecting {:.1} MiB) → {per_conn:.1} KiB per connection",
+            kib as f64 / 1024.0,
+            immediate.unwrap_or_default() as f64 / 1024.0
+        );
+    }
+    if let Some(per_conn) = bench_per_conn {
+        say!(out, "bench's own RSS grew {per_conn:.1} KiB per connection");
+    }
+    if args.hold_secs > 0 {
+        say!(out, "holding for {} s", args.hold_secs);
+        tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
+    }
+    let (dropped_count, dropped_json) = {
+        let dropped = dropped.lock().unwrap_or_else(|e| e.into_inner());
+        for line in dropped.lines() {
+            say!(out, "  dropped while held: {line}");
+        }
+        (dropped.total(), dropped.to_json())
+    };
+
+    let _ = stop_tx.send(true);
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        while holders.join_next().await.is_some() {}
+    })
+    .await;
+    if closed.is_err() {
+        holders.abort_all();
+    }
+    let after_close = match target.pid {
+        Some(pid) => settled_rss(pid, Duration::from_secs(args.settle_secs.min(5))).await,
+        None => None,
+    };
+    if let Some(kib) = after_close {
+        say!(
+            out,
+            "server RSS after disconnecting: {:.1} MiB",
+            kib as f64 / 1024.0
+        );
+    }
+
+    let mut failure = Vec::new();
+    if established < args.connections as u64 {
+        failure.push(format!(
+            "{} of {} connections failed",
+            args.connections as u64 - established,
+            args.connections
+        ));
+    }
+    if timed_out {
+        failure.push("deadline passed while connecting".into());
+    }
+    if dropped_count > 0 {
+        failure.push(format!("{dropped_count} connections dropped by the server"));
+    }
+    let ok = failure.is_empty();
+    if !ok {
+        say!(out, "FAILED: {}", failure.join("; "));
+    }
+    json = json
+        .with("ok", Json::Bool(ok))
+        .with(
+            "failure",
+            Json::opt_str((!ok).then(|| failure.join("; ")).as_deref()),
+        )
+        .with("established", Json::uint(established))
+        .with("connect_secs", Json::Num(connect_secs))
+        .with("connect_errors", errors.to_json())
+        .with("dropped_while_held", Json::uint(dropped_count))
+        .with("drop_reasons", dropped_json)
+        .with("rss_before_kib", Json::opt_uint(baseline))
+        .with("rss_after_connect_kib", Json::opt_uint(immediate))
+        .with("rss_settled_kib", Json::opt_uint(settled))
+        .with("rss_after_close_kib", Json::opt_uint(after_close))
+        .with("rss_per_conn_kib", Json::opt_num(per_conn))
+        .with("bench_rss_per_conn_kib", Json::opt_num(bench_per_conn))
+        .with("cpu_while_connecting", cpu_json)
+        .with(
+            "source_addresses",
+            Json::uint(base.map_or(1, |_| (args.connections.div_ceil(args.per_source)) as u64)),
+        );
+    Outcome { ok, json }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotates_source_addresses() {
+        let base = u32::from(Ipv4Addr::new(127, 9, 0, 1));
+        assert_eq!(
+            source_for(base, 0, 20_000),
+            IpAddr::V4(Ipv4Addr::new(127, 9, 0, 1))
+        );
+        assert_eq!(
+            source_for(base, 19_999, 20_000),
+            IpAddr::V4(Ipv4Addr::new(127, 9, 0, 1))
+        );
+        assert_eq!(
+            source_for(base, 20_000, 20_000),
+            IpAddr::V4(Ipv4Addr::new(127, 9, 0, 2))
+        );
+        assert_eq!(
+            source_for(base, 45_000, 20_000),
+            IpAddr::V4(Ipv4Addr::new(127, 9, 0, 3))
+        );
+    }
+}

@@ -1,0 +1,235 @@
+//! `--spawn`: a `stompbox serve` child process to measure.
+
+use super::report::Json;
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How long a starting server may take to print its listening line.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// Lines of the server's stderr kept for the report.
+const TAIL_LINES: usize = 12;
+
+/// What the spawned server wrote to stderr: its warnings (slow consumers,
+/// refused connections) explain bad figures.
+#[derive(Debug, Default)]
+pub(crate) struct ServerLog {
+    lines: AtomicU64,
+    warnings: AtomicU64,
+    tail: Mutex<VecDeque<String>>,
+}
+
+impl ServerLog {
+    fn push(&self, line: String) {
+        self.lines.fetch_add(1, Ordering::Relaxed);
+        if line.contains("WARN") || line.contains("ERROR") {
+            self.warnings.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+
+    fn tail(&self) -> Vec<String> {
+        self.tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn warnings(&self) -> u64 {
+        self.warnings.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn to_json(&self) -> Json {
+        Json::obj()
+            .with(
+                "stderr_lines",
+                Json::uint(self.lines.load(Ordering::Relaxed)),
+            )
+            .with("warnings", Json::uint(self.warnings()))
+            .with(
+                "tail",
+                Json::Arr(self.tail().into_iter().map(Json::Str).collect()),
+            )
+    }
+
+    pub(crate) fn print_tail(&self) {
+        let tail = self.tail();
+        if tail.is_empty() {
+            return;
+        }
+        println!(
+            "server stderr: {} lines, {} warnings/errors; last {}:",
+            self.lines.load(Ordering::Relaxed),
+            self.warnings(),
+            tail.len()
+        );
+        for line in tail {
+            println!("  | {line}");
+        }
+    }
+}
+
+/// A running child server; killed when stopped or dropped, so an early
+/// return never leaves it behind.
+#[derive(Debug)]
+pub(crate) struct SpawnedServer {
+    child: Child,
+    ws_url: String,
+    log: Arc<ServerLog>,
+}
+
+impl SpawnedServer {
+    /// Starts `program serve --http 127.0.0.1:0 extra...` (this executable
+    /// when `program` is `None`) and waits for its listening line.
+    pub(crate) async fn start(
+        program: Option<&Path>,
+        extra: &[String],
+    ) -> Result<SpawnedServer, String> {
+        let program = match program {
+            Some(path) => path.to_path_buf(),
+            None => std::env::current_exe()
+                .map_err(|e| format!("--spawn: cannot find this executable: {e}"))?,
+        };
+        let mut child = Command::new(&program)
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("--spawn: cannot start {}: {e}", program.display()))?;
+        let log = Arc::new(ServerLog::default());
+        let (found, listening) = oneshot::channel();
+        // Blocking reader threads, because the pipes must be drained for the
+        // server's whole life (a full pipe would stall its logging).
+        if let Some(stdout) = child.stdout.take() {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut found = Some(found);
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if found.is_some()
+                        && let Some(url) = parse_listening(&line)
+                    {
+                        if let Some(found) = found.take() {
+                            let _ = found.send(url);
+                        }
+                        continue;
+                    }
+                    log.push(line);
+                }
+            });
+        }
+        if let Some(stderr) = child.stderr.take() {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    log.push(line);
+                }
+            });
+        }
+        let mut server = SpawnedServer {
+            child,
+            ws_url: String::new(),
+            log,
+        };
+        match tokio::time::timeout(START_TIMEOUT, listening).await {
+            Ok(Ok(url)) => {
+                server.ws_url = url;
+                Ok(server)
+            }
+            // The sender is gone: stdout closed, the server exited.
+            Ok(Err(_)) => {
+                let status = server
+                    .child
+                    .wait()
+                    .map_or_else(|e| e.to_string(), |s| s.to_string());
+                Err(format!(
+                    "--spawn: {} exited ({status}) before listening: {}",
+                    program.display(),
+                    server.log.tail().join(" / ")
+                ))
+            }
+            Err(_) => Err(format!(
+                "--spawn: {} printed no 'stompbox listening ... ws=URL' line within {} s: {}",
+                program.display(),
+                START_TIMEOUT.as_secs(),
+                server.log.tail().join(" / ")
+            )),
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn ws_url(&self) -> &str {
+        &self.ws_url
+    }
+
+    pub(crate) fn log(&self) -> Arc<ServerLog> {
+        Arc::clone(&self.log)
+    }
+
+    /// Kills the server and reaps it.
+    pub(crate) fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for SpawnedServer {
+    fn drop(&mut self) {
+        // SIGKILL: a bench server has nothing worth a graceful shutdown, and
+        // waiting for one would only slow the run down.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The WebSocket URL from `stompbox listening http=ADDR ws=URL tcp=...`;
+/// when `ws=` is missing, `ws://ADDR/ws`.
+fn parse_listening(line: &str) -> Option<String> {
+    let rest = line.trim().strip_prefix("stompbox listening")?;
+    let field = |name: &str| {
+        rest.split_whitespace()
+            .find_map(|token| token.strip_prefix(name))
+            .filter(|value| !value.is_empty() && *value != "-")
+    };
+    if let Some(ws) = field("ws=") {
+        return Some(ws.to_owned());
+    }
+    field("http=").map(|http| format!("ws://{http}/ws"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_listening;
+
+    #[test]
+    fn listening_line() {
+        assert_eq!(
+            parse_listening(
+                "stompbox listening http=127.0.0.1:4000 ws=ws://127.0.0.1:4000/ws tcp=-"
+            )
+            .as_deref(),
+            Some("ws://127.0.0.1:4000/ws")
+        );
+        assert_eq!(
+            parse_listening("stompbox listening http=127.0.0.1:4000").as_deref(),
+            Some("ws://127.0.0.1:4000/ws")
+        );
+        assert_eq!(parse_listening("2025 INFO starting"), None);
+    }
+}
