@@ -15,9 +15,11 @@ use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use stompbox::broker::embedded::EmbeddedConfig;
-use stompbox::{HttpRouter, Server, ServerConfig};
+use stompbox::broker::relay::{RelayBroker, RelayConfig, RelayTls};
+use stompbox::{HttpRouter, Server, ServerBuilder, ServerConfig};
 use stompbox_chat::ChatState;
 use toml::{Table, Value};
 use tracing_subscriber::EnvFilter;
@@ -69,15 +71,32 @@ impl Default for Settings {
     }
 }
 
-/// Shown instead of the API token by --check and in logs.
+/// Shown instead of the API token and the relay's passcodes by --check
+/// and in logs.
 const REDACTED: &str = "(set; not shown)";
 
+/// What `stompbox serve` prints on stdout, after the listening line, when
+/// the relay's system connection to the broker comes up; scripts wait for it
+/// before connecting clients, as a CONNECT is refused until then.
+const BROKER_AVAILABLE_LINE: &str = "stompbox broker available";
+/// Printed when that connection is lost (and the available line again once
+/// it is back).
+const BROKER_UNAVAILABLE_LINE: &str = "stompbox broker unavailable";
+
 impl Settings {
-    /// A copy safe to print: the API token is a secret.
+    /// A copy safe to print: the API token and the passcodes are secrets.
     fn redacted(&self) -> Settings {
         let mut copy = self.clone();
         if copy.server.api_token.is_some() {
             copy.server.api_token = Some(REDACTED.to_owned());
+        }
+        if let Some(relay) = &mut copy.server.relay {
+            if relay.client_passcode.is_some() {
+                relay.client_passcode = Some(REDACTED.to_owned());
+            }
+            if !relay.system_passcode.is_empty() {
+                relay.system_passcode = REDACTED.to_owned();
+            }
         }
         copy
     }
@@ -87,6 +106,11 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
     init_logging(&args.log)?;
     let flags = flag_settings(&args)?;
     let settings = load(args.config.as_deref(), std::env::vars_os(), &flags)?;
+    if let Some(relay) = &settings.server.relay {
+        for note in relay_notes(relay) {
+            tracing::warn!("{note}");
+        }
+    }
     if args.check {
         let text = toml::to_string(&FileConfig::from_config(&settings.redacted()))
             .map_err(|e| format!("cannot print the configuration: {e}"))?;
@@ -103,13 +127,20 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
         demo_chat,
     } = settings;
     let ws_path = config.ws_path.clone();
+    // The relay is started here, not by the library's bind, so that its
+    // availability can be watched (a bound Server does not expose it).
+    // config.relay stays set: the router reads it too.
+    let relay = config
+        .relay
+        .clone()
+        .map(|relay| Arc::new(RelayBroker::start(relay)));
+    let availability = relay.as_ref().map(|relay| relay.availability());
     let bound = if demo_chat {
         let chat = ChatState::new();
-        let server = Server::builder(config.clone())
+        let builder = Server::builder(config.clone())
             .app(stompbox_chat::app(&chat))
-            .routes(stompbox_chat::routes_for(&ws_path))
-            .bind()
-            .await;
+            .routes(stompbox_chat::routes_for(&ws_path));
+        let server = with_relay(builder, relay).bind().await;
         // The chat's hooks publish join/leave notices with the server's
         // messaging handle, which exists only once the server is bound.
         if let Ok(server) = &server {
@@ -117,10 +148,8 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
         }
         server
     } else {
-        Server::builder(config.clone())
-            .routes(plain_page(&ws_path))
-            .bind()
-            .await
+        let builder = Server::builder(config.clone()).routes(plain_page(&ws_path));
+        with_relay(builder, relay).bind().await
     };
     let server = bound.map_err(|e| {
         let tcp = config
@@ -134,14 +163,11 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
     let tcp = server
         .tcp_addr()
         .map_or_else(|| "off".to_owned(), |a| a.to_string());
-    let line = format!("stompbox listening http={http} ws=ws://{http}{ws_path} tcp={tcp}");
-    {
-        let mut out = std::io::stdout().lock();
-        // A closed stdout (daemonised, piped into a finished process) must not
-        // stop a server that is otherwise fine; the log line below still says it.
-        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
-            tracing::warn!(error = %e, "cannot write the listening line to stdout");
-        }
+    print_line(&format!(
+        "stompbox listening http={http} ws=ws://{http}{ws_path} tcp={tcp}"
+    ));
+    if let Some(availability) = availability {
+        tokio::spawn(announce_availability(availability));
     }
     tracing::info!(%http, ws = %format_args!("ws://{http}{ws_path}"), %tcp, "stompbox listening");
     if demo_chat {
@@ -156,6 +182,92 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("server failed: {e}"))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// One line on stdout, for scripts. A closed stdout (daemonised, piped into
+/// a finished process) must not stop a server that is otherwise fine; the
+/// log lines still say the same.
+fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        tracing::warn!(error = %e, line, "cannot write to stdout");
+    }
+}
+
+/// Uses the relay started by `serve`, if any, instead of the embedded broker.
+fn with_relay<S: Clone + Send + Sync + 'static>(
+    builder: ServerBuilder<S>,
+    relay: Option<Arc<RelayBroker>>,
+) -> ServerBuilder<S> {
+    match relay {
+        Some(relay) => builder.broker(relay),
+        None => builder,
+    }
+}
+
+/// Prints [`BROKER_AVAILABLE_LINE`] each time the relay's system connection
+/// comes up and [`BROKER_UNAVAILABLE_LINE`] each time it is lost (nothing
+/// before it is first up: the listening line already means "not yet").
+async fn announce_availability(mut availability: tokio::sync::watch::Receiver<bool>) {
+    let mut shown = false;
+    loop {
+        let up = *availability.borrow_and_update();
+        if up != shown {
+            print_line(if up {
+                BROKER_AVAILABLE_LINE
+            } else {
+                BROKER_UNAVAILABLE_LINE
+            });
+            shown = up;
+        }
+        if availability.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Warnings about relay settings that are valid but probably not meant:
+/// well-known ports of other protocols, TLS and ports that disagree, and
+/// passcodes sent unencrypted to another host.
+fn relay_notes(relay: &RelayConfig) -> Vec<String> {
+    let tls = relay.tls.is_some();
+    let mut notes = Vec::new();
+    for address in &relay.addresses {
+        let Some((host, port)) = address.rsplit_once(':') else {
+            continue;
+        };
+        let host = host.trim_matches(['[', ']']);
+        match port {
+            "5672" | "5671" => notes.push(format!(
+                "relay address {address}: {port} is RabbitMQ's AMQP port; its STOMP plugin \
+                 listens on 61613 (61614 with TLS)"
+            )),
+            "15674" | "15673" => notes.push(format!(
+                "relay address {address}: {port} is RabbitMQ's Web-STOMP (WebSocket) port; \
+                 the relay speaks STOMP over TCP, usually port 61613 (61614 with TLS)"
+            )),
+            "61614" if !tls => notes.push(format!(
+                "relay address {address}: 61614 is the usual STOMP-over-TLS port but relay.tls \
+                 is false"
+            )),
+            "61613" if tls => notes.push(format!(
+                "relay address {address}: 61613 is the usual plain STOMP port but relay.tls is \
+                 true"
+            )),
+            _ => {}
+        }
+        let local = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !tls && !local {
+            notes.push(format!(
+                "relay address {address} is not on this host and relay.tls is false: broker \
+                 logins, passcodes and messages cross the network unencrypted"
+            ));
+        }
+    }
+    notes
 }
 
 /// What `/` shows without the chat demo: where the STOMP endpoint is.
@@ -260,7 +372,7 @@ fn flag_settings(args: &ServeArgs) -> Result<Vec<(String, String, String)>, Stri
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a table of sections ([server], [app], [limits], [heartbeat], [broker], [demo])"
+    expecting = "a table of sections ([server], [app], [limits], [heartbeat], [broker], [relay], [demo])"
 )]
 struct FileConfig {
     #[serde(default)]
@@ -273,6 +385,9 @@ struct FileConfig {
     heartbeat: HeartbeatSection,
     #[serde(default)]
     broker: BrokerSection,
+    /// Read only with `broker.kind = "relay"`; absent from --check otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    relay: Option<RelaySection>,
     #[serde(default)]
     demo: DemoSection,
 }
@@ -336,15 +451,86 @@ struct BrokerSection {
     max_unacked: Option<usize>,
 }
 
+/// `[relay]`: the settings of [`RelayConfig`]. Optional values are empty
+/// strings when off, as an absent value could not be listed as a key; TLS
+/// is flat (`tls`, `tls_server_name`, `tls_ca_file`) so every key has an
+/// environment variable.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table of [relay] settings")]
+struct RelaySection {
+    addresses: Option<Vec<String>>,
+    virtual_host: Option<String>,
+    /// Empty: pass the client's own login.
+    client_login: Option<String>,
+    /// Empty: pass the client's own passcode.
+    client_passcode: Option<String>,
+    system_login: Option<String>,
+    system_passcode: Option<String>,
+    heartbeat_send_ms: Option<u64>,
+    heartbeat_receive_ms: Option<u64>,
+    prefixes: Option<Vec<String>>,
+    user_destination_prefix: Option<String>,
+    reconnect_initial_ms: Option<u64>,
+    reconnect_max_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    publish_timeout_ms: Option<u64>,
+    max_frame_bytes: Option<usize>,
+    upstream_buffer_bytes: Option<usize>,
+    max_in_flight: Option<usize>,
+    encode_slashes: Option<bool>,
+    tls: Option<bool>,
+    /// Empty: the host part of the address.
+    tls_server_name: Option<String>,
+    /// Empty: the Mozilla root store.
+    tls_ca_file: Option<String>,
+}
+
+impl RelaySection {
+    fn from_config(r: &RelayConfig) -> RelaySection {
+        let tls = r.tls.as_ref();
+        RelaySection {
+            addresses: Some(r.addresses.clone()),
+            virtual_host: Some(r.virtual_host.clone()),
+            client_login: Some(r.client_login.clone().unwrap_or_default()),
+            client_passcode: Some(r.client_passcode.clone().unwrap_or_default()),
+            system_login: Some(r.system_login.clone()),
+            system_passcode: Some(r.system_passcode.clone()),
+            heartbeat_send_ms: Some(millis(r.heartbeat_send)),
+            heartbeat_receive_ms: Some(millis(r.heartbeat_receive)),
+            prefixes: Some(r.prefixes.clone()),
+            user_destination_prefix: Some(r.user_destination_prefix.clone()),
+            reconnect_initial_ms: Some(millis(r.reconnect_initial)),
+            reconnect_max_ms: Some(millis(r.reconnect_max)),
+            connect_timeout_ms: Some(millis(r.connect_timeout)),
+            publish_timeout_ms: Some(millis(r.publish_timeout)),
+            max_frame_bytes: Some(r.max_frame_bytes),
+            upstream_buffer_bytes: Some(r.upstream_buffer_bytes),
+            max_in_flight: Some(r.max_in_flight),
+            encode_slashes: Some(r.encode_slashes),
+            tls: Some(tls.is_some()),
+            tls_server_name: Some(tls.and_then(|t| t.server_name.clone()).unwrap_or_default()),
+            tls_ca_file: Some(
+                tls.and_then(|t| t.ca_file.as_ref())
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl FileConfig {
-    /// Every key set, from `settings`: the effective settings for --check,
-    /// and (from the defaults) the list of keys the environment may set.
+    /// Every key that applies, from `settings`: the effective settings for
+    /// --check. Only the keys of the broker in use are listed, so the output
+    /// can be loaded again.
     fn from_config(settings: &Settings) -> FileConfig {
         let c = &settings.server;
+        let relay = c.relay.as_ref();
+        // With the relay, the embedded broker's keys are refused (see validate).
+        let embedded = relay.is_none();
         FileConfig {
             server: ServerSection {
                 http: Some(c.http_addr.to_string()),
@@ -378,19 +564,34 @@ impl FileConfig {
                 grace: Some(c.heartbeat_grace),
             },
             broker: BrokerSection {
-                kind: Some("embedded".to_owned()),
-                topic_prefixes: Some(c.embedded.topic_prefixes.clone()),
-                queue_prefixes: Some(c.embedded.queue_prefixes.clone()),
-                queue_max_messages: Some(c.embedded.max_queue_messages),
-                queue_max_bytes: Some(c.embedded.max_queue_bytes),
-                max_queues: Some(c.embedded.max_queues),
-                max_unacked: Some(c.embedded.max_unacked),
+                kind: Some(if relay.is_some() { "relay" } else { "embedded" }.to_owned()),
+                topic_prefixes: embedded.then(|| c.embedded.topic_prefixes.clone()),
+                queue_prefixes: embedded.then(|| c.embedded.queue_prefixes.clone()),
+                queue_max_messages: embedded.then_some(c.embedded.max_queue_messages),
+                queue_max_bytes: embedded.then_some(c.embedded.max_queue_bytes),
+                max_queues: embedded.then_some(c.embedded.max_queues),
+                max_unacked: embedded.then_some(c.embedded.max_unacked),
             },
+            relay: relay.map(RelaySection::from_config),
             demo: DemoSection {
                 chat: Some(settings.demo_chat),
             },
         }
     }
+
+    /// Every key there is, with its default: the keys the environment and
+    /// --set may name (both brokers' keys, whichever is in use).
+    fn every_key() -> FileConfig {
+        let mut all = FileConfig::from_config(&Settings::default());
+        all.relay = Some(RelaySection::from_config(&RelayConfig::default()));
+        all
+    }
+}
+
+/// [`FileConfig::every_key`] as a table of sections.
+fn known_keys() -> Result<Table, String> {
+    Table::try_from(FileConfig::every_key())
+        .map_err(|e| format!("internal error listing the configuration keys: {e}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -571,9 +772,7 @@ fn load(
     env: impl IntoIterator<Item = (OsString, OsString)>,
     flags: &[(String, String, String)],
 ) -> Result<Settings, String> {
-    let defaults = Settings::default();
-    let known = Table::try_from(FileConfig::from_config(&defaults))
-        .map_err(|e| format!("internal error listing the configuration keys: {e}"))?;
+    let known = known_keys()?;
     let mut layers = Layers::default();
     if let Some(path) = file {
         layers.add_file(path)?;
@@ -690,6 +889,46 @@ impl Check {
         }
     }
 
+    /// A broker address as the relay dials it: `host:port`, the host a
+    /// name, an IPv4 address or a bracketed IPv6 address. Any host will do:
+    /// the broker is usually on another machine.
+    fn broker_address(&mut self, key: &'static str, value: &str) {
+        let problem = match value.rsplit_once(':') {
+            None => Some("no port"),
+            Some((host, port)) => {
+                let host_ok = match host.strip_prefix('[') {
+                    Some(v6) => v6
+                        .strip_suffix(']')
+                        .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+                    None => {
+                        !host.is_empty()
+                            && host
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+                    }
+                };
+                if !port.parse::<u16>().is_ok_and(|p| p != 0) {
+                    Some("the port must be a number from 1 to 65535")
+                } else if host.contains(':') && !host.starts_with('[') {
+                    Some("an IPv6 address must be in brackets, like [::1]:61613")
+                } else if !host_ok {
+                    Some("the host must be a name, an IPv4 address or a bracketed IPv6 address")
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(problem) = problem {
+            self.fail(
+                key,
+                format!(
+                    "expected host:port such as 127.0.0.1:61613 or rabbitmq.internal:61613; \
+                     {problem} (got \"{value}\")"
+                ),
+            );
+        }
+    }
+
     fn prefixes(&mut self, key: &'static str, prefixes: &[String]) {
         for p in prefixes {
             // A bare "/" would swallow every destination, and a prefix without
@@ -743,6 +982,7 @@ fn validate(file: FileConfig) -> Result<Settings, Problems> {
         limits,
         heartbeat,
         broker,
+        relay: relay_section,
         demo,
     } = file;
 
@@ -902,27 +1142,36 @@ fn validate(file: FileConfig) -> Result<Settings, Problems> {
         c.heartbeat_grace = grace;
     }
 
-    // [broker]
-    match broker.kind.as_deref().map(str::trim) {
-        None | Some("embedded") => {}
-        Some("relay") => check.fail(
-            "broker.kind",
-            "\"relay\" is not available in this version; use \"embedded\"".to_owned(),
-        ),
-        Some(other) => check.fail(
-            "broker.kind",
-            format!("unknown broker \"{other}\"; the only kind in this version is \"embedded\""),
-        ),
+    // [broker], and [relay] when it is the relay
+    let relayed = match broker.kind.as_deref().map(str::trim) {
+        None | Some("embedded") => false,
+        Some("relay") => true,
+        Some(other) => {
+            check.fail(
+                "broker.kind",
+                format!("unknown broker \"{other}\"; use \"embedded\" or \"relay\""),
+            );
+            false
+        }
+    };
+    if relayed {
+        refuse_embedded_keys(&mut check, &broker);
+        c.relay = Some(relay(&mut check, relay_section.unwrap_or_default(), frame));
+    } else {
+        // [relay] is ignored, so a file can keep it ready for broker.kind = "relay".
+        c.embedded = embedded(&mut check, broker, &d.embedded, frame);
     }
-    c.embedded = embedded(&mut check, broker, &d.embedded, frame);
 
     // Each destination must have one meaning: handler, user or broker.
-    let broker_prefixes: Vec<&String> = c
-        .embedded
-        .topic_prefixes
-        .iter()
-        .chain(&c.embedded.queue_prefixes)
-        .collect();
+    let broker_prefixes: Vec<&String> = match &c.relay {
+        Some(relay) => relay.prefixes.iter().collect(),
+        None => c
+            .embedded
+            .topic_prefixes
+            .iter()
+            .chain(&c.embedded.queue_prefixes)
+            .collect(),
+    };
     for p in &c.app_prefixes {
         if let Some(b) = broker_prefixes.iter().find(|b| overlap(p, b)) {
             check.fail(
@@ -946,6 +1195,22 @@ fn validate(file: FileConfig) -> Result<Settings, Problems> {
             format!("\"{}\" overlaps application prefix \"{p}\"", c.user_prefix),
         );
     }
+    if let Some(relay) = &c.relay {
+        // The broker-side user namespace must not be reachable as an
+        // application or client-side user destination.
+        let namespace = &relay.user_destination_prefix;
+        if let Some(p) = c
+            .app_prefixes
+            .iter()
+            .chain(std::iter::once(&c.user_prefix))
+            .find(|p| namespace.starts_with(&as_dir(p)))
+        {
+            check.fail(
+                "relay.user_destination_prefix",
+                format!("\"{namespace}\" is under \"{p}\", which clients' frames go to instead"),
+            );
+        }
+    }
 
     // [demo]
     let demo_chat = demo.chat.unwrap_or(true);
@@ -955,8 +1220,20 @@ fn validate(file: FileConfig) -> Result<Settings, Problems> {
         if !c.app_prefixes.iter().any(|p| as_dir(p) == "/app/") {
             needs.push("\"/app\" in app.prefixes");
         }
-        if c.embedded.topic_prefixes.first().map(String::as_str) != Some("/topic/") {
-            needs.push("\"/topic/\" first in broker.topic_prefixes");
+        match &c.relay {
+            Some(relay) => {
+                // Replies go to /topic/…, errors to /user/queue/errors.
+                if !relay.prefixes.iter().any(|p| p == "/topic/")
+                    || !relay.prefixes.iter().any(|p| p == "/queue/")
+                {
+                    needs.push("\"/topic/\" and \"/queue/\" in relay.prefixes");
+                }
+            }
+            None => {
+                if c.embedded.topic_prefixes.first().map(String::as_str) != Some("/topic/") {
+                    needs.push("\"/topic/\" first in broker.topic_prefixes");
+                }
+            }
         }
         if as_dir(&c.user_prefix) != "/user/" {
             needs.push("app.user_prefix = \"/user\"");
@@ -981,6 +1258,250 @@ fn validate(file: FileConfig) -> Result<Settings, Problems> {
     } else {
         Err(check.problems)
     }
+}
+
+/// With the relay the embedded broker's keys would have no effect: its queue
+/// bounds would silently stop applying and its prefixes would not be the ones
+/// relayed. So they are refused rather than ignored.
+fn refuse_embedded_keys(check: &mut Check, broker: &BrokerSection) {
+    for (key, set, instead) in [
+        (
+            "broker.topic_prefixes",
+            broker.topic_prefixes.is_some(),
+            "relay.prefixes lists the destinations relayed",
+        ),
+        (
+            "broker.queue_prefixes",
+            broker.queue_prefixes.is_some(),
+            "relay.prefixes lists the destinations relayed",
+        ),
+        (
+            "broker.queue_max_messages",
+            broker.queue_max_messages.is_some(),
+            "the broker's own queue policies bound queues",
+        ),
+        (
+            "broker.queue_max_bytes",
+            broker.queue_max_bytes.is_some(),
+            "the broker's own queue policies bound queues",
+        ),
+        (
+            "broker.max_queues",
+            broker.max_queues.is_some(),
+            "the broker's own limits bound queues",
+        ),
+        (
+            "broker.max_unacked",
+            broker.max_unacked.is_some(),
+            "clients set a prefetch-count header on SUBSCRIBE",
+        ),
+    ] {
+        if set {
+            check.fail(
+                key,
+                format!(
+                    "belongs to the embedded broker and has no effect with broker.kind = \"relay\"; \
+                     remove it (with the relay, {instead})"
+                ),
+            );
+        }
+    }
+}
+
+/// The relay's settings: every key of `[relay]` not set keeps the
+/// library's default. `frame` is limits.frame_bytes.
+fn relay(check: &mut Check, r: RelaySection, frame: usize) -> RelayConfig {
+    let mut c = RelayConfig::default();
+    if let Some(addresses) = r.addresses {
+        if addresses.iter().all(|a| a.trim().is_empty()) {
+            check.fail(
+                "relay.addresses",
+                "must list at least one broker address, like [\"127.0.0.1:61613\"]".to_owned(),
+            );
+        }
+        for address in &addresses {
+            check.broker_address("relay.addresses", address.trim());
+        }
+        c.addresses = addresses.iter().map(|a| a.trim().to_owned()).collect();
+    }
+    if let Some(host) = r.virtual_host {
+        if host.trim().is_empty() {
+            check.fail(
+                "relay.virtual_host",
+                "must not be empty (RabbitMQ's default virtual host is \"/\")".to_owned(),
+            );
+        }
+        c.virtual_host = host;
+    }
+    // Empty means "the client's own", which an absent key could not say.
+    if let Some(login) = r.client_login {
+        c.client_login = (!login.is_empty()).then_some(login);
+    }
+    if let Some(passcode) = r.client_passcode {
+        c.client_passcode = (!passcode.is_empty()).then_some(passcode);
+    }
+    if let Some(login) = r.system_login {
+        c.system_login = login;
+    }
+    if let Some(passcode) = r.system_passcode {
+        c.system_passcode = passcode;
+    }
+    // One broker connection per client session: heart-beats faster than a
+    // second would multiply into real load on the broker.
+    if let Some(ms) = r.heartbeat_send_ms {
+        c.heartbeat_send = interval(check, "relay.heartbeat_send_ms", ms, 1000);
+    }
+    if let Some(ms) = r.heartbeat_receive_ms {
+        c.heartbeat_receive = interval(check, "relay.heartbeat_receive_ms", ms, 1000);
+    }
+    if let Some(prefixes) = r.prefixes {
+        if prefixes.is_empty() {
+            check.fail(
+                "relay.prefixes",
+                "is empty, so no destination would be relayed to the broker".to_owned(),
+            );
+        }
+        check.prefixes("relay.prefixes", &prefixes);
+        c.prefixes = prefixes;
+    }
+    if let Some(prefix) = r.user_destination_prefix {
+        let plain = prefix.len() > 1
+            && prefix.starts_with('/')
+            && prefix.bytes().all(|b| b.is_ascii_graphic());
+        if !plain {
+            check.fail(
+                "relay.user_destination_prefix",
+                format!(
+                    "must be a destination prefix starting with '/', without spaces, like \
+                     \"/exchange/amq.direct/stompbox-user.\" (got \"{prefix}\")"
+                ),
+            );
+        }
+        c.user_destination_prefix = prefix;
+    }
+    if let Some(ms) = r.reconnect_initial_ms {
+        c.reconnect_initial =
+            Duration::from_millis(check.at_least("relay.reconnect_initial_ms", ms, 100));
+    }
+    if let Some(ms) = r.reconnect_max_ms {
+        c.reconnect_max = Duration::from_millis(ms);
+    }
+    if c.reconnect_max < c.reconnect_initial {
+        check.fail(
+            "relay.reconnect_max_ms",
+            format!(
+                "must be at least relay.reconnect_initial_ms, {} (got {})",
+                millis(c.reconnect_initial),
+                millis(c.reconnect_max)
+            ),
+        );
+    }
+    if let Some(ms) = r.connect_timeout_ms {
+        c.connect_timeout =
+            Duration::from_millis(check.at_least("relay.connect_timeout_ms", ms, 100));
+    }
+    if let Some(ms) = r.publish_timeout_ms {
+        c.publish_timeout =
+            Duration::from_millis(check.at_least("relay.publish_timeout_ms", ms, 100));
+    }
+    // A client's largest frame comes back from the broker with the headers
+    // the broker adds, and must fit into the buffer towards the broker with
+    // the headers the relay adds: twice the client limit leaves room, as for
+    // limits.outbox_bytes.
+    let twice = frame.saturating_mul(2);
+    if let Some(n) = r.max_frame_bytes {
+        c.max_frame_bytes = n;
+    }
+    if let Some(n) = r.upstream_buffer_bytes {
+        c.upstream_buffer_bytes = n;
+    }
+    for (key, value) in [
+        ("relay.max_frame_bytes", c.max_frame_bytes),
+        ("relay.upstream_buffer_bytes", c.upstream_buffer_bytes),
+    ] {
+        if value < twice {
+            check.fail(
+                key,
+                format!("must be at least twice limits.frame_bytes, {twice} (got {value})"),
+            );
+        }
+    }
+    if let Some(n) = r.max_in_flight {
+        c.max_in_flight = check.at_least("relay.max_in_flight", n, 1);
+    }
+    if let Some(encode) = r.encode_slashes {
+        c.encode_slashes = encode;
+    }
+    c.tls = relay_tls(check, r.tls, r.tls_server_name, r.tls_ca_file);
+    c
+}
+
+/// TLS is on only with `relay.tls = true`: one switch, so a stray
+/// `tls_ca_file` cannot quietly turn it on (or be quietly ignored).
+fn relay_tls(
+    check: &mut Check,
+    on: Option<bool>,
+    server_name: Option<String>,
+    ca_file: Option<String>,
+) -> Option<RelayTls> {
+    let server_name = server_name.filter(|n| !n.trim().is_empty());
+    let ca_file = ca_file.filter(|f| !f.trim().is_empty());
+    if on != Some(true) {
+        for (key, set) in [
+            ("relay.tls_server_name", server_name.is_some()),
+            ("relay.tls_ca_file", ca_file.is_some()),
+        ] {
+            if set {
+                check.fail(
+                    key,
+                    "has no effect while relay.tls is false; set relay.tls = true to connect to \
+                     the broker over TLS"
+                        .to_owned(),
+                );
+            }
+        }
+        return None;
+    }
+    let mut tls = RelayTls::default();
+    if let Some(name) = server_name {
+        let name = name.trim();
+        // What rustls accepts: a DNS name or an IP address.
+        let ok = name.parse::<std::net::IpAddr>().is_ok()
+            || (name.len() <= 253
+                && name.split('.').all(|label| {
+                    (1..=63).contains(&label.len())
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                }));
+        if !ok {
+            check.fail(
+                "relay.tls_server_name",
+                format!(
+                    "must be a DNS name or an IP address, like rabbitmq.example.com (got \"{name}\")"
+                ),
+            );
+        }
+        tls.server_name = Some(name.to_owned());
+    }
+    if let Some(file) = ca_file {
+        let path = PathBuf::from(file.trim());
+        // Checked now: the relay would otherwise fail every connection
+        // attempt with the same error, in the background.
+        match std::fs::read(&path) {
+            Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {}
+            Ok(_) => check.fail(
+                "relay.tls_ca_file",
+                format!("{} holds no PEM certificate", path.display()),
+            ),
+            Err(e) => check.fail(
+                "relay.tls_ca_file",
+                format!("cannot read {}: {e}", path.display()),
+            ),
+        }
+        tls.ca_file = Some(path);
+    }
+    Some(tls)
 }
 
 fn embedded(
@@ -1068,7 +1589,7 @@ mod tests {
     }
 
     fn known() -> Table {
-        Table::try_from(FileConfig::from_config(&Settings::default())).expect("defaults serialize")
+        known_keys().expect("defaults serialize")
     }
 
     #[test]
@@ -1081,12 +1602,10 @@ mod tests {
         assert!(settings.demo_chat);
     }
 
-    #[test]
-    fn shipped_file_lists_every_key_with_its_default() {
-        let shipped = include_str!("../../../stompbox.toml");
-        // Uncomment "# key = value" lines (not prose comments, which have no '=' after one word).
-        let uncommented: String = shipped
-            .lines()
+    /// `text` with its "# key = value" lines uncommented (not prose
+    /// comments, which have no '=' after one word).
+    fn uncomment(text: &str) -> String {
+        text.lines()
             .map(|line| match line.strip_prefix("# ") {
                 Some(rest)
                     if rest.split_once(" = ").is_some_and(|(k, _)| {
@@ -1098,7 +1617,13 @@ mod tests {
                 _ => line,
             })
             .map(|line| format!("{line}\n"))
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn shipped_file_lists_every_key_with_its_default() {
+        let shipped = include_str!("../../../stompbox.toml");
+        let uncommented = uncomment(shipped);
         let table: Table = toml::from_str(&uncommented).expect("uncommented stompbox.toml parses");
         let known = known();
         for (section, keys) in &known {
@@ -1244,7 +1769,6 @@ mod tests {
             ("[heartbeat]\nsend_ms = 5", "heartbeat.send_ms"),
             ("[heartbeat]\ngrace = 0.5", "heartbeat.grace"),
             ("[heartbeat]\ngrace = nan", "heartbeat.grace"),
-            ("[broker]\nkind = \"relay\"", "broker.kind"),
             ("[broker]\nkind = \"kafka\"", "broker.kind"),
             (
                 "[broker]\ntopic_prefixes = [\"topic\"]",
@@ -1349,12 +1873,282 @@ mod tests {
     fn known_keys_cover_every_section() {
         let known = known();
         let sections: Vec<&String> = known.keys().collect();
-        assert_eq!(sections.len(), 6, "{sections:?}");
+        assert_eq!(sections.len(), 7, "{sections:?}");
+        assert!(env_key("STOMPBOX_RELAY_ADDRESSES", &known).is_some());
+        assert!(env_key("STOMPBOX_RELAY_TLS_CA_FILE", &known).is_some());
+        assert!(env_key("STOMPBOX_RELAY_SYSTEM_PASSCODE", &known).is_some());
         assert!(env_key("STOMPBOX_APP_USER_PREFIX", &known).is_some());
         assert!(env_key("STOMPBOX_DEMO_CHAT", &known).is_some());
         assert!(env_key("STOMPBOX_SERVER_API_TOKEN", &known).is_some());
         assert!(env_key("STOMPBOX_SERVER_MAX_CONNECTIONS", &known).is_some());
         assert!(env_key("STOMPBOX_server_tcp", &known).is_some());
         assert!(env_key("STOMPBOX_SERVERTCP", &known).is_none());
+    }
+
+    const RELAY: &str = "[broker]\nkind = \"relay\"\n";
+
+    #[test]
+    fn relay_defaults_are_the_library_defaults() {
+        let settings = from_toml(RELAY).expect("valid");
+        let relay = settings.server.relay.expect("relay on");
+        assert_eq!(
+            format!("{relay:?}"),
+            format!("{:?}", RelayConfig::default())
+        );
+        // The embedded broker is untouched (and unused).
+        assert_eq!(
+            format!("{:?}", settings.server.embedded),
+            format!("{:?}", EmbeddedConfig::default())
+        );
+        // Without broker.kind = "relay", [relay] is read but not used.
+        let embedded = from_toml("[relay]\naddresses = [\"broker:61613\"]").expect("valid");
+        assert!(embedded.server.relay.is_none());
+    }
+
+    #[test]
+    fn every_relay_key_reaches_the_relay_config() {
+        let dir = std::env::temp_dir().join(format!("stompbox-relay-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let ca = dir.join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write CA");
+        let ca_text = ca.to_str().expect("UTF-8 temp path");
+        let settings = load(
+            None,
+            env(&[
+                ("STOMPBOX_BROKER_KIND", "relay"),
+                (
+                    "STOMPBOX_RELAY_ADDRESSES",
+                    "rabbit-1.internal:61614, [::1]:61614",
+                ),
+                ("STOMPBOX_RELAY_VIRTUAL_HOST", "prod"),
+                ("STOMPBOX_RELAY_CLIENT_LOGIN", ""),
+                ("STOMPBOX_RELAY_CLIENT_PASSCODE", ""),
+                ("STOMPBOX_RELAY_SYSTEM_LOGIN", "stompbox"),
+                ("STOMPBOX_RELAY_SYSTEM_PASSCODE", "12345"),
+                ("STOMPBOX_RELAY_HEARTBEAT_SEND_MS", "0"),
+                ("STOMPBOX_RELAY_HEARTBEAT_RECEIVE_MS", "20000"),
+                ("STOMPBOX_RELAY_PREFIXES", "/topic/,/queue/"),
+                ("STOMPBOX_RELAY_USER_DESTINATION_PREFIX", "/topic/users."),
+                ("STOMPBOX_RELAY_RECONNECT_INITIAL_MS", "200"),
+                ("STOMPBOX_RELAY_RECONNECT_MAX_MS", "5000"),
+                ("STOMPBOX_RELAY_CONNECT_TIMEOUT_MS", "3000"),
+                ("STOMPBOX_RELAY_PUBLISH_TIMEOUT_MS", "4000"),
+                ("STOMPBOX_RELAY_MAX_FRAME_BYTES", "262144"),
+                ("STOMPBOX_RELAY_UPSTREAM_BUFFER_BYTES", "131072"),
+                ("STOMPBOX_RELAY_MAX_IN_FLIGHT", "7"),
+                ("STOMPBOX_RELAY_ENCODE_SLASHES", "false"),
+                ("STOMPBOX_RELAY_TLS", "true"),
+                ("STOMPBOX_RELAY_TLS_SERVER_NAME", "rabbit.example.com"),
+                ("STOMPBOX_RELAY_TLS_CA_FILE", ca_text),
+            ]),
+            &[],
+        )
+        .expect("valid");
+        let r = settings.server.relay.clone().expect("relay on");
+        assert_eq!(r.addresses, ["rabbit-1.internal:61614", "[::1]:61614"]);
+        assert_eq!(r.virtual_host, "prod");
+        assert_eq!(r.client_login, None);
+        assert_eq!(r.client_passcode, None);
+        assert_eq!(r.system_login, "stompbox");
+        // Digits stay text for a text key.
+        assert_eq!(r.system_passcode, "12345");
+        assert_eq!(r.heartbeat_send, Duration::ZERO);
+        assert_eq!(r.heartbeat_receive, Duration::from_secs(20));
+        assert_eq!(r.prefixes, ["/topic/", "/queue/"]);
+        assert_eq!(r.user_destination_prefix, "/topic/users.");
+        assert_eq!(r.reconnect_initial, Duration::from_millis(200));
+        assert_eq!(r.reconnect_max, Duration::from_secs(5));
+        assert_eq!(r.connect_timeout, Duration::from_secs(3));
+        assert_eq!(r.publish_timeout, Duration::from_secs(4));
+        assert_eq!(r.max_frame_bytes, 262_144);
+        assert_eq!(r.upstream_buffer_bytes, 131_072);
+        assert_eq!(r.max_in_flight, 7);
+        assert!(!r.encode_slashes);
+        let tls = r.tls.clone().expect("TLS on");
+        assert_eq!(tls.server_name.as_deref(), Some("rabbit.example.com"));
+        assert_eq!(tls.ca_file.as_deref(), Some(ca.as_path()));
+        // No warning for a TLS port with TLS on, nor for a remote host with TLS.
+        assert!(relay_notes(&r).is_empty(), "{:?}", relay_notes(&r));
+
+        // --check shows the relay's keys, not the embedded broker's, and no
+        // passcode; what it prints loads again.
+        let printed =
+            toml::to_string(&FileConfig::from_config(&settings.redacted())).expect("prints");
+        assert!(printed.contains("[relay]"), "{printed}");
+        assert!(printed.contains("kind = \"relay\""), "{printed}");
+        assert!(!printed.contains("queue_max_messages"), "{printed}");
+        assert!(!printed.contains("12345"), "{printed}");
+        assert!(printed.contains(REDACTED), "{printed}");
+        let shown = toml::to_string(&FileConfig::from_config(&settings)).expect("prints");
+        let again = from_toml(&shown).expect("--check output loads again");
+        assert_eq!(
+            format!("{:?}", again.server),
+            format!("{:?}", settings.server)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn check_output_of_the_embedded_broker_has_no_relay_section() {
+        let printed =
+            toml::to_string(&FileConfig::from_config(&Settings::default())).expect("prints");
+        assert!(!printed.contains("[relay]"), "{printed}");
+        assert!(printed.contains("queue_max_messages"), "{printed}");
+    }
+
+    #[test]
+    fn relay_passcodes_are_never_shown() {
+        let secret = "relay-s3cret";
+        let settings = load(
+            None,
+            env(&[
+                ("STOMPBOX_BROKER_KIND", "relay"),
+                ("STOMPBOX_RELAY_CLIENT_PASSCODE", secret),
+                ("STOMPBOX_RELAY_SYSTEM_PASSCODE", secret),
+            ]),
+            &[],
+        )
+        .expect("valid");
+        let redacted = settings.redacted();
+        assert!(!format!("{redacted:?}").contains(secret));
+        let printed = toml::to_string(&FileConfig::from_config(&redacted)).expect("prints");
+        assert!(!printed.contains(secret), "{printed}");
+    }
+
+    #[test]
+    fn relay_sanity_rules() {
+        for (text, key) in [
+            ("[relay]\naddresses = []", "relay.addresses"),
+            ("[relay]\naddresses = [\"rabbit\"]", "relay.addresses"),
+            ("[relay]\naddresses = [\"rabbit:\"]", "relay.addresses"),
+            ("[relay]\naddresses = [\"rabbit:0\"]", "relay.addresses"),
+            ("[relay]\naddresses = [\"rabbit:70000\"]", "relay.addresses"),
+            ("[relay]\naddresses = [\":61613\"]", "relay.addresses"),
+            ("[relay]\naddresses = [\"::1:61613\"]", "relay.addresses"),
+            ("[relay]\naddresses = [\"[nope]:61613\"]", "relay.addresses"),
+            (
+                "[relay]\naddresses = [\"stomp://rabbit:61613\"]",
+                "relay.addresses",
+            ),
+            ("[relay]\nvirtual_host = \"\"", "relay.virtual_host"),
+            ("[relay]\nheartbeat_send_ms = 10", "relay.heartbeat_send_ms"),
+            (
+                "[relay]\nheartbeat_receive_ms = 999",
+                "relay.heartbeat_receive_ms",
+            ),
+            ("[relay]\nprefixes = []", "relay.prefixes"),
+            ("[relay]\nprefixes = [\"/topic\"]", "relay.prefixes"),
+            ("[relay]\nprefixes = [\"topic/\"]", "relay.prefixes"),
+            (
+                "[relay]\nuser_destination_prefix = \"users.\"",
+                "relay.user_destination_prefix",
+            ),
+            (
+                "[relay]\nuser_destination_prefix = \"/user/x.\"",
+                "relay.user_destination_prefix",
+            ),
+            (
+                "[relay]\nreconnect_initial_ms = 1",
+                "relay.reconnect_initial_ms",
+            ),
+            ("[relay]\nreconnect_max_ms = 100", "relay.reconnect_max_ms"),
+            (
+                "[relay]\nconnect_timeout_ms = 0",
+                "relay.connect_timeout_ms",
+            ),
+            (
+                "[relay]\npublish_timeout_ms = 5",
+                "relay.publish_timeout_ms",
+            ),
+            ("[relay]\nmax_frame_bytes = 65536", "relay.max_frame_bytes"),
+            (
+                "[relay]\nupstream_buffer_bytes = 4096",
+                "relay.upstream_buffer_bytes",
+            ),
+            (
+                "[limits]\nframe_bytes = 1048576\noutbox_bytes = 4194304",
+                "relay.max_frame_bytes",
+            ),
+            ("[relay]\nmax_in_flight = 0", "relay.max_in_flight"),
+            (
+                "[relay]\ntls_ca_file = \"/etc/ca.pem\"",
+                "relay.tls_ca_file",
+            ),
+            (
+                "[relay]\ntls = false\ntls_server_name = \"rabbit\"",
+                "relay.tls_server_name",
+            ),
+            (
+                "[relay]\ntls = true\ntls_server_name = \"not a name\"",
+                "relay.tls_server_name",
+            ),
+            (
+                "[relay]\ntls = true\ntls_ca_file = \"/nonexistent/ca.pem\"",
+                "relay.tls_ca_file",
+            ),
+            ("[relay]\ntls = \"yes\"", "relay.tls"),
+            ("[relay]\naddress = [\"rabbit:61613\"]", "address"),
+            // The embedded broker's keys would have no effect.
+            ("queue_max_messages = 5", "broker.queue_max_messages"),
+            ("topic_prefixes = [\"/topic/\"]", "broker.topic_prefixes"),
+            ("max_unacked = 10", "broker.max_unacked"),
+            // Destinations must still have one meaning each.
+            ("[app]\nprefixes = [\"/queue\"]", "app.prefixes"),
+            ("[app]\nprefixes = [\"/amq\"]", "app.prefixes"),
+            // The chat demo needs /topic/ and /queue/ relayed.
+            ("[relay]\nprefixes = [\"/exchange/\"]", "demo.chat"),
+        ] {
+            let text = format!("{RELAY}{text}");
+            let e = from_toml(&text).expect_err(&text);
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let ok = from_toml(&format!(
+            "{RELAY}[relay]\naddresses = [\"rabbit-1:61613\", \"10.0.0.2:61613\", \"[fd00::2]:61613\"]\n\
+             prefixes = [\"/exchange/\"]\n[demo]\nchat = false"
+        ))
+        .expect("valid");
+        let relay = ok.server.relay.expect("relay on");
+        assert_eq!(relay.prefixes, ["/exchange/"]);
+        assert!(relay.tls.is_none());
+        // A plain-text connection to another host is allowed, with a warning.
+        let notes = relay_notes(&relay);
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert!(notes[0].contains("unencrypted"), "{notes:?}");
+        let mut ports = RelayConfig::default();
+        ports.addresses = vec!["127.0.0.1:5672".into(), "localhost:15674".into()];
+        let notes = relay_notes(&ports);
+        assert!(
+            notes.len() == 2 && notes[0].contains("AMQP") && notes[1].contains("Web-STOMP"),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn shipped_file_with_the_relay_refuses_the_embedded_keys() {
+        let shipped = include_str!("../../../stompbox.toml");
+        // Only broker.kind uncommented: the relay with its defaults.
+        let relay_only = shipped.replace("# kind = \"embedded\"", "kind = \"relay\"");
+        assert_ne!(relay_only, shipped, "stompbox.toml documents broker.kind");
+        let settings = from_toml(&relay_only).expect("valid");
+        assert_eq!(
+            format!("{:?}", settings.server.relay),
+            format!("{:?}", Some(RelayConfig::default()))
+        );
+        // Every key uncommented: the embedded broker's keys are refused.
+        let e = from_toml(&uncomment(&relay_only)).expect_err("embedded keys with the relay");
+        for key in [
+            "broker.topic_prefixes",
+            "broker.queue_prefixes",
+            "broker.queue_max_messages",
+            "broker.queue_max_bytes",
+            "broker.max_queues",
+            "broker.max_unacked",
+        ] {
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 }

@@ -617,12 +617,22 @@ fn missing_config_file_is_an_error_naming_it() {
 }
 
 #[test]
-fn relay_broker_is_refused_clearly() {
-    let file = config_file("[broker]\nkind = \"relay\"\n");
-    let (status, _, err) = run(&["serve", "--config", file.to_str().expect("UTF-8")], &[]);
+fn invalid_relay_settings_stop_start_up_naming_the_field() {
+    // The relay itself works (tests/relay_instances.rs); a bad address or an
+    // embedded-broker key alongside it is refused before anything starts.
+    let file = config_file(
+        "[broker]\nkind = \"relay\"\nmax_queues = 10\n[relay]\naddresses = [\"rabbit\"]\n",
+    );
+    let path = file.to_str().expect("UTF-8");
+    let (status, out, err) = run(&["serve", "--config", path], &[]);
     assert!(!status.success());
+    assert!(!out.contains("listening"), "{out}");
     assert!(
-        err.contains("broker.kind") && err.contains("relay"),
+        err.contains("relay.addresses: expected host:port") && err.contains(path),
+        "{err}"
+    );
+    assert!(
+        err.contains("broker.max_queues: belongs to the embedded broker"),
         "{err}"
     );
 }
