@@ -31,6 +31,11 @@ pub struct ServerConfig {
     /// Most unwritten bytes queued for one connection; past it the client is
     /// a slow consumer and is disconnected. Default 512 KiB.
     pub outbox_bytes: usize,
+    /// Unwritten bytes across all connections above which connections stop
+    /// reading new frames until the writers bring it under half: publishers
+    /// are slowed while the server cannot keep up, instead of subscribers
+    /// being cut off. Default 16 MiB.
+    pub backlog_bytes: usize,
     /// Longest a write to one client may take before it is a slow consumer.
     /// Default 10 s.
     pub send_timeout: Duration,
@@ -74,6 +79,7 @@ impl Default for ServerConfig {
             max_transactions: 16,
             max_transaction_frames: 1_000,
             outbox_bytes: 512 * 1024,
+            backlog_bytes: 16 * 1024 * 1024,
             send_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             heartbeat_send: Duration::from_secs(10),

@@ -3,7 +3,7 @@
 //! heart-beats, and closes the connection with an ERROR when something is
 //! wrong.
 
-use crate::outbox::{OutFrame, Outbox};
+use crate::outbox::{Backlog, OutFrame, Outbox};
 use crate::server::ServerShared;
 use crate::session::{Flow, Session, StompError};
 use crate::transport::{Read, Transport};
@@ -40,7 +40,10 @@ pub(crate) async fn run(
     peer: String,
 ) {
     let config = Arc::clone(&server.config);
-    let outbox = Arc::new(Outbox::new(config.outbox_bytes));
+    let outbox = Arc::new(Outbox::with_backlog(
+        config.outbox_bytes,
+        Arc::clone(&server.backlog),
+    ));
     let session_id: Arc<str> = server.next_session_id().into();
     let mut session = Session::new(
         Arc::clone(&server),
@@ -57,6 +60,9 @@ pub(crate) async fn run(
     let mut last_write = opened;
     let mut deadline = opened + config.connect_timeout;
     let mut heartbeats_armed = false;
+    // Set while the server-wide backlog is over its limit: no new frames are
+    // read or handled until the writers catch up.
+    let mut paused = false;
     tracing::debug!(session = %session_id, %peer, transport = transport.kind(), "connection opened");
 
     let end = loop {
@@ -81,7 +87,21 @@ pub(crate) async fn run(
                     break End::BrokerEnded;
                 }
             }
-            read = transport.read(&mut read_buf) => {
+            () = server.backlog.drained(), if paused => {
+                paused = false;
+                // Time spent paused is the server's, not the client's silence.
+                last_read = Instant::now();
+                match process(&mut decoder, &mut read_buf, &mut session, &server.backlog).await {
+                    Ok(Step::Continue) => {}
+                    Ok(Step::Paused) => paused = true,
+                    Ok(Step::Close) => break End::Disconnected,
+                    Err(e) => {
+                        send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
+                        break End::ProtocolError(e.message);
+                    }
+                }
+            }
+            read = transport.read(&mut read_buf), if !paused => {
                 match read {
                     Ok(Read::Data) => {}
                     Ok(Read::Closed) => break End::ClientClosed,
@@ -96,9 +116,10 @@ pub(crate) async fn run(
                     Err(e) => break End::Io(e),
                 }
                 last_read = Instant::now();
-                match process(&mut decoder, &mut read_buf, &mut session).await {
-                    Ok(Flow::Continue) => {}
-                    Ok(Flow::Close) => break End::Disconnected,
+                match process(&mut decoder, &mut read_buf, &mut session, &server.backlog).await {
+                    Ok(Step::Continue) => {}
+                    Ok(Step::Paused) => paused = true,
+                    Ok(Step::Close) => break End::Disconnected,
                     Err(e) => {
                         send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
                         break End::ProtocolError(e.message);
@@ -120,6 +141,7 @@ pub(crate) async fn run(
                 }
                 let heartbeat = session.heartbeat();
                 if let Some(every) = heartbeat.expect_every
+                    && !paused
                     && now.duration_since(last_read) > every.mul_f64(config.heartbeat_grace)
                 {
                         let e = StompError::new(format!(
@@ -161,17 +183,32 @@ async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
 /// The `read_buf` capacity kept between frames.
 const TCP_BUFFER_KEEP: usize = 8 * 1024;
 
+/// What the driver does after handling what was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Everything buffered was handled; read more.
+    Continue,
+    /// The server-wide backlog is over its limit: stop reading until it drains.
+    Paused,
+    /// The session ended (DISCONNECT).
+    Close,
+}
+
 async fn process(
     decoder: &mut Decoder,
     buf: &mut BytesMut,
     session: &mut Session,
-) -> Result<Flow, StompError> {
+    backlog: &Backlog,
+) -> Result<Step, StompError> {
     loop {
+        if backlog.over() {
+            return Ok(Step::Paused);
+        }
         let decoded = decoder
             .decode(buf)
             .map_err(|e| StompError::new(e.to_string()))?;
         match decoded {
-            None => return Ok(Flow::Continue),
+            None => return Ok(Step::Continue),
             Some(Decoded::Heartbeat) => {}
             Some(Decoded::Frame(frame)) => {
                 let was_connected = session.is_connected();
@@ -180,7 +217,7 @@ async fn process(
                     decoder.set_version(session.version());
                 }
                 if flow == Flow::Close {
-                    return Ok(Flow::Close);
+                    return Ok(Step::Close);
                 }
             }
         }

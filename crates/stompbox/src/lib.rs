@@ -21,7 +21,7 @@ mod session;
 mod transport;
 
 pub use config::ServerConfig;
-pub use outbox::{OutFrame, Outbox, PushError};
+pub use outbox::{Backlog, OutFrame, Outbox, PushError};
 pub use server::{Server, ServerBuilder, ServerHandle, Stats};
 pub use session::SERVER_NAME;
 pub use stompbox_codec as codec;

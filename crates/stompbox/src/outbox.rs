@@ -4,8 +4,74 @@
 
 use bytes::Bytes;
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
+
+/// Unwritten bytes across every outbox of a server.
+///
+/// When the server as a whole cannot write as fast as publishers send (the
+/// CPU, not any one client, is the limit), connections stop reading new
+/// frames above `high` until the writers bring the total under `low`. This
+/// slows publishers instead of letting every subscriber's outbox fill up and
+/// be cut off as a slow consumer. One stalled client holds at most its own
+/// outbox limit, far below `high`, so it cannot pause anyone by itself.
+#[derive(Debug)]
+pub struct Backlog {
+    bytes: AtomicUsize,
+    high: usize,
+    low: usize,
+    drained: Notify,
+}
+
+impl Backlog {
+    /// A backlog pausing readers above `high` bytes until under `high / 2`.
+    pub fn new(high: usize) -> Backlog {
+        Backlog {
+            bytes: AtomicUsize::new(0),
+            high,
+            low: high / 2,
+            drained: Notify::new(),
+        }
+    }
+
+    fn add(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sub(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let before = self.bytes.fetch_sub(n, Ordering::Relaxed);
+        if before >= self.low && before - n < self.low {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Unwritten bytes now.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// True when readers should pause.
+    pub fn over(&self) -> bool {
+        self.bytes() > self.high
+    }
+
+    /// Resolves once the total is under the low-water mark.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.bytes() < self.low {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
 
 /// One encoded STOMP frame ready for the socket.
 #[derive(Debug, Clone)]
@@ -56,7 +122,11 @@ struct State {
 pub struct Outbox {
     state: Mutex<State>,
     notify: Notify,
+    /// Woken whenever the writer takes frames, for a producer that waits
+    /// for room (a relay link reading from the broker).
+    room: Notify,
     limit: usize,
+    backlog: Option<Arc<Backlog>>,
 }
 
 impl Outbox {
@@ -65,7 +135,26 @@ impl Outbox {
         Outbox {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
+            room: Notify::new(),
             limit,
+            backlog: None,
+        }
+    }
+
+    /// Like [`Outbox::new`], counting its bytes in a server-wide backlog.
+    pub fn with_backlog(limit: usize, backlog: Arc<Backlog>) -> Outbox {
+        Outbox {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            room: Notify::new(),
+            limit,
+            backlog: Some(backlog),
+        }
+    }
+
+    fn released(&self, n: usize) {
+        if let Some(backlog) = &self.backlog {
+            backlog.sub(n);
         }
     }
 
@@ -91,8 +180,9 @@ impl Outbox {
             state.closed = true;
             state.overflowed = true;
             state.frames = VecDeque::new();
-            state.bytes = 0;
+            let dropped = std::mem::take(&mut state.bytes);
             drop(state);
+            self.released(dropped);
             self.notify.notify_one();
             return Err(PushError::Overflow);
         }
@@ -100,6 +190,9 @@ impl Outbox {
         state.bytes += len;
         state.frames.push_back(frame);
         drop(state);
+        if let Some(backlog) = &self.backlog {
+            backlog.add(len);
+        }
         if was_empty {
             self.notify.notify_one();
         }
@@ -110,10 +203,41 @@ impl Outbox {
     pub fn take_all(&self, into: &mut VecDeque<OutFrame>) {
         let mut state = self.lock();
         std::mem::swap(&mut state.frames, into);
-        state.bytes = 0;
+        let taken = std::mem::take(&mut state.bytes);
         // Idle connections should not keep a large deque allocated.
         if state.frames.capacity() > 64 {
             state.frames = VecDeque::new();
+        }
+        drop(state);
+        // Taken frames are about to be written; counting them as written now
+        // lets paused readers resume while this batch is on its way.
+        self.released(taken);
+        if taken > 0 {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// True when a producer that can wait should: this outbox is over half
+    /// full, or the server-wide backlog is over its limit.
+    pub fn congested(&self) -> bool {
+        self.lock().bytes > self.limit / 2 || self.backlog.as_ref().is_some_and(|b| b.over())
+    }
+
+    /// Resolves once [`Outbox::congested`] is false (or the outbox closed).
+    pub async fn room(&self) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_closed() || (self.lock().bytes <= self.limit / 2) {
+                break;
+            }
+            notified.await;
+        }
+        if let Some(backlog) = &self.backlog
+            && backlog.over()
+        {
+            backlog.drained().await;
         }
     }
 
@@ -121,6 +245,7 @@ impl Outbox {
     pub fn close(&self) {
         self.lock().closed = true;
         self.notify.notify_one();
+        self.room.notify_waiters();
     }
 
     /// Closes the outbox as a slow consumer (for a subscriber that stopped
@@ -130,8 +255,9 @@ impl Outbox {
         state.closed = true;
         state.overflowed = true;
         state.frames = VecDeque::new();
-        state.bytes = 0;
+        let dropped = std::mem::take(&mut state.bytes);
         drop(state);
+        self.released(dropped);
         self.notify.notify_one();
     }
 
@@ -143,11 +269,15 @@ impl Outbox {
         if state.closed {
             return;
         }
-        state.bytes += last.bytes.len();
+        let len = last.bytes.len();
+        state.bytes += len;
         state.frames.push_back(last);
         state.closed = true;
         state.finished = true;
         drop(state);
+        if let Some(backlog) = &self.backlog {
+            backlog.add(len);
+        }
         self.notify.notify_one();
     }
 
@@ -173,9 +303,41 @@ impl Outbox {
     }
 }
 
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let left = self.lock().bytes;
+        self.released(left);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_backlog_counts_every_outbox_and_wakes_when_drained() {
+        let backlog = Arc::new(Backlog::new(10));
+        let a = Outbox::with_backlog(100, Arc::clone(&backlog));
+        let b = Outbox::with_backlog(100, Arc::clone(&backlog));
+        a.push(frame(6)).unwrap();
+        b.push(frame(6)).unwrap();
+        assert!(backlog.over());
+        let waiter = tokio::spawn({
+            let backlog = Arc::clone(&backlog);
+            async move { backlog.drained().await }
+        });
+        let mut out = VecDeque::new();
+        a.take_all(&mut out);
+        assert!(!backlog.over());
+        // 6 bytes left, not under the low-water mark of 5 yet.
+        assert!(!waiter.is_finished());
+        drop(b);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("not woken")
+            .unwrap();
+        assert_eq!(backlog.bytes(), 0);
+    }
 
     fn frame(n: usize) -> OutFrame {
         OutFrame::new(Bytes::from(vec![b'a'; n]))

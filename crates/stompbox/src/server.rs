@@ -7,11 +7,13 @@ use crate::broker::embedded::EmbeddedBroker;
 use crate::broker::relay::RelayBroker;
 use crate::config::ServerConfig;
 use crate::connection;
+use crate::outbox::Backlog;
 use crate::transport::Transport;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
@@ -34,6 +36,7 @@ pub(crate) struct ServerShared {
     pub(crate) messaging: Messaging,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) slow_consumers: AtomicU64,
+    pub(crate) backlog: Arc<Backlog>,
     connections: Arc<Semaphore>,
 }
 
@@ -80,6 +83,19 @@ const SUBPROTOCOLS: [(&str, Version); 3] = [
     ("v11.stomp", Version::V1_1),
     ("v10.stomp", Version::V1_0),
 ];
+
+/// Binds with a listen queue long enough for a burst of connections (the
+/// default 128 drops SYNs when hundreds of clients reconnect at once).
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
 
 /// Builds a [`Server`]: configuration, application and broker.
 pub struct ServerBuilder<S = ()> {
@@ -137,11 +153,12 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
             (None, Some(relay)) => Arc::new(RelayBroker::start(relay.clone())),
             (None, None) => Arc::new(EmbeddedBroker::new(config.embedded.clone())),
         };
-        let http = TcpListener::bind(config.http_addr).await?;
+        let http = listen(config.http_addr)?;
         let tcp = match config.tcp_addr {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
+            Some(addr) => Some(listen(addr)?),
             None => None,
         };
+        let backlog_bytes = config.backlog_bytes;
         let (shutdown, _) = watch::channel(false);
         let messaging = Messaging::new(Arc::clone(&broker), &config.user_prefix);
         Ok(Server {
@@ -153,6 +170,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
                 messaging,
                 shutdown,
                 slow_consumers: AtomicU64::new(0),
+                backlog: Arc::new(Backlog::new(backlog_bytes)),
             }),
             http,
             tcp,
@@ -231,7 +249,11 @@ impl Server {
         };
         let http = tokio::spawn(
             axum::serve(
-                self.http,
+                // Frames are written as soon as they are ready; Nagle's
+                // algorithm would hold small ones back for up to ~40 ms.
+                self.http.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
                 router.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(http_stop)
@@ -282,6 +304,12 @@ impl Server {
     /// Current counters.
     pub fn stats(&self) -> Stats {
         stats(&self.shared)
+    }
+
+    /// Whether the message broker can be reached, as a value to watch
+    /// (always `true` for the embedded broker).
+    pub fn broker_availability(&self) -> watch::Receiver<bool> {
+        self.shared.broker.availability()
     }
 }
 

@@ -84,7 +84,16 @@ const WINDOW: usize = 40;
 
 #[tokio::test]
 async fn a_subscriber_that_stops_reading_is_disconnected_while_others_get_everything() {
-    let server = spawn_server(|c| c.outbox_bytes = 64 * 1024).await;
+    let server = spawn_server(|c| {
+        c.outbox_bytes = 64 * 1024;
+        // A relay stops reading the stalled subscriber's broker link instead
+        // of filling its outbox (the broker holds the messages), so there
+        // the send time limit is what cuts it off.
+        if test_broker() != TestBroker::Embedded {
+            c.send_timeout = Duration::from_secs(1);
+        }
+    })
+    .await;
     publish_while_one_subscriber_stalls(&server, 20_000).await;
     let _ = Client::open;
 }
@@ -98,4 +107,46 @@ async fn a_write_stuck_past_the_send_time_limit_is_a_slow_consumer() {
     })
     .await;
     publish_while_one_subscriber_stalls(&server, 20_000).await;
+}
+
+#[tokio::test]
+async fn a_publisher_faster_than_the_server_is_slowed_instead_of_subscribers_being_dropped() {
+    // Small outboxes: without the server-wide backlog pausing the publisher,
+    // a publisher sending as fast as it can overflows them.
+    let server = spawn_server(|c| {
+        c.outbox_bytes = 64 * 1024;
+        c.backlog_bytes = 256 * 1024;
+    })
+    .await;
+    let topic = unique("/topic/flood");
+    let count = 5_000;
+    let mut readers = Vec::new();
+    for i in 0..20 {
+        let mut sub = server.connect(Via::Ws).await;
+        subscribe(&mut sub, &format!("s{i}"), &topic, "auto").await;
+        readers.push(tokio::spawn(async move {
+            for n in 0..count {
+                let m = next_message(&mut sub).await;
+                assert!(
+                    body(&m).starts_with(&format!("{n}:")),
+                    "out of order at {n}"
+                );
+            }
+        }));
+    }
+    let mut publisher = server.connect(Via::Tcp).await;
+    let filler = "x".repeat(1000);
+    for n in 0..count {
+        let frame = Frame::new(Command::Send)
+            .header("destination", &topic)
+            .body(format!("{n}:{filler}"));
+        publisher.send(&frame).await.expect("send");
+    }
+    for reader in readers {
+        tokio::time::timeout(Duration::from_secs(60), reader)
+            .await
+            .expect("a subscriber did not get everything in time")
+            .expect("subscriber failed");
+    }
+    assert_eq!(server.handle.stats().slow_consumers, 0);
 }

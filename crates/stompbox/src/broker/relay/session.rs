@@ -76,7 +76,8 @@ impl RelaySession {
         let client = Arc::clone(&context.outbox);
         let version = context.version;
         let names = config.clone();
-        let link = upstream::open(config, version, &headers, move |event| {
+        let downstream = Some(Arc::clone(&context.outbox));
+        let link = upstream::open(config, version, &headers, downstream, move |event| {
             forward(event, &handler_maps, &client, version, &names);
         })
         .await?;

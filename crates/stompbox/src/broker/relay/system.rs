@@ -84,22 +84,22 @@ impl SystemConnection {
             ];
             let pending = Arc::clone(&self.pending);
             let me = Arc::downgrade(&self);
-            let opened =
-                upstream::open(
-                    &self.config,
-                    Version::V1_2,
-                    &headers,
-                    move |event| match event {
-                        Event::Frame(frame) => on_frame(&pending, frame),
-                        Event::Closed(reason) => {
-                            fail_all(&pending, reason.as_deref().unwrap_or("closed"));
-                            if let Some(me) = me.upgrade() {
-                                me.lost.notify_one();
-                            }
+            let opened = upstream::open(
+                &self.config,
+                Version::V1_2,
+                &headers,
+                None,
+                move |event| match event {
+                    Event::Frame(frame) => on_frame(&pending, frame),
+                    Event::Closed(reason) => {
+                        fail_all(&pending, reason.as_deref().unwrap_or("closed"));
+                        if let Some(me) = me.upgrade() {
+                            me.lost.notify_one();
                         }
-                    },
-                )
-                .await;
+                    }
+                },
+            )
+            .await;
             match opened {
                 Ok(link) => {
                     attempt = 0;

@@ -140,10 +140,14 @@ fn heartbeat_ms(d: Duration) -> u128 {
 
 /// Opens a link: TCP, CONNECT with `headers`, waits for CONNECTED, then
 /// hands every later frame to `handler` on the link's own task.
+/// `downstream`, when given, is the client outbox the handler feeds: while
+/// it is congested the link stops reading, so the broker (which buffers and
+/// applies its own flow control) holds messages instead of our memory.
 pub(crate) async fn open(
     config: &RelayConfig,
     version: Version,
     headers: &[(&str, &str)],
+    downstream: Option<Arc<Outbox>>,
     mut handler: impl FnMut(Event) + Send + 'static,
 ) -> Result<Link, BrokerError> {
     let mut transport = dial(config).await?;
@@ -236,6 +240,7 @@ pub(crate) async fn open(
             decoder,
             buf,
             &task_outbox,
+            downstream.as_deref(),
             send_every,
             expect_every,
             send_timeout,
@@ -255,6 +260,7 @@ async fn drive(
     mut decoder: Decoder,
     mut buf: BytesMut,
     outbox: &Outbox,
+    downstream: Option<&Outbox>,
     send_every: Option<Duration>,
     expect_every: Option<Duration>,
     send_timeout: Duration,
@@ -264,6 +270,7 @@ async fn drive(
     let mut last_read = Instant::now();
     let mut last_write = Instant::now();
     let far = Duration::from_secs(24 * 3600);
+    let mut waiting = false;
     loop {
         let now = Instant::now();
         let mut deadline = now + far;
@@ -282,7 +289,17 @@ async fn drive(
                 Err(e) => return Some(format!("invalid frame from broker: {e}")),
             }
         }
+        let congested = downstream.is_some_and(Outbox::congested);
         tokio::select! {
+            () = async {
+                if let Some(downstream) = downstream {
+                    downstream.room().await;
+                }
+            }, if congested => {
+                waiting = false;
+                // Broker silence while we did not read is ours, not its.
+                last_read = Instant::now();
+            }
             () = outbox.ready() => {
                 outbox.take_all(&mut batch);
                 if !batch.is_empty() {
@@ -300,14 +317,18 @@ async fn drive(
                     return Some("too much unsent data for the broker".into());
                 }
             }
-            read = transport.read(&mut buf) => match read {
+            read = transport.read(&mut buf), if !congested => match read {
                 Ok(Read::Data) => last_read = Instant::now(),
                 Ok(Read::Closed | Read::TooLarge) => return Some("broker closed the connection".into()),
                 Err(e) => return Some(format!("read from broker failed: {e}")),
             },
             () = sleep_until(deadline) => {
                 let now = Instant::now();
+                if congested {
+                    waiting = true;
+                }
                 if let Some(every) = expect_every
+                    && !waiting
                     && now.duration_since(last_read) >= every * 2
                 {
                     return Some("broker heart-beats stopped".into());
