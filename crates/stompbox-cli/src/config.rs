@@ -427,6 +427,7 @@ struct LimitsSection {
     transactions_per_session: Option<usize>,
     transaction_frames: Option<usize>,
     outbox_bytes: Option<usize>,
+    backlog_bytes: Option<usize>,
     send_timeout_ms: Option<u64>,
     connect_timeout_ms: Option<u64>,
 }
@@ -555,6 +556,7 @@ impl FileConfig {
                 transactions_per_session: Some(c.max_transactions),
                 transaction_frames: Some(c.max_transaction_frames),
                 outbox_bytes: Some(c.outbox_bytes),
+                backlog_bytes: Some(c.backlog_bytes),
                 send_timeout_ms: Some(millis(c.send_timeout)),
                 connect_timeout_ms: Some(millis(c.connect_timeout)),
             },
@@ -1112,6 +1114,18 @@ fn validate(file: FileConfig) -> Result<Settings, Problems> {
             format!(
                 "must be at least twice limits.frame_bytes, {} (got {outbox})",
                 frame.saturating_mul(2)
+            ),
+        );
+    }
+    let backlog = limits.backlog_bytes.unwrap_or(d.backlog_bytes);
+    c.backlog_bytes = backlog;
+    if backlog < outbox.saturating_mul(2) {
+        // Below that, one client's full outbox alone would pause everyone.
+        check.fail(
+            "limits.backlog_bytes",
+            format!(
+                "must be at least twice limits.outbox_bytes, {} (got {backlog})",
+                outbox.saturating_mul(2)
             ),
         );
     }
