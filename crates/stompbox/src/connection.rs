@@ -270,25 +270,20 @@ async fn finish(
 ) {
     let config = &server.config;
     match end {
-        End::Disconnected => {
+        End::Disconnected | End::Shutdown => {
+            // Everything queued is still delivered, within a bound.
+            let (limit, code, reason) = match end {
+                End::Shutdown => (
+                    config.shutdown_timeout,
+                    CloseCode::GOING_AWAY,
+                    "server shutting down",
+                ),
+                _ => (config.send_timeout, CloseCode::NORMAL_CLOSURE, ""),
+            };
             outbox.close();
             outbox.take_all(batch);
-            let _ = timeout(config.send_timeout, transport.write_batch(batch)).await;
-            let _ = timeout(
-                FAREWELL_TIMEOUT,
-                transport.close(CloseCode::NORMAL_CLOSURE, ""),
-            )
-            .await;
-        }
-        End::Shutdown => {
-            outbox.close();
-            outbox.take_all(batch);
-            let _ = timeout(config.shutdown_timeout, transport.write_batch(batch)).await;
-            let _ = timeout(
-                FAREWELL_TIMEOUT,
-                transport.close(CloseCode::GOING_AWAY, "server shutting down"),
-            )
-            .await;
+            let _ = timeout(limit, transport.write_batch(batch)).await;
+            let _ = timeout(FAREWELL_TIMEOUT, transport.close(code, reason)).await;
         }
         End::SlowConsumer(_) => {
             server.slow_consumers.fetch_add(1, Ordering::Relaxed);

@@ -177,13 +177,7 @@ impl Outbox {
         }
         let len = frame.bytes.len();
         if state.bytes + len > self.limit && !state.frames.is_empty() {
-            state.closed = true;
-            state.overflowed = true;
-            state.frames = VecDeque::new();
-            let dropped = std::mem::take(&mut state.bytes);
-            drop(state);
-            self.released(dropped);
-            self.notify.notify_one();
+            self.overflow(state);
             return Err(PushError::Overflow);
         }
         let was_empty = state.frames.is_empty();
@@ -251,7 +245,10 @@ impl Outbox {
     /// Closes the outbox as a slow consumer (for a subscriber that stopped
     /// acknowledging), dropping what is queued.
     pub fn fail_slow(&self) {
-        let mut state = self.lock();
+        self.overflow(self.lock());
+    }
+
+    fn overflow(&self, mut state: std::sync::MutexGuard<'_, State>) {
         state.closed = true;
         state.overflowed = true;
         state.frames = VecDeque::new();
