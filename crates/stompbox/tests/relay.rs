@@ -113,11 +113,44 @@ async fn relay_durability_and_broker_outage() {
         return;
     }
     tokio::time::timeout(Duration::from_secs(240), async {
+        the_first_reachable_address_wins().await;
         durable_messages_cross_instances_and_survive_a_restart().await;
         nothing_receipted_is_lost_when_the_broker_goes_away().await;
     })
     .await
     .expect("relay tests took too long");
+}
+
+/// An address nobody listens on is skipped for the next one, for the system
+/// connection and for client sessions.
+async fn the_first_reachable_address_wins() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = closed.local_addr().expect("addr").to_string();
+    drop(closed);
+    let mut config = ServerConfig::default();
+    config.http_addr = "127.0.0.1:0".parse().expect("addr");
+    let mut relay = RelayConfig::default();
+    relay.addresses = vec![dead, "127.0.0.1:61613".into()];
+    config.relay = Some(relay);
+    let handle = Server::bind(config).await.expect("bind").spawn();
+    let mut available = handle.broker_availability();
+    tokio::time::timeout(WAIT, available.wait_for(|up| *up))
+        .await
+        .expect("failover to the second address did not happen")
+        .expect("availability");
+    let url = format!("ws://{}/ws", handle.http_addr().expect("addr"));
+    let mut client = connect(&url).await;
+    let topic = unique("/topic/failover.");
+    client
+        .send_with_receipt(
+            Frame::new(Command::Subscribe)
+                .header("id", "s")
+                .header("destination", &topic),
+            "s",
+        )
+        .await
+        .expect("subscribe through the second address");
+    handle.shutdown().await.expect("shutdown");
 }
 
 /// A persistent message sent through instance 1 while nobody consumes is
