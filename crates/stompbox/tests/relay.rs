@@ -114,6 +114,7 @@ async fn relay_durability_and_broker_outage() {
     }
     tokio::time::timeout(Duration::from_secs(240), async {
         the_first_reachable_address_wins().await;
+        an_idle_client_keeps_its_broker_link_alive().await;
         durable_messages_cross_instances_and_survive_a_restart().await;
         nothing_receipted_is_lost_when_the_broker_goes_away().await;
     })
@@ -150,6 +151,40 @@ async fn the_first_reachable_address_wins() {
         )
         .await
         .expect("subscribe through the second address");
+    handle.shutdown().await.expect("shutdown");
+}
+
+/// The broker link keeps its own heart-beats: a client that sends nothing
+/// (and asked for no heart-beats) for several broker heart-beat intervals
+/// still has a working session.
+async fn an_idle_client_keeps_its_broker_link_alive() {
+    let mut config = ServerConfig::default();
+    config.http_addr = "127.0.0.1:0".parse().expect("addr");
+    let mut relay = RelayConfig::default();
+    relay.heartbeat_send = Duration::from_millis(1000);
+    relay.heartbeat_receive = Duration::from_millis(1000);
+    config.relay = Some(relay);
+    let handle = Server::bind(config).await.expect("bind").spawn();
+    let mut available = handle.broker_availability();
+    tokio::time::timeout(WAIT, available.wait_for(|up| *up))
+        .await
+        .expect("broker not available")
+        .expect("availability");
+    let url = format!("ws://{}/ws", handle.http_addr().expect("addr"));
+    let mut client = connect(&url).await;
+    // Idle for four of the broker's heart-beat intervals: the point of the
+    // test is the silence, so it is a sleep.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let topic = unique("/topic/idle.");
+    client
+        .send_with_receipt(
+            Frame::new(Command::Subscribe)
+                .header("id", "s")
+                .header("destination", &topic),
+            "s",
+        )
+        .await
+        .expect("the broker link died while the client was idle");
     handle.shutdown().await.expect("shutdown");
 }
 
