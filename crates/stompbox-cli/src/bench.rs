@@ -1,7 +1,8 @@
 //! `stompbox bench`: the load tool. It measures any STOMP-over-WebSocket
 //! server given by URL (so stompbox and a reference broker such as RabbitMQ
 //! Web-STOMP can be measured by the same code in the same run), or a
-//! `stompbox serve` it starts itself with `--spawn`.
+//! `stompbox serve` it starts itself with `--spawn` (for `roundtrip`, the
+//! hidden `stompbox bench serve-echo`: a server with an echo handler).
 //!
 //! Every mode prints human-readable lines and, last, one `RESULT {json}` line
 //! with all figures, so scripts need not scrape the prose.
@@ -16,9 +17,11 @@ macro_rules! say {
 }
 
 mod conn;
+mod echo_server;
 mod fanout;
 mod idle;
 mod report;
+mod roundtrip;
 mod server;
 
 use report::Json;
@@ -40,6 +43,13 @@ enum Mode {
     Fanout(fanout::FanoutArgs),
     /// Many idle, subscribed connections: the server's memory per connection.
     Idle(idle::IdleArgs),
+    /// Request and reply through an application handler: each client SENDs
+    /// to /app/bench/echo and waits for the reply at /user/queue/echo.
+    Roundtrip(roundtrip::RoundtripArgs),
+    /// The server `roundtrip --spawn` starts: stompbox with a handler at
+    /// /app/bench/echo that replies to the sending session only.
+    #[command(hide = true)]
+    ServeEcho(echo_server::ServeEchoArgs),
 }
 
 /// Which servers to measure and how to log in; shared by every mode.
@@ -49,8 +59,9 @@ pub(crate) struct TargetArgs {
     /// measure several servers one after the other in the same run.
     #[arg(long = "url", value_name = "URL")]
     urls: Vec<String>,
-    /// Start `stompbox serve --http 127.0.0.1:0` as a child process, measure
-    /// it before any --url, and stop it afterwards.
+    /// Start `stompbox serve --http 127.0.0.1:0` (for roundtrip: the hidden
+    /// `stompbox bench serve-echo --http 127.0.0.1:0`) as a child process,
+    /// measure it before any --url, and stop it afterwards.
     #[arg(long)]
     spawn: bool,
     /// Program --spawn starts instead of this executable; it gets the same
@@ -60,6 +71,22 @@ pub(crate) struct TargetArgs {
     /// Extra argument for the spawned server (repeatable).
     #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// With --spawn: the spawned server relays to an external broker
+    /// (`--set broker.kind=relay`; other [relay] settings through
+    /// --server-arg, RabbitMQ's STOMP plugin at 127.0.0.1:61613 with
+    /// guest/guest by default; serve-echo knows only the connection's keys),
+    /// and the bench waits for its `stompbox broker available` line.
+    /// Every client session of a relaying server is also a broker connection.
+    #[arg(long)]
+    relay: bool,
+    /// With --relay: process id of the broker (RabbitMQ's beam.smp), so that
+    /// its open-file limit guards the connections the relay will open too.
+    #[arg(long, value_name = "PID")]
+    broker_pid: Option<u32>,
+    /// With --relay: the broker's STOMP port, for counting the spawned
+    /// server's connections to it (/proc/PID/net/tcp).
+    #[arg(long, value_name = "PORT", default_value_t = 61613)]
+    broker_port: u16,
     /// Process id of the server behind each --url, in the same order, for its
     /// RSS (/proc/PID/status) and CPU time. Repeatable.
     #[arg(long = "server-pid", value_name = "PID")]
@@ -105,6 +132,61 @@ pub(crate) struct Target {
     url: String,
     /// The server process, when known: for RSS and CPU time.
     pid: Option<u32>,
+    /// For a spawned relaying server: the broker behind it.
+    upstream: Option<Upstream>,
+}
+
+/// The broker a spawned server relays to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Upstream {
+    /// The broker's process, for its open-file limit.
+    pid: Option<u32>,
+    /// The broker's STOMP port.
+    port: u16,
+}
+
+impl Target {
+    /// Refuses `connections` more client connections when the server, or
+    /// the broker a relaying server opens one connection per client to,
+    /// could run out of file descriptors.
+    fn check_fds(&self, common: &TargetArgs, connections: u64) -> Result<(), String> {
+        if common.ignore_server_fd_limit {
+            return Ok(());
+        }
+        if let Some(pid) = self.pid {
+            report::check_server_fds(pid, connections)?;
+        }
+        if let Some(pid) = self.upstream.and_then(|u| u.pid) {
+            report::check_server_fds(pid, connections).map_err(|e| format!("broker: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// CPU time the broker behind a relaying server has used so far.
+    fn broker_cpu(&self) -> Option<std::time::Duration> {
+        report::cpu_time(Some(self.upstream?.pid?))
+    }
+
+    /// A relaying server's established connections to its broker.
+    fn broker_connections(&self) -> Option<u64> {
+        let upstream = self.upstream?;
+        report::connections_to_port(self.pid?, upstream.port)
+    }
+}
+
+/// CPU seconds the broker used since `before` (from [`Target::broker_cpu`]).
+fn broker_cpu_since(target: &Target, before: Option<std::time::Duration>) -> Option<f64> {
+    Some(target.broker_cpu()?.saturating_sub(before?).as_secs_f64())
+}
+
+/// True when the spawned server relays: --relay, or a `broker.kind=relay`
+/// among its arguments.
+fn relayed(common: &TargetArgs) -> bool {
+    common.relay
+        || common
+            .server_args
+            .iter()
+            .any(|arg| arg.contains("broker.kind=relay"))
 }
 
 /// What measuring one target produced.
@@ -120,6 +202,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     match args.mode {
         Mode::Fanout(args) => fanout::run(args).await,
         Mode::Idle(args) => idle::run(args).await,
+        Mode::Roundtrip(args) => roundtrip::run(args).await,
+        Mode::ServeEcho(args) => echo_server::run(args).await,
     }
 }
 
@@ -133,8 +217,10 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 /// Measures every target in turn with `measure`, then prints the RESULT line.
 /// A spawned server lives exactly as long as its own measurement, so it
 /// neither competes with the next target for the CPU nor outlives the bench.
+/// `--spawn` runs `spawn_command` (e.g. `["serve"]`) of the server program.
 async fn run_targets<F, Fut>(
     mode: &str,
+    spawn_command: &[&str],
     common: &TargetArgs,
     params: Json,
     mut measure: F,
@@ -152,6 +238,10 @@ where
     if common.server_pids.len() > common.urls.len() {
         return Err("bench: more --server-pid than --url".into());
     }
+    let relayed = relayed(common);
+    if relayed && !common.spawn {
+        return Err("bench: --relay is about the server --spawn starts; give --spawn too".into());
+    }
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     say!(
         out,
@@ -160,18 +250,37 @@ where
     let mut results = Vec::new();
     let mut all_ok = true;
     if common.spawn {
-        let spawned =
-            SpawnedServer::start(common.server_bin.as_deref(), &common.server_args).await?;
+        let mut server_args = Vec::new();
+        if common.relay {
+            server_args.extend(["--set".to_owned(), "broker.kind=relay".to_owned()]);
+        }
+        server_args.extend(common.server_args.iter().cloned());
+        let spawned = SpawnedServer::start(
+            common.server_bin.as_deref(),
+            spawn_command,
+            &server_args,
+            relayed,
+        )
+        .await?;
         say!(
             out,
-            "spawned server pid {} at {}",
+            "spawned server pid {} at {}{}",
             spawned.pid(),
-            spawned.ws_url()
+            spawned.ws_url(),
+            if relayed {
+                ", relaying (broker available)"
+            } else {
+                ""
+            }
         );
         let target = Target {
-            label: "spawned".into(),
+            label: if relayed { "spawned-relay" } else { "spawned" }.into(),
             url: spawned.ws_url().to_owned(),
             pid: Some(spawned.pid()),
+            upstream: relayed.then_some(Upstream {
+                pid: common.broker_pid,
+                port: common.broker_port,
+            }),
         };
         let outcome = measure(target, out).await;
         let log = spawned.log();
@@ -187,6 +296,7 @@ where
             label: url.clone(),
             url: url.clone(),
             pid: common.server_pids.get(i).copied(),
+            upstream: None,
         };
         let outcome = measure(target, out).await;
         all_ok &= outcome.ok;

@@ -8,7 +8,7 @@
 //! sync).
 
 use super::conn::{Conn, Delivery, Endpoint, unexpected};
-use super::report::{CpuMark, Errors, Histogram, Json, check_server_fds, random_u64, rss_kib};
+use super::report::{CpuMark, Errors, Histogram, Json, random_u64, rss_kib};
 use super::{Out, Outcome, Target, TargetArgs};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -103,7 +103,7 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
         .with("duration_secs", Json::uint(args.target.duration_secs));
     let args = Arc::new(args);
     let common = args.target.clone();
-    super::run_targets("fanout", &common, params, |target, out| {
+    super::run_targets("fanout", &["serve"], &common, params, |target, out| {
         let args = Arc::clone(&args);
         async move { measure(target, &args, out).await }
     })
@@ -172,12 +172,12 @@ async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
         .with("target", Json::str(target.label.as_str()))
         .with("url", Json::str(target.url.as_str()))
         .with("server_pid", Json::opt_uint(target.pid.map(u64::from)));
-    if let Some(pid) = target.pid
-        && !args.target.ignore_server_fd_limit
-        && let Err(e) = check_server_fds(pid, args.subscribers as u64 + 1)
-    {
+    if let Err(e) = target.check_fds(&args.target, args.subscribers as u64 + 1) {
         return failed(out, json, e);
     }
+    // A relaying server: its broker connections before any client (its
+    // system connection alone) and, below, with every client connected.
+    let broker_before = target.broker_connections();
     let endpoint = match Endpoint::resolve(
         &target.url,
         &args.target.vhost,
@@ -235,6 +235,19 @@ async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
             }
         };
 
+    let broker_during = target.broker_connections();
+    if let (Some(before), Some(during)) = (broker_before, broker_during) {
+        say!(
+            out,
+            "server's broker connections: {before} before the clients, {during} with {} clients connected (expected {})",
+            ready + 1,
+            ready as u64 + 2
+        );
+    }
+    let json = json
+        .with("broker_connections_before", Json::opt_uint(broker_before))
+        .with("broker_connections_during", Json::opt_uint(broker_during));
+
     // Readers first, so that every subscriber is draining its socket
     // before the first message is published.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -266,6 +279,7 @@ async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
         deadline,
     };
     let cpu = CpuMark::now(target.pid);
+    let broker_cpu = target.broker_cpu();
     let mut pub_stats = PubStats::default();
     let mut publisher = publisher;
     let published =
@@ -319,6 +333,7 @@ async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
         }
     }
     let (cpu_json, cpu_line) = cpu.since(target.pid);
+    let broker_cpu = super::broker_cpu_since(&target, broker_cpu);
     let server_rss = target.pid.and_then(rss_kib);
     publisher.close().await;
 
@@ -379,6 +394,9 @@ async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
     );
     say!(out, "latency (publish → receive): {}", latency.summary_ms());
     say!(out, "{cpu_line}");
+    if let Some(secs) = broker_cpu {
+        say!(out, "CPU of the broker behind the relay: {secs:.2} s");
+    }
     if let Some(rss) = server_rss {
         say!(out, "server RSS now: {} MiB", rss / 1024);
     }
@@ -449,6 +467,7 @@ async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
         .with("latency", latency.to_json_ms())
         .with("subscriber_errors", errors.to_json())
         .with("cpu", cpu_json)
+        .with("broker_cpu_secs", Json::opt_num(broker_cpu))
         .with("server_rss_kib", Json::opt_uint(server_rss));
     Outcome { ok, json }
 }

@@ -2,9 +2,7 @@
 //! cost the server in resident memory.
 
 use super::conn::{Endpoint, unexpected};
-use super::report::{
-    CpuMark, Errors, Json, check_server_fds, open_files_limit, own_rss_kib, random_u64, rss_kib,
-};
+use super::report::{CpuMark, Errors, Json, open_files_limit, own_rss_kib, random_u64, rss_kib};
 use super::{Out, Outcome, Target, TargetArgs};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -24,8 +22,9 @@ pub(crate) struct IdleArgs {
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
     /// Connections being set up at the same time. Kept under 128, a common
-    /// listen backlog (stompbox's own listener has 128): past it SYNs are
-    /// dropped and each overflow costs a 1 s retransmission.
+    /// listen backlog (stompbox's own listener has 4096, RabbitMQ's 128 or
+    /// 1024): past it SYNs are dropped and each overflow costs a 1 s
+    /// retransmission.
     #[arg(long, default_value_t = 100)]
     connect_concurrency: usize,
     /// Connections per source address before moving on to the next
@@ -72,7 +71,7 @@ pub(crate) async fn run(args: IdleArgs) -> Result<(), String> {
         .with("duration_secs", Json::uint(args.target.duration_secs));
     let args = Arc::new(args);
     let common = args.target.clone();
-    super::run_targets("idle", &common, params, |target, out| {
+    super::run_targets("idle", &["serve"], &common, params, |target, out| {
         let args = Arc::clone(&args);
         async move { measure(target, &args, out).await }
     })
@@ -132,11 +131,7 @@ async fn measure(target: Target, args: &IdleArgs, out: Out) -> Outcome {
         );
     }
     let endpoint = async {
-        if let Some(pid) = target.pid
-            && !args.target.ignore_server_fd_limit
-        {
-            check_server_fds(pid, args.connections as u64)?;
-        }
+        target.check_fds(&args.target, args.connections as u64)?;
         Endpoint::resolve(
             &target.url,
             &args.target.vhost,

@@ -378,6 +378,64 @@ fn proc_open_files_limit(path: &str) -> Option<u64> {
         .ok()
 }
 
+/// Established TCP connections that process `pid` holds to remote `port`:
+/// a relaying server's connections to its broker (one per client session
+/// plus its system connection). `None` when /proc cannot be read.
+pub(crate) fn connections_to_port(pid: u32, port: u16) -> Option<u64> {
+    let mut inodes = std::collections::HashSet::new();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    for entry in fds.flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if let Some(inode) = target
+            .to_str()
+            .and_then(|t| t.strip_prefix("socket:["))
+            .and_then(|t| t.strip_suffix(']'))
+            .and_then(|t| t.parse::<u64>().ok())
+        {
+            inodes.insert(inode);
+        }
+    }
+    let mut total = 0;
+    let mut read_any = false;
+    for table in ["tcp", "tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) {
+            read_any = true;
+            total += established_to_port(&text, port, &inodes);
+        }
+    }
+    read_any.then_some(total)
+}
+
+/// Rows of a /proc/net/tcp(6) table in state ESTABLISHED (01) whose remote
+/// port is `port` and whose socket inode is one of `inodes`.
+fn established_to_port(table: &str, port: u16, inodes: &std::collections::HashSet<u64>) -> u64 {
+    let mut count = 0;
+    // The first line holds the column names.
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // sl, local_address, rem_address, st, tx:rx, tr:when, retrnsmt,
+        // uid, timeout, inode, ...
+        let (Some(remote), Some(state), Some(inode)) =
+            (fields.get(2), fields.get(3), fields.get(9))
+        else {
+            continue;
+        };
+        let remote_port = remote
+            .rsplit_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+        let inode = inode.parse::<u64>().ok();
+        if *state == "01"
+            && remote_port == Some(port)
+            && inode.is_some_and(|inode| inodes.contains(&inode))
+        {
+            count += 1;
+        }
+    }
+    count
+}
+
 /// A random 64-bit value without a `rand` dependency: the std hasher is
 /// seeded randomly per process, and the clock separates calls.
 pub(crate) fn random_u64() -> u64 {
@@ -434,6 +492,28 @@ mod tests {
             Json::Arr(vec![Json::Num(1.5), Json::Null, Json::Num(f64::NAN)]),
         );
         assert_eq!(j.to_string(), r#"{"a":"x\"y\n","b":[1.500,null,null]}"#);
+    }
+
+    #[test]
+    fn counts_established_sockets_to_a_port() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:F0AD 00000000:0000 0A 00000000:00000000 00:00000000 00000000   108        0 100 1 0 100 0 0 10 0
+   1: 0100007F:D431 0100007F:F0AD 01 00000000:00000000 00:00000000 00000000     0        0 201 1 0 20 4 30 10 -1
+   2: 0100007F:D432 0100007F:F0AD 01 00000000:00000000 00:00000000 00000000     0        0 202 1 0 20 4 30 10 -1
+   3: 0100007F:D433 0100007F:F0AD 06 00000000:00000000 03:00000000 00000000     0        0 0 3 0
+   4: 0100007F:D434 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 204 1 0 20 4 30 10 -1
+   5: 0100007F:D435 0100007F:F0AD 01 00000000:00000000 00:00000000 00000000     0        0 999 1 0 20 4 30 10 -1
+";
+        let ours: std::collections::HashSet<u64> = [100, 201, 202, 204].into_iter().collect();
+        // 61613 = 0xF0AD: rows 1 and 2; not the listener (0A), not the
+        // TIME_WAIT row (06), not another port, not another process's socket.
+        assert_eq!(established_to_port(table, 61613, &ours), 2);
+        assert_eq!(established_to_port(table, 8080, &ours), 1);
+        let tcp6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0000000000000000FFFF00000100007F:D431 0000000000000000FFFF00000100007F:F0AD 01 00000000:00000000 00:00000000 00000000     0        0 201 1 0 20 4 30 10 -1
+";
+        assert_eq!(established_to_port(tcp6, 61613, &ours), 1);
+        assert_eq!(established_to_port("", 61613, &ours), 0);
     }
 
     #[test]

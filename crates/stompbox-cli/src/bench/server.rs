@@ -1,4 +1,5 @@
-//! `--spawn`: a `stompbox serve` child process to measure.
+//! `--spawn`: a `stompbox serve` (or `stompbox bench serve-echo`) child
+//! process to measure.
 
 use super::report::Json;
 use std::collections::VecDeque;
@@ -12,6 +13,11 @@ use tokio::sync::oneshot;
 
 /// How long a starting server may take to print its listening line.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a relaying server may take, after its listening line, to print
+/// `stompbox broker available` (its system connection to the broker is up).
+const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a relaying server prints on stdout once its broker can be reached.
+const BROKER_AVAILABLE_LINE: &str = "stompbox broker available";
 /// Lines of the server's stderr kept for the report.
 const TAIL_LINES: usize = 12;
 
@@ -21,6 +27,9 @@ const TAIL_LINES: usize = 12;
 pub(crate) struct ServerLog {
     lines: AtomicU64,
     warnings: AtomicU64,
+    /// Sessions the server cut off as slow consumers (its
+    /// `slow consumer disconnected` warning).
+    slow_consumers: AtomicU64,
     tail: Mutex<VecDeque<String>>,
 }
 
@@ -29,6 +38,9 @@ impl ServerLog {
         self.lines.fetch_add(1, Ordering::Relaxed);
         if line.contains("WARN") || line.contains("ERROR") {
             self.warnings.fetch_add(1, Ordering::Relaxed);
+        }
+        if line.contains("slow consumer disconnected") {
+            self.slow_consumers.fetch_add(1, Ordering::Relaxed);
         }
         let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
         if tail.len() == TAIL_LINES {
@@ -50,6 +62,10 @@ impl ServerLog {
         self.warnings.load(Ordering::Relaxed)
     }
 
+    pub(crate) fn slow_consumers(&self) -> u64 {
+        self.slow_consumers.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn to_json(&self) -> Json {
         Json::obj()
             .with(
@@ -57,6 +73,7 @@ impl ServerLog {
                 Json::uint(self.lines.load(Ordering::Relaxed)),
             )
             .with("warnings", Json::uint(self.warnings()))
+            .with("slow_consumer_drops", Json::uint(self.slow_consumers()))
             .with(
                 "tail",
                 Json::Arr(self.tail().into_iter().map(Json::Str).collect()),
@@ -69,9 +86,10 @@ impl ServerLog {
             return;
         }
         println!(
-            "server stderr: {} lines, {} warnings/errors; last {}:",
+            "server stderr: {} lines, {} warnings/errors ({} slow-consumer drops); last {}:",
             self.lines.load(Ordering::Relaxed),
             self.warnings(),
+            self.slow_consumers(),
             tail.len()
         );
         for line in tail {
@@ -90,11 +108,15 @@ pub(crate) struct SpawnedServer {
 }
 
 impl SpawnedServer {
-    /// Starts `program serve --http 127.0.0.1:0 extra...` (this executable
-    /// when `program` is `None`) and waits for its listening line.
+    /// Starts `program command... --http 127.0.0.1:0 extra...` (this
+    /// executable when `program` is `None`) and waits for its listening
+    /// line; with `wait_broker`, also for its `stompbox broker available`
+    /// line (a relaying server refuses CONNECTs until then).
     pub(crate) async fn start(
         program: Option<&Path>,
+        command: &[&str],
         extra: &[String],
+        wait_broker: bool,
     ) -> Result<SpawnedServer, String> {
         let program = match program {
             Some(path) => path.to_path_buf(),
@@ -102,7 +124,8 @@ impl SpawnedServer {
                 .map_err(|e| format!("--spawn: cannot find this executable: {e}"))?,
         };
         let mut child = Command::new(&program)
-            .args(["serve", "--http", "127.0.0.1:0"])
+            .args(command)
+            .args(["--http", "127.0.0.1:0"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -111,12 +134,14 @@ impl SpawnedServer {
             .map_err(|e| format!("--spawn: cannot start {}: {e}", program.display()))?;
         let log = Arc::new(ServerLog::default());
         let (found, listening) = oneshot::channel();
+        let (up, available) = oneshot::channel();
         // Blocking reader threads, because the pipes must be drained for the
         // server's whole life (a full pipe would stall its logging).
         if let Some(stdout) = child.stdout.take() {
             let log = Arc::clone(&log);
             std::thread::spawn(move || {
                 let mut found = Some(found);
+                let mut up = Some(up);
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
                     if found.is_some()
@@ -126,6 +151,11 @@ impl SpawnedServer {
                             let _ = found.send(url);
                         }
                         continue;
+                    }
+                    if line.trim() == BROKER_AVAILABLE_LINE
+                        && let Some(up) = up.take()
+                    {
+                        let _ = up.send(());
                     }
                     log.push(line);
                 }
@@ -146,29 +176,49 @@ impl SpawnedServer {
             log,
         };
         match tokio::time::timeout(START_TIMEOUT, listening).await {
-            Ok(Ok(url)) => {
-                server.ws_url = url;
-                Ok(server)
-            }
+            Ok(Ok(url)) => server.ws_url = url,
             // The sender is gone: stdout closed, the server exited.
-            Ok(Err(_)) => {
-                let status = server
-                    .child
-                    .wait()
-                    .map_or_else(|e| e.to_string(), |s| s.to_string());
-                Err(format!(
-                    "--spawn: {} exited ({status}) before listening: {}",
+            Ok(Err(_)) => return Err(server.exited(&program, "before listening")),
+            Err(_) => {
+                return Err(format!(
+                    "--spawn: {} printed no 'stompbox listening ... ws=URL' line within {} s: {}",
                     program.display(),
+                    START_TIMEOUT.as_secs(),
                     server.log.tail().join(" / ")
-                ))
+                ));
             }
-            Err(_) => Err(format!(
-                "--spawn: {} printed no 'stompbox listening ... ws=URL' line within {} s: {}",
-                program.display(),
-                START_TIMEOUT.as_secs(),
-                server.log.tail().join(" / ")
-            )),
         }
+        if wait_broker {
+            match tokio::time::timeout(BROKER_TIMEOUT, available).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return Err(server.exited(&program, "before its broker was available"));
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "--spawn: {} printed no '{BROKER_AVAILABLE_LINE}' line within {} s \
+                         (is the broker it relays to running?): {}",
+                        program.display(),
+                        BROKER_TIMEOUT.as_secs(),
+                        server.log.tail().join(" / ")
+                    ));
+                }
+            }
+        }
+        Ok(server)
+    }
+
+    /// Describes a server whose stdout closed early.
+    fn exited(&mut self, program: &Path, when: &str) -> String {
+        let status = self
+            .child
+            .wait()
+            .map_or_else(|e| e.to_string(), |s| s.to_string());
+        format!(
+            "--spawn: {} exited ({status}) {when}: {}",
+            program.display(),
+            self.log.tail().join(" / ")
+        )
     }
 
     pub(crate) fn pid(&self) -> u32 {
