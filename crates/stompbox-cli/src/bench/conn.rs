@@ -423,6 +423,106 @@ pub(crate) fn unexpected(frame: &Frame, wanted: &str) -> String {
     }
 }
 
+/// Connects (from `source`, when given), CONNECTs and SUBSCRIBEs to
+/// `destination`, waiting for the SUBSCRIBE's RECEIPT, all within `limit`.
+pub(crate) async fn subscribed(
+    endpoint: &Endpoint,
+    source: Option<IpAddr>,
+    heartbeat: Option<Duration>,
+    destination: &str,
+    receipt: &str,
+    limit: Duration,
+) -> Result<Conn, String> {
+    let setup = async {
+        let mut conn = endpoint.connect(source, heartbeat).await?;
+        let subscribe = Frame::new(Command::Subscribe)
+            .header(header::ID, "0")
+            .header(header::DESTINATION, destination)
+            .header(header::ACK, "auto")
+            .header(header::RECEIPT, receipt);
+        conn.send(&subscribe).await?;
+        conn.expect_receipt(receipt).await?;
+        Ok::<Conn, String>(conn)
+    };
+    tokio::time::timeout(limit, setup)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "connect, CONNECT and SUBSCRIBE took longer than {} s",
+                limit.as_secs()
+            ))
+        })
+}
+
+/// How [`connect_all`] opens its connections.
+pub(crate) struct Fleet<'a> {
+    pub(crate) count: usize,
+    pub(crate) concurrency: usize,
+    pub(crate) heartbeat: Option<Duration>,
+    pub(crate) limit: Duration,
+    pub(crate) deadline: tokio::time::Instant,
+    /// What the connections are, for the error message ("subscribers").
+    pub(crate) what: &'a str,
+}
+
+/// Opens `fleet.count` subscribed connections, a bounded number at a time;
+/// connection `i` subscribes to `destination(i)`.
+pub(crate) async fn connect_all(
+    endpoint: &Arc<Endpoint>,
+    fleet: Fleet<'_>,
+    destination: impl Fn(usize) -> String,
+) -> (Vec<Conn>, super::report::Errors) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(fleet.concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..fleet.count {
+        let endpoint = Arc::clone(endpoint);
+        let permits = Arc::clone(&permits);
+        let destination = destination(i);
+        let (heartbeat, limit) = (fleet.heartbeat, fleet.limit);
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
+            subscribed(
+                &endpoint,
+                None,
+                heartbeat,
+                &destination,
+                &format!("sub-{i}"),
+                limit,
+            )
+            .await
+        });
+    }
+    let mut conns = Vec::with_capacity(fleet.count);
+    let mut errors = super::report::Errors::default();
+    let collected = tokio::time::timeout_at(fleet.deadline, async {
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(conn)) => conns.push(conn),
+                Ok(Err(e)) => errors.add(e),
+                Err(e) => errors.add(format!("setup task failed: {e}")),
+            }
+        }
+    })
+    .await;
+    if collected.is_err() {
+        errors.add(format!(
+            "deadline passed with {} {} still connecting",
+            tasks.len(),
+            fleet.what
+        ));
+    }
+    (conns, errors)
+}
+
+/// Closes every connection, in parallel, within a bound.
+pub(crate) async fn close_all(conns: Vec<Conn>) {
+    let mut closing = tokio::task::JoinSet::new();
+    for conn in conns {
+        closing.spawn(conn.close());
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), closing.join_all()).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

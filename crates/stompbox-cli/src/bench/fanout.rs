@@ -7,7 +7,7 @@
 //! so publisher and subscribers share one clock and latency needs no clock
 //! sync).
 
-use super::conn::{Conn, Delivery, Endpoint, unexpected};
+use super::conn::{Conn, Delivery, Endpoint, Fleet, close_all, connect_all, unexpected};
 use super::report::{CpuMark, Errors, Histogram, Json, random_u64, rss_kib};
 use super::{Out, Outcome, Target, TargetArgs};
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use stompbox_codec::{Command, Frame, header};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -192,7 +192,15 @@ async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
 
     // Subscribers, each confirmed by a RECEIPT.
     let setup_started = Instant::now();
-    let (subscribers, setup_errors) = connect_subscribers(&endpoint, args, &topic, deadline).await;
+    let fleet = Fleet {
+        count: args.subscribers,
+        concurrency: args.connect_concurrency,
+        heartbeat: heartbeat_period(args),
+        limit: Duration::from_secs(args.target.connect_timeout_secs),
+        deadline,
+        what: "subscribers",
+    };
+    let (subscribers, setup_errors) = connect_all(&endpoint, fleet, |_| topic.clone()).await;
     let setup_secs = setup_started.elapsed().as_secs_f64();
     let ready = subscribers.len();
     let json = json
@@ -482,76 +490,8 @@ fn failed(out: Out, json: Json, reason: String) -> Outcome {
     }
 }
 
-async fn close_all(conns: Vec<Conn>) {
-    let mut closing = JoinSet::new();
-    for conn in conns {
-        closing.spawn(conn.close());
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), closing.join_all()).await;
-}
-
 fn heartbeat_period(args: &FanoutArgs) -> Option<Duration> {
     (args.heartbeat_ms > 0).then(|| Duration::from_millis(args.heartbeat_ms))
-}
-
-/// Connects and subscribes every subscriber, a bounded number at a time.
-async fn connect_subscribers(
-    endpoint: &Arc<Endpoint>,
-    args: &FanoutArgs,
-    topic: &str,
-    deadline: Instant,
-) -> (Vec<Conn>, Errors) {
-    let permits = Arc::new(Semaphore::new(args.connect_concurrency));
-    let mut tasks = JoinSet::new();
-    for i in 0..args.subscribers {
-        let endpoint = Arc::clone(endpoint);
-        let permits = Arc::clone(&permits);
-        let topic = topic.to_owned();
-        let limit = Duration::from_secs(args.target.connect_timeout_secs);
-        let beat_every = heartbeat_period(args);
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
-            let setup = async {
-                let mut conn = endpoint.connect(None, beat_every).await?;
-                let receipt = format!("sub-{i}");
-                let subscribe = Frame::new(Command::Subscribe)
-                    .header(header::ID, "0")
-                    .header(header::DESTINATION, &topic)
-                    .header(header::ACK, "auto")
-                    .header(header::RECEIPT, &receipt);
-                conn.send(&subscribe).await?;
-                conn.expect_receipt(&receipt).await?;
-                Ok::<Conn, String>(conn)
-            };
-            tokio::time::timeout(limit, setup)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(format!(
-                        "connect, CONNECT and SUBSCRIBE took longer than {} s",
-                        limit.as_secs()
-                    ))
-                })
-        });
-    }
-    let mut conns = Vec::with_capacity(args.subscribers);
-    let mut errors = Errors::default();
-    let collected = tokio::time::timeout_at(deadline, async {
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(Ok(conn)) => conns.push(conn),
-                Ok(Err(e)) => errors.add(e),
-                Err(e) => errors.add(format!("setup task failed: {e}")),
-            }
-        }
-    })
-    .await;
-    if collected.is_err() {
-        errors.add(format!(
-            "deadline passed with {} subscribers still connecting",
-            tasks.len()
-        ));
-    }
-    (conns, errors)
 }
 
 /// Reads MESSAGEs until all `expected` came, the connection ends, or

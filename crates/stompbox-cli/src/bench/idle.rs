@@ -1,14 +1,13 @@
 //! `stompbox bench idle`: many idle, subscribed connections, and what they
 //! cost the server in resident memory.
 
-use super::conn::{Endpoint, unexpected};
+use super::conn::{Endpoint, subscribed, unexpected};
 use super::report::{CpuMark, Errors, Json, open_files_limit, own_rss_kib, random_u64, rss_kib};
 use super::{Out, Outcome, Target, TargetArgs};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
-use stompbox_codec::{Command, Frame, header};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -188,29 +187,16 @@ async fn measure(target: Target, args: &IdleArgs, out: Out) -> Outcome {
         holders.spawn(async move {
             let setup = async {
                 let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
-                let setup = async {
-                    let mut conn = endpoint.connect(source, None).await?;
-                    let receipt = format!("sub-{i}");
-                    let subscribe = Frame::new(Command::Subscribe)
-                        .header(header::ID, "0")
-                        .header(
-                            header::DESTINATION,
-                            &format!("/topic/bench-idle-{run_id:016x}-{i}"),
-                        )
-                        .header(header::ACK, "auto")
-                        .header(header::RECEIPT, &receipt);
-                    conn.send(&subscribe).await?;
-                    conn.expect_receipt(&receipt).await?;
-                    Ok::<_, String>(conn)
-                };
-                tokio::time::timeout(limit, setup)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(format!(
-                            "connect, CONNECT and SUBSCRIBE took longer than {} s",
-                            limit.as_secs()
-                        ))
-                    })
+                let destination = format!("/topic/bench-idle-{run_id:016x}-{i}");
+                subscribed(
+                    &endpoint,
+                    source,
+                    None,
+                    &destination,
+                    &format!("sub-{i}"),
+                    limit,
+                )
+                .await
             };
             let mut conn = tokio::select! {
                 setup = setup => match setup {

@@ -10,7 +10,7 @@
 //! flight, which must all come back. `ts` is µs since the run's epoch on this
 //! process's clock, so latency needs no clock sync.
 
-use super::conn::{Conn, Delivery, Endpoint, unexpected};
+use super::conn::{Conn, Delivery, Endpoint, Fleet, close_all, connect_all, unexpected};
 use super::report::{CpuMark, Errors, Histogram, Json, rss_kib};
 use super::{Out, Outcome, Target, TargetArgs};
 use bytes::Bytes;
@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use stompbox_codec::{Command, Frame, header};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -195,7 +195,15 @@ async fn measure(target: Target, args: &RoundtripArgs, out: Out) -> Outcome {
     };
 
     let setup_started = Instant::now();
-    let (clients, setup_errors) = connect_clients(&endpoint, args, deadline).await;
+    let fleet = Fleet {
+        count: args.clients,
+        concurrency: args.connect_concurrency,
+        heartbeat: None,
+        limit: Duration::from_secs(args.target.connect_timeout_secs),
+        deadline,
+        what: "clients",
+    };
+    let (clients, setup_errors) = connect_all(&endpoint, fleet, |_| args.reply_to.clone()).await;
     let setup_secs = setup_started.elapsed().as_secs_f64();
     let ready = clients.len();
     say!(
@@ -380,73 +388,6 @@ fn failed(out: Out, json: Json, reason: String) -> Outcome {
             .with("ok", Json::Bool(false))
             .with("failure", Json::Str(reason)),
     }
-}
-
-async fn close_all(conns: Vec<Conn>) {
-    let mut closing = JoinSet::new();
-    for conn in conns {
-        closing.spawn(conn.close());
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), closing.join_all()).await;
-}
-
-/// Connects every client and subscribes it to its reply destination, a
-/// bounded number at a time.
-async fn connect_clients(
-    endpoint: &Arc<Endpoint>,
-    args: &RoundtripArgs,
-    deadline: Instant,
-) -> (Vec<Conn>, Errors) {
-    let permits = Arc::new(Semaphore::new(args.connect_concurrency));
-    let mut tasks = JoinSet::new();
-    for i in 0..args.clients {
-        let endpoint = Arc::clone(endpoint);
-        let permits = Arc::clone(&permits);
-        let reply_to = args.reply_to.clone();
-        let limit = Duration::from_secs(args.target.connect_timeout_secs);
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
-            let setup = async {
-                let mut conn = endpoint.connect(None, None).await?;
-                let receipt = format!("sub-{i}");
-                let subscribe = Frame::new(Command::Subscribe)
-                    .header(header::ID, "0")
-                    .header(header::DESTINATION, &reply_to)
-                    .header(header::ACK, "auto")
-                    .header(header::RECEIPT, &receipt);
-                conn.send(&subscribe).await?;
-                conn.expect_receipt(&receipt).await?;
-                Ok::<Conn, String>(conn)
-            };
-            tokio::time::timeout(limit, setup)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(format!(
-                        "connect, CONNECT and SUBSCRIBE took longer than {} s",
-                        limit.as_secs()
-                    ))
-                })
-        });
-    }
-    let mut conns = Vec::with_capacity(args.clients);
-    let mut errors = Errors::default();
-    let collected = tokio::time::timeout_at(deadline, async {
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(Ok(conn)) => conns.push(conn),
-                Ok(Err(e)) => errors.add(e),
-                Err(e) => errors.add(format!("setup task failed: {e}")),
-            }
-        }
-    })
-    .await;
-    if collected.is_err() {
-        errors.add(format!(
-            "deadline passed with {} clients still connecting",
-            tasks.len()
-        ));
-    }
-    (conns, errors)
 }
 
 /// One client: keeps `in_flight` requests outstanding until the window
