@@ -317,3 +317,24 @@ where
         ))
     }
 }
+
+/// Time since `epoch`.
+fn since(epoch: tokio::time::Instant) -> std::time::Duration {
+    tokio::time::Instant::now().saturating_duration_since(epoch)
+}
+
+/// Whole microseconds, saturating.
+fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A failed measurement: says why and marks the RESULT.
+fn failed(out: Out, json: report::Json, reason: String) -> Outcome {
+    say!(out, "FAILED: {reason}");
+    Outcome {
+        ok: false,
+        json: json
+            .with("ok", report::Json::Bool(false))
+            .with("failure", report::Json::Str(reason)),
+    }
+}

@@ -9,7 +9,7 @@
 
 use super::conn::{Conn, Delivery, Endpoint, Fleet, close_all, connect_all, unexpected};
 use super::report::{CpuMark, Errors, Histogram, Json, random_u64, rss_kib};
-use super::{Out, Outcome, Target, TargetArgs};
+use super::{Out, Outcome, Target, TargetArgs, failed, micros, since};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -146,14 +146,6 @@ struct Plan {
     rate: u64,
     epoch: Instant,
     deadline: Instant,
-}
-
-fn since(epoch: Instant) -> Duration {
-    Instant::now().saturating_duration_since(epoch)
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
@@ -478,16 +470,6 @@ async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
         .with("broker_cpu_secs", Json::opt_num(broker_cpu))
         .with("server_rss_kib", Json::opt_uint(server_rss));
     Outcome { ok, json }
-}
-
-fn failed(out: Out, json: Json, reason: String) -> Outcome {
-    say!(out, "FAILED: {reason}");
-    Outcome {
-        ok: false,
-        json: json
-            .with("ok", Json::Bool(false))
-            .with("failure", Json::Str(reason)),
-    }
 }
 
 fn heartbeat_period(args: &FanoutArgs) -> Option<Duration> {

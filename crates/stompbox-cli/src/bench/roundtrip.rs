@@ -12,7 +12,7 @@
 
 use super::conn::{Conn, Delivery, Endpoint, Fleet, close_all, connect_all, unexpected};
 use super::report::{CpuMark, Errors, Histogram, Json, rss_kib};
-use super::{Out, Outcome, Target, TargetArgs};
+use super::{Out, Outcome, Target, TargetArgs, failed, micros, since};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -136,14 +136,6 @@ struct ClientStats {
     unanswered: u64,
     latency_us: Histogram,
     error: Option<String>,
-}
-
-fn since(epoch: Instant) -> Duration {
-    Instant::now().saturating_duration_since(epoch)
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Takes `seq` off the outstanding requests. True when it was the oldest
@@ -378,16 +370,6 @@ async fn measure(target: Target, args: &RoundtripArgs, out: Out) -> Outcome {
         .with("broker_cpu_secs", Json::opt_num(broker_cpu))
         .with("server_rss_kib", Json::opt_uint(server_rss));
     Outcome { ok, json }
-}
-
-fn failed(out: Out, json: Json, reason: String) -> Outcome {
-    say!(out, "FAILED: {reason}");
-    Outcome {
-        ok: false,
-        json: json
-            .with("ok", Json::Bool(false))
-            .with("failure", Json::Str(reason)),
-    }
 }
 
 /// One client: keeps `in_flight` requests outstanding until the window
