@@ -26,6 +26,9 @@ struct Connection {
     /// Passcode sent with CONNECT.
     #[arg(long)]
     passcode: Option<String>,
+    /// The CONNECT `host` header (RabbitMQ's virtual host, e.g. "/").
+    #[arg(long, default_value = "localhost")]
+    host: String,
     /// Seconds to wait for the connection and for each RECEIPT.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = parse_seconds)]
     timeout: f64,
@@ -158,7 +161,7 @@ impl Connection {
     }
 
     async fn connect(&self) -> Result<Client, String> {
-        let mut extra = Vec::new();
+        let mut extra = vec![(header::HOST, self.host.as_str())];
         if let Some(login) = &self.login {
             extra.push((header::LOGIN, login.as_str()));
         }

@@ -108,7 +108,7 @@ impl Client {
     }
 
     /// Opens `url` and completes CONNECT/CONNECTED (STOMP 1.2 preferred,
-    /// heart-beats off unless `extra` sets them).
+    /// heart-beats off and `host:localhost` unless `extra` sets them).
     ///
     /// # Errors
     ///
@@ -118,9 +118,13 @@ impl Client {
         extra: &[(&str, &str)],
     ) -> Result<(Client, Frame), ClientError> {
         let mut client = Client::open(url, &["v12.stomp", "v11.stomp", "v10.stomp"]).await?;
-        let mut connect = Frame::new(Command::Connect)
-            .header(header::ACCEPT_VERSION, "1.0,1.1,1.2")
-            .header(header::HOST, "localhost");
+        let mut connect =
+            Frame::new(Command::Connect).header(header::ACCEPT_VERSION, "1.0,1.1,1.2");
+        // The first of repeated headers wins, so a default must not precede
+        // the caller's (RabbitMQ reads `host` as the virtual host).
+        if !extra.iter().any(|(name, _)| *name == header::HOST) {
+            connect = connect.header(header::HOST, "localhost");
+        }
         if !extra.iter().any(|(name, _)| *name == header::HEART_BEAT) {
             connect = connect.header(header::HEART_BEAT, "0,0");
         }
