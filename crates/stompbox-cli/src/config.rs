@@ -426,6 +426,7 @@ struct LimitsSection {
     subscriptions_per_session: Option<usize>,
     transactions_per_session: Option<usize>,
     transaction_frames: Option<usize>,
+    transaction_bytes: Option<usize>,
     outbox_bytes: Option<usize>,
     backlog_bytes: Option<usize>,
     send_timeout_ms: Option<u64>,
@@ -449,6 +450,7 @@ struct BrokerSection {
     queue_max_messages: Option<usize>,
     queue_max_bytes: Option<usize>,
     max_queues: Option<usize>,
+    max_total_queue_bytes: Option<usize>,
     max_unacked: Option<usize>,
 }
 
@@ -555,6 +557,7 @@ impl FileConfig {
                 subscriptions_per_session: Some(c.max_subscriptions),
                 transactions_per_session: Some(c.max_transactions),
                 transaction_frames: Some(c.max_transaction_frames),
+                transaction_bytes: Some(c.max_transaction_bytes),
                 outbox_bytes: Some(c.outbox_bytes),
                 backlog_bytes: Some(c.backlog_bytes),
                 send_timeout_ms: Some(millis(c.send_timeout)),
@@ -572,6 +575,7 @@ impl FileConfig {
                 queue_max_messages: embedded.then_some(c.embedded.max_queue_messages),
                 queue_max_bytes: embedded.then_some(c.embedded.max_queue_bytes),
                 max_queues: embedded.then_some(c.embedded.max_queues),
+                max_total_queue_bytes: embedded.then_some(c.embedded.max_total_queue_bytes),
                 max_unacked: embedded.then_some(c.embedded.max_unacked),
             },
             relay: relay.map(RelaySection::from_config),
@@ -1101,6 +1105,9 @@ fn validate(file: FileConfig) -> Result<Settings, Problems> {
         // Zero is allowed: it turns transactions off.
         c.max_transactions = n;
     }
+    if let Some(n) = limits.transaction_bytes {
+        c.max_transaction_bytes = check.at_least("limits.transaction_bytes", n, 1024);
+    }
     if let Some(n) = limits.transaction_frames {
         c.max_transaction_frames = check.at_least("limits.transaction_frames", n, 1);
     }
@@ -1302,6 +1309,11 @@ fn refuse_embedded_keys(check: &mut Check, broker: &BrokerSection) {
         (
             "broker.max_queues",
             broker.max_queues.is_some(),
+            "the broker's own limits bound queues",
+        ),
+        (
+            "broker.max_total_queue_bytes",
+            broker.max_total_queue_bytes.is_some(),
             "the broker's own limits bound queues",
         ),
         (
@@ -1571,6 +1583,9 @@ fn embedded(
                 e.max_queue_bytes
             ),
         );
+    }
+    if let Some(n) = broker.max_total_queue_bytes {
+        e.max_total_queue_bytes = check.at_least("broker.max_total_queue_bytes", n, 1024);
     }
     if let Some(n) = broker.max_queues {
         e.max_queues = check.at_least("broker.max_queues", n, 1);
@@ -2160,6 +2175,7 @@ mod tests {
             "broker.queue_max_messages",
             "broker.queue_max_bytes",
             "broker.max_queues",
+            "broker.max_total_queue_bytes",
             "broker.max_unacked",
         ] {
             assert!(e.contains(key), "{key}: {e}");

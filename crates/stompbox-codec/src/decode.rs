@@ -175,6 +175,11 @@ impl Decoder {
             if std::str::from_utf8(&name).is_err() || std::str::from_utf8(&value).is_err() {
                 return Err(DecodeError::InvalidUtf8);
             }
+            // A NUL ends a frame on the wire; passed on inside a header it
+            // would let one client end another's frame early.
+            if name.contains(&0) || value.contains(&0) {
+                return Err(DecodeError::MalformedHeader);
+            }
             headers.push(name, value);
         }
         Ok(Decoded::Frame(Frame {
@@ -416,6 +421,10 @@ mod tests {
         assert_eq!(
             decode_all(b"SEND\na:\xff\n\n\0", Version::V1_2),
             Err(DecodeError::InvalidUtf8)
+        );
+        assert_eq!(
+            decode_all(b"SEND\ncontent-length:0\na:x\0y\n\n\0", Version::V1_2),
+            Err(DecodeError::MalformedHeader)
         );
     }
 

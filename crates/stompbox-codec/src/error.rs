@@ -30,7 +30,7 @@ pub enum DecodeError {
     #[error("unknown command '{0}'")]
     UnknownCommand(String),
     /// A header line has no colon.
-    #[error("malformed header line (no ':' separator)")]
+    #[error("malformed header line (no ':' separator, or a NUL byte)")]
     MalformedHeader,
     /// A header or command is not valid UTF-8.
     #[error("header is not valid UTF-8")]

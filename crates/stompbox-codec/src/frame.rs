@@ -261,10 +261,80 @@ impl Frame {
         self
     }
 
+    /// The frame's size: command, header lines and body, in bytes.
+    pub fn len_bytes(&self) -> usize {
+        self.command.as_str().len()
+            + self
+                .headers
+                .iter_bytes()
+                .map(|(n, v)| n.len() + v.len() + 2)
+                .sum::<usize>()
+            + self.body.len()
+            + 3
+    }
+
+    /// The same frame in one buffer of its own.
+    ///
+    /// A decoded frame is a set of slices of the read buffer it came from,
+    /// which may be much larger (a WebSocket message carrying many frames).
+    /// Anything kept beyond the read (a queued message, a transaction) should
+    /// be detached, or a small frame pins a large buffer.
+    #[must_use]
+    pub fn detached(&self) -> Frame {
+        let mut buf = bytes::BytesMut::with_capacity(self.len_bytes());
+        let mut spans = Vec::with_capacity(self.headers.len());
+        for (name, value) in self.headers.iter_bytes() {
+            let start = buf.len();
+            buf.extend_from_slice(name);
+            let middle = buf.len();
+            buf.extend_from_slice(value);
+            spans.push((start, middle, buf.len()));
+        }
+        let body_start = buf.len();
+        buf.extend_from_slice(&self.body);
+        let all = buf.freeze();
+        let mut headers = Headers::with_capacity(spans.len());
+        for (start, middle, end) in spans {
+            headers.push(all.slice(start..middle), all.slice(middle..end));
+        }
+        Frame {
+            command: self.command,
+            headers,
+            body: all.slice(body_start..),
+        }
+    }
+
     /// Sets the body (builder style).
     #[must_use]
     pub fn body(mut self, body: impl Into<Bytes>) -> Frame {
         self.body = body.into();
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_detached_frame_does_not_share_the_buffer_it_came_from() {
+        let big = Bytes::from(vec![b'x'; 4096]);
+        let frame = Frame {
+            command: Command::Send,
+            headers: {
+                let mut h = Headers::new();
+                h.push(big.slice(0..4), big.slice(4..8));
+                h
+            },
+            body: big.slice(8..10),
+        };
+        let detached = frame.detached();
+        assert_eq!(detached, frame);
+        let range = big.as_ptr() as usize..big.as_ptr() as usize + big.len();
+        assert!(!range.contains(&(detached.body.as_ptr() as usize)));
+        for (name, value) in detached.headers.iter_bytes() {
+            assert!(!range.contains(&(name.as_ptr() as usize)));
+            assert!(!range.contains(&(value.as_ptr() as usize)));
+        }
     }
 }

@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub max_transactions: usize,
     /// Most frames buffered by one transaction. Default 1,000.
     pub max_transaction_frames: usize,
+    /// Most bytes all open transactions of one session may buffer until
+    /// COMMIT. Default 1 MiB.
+    pub max_transaction_bytes: usize,
     /// Most unwritten bytes queued for one connection; past it the client is
     /// a slow consumer and is disconnected. Default 512 KiB.
     pub outbox_bytes: usize,
@@ -78,6 +81,7 @@ impl Default for ServerConfig {
             max_subscriptions: 1_024,
             max_transactions: 16,
             max_transaction_frames: 1_000,
+            max_transaction_bytes: 1024 * 1024,
             outbox_bytes: 512 * 1024,
             backlog_bytes: 16 * 1024 * 1024,
             send_timeout: Duration::from_secs(10),

@@ -74,6 +74,10 @@ pub(crate) async fn run(
                     break End::SlowConsumer("outbox full");
                 }
                 outbox.take_all(&mut batch);
+                if outbox.take_wanted() {
+                    // Room again: queues that held messages back go on.
+                    session.drained();
+                }
                 if !batch.is_empty() {
                     match timeout(config.send_timeout, transport.write_batch(&mut batch)).await {
                         Ok(Ok(())) => last_write = Instant::now(),

@@ -43,8 +43,17 @@ impl Backlog {
         if n == 0 {
             return;
         }
-        let before = self.bytes.fetch_sub(n, Ordering::Relaxed);
-        if before >= self.low && before - n < self.low {
+        // Every subtraction follows its addition (both happen under the same
+        // outbox lock), so this cannot wrap; saturate anyway rather than
+        // ever read a wrapped count as "over".
+        let before = match self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(n))
+            }) {
+            Ok(before) | Err(before) => before,
+        };
+        if before >= self.low && before.saturating_sub(n) < self.low {
             self.drained.notify_waiters();
         }
     }
@@ -68,7 +77,12 @@ impl Backlog {
             if self.bytes() < self.low {
                 return;
             }
-            notified.await;
+            // The timer is a safety net: a pause must never outlive the
+            // condition that caused it, whatever happens to a wake-up.
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            }
         }
     }
 }
@@ -110,6 +124,8 @@ struct State {
     overflowed: bool,
     /// Closed on purpose with a last frame: write what is queued, then end.
     finished: bool,
+    /// A queue held messages back for lack of room here.
+    wanted: bool,
 }
 
 /// Bounded (in bytes) multi-producer, single-consumer frame queue.
@@ -183,10 +199,12 @@ impl Outbox {
         let was_empty = state.frames.is_empty();
         state.bytes += len;
         state.frames.push_back(frame);
-        drop(state);
+        // Counted while the lock is held: a writer taking these bytes (and
+        // subtracting them) must find them already counted.
         if let Some(backlog) = &self.backlog {
             backlog.add(len);
         }
+        drop(state);
         if was_empty {
             self.notify.notify_one();
         }
@@ -202,13 +220,31 @@ impl Outbox {
         if state.frames.capacity() > 64 {
             state.frames = VecDeque::new();
         }
-        drop(state);
         // Taken frames are about to be written; counting them as written now
         // lets paused readers resume while this batch is on its way.
         self.released(taken);
+        drop(state);
         if taken > 0 {
             self.room.notify_waiters();
         }
+    }
+
+    /// True when over half full. A queue then offers this consumer nothing
+    /// more until its writer drains it (see [`Outbox::take_wanted`]), so a
+    /// deep queue never overflows a consumer that is keeping up.
+    pub fn half_full(&self, wanted: bool) -> bool {
+        let mut state = self.lock();
+        let full = state.bytes > self.limit / 2;
+        if full && wanted {
+            state.wanted = true;
+        }
+        full
+    }
+
+    /// True (once) when a queue skipped this consumer for being half full
+    /// since the last call: the writer should let the queue dispatch again.
+    pub fn take_wanted(&self) -> bool {
+        std::mem::take(&mut self.lock().wanted)
     }
 
     /// True when a producer that can wait should: this outbox is over half
@@ -253,8 +289,8 @@ impl Outbox {
         state.overflowed = true;
         state.frames = VecDeque::new();
         let dropped = std::mem::take(&mut state.bytes);
-        drop(state);
         self.released(dropped);
+        drop(state);
         self.notify.notify_one();
     }
 
@@ -271,10 +307,10 @@ impl Outbox {
         state.frames.push_back(last);
         state.closed = true;
         state.finished = true;
-        drop(state);
         if let Some(backlog) = &self.backlog {
             backlog.add(len);
         }
+        drop(state);
         self.notify.notify_one();
     }
 
@@ -310,6 +346,48 @@ impl Drop for Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backlog_never_reads_over_while_writers_race_producers() {
+        // The outbox limit keeps real unwritten bytes far below the backlog
+        // limit, so "over" may only ever be a counting error.
+        let backlog = Arc::new(Backlog::new(10_000));
+        let outbox = Arc::new(Outbox::with_backlog(1_000, Arc::clone(&backlog)));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let producer = {
+            let outbox = Arc::clone(&outbox);
+            std::thread::spawn(move || {
+                for _ in 0..200_000 {
+                    let _ = outbox.push(frame(10));
+                }
+            })
+        };
+        let writer = {
+            let (outbox, stop) = (Arc::clone(&outbox), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut batch = VecDeque::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    outbox.take_all(&mut batch);
+                    batch.clear();
+                }
+            })
+        };
+        let mut seen_over = 0;
+        while !producer.is_finished() {
+            if backlog.over() {
+                seen_over += 1;
+            }
+        }
+        producer.join().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        assert_eq!(
+            seen_over, 0,
+            "the backlog read over with at most 1,000 bytes queued"
+        );
+        drop(outbox);
+        assert_eq!(backlog.bytes(), 0);
+    }
 
     #[tokio::test]
     async fn the_backlog_counts_every_outbox_and_wakes_when_drained() {

@@ -115,6 +115,8 @@ struct Connected {
     broker: Box<dyn BrokerSession>,
     subscriptions: HashMap<Bytes, (SubscriptionKind, String)>,
     transactions: HashMap<Bytes, Vec<Frame>>,
+    /// Bytes buffered by all open transactions.
+    transaction_bytes: usize,
 }
 
 /// The session state machine.
@@ -195,6 +197,13 @@ impl Session {
         self.heartbeat
     }
 
+    /// The outbox drained after queues held messages back for it.
+    pub(crate) fn drained(&mut self) {
+        if let Some(connected) = self.connected.as_mut() {
+            connected.broker.drained();
+        }
+    }
+
     fn push(&self, frame: OutFrame) {
         // A failed push means the connection is already closing (slow
         // consumer or shutdown); the driver notices through the outbox.
@@ -261,11 +270,13 @@ impl Session {
             }
             Command::Commit | Command::Abort => {
                 let tx = required_bytes(&frame, header::TRANSACTION)?;
-                let buffered = self
-                    .connected_mut()?
+                let connected = self.connected_mut()?;
+                let buffered = connected
                     .transactions
                     .remove(&tx)
                     .ok_or_else(|| unknown_transaction(&tx))?;
+                let released: usize = buffered.iter().map(Frame::len_bytes).sum();
+                connected.transaction_bytes = connected.transaction_bytes.saturating_sub(released);
                 let mut owed = receipt;
                 if command == Command::Commit {
                     let count = buffered.len();
@@ -383,6 +394,7 @@ impl Session {
             broker,
             subscriptions: HashMap::new(),
             transactions: HashMap::new(),
+            transaction_bytes: 0,
         });
         let heart_beat = format!(
             "{},{}",
@@ -615,8 +627,13 @@ impl Session {
 
     fn buffer(&mut self, tx: Bytes, frame: Frame) -> Result<(), StompError> {
         let max = self.server.config.max_transaction_frames;
-        let buffered = self
-            .connected_mut()?
+        let max_bytes = self.server.config.max_transaction_bytes;
+        let connected = self.connected_mut()?;
+        // Across every open transaction of the session: memory held until
+        // COMMIT is bounded in bytes, not only in frames.
+        let held = connected.transaction_bytes;
+        let size = frame.len_bytes();
+        let buffered = connected
             .transactions
             .get_mut(&tx)
             .ok_or_else(|| unknown_transaction(&tx))?;
@@ -626,7 +643,14 @@ impl Session {
                 String::from_utf8_lossy(&tx)
             )));
         }
-        buffered.push(frame);
+        if held + size > max_bytes {
+            return Err(StompError::new(format!(
+                "open transactions hold too many bytes (limit {max_bytes})"
+            )));
+        }
+        // Held until COMMIT: it must not pin the larger read buffer.
+        buffered.push(frame.detached());
+        connected.transaction_bytes += size;
         Ok(())
     }
 

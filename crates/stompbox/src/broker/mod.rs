@@ -207,4 +207,8 @@ pub trait BrokerSession: Send {
         nack: bool,
         receipt: Option<Bytes>,
     ) -> Result<(), BrokerError>;
+
+    /// The client's outbox drained after queues held messages back for lack
+    /// of room in it: offer them again.
+    fn drained(&mut self) {}
 }

@@ -314,3 +314,43 @@ async fn topic_subscribers_in_client_mode_must_ack() {
     expect_error_and_close(&mut consumer).await;
     let _ = Client::open;
 }
+
+#[tokio::test]
+async fn a_queue_deeper_than_an_outbox_drains_to_a_consumer_that_keeps_up() {
+    let server = spawn_server(|c| c.outbox_bytes = 512 * 1024).await;
+    let filler = "x".repeat(1000);
+    for ack in ["auto", "client-individual"] {
+        // 2 MB waiting, four times the outbox limit.
+        let queue = unique("/queue/deep");
+        let mut producer = server.connect(Via::Tcp).await;
+        for i in 0..2000 {
+            let frame = Frame::new(Command::Send)
+                .header("destination", &queue)
+                .body(format!("{i}:{filler}"));
+            if i % 200 == 199 {
+                producer
+                    .send_with_receipt(frame, &format!("r{i}"))
+                    .await
+                    .expect("send");
+            } else {
+                producer.send(&frame).await.expect("send");
+            }
+        }
+        let mut consumer = server.connect(Via::Ws).await;
+        subscribe_now(&mut consumer, "c", &queue, ack).await;
+        for i in 0..2000 {
+            let m = next_message(&mut consumer).await;
+            assert!(
+                body(&m).starts_with(&format!("{i}:")),
+                "{ack}: message {i} missing"
+            );
+            if ack != "auto" {
+                consumer
+                    .send(&super::queue::ack(&ack_id(&m)))
+                    .await
+                    .expect("ack");
+            }
+        }
+    }
+    assert_eq!(server.handle.stats().slow_consumers, 0);
+}

@@ -48,14 +48,17 @@ impl Message {
         Message {
             id,
             destination: Bytes::copy_from_slice(destination.as_bytes()),
-            frame: send,
+            // Kept beyond this read (queued, or held by a slow outbox), so it
+            // must not pin the read buffer it was decoded from.
+            frame: send.detached(),
             body_is_text,
             tails: Default::default(),
         }
     }
 
+    /// Bytes this message holds (headers and body), for queue limits.
     pub(crate) fn body_len(&self) -> usize {
-        self.frame.body.len()
+        self.frame.len_bytes()
     }
 
     fn tail(&self, version: Version) -> &Bytes {
@@ -68,14 +71,19 @@ impl Message {
     }
 
     fn encode_tail(&self, version: Version) -> Bytes {
-        let escape = Command::Message.escapes_headers(version).then_some(version);
         let mut out = BytesMut::with_capacity(128 + self.frame.body.len());
-        encode_header(b"message-id", &self.id, escape, &mut out);
+        encode_header(
+            b"message-id",
+            &self.id,
+            escaping(version, &self.id),
+            &mut out,
+        );
         for (name, value) in self.frame.headers.iter_bytes() {
             let dropped = DROPPED_HEADERS
                 .iter()
                 .any(|d| d.as_bytes() == name.as_ref());
             if !dropped {
+                let escape = escaping(version, name).or(escaping(version, value));
                 encode_header(name, value, escape, &mut out);
             }
         }
@@ -89,9 +97,11 @@ impl Message {
 
     /// The MESSAGE frame for one delivery.
     pub(crate) fn encode(&self, delivery: DeliveryHeaders<'_>) -> OutFrame {
-        let escape = Command::Message
-            .escapes_headers(delivery.version)
-            .then_some(delivery.version);
+        let escape = escaping(delivery.version, delivery.subscription)
+            .or(delivery
+                .destination
+                .and_then(|d| escaping(delivery.version, d)))
+            .or(escaping(delivery.version, &self.destination));
         let tail = self.tail(delivery.version);
         let mut out = BytesMut::with_capacity(
             tail.len()
@@ -118,6 +128,20 @@ impl Message {
             bytes: out.freeze(),
             text: self.body_is_text,
         }
+    }
+}
+
+/// How a MESSAGE header is escaped for a subscriber of `version`.
+///
+/// STOMP 1.0 has no escaping, but a value from a 1.1/1.2 publisher may hold a
+/// line break, which would end the header early and let the publisher forge
+/// headers or whole frames for 1.0 subscribers. Such a value is escaped the
+/// 1.1 way instead, as RabbitMQ does.
+fn escaping(version: Version, text: &[u8]) -> Option<Version> {
+    match version {
+        Version::V1_0 if text.iter().any(|b| matches!(b, b'\n' | b'\r')) => Some(Version::V1_1),
+        Version::V1_0 => None,
+        _ => Command::Message.escapes_headers(version).then_some(version),
     }
 }
 
@@ -153,6 +177,30 @@ mod tests {
     use super::*;
     use bytes::BytesMut;
     use stompbox_codec::{Decoded, Decoder, Limits};
+
+    #[test]
+    fn a_line_break_cannot_forge_headers_for_stomp_1_0_subscribers() {
+        let send = Frame::new(Command::Send)
+            .header("x", "a\n\nforged")
+            .body(&b"real"[..]);
+        let message = Message::new(Bytes::from_static(b"m-1"), "/topic/a", send);
+        let out = message.encode(DeliveryHeaders {
+            subscription: b"/topic/a",
+            destination: None,
+            ack: None,
+            redelivered: false,
+            version: Version::V1_0,
+        });
+        let mut decoder = Decoder::new(Limits::default());
+        decoder.set_version(Version::V1_0);
+        let mut buf = BytesMut::from(&out.bytes[..]);
+        let Ok(Some(Decoded::Frame(frame))) = decoder.decode(&mut buf) else {
+            panic!("not a frame")
+        };
+        assert_eq!(&frame.body[..], b"real");
+        assert_eq!(frame.headers.get("x"), Some("a\\n\\nforged"));
+        assert!(buf.is_empty(), "left over: {buf:?}");
+    }
 
     #[test]
     fn delivery_is_a_valid_message_frame_with_user_headers() {

@@ -39,6 +39,9 @@ pub struct EmbeddedConfig {
     pub max_queue_bytes: usize,
     /// Most queues at once. Default 100,000.
     pub max_queues: usize,
+    /// Most bytes all queues together may hold (messages waiting for a
+    /// consumer). Default 256 MiB.
+    pub max_total_queue_bytes: usize,
     /// Most unacknowledged messages per subscription in client ack modes
     /// (the prefetch). A queue stops dispatching to a consumer at this
     /// number; a topic subscriber past it is a slow consumer. Default 1,000.
@@ -53,6 +56,7 @@ impl Default for EmbeddedConfig {
             max_queue_messages: 10_000,
             max_queue_bytes: 64 * 1024 * 1024,
             max_queues: 100_000,
+            max_total_queue_bytes: 256 * 1024 * 1024,
             max_unacked: 1_000,
         }
     }
@@ -64,6 +68,7 @@ struct Shared {
     topics: TopicRegistry,
     user_topics: TopicRegistry,
     queues: Mutex<HashMap<Box<str>, Arc<Queue>>>,
+    queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
     message_prefix: String,
     next_message: AtomicU64,
 }
@@ -100,6 +105,7 @@ impl EmbeddedBroker {
                 topics: TopicRegistry::default(),
                 user_topics: TopicRegistry::default(),
                 queues: Mutex::new(HashMap::new()),
+                queued_bytes: Arc::default(),
                 message_prefix: format!("{epoch:x}-"),
                 next_message: AtomicU64::new(1),
             }),
@@ -142,6 +148,8 @@ impl Shared {
             QueueLimits {
                 max_messages: self.config.max_queue_messages,
                 max_bytes: self.config.max_queue_bytes,
+                total: Arc::clone(&self.queued_bytes),
+                max_total: self.config.max_total_queue_bytes,
             },
         ));
         queues.insert(name.into(), Arc::clone(&queue));
@@ -195,6 +203,9 @@ impl Shared {
         // subscriber.
         let mut last: Option<(Bytes, stompbox_codec::Version, OutFrame)> = None;
         registry.for_each_match(routing_key, |subscription| {
+            if subscription.is_cancelled() {
+                return;
+            }
             if subscription.ack != AckMode::Auto || subscription.display_destination.is_some() {
                 let _ = subscription.deliver(message, false);
                 return;
@@ -314,6 +325,7 @@ impl EmbeddedSession {
                 source,
                 max_unacked: self.shared.config.max_unacked,
                 pending: Mutex::default(),
+                cancelled: std::sync::atomic::AtomicBool::new(false),
             })
         };
         let subscription = match self.shared.kind(destination) {
@@ -346,6 +358,7 @@ impl EmbeddedSession {
     }
 
     fn remove(&mut self, subscription: &Arc<Subscription>) {
+        subscription.cancel();
         self.by_key.remove(&subscription.key);
         match &subscription.source {
             Source::Topic { routing_key } => {
@@ -452,6 +465,20 @@ impl BrokerSession for EmbeddedSession {
         // subscriber only, and nobody else is waiting for it.
         self.answer(receipt);
         Ok(())
+    }
+
+    fn drained(&mut self) {
+        self.redispatch();
+    }
+}
+
+impl EmbeddedSession {
+    fn redispatch(&self) {
+        for subscription in self.subscriptions.values().flatten() {
+            if let Source::Queue(queue) = &subscription.source {
+                queue.dispatch();
+            }
+        }
     }
 }
 

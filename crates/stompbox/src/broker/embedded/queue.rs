@@ -25,11 +25,26 @@ struct State {
     deleted: bool,
 }
 
-/// Depth limits of one queue.
-#[derive(Debug, Clone, Copy)]
+/// Depth limits of one queue, and of all queues together.
+#[derive(Debug, Clone)]
 pub(crate) struct QueueLimits {
     pub(crate) max_messages: usize,
     pub(crate) max_bytes: usize,
+    /// Bytes held by every queue of the broker (shared).
+    pub(crate) total: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub(crate) max_total: usize,
+}
+
+impl QueueLimits {
+    fn hold(&self, n: usize) {
+        self.total
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn release(&self, n: usize) {
+        self.total
+            .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -77,12 +92,20 @@ impl Queue {
                 limit: self.limits.max_bytes,
             });
         }
+        let total = self.limits.total.load(std::sync::atomic::Ordering::Relaxed);
+        if total + message.body_len() > self.limits.max_total {
+            return Err(BrokerError::QueueFull {
+                destination: self.name.to_string(),
+                limit: self.limits.max_total,
+            });
+        }
         state.ready_bytes += message.body_len();
+        self.limits.hold(message.body_len());
         state.ready.push_back(Ready {
             message,
             redelivered: false,
         });
-        dispatch(&mut state);
+        dispatch(&mut state, &self.limits);
         Ok(Enqueued::Done)
     }
 
@@ -92,7 +115,7 @@ impl Queue {
             return Err(());
         }
         state.consumers.push(consumer);
-        dispatch(&mut state);
+        dispatch(&mut state, &self.limits);
         Ok(())
     }
 
@@ -102,20 +125,20 @@ impl Queue {
         let mut state = self.lock();
         state.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
         let pending = consumer.take_pending();
-        requeue_front(&mut state, pending);
-        dispatch(&mut state);
+        requeue_front(&mut state, pending, &self.limits);
+        dispatch(&mut state, &self.limits);
     }
 
     /// Puts rejected messages back (NACK) for the next consumer in turn.
     pub(crate) fn requeue(&self, pending: Vec<Pending>) {
         let mut state = self.lock();
-        requeue_front(&mut state, pending);
-        dispatch(&mut state);
+        requeue_front(&mut state, pending, &self.limits);
+        dispatch(&mut state, &self.limits);
     }
 
     /// Called after an ACK freed room on a consumer.
     pub(crate) fn dispatch(&self) {
-        dispatch(&mut self.lock());
+        dispatch(&mut self.lock(), &self.limits);
     }
 
     /// Marks the queue deleted if nothing is in it and nobody consumes it.
@@ -130,9 +153,10 @@ impl Queue {
 
 /// Redelivered messages may push the queue past its depth limit for a
 /// moment: they were accepted once and must not be lost.
-fn requeue_front(state: &mut State, pending: Vec<Pending>) {
+fn requeue_front(state: &mut State, pending: Vec<Pending>, limits: &QueueLimits) {
     for p in pending.into_iter().rev() {
         state.ready_bytes += p.message.body_len();
+        limits.hold(p.message.body_len());
         state.ready.push_front(Ready {
             message: p.message,
             redelivered: true,
@@ -140,7 +164,7 @@ fn requeue_front(state: &mut State, pending: Vec<Pending>) {
     }
 }
 
-fn dispatch(state: &mut State) {
+fn dispatch(state: &mut State, limits: &QueueLimits) {
     while !state.ready.is_empty() && !state.consumers.is_empty() {
         let count = state.consumers.len();
         let Some(index) = (0..count)
@@ -155,6 +179,7 @@ fn dispatch(state: &mut State) {
         let consumer = &state.consumers[index];
         if consumer.deliver(&ready.message, ready.redelivered).is_ok() {
             state.ready_bytes -= ready.message.body_len();
+            limits.release(ready.message.body_len());
             state.next = (index + 1) % count;
         } else {
             // Its connection is closing; its session will remove it, but it

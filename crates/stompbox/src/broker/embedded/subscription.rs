@@ -46,6 +46,10 @@ pub(crate) struct Subscription {
     pub(crate) source: Source,
     pub(crate) max_unacked: usize,
     pub(crate) pending: Mutex<PendingSet>,
+    /// Set on UNSUBSCRIBE, before the subscription leaves the registries: a
+    /// publisher still holding an older subscriber list then skips it, so no
+    /// MESSAGE for a cancelled id follows the UNSUBSCRIBE's RECEIPT.
+    pub(crate) cancelled: std::sync::atomic::AtomicBool,
 }
 
 /// Why a delivery did not happen.
@@ -60,8 +64,23 @@ impl Subscription {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether a queue may give this consumer another message now: its
+    /// connection is open, its outbox has room (a deep queue must not
+    /// overflow it in one go), and in client modes the prefetch allows.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks the subscription cancelled; takes the pending lock so that a
+    /// delivery in progress in client mode finishes first.
+    pub(crate) fn cancel(&self) {
+        let _pending = self.pending();
+        self.cancelled
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     pub(crate) fn has_capacity(&self) -> bool {
-        if self.outbox.is_closed() {
+        if self.outbox.is_closed() || self.outbox.half_full(true) {
             return false;
         }
         self.ack == AckMode::Auto || self.pending().by_tag.len() < self.max_unacked
@@ -74,6 +93,9 @@ impl Subscription {
         message: &Arc<Message>,
         redelivered: bool,
     ) -> Result<(), DeliveryError> {
+        if self.is_cancelled() {
+            return Err(DeliveryError::Gone);
+        }
         if self.ack == AckMode::Auto {
             let frame = message.encode(DeliveryHeaders {
                 subscription: &self.id,
@@ -86,6 +108,9 @@ impl Subscription {
         }
         let tag = {
             let mut pending = self.pending();
+            if self.is_cancelled() {
+                return Err(DeliveryError::Gone);
+            }
             if pending.by_tag.len() >= self.max_unacked {
                 drop(pending);
                 // Only topics get here (queues check capacity first): a topic

@@ -102,7 +102,7 @@ impl SystemConnection {
             .await;
             match opened {
                 Ok(link) => {
-                    attempt = 0;
+                    let up_since = tokio::time::Instant::now();
                     *lock(&self.link) = Some(Arc::new(link));
                     self.available.send_replace(true);
                     tracing::info!("message broker available (system connection up)");
@@ -118,6 +118,18 @@ impl SystemConnection {
                         break;
                     }
                     tracing::warn!("message broker unavailable (system connection lost)");
+                    // Only a link that stayed up for a while resets the
+                    // backoff: a broker that accepts and then drops us at
+                    // once must not be hammered in a tight loop.
+                    if up_since.elapsed() >= self.config.reconnect_max {
+                        attempt = 0;
+                    }
+                    let delay = backoff(&self.config, attempt);
+                    attempt = attempt.saturating_add(1);
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
                 }
                 Err(e) => {
                     let delay = backoff(&self.config, attempt);

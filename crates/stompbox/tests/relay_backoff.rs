@@ -1,0 +1,46 @@
+//! A broker that accepts the system connection and drops it at once must
+//! not be hammered: reconnects back off even after a successful CONNECT.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use stompbox::broker::relay::RelayConfig;
+use stompbox::{Server, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[tokio::test]
+async fn a_broker_that_drops_every_connection_is_retried_with_backoff() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                // Read the CONNECT, answer CONNECTED, then hang up.
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
+                    .await;
+            });
+        }
+    });
+    let mut config = ServerConfig::default();
+    config.http_addr = "127.0.0.1:0".parse().expect("addr");
+    let mut relay = RelayConfig::default();
+    relay.addresses = vec![address];
+    relay.reconnect_initial = Duration::from_millis(200);
+    relay.reconnect_max = Duration::from_secs(1);
+    config.relay = Some(relay);
+    let server = Server::bind(config).await.expect("bind").spawn();
+    // The window is what is measured: how many connections in 2 s.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let count = accepted.load(Ordering::Relaxed);
+    server.shutdown().await.expect("shutdown");
+    // Doubling from 100–200 ms up to 1 s allows at most a handful; a tight
+    // loop makes thousands.
+    assert!((2..=15).contains(&count), "{count} connections in 2 s");
+}
