@@ -95,11 +95,28 @@ pub(crate) async fn run(
                 paused = false;
                 // Time spent paused is the server's, not the client's silence.
                 last_read = Instant::now();
-                match process(&mut decoder, &mut read_buf, &mut session, &server.backlog).await {
-                    Ok(Step::Continue) => {}
-                    Ok(Step::Paused) => paused = true,
-                    Ok(Step::Close) => break End::Disconnected,
-                    Err(e) => {
+                let processed = process_while_writing(
+                    Processing {
+                        decoder: &mut decoder,
+                        buf: &mut read_buf,
+                        session: &mut session,
+                        backlog: &server.backlog,
+                    },
+                    Writing {
+                        transport: &mut transport,
+                        outbox: &outbox,
+                        batch: &mut batch,
+                        send_timeout: config.send_timeout,
+                        last_write: &mut last_write,
+                    },
+                )
+                .await;
+                match processed {
+                    Err(end) => break end,
+                    Ok(Ok(Step::Continue)) => {}
+                    Ok(Ok(Step::Paused)) => paused = true,
+                    Ok(Ok(Step::Close)) => break End::Disconnected,
+                    Ok(Err(e)) => {
                         send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
                         break End::ProtocolError(e.message);
                     }
@@ -120,11 +137,28 @@ pub(crate) async fn run(
                     Err(e) => break End::Io(e),
                 }
                 last_read = Instant::now();
-                match process(&mut decoder, &mut read_buf, &mut session, &server.backlog).await {
-                    Ok(Step::Continue) => {}
-                    Ok(Step::Paused) => paused = true,
-                    Ok(Step::Close) => break End::Disconnected,
-                    Err(e) => {
+                let processed = process_while_writing(
+                    Processing {
+                        decoder: &mut decoder,
+                        buf: &mut read_buf,
+                        session: &mut session,
+                        backlog: &server.backlog,
+                    },
+                    Writing {
+                        transport: &mut transport,
+                        outbox: &outbox,
+                        batch: &mut batch,
+                        send_timeout: config.send_timeout,
+                        last_write: &mut last_write,
+                    },
+                )
+                .await;
+                match processed {
+                    Err(end) => break end,
+                    Ok(Ok(Step::Continue)) => {}
+                    Ok(Ok(Step::Paused)) => paused = true,
+                    Ok(Ok(Step::Close)) => break End::Disconnected,
+                    Ok(Err(e)) => {
                         send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
                         break End::ProtocolError(e.message);
                     }
@@ -186,6 +220,72 @@ async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
 
 /// The `read_buf` capacity kept between frames.
 const TCP_BUFFER_KEEP: usize = 8 * 1024;
+
+/// What handling frames needs.
+struct Processing<'a> {
+    decoder: &'a mut Decoder,
+    buf: &'a mut BytesMut,
+    session: &'a mut Session,
+    backlog: &'a Backlog,
+}
+
+/// What writing the outbox needs.
+struct Writing<'a> {
+    transport: &'a mut Transport,
+    outbox: &'a Outbox,
+    batch: &'a mut VecDeque<OutFrame>,
+    send_timeout: Duration,
+    last_write: &'a mut Instant,
+}
+
+/// Handles the frames read so far while still writing the outbox: a handler
+/// or hook that awaits (application code, a relay waiting for the broker)
+/// must not stop this client's output, or a client that keeps up would look
+/// like a slow consumer. `Err` ends the connection.
+async fn process_while_writing(
+    work: Processing<'_>,
+    out: Writing<'_>,
+) -> Result<Result<Step, StompError>, End> {
+    let mut redispatch = false;
+    let Processing {
+        decoder,
+        buf,
+        session,
+        backlog,
+    } = work;
+    let result = {
+        let processing = process(decoder, buf, session, backlog);
+        tokio::pin!(processing);
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut processing => break result,
+                () = out.outbox.ready() => {
+                    if out.outbox.overflowed() {
+                        return Err(End::SlowConsumer("outbox full"));
+                    }
+                    out.outbox.take_all(out.batch);
+                    redispatch |= out.outbox.take_wanted();
+                    if !out.batch.is_empty() {
+                        match timeout(out.send_timeout, out.transport.write_batch(out.batch)).await {
+                            Ok(Ok(())) => *out.last_write = Instant::now(),
+                            Ok(Err(e)) => return Err(End::Io(e)),
+                            Err(_) => return Err(End::SlowConsumer("send time limit")),
+                        }
+                    }
+                    if out.outbox.is_finished() {
+                        return Err(End::BrokerEnded);
+                    }
+                }
+            }
+        }
+    };
+    if redispatch {
+        // Queues held messages back while the outbox was full; it drained.
+        session.drained();
+    }
+    Ok(result)
+}
 
 /// What the driver does after handling what was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

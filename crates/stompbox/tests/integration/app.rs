@@ -504,3 +504,64 @@ async fn an_unknown_app_destination_is_an_error() {
             .is_some_and(|m| m.contains("/app/nothing-here"))
     );
 }
+
+/// Signals between a test and a handler it holds up.
+#[derive(Clone, Default)]
+struct Gate {
+    started: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+async fn held(State(gate): State<Gate>) {
+    gate.started.notify_one();
+    gate.release.notified().await;
+}
+
+#[tokio::test]
+async fn a_handler_that_awaits_does_not_stop_its_clients_deliveries() {
+    let gate = Gate::default();
+    let app = App::with_state(gate.clone()).message("/held", held);
+    // An outbox far smaller than what arrives while the handler waits.
+    let server = spawn_app(app, |c| c.outbox_bytes = 128 * 1024).await;
+    let topic = unique("/topic/during-handler");
+    let mut client = server.connect(Via::Ws).await;
+    subscribe(&mut client, "t", &topic, "auto").await;
+    client
+        .send(&Frame::new(Command::Send).header("destination", "/app/held"))
+        .await
+        .expect("send");
+    gate.started.notified().await;
+    // While the handler is still waiting, 1 MB flows to the same client.
+    let mut publisher = server.connect(Via::Tcp).await;
+    let filler = "y".repeat(1000);
+    let reading = tokio::spawn(async move {
+        for i in 0..1000 {
+            let m = next_message(&mut client).await;
+            assert!(body(&m).starts_with(&format!("{i}:")), "message {i}");
+        }
+        client
+    });
+    for i in 0..1000 {
+        let frame = Frame::new(Command::Send)
+            .header("destination", &topic)
+            .body(format!("{i}:{filler}"));
+        if i % 50 == 49 {
+            publisher
+                .send_with_receipt(frame, &format!("r{i}"))
+                .await
+                .expect("send");
+        } else {
+            publisher.send(&frame).await.expect("send");
+        }
+    }
+    let mut client = tokio::time::timeout(WAIT, reading)
+        .await
+        .expect("the client's deliveries stalled behind its handler")
+        .expect("reader");
+    gate.release.notify_one();
+    client
+        .send_with_receipt(Frame::new(Command::Disconnect), "bye")
+        .await
+        .expect("the session goes on after the handler");
+    assert_eq!(server.handle.stats().slow_consumers, 0);
+}
