@@ -119,7 +119,14 @@ async fn a_publisher_faster_than_the_server_is_slowed_instead_of_subscribers_bei
     })
     .await;
     let topic = unique("/topic/flood");
-    let count = 5_000;
+    // Through a relay the whole flood also crosses the external broker,
+    // which the rest of the suite is using at the same time: 1 MB per
+    // subscriber still overflows a 64 KiB outbox many times over.
+    let count = if test_broker() == TestBroker::Embedded {
+        5_000
+    } else {
+        1_000
+    };
     let mut readers = Vec::new();
     for i in 0..20 {
         let mut sub = server.connect(Via::Ws).await;
