@@ -66,6 +66,8 @@ pub(crate) async fn run(
     tracing::debug!(session = %session_id, %peer, transport = transport.kind(), "connection opened");
 
     let end = loop {
+        // Set when there is input to handle: just read, or held while paused.
+        let mut input = false;
         tokio::select! {
             biased;
             () = stopped(&mut shutdown) => break End::Shutdown,
@@ -95,32 +97,7 @@ pub(crate) async fn run(
                 paused = false;
                 // Time spent paused is the server's, not the client's silence.
                 last_read = Instant::now();
-                let processed = process_while_writing(
-                    Processing {
-                        decoder: &mut decoder,
-                        buf: &mut read_buf,
-                        session: &mut session,
-                        backlog: &server.backlog,
-                    },
-                    Writing {
-                        transport: &mut transport,
-                        outbox: &outbox,
-                        batch: &mut batch,
-                        send_timeout: config.send_timeout,
-                        last_write: &mut last_write,
-                    },
-                )
-                .await;
-                match processed {
-                    Err(end) => break end,
-                    Ok(Ok(Step::Continue)) => {}
-                    Ok(Ok(Step::Paused)) => paused = true,
-                    Ok(Ok(Step::Close)) => break End::Disconnected,
-                    Ok(Err(e)) => {
-                        send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
-                        break End::ProtocolError(e.message);
-                    }
-                }
+                input = true;
             }
             read = transport.read(&mut read_buf), if !paused => {
                 match read {
@@ -137,36 +114,7 @@ pub(crate) async fn run(
                     Err(e) => break End::Io(e),
                 }
                 last_read = Instant::now();
-                let processed = process_while_writing(
-                    Processing {
-                        decoder: &mut decoder,
-                        buf: &mut read_buf,
-                        session: &mut session,
-                        backlog: &server.backlog,
-                    },
-                    Writing {
-                        transport: &mut transport,
-                        outbox: &outbox,
-                        batch: &mut batch,
-                        send_timeout: config.send_timeout,
-                        last_write: &mut last_write,
-                    },
-                )
-                .await;
-                match processed {
-                    Err(end) => break end,
-                    Ok(Ok(Step::Continue)) => {}
-                    Ok(Ok(Step::Paused)) => paused = true,
-                    Ok(Ok(Step::Close)) => break End::Disconnected,
-                    Ok(Err(e)) => {
-                        send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
-                        break End::ProtocolError(e.message);
-                    }
-                }
-                if read_buf.is_empty() && read_buf.capacity() > 2 * TCP_BUFFER_KEEP {
-                    // A large frame passed; give the memory back.
-                    read_buf = BytesMut::new();
-                }
+                input = true;
             }
             () = sleep_until(deadline) => {
                 let now = Instant::now();
@@ -195,6 +143,38 @@ pub(crate) async fn run(
                     last_write = now;
                 }
                 deadline = next_deadline(&session, &config, last_read, last_write, now);
+            }
+        }
+        if input {
+            let processed = process_while_writing(
+                Processing {
+                    decoder: &mut decoder,
+                    buf: &mut read_buf,
+                    session: &mut session,
+                    backlog: &server.backlog,
+                },
+                Writing {
+                    transport: &mut transport,
+                    outbox: &outbox,
+                    batch: &mut batch,
+                    send_timeout: config.send_timeout,
+                    last_write: &mut last_write,
+                },
+            )
+            .await;
+            match processed {
+                Err(end) => break end,
+                Ok(Ok(Step::Continue)) => {}
+                Ok(Ok(Step::Paused)) => paused = true,
+                Ok(Ok(Step::Close)) => break End::Disconnected,
+                Ok(Err(e)) => {
+                    send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
+                    break End::ProtocolError(e.message);
+                }
+            }
+            if read_buf.is_empty() && read_buf.capacity() > 2 * TCP_BUFFER_KEEP {
+                // A large frame passed; give the memory back.
+                read_buf = BytesMut::new();
             }
         }
         if !heartbeats_armed && session.is_connected() {
