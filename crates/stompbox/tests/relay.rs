@@ -23,11 +23,18 @@ fn rabbitmq_up() -> bool {
 }
 
 async fn relay_server() -> (ServerHandle, String) {
+    relay_server_with(|_| {}).await
+}
+
+/// A server relaying to RabbitMQ with `configure` applied to its relay
+/// settings, once the broker is available; returns it and its WebSocket URL.
+async fn relay_server_with(configure: impl FnOnce(&mut RelayConfig)) -> (ServerHandle, String) {
     let mut config = ServerConfig::default();
     config.http_addr = "127.0.0.1:0".parse().expect("addr");
     let mut relay = RelayConfig::default();
     relay.reconnect_initial = Duration::from_millis(200);
     relay.reconnect_max = Duration::from_secs(2);
+    configure(&mut relay);
     config.relay = Some(relay);
     let handle = Server::bind(config).await.expect("bind").spawn();
     let mut available = handle.broker_availability();
@@ -128,18 +135,9 @@ async fn the_first_reachable_address_wins() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead = closed.local_addr().expect("addr").to_string();
     drop(closed);
-    let mut config = ServerConfig::default();
-    config.http_addr = "127.0.0.1:0".parse().expect("addr");
-    let mut relay = RelayConfig::default();
-    relay.addresses = vec![dead, "127.0.0.1:61613".into()];
-    config.relay = Some(relay);
-    let handle = Server::bind(config).await.expect("bind").spawn();
-    let mut available = handle.broker_availability();
-    tokio::time::timeout(WAIT, available.wait_for(|up| *up))
-        .await
-        .expect("failover to the second address did not happen")
-        .expect("availability");
-    let url = format!("ws://{}/ws", handle.http_addr().expect("addr"));
+    // Availability means the system connection got past the dead address.
+    let (handle, url) =
+        relay_server_with(|relay| relay.addresses = vec![dead, "127.0.0.1:61613".into()]).await;
     let mut client = connect(&url).await;
     let topic = unique("/topic/failover.");
     client
@@ -158,19 +156,11 @@ async fn the_first_reachable_address_wins() {
 /// (and asked for no heart-beats) for several broker heart-beat intervals
 /// still has a working session.
 async fn an_idle_client_keeps_its_broker_link_alive() {
-    let mut config = ServerConfig::default();
-    config.http_addr = "127.0.0.1:0".parse().expect("addr");
-    let mut relay = RelayConfig::default();
-    relay.heartbeat_send = Duration::from_millis(1000);
-    relay.heartbeat_receive = Duration::from_millis(1000);
-    config.relay = Some(relay);
-    let handle = Server::bind(config).await.expect("bind").spawn();
-    let mut available = handle.broker_availability();
-    tokio::time::timeout(WAIT, available.wait_for(|up| *up))
-        .await
-        .expect("broker not available")
-        .expect("availability");
-    let url = format!("ws://{}/ws", handle.http_addr().expect("addr"));
+    let (handle, url) = relay_server_with(|relay| {
+        relay.heartbeat_send = Duration::from_millis(1000);
+        relay.heartbeat_receive = Duration::from_millis(1000);
+    })
+    .await;
     let mut client = connect(&url).await;
     // Idle for four of the broker's heart-beat intervals: the point of the
     // test is the silence, so it is a sleep.
