@@ -290,12 +290,10 @@ impl Session {
                 owed
             }
             Command::Disconnect => {
-                // Ending first puts unacknowledged messages back in their
-                // queues before the RECEIPT says the session is over.
-                self.end().await;
-                if let Some(id) = receipt {
-                    self.push(receipt_frame(&id));
-                }
+                // The broker answers the receipt once the session is over
+                // there: unacknowledged messages back in their queues, and
+                // for a relay, the broker's own RECEIPT for DISCONNECT.
+                self.end_with(receipt).await;
                 return Ok(Flow::Close);
             }
             other => return Err(StompError::new(format!("unexpected {other} frame"))),
@@ -414,10 +412,17 @@ impl Session {
     /// messages are redelivered), it leaves the user registry, and the
     /// disconnect hook runs. Runs at most once.
     pub(crate) async fn end(&mut self) {
+        self.end_with(None).await;
+    }
+
+    async fn end_with(&mut self, receipt: Option<Bytes>) {
         let Some(connected) = self.connected.take() else {
             return;
         };
-        let Connected { user, broker, .. } = connected;
+        let Connected {
+            user, mut broker, ..
+        } = connected;
+        broker.disconnect(receipt).await;
         drop(broker);
         if let Some(hook) = &self.server.app.hooks.disconnect {
             let info = SessionInfo {

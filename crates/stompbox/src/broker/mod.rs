@@ -211,4 +211,9 @@ pub trait BrokerSession: Send {
     /// The client's outbox drained after queues held messages back for lack
     /// of room in it: offer them again.
     fn drained(&mut self) {}
+
+    /// Ends the session (DISCONNECT, or the connection closing): its
+    /// subscriptions go and unacknowledged messages are redelivered; then
+    /// `receipt`, if any, is answered.
+    fn disconnect(&mut self, receipt: Option<Bytes>) -> BoxFuture<'_, ()>;
 }

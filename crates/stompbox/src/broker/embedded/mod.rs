@@ -470,6 +470,15 @@ impl BrokerSession for EmbeddedSession {
     fn drained(&mut self) {
         self.redispatch();
     }
+
+    fn disconnect(&mut self, receipt: Option<Bytes>) -> BoxFuture<'_, ()> {
+        let subscriptions: Vec<_> = self.subscriptions.drain().flat_map(|(_, s)| s).collect();
+        for subscription in subscriptions {
+            self.remove(&subscription);
+        }
+        self.answer(receipt);
+        Box::pin(std::future::ready(()))
+    }
 }
 
 impl EmbeddedSession {

@@ -39,6 +39,8 @@ struct Maps {
     /// The receipt of the newest frame sent, for an ERROR that does not say
     /// which frame it answers (RabbitMQ's do not): it is about that frame.
     newest_receipt: Option<(Bytes, Bytes)>,
+    /// The upstream receipt of DISCONNECT, and who waits for it.
+    disconnecting: Option<(Bytes, tokio::sync::oneshot::Sender<()>)>,
 }
 
 #[derive(Debug)]
@@ -216,8 +218,17 @@ fn forward(
             let Some(upstream) = frame.headers.get_bytes(header::RECEIPT_ID) else {
                 return;
             };
-            if let Some(client_receipt) = lock(maps).receipts.remove(upstream) {
+            let mut maps = lock(maps);
+            if let Some(client_receipt) = maps.receipts.remove(upstream) {
                 let _ = client.push(receipt_frame(&client_receipt));
+            }
+            if maps
+                .disconnecting
+                .as_ref()
+                .is_some_and(|(id, _)| id == upstream)
+                && let Some((_, done)) = maps.disconnecting.take()
+            {
+                let _ = done.send(());
             }
         }
         Command::Error => {
@@ -378,6 +389,33 @@ impl BrokerSession for RelaySession {
         }
         let frame = self.with_receipt(frame, receipt)?;
         self.upstream(&frame)
+    }
+
+    fn disconnect(&mut self, receipt: Option<Bytes>) -> crate::broker::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            match receipt {
+                Some(receipt) => self.disconnect_with_receipt(receipt).await,
+                None => self.link.disconnect(self.version),
+            }
+        })
+    }
+}
+
+impl RelaySession {
+    /// DISCONNECT with a receipt, answered to the client only when the
+    /// broker's own RECEIPT arrives (bounded by the connect timeout).
+    async fn disconnect_with_receipt(&mut self, client_receipt: Bytes) {
+        let (done, confirmed) = tokio::sync::oneshot::channel();
+        let Ok(frame) = self.with_receipt(Frame::new(Command::Disconnect), Some(client_receipt))
+        else {
+            self.link.disconnect(self.version);
+            return;
+        };
+        if let Some(upstream) = frame.headers.get_bytes(header::RECEIPT) {
+            lock(&self.maps).disconnecting = Some((upstream.clone(), done));
+        }
+        self.link.outbox.finish(encode(&frame, self.version));
+        let _ = tokio::time::timeout(self.config.connect_timeout, confirmed).await;
     }
 }
 

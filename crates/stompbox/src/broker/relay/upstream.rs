@@ -310,6 +310,25 @@ async fn drive(
                     }
                 }
                 if outbox.is_finished() {
+                    // The last frame was DISCONNECT: read what the broker
+                    // still says (its RECEIPT) until it closes, within a bound.
+                    let _ = timeout(Duration::from_secs(5), async {
+                        loop {
+                            loop {
+                                match decoder.decode(&mut buf) {
+                                    Ok(Some(Decoded::Frame(frame))) => handler(Event::Frame(frame)),
+                                    Ok(Some(Decoded::Heartbeat)) => {}
+                                    Ok(None) => break,
+                                    Err(_) => return,
+                                }
+                            }
+                            match transport.read(&mut buf).await {
+                                Ok(Read::Data) => {}
+                                _ => return,
+                            }
+                        }
+                    })
+                    .await;
                     let _ = timeout(Duration::from_secs(1), transport.close(CloseCode::NORMAL_CLOSURE, "")).await;
                     return None;
                 }

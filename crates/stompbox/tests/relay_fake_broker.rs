@@ -1,0 +1,105 @@
+//! The relay against fake brokers on loopback: one that drops every
+//! connection (reconnects must back off), one that answers nothing after
+//! CONNECTED (receipts must not be invented).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use stompbox::broker::relay::RelayConfig;
+use stompbox::{Server, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[tokio::test]
+async fn a_broker_that_drops_every_connection_is_retried_with_backoff() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                // Read the CONNECT, answer CONNECTED, then hang up.
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
+                    .await;
+            });
+        }
+    });
+    let mut config = ServerConfig::default();
+    config.http_addr = "127.0.0.1:0".parse().expect("addr");
+    let mut relay = RelayConfig::default();
+    relay.addresses = vec![address];
+    relay.reconnect_initial = Duration::from_millis(200);
+    relay.reconnect_max = Duration::from_secs(1);
+    config.relay = Some(relay);
+    let server = Server::bind(config).await.expect("bind").spawn();
+    // The window is what is measured: how many connections in 2 s.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let count = accepted.load(Ordering::Relaxed);
+    server.shutdown().await.expect("shutdown");
+    // Doubling from 100–200 ms up to 1 s allows at most a handful; a tight
+    // loop makes thousands.
+    assert!((2..=15).contains(&count), "{count} connections in 2 s");
+}
+
+/// A broker that accepts every connection and never answers anything else:
+/// the relay must not invent receipts on its behalf.
+#[tokio::test]
+async fn a_disconnect_receipt_waits_for_the_brokers_own() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if stream.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = stream
+                    .write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
+                    .await;
+                // Swallow everything else, answer nothing.
+                while stream.read(&mut buf).await.unwrap_or(0) > 0 {}
+            });
+        }
+    });
+    let mut config = ServerConfig::default();
+    config.http_addr = "127.0.0.1:0".parse().expect("addr");
+    let mut relay = RelayConfig::default();
+    relay.addresses = vec![address];
+    relay.connect_timeout = Duration::from_millis(500);
+    config.relay = Some(relay);
+    let server = Server::bind(config).await.expect("bind").spawn();
+    let mut available = server.broker_availability();
+    tokio::time::timeout(Duration::from_secs(10), available.wait_for(|up| *up))
+        .await
+        .expect("fake broker not available")
+        .expect("availability");
+    let url = format!("ws://{}/ws", server.http_addr().expect("addr"));
+    let (mut client, _) = stompbox::client::Client::connect(&url, &[])
+        .await
+        .expect("connect");
+    client
+        .send(
+            &stompbox::codec::Frame::new(stompbox::codec::Command::Disconnect)
+                .header("receipt", "bye"),
+        )
+        .await
+        .expect("send");
+    // The connection ends without a RECEIPT: the broker never confirmed.
+    loop {
+        match client.next_frame_within(Duration::from_secs(10)).await {
+            Ok(Some(frame)) => assert_ne!(
+                frame.command,
+                stompbox::codec::Command::Receipt,
+                "a RECEIPT the broker never sent"
+            ),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    server.shutdown().await.expect("shutdown");
+}
