@@ -149,6 +149,40 @@ impl Target {
     /// Refuses `connections` more client connections when the server, or
     /// the broker a relaying server opens one connection per client to,
     /// could run out of file descriptors.
+    /// What every mode does before it connects: the target's part of the
+    /// RESULT, the open-file guard for `connections`, the server's broker
+    /// connections before any client (for a relay), and the resolved
+    /// endpoint. `Err` is the finished, failed outcome.
+    async fn prepare(
+        &self,
+        common: &TargetArgs,
+        connections: u64,
+        out: Out,
+    ) -> Result<(report::Json, Option<u64>, std::sync::Arc<conn::Endpoint>), Outcome> {
+        let json = report::Json::obj()
+            .with("target", report::Json::str(self.label.as_str()))
+            .with("url", report::Json::str(self.url.as_str()))
+            .with(
+                "server_pid",
+                report::Json::opt_uint(self.pid.map(u64::from)),
+            );
+        if let Err(e) = self.check_fds(common, connections) {
+            return Err(failed(out, json, e));
+        }
+        let broker_before = self.broker_connections();
+        match conn::Endpoint::resolve(
+            &self.url,
+            &common.vhost,
+            common.login.as_deref(),
+            common.passcode.as_deref(),
+        )
+        .await
+        {
+            Ok(endpoint) => Ok((json, broker_before, endpoint)),
+            Err(e) => Err(failed(out, json, e)),
+        }
+    }
+
     fn check_fds(&self, common: &TargetArgs, connections: u64) -> Result<(), String> {
         if common.ignore_server_fd_limit {
             return Ok(());

@@ -7,7 +7,7 @@
 //! so publisher and subscribers share one clock and latency needs no clock
 //! sync).
 
-use super::conn::{Conn, Delivery, Endpoint, Fleet, close_all, connect_all, unexpected};
+use super::conn::{Conn, Delivery, Fleet, close_all, connect_all, unexpected};
 use super::report::{CpuMark, Errors, Histogram, Json, random_u64, rss_kib};
 use super::{Out, Outcome, Target, TargetArgs, failed, micros, since};
 use bytes::Bytes;
@@ -160,26 +160,14 @@ async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
         args.messages,
         args.body
     );
-    let json = Json::obj()
-        .with("target", Json::str(target.label.as_str()))
-        .with("url", Json::str(target.url.as_str()))
-        .with("server_pid", Json::opt_uint(target.pid.map(u64::from)));
-    if let Err(e) = target.check_fds(&args.target, args.subscribers as u64 + 1) {
-        return failed(out, json, e);
-    }
-    // A relaying server: its broker connections before any client (its
-    // system connection alone) and, below, with every client connected.
-    let broker_before = target.broker_connections();
-    let endpoint = match Endpoint::resolve(
-        &target.url,
-        &args.target.vhost,
-        args.target.login.as_deref(),
-        args.target.passcode.as_deref(),
-    )
-    .await
+    // A relaying server's broker connections before any client (its
+    // system connection alone) are compared below with every client connected.
+    let (json, broker_before, endpoint) = match target
+        .prepare(&args.target, args.subscribers as u64 + 1, out)
+        .await
     {
-        Ok(endpoint) => endpoint,
-        Err(e) => return failed(out, json, e),
+        Ok(prepared) => prepared,
+        Err(outcome) => return outcome,
     };
 
     // Subscribers, each confirmed by a RECEIPT.

@@ -10,7 +10,7 @@
 //! flight, which must all come back. `ts` is µs since the run's epoch on this
 //! process's clock, so latency needs no clock sync.
 
-use super::conn::{Conn, Delivery, Endpoint, Fleet, close_all, connect_all, unexpected};
+use super::conn::{Conn, Delivery, Fleet, close_all, connect_all, unexpected};
 use super::report::{CpuMark, Errors, Histogram, Json, rss_kib};
 use super::{Out, Outcome, Target, TargetArgs, failed, micros, since};
 use bytes::Bytes;
@@ -166,25 +166,13 @@ async fn measure(target: Target, args: &RoundtripArgs, out: Out) -> Outcome {
         args.destination,
         args.reply_to
     );
-    let json = Json::obj()
-        .with("target", Json::str(target.label.as_str()))
-        .with("url", Json::str(target.url.as_str()))
-        .with("server_pid", Json::opt_uint(target.pid.map(u64::from)));
-    if let Err(e) = target.check_fds(&args.target, args.clients as u64) {
-        return failed(out, json, e);
-    }
-    let broker_before = target.broker_connections();
-    let endpoint = match Endpoint::resolve(
-        &target.url,
-        &args.target.vhost,
-        args.target.login.as_deref(),
-        args.target.passcode.as_deref(),
-    )
-    .await
-    {
-        Ok(endpoint) => endpoint,
-        Err(e) => return failed(out, json, e),
-    };
+    // A relaying server's broker connections before any client (its
+    // system connection alone) are compared below with every client connected.
+    let (json, broker_before, endpoint) =
+        match target.prepare(&args.target, args.clients as u64, out).await {
+            Ok(prepared) => prepared,
+            Err(outcome) => return outcome,
+        };
 
     let setup_started = Instant::now();
     let fleet = Fleet {

@@ -1,6 +1,17 @@
 use crate::support::*;
 use stompbox::codec::{Command, Frame};
 
+/// BEGIN, COMMIT or ABORT of `tx`, waiting for its RECEIPT.
+async fn control(client: &mut stompbox::client::Client, command: Command, tx: &str) {
+    client
+        .send_with_receipt(
+            Frame::new(command).header("transaction", tx),
+            &format!("{command}-{tx}"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{command} {tx}: {e}"));
+}
+
 fn in_tx(destination: &str, tx: &str, body: &str) -> Frame {
     Frame::new(Command::Send)
         .header("destination", destination)
@@ -16,10 +27,7 @@ async fn committed_sends_are_delivered_at_commit_and_aborted_ones_never() {
         let mut sub = server.connect(via).await;
         subscribe(&mut sub, "s", &topic, "auto").await;
         let mut producer = server.connect(via).await;
-        producer
-            .send_with_receipt(Frame::new(Command::Begin).header("transaction", "t1"), "b")
-            .await
-            .expect("begin");
+        control(&mut producer, Command::Begin, "t1").await;
         producer
             .send_with_receipt(in_tx(&topic, "t1", "tx-1"), "1")
             .await
@@ -31,25 +39,16 @@ async fn committed_sends_are_delivered_at_commit_and_aborted_ones_never() {
         // Nothing was delivered yet: a plain marker overtakes the transaction.
         send_receipted(&mut producer, &topic, "marker").await;
         assert_eq!(body(&next_message(&mut sub).await), "marker");
-        producer
-            .send_with_receipt(Frame::new(Command::Commit).header("transaction", "t1"), "c")
-            .await
-            .expect("commit");
+        control(&mut producer, Command::Commit, "t1").await;
         assert_eq!(body(&next_message(&mut sub).await), "tx-1");
         assert_eq!(body(&next_message(&mut sub).await), "tx-2");
 
-        producer
-            .send_with_receipt(Frame::new(Command::Begin).header("transaction", "t2"), "b2")
-            .await
-            .expect("begin");
+        control(&mut producer, Command::Begin, "t2").await;
         producer
             .send_with_receipt(in_tx(&topic, "t2", "aborted"), "3")
             .await
             .expect("send");
-        producer
-            .send_with_receipt(Frame::new(Command::Abort).header("transaction", "t2"), "a")
-            .await
-            .expect("abort");
+        control(&mut producer, Command::Abort, "t2").await;
         send_receipted(&mut producer, &topic, "after-abort").await;
         assert_eq!(body(&next_message(&mut sub).await), "after-abort");
     }
@@ -71,42 +70,18 @@ async fn acks_in_a_transaction_take_effect_at_commit_and_are_discarded_on_abort(
             .header("id", m.headers.get("ack").expect("ack"))
             .header("transaction", tx)
     };
-    consumer
-        .send_with_receipt(
-            Frame::new(Command::Begin).header("transaction", "keep"),
-            "b1",
-        )
-        .await
-        .expect("begin");
+    control(&mut consumer, Command::Begin, "keep").await;
     consumer
         .send_with_receipt(ack(&m1, "keep"), "a1")
         .await
         .expect("ack");
-    consumer
-        .send_with_receipt(
-            Frame::new(Command::Commit).header("transaction", "keep"),
-            "c",
-        )
-        .await
-        .expect("commit");
-    consumer
-        .send_with_receipt(
-            Frame::new(Command::Begin).header("transaction", "drop"),
-            "b2",
-        )
-        .await
-        .expect("begin");
+    control(&mut consumer, Command::Commit, "keep").await;
+    control(&mut consumer, Command::Begin, "drop").await;
     consumer
         .send_with_receipt(ack(&m2, "drop"), "a2")
         .await
         .expect("ack");
-    consumer
-        .send_with_receipt(
-            Frame::new(Command::Abort).header("transaction", "drop"),
-            "ab",
-        )
-        .await
-        .expect("abort");
+    control(&mut consumer, Command::Abort, "drop").await;
     drop(consumer);
     // m1's ACK was committed, m2's aborted: only m2 comes back.
     let mut other = server.connect(Via::Tcp).await;
@@ -123,10 +98,7 @@ async fn an_open_transaction_is_discarded_on_disconnect() {
     let mut sub = server.connect(Via::Ws).await;
     subscribe(&mut sub, "s", &topic, "auto").await;
     let mut producer = server.connect(Via::Ws).await;
-    producer
-        .send_with_receipt(Frame::new(Command::Begin).header("transaction", "t"), "b")
-        .await
-        .expect("begin");
+    control(&mut producer, Command::Begin, "t").await;
     producer
         .send_with_receipt(in_tx(&topic, "t", "never"), "s")
         .await
@@ -159,10 +131,7 @@ async fn unknown_and_duplicate_transactions_are_errors() {
         assert_eq!(error.headers.get("receipt-id"), Some("r"));
     }
     let mut client = server.connect(Via::Tcp).await;
-    client
-        .send_with_receipt(Frame::new(Command::Begin).header("transaction", "t"), "b")
-        .await
-        .expect("begin");
+    control(&mut client, Command::Begin, "t").await;
     client
         .send(&Frame::new(Command::Begin).header("transaction", "t"))
         .await
@@ -185,10 +154,7 @@ async fn transactions_are_bounded() {
     .await;
     let topic = unique("/topic/tx-limit");
     let mut client = server.connect(Via::Tcp).await;
-    client
-        .send_with_receipt(Frame::new(Command::Begin).header("transaction", "t"), "b")
-        .await
-        .expect("begin");
+    control(&mut client, Command::Begin, "t").await;
     client
         .send_with_receipt(in_tx(&topic, "t", "1"), "1")
         .await
@@ -206,10 +172,7 @@ async fn transactions_are_bounded() {
             .is_some_and(|m| m.contains("too many frames"))
     );
     let mut client = server.connect(Via::Tcp).await;
-    client
-        .send_with_receipt(Frame::new(Command::Begin).header("transaction", "a"), "b")
-        .await
-        .expect("begin");
+    control(&mut client, Command::Begin, "a").await;
     client
         .send(&Frame::new(Command::Begin).header("transaction", "b"))
         .await
