@@ -9,6 +9,7 @@
 //! ```
 
 pub mod app;
+pub mod auth;
 pub mod broker;
 pub mod client;
 mod config;
