@@ -366,7 +366,7 @@ impl Session {
                     headers: frame.headers.clone(),
                 };
                 match router::guarded(hook(info)).await {
-                    Ok(Ok(Some(name))) => User::authenticated(&name),
+                    Ok(Ok(Some(name))) => User::authenticated(&crate::auth::Identity::new(name)),
                     Ok(Ok(None)) => User::anonymous(&self.session_id),
                     Ok(Err(reject)) => return Err(StompError::new(reject.0)),
                     Err(()) => {

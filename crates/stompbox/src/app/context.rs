@@ -33,19 +33,24 @@ impl MessageContext {
     }
 }
 
-/// The user a session belongs to: the name the connect hook authenticated,
-/// or, without one, the session itself (so user destinations still work).
+/// The user a session belongs to: the identity the server's authenticator
+/// verified, or, without one, the session itself (an anonymous session).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct User {
     name: Arc<str>,
     authenticated: bool,
+    /// `None` rather than an empty slice: most sessions have no roles, and
+    /// an empty `Arc` would still be an allocation per session.
+    roles: Option<Arc<[Box<str>]>>,
 }
 
 impl User {
-    pub(crate) fn authenticated(name: &str) -> User {
+    pub(crate) fn authenticated(identity: &crate::auth::Identity) -> User {
         User {
-            name: name.into(),
+            name: identity.name.as_str().into(),
             authenticated: true,
+            roles: (!identity.roles.is_empty())
+                .then(|| identity.roles.iter().map(|r| r.as_str().into()).collect()),
         }
     }
 
@@ -53,17 +58,28 @@ impl User {
         User {
             name: Arc::clone(session_id),
             authenticated: false,
+            roles: None,
         }
     }
 
-    /// The user name (the session id for an anonymous session).
+    /// The user name; for an anonymous session, the session id.
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// True when the connect hook authenticated this user.
+    /// True when the server's authenticator verified this user.
     pub fn is_authenticated(&self) -> bool {
         self.authenticated
+    }
+
+    /// The roles of the verified identity (none for an anonymous session).
+    pub fn roles(&self) -> &[Box<str>] {
+        self.roles.as_deref().unwrap_or_default()
+    }
+
+    /// True when the user has `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles().iter().any(|r| &**r == role)
     }
 }
 
