@@ -93,6 +93,12 @@ impl Decoder {
         self.version
     }
 
+    /// Changes the limits for the frames still to come (a server accepts
+    /// only a small frame before CONNECT has succeeded, then its full limit).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits

@@ -204,6 +204,11 @@ impl Headers {
         self.entries.retain(|(n, _)| n.as_ref() != name.as_bytes());
     }
 
+    /// Keeps only the headers for which `keep(name, value)` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
+        self.entries.retain(|(n, v)| keep(n, v));
+    }
+
     /// Number of header lines, repeats included.
     pub fn len(&self) -> usize {
         self.entries.len()

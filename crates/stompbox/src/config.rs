@@ -1,11 +1,48 @@
 //! Settings of a stompbox server, as plain data. The binary loads them from
 //! TOML, the environment and flags; a library user builds them in code.
 
+use crate::admission::IpNetwork;
+use crate::auth::AuthConfig;
 use crate::broker::embedded::EmbeddedConfig;
 use crate::broker::relay::RelayConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
 use stompbox_codec::Limits;
+
+pub use crate::tls::TlsConfig;
+
+/// A token for `POST /api/publish` and the destinations it may publish to.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ApiToken {
+    /// The secret a request sends as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// Destination patterns (as in the access rules, without `{user}`) this
+    /// token may publish to, e.g. `["/user/**"]`.
+    pub destinations: Vec<String>,
+}
+
+impl ApiToken {
+    /// A token that may publish to the `destinations` patterns.
+    pub fn new<I, P>(token: impl Into<String>, destinations: I) -> ApiToken
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        ApiToken {
+            token: token.into(),
+            destinations: destinations.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiToken")
+            .field("destinations", &self.destinations)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Everything a [`Server`](crate::Server) needs. Every field has a default,
 /// listed on the field.
@@ -56,9 +93,34 @@ pub struct ServerConfig {
     pub heartbeat_grace: f64,
     /// Time given to flush outboxes and close sessions on shutdown. Default 5 s.
     pub shutdown_timeout: Duration,
-    /// Token for `POST /api/publish`; the endpoint exists only when set.
-    /// Default `None`.
+    /// Token for `POST /api/publish` to any destination. Default `None`.
     pub api_token: Option<String>,
+    /// Tokens for `POST /api/publish`, each limited to some destinations.
+    /// The endpoint exists when this or `api_token` is set. Default none.
+    pub api_tokens: Vec<ApiToken>,
+    /// Authentication and access rules. Default: no authentication (every
+    /// session anonymous) and open access.
+    pub auth: AuthConfig,
+    /// Origins besides the server's own whose pages may open WebSocket
+    /// sessions (`https://chat.example.com`, `https://*.example.com`,
+    /// `null`), or `*` for any. A handshake from another origin gets HTTP
+    /// 403; clients that send no `Origin` (not browsers) are not affected.
+    /// Default none: same-origin only.
+    pub allowed_origins: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` names the client's address. Default none.
+    pub trusted_proxies: Vec<IpNetwork>,
+    /// TLS on the HTTP/WebSocket and STOMP TCP listeners. Default `None`.
+    pub tls: Option<TlsConfig>,
+    /// Most connections from one client address (an IPv6 /64 counts as one);
+    /// 0 is no limit. Default 1,000.
+    pub max_connections_per_address: usize,
+    /// Most CONNECT attempts per client address per second (a burst of as
+    /// many); 0 is no limit. Default 100.
+    pub connects_per_address_per_sec: u32,
+    /// Largest frame accepted before CONNECT has succeeded, so an
+    /// unauthenticated client cannot make the server buffer much. Default
+    /// 16 KiB.
+    pub unauthenticated_frame_bytes: usize,
     /// Prefixes of application destinations, routed to handlers. Default `["/app"]`.
     pub app_prefixes: Vec<String>,
     /// Prefix of user destinations. Default `/user`.
@@ -91,6 +153,14 @@ impl Default for ServerConfig {
             heartbeat_grace: 1.5,
             shutdown_timeout: Duration::from_secs(5),
             api_token: None,
+            api_tokens: Vec::new(),
+            auth: AuthConfig::default(),
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            tls: None,
+            max_connections_per_address: 1_000,
+            connects_per_address_per_sec: 100,
+            unauthenticated_frame_bytes: 16 * 1024,
             app_prefixes: vec!["/app".into()],
             user_prefix: "/user".into(),
             embedded: EmbeddedConfig::default(),

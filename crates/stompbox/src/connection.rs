@@ -3,6 +3,7 @@
 //! heart-beats, and closes the connection with an ERROR when something is
 //! wrong.
 
+use crate::auth::Handshake;
 use crate::outbox::{Backlog, OutFrame, Outbox};
 use crate::server::ServerShared;
 use crate::session::{Flow, Session, StompError};
@@ -12,7 +13,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use stompbox_codec::{Decoded, Decoder, Version};
+use stompbox_codec::{Decoded, Decoder, Limits, Version};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_websockets::CloseCode;
 
@@ -37,8 +38,9 @@ pub(crate) async fn run(
     mut transport: Transport,
     server: Arc<ServerShared>,
     pinned_version: Option<Version>,
-    peer: String,
+    handshake: Handshake,
 ) {
+    let peer = handshake.remote_addr.to_string();
     let config = Arc::clone(&server.config);
     let outbox = Arc::new(Outbox::with_backlog(
         config.outbox_bytes,
@@ -50,8 +52,17 @@ pub(crate) async fn run(
         Arc::clone(&outbox),
         Arc::clone(&session_id),
         pinned_version,
+        handshake,
     );
-    let mut decoder = Decoder::new(config.frame_limits);
+    // Until CONNECT succeeds a client is nobody: it may send only a small
+    // frame, so unauthenticated sockets cannot make the server buffer much.
+    let mut decoder = Decoder::new(Limits {
+        max_frame_bytes: config
+            .frame_limits
+            .max_frame_bytes
+            .min(config.unauthenticated_frame_bytes),
+        ..config.frame_limits
+    });
     let mut read_buf = BytesMut::new();
     let mut batch = VecDeque::new();
     let mut shutdown = server.shutdown.subscribe();
@@ -122,6 +133,13 @@ pub(crate) async fn run(
                     let e = StompError::new(format!(
                         "no CONNECT frame within {} s", config.connect_timeout.as_secs()
                     ));
+                    send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
+                    break End::ProtocolError(e.message);
+                }
+                if session.expires_at().is_some_and(|at| now >= at) {
+                    let e = StompError::new(
+                        "access refused: the session's credentials expired; reconnect with fresh ones",
+                    );
                     send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
                     break End::ProtocolError(e.message);
                 }
@@ -299,6 +317,7 @@ async fn process(
                 let flow = session.handle(frame).await?;
                 if !was_connected && session.is_connected() {
                     decoder.set_version(session.version());
+                    decoder.set_limits(session.frame_limits());
                 }
                 if flow == Flow::Close {
                     return Ok(Step::Close);
@@ -324,6 +343,9 @@ fn next_deadline(
     }
     if let Some(every) = heartbeat.send_every {
         deadline = deadline.min(last_write + every);
+    }
+    if let Some(at) = session.expires_at() {
+        deadline = deadline.min(at);
     }
     deadline.max(now + Duration::from_millis(1))
 }

@@ -8,6 +8,7 @@
 //! # }
 //! ```
 
+mod admission;
 pub mod app;
 pub mod auth;
 pub mod broker;
@@ -15,17 +16,22 @@ pub mod client;
 mod config;
 mod connection;
 mod http_api;
+mod listener;
 mod outbox;
 mod router;
 mod server;
 mod session;
+mod tls;
 mod transport;
+mod upgrade;
 
-pub use config::ServerConfig;
+pub use admission::IpNetwork;
+pub use config::{ApiToken, ServerConfig, TlsConfig};
 pub use outbox::{Backlog, OutFrame, Outbox, PushError};
 pub use server::{Server, ServerBuilder, ServerHandle, Stats};
-pub use session::SERVER_NAME;
+pub use session::{SENDER_HEADER, SERVER_NAME};
 pub use stompbox_codec as codec;
+pub use tls::TlsReloader;
 
 /// The HTTP router type accepted by [`ServerBuilder::routes`].
 pub use axum::Router as HttpRouter;

@@ -210,7 +210,9 @@ pub(crate) async fn deliver_reply(
             payload,
         } => {
             let to = to.unwrap_or_else(|| format!("{}{path}", queue_prefix(server)));
-            if only_this_session {
+            // An anonymous session has no user to reach: its reply goes
+            // to the session itself.
+            if only_this_session || !user.is_authenticated() {
                 server
                     .messaging
                     .send_to_session(session_id, &to, payload)

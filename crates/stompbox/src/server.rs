@@ -1,29 +1,25 @@
 //! Listening: the HTTP server with the WebSocket endpoint, the optional
 //! plain TCP listener, the connection limit and graceful shutdown.
 
+use crate::admission::{AddressLimits, UserSessions};
 use crate::app::{App, AppRuntime, Messaging};
+use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::broker::embedded::EmbeddedBroker;
 use crate::broker::relay::RelayBroker;
 use crate::config::ServerConfig;
-use crate::connection;
+use crate::listener::{accept_tcp, listen, serve_http};
 use crate::outbox::Backlog;
-use crate::transport::Transport;
+use crate::tls::{ServerTls, TlsReloader};
+use crate::upgrade::{OriginPolicy, ws_upgrade};
 use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
-use base64::Engine;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
-use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use stompbox_codec::Version;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -37,6 +33,12 @@ pub(crate) struct ServerShared {
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) slow_consumers: AtomicU64,
     pub(crate) backlog: Arc<Backlog>,
+    /// `None`: no authentication, every session is anonymous.
+    pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
+    pub(crate) origins: OriginPolicy,
+    pub(crate) addresses: Arc<AddressLimits>,
+    pub(crate) user_sessions: Arc<UserSessions>,
+    pub(crate) tls: Option<ServerTls>,
     connections: Arc<Semaphore>,
 }
 
@@ -45,7 +47,7 @@ impl ServerShared {
         crate::app::user::new_session_id()
     }
 
-    fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+    pub(crate) fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
         Arc::clone(&self.connections).try_acquire_owned().ok()
     }
 }
@@ -77,31 +79,12 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// The WebSocket subprotocols, in the order the server prefers them.
-const SUBPROTOCOLS: [(&str, Version); 3] = [
-    ("v12.stomp", Version::V1_2),
-    ("v11.stomp", Version::V1_1),
-    ("v10.stomp", Version::V1_0),
-];
-
-/// Binds with a listen queue long enough for a burst of connections (the
-/// default 128 drops SYNs when hundreds of clients reconnect at once).
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(4096)
-}
-
 /// Builds a [`Server`]: configuration, application and broker.
 pub struct ServerBuilder<S = ()> {
     config: ServerConfig,
     app: App<S>,
     broker: Option<Arc<dyn Broker>>,
+    authenticator: Option<Arc<dyn Authenticator>>,
     routes: Router,
 }
 
@@ -122,6 +105,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
             config: self.config,
             app,
             broker: self.broker,
+            authenticator: self.authenticator,
             routes: self.routes,
         }
     }
@@ -141,13 +125,38 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
         self
     }
 
+    /// Authenticates CONNECTs with `authenticator` instead of the built-in
+    /// methods of [`ServerConfig::auth`](crate::ServerConfig). Combine
+    /// several with [`AuthChain`](crate::auth::AuthChain).
+    #[must_use]
+    pub fn authenticator(mut self, authenticator: impl Authenticator) -> ServerBuilder<S> {
+        self.authenticator = Some(Arc::new(authenticator));
+        self
+    }
+
     /// Binds the configured addresses.
     ///
     /// # Errors
     ///
-    /// When an address cannot be bound.
+    /// When an address cannot be bound, or a setting cannot be used (a TLS
+    /// certificate or key, an authentication key, an origin): then the
+    /// error is of kind `InvalidInput` and says which.
     pub async fn bind(self) -> io::Result<Server> {
         let config = self.config;
+        let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
+        let authenticator: Option<Arc<dyn Authenticator>> = match self.authenticator {
+            Some(custom) => Some(custom),
+            None if config.auth.has_methods() => {
+                Some(Arc::new(config.auth.chain().map_err(invalid)?))
+            }
+            None => None,
+        };
+        let origins = OriginPolicy::new(&config.allowed_origins)
+            .map_err(|e| invalid(format!("allowed_origins: {e}")))?;
+        let tls = match &config.tls {
+            Some(tls) => Some(ServerTls::new(tls).map_err(|e| invalid(format!("TLS: {e}")))?),
+            None => None,
+        };
         let broker: Arc<dyn Broker> = match (self.broker, &config.relay) {
             (Some(broker), _) => broker,
             (None, Some(relay)) => Arc::new(RelayBroker::start(relay.clone())),
@@ -159,6 +168,10 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
             None => None,
         };
         let backlog_bytes = config.backlog_bytes;
+        let addresses = AddressLimits::new(
+            config.max_connections_per_address,
+            config.connects_per_address_per_sec,
+        );
         let (shutdown, _) = watch::channel(false);
         let messaging = Messaging::new(Arc::clone(&broker), &config.user_prefix);
         Ok(Server {
@@ -171,6 +184,11 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
                 shutdown,
                 slow_consumers: AtomicU64::new(0),
                 backlog: Arc::new(Backlog::new(backlog_bytes)),
+                authenticator,
+                origins,
+                addresses,
+                user_sessions: Arc::new(UserSessions::default()),
+                tls,
             }),
             http,
             tcp,
@@ -186,6 +204,7 @@ impl Server {
             config,
             app: App::new(),
             broker: None,
+            authenticator: None,
             routes: Router::new(),
         }
     }
@@ -241,24 +260,12 @@ impl Server {
             );
         }
         let router = router.with_state(Arc::clone(&shared)).merge(self.routes);
-        let http_stop = {
-            let mut stop = stop.clone();
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            }
-        };
-        let http = tokio::spawn(
-            axum::serve(
-                // Frames are written as soon as they are ready; Nagle's
-                // algorithm would hold small ones back for up to ~40 ms.
-                self.http.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                }),
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(http_stop)
-            .into_future(),
-        );
+        let http = tokio::spawn(serve_http(
+            self.http,
+            Arc::clone(&shared),
+            router,
+            stop.clone(),
+        ));
         let tcp: Option<JoinHandle<()>> = self
             .tcp
             .map(|listener| tokio::spawn(accept_tcp(listener, Arc::clone(&shared))));
@@ -280,10 +287,7 @@ impl Server {
         if let Some(tcp) = tcp {
             tcp.abort();
         }
-        match http.await {
-            Ok(result) => result,
-            Err(e) => Err(io::Error::other(e)),
-        }
+        http.await.map_err(io::Error::other)
     }
 
     /// Starts the server on the current runtime and returns a handle to
@@ -310,6 +314,12 @@ impl Server {
     /// (always `true` for the embedded broker).
     pub fn broker_availability(&self) -> watch::Receiver<bool> {
         self.shared.broker.availability()
+    }
+
+    /// Reloads the TLS certificate and key from their files (say on
+    /// SIGHUP), when the server has TLS; sessions already open go on.
+    pub fn tls_reloader(&self) -> Option<TlsReloader> {
+        self.shared.tls.as_ref().map(|t| t.reloader.clone())
     }
 }
 
@@ -374,147 +384,4 @@ impl ServerHandle {
             Err(e) => Err(io::Error::other(e)),
         }
     }
-}
-
-async fn accept_tcp(listener: TcpListener, shared: Arc<ServerShared>) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Usually out of file descriptors: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let Some(permit) = shared.try_admit() else {
-            tracing::warn!(%peer, "connection refused: connection limit reached");
-            tokio::spawn(refuse_tcp(stream));
-            continue;
-        };
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            connection::run(Transport::Tcp(stream), shared, None, peer.to_string()).await;
-            drop(permit);
-        });
-    }
-}
-
-async fn refuse_tcp(mut stream: tokio::net::TcpStream) {
-    use tokio::io::AsyncWriteExt;
-    let frame = b"ERROR\nmessage:server at its connection limit; try again later\n\n\0";
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(frame)).await;
-}
-
-fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-fn bad_request(message: &'static str) -> Response {
-    (StatusCode::BAD_REQUEST, message).into_response()
-}
-
-/// Our own WebSocket upgrade, so that the subprotocol choice and the
-/// connection limit are settled before the 101 is sent.
-async fn ws_upgrade(
-    State(shared): State<Arc<ServerShared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut request: Request,
-) -> Response {
-    let headers = request.headers();
-    if !header_has_token(headers, header::UPGRADE, "websocket")
-        || !header_has_token(headers, header::CONNECTION, "upgrade")
-    {
-        return bad_request(
-            "this endpoint speaks STOMP over WebSocket; send a WebSocket upgrade request\n",
-        );
-    }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .map(HeaderValue::as_bytes)
-        != Some(b"13")
-    {
-        let mut response = bad_request("unsupported WebSocket version; use 13\n");
-        response.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return response;
-    }
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return bad_request("missing Sec-WebSocket-Key header\n");
-    };
-    let accept = {
-        let mut sha = sha1_smol::Sha1::new();
-        sha.update(key.as_bytes());
-        sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-        base64::engine::general_purpose::STANDARD.encode(sha.digest().bytes())
-    };
-    let offered: Vec<&str> = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    let chosen = SUBPROTOCOLS
-        .iter()
-        .find(|(name, _)| offered.iter().any(|o| o.eq_ignore_ascii_case(name)));
-    let Some(permit) = shared.try_admit() else {
-        tracing::warn!(%peer, "connection refused: connection limit reached");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server at its connection limit\n",
-        )
-            .into_response();
-    };
-    let on_upgrade = hyper::upgrade::on(&mut request);
-    let pinned = chosen.map(|(_, version)| *version);
-    // Larger than the STOMP frame limit, so that an oversized frame usually
-    // reaches our decoder and gets a STOMP ERROR; a WebSocket message past
-    // this bound is refused by the WebSocket layer itself (close code 1009),
-    // since it cannot be read to the end without buffering it whole.
-    let ws_limits = tokio_websockets::Limits::default().max_payload_len(Some(
-        shared.config.frame_limits.max_frame_bytes.saturating_mul(4),
-    ));
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let ws = tokio_websockets::ServerBuilder::new()
-                    .limits(ws_limits)
-                    .config(tokio_websockets::Config::default().flush_threshold(64 * 1024))
-                    .serve(TokioIo::new(upgraded));
-                connection::run(
-                    Transport::WebSocket(Box::new(ws)),
-                    shared,
-                    pinned,
-                    peer.to_string(),
-                )
-                .await;
-            }
-            Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
-        }
-        drop(permit);
-    });
-    let mut response = Response::new(axum::body::Body::empty());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = response.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(value) = HeaderValue::from_str(&accept) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, value);
-    }
-    if let Some((name, _)) = chosen {
-        h.insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(name),
-        );
-    }
-    response
 }

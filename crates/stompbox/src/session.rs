@@ -2,8 +2,11 @@
 //! what the client is told. The connection driver feeds it decoded frames and
 //! writes whatever it queues to the outbox.
 
+use crate::admission::UserSlot;
 use crate::app::user::{session_key, user_key};
-use crate::app::{ConnectInfo, SessionInfo, SubscriptionInfo, User};
+use crate::app::{ConnectInfo, SendInfo, SessionInfo, SubscriptionInfo, User};
+use crate::auth::access::Operation;
+use crate::auth::{AuthError, ConnectRequest, Handshake};
 use crate::broker::{
     AckMode, AckTarget, BrokerError, BrokerSession, Publish, SessionContext, SubscribeRequest,
 };
@@ -13,11 +16,22 @@ use crate::server::ServerShared;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use stompbox_codec::{Command, Frame, Version, encode_frame, header};
+use tokio::time::Instant;
 
 /// The `server` header of CONNECTED.
 pub const SERVER_NAME: &str = concat!("stompbox/", env!("CARGO_PKG_VERSION"));
+
+/// The header the server puts on every message a client sends: the sender's
+/// verified user name, or empty for an anonymous sender. Messages the server
+/// itself publishes (handler replies, the messaging handle, the HTTP API) do
+/// not carry it, and a client cannot set it: every `stompbox-` header a
+/// client sends is dropped.
+pub const SENDER_HEADER: &str = "stompbox-sender";
+
+/// Headers under this prefix are the server's; clients cannot set them.
+const RESERVED_HEADER_PREFIX: &[u8] = b"stompbox-";
 
 /// A protocol error: the client is sent an ERROR frame with this message,
 /// then disconnected.
@@ -112,6 +126,10 @@ enum SubscriptionKind {
 struct Connected {
     version: Version,
     user: User,
+    /// When the credential expires (a token's `exp`); the session is closed then.
+    expires_at: Option<Instant>,
+    /// Counts the session against its user's limit while it lasts.
+    _user_slot: Option<UserSlot>,
     broker: Box<dyn BrokerSession>,
     subscriptions: HashMap<Bytes, (SubscriptionKind, String)>,
     transactions: HashMap<Bytes, Vec<Frame>>,
@@ -125,6 +143,9 @@ pub(crate) struct Session {
     outbox: Arc<Outbox>,
     session_id: Arc<str>,
     pinned_version: Option<Version>,
+    /// What the handshake carried; taken by CONNECT, so an idle session
+    /// does not keep the headers.
+    handshake: Option<Arc<Handshake>>,
     heartbeat: Heartbeat,
     connected: Option<Connected>,
     next_reply: u64,
@@ -168,12 +189,14 @@ impl Session {
         outbox: Arc<Outbox>,
         session_id: Arc<str>,
         pinned_version: Option<Version>,
+        handshake: Handshake,
     ) -> Session {
         Session {
             server,
             outbox,
             session_id,
             pinned_version,
+            handshake: Some(Arc::new(handshake)),
             heartbeat: Heartbeat::default(),
             connected: None,
             next_reply: 0,
@@ -195,6 +218,16 @@ impl Session {
 
     pub(crate) fn heartbeat(&self) -> Heartbeat {
         self.heartbeat
+    }
+
+    /// The frame limits of a connected session.
+    pub(crate) fn frame_limits(&self) -> stompbox_codec::Limits {
+        self.server.config.frame_limits
+    }
+
+    /// When the session's credential expires, if it does.
+    pub(crate) fn expires_at(&self) -> Option<Instant> {
+        self.connected.as_ref().and_then(|c| c.expires_at)
     }
 
     /// The outbox drained after queues held messages back for it.
@@ -251,8 +284,9 @@ impl Session {
                 // Validate now, so that a bad frame is refused when sent,
                 // not at COMMIT.
                 if command == Command::Send {
-                    let destination = required(&frame, header::DESTINATION)?;
-                    router::classify_send(&self.server, destination)?;
+                    let destination = required(&frame, header::DESTINATION)?.to_owned();
+                    let target = router::classify_send(&self.server, &destination)?;
+                    self.authorize_send(&destination, &target, &frame).await?;
                 } else {
                     ack_target(&frame, version)?;
                 }
@@ -355,28 +389,70 @@ impl Session {
         let login = frame.headers.get(header::LOGIN).map(str::to_owned);
         let passcode = frame.headers.get(header::PASSCODE).map(str::to_owned);
         let host = frame.headers.get(header::HOST).map(str::to_owned);
-        let user = match &self.server.app.hooks.connect {
-            None => User::anonymous(&self.session_id),
-            Some(hook) => {
-                let info = ConnectInfo {
-                    session_id: Arc::clone(&self.session_id),
-                    login: login.clone(),
-                    passcode: passcode.clone(),
-                    host: host.clone(),
-                    headers: frame.headers.clone(),
-                };
-                match router::guarded(hook(info)).await {
-                    Ok(Ok(Some(name))) => User::authenticated(&crate::auth::Identity::new(name)),
-                    Ok(Ok(None)) => User::anonymous(&self.session_id),
-                    Ok(Err(reject)) => return Err(StompError::new(reject.0)),
-                    Err(()) => {
-                        return Err(StompError::new(
-                            "the server could not accept the connection",
-                        ));
-                    }
+        let handshake = self.handshake.take().ok_or_else(|| {
+            StompError::new("already connected: CONNECT may only be sent once per connection")
+        })?;
+        let remote = handshake.remote_addr;
+        if !self.server.addresses.connect_attempt(remote.ip()) {
+            tracing::info!(session = %self.session_id, %remote, "CONNECT refused: too many attempts from one address");
+            return Err(StompError::new(
+                "too many CONNECT attempts from your address; wait a few seconds before trying again",
+            ));
+        }
+        let request = ConnectRequest {
+            session_id: Arc::clone(&self.session_id),
+            headers: frame.headers.clone(),
+            handshake: Arc::clone(&handshake),
+        };
+        let (user, expires) =
+            match Session::authenticate(&self.server, &self.session_id, &request).await {
+                Ok(authenticated) => authenticated,
+                Err(e) => {
+                    tracing::info!(
+                        session = %self.session_id,
+                        %remote,
+                        login = ?request.login(),
+                        reason = e.reason(),
+                        "authentication failed"
+                    );
+                    // Each wrong guess costs the guesser this long.
+                    tokio::time::sleep(config.auth.failure_delay).await;
+                    return Err(StompError::new(format!("access refused: {e}")));
+                }
+            };
+        drop(request);
+        let user_slot = if user.is_authenticated() {
+            let limit = config.auth.max_sessions_per_user;
+            let slot = self.server.user_sessions.try_add(user.name(), limit);
+            if slot.is_none() {
+                return Err(StompError::new(format!(
+                    "access refused: user '{}' already has {limit} sessions on this server (the limit)",
+                    user.name()
+                )));
+            }
+            slot
+        } else {
+            None
+        };
+        if let Some(hook) = &self.server.app.hooks.connect {
+            let info = ConnectInfo {
+                session_id: Arc::clone(&self.session_id),
+                user: user.clone(),
+                login: login.clone(),
+                host: host.clone(),
+                headers: frame.headers.clone(),
+                handshake,
+            };
+            match router::guarded(hook(info)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(reject)) => return Err(StompError::new(reject.0)),
+                Err(()) => {
+                    return Err(StompError::new(
+                        "the server could not accept the connection",
+                    ));
                 }
             }
-        };
+        }
         let context = SessionContext {
             session_id: Arc::clone(&self.session_id),
             version,
@@ -389,6 +465,10 @@ impl Session {
         self.connected = Some(Connected {
             version,
             user,
+            expires_at: expires.map(|at| {
+                Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default()
+            }),
+            _user_slot: user_slot,
             broker,
             subscriptions: HashMap::new(),
             transactions: HashMap::new(),
@@ -470,6 +550,7 @@ impl Session {
         }
         let target = router::classify_subscribe(&server, &destination)?;
         let user = connected.user.clone();
+        self.authorize(&user, Operation::Subscribe, &destination, &target)?;
         if let Some(hook) = &server.app.hooks.subscribe {
             let info = SubscriptionInfo {
                 session_id: Arc::clone(&self.session_id),
@@ -525,16 +606,23 @@ impl Session {
                         "user destinations such as '{destination}' support only ack:auto"
                     )));
                 }
-                let for_user = server
-                    .broker
-                    .user_destination(&user_key(user.name(), &target));
                 let for_session = server
                     .broker
                     .user_destination(&session_key(&self.session_id, &target));
+                // An anonymous session has no user to be reached as: only
+                // what the server sends to this session arrives.
+                let (resolved, also) = if user.is_authenticated() {
+                    let for_user = server
+                        .broker
+                        .user_destination(&user_key(user.name(), &target));
+                    (for_user, Some(for_session))
+                } else {
+                    (for_session, None)
+                };
                 self.connected_mut()?.broker.subscribe(SubscribeRequest {
                     id: id.clone(),
-                    destination: for_user,
-                    also: Some(for_session),
+                    destination: resolved,
+                    also,
                     display_destination: Some(destination.clone()),
                     ack,
                     frame,
@@ -671,9 +759,12 @@ impl Session {
         match frame.command {
             Command::Send => {
                 let destination = required(&frame, header::DESTINATION)?.to_owned();
+                let mut frame = frame;
                 match router::classify_send(&server, &destination)? {
                     Target::Broker => {
-                        self.connected_mut()?
+                        let connected = self.connected_mut()?;
+                        stamp_sender(&mut frame, &connected.user);
+                        connected
                             .broker
                             .send(Publish { destination, frame }, receipt)?;
                         return Ok(None);
@@ -701,6 +792,7 @@ impl Session {
                         .await;
                     }
                     Target::OtherUser { user, target } => {
+                        stamp_sender(&mut frame, &self.connected_mut()?.user);
                         let payload = router::payload_of(frame);
                         server
                             .messaging
@@ -726,6 +818,157 @@ impl Session {
         }
         Ok(receipt)
     }
+}
+
+impl Session {
+    /// Who the CONNECT is: a verified user, or an anonymous session when
+    /// the server has no authenticator, or when it allows anonymous sessions
+    /// and the CONNECT carried no credentials at all.
+    async fn authenticate(
+        server: &ServerShared,
+        session_id: &Arc<str>,
+        request: &ConnectRequest,
+    ) -> Result<(User, Option<SystemTime>), AuthError> {
+        let Some(authenticator) = &server.authenticator else {
+            // A client-sent login is never an identity on its own.
+            return Ok((User::anonymous(session_id), None));
+        };
+        let config = &server.config;
+        // Application code: a panic refuses this CONNECT only, and a hang
+        // is bounded like the CONNECT frame itself.
+        let answer = tokio::time::timeout(
+            config.connect_timeout,
+            router::guarded(authenticator.authenticate(request)),
+        )
+        .await;
+        let identity = match answer {
+            Ok(Ok(result)) => result?,
+            Ok(Err(())) => return Err(AuthError::Unavailable("the authenticator panicked".into())),
+            Err(_) => {
+                return Err(AuthError::Unavailable(
+                    "the authenticator took too long".into(),
+                ));
+            }
+        };
+        match identity {
+            Some(identity) => {
+                if identity.name.is_empty() {
+                    return Err(AuthError::Unavailable(
+                        "the authenticator returned an empty user name".into(),
+                    ));
+                }
+                if identity
+                    .expires_at
+                    .is_some_and(|at| at <= SystemTime::now())
+                {
+                    return Err(AuthError::TokenExpired);
+                }
+                Ok((User::authenticated(&identity), identity.expires_at))
+            }
+            // Credentials nobody accepted must not quietly become an
+            // anonymous session: the client meant to be someone.
+            None if carries_credentials(request) => Err(AuthError::BadCredentials),
+            None if config.auth.allow_anonymous => Ok((User::anonymous(session_id), None)),
+            None => Err(AuthError::Required),
+        }
+    }
+
+    /// Checks the access rules for `operation` on `destination`.
+    fn authorize(
+        &self,
+        user: &User,
+        operation: Operation,
+        destination: &str,
+        target: &Target,
+    ) -> Result<(), StompError> {
+        let rules = &self.server.config.auth.rules;
+        let command = match operation {
+            Operation::Send => "SEND to",
+            Operation::Subscribe => "SUBSCRIBE to",
+        };
+        let who = if user.is_authenticated() {
+            format!("user '{}'", user.name())
+        } else {
+            "anonymous sessions".to_owned()
+        };
+        if rules.is_open() {
+            // Without rules everything is allowed but writing into another
+            // user's destinations anonymously, which would let anyone
+            // impersonate the server towards any user.
+            if operation == Operation::Send
+                && matches!(target, Target::OtherUser { .. })
+                && !user.is_authenticated()
+            {
+                return Err(StompError::new(format!(
+                    "access refused: {command} '{destination}' is not allowed for {who};                      sending to another user needs a login"
+                )));
+            }
+            return Ok(());
+        }
+        if rules.allows(user, operation, destination) {
+            Ok(())
+        } else {
+            Err(StompError::new(format!(
+                "access refused: {command} '{destination}' is not allowed for {who}"
+            )))
+        }
+    }
+
+    /// The access rules, then the application's send hook, for a SEND.
+    async fn authorize_send(
+        &mut self,
+        destination: &str,
+        target: &Target,
+        frame: &Frame,
+    ) -> Result<(), StompError> {
+        let user = self.connected_mut()?.user.clone();
+        self.authorize(&user, Operation::Send, destination, target)?;
+        if let Some(hook) = &self.server.app.hooks.send {
+            let info = SendInfo {
+                session_id: Arc::clone(&self.session_id),
+                user,
+                destination: destination.to_owned(),
+                headers: frame.headers.clone(),
+            };
+            match router::guarded(hook(info)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(reject)) => return Err(StompError::new(reject.0)),
+                Err(()) => {
+                    return Err(StompError::new(format!(
+                        "sending to '{destination}' failed"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True when a CONNECT carried something meant as credentials. Cookies do
+/// not count: browsers send them whatever the page meant.
+fn carries_credentials(request: &ConnectRequest) -> bool {
+    let present = |value: Option<&str>| value.is_some_and(|v| !v.is_empty());
+    present(request.login())
+        || present(request.passcode())
+        || request.connect_bearer_token().is_some()
+        || request.handshake.bearer_token().is_some()
+        || request.handshake.query("access_token").is_some()
+}
+
+/// Marks a client's message with its verified sender, replacing whatever
+/// `stompbox-` headers the client put on it.
+fn stamp_sender(frame: &mut Frame, user: &User) {
+    frame
+        .headers
+        .retain(|name, _| !name.starts_with(RESERVED_HEADER_PREFIX));
+    let sender = if user.is_authenticated() {
+        Bytes::copy_from_slice(user.name().as_bytes())
+    } else {
+        Bytes::new()
+    };
+    frame
+        .headers
+        .push(Bytes::from_static(SENDER_HEADER.as_bytes()), sender);
 }
 
 impl Drop for Session {

@@ -37,6 +37,8 @@ pub(crate) enum Transport {
     Tcp(TcpStream),
     /// TLS to an upstream broker (the relay's client side).
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// STOMP over TLS from a client (the server's TCP listener with TLS).
+    TlsServer(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
 async fn read_stream(
@@ -128,6 +130,7 @@ impl Transport {
             },
             Transport::Tcp(stream) => read_stream(stream, buf).await,
             Transport::Tls(stream) => read_stream(stream.as_mut(), buf).await,
+            Transport::TlsServer(stream) => read_stream(stream.as_mut(), buf).await,
         }
     }
 
@@ -148,6 +151,7 @@ impl Transport {
             }
             Transport::Tcp(stream) => write_stream(stream, frames).await,
             Transport::Tls(stream) => write_stream(stream.as_mut(), frames).await,
+            Transport::TlsServer(stream) => write_stream(stream.as_mut(), frames).await,
         }
     }
 
@@ -160,6 +164,7 @@ impl Transport {
             }
             Transport::Tcp(stream) => linger(stream).await,
             Transport::Tls(stream) => linger(stream.as_mut()).await,
+            Transport::TlsServer(stream) => linger(stream.as_mut()).await,
         }
     }
 
@@ -167,7 +172,7 @@ impl Transport {
         match self {
             Transport::WebSocket(_) => "websocket",
             Transport::Tcp(_) => "tcp",
-            Transport::Tls(_) => "tls",
+            Transport::Tls(_) | Transport::TlsServer(_) => "tls",
         }
     }
 }

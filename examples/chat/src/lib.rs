@@ -47,7 +47,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 use stompbox::HttpRouter;
 use stompbox::app::{
-    App, ConnectInfo, Json, Messaging, Path, Reject, SessionInfo, State, SubscriptionInfo, User,
+    App, ConnectInfo, Json, Messaging, Path, Reject, SessionId, SessionInfo, State,
+    SubscriptionInfo, User,
 };
 
 /// Longest user name, in characters.
@@ -144,6 +145,10 @@ struct Inner {
     rooms: Mutex<Rooms>,
     /// Session id → the room subscriptions of that session.
     members: Mutex<HashMap<Arc<str>, Member>>,
+    /// Session id → the nickname an anonymous session chose with its CONNECT
+    /// `login`: a display name only, never an identity. One entry per
+    /// connected session, removed when it ends.
+    nicknames: Mutex<HashMap<Arc<str>, String>>,
     /// Set once by [`ChatState::attach`].
     messaging: OnceLock<Messaging>,
     warned_unattached: AtomicBool,
@@ -276,7 +281,7 @@ impl ChatState {
             return Ok(());
         };
         check_room(room).map_err(Reject)?;
-        let user = display_name(&info.user);
+        let user = self.display_name(&info.user, &info.session_id);
         let first_in_room = {
             let mut members = lock(&self.inner.members);
             let member = members
@@ -337,6 +342,7 @@ impl ChatState {
 
     /// The disconnect hook: however a session ends, it leaves every room.
     async fn disconnected(&self, info: SessionInfo) {
+        lock(&self.inner.nicknames).remove(&info.session_id);
         let Some(member) = lock(&self.inner.members).remove(&info.session_id) else {
             return;
         };
@@ -411,27 +417,35 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The name others see: the login, or for an anonymous session (whose
-/// user is its session id) `guest-` and the id's first 8 digits.
-fn display_name(user: &User) -> String {
-    if user.is_authenticated() {
-        user.name().to_owned()
-    } else {
-        let id = user.name();
-        format!("{GUEST_PREFIX}{}", id.get(..8).unwrap_or(id))
-    }
-}
-
-/// The connect hook: the CONNECT `login` header is the user's name. This
-/// demo checks names, not passwords: a real application would verify the
-/// `passcode` (or a token) here and reject a wrong one the same way.
-async fn authenticate(info: ConnectInfo) -> Result<Option<String>, Reject> {
-    match info.login {
-        None => Ok(None),
-        Some(name) => {
-            check_name(&name).map_err(Reject)?;
-            Ok(Some(name))
+impl ChatState {
+    /// The name others see: a verified user's name; for an anonymous
+    /// session the nickname it chose, or `guest-` and the first 8 digits of
+    /// its session id.
+    fn display_name(&self, user: &User, session_id: &str) -> String {
+        if user.is_authenticated() {
+            return user.name().to_owned();
         }
+        if let Some(nickname) = lock(&self.inner.nicknames).get(session_id) {
+            return nickname.clone();
+        }
+        format!(
+            "{GUEST_PREFIX}{}",
+            session_id.get(..8).unwrap_or(session_id)
+        )
+    }
+
+    /// The connect hook: a verified user is known by name; an anonymous
+    /// session may pick a nickname with its CONNECT `login`, shown to others
+    /// but never an identity (it reaches no one's `/user` destinations).
+    async fn connected(&self, info: ConnectInfo) -> Result<(), Reject> {
+        if info.user.is_authenticated() {
+            return Ok(());
+        }
+        if let Some(name) = info.login.filter(|n| !n.is_empty()) {
+            check_name(&name).map_err(Reject)?;
+            lock(&self.inner.nicknames).insert(info.session_id, name);
+        }
+        Ok(())
     }
 }
 
@@ -447,6 +461,7 @@ struct Post {
 async fn post(
     Path(room): Path<String>,
     user: User,
+    SessionId(session): SessionId,
     State(chat): State<ChatState>,
     Json(post): Json<Post>,
 ) -> Result<Json<Event>, String> {
@@ -461,7 +476,7 @@ async fn post(
             "a message can be at most {MAX_TEXT_CHARS} characters (this one has {chars})"
         ));
     }
-    let message = chat.record(&room, &display_name(&user), text);
+    let message = chat.record(&room, &chat.display_name(&user, &session), text);
     Ok(Json(Event::Message(message)))
 }
 
@@ -481,11 +496,15 @@ async fn history(
 pub fn app(chat: &ChatState) -> App<ChatState> {
     // Hooks are plain closures (they take no extractors), so each captures
     // its own clone of the state.
-    let (on_subscribe, on_unsubscribe, on_disconnect) = (chat.clone(), chat.clone(), chat.clone());
+    let (on_connect, on_subscribe, on_unsubscribe, on_disconnect) =
+        (chat.clone(), chat.clone(), chat.clone(), chat.clone());
     App::with_state(chat.clone())
         .message("/chat/{room}", post)
         .subscribe("/chat/{room}/history", history)
-        .on_connect(authenticate)
+        .on_connect(move |info| {
+            let chat = on_connect.clone();
+            async move { chat.connected(info).await }
+        })
         .on_subscribe(move |info| {
             let chat = on_subscribe.clone();
             async move { chat.subscribed(info).await }

@@ -60,19 +60,38 @@ impl Reject {
     }
 }
 
-/// What the connect hook sees.
+/// What the connect hook sees, once authentication has succeeded.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ConnectInfo {
     /// The new session's id.
     pub session_id: Arc<str>,
-    /// `login` from CONNECT.
+    /// The verified user (anonymous without an authenticator).
+    pub user: User,
+    /// `login` from CONNECT, as the client sent it. Unverified: the
+    /// verified name is `user`. An application may show it as a display
+    /// name (the chat demo's nicknames).
     pub login: Option<String>,
-    /// `passcode` from CONNECT.
-    pub passcode: Option<String>,
     /// `host` from CONNECT.
     pub host: Option<String>,
     /// Every CONNECT header.
+    pub headers: Headers,
+    /// What the server saw before CONNECT: the WebSocket handshake's
+    /// headers, cookies and query, and the client's address.
+    pub handshake: Arc<crate::auth::Handshake>,
+}
+
+/// What the send hook sees: a SEND the access rules allowed.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SendInfo {
+    /// The session.
+    pub session_id: Arc<str>,
+    /// The session's user.
+    pub user: User,
+    /// The destination as the client named it.
+    pub destination: String,
+    /// Every header of the SEND.
     pub headers: Headers,
 }
 
@@ -100,8 +119,8 @@ pub struct SessionInfo {
     pub user: User,
 }
 
-type ConnectHook =
-    Arc<dyn Fn(ConnectInfo) -> BoxFuture<'static, Result<Option<String>, Reject>> + Send + Sync>;
+type ConnectHook = Arc<dyn Fn(ConnectInfo) -> BoxFuture<'static, Result<(), Reject>> + Send + Sync>;
+type SendHook = Arc<dyn Fn(SendInfo) -> BoxFuture<'static, Result<(), Reject>> + Send + Sync>;
 type SubscribeHook =
     Arc<dyn Fn(SubscriptionInfo) -> BoxFuture<'static, Result<(), Reject>> + Send + Sync>;
 type UnsubscribeHook = Arc<dyn Fn(SubscriptionInfo) -> BoxFuture<'static, ()> + Send + Sync>;
@@ -110,6 +129,7 @@ type DisconnectHook = Arc<dyn Fn(SessionInfo) -> BoxFuture<'static, ()> + Send +
 #[derive(Clone, Default)]
 pub(crate) struct Hooks {
     pub(crate) connect: Option<ConnectHook>,
+    pub(crate) send: Option<SendHook>,
     pub(crate) subscribe: Option<SubscribeHook>,
     pub(crate) unsubscribe: Option<UnsubscribeHook>,
     pub(crate) disconnect: Option<DisconnectHook>,
@@ -222,15 +242,31 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         self
     }
 
-    /// Runs on CONNECT. `Ok(Some(name))` authenticates the session as user
-    /// `name`; `Ok(None)` lets it in anonymously; `Err` refuses it.
+    /// Runs on CONNECT once the server's authenticator has verified the
+    /// user (or let the session in anonymously); `Err` refuses it. Who a
+    /// user is comes only from the authenticator
+    /// ([`ServerBuilder::authenticator`](crate::ServerBuilder::authenticator)
+    /// or the built-in methods), never from this hook.
     #[must_use]
     pub fn on_connect<F, Fut>(mut self, hook: F) -> App<S>
     where
         F: Fn(ConnectInfo) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Option<String>, Reject>> + Send + 'static,
+        Fut: Future<Output = Result<(), Reject>> + Send + 'static,
     {
         self.hooks.connect = Some(Arc::new(move |info| Box::pin(hook(info))));
+        self
+    }
+
+    /// Runs on every SEND the access rules allowed, before it takes effect
+    /// (inside a transaction: when it is sent, not at COMMIT); `Err`
+    /// refuses it with an ERROR.
+    #[must_use]
+    pub fn on_send<F, Fut>(mut self, hook: F) -> App<S>
+    where
+        F: Fn(SendInfo) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Reject>> + Send + 'static,
+    {
+        self.hooks.send = Some(Arc::new(move |info| Box::pin(hook(info))));
         self
     }
 

@@ -8,7 +8,6 @@ use stompbox::app::{
     App, ConnectInfo, Json, Messaging, Path, Reject, SendTo, SendToUser, SessionInfo, State,
     SubscriptionInfo, User,
 };
-use stompbox::client::Client;
 use stompbox::codec::{Command, Frame};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -117,8 +116,7 @@ fn test_app(events: Events) -> App<Events> {
                 events.push(format!("connect {:?}", info.login));
                 match info.login.as_deref() {
                     Some("mallory") => Err(Reject::new("mallory may not connect")),
-                    Some(name) => Ok(Some(name.to_owned())),
-                    None => Ok(None),
+                    _ => Ok(()),
                 }
             }
         })
@@ -142,13 +140,6 @@ fn test_app(events: Events) -> App<Events> {
         })
 }
 
-async fn login(server: &TestServer, via: Via, name: &str) -> Client {
-    let (client, _) = Client::connect(server.url(via), &[("login", name), ("passcode", "x")])
-        .await
-        .expect("connect");
-    client
-}
-
 fn json_send(destination: &str, json: &str) -> Frame {
     Frame::new(Command::Send)
         .header("destination", destination)
@@ -159,7 +150,7 @@ fn json_send(destination: &str, json: &str) -> Frame {
 #[tokio::test]
 async fn a_send_to_an_app_destination_runs_the_handler_and_its_reply_reaches_every_topic_subscriber()
  {
-    let server = spawn_app(test_app(Events::default()), |_| {}).await;
+    let server = spawn_authenticated(test_app(Events::default()), |_| {}).await;
     let mut alice = login(&server, Via::Ws, "alice").await;
     let mut bob = login(&server, Via::Tcp, "bob").await;
     let mut other_room = login(&server, Via::Ws, "carol").await;
@@ -197,7 +188,7 @@ async fn a_send_to_an_app_destination_runs_the_handler_and_its_reply_reaches_eve
 
 #[tokio::test]
 async fn a_subscribe_handler_replies_once_to_that_subscriber_only() {
-    let server = spawn_app(test_app(Events::default()), |_| {}).await;
+    let server = spawn_authenticated(test_app(Events::default()), |_| {}).await;
     let mut client = server.connect(Via::Ws).await;
     client
         .send(
@@ -223,7 +214,7 @@ async fn a_subscribe_handler_replies_once_to_that_subscriber_only() {
 
 #[tokio::test]
 async fn bad_json_and_handler_panics_go_to_the_sender_only_and_nobody_else_is_affected() {
-    let server = spawn_app(test_app(Events::default()), |_| {}).await;
+    let server = spawn_authenticated(test_app(Events::default()), |_| {}).await;
     let mut sender = login(&server, Via::Ws, "sam").await;
     subscribe(&mut sender, "e", "/user/queue/errors", "auto").await;
     let mut bystander = login(&server, Via::Ws, "bea").await;
@@ -289,7 +280,7 @@ async fn bad_json_and_handler_panics_go_to_the_sender_only_and_nobody_else_is_af
 
 #[tokio::test]
 async fn replies_can_go_to_an_explicit_destination_or_back_to_the_user() {
-    let server = spawn_app(test_app(Events::default()), |_| {}).await;
+    let server = spawn_authenticated(test_app(Events::default()), |_| {}).await;
     let mut first = login(&server, Via::Ws, "una").await;
     let mut second = login(&server, Via::Tcp, "una").await;
     let mut listener = server.connect(Via::Ws).await;
@@ -352,7 +343,7 @@ async fn replies_can_go_to_an_explicit_destination_or_back_to_the_user() {
 #[tokio::test]
 async fn frames_from_one_session_are_handled_in_order() {
     let events = Events::default();
-    let server = spawn_app(test_app(events.clone()), |_| {}).await;
+    let server = spawn_authenticated(test_app(events.clone()), |_| {}).await;
     let mut client = server.connect(Via::Tcp).await;
     subscribe(&mut client, "s", "/user/queue/seq", "auto").await;
     // Another session sends concurrently; its frames interleave with ours
@@ -401,13 +392,14 @@ async fn frames_from_one_session_are_handled_in_order() {
 #[tokio::test]
 async fn hooks_see_connect_subscribe_unsubscribe_and_exactly_one_disconnect() {
     let events = Events::default();
-    let server = spawn_app(test_app(events.clone()), |_| {}).await;
+    let server = spawn_authenticated(test_app(events.clone()), |_| {}).await;
     // A rejected CONNECT gets an ERROR with the hook's message.
     let mut open = server.open(Via::Ws).await;
     open.send(
         &Frame::new(Command::Connect)
             .header("accept-version", "1.2")
-            .header("login", "mallory"),
+            .header("login", "mallory")
+            .header("passcode", "mallory-pw"),
     )
     .await
     .expect("send");
@@ -452,7 +444,7 @@ async fn hooks_see_connect_subscribe_unsubscribe_and_exactly_one_disconnect() {
 
 #[tokio::test]
 async fn the_messaging_handle_publishes_from_outside_any_handler() {
-    let server = spawn_app(test_app(Events::default()), |_| {}).await;
+    let server = spawn_authenticated(test_app(Events::default()), |_| {}).await;
     let mut sub = login(&server, Via::Ws, "zoe").await;
     subscribe(&mut sub, "t", "/topic/ticker", "auto").await;
     subscribe(&mut sub, "n", "/user/queue/notes", "auto").await;
@@ -486,7 +478,7 @@ async fn the_messaging_handle_publishes_from_outside_any_handler() {
 
 #[tokio::test]
 async fn an_unknown_app_destination_is_an_error() {
-    let server = spawn_app(test_app(Events::default()), |_| {}).await;
+    let server = spawn_authenticated(test_app(Events::default()), |_| {}).await;
     let mut client = server.connect(Via::Ws).await;
     client
         .send(

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 use stompbox::ServerConfig;
+use stompbox::auth::{AuthError, Authenticator, ConnectRequest, Identity};
 use stompbox::client::Client;
 use stompbox::codec::{Command, Frame};
 
@@ -52,9 +53,72 @@ pub(crate) async fn spawn_server(configure: impl FnOnce(&mut ServerConfig)) -> T
     spawn_app(stompbox::app::App::new(), configure).await
 }
 
+/// The authenticator tests log in with: user `name` has the password
+/// `name-pw`. (An application's own authenticator, as a library user writes
+/// one; the built-in methods have tests of their own.)
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TestLogins;
+
+impl Authenticator for TestLogins {
+    fn authenticate<'a>(
+        &'a self,
+        request: &'a ConnectRequest,
+    ) -> stompbox::broker::BoxFuture<'a, Result<Option<Identity>, AuthError>> {
+        let answer = match (request.login(), request.passcode()) {
+            (Some(login), Some(passcode)) if passcode == format!("{login}-pw") => {
+                Ok(Some(Identity::new(login)))
+            }
+            (Some(_), _) => Err(AuthError::BadCredentials),
+            (None, _) => Ok(None),
+        };
+        Box::pin(async move { answer })
+    }
+}
+
+/// The CONNECT headers that log in as `name` with [`TestLogins`].
+pub(crate) fn credentials(name: &str) -> [(&str, String); 2] {
+    [
+        ("login", name.to_owned()),
+        ("passcode", format!("{name}-pw")),
+    ]
+}
+
+/// Connects as `name` through [`TestLogins`].
+pub(crate) async fn login(server: &TestServer, via: Via, name: &str) -> Client {
+    let creds = credentials(name);
+    let headers: Vec<(&str, &str)> = creds.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let (client, _) = tokio::time::timeout(WAIT, Client::connect(server.url(via), &headers))
+        .await
+        .expect("CONNECT timed out")
+        .unwrap_or_else(|e| panic!("{name} cannot connect: {e}"));
+    client
+}
+
+/// Starts a server running `app` whose users log in through [`TestLogins`];
+/// anonymous sessions are allowed too.
+pub(crate) async fn spawn_authenticated<S: Clone + Send + Sync + 'static>(
+    app: stompbox::app::App<S>,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> TestServer {
+    spawn_with(app, Some(TestLogins), |config| {
+        config.auth.allow_anonymous = true;
+        configure(config);
+    })
+    .await
+}
+
 /// Starts a server running `app`.
 pub(crate) async fn spawn_app<S: Clone + Send + Sync + 'static>(
     app: stompbox::app::App<S>,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> TestServer {
+    spawn_with(app, None::<TestLogins>, configure).await
+}
+
+/// Starts a server running `app`, with `authenticator` if given.
+pub(crate) async fn spawn_with<S: Clone + Send + Sync + 'static>(
+    app: stompbox::app::App<S>,
+    authenticator: Option<impl Authenticator>,
     configure: impl FnOnce(&mut ServerConfig),
 ) -> TestServer {
     let mut config = ServerConfig::default();
@@ -64,11 +128,11 @@ pub(crate) async fn spawn_app<S: Clone + Send + Sync + 'static>(
         config.relay = Some(relay);
     }
     configure(&mut config);
-    let server = stompbox::Server::builder(config)
-        .app(app)
-        .bind()
-        .await
-        .expect("bind");
+    let mut builder = stompbox::Server::builder(config).app(app);
+    if let Some(authenticator) = authenticator {
+        builder = builder.authenticator(authenticator);
+    }
+    let server = builder.bind().await.expect("bind");
     let handle = server.spawn();
     // A relay is usable once its system connection is up.
     let mut available = handle.broker_availability();

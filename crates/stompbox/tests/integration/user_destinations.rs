@@ -6,19 +6,12 @@ use stompbox::client::Client;
 use stompbox::codec::{Command, Frame};
 
 fn users_app() -> App {
-    App::new().on_connect(|info| async move { Ok(info.login) })
-}
-
-async fn login(server: &TestServer, via: Via, name: &str) -> Client {
-    let (client, _) = Client::connect(server.url(via), &[("login", name)])
-        .await
-        .expect("connect");
-    client
+    App::new()
 }
 
 #[tokio::test]
 async fn user_messages_reach_every_session_of_that_user_and_nobody_else() {
-    let server = spawn_app(users_app(), |_| {}).await;
+    let server = spawn_authenticated(users_app(), |_| {}).await;
     let mut ann_1 = login(&server, Via::Ws, "ann").await;
     let mut ann_2 = login(&server, Via::Tcp, "ann").await;
     let mut ben = login(&server, Via::Ws, "ben").await;
@@ -44,7 +37,7 @@ async fn user_messages_reach_every_session_of_that_user_and_nobody_else() {
 
 #[tokio::test]
 async fn a_client_sends_to_another_user_by_name() {
-    let server = spawn_app(users_app(), |_| {}).await;
+    let server = spawn_authenticated(users_app(), |_| {}).await;
     let mut ann = login(&server, Via::Ws, "ann").await;
     let mut ben = login(&server, Via::Ws, "ben").await;
     subscribe(&mut ben, "n", "/user/queue/inbox", "auto").await;
@@ -75,8 +68,8 @@ async fn a_client_sends_to_another_user_by_name() {
 }
 
 #[tokio::test]
-async fn sessions_without_login_are_their_own_user() {
-    let server = spawn_app(users_app(), |_| {}).await;
+async fn anonymous_sessions_are_reached_only_as_sessions_never_by_a_user_name() {
+    let server = spawn_authenticated(users_app(), |_| {}).await;
     let (mut first, connected) = Client::connect(&server.ws, &[]).await.expect("connect");
     let first_id = connected
         .headers
@@ -92,19 +85,21 @@ async fn sessions_without_login_are_their_own_user() {
     subscribe(&mut first, "n", "/user/queue/private", "auto").await;
     subscribe(&mut second, "n", "/user/queue/private", "auto").await;
     let messaging = server.handle.messaging();
-    // An anonymous user is named by its session id.
+    // Naming an anonymous session as a user reaches nobody: it has no user.
     messaging
-        .send_to_user(&first_id, "/queue/private", "for first")
+        .send_to_user(&first_id, "/queue/private", "by user name")
         .await
         .expect("send");
     messaging
-        .send_to_user("nobody", "/queue/private", "lost")
+        .send_to_session(&first_id, "/queue/private", "for first")
         .await
         .expect("send");
     messaging
-        .send_to_user(&second_id, "/queue/private", "for second")
+        .send_to_session(&second_id, "/queue/private", "for second")
         .await
         .expect("send");
+    // Sent after the user-name message: had that one arrived, it would
+    // have come first.
     assert_eq!(body(&next_message(&mut first).await), "for first");
     // `second`'s first message is its own: nothing of `first`'s leaked.
     assert_eq!(body(&next_message(&mut second).await), "for second");
@@ -112,10 +107,11 @@ async fn sessions_without_login_are_their_own_user() {
 
 #[tokio::test]
 async fn one_session_of_a_user_can_be_addressed_alone() {
-    let server = spawn_app(users_app(), |_| {}).await;
-    let (mut phone, connected) = Client::connect(&server.ws, &[("login", "kim")])
-        .await
-        .expect("connect");
+    let server = spawn_authenticated(users_app(), |_| {}).await;
+    let (mut phone, connected) =
+        Client::connect(&server.ws, &[("login", "kim"), ("passcode", "kim-pw")])
+            .await
+            .expect("connect");
     let phone_session = connected
         .headers
         .get("session")
@@ -141,7 +137,7 @@ async fn one_session_of_a_user_can_be_addressed_alone() {
 
 #[tokio::test]
 async fn clients_cannot_reach_other_users_destinations_directly() {
-    let server = spawn_app(users_app(), |_| {}).await;
+    let server = spawn_authenticated(users_app(), |_| {}).await;
     // Wildcards over every topic do not see user messages: with the
     // embedded broker and RabbitMQ they live elsewhere; with ActiveMQ they
     // are topics, so such a pattern is refused.

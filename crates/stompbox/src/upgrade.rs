@@ -1,0 +1,415 @@
+//! Our own WebSocket upgrade, so that everything that can be refused before
+//! the `101` is: a foreign `Origin` (cross-site WebSocket hijacking), the
+//! connection limits, and the subprotocol choice. What the handshake carried
+//! (headers, cookies, query, client address) is kept for the CONNECT frame's
+//! authentication.
+
+use crate::admission::{AddressPermit, IpNetwork};
+use crate::auth::{Handshake, TransportKind};
+use crate::connection;
+use crate::server::ServerShared;
+use crate::transport::Transport;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use stompbox_codec::Version;
+
+/// The WebSocket subprotocols, in the order the server prefers them.
+const SUBPROTOCOLS: [(&str, Version); 3] = [
+    ("v12.stomp", Version::V1_2),
+    ("v11.stomp", Version::V1_1),
+    ("v10.stomp", Version::V1_0),
+];
+
+/// What the accept loop knows about the HTTP connection a request came on.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionInfo {
+    pub(crate) tls: bool,
+    /// The connection's place in its address's count, handed on to the
+    /// WebSocket session so the count lasts as long as the session (the
+    /// HTTP connection task ends at the upgrade). `None` for a trusted
+    /// proxy, whose clients are counted by their forwarded address.
+    pub(crate) address_permit: Option<Arc<AddressPermit>>,
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, format!("{message}\n")).into_response()
+}
+
+/// Which origins may open WebSocket sessions, from `allowed_origins`:
+/// same-origin requests always, plus the listed origins (`scheme://host[:port]`,
+/// a host may start with `*.` for any subdomain), or any origin with `*`.
+#[derive(Debug, Clone)]
+pub(crate) struct OriginPolicy {
+    any: bool,
+    listed: Vec<Origin>,
+}
+
+/// An origin reduced to what is compared: scheme, host and effective port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    port: Option<u16>,
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    }
+}
+
+/// Splits `host[:port]` (IPv6 in brackets); the host lower-cased.
+fn split_host_port(text: &str) -> Option<(String, Option<u16>)> {
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (format!("[{v6}]"), port)
+    } else {
+        match text.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (text.to_owned(), None),
+        }
+    };
+    if host.is_empty() {
+        return None;
+    }
+    let port = match port {
+        None => None,
+        Some(p) => Some(p.parse::<u16>().ok()?),
+    };
+    Some((host.to_ascii_lowercase(), port))
+}
+
+impl Origin {
+    fn parse(text: &str) -> Option<Origin> {
+        let (scheme, rest) = text.trim().split_once("://")?;
+        let scheme = scheme.to_ascii_lowercase();
+        let authority = rest.trim_end_matches('/');
+        if authority.contains(['/', '?', '#', '@']) {
+            return None;
+        }
+        let (host, port) = split_host_port(authority)?;
+        let port = port.or_else(|| default_port(&scheme));
+        Some(Origin { scheme, host, port })
+    }
+
+    fn matches(&self, other: &Origin) -> bool {
+        if self.scheme != other.scheme || self.port != other.port {
+            return false;
+        }
+        match self.host.strip_prefix("*.") {
+            Some(domain) => other
+                .host
+                .strip_suffix(domain)
+                .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+            None => self.host == other.host,
+        }
+    }
+}
+
+impl OriginPolicy {
+    /// Parses `allowed_origins`.
+    ///
+    /// # Errors
+    ///
+    /// The entry that is not `*`, `null` or `scheme://host[:port]`.
+    pub(crate) fn new(allowed: &[String]) -> Result<OriginPolicy, String> {
+        let mut policy = OriginPolicy {
+            any: false,
+            listed: Vec::new(),
+        };
+        for entry in allowed {
+            match entry.trim() {
+                "*" => policy.any = true,
+                // Sandboxed iframes and file:// pages send "Origin: null".
+                "null" => policy.listed.push(Origin {
+                    scheme: "null".into(),
+                    host: String::new(),
+                    port: None,
+                }),
+                text => policy.listed.push(Origin::parse(text).ok_or_else(|| {
+                    format!(
+                        "\"{entry}\" is not an origin like https://chat.example.com, \
+                         https://*.example.com:8443, null or *"
+                    )
+                })?),
+            }
+        }
+        Ok(policy)
+    }
+
+    /// Whether a handshake with `origin` for `host` may proceed. No Origin
+    /// header means a client that is not a browser page (browsers always
+    /// send one on WebSocket handshakes), which cross-site hijacking needs.
+    fn allows(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        let Some(origin) = origin else {
+            return true;
+        };
+        if self.any {
+            return true;
+        }
+        if origin.trim() == "null" {
+            return self.listed.iter().any(|o| o.scheme == "null");
+        }
+        let Some(origin) = Origin::parse(origin) else {
+            return false;
+        };
+        if self.listed.iter().any(|allowed| allowed.matches(&origin)) {
+            return true;
+        }
+        // Same origin as the request: the page came from this server. A Host
+        // without a port is compared by name only, as a proxy in front may
+        // have changed the scheme and port.
+        host.and_then(split_host_port).is_some_and(|(host, port)| {
+            host == origin.host && port.is_none_or(|p| origin.port == Some(p))
+        })
+    }
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy,
+/// the last address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub(crate) fn client_addr(
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    trusted: &[IpNetwork],
+) -> SocketAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer.ip()) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .collect();
+    forwarded
+        .iter()
+        .rev()
+        .find(|ip| !is_trusted(**ip))
+        .or(forwarded.first())
+        .map_or(peer, |ip| SocketAddr::new(*ip, 0))
+}
+
+/// The WebSocket endpoint.
+pub(crate) async fn ws_upgrade(
+    State(shared): State<Arc<ServerShared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut request: Request,
+) -> Response {
+    let headers = request.headers();
+    if !header_has_token(headers, header::UPGRADE, "websocket")
+        || !header_has_token(headers, header::CONNECTION, "upgrade")
+    {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "this endpoint speaks STOMP over WebSocket; send a WebSocket upgrade request",
+        );
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        let mut response = refuse(
+            StatusCode::BAD_REQUEST,
+            "unsupported WebSocket version; use 13",
+        );
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return response;
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return refuse(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key header");
+    };
+    let remote = client_addr(peer, headers, &shared.config.trusted_proxies);
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if !shared.origins.allows(origin, host) {
+        tracing::info!(%remote, origin = origin.unwrap_or_default(), "WebSocket refused: origin not allowed");
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "origin not allowed: this server accepts WebSocket sessions from its own pages \
+             and from server.allowed_origins",
+        );
+    }
+    let accept = {
+        let mut sha = sha1_smol::Sha1::new();
+        sha.update(key.as_bytes());
+        sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+        base64::engine::general_purpose::STANDARD.encode(sha.digest().bytes())
+    };
+    let offered: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let chosen = SUBPROTOCOLS
+        .iter()
+        .find(|(name, _)| offered.iter().any(|o| o.eq_ignore_ascii_case(name)));
+    let info = request.extensions().get::<ConnectionInfo>().cloned();
+    let tls = info.as_ref().is_some_and(|i| i.tls);
+    // Behind a trusted proxy the address is known only now.
+    let address_permit = match info.and_then(|i| i.address_permit) {
+        Some(permit) => Some(permit),
+        None => match shared.addresses.admit(remote.ip()) {
+            Ok(permit) => permit.map(Arc::new),
+            Err(e) => {
+                tracing::warn!(%remote, limit = e.limit, "WebSocket refused: too many connections from one address");
+                return refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!("too many connections from your address (limit {})", e.limit),
+                );
+            }
+        },
+    };
+    let Some(permit) = shared.try_admit() else {
+        tracing::warn!(%remote, "connection refused: connection limit reached");
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server at its connection limit",
+        );
+    };
+    let handshake = Handshake {
+        transport: TransportKind::WebSocket,
+        tls,
+        remote_addr: remote,
+        headers: request.headers().clone(),
+        uri: Some(request.uri().clone()),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let pinned = chosen.map(|(_, version)| *version);
+    // Larger than the STOMP frame limit, so that an oversized frame usually
+    // reaches our decoder and gets a STOMP ERROR; a WebSocket message past
+    // this bound is refused by the WebSocket layer itself (close code 1009),
+    // since it cannot be read to the end without buffering it whole.
+    let ws_limits = tokio_websockets::Limits::default().max_payload_len(Some(
+        shared.config.frame_limits.max_frame_bytes.saturating_mul(4),
+    ));
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = tokio_websockets::ServerBuilder::new()
+                    .limits(ws_limits)
+                    .config(tokio_websockets::Config::default().flush_threshold(64 * 1024))
+                    .serve(TokioIo::new(upgraded));
+                connection::run(
+                    Transport::WebSocket(Box::new(ws)),
+                    shared,
+                    pinned,
+                    handshake,
+                )
+                .await;
+            }
+            Err(e) => tracing::debug!(%remote, error = %e, "WebSocket upgrade failed"),
+        }
+        drop(permit);
+        drop(address_permit);
+    });
+    let mut response = Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(value) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    if let Some((name, _)) = chosen {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(name),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(allowed: &[&str]) -> OriginPolicy {
+        OriginPolicy::new(&allowed.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+            .expect("policy")
+    }
+
+    #[test]
+    fn same_origin_is_allowed_by_default_and_others_are_not() {
+        let p = policy(&[]);
+        assert!(p.allows(None, Some("chat.example.com")));
+        assert!(p.allows(Some("https://chat.example.com"), Some("chat.example.com")));
+        assert!(p.allows(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080")));
+        assert!(p.allows(Some("http://[::1]:8080"), Some("[::1]:8080")));
+        assert!(!p.allows(Some("http://127.0.0.1:9090"), Some("127.0.0.1:8080")));
+        assert!(!p.allows(Some("https://evil.example"), Some("chat.example.com")));
+        assert!(!p.allows(Some("null"), Some("chat.example.com")));
+        assert!(!p.allows(
+            Some("https://chat.example.com.evil.example"),
+            Some("chat.example.com")
+        ));
+        assert!(!p.allows(Some("garbage"), Some("chat.example.com")));
+        assert!(!p.allows(Some("https://chat.example.com"), None));
+    }
+
+    #[test]
+    fn listed_origins_and_wildcards() {
+        let p = policy(&[
+            "https://app.example.com",
+            "https://*.example.org:8443",
+            "null",
+        ]);
+        assert!(p.allows(Some("https://APP.example.com"), Some("ws.example.com")));
+        assert!(p.allows(Some("https://app.example.com:443"), Some("ws.example.com")));
+        assert!(!p.allows(Some("http://app.example.com"), Some("ws.example.com")));
+        assert!(p.allows(Some("https://a.b.example.org:8443"), Some("x")));
+        assert!(!p.allows(Some("https://example.org:8443"), Some("x")));
+        assert!(!p.allows(Some("https://badexample.org:8443"), Some("x")));
+        assert!(p.allows(Some("null"), Some("x")));
+        assert!(policy(&["*"]).allows(Some("https://evil.example"), Some("x")));
+        assert!(OriginPolicy::new(&["example.com".to_owned()]).is_err());
+        assert!(OriginPolicy::new(&["https://a.com/path".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_trusted_proxies() {
+        let trusted: Vec<IpNetwork> = vec!["10.0.0.0/8".parse().expect("net")];
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.1.1.1"),
+        );
+        let proxy: SocketAddr = "10.0.0.2:5000".parse().expect("addr");
+        assert_eq!(
+            client_addr(proxy, &headers, &trusted).ip(),
+            "203.0.113.9".parse::<IpAddr>().expect("ip")
+        );
+        let direct: SocketAddr = "198.51.100.1:5000".parse().expect("addr");
+        assert_eq!(client_addr(direct, &headers, &trusted), direct);
+        assert_eq!(client_addr(proxy, &HeaderMap::new(), &trusted), proxy);
+    }
+}
