@@ -2,6 +2,7 @@
 
 mod bench;
 mod config;
+mod hash_password;
 mod tools;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ enum Command {
     Subscribe(tools::SubscribeArgs),
     /// Measure a server's throughput, latency and memory.
     Bench(bench::BenchArgs),
+    /// Print the argon2id hash of a password, for a user in stompbox.toml.
+    HashPassword(hash_password::HashPasswordArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,9 @@ fn main() -> ExitCode {
             Command::Send(args) => tools::send(args).await,
             Command::Subscribe(args) => tools::subscribe(args).await,
             Command::Bench(args) => bench::run(args).await,
+            // Blocks (a prompt, one argon2 run), which is fine here: this
+            // thread runs nothing else meanwhile.
+            Command::HashPassword(args) => hash_password::run(args),
         }
     });
     match result {

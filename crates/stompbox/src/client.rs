@@ -5,6 +5,8 @@
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use stompbox_codec::{Command, Decoded, Decoder, Frame, Limits, Version, encode_frame, header};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,14 +32,88 @@ pub enum ClientError {
     /// The server closed the connection.
     #[error("connection closed by server")]
     Closed,
-    /// The URL is not `ws://host:port/path` or `tcp://host:port`.
-    #[error("invalid URL '{0}': use ws://host:port/path or tcp://host:port")]
+    /// The URL is not `ws[s]://host:port/path` or `tcp|tls://host:port`.
+    #[error(
+        "invalid URL '{0}': use ws://host:port/path, wss://host:port/path, tcp://host:port or tls://host:port"
+    )]
     InvalidUrl(String),
+    /// TLS could not be set up (a CA file that cannot be used).
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// How to open a connection, beyond its URL.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// WebSocket subprotocols to offer, e.g. `v12.stomp`.
+    pub subprotocols: Vec<String>,
+    /// Extra WebSocket handshake headers (`Origin`, `Cookie`,
+    /// `Authorization`); ignored for TCP.
+    pub headers: Vec<(String, String)>,
+    /// PEM file of CA certificates for `wss://` and `tls://`; default: the
+    /// Mozilla root store.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ClientOptions {
+    /// Options offering the STOMP subprotocols, 1.2 first.
+    pub fn stomp() -> ClientOptions {
+        ClientOptions {
+            subprotocols: ["v12.stomp", "v11.stomp", "v10.stomp"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            ..ClientOptions::default()
+        }
+    }
+
+    /// Adds a handshake header.
+    #[must_use]
+    pub fn header(mut self, name: &str, value: &str) -> ClientOptions {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Trusts the CA certificates in `path` for TLS.
+    #[must_use]
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> ClientOptions {
+        self.ca_file = Some(path.into());
+        self
+    }
 }
 
 enum Link {
     Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
     Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+fn tls_connector(ca_file: Option<&PathBuf>) -> Result<tokio_rustls::TlsConnector, ClientError> {
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            use rustls_pki_types::pem::PemObject;
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| ClientError::Tls(format!("cannot read {}: {e}", path.display())))?;
+            for cert in certs {
+                let cert =
+                    cert.map_err(|e| ClientError::Tls(format!("{}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| ClientError::Tls(format!("{}: {e}", path.display())))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 /// A raw STOMP connection: frames in, frames out, nothing implicit.
@@ -59,26 +135,62 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Opens a transport without sending CONNECT. `url` is `ws://…` or
-    /// `tcp://host:port`; WebSocket connections offer `subprotocols`.
+    /// Opens a transport without sending CONNECT. `url` is `ws://…`,
+    /// `wss://…`, `tcp://host:port` or `tls://host:port`; WebSocket
+    /// connections offer `subprotocols`.
     ///
     /// # Errors
     ///
     /// When the connection or the WebSocket handshake fails.
     pub async fn open(url: &str, subprotocols: &[&str]) -> Result<Client, ClientError> {
-        let link = if let Some(addr) = url.strip_prefix("tcp://") {
+        let options = ClientOptions {
+            subprotocols: subprotocols.iter().map(|s| (*s).to_owned()).collect(),
+            ..ClientOptions::default()
+        };
+        Client::open_with(url, &options).await
+    }
+
+    /// Opens a transport with `options` (handshake headers, a CA file),
+    /// without sending CONNECT.
+    ///
+    /// # Errors
+    ///
+    /// When the connection, the TLS or the WebSocket handshake fails.
+    pub async fn open_with(url: &str, options: &ClientOptions) -> Result<Client, ClientError> {
+        let invalid = || ClientError::InvalidUrl(url.into());
+        let (link, subprotocol) = if let Some(addr) = url.strip_prefix("tcp://") {
             let stream = TcpStream::connect(addr.trim_end_matches('/')).await?;
             stream.set_nodelay(true)?;
-            Link::Tcp(stream)
-        } else if url.starts_with("ws://") {
-            let uri: http::Uri = url
-                .parse()
-                .map_err(|_| ClientError::InvalidUrl(url.into()))?;
-            let mut builder = tokio_websockets::ClientBuilder::from_uri(uri);
-            if !subprotocols.is_empty() {
-                let offered = http::HeaderValue::from_str(&subprotocols.join(", "))
-                    .map_err(|_| ClientError::InvalidUrl(url.into()))?;
+            (Link::Tcp(stream), None)
+        } else if let Some(addr) = url.strip_prefix("tls://") {
+            let addr = addr.trim_end_matches('/');
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+            let name =
+                rustls_pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+                    .map_err(|_| invalid())?;
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let tls = tls_connector(options.ca_file.as_ref())?
+                .connect(name, stream)
+                .await?;
+            (Link::Tls(Box::new(tls)), None)
+        } else if url.starts_with("ws://") || url.starts_with("wss://") {
+            let uri: http::Uri = url.parse().map_err(|_| invalid())?;
+            let connector = if url.starts_with("wss://") {
+                tokio_websockets::Connector::Rustls(tls_connector(options.ca_file.as_ref())?)
+            } else {
+                tokio_websockets::Connector::Plain
+            };
+            let mut builder = tokio_websockets::ClientBuilder::from_uri(uri).connector(&connector);
+            if !options.subprotocols.is_empty() {
+                let offered = http::HeaderValue::from_str(&options.subprotocols.join(", "))
+                    .map_err(|_| invalid())?;
                 builder = builder.add_header(http::header::SEC_WEBSOCKET_PROTOCOL, offered)?;
+            }
+            for (name, value) in &options.headers {
+                let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
+                let value = http::HeaderValue::from_str(value).map_err(|_| invalid())?;
+                builder = builder.add_header(name, value)?;
             }
             let (ws, response) = builder.connect().await?;
             let subprotocol = response
@@ -86,23 +198,16 @@ impl Client {
                 .get(http::header::SEC_WEBSOCKET_PROTOCOL)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            return Ok(Client {
-                link: Link::Ws(Box::new(ws)),
-                decoder: Decoder::new(client_limits()),
-                buf: BytesMut::new(),
-                version: Version::V1_2,
-                subprotocol,
-                close: None,
-            });
+            (Link::Ws(Box::new(ws)), subprotocol)
         } else {
-            return Err(ClientError::InvalidUrl(url.into()));
+            return Err(invalid());
         };
         Ok(Client {
             link,
             decoder: Decoder::new(client_limits()),
             buf: BytesMut::new(),
             version: Version::V1_2,
-            subprotocol: None,
+            subprotocol,
             close: None,
         })
     }
@@ -117,7 +222,20 @@ impl Client {
         url: &str,
         extra: &[(&str, &str)],
     ) -> Result<(Client, Frame), ClientError> {
-        let mut client = Client::open(url, &["v12.stomp", "v11.stomp", "v10.stomp"]).await?;
+        Client::connect_with(url, &ClientOptions::stomp(), extra).await
+    }
+
+    /// As [`Client::connect`], opening the connection with `options`.
+    ///
+    /// # Errors
+    ///
+    /// When the connection fails or the server answers with ERROR.
+    pub async fn connect_with(
+        url: &str,
+        options: &ClientOptions,
+        extra: &[(&str, &str)],
+    ) -> Result<(Client, Frame), ClientError> {
+        let mut client = Client::open_with(url, options).await?;
         let mut connect =
             Frame::new(Command::Connect).header(header::ACCEPT_VERSION, "1.0,1.1,1.2");
         // The first of repeated headers wins, so a default must not precede
@@ -187,6 +305,10 @@ impl Client {
                 ws.send(message).await?;
             }
             Link::Tcp(stream) => stream.write_all(&bytes).await?,
+            Link::Tls(stream) => {
+                stream.write_all(&bytes).await?;
+                stream.flush().await?;
+            }
         }
         Ok(())
     }
@@ -222,6 +344,17 @@ impl Client {
                     self.buf.reserve(16 * 1024);
                     if stream.read_buf(&mut self.buf).await? == 0 {
                         return Ok(None);
+                    }
+                }
+                Link::Tls(stream) => {
+                    self.buf.reserve(16 * 1024);
+                    match stream.read_buf(&mut self.buf).await {
+                        Ok(0) => return Ok(None),
+                        Ok(_) => {}
+                        // A peer that closes without close_notify has still
+                        // closed; what it sent before is what counts.
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+                        Err(e) => return Err(e.into()),
                     }
                 }
             }

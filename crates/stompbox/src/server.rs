@@ -372,6 +372,12 @@ impl ServerHandle {
         stats(&self.shared)
     }
 
+    /// Reloads the TLS certificate and key from their files, when the
+    /// server has TLS; sessions already open go on.
+    pub fn tls_reloader(&self) -> Option<TlsReloader> {
+        self.shared.tls.as_ref().map(|t| t.reloader.clone())
+    }
+
     /// Shuts down gracefully and waits for it.
     ///
     /// # Errors

@@ -500,8 +500,14 @@ impl Session {
             return;
         };
         let Connected {
-            user, mut broker, ..
+            user,
+            mut broker,
+            _user_slot: user_slot,
+            ..
         } = connected;
+        // Released before the DISCONNECT's RECEIPT, so a client that got it
+        // can connect again at once under the per-user limit.
+        drop(user_slot);
         broker.disconnect(receipt).await;
         drop(broker);
         if let Some(hook) = &self.server.app.hooks.disconnect {

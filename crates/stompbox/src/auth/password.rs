@@ -1,9 +1,27 @@
-//! Password users with argon2id hashes. (Skeleton: the implementation lands
-//! with its tests.)
+//! Password users with argon2id hashes.
+//!
+//! Every argon2 run is costly on purpose (tens of milliseconds and 19 MiB
+//! with the default parameters), so this module takes care that logins
+//! cannot starve the server: runs happen on tokio's blocking threads, at
+//! most [`PasswordConfig::max_concurrent_hashes`] at once, with a bounded
+//! queue in front of them; and a successful verification is remembered for
+//! a while, so a reconnect storm after a restart of a load balancer costs
+//! one argon2 run per user rather than one per reconnect.
+//!
+//! An unknown login costs one argon2 run too (against a dummy hash of the
+//! same parameters), so the time of an answer does not tell which user
+//! names exist.
 
 use super::{AuthError, Authenticator, ConnectRequest, Identity};
 use crate::broker::BoxFuture;
-use std::time::Duration;
+use argon2::password_hash::{Decimal, Output, ParamsString, SaltString};
+use argon2::{ARGON2ID_IDENT, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 /// One user who logs in with a password.
 #[derive(Clone, PartialEq, Eq)]
@@ -81,53 +99,925 @@ impl PasswordConfig {
     }
 }
 
+/// Longest user name, in bytes: a name ends up in logs, metrics and
+/// `/user/…` destinations, where a huge one is only trouble.
+const MAX_NAME_BYTES: usize = 256;
+
+/// Most memory one verification may use, in KiB (1 GiB): a hash's own
+/// parameters decide the cost of checking it, so a careless (or hostile)
+/// users file must not make every login allocate gigabytes.
+const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+
+/// Most passes over the memory one verification may make.
+const MAX_ITERATIONS: u32 = 64;
+
+/// Most lanes of one verification.
+const MAX_PARALLELISM: u32 = 16;
+
+/// Salt length of new hashes, in bytes (the argon2 crate's recommendation).
+const SALT_BYTES: usize = 16;
+
+/// Advice at the end of an error about an unusable hash.
+const REMAKE: &str = " (make one with `stompbox hash-password`)";
+
+/// The answer to a login that found every argon2 slot busy and the queue
+/// in front of them full.
+const TOO_MANY: &str = "too many logins at once";
+
+/// One user, checked and ready for logins.
+struct User {
+    name: String,
+    roles: Vec<String>,
+    /// The PHC string; shared with the blocking task that verifies it.
+    hash: Arc<str>,
+}
+
 /// Authenticates password users.
-#[derive(Debug)]
+///
+/// A CONNECT without `login` is not for this method (`Ok(None)`). A known
+/// login with the right `passcode` is that user, with its roles; with a
+/// wrong or missing passcode it is refused
+/// ([`AuthError::BadCredentials`]). An unknown login is `Ok(None)`, after
+/// as much work as a known one, so that another method may know it.
 pub struct PasswordAuthenticator {
-    config: PasswordConfig,
+    users: Vec<User>,
+    by_name: HashMap<String, usize>,
+    /// A PHC string with the users' (most common) parameters and a random
+    /// salt and output: verifying against it costs what verifying a real
+    /// user costs, and never succeeds.
+    dummy: Arc<str>,
+    /// `None` when turned off (zero TTL or zero entries).
+    cache: Option<VerifiedCache>,
+    /// One permit per argon2 run allowed at once.
+    slots: Arc<Semaphore>,
+    max_concurrent_hashes: usize,
+    /// Logins waiting for a permit of `slots`.
+    waiting: AtomicUsize,
+    max_waiting: usize,
+    /// argon2 runs so far; the tests tell a cache hit by it.
+    argon2_runs: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for PasswordAuthenticator {
+    // By hand: neither hashes nor cache keys belong in a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordAuthenticator")
+            .field("users", &self.users.len())
+            .field("cache", &self.cache)
+            .field("max_concurrent_hashes", &self.max_concurrent_hashes)
+            .field("max_waiting", &self.max_waiting)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PasswordAuthenticator {
-    /// Checks every hash and builds the authenticator.
+    /// Checks every user and builds the authenticator.
     ///
     /// # Errors
     ///
-    /// When a hash is not an argon2id PHC string, or a name is repeated.
+    /// A message naming the user (never showing a hash) when a name is
+    /// empty, repeated, longer than 256 bytes or holds control characters,
+    /// a role is empty, or a hash does not pass [`verify_password_hash`];
+    /// also when `max_concurrent_hashes` is zero or the system's random
+    /// number generator fails.
     pub fn new(config: PasswordConfig) -> Result<PasswordAuthenticator, String> {
-        Ok(PasswordAuthenticator { config })
+        if config.max_concurrent_hashes == 0
+            || config.max_concurrent_hashes > Semaphore::MAX_PERMITS
+        {
+            return Err(format!(
+                "passwords: max_concurrent_hashes must be between 1 and {}",
+                Semaphore::MAX_PERMITS
+            ));
+        }
+        let mut users = Vec::with_capacity(config.users.len());
+        let mut by_name = HashMap::with_capacity(config.users.len());
+        let mut shapes = Vec::with_capacity(config.users.len());
+        for (i, user) in config.users.into_iter().enumerate() {
+            check_name(i, &user.name)?;
+            if let Some(&first) = by_name.get(&user.name) {
+                return Err(format!(
+                    "{}: the name is also that of password user #{}",
+                    describe(i, &user.name),
+                    first + 1
+                ));
+            }
+            if user.roles.iter().any(String::is_empty) {
+                return Err(format!("{}: a role is empty", describe(i, &user.name)));
+            }
+            let shape = check_hash(&user.password_hash)
+                .map_err(|e| format!("{}: password_hash: {e}", describe(i, &user.name)))?;
+            shapes.push(shape);
+            by_name.insert(user.name.clone(), i);
+            users.push(User {
+                name: user.name,
+                roles: user.roles,
+                hash: user.password_hash.into(),
+            });
+        }
+        let dummy = dummy_hash(&dummy_shape(&shapes)?)?;
+        let cache = if config.cache_ttl.is_zero() || config.cache_entries == 0 {
+            None
+        } else {
+            Some(VerifiedCache::new(config.cache_ttl, config.cache_entries)?)
+        };
+        Ok(PasswordAuthenticator {
+            users,
+            by_name,
+            dummy: dummy.into(),
+            cache,
+            slots: Arc::new(Semaphore::new(config.max_concurrent_hashes)),
+            max_concurrent_hashes: config.max_concurrent_hashes,
+            waiting: AtomicUsize::new(0),
+            max_waiting: config.max_waiting,
+            argon2_runs: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    fn identity(&self, index: usize) -> Identity {
+        let user = &self.users[index];
+        Identity::new(user.name.clone()).with_roles(user.roles.iter().cloned())
+    }
+
+    /// Whether `passcode` matches the PHC string `hash`: one argon2 run on
+    /// a blocking thread, once a slot is free.
+    async fn verify(&self, hash: Arc<str>, passcode: &str) -> Result<bool, AuthError> {
+        let permit = self.slot().await?;
+        let passcode = passcode.to_owned();
+        let runs = Arc::clone(&self.argon2_runs);
+        let task = tokio::task::spawn_blocking(move || {
+            // The permit goes with the run, not with the login: when a
+            // client goes away mid-login its run still finishes, and the
+            // slot stays taken until then, so abandoned logins cannot pile
+            // up argon2 runs beyond the limit.
+            let _permit = permit;
+            runs.fetch_add(1, Ordering::Relaxed);
+            let parsed = PasswordHash::new(&hash)?;
+            Argon2::default().verify_password(passcode.as_bytes(), &parsed)
+        });
+        match task.await {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(argon2::password_hash::Error::Password)) => Ok(false),
+            // `new` checked every hash, so this is not expected; refuse
+            // rather than guess.
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "a password hash could not be verified");
+                Ok(false)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the password check failed");
+                Err(AuthError::Unavailable("the password check failed".into()))
+            }
+        }
+    }
+
+    /// A permit for one argon2 run; waits for one only while fewer than
+    /// `max_waiting` other logins do.
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, AuthError> {
+        match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(permit) => return Ok(permit),
+            Err(TryAcquireError::NoPermits) => {}
+            // Never closed; answered all the same.
+            Err(TryAcquireError::Closed) => return Err(AuthError::Unavailable(TOO_MANY.into())),
+        }
+        let max = self.max_waiting;
+        if self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(AuthError::Unavailable(TOO_MANY.into()));
+        }
+        // Counted out on every exit, a dropped (abandoned) login included.
+        let _waiting = WaitingGuard(&self.waiting);
+        Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| AuthError::Unavailable(TOO_MANY.into()))
+    }
+
+    #[cfg(test)]
+    fn argon2_runs(&self) -> u64 {
+        self.argon2_runs.load(Ordering::Relaxed)
+    }
+}
+
+/// Takes one login off the waiting count when dropped.
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Authenticator for PasswordAuthenticator {
     fn authenticate<'a>(
         &'a self,
-        _request: &'a ConnectRequest,
+        request: &'a ConnectRequest,
     ) -> BoxFuture<'a, Result<Option<Identity>, AuthError>> {
-        let _ = &self.config;
-        Box::pin(async {
-            Err(AuthError::Unavailable(
-                "passwords not implemented yet".into(),
-            ))
+        Box::pin(async move {
+            let Some(login) = request.login() else {
+                return Ok(None);
+            };
+            // No passcode is an empty one: wrong, but checked all the same
+            // so that it takes as long as any other wrong passcode.
+            let passcode = request.passcode().unwrap_or("");
+            let Some(&index) = self.by_name.get(login) else {
+                // Same work as for a known user, then the answer of a
+                // request that is not for this method; the server still
+                // refuses a login no method accepted.
+                self.verify(Arc::clone(&self.dummy), passcode).await?;
+                return Ok(None);
+            };
+            let cached = self
+                .cache
+                .as_ref()
+                .map(|cache| (cache, cache.key(login, passcode)));
+            if let Some((cache, key)) = &cached
+                && cache.get(key) == Some(index)
+            {
+                return Ok(Some(self.identity(index)));
+            }
+            if !self
+                .verify(Arc::clone(&self.users[index].hash), passcode)
+                .await?
+            {
+                return Err(AuthError::BadCredentials);
+            }
+            if let Some((cache, key)) = cached {
+                cache.insert(key, index);
+            }
+            Ok(Some(self.identity(index)))
         })
     }
 }
 
-/// Hashes `password` as an argon2id PHC string with a random salt.
-///
-/// # Errors
-///
-/// When hashing fails.
-pub fn hash_password(password: &str) -> Result<String, String> {
-    let _ = password;
-    Err("not implemented yet".into())
+/// Successful verifications of late, so that a reconnect costs no argon2
+/// run. Keyed by a keyed hash of user name and passcode: the passcode is
+/// not kept, and without the per-process key a key cannot be tested
+/// against guesses.
+struct VerifiedCache {
+    /// Random per process.
+    secret: [u8; 32],
+    ttl: Duration,
+    capacity: usize,
+    inner: Mutex<CacheInner>,
 }
 
-/// Checks that `hash` is an argon2id PHC string this server can verify.
+#[derive(Default)]
+struct CacheInner {
+    /// Key → (user index, expiry).
+    entries: HashMap<[u8; 32], (usize, Instant)>,
+    /// Keys in insertion order, which is also expiry order (one TTL for
+    /// all, expiry computed under the lock): expired entries and the
+    /// oldest are both at the front. Holds exactly the keys of `entries`.
+    order: VecDeque<([u8; 32], Instant)>,
+}
+
+impl std::fmt::Debug for VerifiedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedCache")
+            .field("ttl", &self.ttl)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifiedCache {
+    fn new(ttl: Duration, capacity: usize) -> Result<VerifiedCache, String> {
+        let mut secret = [0; 32];
+        getrandom::fill(&mut secret)
+            .map_err(|e| format!("passwords: no random numbers for the login cache: {e}"))?;
+        Ok(VerifiedCache {
+            secret,
+            ttl,
+            capacity,
+            inner: Mutex::new(CacheInner::default()),
+        })
+    }
+
+    fn key(&self, name: &str, passcode: &str) -> [u8; 32] {
+        // A name holds no control characters, so the NUL separator makes
+        // the (name, passcode) split unambiguous.
+        Sha256::new()
+            .chain_update(self.secret)
+            .chain_update(name.as_bytes())
+            .chain_update([0])
+            .chain_update(passcode.as_bytes())
+            .finalize()
+            .into()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        // A panic while holding the lock cannot leave an entry half
+        // written (every update is one insert or remove), so the data of a
+        // poisoned lock is still good.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The user index of an unexpired entry.
+    fn get(&self, key: &[u8; 32]) -> Option<usize> {
+        let inner = self.lock();
+        let &(index, expires) = inner.entries.get(key)?;
+        (Instant::now() < expires).then_some(index)
+    }
+
+    fn insert(&self, key: [u8; 32], index: usize) {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        // Expired entries go first, whether or not the cache is full: they
+        // are at the front, so this costs nothing when there are none.
+        while inner.order.front().is_some_and(|&(_, at)| at <= now) {
+            inner.pop_oldest();
+        }
+        // Another login of the same user and passcode got here first.
+        if inner.entries.contains_key(&key) {
+            return;
+        }
+        while inner.entries.len() >= self.capacity {
+            inner.pop_oldest();
+        }
+        let expires = now + self.ttl;
+        inner.entries.insert(key, (index, expires));
+        inner.order.push_back((key, expires));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+}
+
+impl CacheInner {
+    fn pop_oldest(&mut self) {
+        if let Some((key, _)) = self.order.pop_front() {
+            self.entries.remove(&key);
+        }
+    }
+}
+
+/// `password user #3 ("alice")`, the name cut short and escaped, for
+/// error messages.
+fn describe(index: usize, name: &str) -> String {
+    let shown: String = name.chars().take(64).collect();
+    let more = if shown.len() < name.len() { "…" } else { "" };
+    format!("password user #{} ({shown:?}{more})", index + 1)
+}
+
+fn check_name(index: usize, name: &str) -> Result<(), String> {
+    let problem = if name.is_empty() {
+        "the name is empty"
+    } else if name.len() > MAX_NAME_BYTES {
+        "the name is longer than 256 bytes"
+    } else if name.chars().any(char::is_control) {
+        "the name holds a control character"
+    } else {
+        return Ok(());
+    };
+    Err(format!("{}: {problem}", describe(index, name)))
+}
+
+/// What the cost of verifying a hash depends on: its parameters and the
+/// lengths of its salt and output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HashShape {
+    version: Option<Decimal>,
+    params: ParamsString,
+    salt_bytes: usize,
+    output_bytes: usize,
+}
+
+/// Parses and checks a PHC string (see [`verify_password_hash`]).
+fn check_hash(hash: &str) -> Result<HashShape, String> {
+    // bcrypt's `$2b$…` is no PHC string, and the parser would only say
+    // that its salt is wrong; the likeliest mistake deserves a clear word.
+    if ["$2a$", "$2b$", "$2x$", "$2y$"]
+        .iter()
+        .any(|prefix| hash.starts_with(prefix))
+    {
+        return Err(format!("a bcrypt hash, not argon2id{REMAKE}"));
+    }
+    // The parser's errors name the faulty part, never repeat the string.
+    let parsed = PasswordHash::new(hash).map_err(|e| format!("not a PHC string: {e}"))?;
+    if parsed.algorithm != ARGON2ID_IDENT {
+        return Err(format!(
+            "the algorithm is {}, not argon2id{REMAKE}",
+            parsed.algorithm
+        ));
+    }
+    if let Some(version) = parsed.version {
+        argon2::Version::try_from(version)
+            .map_err(|_| format!("unknown argon2 version {version} (expected 19)"))?;
+    }
+    let params = Params::try_from(&parsed).map_err(|e| format!("bad parameters: {e}"))?;
+    if params.m_cost() > MAX_MEMORY_KIB {
+        return Err(format!(
+            "memory m={} KiB is more than the limit of {MAX_MEMORY_KIB} KiB (1 GiB)",
+            params.m_cost()
+        ));
+    }
+    if params.t_cost() > MAX_ITERATIONS {
+        return Err(format!(
+            "iterations t={} are more than the limit of {MAX_ITERATIONS}",
+            params.t_cost()
+        ));
+    }
+    if params.p_cost() > MAX_PARALLELISM {
+        return Err(format!(
+            "parallelism p={} is more than the limit of {MAX_PARALLELISM}",
+            params.p_cost()
+        ));
+    }
+    let salt = parsed.salt.ok_or("there is no salt")?;
+    // A salt is at most 64 base64 characters, 48 bytes.
+    let mut buf = [0; 64];
+    let salt_bytes = salt
+        .decode_b64(&mut buf)
+        .map_err(|e| format!("bad salt: {e}"))?
+        .len();
+    if salt_bytes < argon2::MIN_SALT_LEN {
+        return Err(format!(
+            "the salt has {salt_bytes} bytes; argon2 needs at least {}",
+            argon2::MIN_SALT_LEN
+        ));
+    }
+    let output = parsed.hash.ok_or("there is no hash output")?;
+    Ok(HashShape {
+        version: parsed.version,
+        params: parsed.params,
+        salt_bytes,
+        output_bytes: output.len(),
+    })
+}
+
+/// The shape most users share, or that of
+/// [`hash_password`] without users: unknown logins then cost what most
+/// known ones do.
+fn dummy_shape(shapes: &[HashShape]) -> Result<HashShape, String> {
+    // Counted by the text of the parameters (`ParamsString` is not `Hash`).
+    let mut counts: HashMap<(Option<Decimal>, &str, usize, usize), usize> = HashMap::new();
+    let mut best: Option<(usize, &HashShape)> = None;
+    for shape in shapes {
+        let count = counts
+            .entry((
+                shape.version,
+                shape.params.as_str(),
+                shape.salt_bytes,
+                shape.output_bytes,
+            ))
+            .or_default();
+        *count += 1;
+        if best.is_none_or(|(most, _)| *count > most) {
+            best = Some((*count, shape));
+        }
+    }
+    if let Some((_, shape)) = best {
+        return Ok(shape.clone());
+    }
+    let params = ParamsString::try_from(&Params::default())
+        .map_err(|e| format!("passwords: default argon2 parameters: {e}"))?;
+    Ok(HashShape {
+        version: Some(argon2::Version::default().into()),
+        params,
+        salt_bytes: SALT_BYTES,
+        output_bytes: Params::DEFAULT_OUTPUT_LEN,
+    })
+}
+
+/// A PHC string of `shape` with a random salt and a random output: as
+/// costly to verify as a real hash of that shape, and matched by no
+/// password (but by a chance of 2^-(8·output_bytes)).
+fn dummy_hash(shape: &HashShape) -> Result<String, String> {
+    let failed = |e: &dyn std::fmt::Display| format!("passwords: cannot make the dummy hash: {e}");
+    let mut salt = vec![0; shape.salt_bytes];
+    let mut output = vec![0; shape.output_bytes];
+    getrandom::fill(&mut salt).map_err(|e| failed(&e))?;
+    getrandom::fill(&mut output).map_err(|e| failed(&e))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| failed(&e))?;
+    let hash = PasswordHash {
+        algorithm: ARGON2ID_IDENT,
+        version: shape.version,
+        params: shape.params.clone(),
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&output).map_err(|e| failed(&e))?),
+    };
+    Ok(hash.to_string())
+}
+
+/// Hashes `password` as an argon2id PHC string with a random salt and the
+/// argon2 crate's default parameters (19 MiB, 2 iterations, 1 lane), as
+/// `stompbox hash-password` prints it.
+///
+/// Any password is hashed, the empty one included; refusing weak ones is
+/// up to the caller.
 ///
 /// # Errors
 ///
-/// A message saying what is wrong with it.
+/// When the system's random number generator fails, or hashing does.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let mut salt = [0; SALT_BYTES];
+    getrandom::fill(&mut salt).map_err(|e| format!("no random numbers for the salt: {e}"))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| format!("salt: {e}"))?;
+    // Argon2::default() is argon2id, version 19, default parameters.
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| format!("hashing failed: {e}"))
+}
+
+/// Checks that `hash` is an argon2id PHC string this server can verify:
+/// version 19 (or 16), a salt of at least 8 bytes, an output, and
+/// parameters within bounds (memory at most 1 GiB, at most 64 iterations,
+/// at most 16 lanes), since a hash's own parameters set what each login
+/// costs.
+///
+/// # Errors
+///
+/// A message saying what is wrong with it (which never repeats the hash).
 pub fn verify_password_hash(hash: &str) -> Result<(), String> {
-    let _ = hash;
-    Err("not implemented yet".into())
+    check_hash(hash).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Handshake;
+    use argon2::{Algorithm, Version};
+    use stompbox_codec::Headers;
+
+    /// A hash with cheap parameters (256 KiB, 1 pass): the defaults take
+    /// seconds in a debug build.
+    fn cheap_hash_with(algorithm: Algorithm, password: &str) -> String {
+        let params = Params::new(256, 1, 1, None).expect("params");
+        let mut salt = [0; SALT_BYTES];
+        getrandom::fill(&mut salt).expect("random");
+        let salt = SaltString::encode_b64(&salt).expect("salt");
+        Argon2::new(algorithm, Version::V0x13, params)
+            .hash_password(password.as_bytes(), &salt)
+            .expect("hash")
+            .to_string()
+    }
+
+    fn cheap_hash(password: &str) -> String {
+        cheap_hash_with(Algorithm::Argon2id, password)
+    }
+
+    fn request(login: Option<&str>, passcode: Option<&str>) -> ConnectRequest {
+        let mut headers = Headers::new();
+        if let Some(login) = login {
+            headers.push_str("login", login);
+        }
+        if let Some(passcode) = passcode {
+            headers.push_str("passcode", passcode);
+        }
+        ConnectRequest::new(
+            "s1",
+            headers,
+            Handshake::tcp("127.0.0.1:1".parse().expect("addr"), false),
+        )
+    }
+
+    /// alice (password "wonderland", roles admin and ops) and bob
+    /// ("builder", no roles).
+    fn users() -> Vec<PasswordUser> {
+        vec![
+            PasswordUser::new("alice", cheap_hash("wonderland")).with_roles(["admin", "ops"]),
+            PasswordUser::new("bob", cheap_hash("builder")),
+        ]
+    }
+
+    fn authenticator(config: PasswordConfig) -> PasswordAuthenticator {
+        PasswordAuthenticator::new(config).expect("authenticator")
+    }
+
+    async fn login(
+        auth: &PasswordAuthenticator,
+        name: &str,
+        passcode: &str,
+    ) -> Result<Option<Identity>, AuthError> {
+        auth.authenticate(&request(Some(name), Some(passcode)))
+            .await
+    }
+
+    #[tokio::test]
+    async fn the_right_password_authenticates_with_the_users_roles() {
+        let auth = authenticator(PasswordConfig::new(users()));
+        assert_eq!(
+            login(&auth, "alice", "wonderland").await,
+            Ok(Some(Identity::new("alice").with_roles(["admin", "ops"])))
+        );
+        assert_eq!(
+            login(&auth, "bob", "builder").await,
+            Ok(Some(Identity::new("bob")))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_or_missing_passcode_is_refused() {
+        let auth = authenticator(PasswordConfig::new(users()));
+        assert_eq!(
+            login(&auth, "alice", "builder").await,
+            Err(AuthError::BadCredentials)
+        );
+        assert_eq!(
+            login(&auth, "alice", "").await,
+            Err(AuthError::BadCredentials)
+        );
+        assert_eq!(
+            auth.authenticate(&request(Some("alice"), None)).await,
+            Err(AuthError::BadCredentials)
+        );
+        // Each of them was checked, missing passcode included.
+        assert_eq!(auth.argon2_runs(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_costs_one_run_and_is_not_for_this_method() {
+        let auth = authenticator(PasswordConfig::new(users()));
+        assert_eq!(login(&auth, "mallory", "wonderland").await, Ok(None));
+        assert_eq!(auth.argon2_runs(), 1);
+        assert_eq!(
+            auth.authenticate(&request(Some("carol"), None)).await,
+            Ok(None)
+        );
+        assert_eq!(auth.argon2_runs(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_without_login_is_not_for_this_method() {
+        let auth = authenticator(PasswordConfig::new(users()));
+        assert_eq!(auth.authenticate(&request(None, None)).await, Ok(None));
+        assert_eq!(
+            auth.authenticate(&request(None, Some("wonderland"))).await,
+            Ok(None)
+        );
+        assert_eq!(auth.argon2_runs(), 0);
+    }
+
+    #[test]
+    fn the_dummy_hash_has_the_users_parameters() {
+        let odd = {
+            let params = Params::new(512, 2, 1, None).expect("params");
+            let salt = SaltString::encode_b64(&[7; SALT_BYTES]).expect("salt");
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password(b"x", &salt)
+                .expect("hash")
+                .to_string()
+        };
+        let mut list = users();
+        list.insert(0, PasswordUser::new("odd", odd));
+        let auth = authenticator(PasswordConfig::new(list));
+        let dummy = check_hash(&auth.dummy).expect("dummy is valid");
+        let alice = check_hash(&auth.users[1].hash).expect("alice");
+        assert_eq!(dummy, alice);
+        assert_ne!(&*auth.dummy, &*auth.users[1].hash);
+
+        // Without users: the parameters of `hash_password`.
+        let none = authenticator(PasswordConfig::new(Vec::new()));
+        let dummy = PasswordHash::new(&none.dummy).expect("dummy");
+        assert_eq!(dummy.params.as_str(), "m=19456,t=2,p=1");
+    }
+
+    #[tokio::test]
+    async fn a_cached_login_runs_no_argon2() {
+        let auth = authenticator(PasswordConfig::new(users()));
+        let alice = Ok(Some(Identity::new("alice").with_roles(["admin", "ops"])));
+        assert_eq!(login(&auth, "alice", "wonderland").await, alice);
+        assert_eq!(auth.argon2_runs(), 1);
+        assert_eq!(login(&auth, "alice", "wonderland").await, alice);
+        assert_eq!(login(&auth, "alice", "wonderland").await, alice);
+        assert_eq!(auth.argon2_runs(), 1);
+        // Another passcode for the same user is not a hit.
+        assert_eq!(
+            login(&auth, "alice", "wonderland ").await,
+            Err(AuthError::BadCredentials)
+        );
+        assert_eq!(auth.argon2_runs(), 2);
+        // Nor is the same passcode for another user.
+        assert_eq!(
+            login(&auth, "bob", "wonderland").await,
+            Err(AuthError::BadCredentials)
+        );
+        assert_eq!(auth.argon2_runs(), 3);
+        // Failures are not remembered.
+        assert_eq!(
+            login(&auth, "bob", "wonderland").await,
+            Err(AuthError::BadCredentials)
+        );
+        assert_eq!(auth.argon2_runs(), 4);
+        assert_eq!(auth.cache.as_ref().map(VerifiedCache::len), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_zero_ttl_turns_the_cache_off() {
+        let mut config = PasswordConfig::new(users());
+        config.cache_ttl = Duration::ZERO;
+        let auth = authenticator(config);
+        assert!(auth.cache.is_none());
+        for _ in 0..2 {
+            assert!(matches!(login(&auth, "bob", "builder").await, Ok(Some(_))));
+        }
+        assert_eq!(auth.argon2_runs(), 2);
+    }
+
+    #[tokio::test]
+    async fn cached_logins_expire() {
+        let mut config = PasswordConfig::new(users());
+        config.cache_ttl = Duration::from_millis(50);
+        let auth = authenticator(config);
+        assert!(login(&auth, "bob", "builder").await.is_ok());
+        assert!(login(&auth, "bob", "builder").await.is_ok());
+        assert_eq!(auth.argon2_runs(), 1);
+        // Real time: the cache uses `std::time::Instant`.
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(login(&auth, "bob", "builder").await.is_ok());
+        assert_eq!(auth.argon2_runs(), 2);
+        // The expired entry made way for the new one.
+        assert_eq!(auth.cache.as_ref().map(VerifiedCache::len), Some(1));
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_bounded_and_drops_the_oldest() {
+        let mut list = users();
+        list.push(PasswordUser::new("carol", cheap_hash("christmas")));
+        let mut config = PasswordConfig::new(list);
+        config.cache_entries = 2;
+        let auth = authenticator(config);
+        let entries = || auth.cache.as_ref().map(VerifiedCache::len);
+        assert!(login(&auth, "alice", "wonderland").await.is_ok());
+        assert!(login(&auth, "bob", "builder").await.is_ok());
+        assert_eq!(entries(), Some(2));
+        assert!(login(&auth, "carol", "christmas").await.is_ok());
+        assert_eq!(entries(), Some(2));
+        assert_eq!(auth.argon2_runs(), 3);
+        // carol and bob are remembered; alice, the oldest, is not.
+        assert!(login(&auth, "carol", "christmas").await.is_ok());
+        assert!(login(&auth, "bob", "builder").await.is_ok());
+        assert_eq!(auth.argon2_runs(), 3);
+        assert!(login(&auth, "alice", "wonderland").await.is_ok());
+        assert_eq!(auth.argon2_runs(), 4);
+        assert_eq!(entries(), Some(2));
+    }
+
+    #[test]
+    fn cache_keys_depend_on_name_passcode_and_process() {
+        let cache = VerifiedCache::new(Duration::from_secs(1), 1).expect("cache");
+        let other = VerifiedCache::new(Duration::from_secs(1), 1).expect("cache");
+        let key = cache.key("alice", "pw");
+        assert_eq!(key, cache.key("alice", "pw"));
+        assert_ne!(key, cache.key("alice", "pw2"));
+        assert_ne!(key, cache.key("alicep", "w"));
+        assert_ne!(key, other.key("alice", "pw"));
+    }
+
+    #[tokio::test]
+    async fn too_many_logins_at_once_are_refused() {
+        let mut config = PasswordConfig::new(users());
+        config.max_concurrent_hashes = 1;
+        config.max_waiting = 1;
+        config.cache_ttl = Duration::ZERO;
+        let auth = authenticator(config);
+        let requests: Vec<_> = (0..6)
+            .map(|_| request(Some("bob"), Some("builder")))
+            .collect();
+        let results =
+            futures_util::future::join_all(requests.iter().map(|r| auth.authenticate(r))).await;
+        let ok = results.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+        let unavailable = results
+            .iter()
+            .filter(|r| matches!(r, Err(AuthError::Unavailable(m)) if m == TOO_MANY))
+            .count();
+        assert!(ok >= 1, "{results:?}");
+        assert!(unavailable >= 1, "{results:?}");
+        assert_eq!(ok + unavailable, results.len(), "{results:?}");
+        assert_eq!(auth.argon2_runs(), ok as u64);
+        // Nobody is left counted as waiting, and the slot is free again.
+        assert_eq!(auth.waiting.load(Ordering::Acquire), 0);
+        assert!(login(&auth, "bob", "builder").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_login_leaves_the_queue() {
+        let mut config = PasswordConfig::new(users());
+        config.max_concurrent_hashes = 1;
+        config.max_waiting = 1;
+        let auth = authenticator(config);
+        // Hold the only slot, so a login has to wait.
+        let held = Arc::clone(&auth.slots).acquire_owned().await.expect("slot");
+        let r = request(Some("bob"), Some("builder"));
+        let mut waiting = auth.authenticate(&r);
+        assert!(futures_util::poll!(&mut waiting).is_pending());
+        assert_eq!(auth.waiting.load(Ordering::Acquire), 1);
+        assert_eq!(
+            login(&auth, "bob", "builder").await,
+            Err(AuthError::Unavailable(TOO_MANY.into()))
+        );
+        drop(waiting);
+        assert_eq!(auth.waiting.load(Ordering::Acquire), 0);
+        drop(held);
+        assert!(login(&auth, "bob", "builder").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn hash_password_makes_default_argon2id_hashes() {
+        let hash = hash_password("correct horse").expect("hash");
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert_eq!(verify_password_hash(&hash), Ok(()));
+        assert_ne!(
+            hash,
+            hash_password("correct horse").expect("hash"),
+            "salted"
+        );
+        let auth = authenticator(PasswordConfig::new(vec![PasswordUser::new("dave", &hash)]));
+        assert_eq!(
+            login(&auth, "dave", "correct horse").await,
+            Ok(Some(Identity::new("dave")))
+        );
+        assert_eq!(
+            login(&auth, "dave", "correct horse!").await,
+            Err(AuthError::BadCredentials)
+        );
+    }
+
+    /// `new`'s error for `users`, which must name user #`number` and not
+    /// repeat any hash.
+    fn refused(users: Vec<PasswordUser>, number: usize) -> String {
+        let hashes: Vec<String> = users.iter().map(|u| u.password_hash.clone()).collect();
+        let error = PasswordAuthenticator::new(PasswordConfig::new(users)).expect_err("refused");
+        assert!(
+            error.contains(&format!("password user #{number} ")),
+            "{error}"
+        );
+        for hash in hashes.iter().filter(|h| h.len() > 3) {
+            assert!(!error.contains(hash.as_str()), "{error}");
+        }
+        error
+    }
+
+    #[test]
+    fn new_refuses_bad_names_and_roles() {
+        let hash = cheap_hash("pw");
+        let user = |name: &str| PasswordUser::new(name, &hash);
+        let error = refused(vec![user("alice"), user("bob"), user("alice")], 3);
+        assert!(
+            error.contains("\"alice\"") && error.contains("#1"),
+            "{error}"
+        );
+        let error = refused(vec![user("alice"), user("")], 2);
+        assert!(error.contains("empty"), "{error}");
+        let error = refused(vec![user("al\nice")], 1);
+        assert!(error.contains("control"), "{error}");
+        let error = refused(vec![user(&"a".repeat(257))], 1);
+        assert!(error.contains("256"), "{error}");
+        assert!(
+            PasswordAuthenticator::new(PasswordConfig::new(vec![user(&"é".repeat(128))])).is_ok()
+        );
+        let error = refused(vec![user("alice").with_roles(["admin", ""])], 1);
+        assert!(error.contains("role"), "{error}");
+        let mut config = PasswordConfig::new(vec![user("alice")]);
+        config.max_concurrent_hashes = 0;
+        assert!(PasswordAuthenticator::new(config).is_err());
+    }
+
+    #[test]
+    fn new_refuses_hashes_it_cannot_use() {
+        let user = |hash: &str| vec![PasswordUser::new("alice", hash)];
+        let bcrypt = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW";
+        let error = refused(user(bcrypt), 1);
+        assert!(error.contains("bcrypt"), "{error}");
+        let error = refused(user(&cheap_hash_with(Algorithm::Argon2i, "pw")), 1);
+        assert!(error.contains("argon2i, not argon2id"), "{error}");
+        let error = refused(user("hunter2"), 1);
+        assert!(error.contains("not a PHC string"), "{error}");
+        refused(user(""), 1);
+
+        let good = cheap_hash("pw");
+        let with = |from: &str, to: &str| {
+            assert!(good.contains(from));
+            good.replacen(from, to, 1)
+        };
+        let error = refused(user(&with("m=256,", "m=2097152,")), 1);
+        assert!(error.contains("memory"), "{error}");
+        let error = refused(user(&with("t=1,", "t=65,")), 1);
+        assert!(error.contains("iterations"), "{error}");
+        let error = refused(user(&with("p=1$", "p=17$")), 1);
+        assert!(error.contains("parallelism"), "{error}");
+        let error = refused(user(&with("v=19", "v=20")), 1);
+        assert!(error.contains("version"), "{error}");
+        // Cut after the salt: no output to compare with.
+        let salt_end = good.rfind('$').expect("$");
+        let error = refused(user(&good[..salt_end]), 1);
+        assert!(error.contains("no hash output"), "{error}");
+        // At the limits is fine.
+        assert_eq!(verify_password_hash(&good), Ok(()));
+        assert_eq!(
+            verify_password_hash(&with("m=256,t=1,p=1", "m=1048576,t=64,p=16")),
+            Ok(())
+        );
+    }
 }
