@@ -1,9 +1,12 @@
 //! `POST /api/publish`: lets backends in other languages publish without
 //! speaking STOMP. Enabled only when an API token is configured; every
-//! request must carry it as `Authorization: Bearer <token>`.
+//! request must carry one as `Authorization: Bearer <token>`, and may
+//! publish only to the destinations that token is for.
 
 use crate::app::{MessagingError, Payload};
+use crate::auth::access::DestinationPattern;
 use crate::broker::BrokerError;
+use crate::config::ServerConfig;
 use crate::server::ServerShared;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -30,6 +33,62 @@ struct PublishRequest {
     headers: BTreeMap<String, String>,
 }
 
+/// One configured token and what it may publish to.
+pub(crate) struct ScopedToken {
+    token: String,
+    /// `None`: every destination (`server.api_token`).
+    destinations: Option<Vec<DestinationPattern>>,
+}
+
+impl std::fmt::Debug for ScopedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopedToken")
+            .field("destinations", &self.destinations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScopedToken {
+    fn allows(&self, destination: &str) -> bool {
+        self.destinations
+            .as_ref()
+            .is_none_or(|patterns| patterns.iter().any(|p| p.matches(destination)))
+    }
+}
+
+/// The tokens of `api_token` and `api_tokens`.
+///
+/// # Errors
+///
+/// A message naming the token (by position, never by its value) whose
+/// pattern is not valid.
+pub(crate) fn tokens(config: &ServerConfig) -> Result<Vec<ScopedToken>, String> {
+    let mut tokens: Vec<ScopedToken> = config
+        .api_token
+        .iter()
+        .map(|token| ScopedToken {
+            token: token.clone(),
+            destinations: None,
+        })
+        .collect();
+    for (i, scoped) in config.api_tokens.iter().enumerate() {
+        if scoped.destinations.is_empty() {
+            return Err(format!("api_tokens[{}]: lists no destinations", i + 1));
+        }
+        let destinations = scoped
+            .destinations
+            .iter()
+            .map(|p| DestinationPattern::parse(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("api_tokens[{}]: {e}", i + 1))?;
+        tokens.push(ScopedToken {
+            token: scoped.token.clone(),
+            destinations: Some(destinations),
+        });
+    }
+    Ok(tokens)
+}
+
 fn reply(status: StatusCode, message: &str) -> Response {
     let body = serde_json::json!({ "error": message }).to_string();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
@@ -46,14 +105,22 @@ pub(crate) async fn publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(token) = &shared.config.api_token else {
+    if shared.api_tokens.is_empty() {
         return reply(StatusCode::NOT_FOUND, "the HTTP publish API is not enabled");
-    };
+    }
     let offered = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !offered.is_some_and(|offered| same(offered.as_bytes(), token.as_bytes())) {
+        .and_then(crate::auth::bearer);
+    // Every token is compared, so the time taken does not tell which one
+    // came close.
+    let matching = offered.and_then(|offered| {
+        shared.api_tokens.iter().fold(None, |found, t| {
+            let equal = same(offered.as_bytes(), t.token.as_bytes());
+            found.or(equal.then_some(t))
+        })
+    });
+    let Some(token) = matching else {
         let mut response = reply(
             StatusCode::UNAUTHORIZED,
             "missing or wrong API token (Authorization: Bearer <token>)",
@@ -62,7 +129,7 @@ pub(crate) async fn publish(
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
-    }
+    };
     if body.len() > shared.config.frame_limits.max_frame_bytes {
         return reply(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -81,6 +148,26 @@ pub(crate) async fn publish(
             );
         }
     };
+    if !token.allows(&request.destination) {
+        return reply(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "this API token may not publish to '{}'",
+                request.destination
+            ),
+        );
+    }
+    // The server's own headers cannot be set from outside either.
+    if let Some(name) = request
+        .headers
+        .keys()
+        .find(|name| name.starts_with("stompbox-"))
+    {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            &format!("header '{name}' is reserved for the server"),
+        );
+    }
     let mut payload = Payload::text(request.body);
     if let Some(content_type) = request.content_type {
         payload.content_type = content_type;

@@ -39,6 +39,7 @@ pub(crate) struct ServerShared {
     pub(crate) addresses: Arc<AddressLimits>,
     pub(crate) user_sessions: Arc<UserSessions>,
     pub(crate) tls: Option<ServerTls>,
+    pub(crate) api_tokens: Vec<crate::http_api::ScopedToken>,
     connections: Arc<Semaphore>,
 }
 
@@ -153,6 +154,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
         };
         let origins = OriginPolicy::new(&config.allowed_origins)
             .map_err(|e| invalid(format!("allowed_origins: {e}")))?;
+        let api_tokens = crate::http_api::tokens(&config).map_err(invalid)?;
         let tls = match &config.tls {
             Some(tls) => Some(ServerTls::new(tls).map_err(|e| invalid(format!("TLS: {e}")))?),
             None => None,
@@ -189,6 +191,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
                 addresses,
                 user_sessions: Arc::new(UserSessions::default()),
                 tls,
+                api_tokens,
             }),
             http,
             tcp,
@@ -253,7 +256,7 @@ impl Server {
         let shared = self.shared;
         let mut stop = shared.shutdown.subscribe();
         let mut router = Router::new().route(&shared.config.ws_path, get(ws_upgrade));
-        if shared.config.api_token.is_some() {
+        if !shared.api_tokens.is_empty() {
             router = router.route(
                 "/api/publish",
                 axum::routing::post(crate::http_api::publish),

@@ -72,3 +72,46 @@ async fn publish_api_does_not_exist_without_a_configured_token() {
     .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_token_publishes_only_to_its_destinations_and_never_sets_server_headers() {
+    let server = spawn_authenticated(stompbox::app::App::new(), |c| {
+        c.api_tokens = vec![stompbox::ApiToken::new(
+            "notifications-0123456789",
+            ["/user/**"],
+        )];
+    })
+    .await;
+    let mut alice = login(&server, Via::Ws, "alice").await;
+    subscribe(&mut alice, "n", "/user/queue/notes", "auto").await;
+    let token = Some("notifications-0123456789");
+    let (status, body) = post(
+        &server,
+        token,
+        r#"{"destination":"/user/alice/queue/notes","body":"note"}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let message = next_message(&mut alice).await;
+    assert_eq!(crate::support::body(&message), "note");
+    assert_eq!(message.headers.get("stompbox-sender"), None);
+    let (status, body) = post(
+        &server,
+        token,
+        r#"{"destination":"/topic/announcements","body":"x"}"#,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("may not publish to '/topic/announcements'"),
+        "{body}"
+    );
+    let (status, body) = post(
+        &server,
+        token,
+        r#"{"destination":"/user/alice/queue/notes","body":"x","headers":{"stompbox-sender":"bob"}}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("reserved"), "{body}");
+}

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod access;
 mod app;
 mod bad_input;
 mod connect;

@@ -54,8 +54,9 @@ pub(crate) async fn spawn_server(configure: impl FnOnce(&mut ServerConfig)) -> T
 }
 
 /// The authenticator tests log in with: user `name` has the password
-/// `name-pw`. (An application's own authenticator, as a library user writes
-/// one; the built-in methods have tests of their own.)
+/// `name-pw`, and users named `admin-…` have the role `admin`. (An
+/// application's own authenticator, as a library user writes one; the
+/// built-in methods have tests of their own.)
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TestLogins;
 
@@ -66,7 +67,12 @@ impl Authenticator for TestLogins {
     ) -> stompbox::broker::BoxFuture<'a, Result<Option<Identity>, AuthError>> {
         let answer = match (request.login(), request.passcode()) {
             (Some(login), Some(passcode)) if passcode == format!("{login}-pw") => {
-                Ok(Some(Identity::new(login)))
+                let identity = Identity::new(login);
+                Ok(Some(if login.starts_with("admin-") {
+                    identity.with_roles(["admin"])
+                } else {
+                    identity
+                }))
             }
             (Some(_), _) => Err(AuthError::BadCredentials),
             (None, _) => Ok(None),
