@@ -906,7 +906,7 @@ impl Session {
                 && !user.is_authenticated()
             {
                 return Err(StompError::new(format!(
-                    "access refused: {command} '{destination}' is not allowed for {who};                      sending to another user needs a login"
+                    "access refused: {command} '{destination}' is not allowed for {who}; sending to another user needs a login"
                 )));
             }
             return Ok(());

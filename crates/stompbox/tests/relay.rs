@@ -1,16 +1,23 @@
 //! The relay against a real RabbitMQ: durability across instances and
-//! restarts, and the broker going away during traffic. These tests stop and
-//! start RabbitMQ's application, so they run one at a time (one test
-//! function) and are bounded in time.
+//! restarts, the broker going away during traffic, and what a client can
+//! reach through the relay's own broker login (destinations, SUBSCRIBE and
+//! SEND headers). The outage tests stop and start RabbitMQ's application, so
+//! every test function here holds [`BROKER`] for its whole run; each is
+//! bounded in time.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
+use stompbox::auth::{AuthError, Authenticator, ConnectRequest, Identity};
 use stompbox::broker::relay::RelayConfig;
-use stompbox::client::Client;
+use stompbox::client::{Client, ClientError};
 use stompbox::codec::{Command, Frame};
 use stompbox::{Server, ServerConfig, ServerHandle};
 
 const WAIT: Duration = Duration::from_secs(20);
+
+/// Held by each test function: one of them stops RabbitMQ, which the others
+/// must not see.
+static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn rabbitmq_up() -> bool {
     if std::net::TcpStream::connect("127.0.0.1:61613").is_ok() {
@@ -22,13 +29,41 @@ fn rabbitmq_up() -> bool {
     false
 }
 
-async fn relay_server() -> (ServerHandle, String) {
-    relay_server_with(|_| {}).await
+/// A server relaying to RabbitMQ that lets clients mark messages
+/// `persistent`, as one must for messages to survive a broker restart (the
+/// relay drops the header by default).
+async fn durable_relay_server() -> (ServerHandle, String) {
+    relay_server_with(|relay| relay.send_headers = vec!["persistent".into()]).await
 }
 
 /// A server relaying to RabbitMQ with `configure` applied to its relay
 /// settings, once the broker is available; returns it and its WebSocket URL.
 async fn relay_server_with(configure: impl FnOnce(&mut RelayConfig)) -> (ServerHandle, String) {
+    start(configure, false).await
+}
+
+/// Logs in `name` with the passcode `name-pw`; no credentials is anonymous.
+#[derive(Debug, Clone, Copy)]
+struct Logins;
+
+impl Authenticator for Logins {
+    fn authenticate<'a>(
+        &'a self,
+        request: &'a ConnectRequest,
+    ) -> stompbox::broker::BoxFuture<'a, Result<Option<Identity>, AuthError>> {
+        let answer = match (request.login(), request.passcode()) {
+            (Some(login), Some(passcode)) if passcode == format!("{login}-pw") => {
+                Ok(Some(Identity::new(login)))
+            }
+            (Some(_), _) => Err(AuthError::BadCredentials),
+            (None, _) => Ok(None),
+        };
+        Box::pin(async move { answer })
+    }
+}
+
+/// As [`relay_server_with`], with users logging in through [`Logins`].
+async fn start(configure: impl FnOnce(&mut RelayConfig), logins: bool) -> (ServerHandle, String) {
     let mut config = ServerConfig::default();
     config.http_addr = "127.0.0.1:0".parse().expect("addr");
     let mut relay = RelayConfig::default();
@@ -36,7 +71,12 @@ async fn relay_server_with(configure: impl FnOnce(&mut RelayConfig)) -> (ServerH
     relay.reconnect_max = Duration::from_secs(2);
     configure(&mut relay);
     config.relay = Some(relay);
-    let handle = Server::bind(config).await.expect("bind").spawn();
+    config.auth.allow_anonymous = true;
+    let mut builder = Server::builder(config);
+    if logins {
+        builder = builder.authenticator(Logins);
+    }
+    let handle = builder.bind().await.expect("bind").spawn();
     let mut available = handle.broker_availability();
     tokio::time::timeout(WAIT, available.wait_for(|up| *up))
         .await
@@ -119,6 +159,7 @@ async fn relay_durability_and_broker_outage() {
     if !rabbitmq_up() {
         return;
     }
+    let _broker = BROKER.lock().await;
     tokio::time::timeout(Duration::from_secs(240), async {
         the_first_reachable_address_wins().await;
         an_idle_client_keeps_its_broker_link_alive().await;
@@ -182,8 +223,8 @@ async fn an_idle_client_keeps_its_broker_link_alive() {
 /// delivered through instance 2; restarting instance 1 loses nothing.
 async fn durable_messages_cross_instances_and_survive_a_restart() {
     let queue = unique("/queue/durable-");
-    let (one, one_url) = relay_server().await;
-    let (two, two_url) = relay_server().await;
+    let (one, one_url) = durable_relay_server().await;
+    let (two, two_url) = durable_relay_server().await;
     let mut producer = connect(&one_url).await;
     let mut sent = BTreeSet::new();
     for i in 0..20 {
@@ -197,7 +238,7 @@ async fn durable_messages_cross_instances_and_survive_a_restart() {
     drop(producer);
     // Instance 1 restarts: a new server process would see the same broker.
     one.shutdown().await.expect("shutdown");
-    let (one_again, one_again_url) = relay_server().await;
+    let (one_again, one_again_url) = durable_relay_server().await;
     let seen = drain(&two_url, &queue, &sent).await;
     assert!(sent.is_subset(&seen));
     // And the other way round, through the restarted instance.
@@ -217,7 +258,7 @@ async fn durable_messages_cross_instances_and_survive_a_restart() {
 /// back by itself, clients reconnect, and every receipted message arrives.
 async fn nothing_receipted_is_lost_when_the_broker_goes_away() {
     let queue = unique("/queue/outage-");
-    let (server, url) = relay_server().await;
+    let (server, url) = durable_relay_server().await;
     let mut receipted = BTreeSet::new();
     let mut producer = connect(&url).await;
     for i in 0..50 {
@@ -329,5 +370,379 @@ async fn nothing_receipted_is_lost_when_the_broker_goes_away() {
         lost.len()
     );
     assert!(lost.is_empty(), "lost: {lost:?}");
+    server.shutdown().await.expect("shutdown");
+}
+
+/// The next MESSAGE on `client`; anything else (an ERROR, a close, nothing
+/// within [`WAIT`]) fails the test.
+async fn next_message(client: &mut Client) -> Frame {
+    loop {
+        let frame = client
+            .next_frame_within(WAIT)
+            .await
+            .expect("read")
+            .expect("closed while waiting for a MESSAGE");
+        match frame.command {
+            Command::Message => return frame,
+            Command::Receipt => {}
+            other => panic!("expected MESSAGE, got {other}: {frame:?}"),
+        }
+    }
+}
+
+/// The next MESSAGE on `client` whose body is `body`, skipping others (for
+/// RabbitMQ's built-in exchanges, which other users of the broker share).
+async fn message_with_body(client: &mut Client, body: &str) -> Frame {
+    loop {
+        let frame = next_message(client).await;
+        if frame.body.as_ref() == body.as_bytes() {
+            return frame;
+        }
+    }
+}
+
+async fn login(url: &str, name: &str) -> Client {
+    let passcode = format!("{name}-pw");
+    tokio::time::timeout(
+        WAIT,
+        Client::connect(url, &[("login", name), ("passcode", &passcode)]),
+    )
+    .await
+    .expect("connect timed out")
+    .unwrap_or_else(|e| panic!("{name} cannot connect: {e}"))
+    .0
+}
+
+/// The names of RabbitMQ's queues in the default virtual host, as
+/// `rabbitmqctl` lists them: the broker's own view, which no STOMP frame can
+/// give without itself declaring a queue.
+async fn queue_names() -> BTreeSet<String> {
+    let output = tokio::process::Command::new("rabbitmqctl")
+        .args(["--quiet", "list_queues", "--no-table-headers", "name"])
+        .output()
+        .await
+        .expect("rabbitmqctl");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl list_queues failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| line.trim().to_owned())
+        .filter(|line| !line.is_empty())
+        .collect()
+}
+
+/// Deletes a RabbitMQ queue when dropped, so that a test leaves nothing on
+/// the shared broker whether it passes or fails.
+struct DeleteQueue(String);
+
+impl Drop for DeleteQueue {
+    fn drop(&mut self) {
+        // A blocking call in a test's cleanup; the queue may not exist,
+        // which is no error here.
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["--quiet", "delete_queue", &self.0])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Expects `frame` to be refused with an ERROR naming `destination`, and
+/// the connection to be closed after it.
+async fn expect_refused(client: &mut Client, frame: Frame, destination: &str) {
+    let command = frame.command;
+    match client.send_with_receipt(frame, "refused").await {
+        Err(ClientError::Server(message)) => assert!(
+            message.contains(destination),
+            "{command} {destination}: the ERROR does not name it: {message}"
+        ),
+        other => panic!("{command} {destination} was not refused: {other:?}"),
+    }
+    match client.next_frame_within(WAIT).await {
+        Ok(None) | Err(ClientError::Closed) => {}
+        Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+            panic!("{command} {destination}: the connection stayed open after the ERROR")
+        }
+        Err(_) => {}
+        Ok(Some(frame)) => panic!("{command} {destination}: a frame after the ERROR: {frame:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_limits_what_clients_reach_with_its_broker_login() {
+    if !rabbitmq_up() {
+        return;
+    }
+    let _broker = BROKER.lock().await;
+    tokio::time::timeout(Duration::from_secs(180), async {
+        subscribe_options_cannot_leave_a_durable_queue_behind().await;
+        rabbitmq_namespaces_are_relayed_only_when_configured().await;
+        broker_headers_on_send_are_dropped_unless_allowed().await;
+        user_destinations_work_and_keep_the_system_connection_up().await;
+    })
+    .await
+    .expect("relay isolation tests took too long");
+}
+
+/// With `durable:true`, `auto-delete:false` and `x-queue-name`, RabbitMQ
+/// gives a `/topic/` subscription a named durable queue that outlives the
+/// client and keeps collecting the topic's messages. The relay drops those
+/// headers unless `subscribe_headers` lists them. (A `/queue/` SUBSCRIBE
+/// would not show it: RabbitMQ names that queue after the destination and
+/// ignores `x-queue-name` there.)
+async fn subscribe_options_cannot_leave_a_durable_queue_behind() {
+    for allowed in [false, true] {
+        let name = unique("stompbox-test-dsub-");
+        let _cleanup = DeleteQueue(name.clone());
+        let topic = unique("/topic/dsub.");
+        let (server, url) = relay_server_with(|relay| {
+            if allowed {
+                relay.subscribe_headers = vec![
+                    "x-queue-name".into(),
+                    "durable".into(),
+                    "auto-delete".into(),
+                ];
+            }
+        })
+        .await;
+        let mut client = connect(&url).await;
+        client
+            .send_with_receipt(
+                Frame::new(Command::Subscribe)
+                    .header("id", "s")
+                    .header("destination", &topic)
+                    .header("durable", "true")
+                    .header("auto-delete", "false")
+                    .header("x-queue-name", &name),
+                "s",
+            )
+            .await
+            .expect("subscribe");
+        // The subscription works either way.
+        client
+            .send(
+                &Frame::new(Command::Send)
+                    .header("destination", &topic)
+                    .body("here"),
+            )
+            .await
+            .expect("send");
+        message_with_body(&mut client, "here").await;
+        client
+            .send_with_receipt(Frame::new(Command::Disconnect), "bye")
+            .await
+            .expect("disconnect");
+        server.shutdown().await.expect("shutdown");
+        // The SUBSCRIBE's RECEIPT came after RabbitMQ declared the queue,
+        // so the list is already final.
+        let left = queue_names().await.contains(&name);
+        if allowed {
+            assert!(left, "allowed, yet no queue '{name}' was created");
+        } else {
+            assert!(!left, "queue '{name}' was left behind in RabbitMQ");
+        }
+    }
+}
+
+/// `/exchange/…`, `/amq/queue/…` and `/temp-queue/…` reach any exchange or
+/// queue the relay's own login may (RabbitMQ's trace firehose, amq.fanout,
+/// other applications' queues), so by default they are refused with an
+/// ERROR naming the destination, for SUBSCRIBE and SEND alike. Listed in
+/// `prefixes` they are relayed; the user-destination namespace stays
+/// refused even then.
+async fn rabbitmq_namespaces_are_relayed_only_when_configured() {
+    let queue = unique("stompbox-test-amq-");
+    let _cleanup = DeleteQueue(queue.clone());
+    let amq_queue = format!("/amq/queue/{queue}");
+    let user_namespace = "/exchange/amq.direct/stompbox-user.someone";
+    let (server, url) = relay_server_with(|_| {}).await;
+    for destination in [
+        "/exchange/amq.rabbitmq.trace/#",
+        "/exchange/amq.fanout",
+        amq_queue.as_str(),
+        "/temp-queue/t",
+        user_namespace,
+    ] {
+        let mut client = connect(&url).await;
+        let subscribe = Frame::new(Command::Subscribe)
+            .header("id", "s")
+            .header("destination", destination);
+        expect_refused(&mut client, subscribe, destination).await;
+        let mut client = connect(&url).await;
+        let send = Frame::new(Command::Send)
+            .header("destination", destination)
+            .body("x");
+        expect_refused(&mut client, send, destination).await;
+    }
+    server.shutdown().await.expect("shutdown");
+
+    let (server, url) = relay_server_with(|relay| {
+        relay.prefixes.push("/exchange/".into());
+        relay.prefixes.push("/amq/queue/".into());
+    })
+    .await;
+    let mut client = connect(&url).await;
+    client
+        .send_with_receipt(
+            Frame::new(Command::Subscribe)
+                .header("id", "trace")
+                .header("destination", "/exchange/amq.rabbitmq.trace/#"),
+            "trace",
+        )
+        .await
+        .expect("SUBSCRIBE to the trace exchange, relayed");
+    client
+        .send_with_receipt(
+            Frame::new(Command::Subscribe)
+                .header("id", "fanout")
+                .header("destination", "/exchange/amq.fanout"),
+            "fanout",
+        )
+        .await
+        .expect("SUBSCRIBE to amq.fanout, relayed");
+    let body = unique("fanout-");
+    let mut publisher = connect(&url).await;
+    publisher
+        .send_with_receipt(
+            Frame::new(Command::Send)
+                .header("destination", "/exchange/amq.fanout")
+                .body(body.clone()),
+            "p",
+        )
+        .await
+        .expect("SEND to amq.fanout, relayed");
+    message_with_body(&mut client, &body).await;
+    // /amq/queue/ names an existing queue: made here through /queue/.
+    publisher
+        .send_with_receipt(
+            Frame::new(Command::Send)
+                .header("destination", &format!("/queue/{queue}"))
+                .body("queued"),
+            "q",
+        )
+        .await
+        .expect("SEND to the queue");
+    client
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("id", "amq")
+                .header("destination", &amq_queue),
+        )
+        .await
+        .expect("subscribe");
+    message_with_body(&mut client, "queued").await;
+    let mut other = connect(&url).await;
+    let subscribe = Frame::new(Command::Subscribe)
+        .header("id", "s")
+        .header("destination", user_namespace);
+    expect_refused(&mut other, subscribe, user_namespace).await;
+    server.shutdown().await.expect("shutdown");
+}
+
+/// SEND headers that RabbitMQ acts on (`persistent`, its `x-` queue
+/// arguments) are dropped unless `send_headers` lists them; application
+/// headers (whatever their name) and the server's own `stompbox-sender` pass.
+async fn broker_headers_on_send_are_dropped_unless_allowed() {
+    for allowed in [false, true] {
+        let (server, url) = relay_server_with(|relay| {
+            if allowed {
+                relay.send_headers = vec!["persistent".into()];
+            }
+        })
+        .await;
+        let topic = unique("/topic/headers.");
+        let mut subscriber = connect(&url).await;
+        subscriber
+            .send_with_receipt(
+                Frame::new(Command::Subscribe)
+                    .header("id", "s")
+                    .header("destination", &topic),
+                "s",
+            )
+            .await
+            .expect("subscribe");
+        let mut publisher = connect(&url).await;
+        publisher
+            .send_with_receipt(
+                Frame::new(Command::Send)
+                    .header("destination", &topic)
+                    .header("persistent", "true")
+                    .header("x-message-ttl", "1000")
+                    .header("x-custom", "1")
+                    .header("my-app-header", "2")
+                    .body("h"),
+                "p",
+            )
+            .await
+            .expect("send");
+        let m = next_message(&mut subscriber).await;
+        assert_eq!(m.headers.get("my-app-header"), Some("2"), "{m:?}");
+        assert_eq!(m.headers.get("x-message-ttl"), None, "{m:?}");
+        assert_eq!(m.headers.get("x-custom"), Some("1"), "{m:?}");
+        assert_eq!(m.headers.get(stompbox::SENDER_HEADER), Some(""), "{m:?}");
+        // RabbitMQ marks a persistent message `persistent:true` on MESSAGE.
+        let persistent = allowed.then_some("true");
+        assert_eq!(m.headers.get("persistent"), persistent, "{m:?}");
+        server.shutdown().await.expect("shutdown");
+    }
+}
+
+/// User destinations live under `/exchange/amq.direct/`, which is not a
+/// client prefix, and still work. A client's SEND to another user goes out
+/// on the shared system connection with the client's headers: one that
+/// makes RabbitMQ close the connection (an unparseable `timestamp`, a
+/// foreign `user-id`, a text `CC`) must not get there, or every
+/// server-originated message would fail until it reconnects.
+async fn user_destinations_work_and_keep_the_system_connection_up() {
+    let (server, url) = start(|_| {}, true).await;
+    let mut ann = login(&url, "ann").await;
+    let mut ben = login(&url, "ben").await;
+    ann.send_with_receipt(
+        Frame::new(Command::Subscribe)
+            .header("id", "n")
+            .header("destination", "/user/queue/inbox"),
+        "n",
+    )
+    .await
+    .expect("subscribe");
+    let mut availability = server.broker_availability();
+    availability.borrow_and_update();
+    ben.send_with_receipt(
+        Frame::new(Command::Send)
+            .header("destination", "/user/ann/queue/inbox")
+            .header("my-app-header", "2")
+            .header("timestamp", "not-a-number")
+            .header("user-id", "mallory")
+            .header("CC", "elsewhere")
+            .header("reply-to", "/temp-queue/replies")
+            .body("from ben"),
+        "b",
+    )
+    .await
+    .expect("send to another user");
+    let m = next_message(&mut ann).await;
+    assert_eq!(m.body.as_ref(), b"from ben");
+    assert_eq!(m.headers.get("destination"), Some("/user/queue/inbox"));
+    assert_eq!(m.headers.get("my-app-header"), Some("2"));
+    assert_eq!(m.headers.get(stompbox::SENDER_HEADER), Some("ben"));
+    for dropped in ["timestamp", "user-id", "CC", "reply-to"] {
+        assert_eq!(m.headers.get(dropped), None, "{dropped}: {m:?}");
+    }
+    server
+        .messaging()
+        .send_to_user("ann", "/queue/inbox", "from the server")
+        .await
+        .expect("send_to_user");
+    assert_eq!(
+        next_message(&mut ann).await.body.as_ref(),
+        b"from the server"
+    );
+    assert!(
+        !availability.has_changed().expect("availability"),
+        "the system connection went down"
+    );
     server.shutdown().await.expect("shutdown");
 }

@@ -5,6 +5,7 @@ mod support;
 mod access;
 mod app;
 mod bad_input;
+mod builtin_methods;
 mod connect;
 mod handshake;
 mod heartbeat;

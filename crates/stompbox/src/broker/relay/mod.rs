@@ -14,6 +14,7 @@ use super::{BoxFuture, Broker, BrokerError, BrokerSession, Publish, SessionConte
 use session::RelaySession;
 use std::sync::Arc;
 use std::time::Duration;
+use stompbox_codec::{Command, header};
 use system::SystemConnection;
 use tokio::sync::watch;
 
@@ -41,13 +42,61 @@ pub struct RelayConfig {
     pub heartbeat_send: Duration,
     /// Heart-beat interval asked of the broker; zero turns it off. Default 10 s.
     pub heartbeat_receive: Duration,
-    /// Destination prefixes relayed to the broker. Default `/topic/`,
-    /// `/queue/`, `/exchange/`, `/amq/queue/`, `/temp-queue/`.
+    /// Destination prefixes clients may use through the relay. Default
+    /// `/topic/` and `/queue/`.
+    ///
+    /// RabbitMQ's own namespaces — `/exchange/` (any exchange, such as
+    /// `amq.rabbitmq.trace`), `/amq/queue/` (any existing queue) and
+    /// `/temp-queue/` — are left out on purpose: every client session uses
+    /// the relay's own broker login, so a relayed prefix reaches whatever
+    /// that login may. Add them only together with access rules that say
+    /// who may use which names.
+    ///
+    /// The user-destination namespace ([`user_destination_prefix`]) need not
+    /// be under one of these: the server uses it itself, and clients can
+    /// never name it directly.
+    ///
+    /// [`user_destination_prefix`]: RelayConfig::user_destination_prefix
     pub prefixes: Vec<String>,
     /// Where user destinations live on the broker. Default
     /// `/exchange/amq.direct/stompbox-user.` (RabbitMQ; a direct exchange,
     /// so no wildcard subscription can reach it).
     pub user_destination_prefix: String,
+    /// Client SUBSCRIBE headers passed on to the broker, by exact
+    /// (case-sensitive) name. Default none: the broker sees only the
+    /// relay's own `id`, `destination`, `ack` and `receipt`.
+    ///
+    /// Everything else a client puts on SUBSCRIBE is a broker option that
+    /// outlives or widens the subscription: with RabbitMQ `durable`,
+    /// `auto-delete` and `x-queue-name` leave a named queue behind that
+    /// keeps collecting messages after the client has gone, `exclusive`,
+    /// `prefetch-count` and the `x-` queue arguments shape queues; with
+    /// ActiveMQ `selector`, `activemq.subscriptionName` (durable
+    /// subscriptions) and the other `activemq.` options. List a header here
+    /// only if any client may set it.
+    pub subscribe_headers: Vec<String>,
+    /// Broker-interpreted SEND headers passed on anyway, by exact
+    /// (case-sensitive) name. Default none.
+    ///
+    /// A client's other SEND headers pass (they become the MESSAGE's
+    /// headers, as with the embedded broker), except those a broker acts
+    /// on, which are dropped unless listed here. With RabbitMQ: `persistent`,
+    /// `reply-to`, `expiration`, `priority`, `timestamp`, `user-id`,
+    /// `app-id`, `cluster-id`, `amqp-message-id`, `durable`, `auto-delete`,
+    /// `exclusive`, `prefetch-count`, `CC`, `BCC` and its queue arguments
+    /// (`x-queue-type`, `x-max-length`, `x-message-ttl`, … listed in the
+    /// source);
+    /// with ActiveMQ: `persistent`, `priority`, `expires`, `timestamp`,
+    /// `reply-to`, `transformation`, `amq-msg-type` and every `JMS…`,
+    /// `activemq.` and `AMQ_…` header. Names are matched without regard to
+    /// case. The rule applies to every message the relay publishes,
+    /// including the server's own (a client's SEND to another user goes
+    /// through the server's connection).
+    ///
+    /// Without `persistent`, both brokers keep relayed messages as
+    /// transient ones, which a broker restart loses: list it when messages
+    /// must survive one.
+    pub send_headers: Vec<String>,
     /// First reconnect delay of the system connection. Default 500 ms.
     pub reconnect_initial: Duration,
     /// Longest reconnect delay. Default 30 s.
@@ -83,6 +132,124 @@ pub struct RelayTls {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
+/// SUBSCRIBE headers the relay sets itself: a client's are never copied.
+const OWN_SUBSCRIBE_HEADERS: [&str; 4] = [
+    header::ID,
+    header::DESTINATION,
+    header::ACK,
+    header::RECEIPT,
+];
+
+/// SEND headers that belong to the client's leg (the relay sets its own
+/// `destination`, `receipt` and `content-length`; transactions are kept by
+/// the session, not the broker).
+const CLIENT_LEG_HEADERS: [&str; 4] = [
+    header::DESTINATION,
+    header::RECEIPT,
+    header::TRANSACTION,
+    header::CONTENT_LENGTH,
+];
+
+/// SEND headers that a broker acts on instead of carrying them to the
+/// subscriber, compared without regard to case. From the STOMP adapters of
+/// RabbitMQ 3.10 and ActiveMQ 5.17 (their source, and the brokers here);
+/// `content-type`, `content-encoding`, `correlation-id` and `type` are only
+/// carried (ActiveMQ's `type` is JMSType, a label), so they pass.
+const BROKER_HEADERS: [&str; 44] = [
+    // Both brokers. `persistent` stores the message on disk; `priority`
+    // reorders queues; `reply-to` (RabbitMQ) with a `/temp-queue/` value
+    // creates a queue on the publishing connection, (ActiveMQ) becomes
+    // JMSReplyTo; `timestamp` is parsed by both, and a value that does not
+    // parse loses the message with an ERROR (ActiveMQ also closes the
+    // connection).
+    "persistent",
+    "priority",
+    "reply-to",
+    "timestamp",
+    // RabbitMQ. `expiration` is a per-message TTL; `user-id` must equal
+    // the broker login or the connection is closed; `app-id`, `cluster-id`
+    // and `amqp-message-id` are AMQP properties that AMQP consumers read as
+    // the publisher's own.
+    "expiration",
+    "user-id",
+    "app-id",
+    "cluster-id",
+    "amqp-message-id",
+    // RabbitMQ: on a SEND to `/queue/…` these shape the queue it declares;
+    // `prefetch-count` is a subscription option with no place on a message.
+    "durable",
+    "auto-delete",
+    "exclusive",
+    "prefetch-count",
+    // RabbitMQ's sender-selected distribution: extra routing keys, and a
+    // text value (all STOMP can send) makes it close the connection.
+    "cc",
+    "bcc",
+    // ActiveMQ. `expires` is JMSExpiration; `transformation` makes the
+    // broker convert the body into a JMS object or map message (XStream or
+    // JSON); `amq-msg-type` chooses the JMS message type.
+    "expires",
+    "transformation",
+    "amq-msg-type",
+    // RabbitMQ reads these x- headers as the arguments of the queue a SEND or
+    // SUBSCRIBE to `/queue/…` declares (type, length limits, TTLs,
+    // dead-lettering, consumers) or as stream and plugin options. Only these
+    // names: other x- headers are application headers, carried like any
+    // other, as the embedded broker carries them.
+    "x-queue-name",
+    "x-queue-type",
+    "x-queue-mode",
+    "x-queue-version",
+    "x-queue-master-locator",
+    "x-queue-leader-locator",
+    "x-message-ttl",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-max-age",
+    "x-overflow",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-dead-letter-strategy",
+    "x-delivery-limit",
+    "x-single-active-consumer",
+    "x-initial-cluster-size",
+    "x-quorum-initial-group-size",
+    "x-stream-max-segment-size-bytes",
+    "x-stream-offset",
+    "x-stream-filter",
+    "x-stream-filter-value",
+    "x-delay",
+    "x-deduplication-header",
+];
+
+/// Name prefixes of SEND headers a broker acts on, compared without regard
+/// to case. A prefix, not a list of names, because ActiveMQ keeps adding
+/// names under them and applications do not use them for their own.
+const BROKER_HEADER_PREFIXES: [&str; 3] = [
+    // ActiveMQ: JMS headers and JMSX properties it acts on (JMSXGroupID
+    // pins messages to one consumer, JMSXUserID, JMSPriority…).
+    "jms",
+    // ActiveMQ's broker options (`activemq.subscriptionName`,
+    // `activemq.exclusive`, `activemq.retroactive`…).
+    "activemq.",
+    // ActiveMQ's scheduled delivery: AMQ_SCHEDULED_DELAY, _PERIOD, _REPEAT,
+    // _CRON.
+    "amq_",
+];
+
+/// True for a SEND header that a broker acts on (see [`BROKER_HEADERS`]).
+fn broker_interpreted(name: &[u8]) -> bool {
+    BROKER_HEADERS
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+        || BROKER_HEADER_PREFIXES.iter().any(|p| {
+            name.get(..p.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(p.as_bytes()))
+        })
+}
+
 /// Name prefixes whose rest RabbitMQ parses as one name.
 const NAMED: [&str; 3] = ["/topic/", "/queue/", "/amq/queue/"];
 
@@ -106,6 +273,39 @@ impl RelayConfig {
             )));
         }
         Ok(())
+    }
+
+    /// Whether a header of a client's SUBSCRIBE or SEND goes on to the
+    /// broker. SUBSCRIBE: only names in `subscribe_headers` (the relay
+    /// writes `id`, `destination`, `ack` and `receipt` itself). SEND: every
+    /// name but the client leg's own, except that a header a broker acts on
+    /// needs to be in `send_headers`. Nothing else is relayed from a client.
+    pub(crate) fn forwards_header(&self, command: Command, name: &[u8]) -> bool {
+        let listed = |names: &[String]| names.iter().any(|n| n.as_bytes() == name);
+        let own = |names: &[&str]| names.iter().any(|n| n.as_bytes() == name);
+        match command {
+            Command::Subscribe => !own(&OWN_SUBSCRIBE_HEADERS) && listed(&self.subscribe_headers),
+            Command::Send => {
+                !own(&CLIENT_LEG_HEADERS)
+                    && (listed(&self.send_headers) || !broker_interpreted(name))
+            }
+            _ => false,
+        }
+    }
+
+    /// True for a destination clients may use: under a relayed prefix and
+    /// outside the user-destination namespace.
+    pub(crate) fn is_client_destination(&self, destination: &str) -> bool {
+        self.prefixes
+            .iter()
+            .any(|p| destination.starts_with(p.as_str()))
+            && !self.is_user_destination(destination)
+    }
+
+    /// True for a destination in the user-destination namespace, which only
+    /// the server itself uses.
+    pub(crate) fn is_user_destination(&self, destination: &str) -> bool {
+        destination.starts_with(&self.user_destination_prefix)
     }
 
     /// The destination as the broker wants it.
@@ -148,17 +348,10 @@ impl Default for RelayConfig {
             system_passcode: "guest".into(),
             heartbeat_send: Duration::from_secs(10),
             heartbeat_receive: Duration::from_secs(10),
-            prefixes: [
-                "/topic/",
-                "/queue/",
-                "/exchange/",
-                "/amq/queue/",
-                "/temp-queue/",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            prefixes: vec!["/topic/".into(), "/queue/".into()],
             user_destination_prefix: "/exchange/amq.direct/stompbox-user.".into(),
+            subscribe_headers: Vec::new(),
+            send_headers: Vec::new(),
             reconnect_initial: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
@@ -227,11 +420,7 @@ impl Broker for RelayBroker {
     }
 
     fn handles(&self, destination: &str) -> bool {
-        self.config
-            .prefixes
-            .iter()
-            .any(|p| destination.starts_with(p.as_str()))
-            && !self.is_user_destination(destination)
+        self.config.is_client_destination(destination)
     }
 
     fn user_destination(&self, key: &str) -> String {
@@ -239,7 +428,7 @@ impl Broker for RelayBroker {
     }
 
     fn is_user_destination(&self, destination: &str) -> bool {
-        destination.starts_with(&self.config.user_destination_prefix)
+        self.config.is_user_destination(destination)
     }
 
     fn availability(&self) -> watch::Receiver<bool> {
@@ -270,5 +459,138 @@ mod tests {
         }
         assert_eq!(config.broker_form("/topic/chat/1"), "/topic/chat%2F1");
         assert_eq!(config.broker_form("/exchange/x/y/z"), "/exchange/x/y/z");
+    }
+
+    fn passes(config: &RelayConfig, command: Command, names: &[&str]) -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| config.forwards_header(command, n.as_bytes()))
+            .map(|n| (*n).to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn subscribe_passes_only_allowed_client_headers() {
+        let client = [
+            "id",
+            "destination",
+            "ack",
+            "receipt",
+            "durable",
+            "auto-delete",
+            "exclusive",
+            "x-queue-name",
+            "x-max-length",
+            "prefetch-count",
+            "selector",
+            "activemq.subscriptionName",
+            "my-header",
+        ];
+        let mut config = RelayConfig::default();
+        assert!(passes(&config, Command::Subscribe, &client).is_empty());
+        config.subscribe_headers = vec!["prefetch-count".into(), "id".into(), "Selector".into()];
+        // The relay's own headers are never copied, even if listed; names
+        // match exactly.
+        assert_eq!(
+            passes(&config, Command::Subscribe, &client),
+            ["prefetch-count"]
+        );
+    }
+
+    #[test]
+    fn send_drops_broker_headers_unless_allowed() {
+        let client = [
+            "destination",
+            "receipt",
+            "transaction",
+            "content-length",
+            "content-type",
+            "correlation-id",
+            "type",
+            "stompbox-sender",
+            "my-app-header",
+            "persistent",
+            "Persistent",
+            "reply-to",
+            "expiration",
+            "priority",
+            "timestamp",
+            "user-id",
+            "app-id",
+            "cluster-id",
+            "amqp-message-id",
+            "durable",
+            "auto-delete",
+            "exclusive",
+            "prefetch-count",
+            "CC",
+            "BCC",
+            "x-queue-type",
+            "X-Max-Length",
+            "x-custom",
+            "expires",
+            "transformation",
+            "amq-msg-type",
+            "JMSXGroupID",
+            "jmsType",
+            "activemq.priority",
+            "AMQ_SCHEDULED_DELAY",
+            "amq_scheduled_period",
+            "x",
+            "jm",
+        ];
+        let mut config = RelayConfig::default();
+        assert_eq!(
+            passes(&config, Command::Send, &client),
+            [
+                "content-type",
+                "correlation-id",
+                "type",
+                "stompbox-sender",
+                "my-app-header",
+                "x-custom",
+                "x",
+                "jm"
+            ]
+        );
+        config.send_headers = vec!["persistent".into(), "x-max-length".into(), "receipt".into()];
+        let passed = passes(&config, Command::Send, &client);
+        // Listed names pass exactly as written; the client leg's own never.
+        assert!(passed.contains(&"persistent".to_owned()));
+        assert!(!passed.contains(&"Persistent".to_owned()));
+        assert!(!passed.contains(&"X-Max-Length".to_owned()));
+        assert!(!passed.contains(&"receipt".to_owned()));
+        assert_eq!(passed.len(), 9, "{passed:?}");
+    }
+
+    #[test]
+    fn other_frames_forward_no_client_header() {
+        let config = RelayConfig::default();
+        assert!(!config.forwards_header(Command::Ack, b"my-app-header"));
+    }
+
+    #[test]
+    fn only_topic_and_queue_are_client_destinations_by_default() {
+        let config = RelayConfig::default();
+        for allowed in ["/topic/a", "/queue/b"] {
+            assert!(config.is_client_destination(allowed), "{allowed}");
+        }
+        for refused in [
+            "/exchange/amq.fanout",
+            "/exchange/amq.rabbitmq.trace/#",
+            "/amq/queue/q",
+            "/temp-queue/t",
+            "/exchange/amq.direct/stompbox-user.k",
+        ] {
+            assert!(!config.is_client_destination(refused), "{refused}");
+        }
+        assert!(config.is_user_destination("/exchange/amq.direct/stompbox-user.k"));
+        // Relaying /exchange/ does not open the user namespace.
+        let config = RelayConfig {
+            prefixes: vec!["/exchange/".into()],
+            ..RelayConfig::default()
+        };
+        assert!(config.is_client_destination("/exchange/amq.fanout"));
+        assert!(!config.is_client_destination("/exchange/amq.direct/stompbox-user.k"));
     }
 }

@@ -12,17 +12,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use stompbox_codec::{Command, Frame, Headers, Version, header};
 
-/// SUBSCRIBE headers the relay sets itself.
-const OWN_SUBSCRIBE_HEADERS: [&str; 4] = [
-    header::ID,
-    header::DESTINATION,
-    header::ACK,
-    header::RECEIPT,
-];
-/// SEND headers that belong to the client leg.
-const CLIENT_LEG_HEADERS: [&str; 3] =
-    [header::RECEIPT, header::TRANSACTION, header::CONTENT_LENGTH];
-
 #[derive(Debug)]
 struct Route {
     client_id: Bytes,
@@ -260,6 +249,13 @@ impl BrokerSession for RelaySession {
         let destinations: Vec<String> = std::iter::once(request.destination.clone())
             .chain(request.also.clone())
             .collect();
+        // The session routes only relayed destinations here, and user
+        // destinations it resolved itself; checked again because this is
+        // the last step before the broker, where the relay's own login
+        // would reach anything.
+        for destination in &destinations {
+            self.check_destination(destination, request.display_destination.is_some())?;
+        }
         let ack = match request.ack {
             crate::broker::AckMode::Auto => "auto",
             crate::broker::AckMode::Client => "client",
@@ -276,13 +272,10 @@ impl BrokerSession for RelaySession {
                 Bytes::from_static(header::ID.as_bytes()),
                 upstream_id.clone(),
             );
-            // Broker options (durable, auto-delete, prefetch-count,
-            // x-queue-name, selector…) pass through.
+            // Broker options (durable, auto-delete, x-queue-name, selector…)
+            // pass only where the operator allowed them.
             for (name, value) in request.frame.headers.iter_bytes() {
-                if !OWN_SUBSCRIBE_HEADERS
-                    .iter()
-                    .any(|h| h.as_bytes() == name.as_ref())
-                {
+                if self.config.forwards_header(Command::Subscribe, name) {
                     frame.headers.push(name.clone(), value.clone());
                 }
             }
@@ -325,16 +318,13 @@ impl BrokerSession for RelaySession {
     }
 
     fn send(&mut self, message: Publish, receipt: Option<Bytes>) -> Result<(), BrokerError> {
+        self.check_destination(&message.destination, false)?;
         let mut frame = Frame::new(Command::Send).header(
             header::DESTINATION,
             &self.config.broker_form(&message.destination),
         );
         for (name, value) in message.frame.headers.iter_bytes() {
-            if !CLIENT_LEG_HEADERS
-                .iter()
-                .any(|h| h.as_bytes() == name.as_ref())
-                && name.as_ref() != b"destination"
-            {
+            if self.config.forwards_header(Command::Send, name) {
                 frame.headers.push(name.clone(), value.clone());
             }
         }
@@ -402,6 +392,25 @@ impl BrokerSession for RelaySession {
 }
 
 impl RelaySession {
+    /// Refuses a destination outside what the session may use: a relayed
+    /// prefix for the client's own destinations, the user-destination
+    /// namespace for those the session resolved for a user destination.
+    fn check_destination(&self, destination: &str, resolved: bool) -> Result<(), BrokerError> {
+        let allowed = if resolved {
+            self.config.is_user_destination(destination)
+        } else {
+            self.config.is_client_destination(destination)
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(BrokerError::InvalidDestination(format!(
+                "{destination}: not relayed to the message broker (relayed: {})",
+                self.config.prefixes.join(", ")
+            )))
+        }
+    }
+
     /// DISCONNECT with a receipt, answered to the client only when the
     /// broker's own RECEIPT arrives (bounded by the connect timeout).
     async fn disconnect_with_receipt(&mut self, client_receipt: Bytes) {

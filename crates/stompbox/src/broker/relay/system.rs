@@ -152,6 +152,17 @@ impl SystemConnection {
     /// Publishes over the system link and waits for the broker's RECEIPT,
     /// so that success means the broker has the message.
     pub(crate) async fn publish(&self, message: Publish) -> Result<(), BrokerError> {
+        // The messaging handle checks this already; the system connection
+        // is where a destination would meet the relay's own login, so it
+        // holds the line itself: relayed prefixes and the user namespace.
+        if !self.config.is_client_destination(&message.destination)
+            && !self.config.is_user_destination(&message.destination)
+        {
+            return Err(BrokerError::InvalidDestination(format!(
+                "{}: not relayed to the message broker",
+                message.destination
+            )));
+        }
         let link = lock(&self.link)
             .clone()
             .filter(|_| self.is_available())
@@ -175,11 +186,15 @@ impl SystemConnection {
             header::DESTINATION,
             &self.config.broker_form(&message.destination),
         );
+        // A client's SEND to another user arrives here with the client's
+        // headers, so the same rule as for client sessions applies. On this
+        // shared link it matters more: with RabbitMQ a text `CC` or a
+        // foreign `user-id` closes the connection, failing every
+        // server-originated message in flight and refusing new sessions
+        // until it is back; a `timestamp` that does not parse loses the
+        // message and leaves its publish waiting for the time limit.
         for (name, value) in message.frame.headers.iter_bytes() {
-            if !matches!(
-                name.as_ref(),
-                b"receipt" | b"transaction" | b"content-length" | b"destination"
-            ) {
+            if self.config.forwards_header(Command::Send, name) {
                 frame.headers.push(name.clone(), value.clone());
             }
         }
