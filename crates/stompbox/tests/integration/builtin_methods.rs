@@ -81,13 +81,16 @@ async fn connect_refused(url: &str, options: &ClientOptions, headers: &[(&str, &
     }
 }
 
+/// Where a token travels: the URL, the handshake, the CONNECT headers.
+type Carrier<'a> = (String, ClientOptions, Vec<(&'a str, &'a str)>);
+
 #[tokio::test]
 async fn a_jwt_is_accepted_from_every_carrier() {
     let server = spawn_app(whoami_app(), jwt).await;
     let token = valid("alice");
     let bearer = format!("Bearer {token}");
     let plain = ClientOptions::stomp();
-    let cases: Vec<(String, ClientOptions, Vec<(&str, &str)>)> = vec![
+    let cases: Vec<Carrier> = vec![
         (
             server.ws.clone(),
             plain.clone(),
