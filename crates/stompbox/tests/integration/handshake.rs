@@ -211,3 +211,26 @@ async fn wss_and_stomp_over_tls_work_and_the_certificate_reloads_without_droppin
     assert!(error.contains("key.pem"), "{error}");
     assert_eq!(presented_certificate(&http, &both).await, after);
 }
+
+#[tokio::test]
+async fn an_http_socket_that_sends_no_request_head_in_time_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = spawn_server(|c| c.connect_timeout = std::time::Duration::from_millis(300)).await;
+    let addr = http_addr(&server);
+    // Silent, and dribbling a byte at a time without finishing the head.
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let mut dribbling = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    dribbling.write_all(b"GET / HTTP/1.1\r\n").await.expect("write");
+    for stream in [&mut silent, &mut dribbling] {
+        let mut buf = [0u8; 1024];
+        // The server must close: read returns 0 (or an error/408 answer
+        // followed by the close) well within the bound.
+        loop {
+            match tokio::time::timeout(WAIT, stream.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("an idle HTTP socket stayed open"),
+            }
+        }
+    }
+}
