@@ -75,6 +75,27 @@ fn stomp_refusal(text: &str) -> Vec<u8> {
     format!("ERROR\nmessage:{text}\ncontent-type:text/plain\n\n{text}\n\0").into_bytes()
 }
 
+/// The server side of a TLS handshake, bounded like the CONNECT frame: a
+/// client that opens a socket and says nothing cannot hold it longer.
+async fn tls_handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    shared: &ServerShared,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(shared.config.connect_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
 /// A connection's byte stream, plain or TLS.
 trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}

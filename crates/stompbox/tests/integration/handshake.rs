@@ -218,9 +218,16 @@ async fn an_http_socket_that_sends_no_request_head_in_time_is_closed() {
     let server = spawn_server(|c| c.connect_timeout = std::time::Duration::from_millis(300)).await;
     let addr = http_addr(&server);
     // Silent, and dribbling a byte at a time without finishing the head.
-    let mut silent = tokio::net::TcpStream::connect(&addr).await.expect("connect");
-    let mut dribbling = tokio::net::TcpStream::connect(&addr).await.expect("connect");
-    dribbling.write_all(b"GET / HTTP/1.1\r\n").await.expect("write");
+    let mut silent = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let mut dribbling = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    dribbling
+        .write_all(b"GET / HTTP/1.1\r\n")
+        .await
+        .expect("write");
     for stream in [&mut silent, &mut dribbling] {
         let mut buf = [0u8; 1024];
         // The server must close: read returns 0 (or an error/408 answer
