@@ -143,24 +143,10 @@ pub(crate) async fn serve_http(
             let tls = shared.tls.as_ref().map(|t| t.http.clone());
             let io: Box<dyn Io> = match tls {
                 None => Box::new(stream),
-                Some(acceptor) => {
-                    match tokio::time::timeout(
-                        shared.config.connect_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(tls)) => Box::new(tls),
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    }
-                }
+                Some(acceptor) => match tls_handshake(&acceptor, stream, &shared, peer).await {
+                    Some(tls) => Box::new(tls),
+                    None => return,
+                },
             };
             let info = ConnectionInfo {
                 tls: shared.tls.is_some(),
@@ -237,24 +223,10 @@ pub(crate) async fn accept_tcp(listener: TcpListener, shared: Arc<ServerShared>)
         tokio::spawn(async move {
             let transport = match shared.tls.as_ref().map(|t| t.tcp.clone()) {
                 None => Transport::Tcp(stream),
-                Some(acceptor) => {
-                    match tokio::time::timeout(
-                        shared.config.connect_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(tls)) => Transport::TlsServer(Box::new(tls)),
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    }
-                }
+                Some(acceptor) => match tls_handshake(&acceptor, stream, &shared, peer).await {
+                    Some(tls) => Transport::TlsServer(Box::new(tls)),
+                    None => return,
+                },
             };
             let handshake = Handshake::tcp(peer, shared.tls.is_some());
             connection::run(transport, shared, None, handshake).await;
