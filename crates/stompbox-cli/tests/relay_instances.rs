@@ -48,6 +48,17 @@ fn unique() -> String {
     format!("{:x}-{nanos:x}", std::process::id())
 }
 
+/// The users of both instances (alice and bob, passcode `<name>-pw`), as the
+/// inline TOML value of `auth.users`: both instances verify the same users,
+/// so a user destination names the same person on each.
+fn users() -> String {
+    let entry = |name: &str| {
+        let hash = stompbox::auth::hash_password(&format!("{name}-pw")).expect("hash");
+        format!("{{ name = \"{name}\", password_hash = \"{hash}\" }}")
+    };
+    format!("[{}, {}]", entry("alice"), entry("bob"))
+}
+
 /// How an instance is told to relay: both ways must work.
 #[derive(Debug, Clone, Copy)]
 enum Via {
@@ -87,7 +98,7 @@ fn pipe_lines(
 impl Instance {
     /// Starts an instance and waits until it listens and its broker is
     /// available, so that a CONNECT is not refused.
-    async fn start(name: &'static str, via: Via) -> Instance {
+    async fn start(name: &'static str, via: Via, users: &str) -> Instance {
         let mut command = Command::new(env!("CARGO_BIN_EXE_stompbox"));
         command.args(["serve", "--http", "127.0.0.1:0"]);
         // The developer's own STOMPBOX_* or RUST_LOG must not change the test.
@@ -104,12 +115,15 @@ impl Instance {
                     "broker.kind=relay",
                     "--set",
                     &format!("relay.addresses={BROKER}"),
+                    "--set",
+                    &format!("auth.users={users}"),
                 ]);
             }
             Via::Env => {
                 command
                     .env("STOMPBOX_BROKER_KIND", "relay")
-                    .env("STOMPBOX_RELAY_ADDRESSES", BROKER);
+                    .env("STOMPBOX_RELAY_ADDRESSES", BROKER)
+                    .env("STOMPBOX_AUTH_USERS", users);
             }
         }
         command
@@ -210,7 +224,10 @@ impl Drop for Instance {
 async fn connect(instance: &Instance, login: &str) -> Client {
     match tokio::time::timeout(
         WAIT,
-        Client::connect(&instance.ws, &[("login", login), ("passcode", "any")]),
+        Client::connect(
+            &instance.ws,
+            &[("login", login), ("passcode", &format!("{login}-pw"))],
+        ),
     )
     .await
     {
@@ -303,8 +320,9 @@ async fn two_instances() {
     let ping = format!("ping {run}");
     let direct = format!("for bob only {run}");
 
-    let one = Instance::start("instance 1", Via::Flags).await;
-    let two = Instance::start("instance 2", Via::Env).await;
+    let users = users();
+    let one = Instance::start("instance 1", Via::Flags, &users).await;
+    let two = Instance::start("instance 2", Via::Env, &users).await;
 
     // alice on instance 1, bob on instance 2; both in room 1 and on the topic.
     let mut alice = connect(&one, "alice").await;

@@ -119,7 +119,7 @@ pub(crate) async fn run(
                             "frame too large: more than {} bytes",
                             config.frame_limits.max_frame_bytes
                         ));
-                        send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
+                        send_error(&mut transport, &outbox, &mut batch, &e, session.error_version()).await;
                         break End::ProtocolError(e.message);
                     }
                     Err(e) => break End::Io(e),
@@ -133,14 +133,14 @@ pub(crate) async fn run(
                     let e = StompError::new(format!(
                         "no CONNECT frame within {} s", config.connect_timeout.as_secs()
                     ));
-                    send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
+                    send_error(&mut transport, &outbox, &mut batch, &e, session.error_version()).await;
                     break End::ProtocolError(e.message);
                 }
                 if session.expires_at().is_some_and(|at| now >= at) {
                     let e = StompError::new(
                         "access refused: the session's credentials expired; reconnect with fresh ones",
                     );
-                    send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
+                    send_error(&mut transport, &outbox, &mut batch, &e, session.error_version()).await;
                     break End::ProtocolError(e.message);
                 }
                 let heartbeat = session.heartbeat();
@@ -151,7 +151,7 @@ pub(crate) async fn run(
                         let e = StompError::new(format!(
                             "no heart-beat or frame received for {} ms", now.duration_since(last_read).as_millis()
                         ));
-                        send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
+                        send_error(&mut transport, &outbox, &mut batch, &e, session.error_version()).await;
                         break End::ProtocolError(e.message);
                 }
                 if let Some(every) = heartbeat.send_every
@@ -186,7 +186,14 @@ pub(crate) async fn run(
                 Ok(Ok(Step::Paused)) => paused = true,
                 Ok(Ok(Step::Close)) => break End::Disconnected,
                 Ok(Err(e)) => {
-                    send_error(&mut transport, &outbox, &mut batch, &e, session.version()).await;
+                    send_error(
+                        &mut transport,
+                        &outbox,
+                        &mut batch,
+                        &e,
+                        session.error_version(),
+                    )
+                    .await;
                     break End::ProtocolError(e.message);
                 }
             }
@@ -202,7 +209,7 @@ pub(crate) async fn run(
         }
     };
 
-    let version = session.version();
+    let version = session.error_version();
     // End the session before the (possibly slow) farewell on the socket, so
     // that unacknowledged messages go back to their queues and the
     // disconnect hook runs without waiting for the client.

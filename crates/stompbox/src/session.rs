@@ -53,11 +53,26 @@ impl StompError {
 
     /// The ERROR frame, encoded for the connection's version.
     pub(crate) fn to_frame(&self, version: Version) -> OutFrame {
-        let mut frame = Frame::new(Command::Error).header(header::MESSAGE, &self.message);
+        // STOMP 1.0 has no escapes: a line break in a header would end it.
+        let unescaped = |text: &[u8]| -> Bytes {
+            if version == Version::V1_0 && text.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+                text.iter()
+                    .map(|&b| if matches!(b, b'\n' | b'\r') { b' ' } else { b })
+                    .collect::<Vec<u8>>()
+                    .into()
+            } else {
+                Bytes::copy_from_slice(text)
+            }
+        };
+        let mut frame = Frame::new(Command::Error);
+        frame.headers.push(
+            Bytes::from_static(header::MESSAGE.as_bytes()),
+            unescaped(self.message.as_bytes()),
+        );
         if let Some(receipt) = &self.receipt_id {
             frame.headers.push(
                 Bytes::from_static(header::RECEIPT_ID.as_bytes()),
-                receipt.clone(),
+                unescaped(receipt),
             );
         }
         if let Some(versions) = &self.version_header {
@@ -210,6 +225,14 @@ impl Session {
             .map(|c| c.version)
             .or(self.pinned_version)
             .unwrap_or(Version::V1_2)
+    }
+
+    /// The version an ERROR is encoded in. Before CONNECTED the client does
+    /// not know the version yet, and clients read those frames unescaped as
+    /// they read CONNECTED (stompjs would show `access refused\c …`); so
+    /// they are written without escapes, in the 1.0 form.
+    pub(crate) fn error_version(&self) -> Version {
+        self.connected.as_ref().map_or(Version::V1_0, |c| c.version)
     }
 
     pub(crate) fn is_connected(&self) -> bool {

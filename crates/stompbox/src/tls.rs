@@ -137,20 +137,27 @@ impl ServerTls {
             current: RwLock::new(load(&config.cert_file, &config.key_file)?),
             config: config.clone(),
         });
-        let acceptor = |alpn: Vec<Vec<u8>>| -> Result<tokio_rustls::TlsAcceptor, String> {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut server = rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("TLS setup: {e}"))?
-                .with_no_client_auth()
-                .with_cert_resolver(Arc::clone(&cert) as Arc<dyn ResolvesServerCert>);
-            server.alpn_protocols = alpn;
-            Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
-        };
+        let acceptor =
+            |alpn: Vec<Vec<u8>>, tickets: usize| -> Result<tokio_rustls::TlsAcceptor, String> {
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let mut server = rustls::ServerConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| format!("TLS setup: {e}"))?
+                    .with_no_client_auth()
+                    .with_cert_resolver(Arc::clone(&cert) as Arc<dyn ResolvesServerCert>);
+                server.alpn_protocols = alpn;
+                server.send_tls13_tickets = tickets;
+                Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+            };
         Ok(ServerTls {
             // Only HTTP/1.1 is served: WebSocket upgrades need it.
-            http: acceptor(vec![b"http/1.1".to_vec()])?,
-            tcp: acceptor(Vec::new())?,
+            http: acceptor(vec![b"http/1.1".to_vec()], 2)?,
+            // No session tickets for STOMP over TLS: clients that read and
+            // write one TLS socket from two threads (stomp.py) lose their
+            // CONNECT now and then when its first read handles the tickets
+            // the server sends after a TLS 1.3 handshake. Such clients stay
+            // connected, so resumption gains them little.
+            tcp: acceptor(Vec::new(), 0)?,
             reloader: TlsReloader { cert },
         })
     }

@@ -6,12 +6,23 @@
 //! for `/app/chat/{room}` whose return value goes to `/topic/chat/{room}`),
 //! plus what a real chat needs around it.
 //!
+//! Who is who depends on the server. With an authenticator (user accounts),
+//! a CONNECT's `login` and `passcode` are checked by the server and the
+//! verified user name is shown, marked `verified` in every event. Without
+//! one, every session is anonymous and its CONNECT `login` is only a
+//! *nickname*: a display name anyone may pick, never an identity (it reaches
+//! no one's `/user/…` destinations), shown with `verified: false`. The page
+//! follows suit when served with [`routes_with`]: a login form with
+//! `PageSettings { accounts: true }`, a nickname field without.
+//!
 //! What the page in `web/` (or any STOMP client) does:
 //!
 //! | Frame       | Destination                 | What happens                                            |
 //! |-------------|-----------------------------|---------------------------------------------------------|
-//! | CONNECT     | `login: NAME` (optional)    | the user's chat name; without it, an anonymous `guest-…` |
+//! | CONNECT     | `login`, `passcode`         | with accounts: the user, verified by the server         |
+//! | CONNECT     | `login: NAME` (optional)    | without accounts: a nickname; none: an anonymous `guest-…` |
 //! | SUBSCRIBE   | `/user/queue/errors`        | this session's errors, as `{"error", "destination"}`    |
+//! | SUBSCRIBE   | `/app/chat/me`              | one reply: the name others see, and whether verified    |
 //! | SUBSCRIBE   | `/topic/chat/{room}`        | the room's live events; the others get a `join` notice  |
 //! | SUBSCRIBE   | `/app/chat/{room}/history`  | one reply to this subscriber: the room's last messages  |
 //! | SEND        | `/app/chat/{room}` `{"text"}` | a `message` event to everyone in the room            |
@@ -66,7 +77,7 @@ pub const MAX_ROOMS: usize = 1_000;
 /// records a client can make the server keep.
 pub const MAX_ROOMS_PER_SESSION: usize = 16;
 
-/// Names reserved for anonymous users, so nobody can log in as one.
+/// Names reserved for anonymous users, so no nickname can pass for one.
 const GUEST_PREFIX: &str = "guest-";
 
 /// The topic of a room is this plus the room name. Handler replies go to
@@ -82,8 +93,13 @@ pub struct ChatMessage {
     pub id: u64,
     /// The room.
     pub room: String,
-    /// Who said it.
+    /// Who said it: a verified user name, or a nickname.
     pub user: String,
+    /// Whether `user` is a name the server verified (an authenticated
+    /// user) rather than a nickname the client chose. Absent in JSON from
+    /// before it existed, which is read as unverified.
+    #[serde(default)]
+    pub verified: bool,
     /// What they said.
     pub text: String,
     /// When the server received it, in milliseconds since the Unix epoch.
@@ -103,6 +119,9 @@ pub enum Event {
         room: String,
         /// Who joined.
         user: String,
+        /// Whether `user` is verified, as in [`ChatMessage::verified`].
+        #[serde(default)]
+        verified: bool,
         /// When, in milliseconds since the Unix epoch.
         time: u64,
     },
@@ -112,6 +131,9 @@ pub enum Event {
         room: String,
         /// Who left.
         user: String,
+        /// Whether `user` is verified, as in [`ChatMessage::verified`].
+        #[serde(default)]
+        verified: bool,
         /// When, in milliseconds since the Unix epoch.
         time: u64,
     },
@@ -122,6 +144,16 @@ pub enum Event {
         room: String,
         /// At most [`HISTORY_LEN`] messages.
         messages: Vec<ChatMessage>,
+    },
+    /// The reply to a SUBSCRIBE to `/app/chat/me`, to that subscriber only:
+    /// the name the others see for this session. A page cannot work it out
+    /// itself: a verified name is whatever the authenticator vouched for,
+    /// and a guest's is made from its session id.
+    Me {
+        /// The name, as [`ChatMessage::user`] shows it.
+        user: String,
+        /// Whether it is verified, as [`ChatMessage::verified`].
+        verified: bool,
     },
 }
 
@@ -169,7 +201,7 @@ struct Room {
 
 struct Member {
     /// The name notices show.
-    user: String,
+    name: Name,
     /// Subscription id → room.
     subscriptions: HashMap<String, String>,
 }
@@ -220,7 +252,7 @@ impl ChatState {
     }
 
     /// Stores a new message in its room's history and returns it.
-    fn record(&self, room: &str, user: &str, text: &str) -> ChatMessage {
+    fn record(&self, room: &str, name: &Name, text: &str) -> ChatMessage {
         let mut rooms = lock(&self.inner.rooms);
         rooms.next_id += 1;
         rooms.clock += 1;
@@ -250,7 +282,8 @@ impl ChatState {
         let message = ChatMessage {
             id,
             room: room.to_owned(),
-            user: user.to_owned(),
+            user: name.text.clone(),
+            verified: name.verified,
             text: text.to_owned(),
             time: now_ms(),
         };
@@ -281,13 +314,13 @@ impl ChatState {
             return Ok(());
         };
         check_room(room).map_err(Reject)?;
-        let user = self.display_name(&info.user, &info.session_id);
+        let name = self.display_name(&info.user, &info.session_id);
         let first_in_room = {
             let mut members = lock(&self.inner.members);
             let member = members
                 .entry(Arc::clone(&info.session_id))
                 .or_insert_with(|| Member {
-                    user: user.clone(),
+                    name: name.clone(),
                     subscriptions: HashMap::new(),
                 });
             if member.subscriptions.len() >= MAX_ROOMS_PER_SESSION {
@@ -305,7 +338,8 @@ impl ChatState {
         if first_in_room {
             let event = Event::Join {
                 room: room.to_owned(),
-                user,
+                user: name.text,
+                verified: name.verified,
                 time: now_ms(),
             };
             self.announce(room, event).await;
@@ -324,16 +358,17 @@ impl ChatState {
                 return;
             };
             let still_in = member.subscriptions.values().any(|r| *r == room);
-            let user = member.user.clone();
+            let name = member.name.clone();
             if member.subscriptions.is_empty() {
                 members.remove(&info.session_id);
             }
-            (!still_in).then_some((room, user))
+            (!still_in).then_some((room, name))
         };
-        if let Some((room, user)) = left {
+        if let Some((room, name)) = left {
             let event = Event::Leave {
                 room: room.clone(),
-                user,
+                user: name.text,
+                verified: name.verified,
                 time: now_ms(),
             };
             self.announce(&room, event).await;
@@ -350,7 +385,8 @@ impl ChatState {
         for room in rooms {
             let event = Event::Leave {
                 room: room.clone(),
-                user: member.user.clone(),
+                user: member.name.text.clone(),
+                verified: member.name.verified,
                 time: now_ms(),
             };
             self.announce(&room, event).await;
@@ -417,21 +453,35 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A name as others see it, and whether the server vouches for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Name {
+    text: String,
+    verified: bool,
+}
+
 impl ChatState {
     /// The name others see: a verified user's name; for an anonymous
     /// session the nickname it chose, or `guest-` and the first 8 digits of
-    /// its session id.
-    fn display_name(&self, user: &User, session_id: &str) -> String {
+    /// its session id, both unverified.
+    fn display_name(&self, user: &User, session_id: &str) -> Name {
         if user.is_authenticated() {
-            return user.name().to_owned();
+            return Name {
+                text: user.name().to_owned(),
+                verified: true,
+            };
         }
-        if let Some(nickname) = lock(&self.inner.nicknames).get(session_id) {
-            return nickname.clone();
+        let text = match lock(&self.inner.nicknames).get(session_id) {
+            Some(nickname) => nickname.clone(),
+            None => format!(
+                "{GUEST_PREFIX}{}",
+                session_id.get(..8).unwrap_or(session_id)
+            ),
+        };
+        Name {
+            text,
+            verified: false,
         }
-        format!(
-            "{GUEST_PREFIX}{}",
-            session_id.get(..8).unwrap_or(session_id)
-        )
     }
 
     /// The connect hook: a verified user is known by name; an anonymous
@@ -480,6 +530,21 @@ async fn post(
     Ok(Json(Event::Message(message)))
 }
 
+/// SUBSCRIBE `/app/chat/me`: who this session is in the chat. Like the
+/// history, the reply goes to this subscriber alone; a page subscribes on
+/// every (re)connect and so always shows the name the others see.
+async fn me(
+    user: User,
+    SessionId(session): SessionId,
+    State(chat): State<ChatState>,
+) -> Json<Event> {
+    let name = chat.display_name(&user, &session);
+    Json(Event::Me {
+        user: name.text,
+        verified: name.verified,
+    })
+}
+
 /// SUBSCRIBE `/app/chat/{room}/history`: a subscribe handler's reply goes
 /// straight to that subscriber, once, so history never reaches the room.
 async fn history(
@@ -501,6 +566,8 @@ pub fn app(chat: &ChatState) -> App<ChatState> {
     App::with_state(chat.clone())
         .message("/chat/{room}", post)
         .subscribe("/chat/{room}/history", history)
+        // A subscribe route, so no clash with SEND to a room named "me".
+        .subscribe("/chat/me", me)
         .on_connect(move |info| {
             let chat = on_connect.clone();
             async move { chat.connected(info).await }
@@ -522,15 +589,33 @@ pub fn app(chat: &ChatState) -> App<ChatState> {
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const STOMP_JS: &str = include_str!("../web/stomp.js");
 
+/// What the page needs to know about the server it is served by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageSettings {
+    /// Whether the server has user accounts (an authenticator is set up):
+    /// the page then shows a login form (user name and password, sent as
+    /// the CONNECT `login` and `passcode`) instead of a nickname field.
+    /// Without accounts a `login` is only a nickname, so the page must not
+    /// ask for a password that nothing would check.
+    pub accounts: bool,
+}
+
 /// The page (`/`) and its STOMP client (`/stomp.js`), for a server whose
-/// WebSocket endpoint is the default `/ws`.
+/// WebSocket endpoint is the default `/ws` and that has no user accounts.
 pub fn routes() -> HttpRouter {
     routes_for("/ws")
 }
 
 /// As [`routes`], for a server whose WebSocket endpoint is `ws_path`.
 pub fn routes_for(ws_path: &str) -> HttpRouter {
-    let page = Bytes::from(INDEX_HTML.replace("{{ws_path}}", &escape_attribute(ws_path)));
+    routes_with(ws_path, PageSettings::default())
+}
+
+/// The page and its client for a server whose WebSocket endpoint is
+/// `ws_path`, in the mode `settings` says. The settings are written into the
+/// page itself, so it knows them without asking the server.
+pub fn routes_with(ws_path: &str, settings: PageSettings) -> HttpRouter {
+    let page = Bytes::from(render_page(ws_path, settings));
     HttpRouter::new()
         .route(
             "/",
@@ -555,6 +640,17 @@ fn asset(content_type: &'static str, body: Bytes) -> impl IntoResponse {
         ],
         body,
     )
+}
+
+fn render_page(ws_path: &str, settings: PageSettings) -> String {
+    // `accounts` first: a ws_path containing the other placeholder must stay
+    // as it is.
+    INDEX_HTML
+        .replace(
+            "{{accounts}}",
+            if settings.accounts { "true" } else { "false" },
+        )
+        .replace("{{ws_path}}", &escape_attribute(ws_path))
 }
 
 fn escape_attribute(text: &str) -> String {
@@ -606,8 +702,12 @@ mod tests {
     #[test]
     fn history_is_bounded_per_room_and_in_rooms() {
         let chat = ChatState::new();
+        let alice = Name {
+            text: "alice".into(),
+            verified: false,
+        };
         for i in 0..HISTORY_LEN + 5 {
-            chat.record("1", "alice", &format!("m{i}"));
+            chat.record("1", &alice, &format!("m{i}"));
         }
         let history = chat.history("1");
         assert_eq!(history.len(), HISTORY_LEN);
@@ -617,10 +717,10 @@ mod tests {
         // Filling up the rooms evicts the least recently used one: room "1"
         // was just read, so room "r0" goes first.
         for i in 0..MAX_ROOMS - 1 {
-            chat.record(&format!("r{i}"), "bob", "hi");
+            chat.record(&format!("r{i}"), &alice, "hi");
         }
         chat.history("1");
-        chat.record("one-more", "bob", "hi");
+        chat.record("one-more", &alice, "hi");
         assert_eq!(chat.history("1").len(), HISTORY_LEN);
         assert!(chat.history("r0").is_empty());
         assert_eq!(chat.history("r1").len(), 1);
@@ -632,16 +732,18 @@ mod tests {
         let event = Event::Join {
             room: "1".into(),
             user: "alice".into(),
+            verified: true,
             time: 5,
         };
         assert_eq!(
             serde_json::to_string(&event).expect("serializes"),
-            r#"{"type":"join","room":"1","user":"alice","time":5}"#
+            r#"{"type":"join","room":"1","user":"alice","verified":true,"time":5}"#
         );
         let message = Event::Message(ChatMessage {
             id: 1,
             room: "1".into(),
             user: "alice".into(),
+            verified: false,
             text: "hi".into(),
             time: 5,
         });
@@ -651,11 +753,36 @@ mod tests {
             serde_json::from_str::<Event>(&json).expect("parses"),
             message
         );
+        // Events from before `verified` existed are read as unverified.
+        let old = r#"{"type":"leave","room":"1","user":"bob","time":5}"#;
+        assert!(matches!(
+            serde_json::from_str::<Event>(old).expect("parses"),
+            Event::Leave {
+                verified: false,
+                ..
+            }
+        ));
+        assert_eq!(
+            serde_json::to_string(&Event::Me {
+                user: "alice".into(),
+                verified: true
+            })
+            .expect("serializes"),
+            r#"{"type":"me","user":"alice","verified":true}"#
+        );
     }
 
     #[test]
-    fn the_page_gets_the_endpoint() {
+    fn the_page_gets_the_endpoint_and_the_mode() {
         assert!(INDEX_HTML.contains("{{ws_path}}"));
+        assert!(INDEX_HTML.contains(r#"data-accounts="{{accounts}}""#));
         assert_eq!(escape_attribute("/a\"<b>&"), "/a&quot;&lt;b&gt;&amp;");
+        let plain = render_page("/ws", PageSettings::default());
+        assert!(plain.contains(r#"data-accounts="false""#));
+        assert!(plain.contains(r#"content="/ws""#));
+        let accounts = render_page("/{{accounts}}", PageSettings { accounts: true });
+        assert!(accounts.contains(r#"data-accounts="true""#));
+        assert!(accounts.contains(r#"content="/{{accounts}}""#));
+        assert!(!accounts.contains("{{ws_path}}"));
     }
 }

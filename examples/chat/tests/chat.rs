@@ -1,30 +1,64 @@
 //! The chat over a real server: STOMP clients connect, join rooms, talk,
-//! and see exactly what the page would.
+//! and see exactly what the page would; without user accounts (nicknames)
+//! and with them (password users).
 
 use std::collections::VecDeque;
+use std::sync::OnceLock;
 use std::time::Duration;
+use stompbox::auth::{PasswordAuthenticator, PasswordConfig, PasswordUser};
 use stompbox::client::{Client, ClientError};
 use stompbox::codec::{Command, Frame};
 use stompbox::{Server, ServerConfig, ServerHandle};
-use stompbox_chat::{ChatMessage, ChatState, Event, HISTORY_LEN, MAX_ROOMS_PER_SESSION};
+use stompbox_chat::{
+    ChatMessage, ChatState, Event, HISTORY_LEN, MAX_ROOMS_PER_SESSION, PageSettings,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// The password users of the servers with accounts, as (name, password).
+const USERS: [(&str, &str); 2] = [("alice", "alice's secret"), ("bob", "bob's secret")];
 
 struct Chat {
     server: ServerHandle,
     ws: String,
 }
 
+/// Whether the server has user accounts, and whether it lets guests in.
+#[derive(Clone, Copy)]
+enum Accounts {
+    /// No authenticator: every session is anonymous, logins are nicknames.
+    Off,
+    /// Password users; guests let in or not.
+    On { guests: bool },
+}
+
 async fn start() -> Chat {
+    start_with(Accounts::Off).await
+}
+
+async fn start_with(accounts: Accounts) -> Chat {
     let mut config = ServerConfig::default();
     config.http_addr = ([127, 0, 0, 1], 0).into();
+    // Refusals are part of these tests: the delay that slows down password
+    // guessing would only slow them down.
+    config.auth.failure_delay = Duration::ZERO;
+    if let Accounts::On { guests } = accounts {
+        config.auth.allow_anonymous = guests;
+    }
     let chat = ChatState::new();
-    let server = Server::builder(config)
-        .app(stompbox_chat::app(&chat))
-        .routes(stompbox_chat::routes())
-        .bind()
-        .await
-        .expect("bind");
+    let builder = Server::builder(config).app(stompbox_chat::app(&chat));
+    let builder = match accounts {
+        Accounts::Off => builder.routes(stompbox_chat::routes()),
+        Accounts::On { .. } => {
+            builder
+                .authenticator(password_users())
+                .routes(stompbox_chat::routes_with(
+                    "/ws",
+                    PageSettings { accounts: true },
+                ))
+        }
+    };
+    let server = builder.bind().await.expect("bind");
     chat.attach(server.messaging());
     let server = server.spawn();
     let addr = server.http_addr().expect("bound address");
@@ -32,6 +66,34 @@ async fn start() -> Chat {
         server,
         ws: format!("ws://{addr}/ws"),
     }
+}
+
+/// An authenticator for [`USERS`]. The argon2 hashes are made once for all
+/// tests: hashing is deliberately slow.
+fn password_users() -> PasswordAuthenticator {
+    static HASHES: OnceLock<Vec<String>> = OnceLock::new();
+    let hashes = HASHES.get_or_init(|| {
+        USERS
+            .iter()
+            .map(|(_, password)| stompbox::auth::hash_password(password).expect("hash"))
+            .collect()
+    });
+    let users = USERS
+        .iter()
+        .zip(hashes)
+        .map(|((name, _), hash)| PasswordUser::new(*name, hash.clone()))
+        .collect();
+    PasswordAuthenticator::new(PasswordConfig::new(users)).expect("password users")
+}
+
+/// The CONNECT headers of the password user `name` from [`USERS`].
+fn credentials(name: &str) -> [(&'static str, &'static str); 2] {
+    let (login, passcode) = USERS
+        .iter()
+        .find(|(user, _)| *user == name)
+        .copied()
+        .unwrap_or_else(|| panic!("no test user {name}"));
+    [("login", login), ("passcode", passcode)]
 }
 
 /// A chat participant: a raw STOMP client that keeps frames that arrived
@@ -43,9 +105,16 @@ struct Peer {
 }
 
 impl Peer {
+    /// Connects with `login` as the only credential: a nickname on a
+    /// server without accounts.
     async fn join(chat: &Chat, login: Option<&str>) -> Peer {
         let headers: Vec<(&str, &str)> = login.map(|l| ("login", l)).into_iter().collect();
-        let (client, _) = Client::connect(&chat.ws, &headers).await.expect("connect");
+        Peer::join_with(chat, &headers).await
+    }
+
+    /// Connects with these CONNECT headers.
+    async fn join_with(chat: &Chat, headers: &[(&str, &str)]) -> Peer {
+        let (client, _) = Client::connect(&chat.ws, headers).await.expect("connect");
         let mut peer = Peer {
             client,
             buffered: VecDeque::new(),
@@ -122,6 +191,15 @@ impl Peer {
         let frame = self.message().await;
         serde_json::from_slice(&frame.body)
             .unwrap_or_else(|e| panic!("not a chat event ({e}): {frame:?}"))
+    }
+
+    /// Who the chat says this session is: the reply to `/app/chat/me`.
+    async fn me(&mut self) -> (String, bool) {
+        self.subscribe("/app/chat/me").await;
+        match self.event().await {
+            Event::Me { user, verified } => (user, verified),
+            other => panic!("expected who I am, got {other:?}"),
+        }
     }
 
     async fn chat_message(&mut self) -> ChatMessage {
@@ -377,6 +455,11 @@ async fn the_page_and_its_client_are_served() {
             "text/html",
             "<meta name=\"stomp-endpoint\" content=\"/ws\">",
         ),
+        (
+            "/",
+            "text/html",
+            r#"<html lang="en" data-accounts="false">"#,
+        ),
         ("/stomp.js", "text/javascript", "export class StompClient"),
     ] {
         let response = http_get(addr, path).await;
@@ -387,8 +470,162 @@ async fn the_page_and_its_client_are_served() {
                 .contains(&format!("content-type: {content_type}")),
             "{path}: {response}"
         );
-        assert!(response.contains(needle), "{path}");
+        assert!(response.contains(needle), "{path}: {needle}");
     }
+    chat.server.shutdown().await.expect("shutdown");
+
+    // With accounts the page is told so, and shows its login form.
+    let chat = start_with(Accounts::On { guests: false }).await;
+    let addr = chat.server.http_addr().expect("address");
+    let page = http_get(addr, "/").await;
+    assert!(
+        page.contains(r#"<html lang="en" data-accounts="true">"#),
+        "{page}"
+    );
+    assert!(page.contains(r#"type="password""#));
+    chat.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn nicknames_are_unverified_display_names_that_reach_no_users_messages() {
+    let chat = start().await;
+    // Without accounts anyone may call themselves alice...
+    let mut alice = Peer::join(&chat, Some("alice")).await;
+    assert_eq!(alice.me().await, ("alice".to_owned(), false));
+    alice.subscribe("/user/queue/private").await;
+    alice.subscribe("/topic/chat/1").await;
+    let mut bob = Peer::join(&chat, Some("bob")).await;
+    bob.subscribe("/topic/chat/1").await;
+    assert!(matches!(
+        alice.event().await,
+        Event::Join { ref user, verified: false, .. } if user == "bob"
+    ));
+
+    // ...but the name is shown unverified on everything the room sees,
+    bob.say("1", r#"{"text":"hi alice?"}"#).await;
+    let said = alice.chat_message().await;
+    assert_eq!((said.user.as_str(), said.verified), ("bob", false));
+    assert_eq!(bob.chat_message().await, said);
+    alice.say("1", r#"{"text":"it's me"}"#).await;
+    let said = bob.chat_message().await;
+    assert_eq!((said.user.as_str(), said.verified), ("alice", false));
+    assert_eq!(alice.chat_message().await, said);
+
+    // ...and it is no identity: what the application sends to user alice
+    // does not reach her. (A client cannot even try: anonymous sessions may
+    // not send to other users.)
+    chat.server
+        .messaging()
+        .send_to_user("alice", "/queue/private", "for the real alice")
+        .await
+        .expect("send to user");
+    // Sent after it: the first thing she gets.
+    bob.say("1", r#"{"text":"after"}"#).await;
+    let next = alice.chat_message().await;
+    assert_eq!((next.user.as_str(), next.text.as_str()), ("bob", "after"));
+
+    // Leaving, too, is announced unverified.
+    drop(bob);
+    assert!(matches!(
+        alice.event().await,
+        Event::Leave { ref user, verified: false, .. } if user == "bob"
+    ));
+    chat.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn with_accounts_the_verified_name_is_shown_and_marked() {
+    let chat = start_with(Accounts::On { guests: true }).await;
+    let mut alice = Peer::join_with(&chat, &credentials("alice")).await;
+    assert_eq!(alice.me().await, ("alice".to_owned(), true));
+    alice.subscribe("/user/queue/private").await;
+    alice.subscribe("/topic/chat/1").await;
+    let mut bob = Peer::join_with(&chat, &credentials("bob")).await;
+    bob.subscribe("/topic/chat/1").await;
+    assert!(matches!(
+        alice.event().await,
+        Event::Join { ref user, verified: true, .. } if user == "bob"
+    ));
+
+    bob.say("1", r#"{"text":"hello, verified alice"}"#).await;
+    let said = alice.chat_message().await;
+    assert_eq!((said.user.as_str(), said.verified), ("bob", true));
+    assert_eq!(bob.chat_message().await, said);
+    // History keeps the mark.
+    bob.subscribe("/app/chat/1/history").await;
+    match bob.event().await {
+        Event::History { messages, .. } => assert_eq!(messages, vec![said]),
+        other => panic!("expected history, got {other:?}"),
+    }
+
+    // The verified name is an identity: her /user messages reach her.
+    bob.confirmed(
+        Frame::new(Command::Send)
+            .header("destination", "/user/alice/queue/private")
+            .body("for alice".to_owned()),
+    )
+    .await;
+    let private = alice.message().await;
+    assert_eq!(&private.body[..], b"for alice");
+
+    // A guest is unverified, and named after its session.
+    let mut guest = Peer::join_with(&chat, &[]).await;
+    let (name, verified) = guest.me().await;
+    assert!(name.starts_with("guest-") && !verified, "{name}");
+    guest.subscribe("/topic/chat/1").await;
+    assert!(matches!(
+        alice.event().await,
+        Event::Join { ref user, verified: false, .. } if *user == name
+    ));
+    guest.say("1", r#"{"text":"hi all"}"#).await;
+    let said = alice.chat_message().await;
+    assert_eq!((said.user.as_str(), said.verified), (name.as_str(), false));
+
+    drop(bob);
+    assert!(matches!(
+        alice.event().await,
+        Event::Leave { ref user, verified: true, .. } if user == "bob"
+    ));
+    chat.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn with_accounts_a_users_name_cannot_be_taken_as_a_nickname() {
+    let chat = start_with(Accounts::On { guests: true }).await;
+    // A login is a claim the server checks, even when guests are let in: no
+    // passcode, a wrong one, or an unknown user are all refused alike (so
+    // the page shows the message, and knows not to retry).
+    for headers in [
+        vec![("login", "alice")],
+        vec![("login", "alice"), ("passcode", "bob's secret")],
+        vec![("login", "mallory"), ("passcode", "anything")],
+    ] {
+        match Client::connect(&chat.ws, &headers).await {
+            Err(ClientError::Server(message)) => {
+                assert_eq!(
+                    message, "access refused: wrong login or passcode",
+                    "{headers:?}"
+                );
+            }
+            other => panic!("{headers:?}: expected a refusal, got {other:?}"),
+        }
+    }
+    chat.server.shutdown().await.expect("shutdown");
+
+    // Without guests, no credentials is refused with its own message, which
+    // the page tells apart from a wrong password.
+    let chat = start_with(Accounts::On { guests: false }).await;
+    match Client::connect(&chat.ws, &[]).await {
+        Err(ClientError::Server(message)) => {
+            assert!(
+                message.starts_with("access refused: authentication required"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let mut alice = Peer::join_with(&chat, &credentials("alice")).await;
+    assert_eq!(alice.me().await, ("alice".to_owned(), true));
     chat.server.shutdown().await.expect("shutdown");
 }
 

@@ -11,6 +11,10 @@
 // (an ERROR before CONNECTED, such as a bad login) is final: retrying would
 // only be refused again.
 //
+// The CONNECT headers (which may hold a passcode) stay in this object's
+// memory for the reconnects, and are dropped once it is refused or closed:
+// such a client never connects again.
+//
 // onState(state, detail) is told "connecting", "connected", "reconnecting"
 // (detail: seconds until the next try), "rejected" (detail: the server's
 // message) or "closed".
@@ -102,6 +106,7 @@ export class StompClient {
         if (!this.connected) {
           // Refused at CONNECT: stop here rather than retry forever.
           this.stopped = true;
+          this.connectHeaders = {};
           this.onState("rejected", message);
         }
         this.onError(message);
@@ -172,6 +177,7 @@ export class StompClient {
 
   close() {
     this.stopped = true;
+    this.connectHeaders = {};
     clearTimeout(this.retry);
     this.stopTimers();
     if (this.connected) this.raw("DISCONNECT");

@@ -2,13 +2,29 @@
 // playwright-core (which never downloads a browser of its own).
 //
 //   node tests/clients/node/browser-chat.mjs http://127.0.0.1:8080/ target/test-output/browser
+//   node tests/clients/node/browser-chat.mjs http://127.0.0.1:8080/ target/test-output/browser \
+//       accounts alice:PASSWORD bob:PASSWORD
 //
-// Three people: alice and bob in room 1, carol in room 2. Alice and bob each
-// say something and both see both messages; carol sees none of it, as her
-// first message is the only one in her room. Alice's connection is then
-// dropped under her and the page reconnects by itself. Bob reloads the page
-// and gets the room's history. A message the server refuses shows as an
-// error. Finally a screenshot of alice's page goes to <output-dir>/chat.png.
+// Without accounts (the first form; the server has no authenticator): three
+// people with nicknames, alice and bob in room 1, carol in room 2. Alice and
+// bob each say something and both see both messages; carol sees none of it,
+// as her first message is the only one in her room. The page says nicknames
+// are not verified and marks none of them. Alice's connection is then dropped
+// under her and the page reconnects by itself. Bob reloads the page and gets
+// the room's history. A message the server refuses shows as an error.
+// Screenshot: <output-dir>/chat.png.
+//
+// With accounts (the server has these password users): the page shows a
+// login form. Joining without credentials is tried first (refused unless the
+// server lets guests in). Alice logs in with a wrong password: the server's
+// refusal is shown next to the form, the password field is cleared, and the
+// page does not try again by itself (<output-dir>/chat-login-refused.png).
+// Then she logs in, bob too, and they chat: names carry the verified mark.
+// A refused message shows as an error. Alice's connection is dropped and
+// the page logs in again with the same credentials (kept in memory only:
+// nothing in storage or the URL). Screenshot: <output-dir>/chat-login.png.
+// Bob logs out: alice sees him leave, his page shows the form and stays
+// disconnected.
 //
 // It expects a freshly started server (room history is kept in memory), as
 // crates/stompbox-cli/tests/browser.rs starts one.
@@ -21,20 +37,34 @@ import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import { join as joinPath } from "node:path";
 
-const [base, outDir] = process.argv.slice(2);
-if (!base || !outDir) {
-  console.error("usage: node browser-chat.mjs <http-url> <output-dir>");
+const USAGE = "usage: node browser-chat.mjs <http-url> <output-dir> [accounts <user>:<password> <user>:<password>]";
+const [base, outDir, mode = "nicknames", ...accountArgs] = process.argv.slice(2);
+if (!base || !outDir || !["nicknames", "accounts"].includes(mode)) {
+  console.error(USAGE);
   process.exit(2);
 }
+// user:password, split at the first colon (a user name has none).
+const accounts = accountArgs.map((arg) => {
+  const colon = arg.indexOf(":");
+  return colon > 0 ? { user: arg.slice(0, colon), password: arg.slice(colon + 1) } : null;
+});
+if (mode === "accounts" && (accounts.length !== 2 || accounts.includes(null) || accounts.some((a) => !a.password))) {
+  console.error(USAGE);
+  process.exit(2);
+}
+const NAME = mode === "accounts" ? "browser-chat (accounts)" : "browser-chat";
 const CHROMIUM = "/usr/bin/chromium";
 const TOTAL_MS = 60_000;
 const STEP_MS = 15_000;
+// Longer than any reconnect delay of stomp.js (15 s at most): a page that
+// would retry has done so once its clock is moved on by this much.
+const RETRY_HORIZON_MS = 20_000;
 
 let browser = null;
 let step = "starting";
 
 async function fail(message) {
-  console.error(`browser-chat: FAILED while ${step}: ${message}`);
+  console.error(`${NAME}: FAILED while ${step}: ${message}`);
   try {
     await browser?.close();
   } catch {
@@ -49,9 +79,23 @@ function ok(what) {
   console.log(`ok ${what}`);
 }
 
+function check(condition, what) {
+  if (!condition) throw new Error(what);
+}
+
 // The texts of the chat messages a page shows, in order.
 async function messages(person) {
   return person.page.$$eval("#messages li.message .text", (els) => els.map((el) => el.textContent));
+}
+
+// Who wrote each message a page shows: { user, verified, marked }, where
+// `marked` says whether the name carries the verified mark.
+async function authors(person) {
+  return person.page.$$eval("#messages li.message", (els) => els.map((el) => ({
+    user: el.querySelector(".user")?.textContent,
+    verified: el.dataset.verified === "true",
+    marked: el.querySelector(".user + .verified") !== null,
+  })));
 }
 
 async function waitForMessage(person, text) {
@@ -68,16 +112,41 @@ async function waitForNotice(person, text) {
   );
 }
 
-// Waits until the page is connected and has the room's history: its
-// subscription to the room is then in place.
+async function waitForJoinError(person, part) {
+  await person.page.waitForFunction(
+    (part) => document.getElementById("join-error").textContent.includes(part),
+    part,
+  );
+}
+
+// Waits until the page is connected, knows who it is, and has the room's
+// history: its subscription to the room is then in place.
 async function inRoom(person) {
   await person.page.waitForSelector('#status[data-state="connected"]');
   await person.page.waitForSelector('#messages[data-history="loaded"]');
+  await person.page.waitForFunction(() => document.querySelector("#whoami .user") !== null);
 }
 
-async function join(name, room, { routeSockets = false } = {}) {
+// The name the page shows as its own, and whether it carries the mark.
+async function whoami(person) {
+  return person.page.$eval("#whoami", (el) => ({
+    shown: !el.hidden,
+    text: el.textContent,
+    user: el.querySelector(".user")?.textContent,
+    marked: el.querySelector(".user + .verified") !== null,
+  }));
+}
+
+const visible = (person, selector) => person.page.isVisible(selector);
+
+async function open(name, { routeSockets = false, clock = false } = {}) {
   // A context each: separate cookies and storage, like separate people.
   const context = await browser.newContext({ viewport: { width: 820, height: 760 } });
+  if (clock) {
+    // Time still flows; the test may move it on at once (fastForward) to
+    // show that no retry is pending.
+    await context.clock.install();
+  }
   const page = await context.newPage();
   page.setDefaultTimeout(STEP_MS);
   const person = { name, page, problems: [], sockets: [] };
@@ -94,16 +163,259 @@ async function join(name, room, { routeSockets = false } = {}) {
     });
   }
   await page.goto(base);
-  await page.fill("#name", name);
-  await page.fill("#room", room);
-  await page.click("#join-button");
+  return person;
+}
+
+async function join(name, room, options) {
+  const person = await open(name, options);
+  await person.page.fill("#name", name);
+  await person.page.fill("#room", room);
+  await person.page.click("#join-button");
   await inRoom(person);
   return person;
+}
+
+// Fills in the login form and submits it; the caller waits for the outcome.
+async function submitLogin(person, user, password, room = "1") {
+  await person.page.fill("#user", user);
+  await person.page.fill("#password", password);
+  await person.page.fill("#room", room);
+  await person.page.click("#join-button");
 }
 
 async function say(person, text) {
   await person.page.fill("#text", text);
   await person.page.press("#text", "Enter");
+}
+
+async function sayTooMuch(person) {
+  // maxlength stops typing past 500 characters; a script can still do it,
+  // and then the server's answer at /user/queue/errors is shown.
+  await person.page.$eval("#text", (el) => { el.value = "x".repeat(501); });
+  await person.page.press("#text", "Enter");
+  await person.page.waitForFunction(() =>
+    [...document.querySelectorAll("#messages li.error")].some((el) => el.textContent.includes("at most 500 characters")));
+}
+
+// Drops the page's WebSocket as a server going down for an update would
+// (1012, "service restart"), and waits until the page is back in its room.
+async function dropAndReconnect(person) {
+  const socket = person.sockets.at(-1);
+  check(socket, `${person.name}'s WebSocket was not routed`);
+  const before = person.sockets.length;
+  // Closing the page's side also closes the server's.
+  await socket.close({ code: 1012, reason: "test: connection lost" });
+  await person.page.waitForSelector('#status[data-state="reconnecting"]');
+  await inRoom(person);
+  check(person.sockets.length > before, "the page did not open a new WebSocket");
+}
+
+async function screenshot(person, file) {
+  const shot = joinPath(outDir, file);
+  await person.page.screenshot({ path: shot, fullPage: true });
+  ok(`screenshot at ${shot}`);
+}
+
+function noPageErrors(people) {
+  const problems = people.flatMap((p) => p.problems.map((m) => `${p.name}: ${m}`));
+  check(problems.length === 0, `errors in the pages:\n${problems.join("\n")}`);
+  ok("no script errors in the pages");
+}
+
+async function withoutAccounts() {
+  step = "joining";
+  const alice = await join("alice", "1", { routeSockets: true });
+  const bob = await join("bob", "1");
+  const carol = await join("carol", "2");
+  await waitForNotice(alice, "bob joined");
+  ok("alice and bob are in room 1, carol in room 2; alice saw bob join");
+
+  step = "checking the nickname mode";
+  check(await visible(alice, "#name"), "no nickname field");
+  check(!(await visible(alice, "#password")), "a password field, on a server without accounts");
+  const note = await alice.page.textContent("#nickname-note");
+  check(await visible(alice, "#nickname-note") && note.includes("not verified"), `no visible "not verified" note: ${note}`);
+  const me = await whoami(alice);
+  check(me.shown && me.user === "alice" && !me.marked && me.text.includes("not verified"), `alice's page shows her as ${JSON.stringify(me)}`);
+  ok("the page asks for a nickname, says nicknames are not verified, and shows alice's as such");
+
+  step = "talking in room 1";
+  await say(alice, "Hello from alice");
+  await say(bob, "Hi alice, bob here");
+  for (const person of [alice, bob]) {
+    await waitForMessage(person, "Hello from alice");
+    await waitForMessage(person, "Hi alice, bob here");
+  }
+  ok("alice and bob both see both messages");
+  const names = await authors(alice);
+  check(names.length === 2 && names.every((n) => !n.verified && !n.marked), `names marked as verified: ${JSON.stringify(names)}`);
+  check((await alice.page.$$("#messages .verified")).length === 0, "a verified mark in a chat of nicknames");
+  ok("no nickname carries the verified mark, in messages or notices");
+
+  step = "talking in room 2";
+  await say(carol, "Room 2 only");
+  await waitForMessage(carol, "Room 2 only");
+  const seenByCarol = await messages(carol);
+  check(seenByCarol.length === 1, `carol sees ${JSON.stringify(seenByCarol)}, expected only her own message`);
+  check(!(await messages(alice)).includes("Room 2 only"), "alice saw room 2's message");
+  ok("carol saw nothing from room 1; room 1 nothing from room 2");
+
+  step = "losing alice's connection";
+  await dropAndReconnect(alice);
+  await say(bob, "Welcome back, alice");
+  await waitForMessage(alice, "Welcome back, alice");
+  ok("alice's page reconnected by itself and is back in room 1");
+
+  step = "reloading bob's page";
+  await bob.page.reload();
+  await inRoom(bob);
+  const history = await messages(bob);
+  for (const text of ["Hello from alice", "Hi alice, bob here", "Welcome back, alice"]) {
+    check(history.includes(text), `bob's history after a reload lacks "${text}": ${JSON.stringify(history)}`);
+  }
+  check(history.length === new Set(history).size, `duplicates in bob's history: ${JSON.stringify(history)}`);
+  ok(`bob reloaded and got the room's history (${history.length} messages)`);
+
+  step = "sending a message the server refuses";
+  await sayTooMuch(alice);
+  ok("an over-long message shows the server's error");
+
+  step = "taking the screenshot";
+  await say(alice, "See you all tomorrow!");
+  await waitForMessage(alice, "See you all tomorrow!");
+  await screenshot(alice, "chat.png");
+
+  noPageErrors([alice, bob, carol]);
+}
+
+async function withAccounts([first, second]) {
+  step = "opening the login page";
+  const alice = await open(first.user, { routeSockets: true, clock: true });
+  check(!(await visible(alice, "#name")), "a nickname field, on a server with accounts");
+  check(!(await visible(alice, "#nickname-note")), "the nickname note, on a server with accounts");
+  const fields = await alice.page.$$eval("#user, #password", (els) => els.map((el) => [el.id, el.type, el.autocomplete, el.offsetParent !== null]));
+  check(
+    JSON.stringify(fields) === JSON.stringify([["user", "text", "username", true], ["password", "password", "current-password", true]]),
+    `login fields: ${JSON.stringify(fields)}`,
+  );
+  ok("the page shows a login form (user name, password with autocomplete hints)");
+
+  step = "joining without credentials";
+  await alice.page.click("#join-button");
+  await alice.page.waitForFunction(() =>
+    ["rejected", "connected"].includes(document.getElementById("status").dataset.state));
+  if (await alice.page.$('#status[data-state="connected"]')) {
+    // This server lets guests in: one is unverified and named by the server.
+    await inRoom(alice);
+    const me = await whoami(alice);
+    check(me.user?.startsWith("guest-") && !me.marked, `the guest is shown as ${JSON.stringify(me)}`);
+    await alice.page.click("#logout");
+    await alice.page.waitForSelector('#status[data-state="closed"]');
+    ok(`guests are let in: joined as ${me.user}, unverified, and logged out`);
+  } else {
+    await waitForJoinError(alice, "does not let guests in");
+    check(await alice.page.isHidden("#chat"), "the chat shows after a refusal");
+    ok("guests are not let in, and the page says so");
+  }
+
+  step = "logging in with a wrong password";
+  await submitLogin(alice, first.user, `not-${first.password}`);
+  await waitForJoinError(alice, "Access refused: wrong login or passcode");
+  await alice.page.waitForSelector('#status[data-state="rejected"]');
+  check(await alice.page.inputValue("#password") === "", "the password field was not cleared");
+  check(await alice.page.inputValue("#user") === first.user, "the user name was not kept for the next try");
+  check(await alice.page.isHidden("#chat"), "the chat shows after a refusal");
+  check(await alice.page.evaluate(() => document.activeElement?.id) === "password", "the password field has no focus");
+  const sockets = alice.sockets.length;
+  // A page retrying on its own would have opened a new connection by now:
+  // every reconnect timer is due within this time.
+  await alice.page.clock.fastForward(RETRY_HORIZON_MS);
+  check(await alice.page.$eval("#status", (el) => el.dataset.state) === "rejected", "the page tried again by itself");
+  check(alice.sockets.length === sockets, "the page opened another WebSocket by itself");
+  ok("a wrong password shows the server's refusal, clears the field, and the page waits for the user");
+  await screenshot(alice, "chat-login-refused.png");
+
+  step = "logging in";
+  await submitLogin(alice, first.user, first.password);
+  await inRoom(alice);
+  const bob = await open(second.user, { clock: true });
+  await submitLogin(bob, second.user, second.password);
+  await inRoom(bob);
+  for (const person of [alice, bob]) {
+    const me = await whoami(person);
+    check(me.shown && me.user === person.name && me.marked && me.text.startsWith("Logged in as"), `${person.name}'s page shows ${JSON.stringify(me)}`);
+    check(!(await visible(person, "#user")) && !(await visible(person, "#password")), "the login fields still show");
+    check(await visible(person, "#logout"), "no way to log out");
+    check(await person.page.inputValue("#password") === "", "the password is still in the form");
+  }
+  await waitForNotice(alice, `${second.user} ✓ joined`);
+  ok("alice and bob logged in; each page shows its verified name; alice saw bob (verified) join");
+
+  step = "talking";
+  await say(alice, "Hello, it is really alice");
+  await say(bob, "And really bob");
+  for (const person of [alice, bob]) {
+    await waitForMessage(person, "Hello, it is really alice");
+    await waitForMessage(person, "And really bob");
+    const names = await authors(person);
+    check(
+      JSON.stringify(names) === JSON.stringify([
+        { user: first.user, verified: true, marked: true },
+        { user: second.user, verified: true, marked: true },
+      ]),
+      `${person.name} sees ${JSON.stringify(names)}`,
+    );
+  }
+  check((await alice.page.$$("#messages li.message.mine")).length === 1, "alice's own message is not marked as hers");
+  ok("both see both messages, each name with the verified mark");
+
+  step = "sending a message the server refuses";
+  await sayTooMuch(bob);
+  ok("an over-long message shows the server's error");
+
+  step = "losing alice's connection";
+  await dropAndReconnect(alice);
+  // Had the page lost the credentials, the server would have refused it
+  // (or let it in as an unverified guest).
+  const me = await whoami(alice);
+  check(me.user === first.user && me.marked, `after reconnecting alice's page shows ${JSON.stringify(me)}`);
+  await say(bob, "Welcome back, alice");
+  await waitForMessage(alice, "Welcome back, alice");
+  await say(alice, "Still me");
+  await waitForMessage(bob, "Still me");
+  const last = (await authors(bob)).at(-1);
+  check(last.user === first.user && last.verified && last.marked, `bob sees alice's message from ${JSON.stringify(last)}`);
+  ok("alice's page logged in again by itself with the same credentials, still verified");
+
+  step = "checking where the passwords are";
+  for (const person of [alice, bob]) {
+    const kept = await person.page.evaluate((passwords) => {
+      const stores = [localStorage, sessionStorage].flatMap((s) => Object.keys(s).map((k) => `${k}=${s.getItem(k)}`));
+      const places = [...stores, location.href, document.cookie, document.documentElement.outerHTML];
+      return places.filter((text) => passwords.some((p) => text.includes(p)));
+    }, [first.password, second.password]);
+    check(kept.length === 0, `${person.name}'s page keeps a password: ${JSON.stringify(kept)}`);
+    const stored = await person.page.evaluate(() => localStorage.length + sessionStorage.length);
+    check(stored === 0, `${person.name}'s page stores ${stored} items`);
+  }
+  ok("no password in storage, cookies, the URL or the document");
+
+  step = "taking the screenshot";
+  await say(bob, "See you tomorrow!");
+  await waitForMessage(alice, "See you tomorrow!");
+  await screenshot(alice, "chat-login.png");
+
+  step = "logging bob out";
+  await bob.page.click("#logout");
+  await waitForNotice(alice, `${second.user} ✓ left`);
+  await bob.page.waitForSelector('#status[data-state="closed"]');
+  check(await visible(bob, "#user") && await visible(bob, "#password"), "bob's page shows no login form after logging out");
+  check(await bob.page.isHidden("#chat") && await bob.page.isHidden("#whoami"), "bob's page still shows the chat");
+  await bob.page.clock.fastForward(RETRY_HORIZON_MS);
+  check(await bob.page.$eval("#status", (el) => el.dataset.state) === "closed", "bob's page connected again after logging out");
+  ok("bob logged out: alice saw him leave; his page shows the login form and stays disconnected");
+
+  noPageErrors([alice, bob]);
 }
 
 async function main() {
@@ -127,76 +439,15 @@ async function main() {
   });
   ok(`Chromium ${browser.version()} started`);
 
-  step = "joining";
-  const alice = await join("alice", "1", { routeSockets: true });
-  const bob = await join("bob", "1");
-  const carol = await join("carol", "2");
-  await waitForNotice(alice, "bob joined");
-  ok("alice and bob are in room 1, carol in room 2; alice saw bob join");
-
-  step = "talking in room 1";
-  await say(alice, "Hello from alice");
-  await say(bob, "Hi alice, bob here");
-  for (const person of [alice, bob]) {
-    await waitForMessage(person, "Hello from alice");
-    await waitForMessage(person, "Hi alice, bob here");
+  if (mode === "accounts") {
+    await withAccounts(accounts);
+  } else {
+    await withoutAccounts();
   }
-  ok("alice and bob both see both messages");
-
-  step = "talking in room 2";
-  await say(carol, "Room 2 only");
-  await waitForMessage(carol, "Room 2 only");
-  const seenByCarol = await messages(carol);
-  if (seenByCarol.length !== 1) throw new Error(`carol sees ${JSON.stringify(seenByCarol)}, expected only her own message`);
-  if ((await messages(alice)).includes("Room 2 only")) throw new Error("alice saw room 2's message");
-  ok("carol saw nothing from room 1; room 1 nothing from room 2");
-
-  step = "losing alice's connection";
-  const socket = alice.sockets.at(-1);
-  if (!socket) throw new Error("alice's WebSocket was not routed");
-  // 1012: "service restart", as a server going down for an update sends;
-  // closing the page's side also closes the server's.
-  await socket.close({ code: 1012, reason: "test: connection lost" });
-  await alice.page.waitForSelector('#status[data-state="reconnecting"]');
-  await inRoom(alice);
-  if (alice.sockets.length < 2) throw new Error("the page did not open a new WebSocket");
-  await say(bob, "Welcome back, alice");
-  await waitForMessage(alice, "Welcome back, alice");
-  ok("alice's page reconnected by itself and is back in room 1");
-
-  step = "reloading bob's page";
-  await bob.page.reload();
-  await inRoom(bob);
-  const history = await messages(bob);
-  for (const text of ["Hello from alice", "Hi alice, bob here", "Welcome back, alice"]) {
-    if (!history.includes(text)) throw new Error(`bob's history after a reload lacks "${text}": ${JSON.stringify(history)}`);
-  }
-  if (history.length !== new Set(history).size) throw new Error(`duplicates in bob's history: ${JSON.stringify(history)}`);
-  ok(`bob reloaded and got the room's history (${history.length} messages)`);
-
-  step = "sending a message the server refuses";
-  // maxlength stops typing past 500 characters; a script can still do it,
-  // and then the server's answer at /user/queue/errors is shown.
-  await alice.page.$eval("#text", (el) => { el.value = "x".repeat(501); });
-  await alice.page.press("#text", "Enter");
-  await alice.page.waitForFunction(() =>
-    [...document.querySelectorAll("#messages li.error")].some((el) => el.textContent.includes("at most 500 characters")));
-  ok("an over-long message shows the server's error");
-
-  step = "taking the screenshot";
-  await say(alice, "See you all tomorrow!");
-  await waitForMessage(alice, "See you all tomorrow!");
-  const shot = joinPath(outDir, "chat.png");
-  await alice.page.screenshot({ path: shot, fullPage: true });
-  ok(`screenshot at ${shot}`);
-
-  const problems = [alice, bob, carol].flatMap((p) => p.problems.map((m) => `${p.name}: ${m}`));
-  if (problems.length > 0) throw new Error(`errors in the pages:\n${problems.join("\n")}`);
-  ok("no script errors in the pages");
 
   await browser.close();
   clearTimeout(watchdog);
-  console.log("browser-chat: all checks passed");
+  console.log(`${NAME}: all checks passed`);
 }
 
 main().catch((e) => fail(e?.stack ?? String(e)));

@@ -81,6 +81,10 @@ fn env_name(key: &str) -> String {
 /// precedence.
 fn settings(http: &str, settings: &[(String, String, String)]) -> Result<ServerConfig, String> {
     let mut config = ServerConfig::default();
+    // The load comes from one address (127.0.0.1): the per-address limits
+    // would refuse or slow most of it and the figures would measure them.
+    config.max_connections_per_address = 0;
+    config.connects_per_address_per_sec = 0;
     config.http_addr = http
         .parse()
         .map_err(|e| format!("--http '{http}': {e} (expected IP:PORT)"))?;
@@ -279,6 +283,8 @@ mod tests {
     fn embedded_by_default() {
         let config = set(&[]).expect("defaults");
         assert!(config.relay.is_none());
+        assert_eq!(config.max_connections_per_address, 0);
+        assert_eq!(config.connects_per_address_per_sec, 0);
         assert_eq!(config.http_addr.to_string(), "127.0.0.1:0");
         let config = set(&["limits.backlog_bytes=1_048_576"]).expect("backlog");
         assert_eq!(config.backlog_bytes, 1 << 20);

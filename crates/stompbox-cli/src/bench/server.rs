@@ -98,6 +98,25 @@ impl ServerLog {
     }
 }
 
+/// Flags that turn off `serve`'s per-address limits: every connection of a
+/// benchmark comes from 127.0.0.1, so thousands of them would otherwise be
+/// refused (limits.connections_per_address) or slowed to the CONNECT rate
+/// (limits.connects_per_address_per_sec), and the figures would measure
+/// the throttle. Put before the --server-arg arguments, which can set them
+/// again. `bench serve-echo` turns them off in its own configuration.
+fn unthrottled(command: &[&str]) -> &'static [&'static str] {
+    if command == ["serve"] {
+        &[
+            "--set",
+            "limits.connections_per_address=0",
+            "--set",
+            "limits.connects_per_address_per_sec=0",
+        ]
+    } else {
+        &[]
+    }
+}
+
 /// A running child server; killed when stopped or dropped, so an early
 /// return never leaves it behind.
 #[derive(Debug)]
@@ -109,7 +128,8 @@ pub(crate) struct SpawnedServer {
 
 impl SpawnedServer {
     /// Starts `program command... --http 127.0.0.1:0 extra...` (this
-    /// executable when `program` is `None`) and waits for its listening
+    /// executable when `program` is `None`; `serve` also gets the flags of
+    /// [`unthrottled`]) and waits for its listening
     /// line; with `wait_broker`, also for its `stompbox broker available`
     /// line (a relaying server refuses CONNECTs until then).
     pub(crate) async fn start(
@@ -126,6 +146,7 @@ impl SpawnedServer {
         let mut child = Command::new(&program)
             .args(command)
             .args(["--http", "127.0.0.1:0"])
+            .args(unthrottled(command))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -265,7 +286,18 @@ fn parse_listening(line: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_listening;
+    use super::{parse_listening, unthrottled};
+
+    #[test]
+    fn only_serve_gets_the_per_address_limits_turned_off() {
+        let flags = unthrottled(&["serve"]).join(" ");
+        assert_eq!(
+            flags,
+            "--set limits.connections_per_address=0 --set limits.connects_per_address_per_sec=0"
+        );
+        // serve-echo has no such flags; it turns the limits off itself.
+        assert!(unthrottled(&["bench", "serve-echo"]).is_empty());
+    }
 
     #[test]
     fn listening_line() {

@@ -81,37 +81,6 @@ async fn listed_origins_and_the_wildcard_are_allowed() {
     );
 }
 
-/// A throw-away CA and a `localhost` certificate it signed, written to a
-/// fresh directory; returns (dir, CA PEM path, cert path, key path).
-pub(crate) fn throwaway_pki(tag: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(unique(&format!("stompbox-tls-{tag}-")));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca =
-        rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().expect("key"))
-            .expect("ca");
-    let (cert, key) = leaf(&ca);
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&paths.0, ca.pem()).expect("write ca");
-    std::fs::write(&paths.1, cert).expect("write cert");
-    std::fs::write(&paths.2, key).expect("write key");
-    (dir, paths.0, paths.1, paths.2)
-}
-
-fn leaf(ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>) -> (String, String) {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .expect("params")
-        .signed_by(&key, ca)
-        .expect("leaf");
-    (cert.pem(), key.serialize_pem())
-}
-
 /// The DER of the certificate a TLS server at `addr` presents.
 async fn presented_certificate(addr: &str, ca: &PathBuf) -> Vec<u8> {
     use rustls_pki_types::pem::PemObject;
@@ -143,6 +112,7 @@ async fn presented_certificate(addr: &str, ca: &PathBuf) -> Vec<u8> {
 #[tokio::test]
 async fn wss_and_stomp_over_tls_work_and_the_certificate_reloads_without_dropping_sessions() {
     let (dir, ca, cert, key) = throwaway_pki("reload");
+    let dir = &dir.0;
     let server = spawn_server(|c| c.tls = Some(TlsConfig::new(&cert, &key))).await;
     let http = http_addr(&server);
     let tcp = server.tcp.trim_start_matches("tcp://").to_owned();
@@ -170,12 +140,10 @@ async fn wss_and_stomp_over_tls_work_and_the_certificate_reloads_without_droppin
 
     let before = presented_certificate(&http, &ca).await;
     // A renewed certificate from the same CA replaces the files; reload.
-    let ca_key = std::fs::read_to_string(&key).expect("key");
-    let _ = ca_key;
-    let (_, _, new_cert, new_key) = throwaway_pki("renewed");
+    let (renewed, _, new_cert, new_key) = throwaway_pki("renewed");
     // Same CA is not needed for the check: trust both for the new handshake.
     let both = dir.join("both.pem");
-    let renewed_ca = new_cert.parent().expect("dir").join("ca.pem");
+    let renewed_ca = renewed.0.join("ca.pem");
     std::fs::write(
         &both,
         format!(

@@ -321,3 +321,54 @@ pub(crate) fn embedded_only(what: &str) -> bool {
     println!("not run against {broker:?}: {what} is a setting of the embedded broker");
     true
 }
+
+/// A directory removed when the test ends, however it ends.
+pub(crate) struct TempDir(pub(crate) std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A throw-away CA and a `localhost` certificate it signed, written to a
+/// fresh directory; returns (the directory, CA PEM, certificate, key).
+/// The CA and the leaf have subjects of their own: OpenSSL-based clients
+/// take a leaf whose subject equals its issuer's for self-signed.
+pub(crate) fn throwaway_pki(
+    tag: &str,
+) -> (
+    TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    fn named(common_name: &str, sans: Vec<String>) -> rcgen::CertificateParams {
+        let mut params = rcgen::CertificateParams::new(sans).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params
+    }
+    let dir = TempDir(std::env::temp_dir().join(unique(&format!("stompbox-tls-{tag}-"))));
+    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    let mut ca_params = named(&format!("stompbox test CA {tag}"), Vec::new());
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca =
+        rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().expect("key"))
+            .expect("ca");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = named("localhost", vec!["localhost".into(), "127.0.0.1".into()])
+        .signed_by(&key, &ca)
+        .expect("leaf");
+    let paths = (
+        dir.0.join("ca.pem"),
+        dir.0.join("cert.pem"),
+        dir.0.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).expect("write ca");
+    std::fs::write(&paths.1, cert.pem()).expect("write cert");
+    std::fs::write(&paths.2, key.serialize_pem()).expect("write key");
+    (dir, paths.0, paths.1, paths.2)
+}
