@@ -93,13 +93,15 @@ fn address_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Per-address state: open connections and a token bucket of CONNECT
-/// attempts.
+/// Per-address state: open connections, a token bucket of CONNECT
+/// attempts, and one of failed logins.
 #[derive(Debug)]
 struct Entry {
     connections: usize,
     tokens: f64,
     refilled: Instant,
+    failures_left: f64,
+    failures_refilled: Instant,
 }
 
 /// Limits per client address. An entry exists while the address holds a
@@ -110,6 +112,7 @@ struct Entry {
 pub(crate) struct AddressLimits {
     max_connections: usize,
     connects_per_sec: u32,
+    failures_per_min: u32,
     entries: Mutex<HashMap<IpAddr, Entry>>,
     last_sweep: Mutex<Instant>,
 }
@@ -140,13 +143,19 @@ pub(crate) struct TooManyConnections {
 }
 
 impl AddressLimits {
-    /// `max_connections` per address and `connects_per_sec` CONNECT
-    /// attempts per address per second (a burst of as many); zero turns
-    /// either off.
-    pub(crate) fn new(max_connections: usize, connects_per_sec: u32) -> Arc<AddressLimits> {
+    /// `max_connections` per address, `connects_per_sec` CONNECT attempts
+    /// per address per second (a burst of as many) and `failures_per_min`
+    /// failed logins per address per minute (as many at once); zero turns
+    /// any of them off.
+    pub(crate) fn new(
+        max_connections: usize,
+        connects_per_sec: u32,
+        failures_per_min: u32,
+    ) -> Arc<AddressLimits> {
         Arc::new(AddressLimits {
             max_connections,
             connects_per_sec,
+            failures_per_min,
             entries: Mutex::new(HashMap::new()),
             last_sweep: Mutex::new(Instant::now()),
         })
@@ -166,9 +175,20 @@ impl AddressLimits {
         entry.refilled = now;
     }
 
+    fn refill_failures(&self, entry: &mut Entry, now: Instant) {
+        let capacity = f64::from(self.failures_per_min);
+        let elapsed = now.duration_since(entry.failures_refilled).as_secs_f64();
+        entry.failures_left = (entry.failures_left + elapsed * capacity / 60.0).min(capacity);
+        entry.failures_refilled = now;
+    }
+
+    /// True when nothing about the address needs remembering any more.
     fn bucket_full(&self, entry: &mut Entry, now: Instant) -> bool {
         self.refill(entry, now);
-        self.connects_per_sec == 0 || entry.tokens >= self.capacity()
+        self.refill_failures(entry, now);
+        (self.connects_per_sec == 0 || entry.tokens >= self.capacity())
+            && (self.failures_per_min == 0
+                || entry.failures_left >= f64::from(self.failures_per_min))
     }
 
     /// Drops entries with no connection whose bucket is full again; at most
@@ -192,6 +212,8 @@ impl AddressLimits {
             connections: 0,
             tokens: f64::from(self.connects_per_sec),
             refilled: Instant::now(),
+            failures_left: f64::from(self.failures_per_min),
+            failures_refilled: Instant::now(),
         })
     }
 
@@ -200,7 +222,7 @@ impl AddressLimits {
         self: &Arc<Self>,
         ip: IpAddr,
     ) -> Result<Option<AddressPermit>, TooManyConnections> {
-        if self.max_connections == 0 && self.connects_per_sec == 0 {
+        if self.max_connections == 0 && self.connects_per_sec == 0 && self.failures_per_min == 0 {
             return Ok(None);
         }
         let key = address_key(ip);
@@ -236,6 +258,32 @@ impl AddressLimits {
         } else {
             false
         }
+    }
+
+    /// False once `ip` has used up its failed logins: then a login is not
+    /// even tried, so guessing passwords costs the server nothing more.
+    pub(crate) fn login_allowed(&self, ip: IpAddr) -> bool {
+        if self.failures_per_min == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        let mut entries = self.lock();
+        let entry = self.entry(&mut entries, address_key(ip));
+        self.refill_failures(entry, now);
+        entry.failures_left >= 1.0
+    }
+
+    /// Counts a failed login from `ip`.
+    pub(crate) fn login_failed(&self, ip: IpAddr) {
+        if self.failures_per_min == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut entries = self.lock();
+        self.sweep(&mut entries, now);
+        let entry = self.entry(&mut entries, address_key(ip));
+        self.refill_failures(entry, now);
+        entry.failures_left = (entry.failures_left - 1.0).max(0.0);
     }
 
     #[cfg(test)]
@@ -324,7 +372,7 @@ mod tests {
 
     #[test]
     fn connections_per_address_are_bounded_and_released() {
-        let limits = AddressLimits::new(2, 0);
+        let limits = AddressLimits::new(2, 0, 0);
         let a = limits.admit(ip("192.0.2.1")).expect("first");
         let _b = limits.admit(ip("192.0.2.1")).expect("second");
         assert_eq!(
@@ -338,7 +386,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_slash_64_counts_as_one_address() {
-        let limits = AddressLimits::new(1, 0);
+        let limits = AddressLimits::new(1, 0, 0);
         let _a = limits.admit(ip("2001:db8:1:2::1")).expect("first");
         assert!(limits.admit(ip("2001:db8:1:2:ffff::9")).is_err());
         assert!(limits.admit(ip("2001:db8:1:3::1")).is_ok());
@@ -346,7 +394,7 @@ mod tests {
 
     #[test]
     fn connect_attempts_are_rate_limited_per_address() {
-        let limits = AddressLimits::new(0, 3);
+        let limits = AddressLimits::new(0, 3, 0);
         let addr = ip("198.51.100.7");
         assert!((0..3).all(|_| limits.connect_attempt(addr)));
         assert!(!limits.connect_attempt(addr));
@@ -354,8 +402,20 @@ mod tests {
     }
 
     #[test]
+    fn failed_logins_per_address_are_limited() {
+        let limits = AddressLimits::new(0, 0, 3);
+        let addr = ip("198.51.100.9");
+        for _ in 0..3 {
+            assert!(limits.login_allowed(addr));
+            limits.login_failed(addr);
+        }
+        assert!(!limits.login_allowed(addr));
+        assert!(limits.login_allowed(ip("198.51.100.10")));
+    }
+
+    #[test]
     fn entries_go_once_idle() {
-        let limits = AddressLimits::new(10, 0);
+        let limits = AddressLimits::new(10, 0, 0);
         let permit = limits.admit(ip("203.0.113.1")).expect("admit");
         assert_eq!(limits.tracked(), 1);
         drop(permit);

@@ -117,6 +117,10 @@ pub struct ServerConfig {
     /// Most CONNECT attempts per client address per second (a burst of as
     /// many); 0 is no limit. Default 100.
     pub connects_per_address_per_sec: u32,
+    /// Largest HTTP request head (request line and headers, so the
+    /// WebSocket handshake's cookies too); a larger one is refused with 431
+    /// before it is buffered further. At least 8 KiB. Default 16 KiB.
+    pub max_request_head_bytes: usize,
     /// Largest frame accepted before CONNECT has succeeded, so an
     /// unauthenticated client cannot make the server buffer much. Default
     /// 16 KiB.
@@ -161,6 +165,7 @@ impl Default for ServerConfig {
             max_connections_per_address: 1_000,
             connects_per_address_per_sec: 100,
             unauthenticated_frame_bytes: 16 * 1024,
+            max_request_head_bytes: 16 * 1024,
             app_prefixes: vec!["/app".into()],
             user_prefix: "/user".into(),
             embedded: EmbeddedConfig::default(),

@@ -182,6 +182,9 @@ async fn serve_connection(
         // A request head must arrive in time, so a socket that connects and
         // says nothing (or dribbles) does not hold a descriptor for ever.
         .header_read_timeout(shared.config.connect_timeout)
+        // hyper holds a request head in one buffer of at most this; it
+        // cannot go below its own minimum.
+        .max_buf_size(shared.config.max_request_head_bytes.max(8 * 1024))
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     let mut connection = std::pin::pin!(connection);

@@ -173,6 +173,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
         let addresses = AddressLimits::new(
             config.max_connections_per_address,
             config.connects_per_address_per_sec,
+            config.auth.failures_per_address_per_min,
         );
         let (shutdown, _) = watch::channel(false);
         let messaging = Messaging::new(Arc::clone(&broker), &config.user_prefix);

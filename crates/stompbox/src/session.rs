@@ -427,10 +427,21 @@ impl Session {
             headers: frame.headers.clone(),
             handshake: Arc::clone(&handshake),
         };
+        if carries_credentials(&request) && !self.server.addresses.login_allowed(remote.ip()) {
+            tracing::info!(session = %self.session_id, %remote, "CONNECT refused: too many failed logins from one address");
+            return Err(StompError::new(
+                "access refused: too many failed logins from your address; try again in a minute",
+            ));
+        }
         let (user, expires) =
             match Session::authenticate(&self.server, &self.session_id, &request).await {
                 Ok(authenticated) => authenticated,
                 Err(e) => {
+                    // Only wrong credentials count: neither an outage of
+                    // the authentication service nor a CONNECT without any.
+                    if !matches!(e, AuthError::Unavailable(_) | AuthError::Required) {
+                        self.server.addresses.login_failed(remote.ip());
+                    }
                     tracing::info!(
                         session = %self.session_id,
                         %remote,

@@ -60,6 +60,10 @@ pub(super) fn auth_config(check: &mut Check, a: AuthSection) -> (AuthConfig, Aut
         // 0 is no limit.
         c.max_sessions_per_user = n;
     }
+    if let Some(n) = a.failures_per_address_per_min {
+        // 0 is no limit.
+        c.failures_per_address_per_min = n;
+    }
     c.passwords = passwords(check, a.users, a.users_file, a.password_cache_ttl_ms);
     let keys = JwtKeys {
         secret: a.jwt_secret,
@@ -596,6 +600,7 @@ impl AuthSection {
             anonymous: Some(a.allow_anonymous),
             failure_delay_ms: Some(millis(a.failure_delay)),
             sessions_per_user: Some(a.max_sessions_per_user),
+            failures_per_address_per_min: Some(a.failures_per_address_per_min),
             users_file: Some(String::new()),
             password_cache_ttl_ms: passwords.map(|p| millis(p.cache_ttl)),
             jwt_secret: Some(secret),

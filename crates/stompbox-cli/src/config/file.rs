@@ -75,6 +75,7 @@ pub(super) struct AuthSection {
     pub(super) anonymous: Option<bool>,
     pub(super) failure_delay_ms: Option<u64>,
     pub(super) sessions_per_user: Option<usize>,
+    pub(super) failures_per_address_per_min: Option<u32>,
     /// Empty: no users file.
     pub(super) users_file: Option<String>,
     pub(super) password_cache_ttl_ms: Option<u64>,
@@ -157,6 +158,7 @@ pub(super) struct LimitsSection {
     pub(super) connections_per_address: Option<usize>,
     pub(super) connects_per_address_per_sec: Option<u32>,
     pub(super) unauthenticated_frame_bytes: Option<usize>,
+    pub(super) http_head_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -320,6 +322,7 @@ impl FileConfig {
                 connections_per_address: Some(c.max_connections_per_address),
                 connects_per_address_per_sec: Some(c.connects_per_address_per_sec),
                 unauthenticated_frame_bytes: Some(c.unauthenticated_frame_bytes),
+                http_head_bytes: Some(c.max_request_head_bytes),
             },
             heartbeat: HeartbeatSection {
                 send_ms: Some(millis(c.heartbeat_send)),

@@ -206,6 +206,10 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Problems> {
     if let Some(n) = limits.connects_per_address_per_sec {
         c.connects_per_address_per_sec = n;
     }
+    if let Some(n) = limits.http_head_bytes {
+        // hyper's own minimum for its read buffer.
+        c.max_request_head_bytes = check.at_least("limits.http_head_bytes", n, 8192);
+    }
     match limits.unauthenticated_frame_bytes {
         Some(n) => {
             c.unauthenticated_frame_bytes = check.at_least(

@@ -391,6 +391,11 @@ pub struct AuthConfig {
     /// Most sessions of one user at once on this server; 0 is no limit.
     /// Default 100.
     pub max_sessions_per_user: usize,
+    /// Most failed logins per client address per minute (as many at once);
+    /// past it, CONNECTs with credentials from that address are refused
+    /// without being checked, so password guessing cannot keep the server
+    /// hashing. 0 is no limit. Default 30.
+    pub failures_per_address_per_min: u32,
 }
 
 impl Default for AuthConfig {
@@ -403,6 +408,7 @@ impl Default for AuthConfig {
             rules: access::AccessRules::open(),
             failure_delay: Duration::from_secs(1),
             max_sessions_per_user: 100,
+            failures_per_address_per_min: 30,
         }
     }
 }

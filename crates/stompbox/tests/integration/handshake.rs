@@ -209,3 +209,16 @@ async fn an_http_socket_that_sends_no_request_head_in_time_is_closed() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_request_head_past_the_limit_is_refused_before_it_is_buffered() {
+    let server = spawn_server(|c| c.max_request_head_bytes = 8 * 1024).await;
+    let addr = http_addr(&server);
+    let cookie = "c".repeat(12 * 1024);
+    let response = raw_http(
+        &addr,
+        &format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\nCookie: big={cookie}\r\n\r\n"),
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+}

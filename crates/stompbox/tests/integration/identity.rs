@@ -428,6 +428,53 @@ async fn connect_attempts_per_address_are_rate_limited() {
     .await;
 }
 
+/// Counts how often it is asked; accepts nobody.
+struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Authenticator for Counting {
+    fn authenticate<'a>(
+        &'a self,
+        _: &'a ConnectRequest,
+    ) -> BoxFuture<'a, Result<Option<Identity>, AuthError>> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async { Err(AuthError::BadCredentials) })
+    }
+}
+
+#[tokio::test]
+async fn an_address_that_keeps_failing_logins_is_no_longer_heard() {
+    // The attack: guessing passwords as fast as the server answers, each
+    // guess costing it a hash. After the allowance the guesses are refused
+    // without asking the authenticator at all.
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server = spawn_with(
+        stompbox::app::App::new(),
+        Some(Counting(std::sync::Arc::clone(&asked))),
+        |c| {
+            c.auth.failures_per_address_per_min = 3;
+            c.auth.failure_delay = Duration::ZERO;
+        },
+    )
+    .await;
+    for i in 0..3 {
+        refused(
+            &server.tcp,
+            &[("login", "root"), ("passcode", &format!("guess-{i}"))],
+            "access refused: wrong login or passcode",
+        )
+        .await;
+    }
+    for _ in 0..20 {
+        refused(
+            &server.ws,
+            &[("login", "root"), ("passcode", "one more")],
+            "access refused: too many failed logins from your address",
+        )
+        .await;
+    }
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
 #[tokio::test]
 async fn connections_per_address_are_limited_on_both_listeners() {
     if not_on_activemq("the limit is the server's own; one broker run is enough") {
