@@ -91,9 +91,10 @@ impl PasswordConfig {
             users,
             cache_ttl: Duration::from_secs(300),
             cache_entries: 10_000,
+            // Half the CPUs: a flood of logins from many addresses then
+            // still leaves the other half to the messages.
             max_concurrent_hashes: std::thread::available_parallelism()
-                .map(std::num::NonZero::get)
-                .unwrap_or(2),
+                .map_or(1, |n| (n.get() / 2).max(1)),
             max_waiting: 256,
         }
     }
