@@ -105,9 +105,10 @@ struct Entry {
 }
 
 /// Limits per client address. An entry exists while the address holds a
-/// connection or its CONNECT bucket is refilling (at most a second after
-/// its last attempt), so the map is bounded by the open connections plus the
-/// addresses seen in the last second.
+/// connection or one of its buckets is refilling (a second after its last
+/// CONNECT, a minute after its last failed login), so the map is bounded by
+/// the open connections plus the addresses that attempted a CONNECT in the
+/// last second or failed a login in the last minute.
 #[derive(Debug)]
 pub(crate) struct AddressLimits {
     max_connections: usize,
@@ -260,30 +261,40 @@ impl AddressLimits {
         }
     }
 
-    /// False once `ip` has used up its failed logins: then a login is not
-    /// even tried, so guessing passwords costs the server nothing more.
-    pub(crate) fn login_allowed(&self, ip: IpAddr) -> bool {
+    /// Takes one failed login from `ip`'s allowance before its credentials
+    /// are checked: false (and nothing taken) once it is used up, and then
+    /// the login is not even tried. Taken before, not after, the check, so
+    /// many guesses sent at once cannot all be checked before the first
+    /// failure counts. A login that does not fail gives it back with
+    /// [`AddressLimits::login_done`].
+    pub(crate) fn login_begins(&self, ip: IpAddr) -> bool {
         if self.failures_per_min == 0 {
             return true;
-        }
-        let now = Instant::now();
-        let mut entries = self.lock();
-        let entry = self.entry(&mut entries, address_key(ip));
-        self.refill_failures(entry, now);
-        entry.failures_left >= 1.0
-    }
-
-    /// Counts a failed login from `ip`.
-    pub(crate) fn login_failed(&self, ip: IpAddr) {
-        if self.failures_per_min == 0 {
-            return;
         }
         let now = Instant::now();
         let mut entries = self.lock();
         self.sweep(&mut entries, now);
         let entry = self.entry(&mut entries, address_key(ip));
         self.refill_failures(entry, now);
-        entry.failures_left = (entry.failures_left - 1.0).max(0.0);
+        if entry.failures_left >= 1.0 {
+            entry.failures_left -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Gives back what [`AddressLimits::login_begins`] took, for a login
+    /// that did not fail on its credentials.
+    pub(crate) fn login_done(&self, ip: IpAddr) {
+        if self.failures_per_min == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut entries = self.lock();
+        let entry = self.entry(&mut entries, address_key(ip));
+        self.refill_failures(entry, now);
+        entry.failures_left = (entry.failures_left + 1.0).min(f64::from(self.failures_per_min));
     }
 
     #[cfg(test)]
@@ -405,12 +416,17 @@ mod tests {
     fn failed_logins_per_address_are_limited() {
         let limits = AddressLimits::new(0, 0, 3);
         let addr = ip("198.51.100.9");
-        for _ in 0..3 {
-            assert!(limits.login_allowed(addr));
-            limits.login_failed(addr);
+        // Logins that succeed cost nothing…
+        for _ in 0..10 {
+            assert!(limits.login_begins(addr));
+            limits.login_done(addr);
         }
-        assert!(!limits.login_allowed(addr));
-        assert!(limits.login_allowed(ip("198.51.100.10")));
+        // …failed ones use up the allowance, counted when they start.
+        for _ in 0..3 {
+            assert!(limits.login_begins(addr));
+        }
+        assert!(!limits.login_begins(addr));
+        assert!(limits.login_begins(ip("198.51.100.10")));
     }
 
     #[test]

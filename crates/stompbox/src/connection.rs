@@ -117,7 +117,7 @@ pub(crate) async fn run(
                     Ok(Read::TooLarge) => {
                         let e = StompError::new(format!(
                             "frame too large: more than {} bytes",
-                            config.frame_limits.max_frame_bytes
+                            decoder.limits().max_frame_bytes
                         ));
                         send_error(&mut transport, &outbox, &mut batch, &e, session.error_version()).await;
                         break End::ProtocolError(e.message);
@@ -203,6 +203,11 @@ pub(crate) async fn run(
             }
         }
         if !heartbeats_armed && session.is_connected() {
+            // Larger than the STOMP frame limit, so that an oversized frame
+            // usually reaches the decoder and gets a STOMP ERROR; a message
+            // past this is refused by the WebSocket layer itself (close code
+            // 1009), as it cannot be read to its end without holding it.
+            transport.set_message_limit(config.frame_limits.max_frame_bytes.saturating_mul(4));
             // The connect deadline no longer applies; heart-beats take over.
             heartbeats_armed = true;
             deadline = next_deadline(&session, &config, last_read, last_write, Instant::now());

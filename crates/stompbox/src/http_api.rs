@@ -102,9 +102,10 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 pub(crate) async fn publish(
     State(shared): State<Arc<ServerShared>>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers: HeaderMap = parts.headers;
     if shared.api_tokens.is_empty() {
         return reply(StatusCode::NOT_FOUND, "the HTTP publish API is not enabled");
     }
@@ -130,15 +131,30 @@ pub(crate) async fn publish(
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
     };
-    if body.len() > shared.config.frame_limits.max_frame_bytes {
-        return reply(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!(
-                "request larger than the frame limit of {} bytes",
-                shared.config.frame_limits.max_frame_bytes
-            ),
-        );
-    }
+    // The body is read only for a caller with a token, at most a frame's
+    // worth, and within the time a client has for its first frame: nobody
+    // can make the server hold a slowly trickled body.
+    let limit = shared.config.frame_limits.max_frame_bytes;
+    let body: Bytes = match tokio::time::timeout(
+        shared.config.connect_timeout,
+        axum::body::to_bytes(body, limit),
+    )
+    .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request larger than the frame limit of {limit} bytes"),
+            );
+        }
+        Err(_) => {
+            return reply(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            );
+        }
+    };
     let request: PublishRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => {
@@ -161,7 +177,7 @@ pub(crate) async fn publish(
     if let Some(name) = request
         .headers
         .keys()
-        .find(|name| name.starts_with("stompbox-"))
+        .find(|name| crate::session::is_reserved_header(name.as_bytes()))
     {
         return reply(
             StatusCode::BAD_REQUEST,

@@ -77,6 +77,7 @@ pub(crate) fn classify_send(
     if server.broker.is_user_destination(destination) {
         return Err(reserved(destination));
     }
+    server.broker.check_destination(destination)?;
     if server.broker.handles(destination) {
         return Ok(Target::Broker);
     }
@@ -106,6 +107,7 @@ pub(crate) fn classify_subscribe(
     if server.broker.is_user_destination(destination) {
         return Err(reserved(destination));
     }
+    server.broker.check_destination(destination)?;
     if server.broker.handles(destination) {
         return Ok(Target::Broker);
     }

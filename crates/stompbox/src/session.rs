@@ -277,7 +277,7 @@ impl Session {
         })
     }
 
-    async fn dispatch(&mut self, frame: Frame) -> Result<Flow, StompError> {
+    async fn dispatch(&mut self, mut frame: Frame) -> Result<Flow, StompError> {
         let command = frame.command;
         match command {
             Command::Connect | Command::Stomp => return self.connect(frame).await,
@@ -307,6 +307,10 @@ impl Session {
                 // Validate now, so that a bad frame is refused when sent,
                 // not at COMMIT.
                 if command == Command::Send {
+                    // What the server marks a message with is never the
+                    // client's to say: not to subscribers, nor to the
+                    // application's hooks and handlers.
+                    strip_reserved(&mut frame);
                     let destination = required(&frame, header::DESTINATION)?.to_owned();
                     let target = router::classify_send(&self.server, &destination)?;
                     self.authorize_send(&destination, &target, &frame).await?;
@@ -427,7 +431,8 @@ impl Session {
             headers: frame.headers.clone(),
             handshake: Arc::clone(&handshake),
         };
-        if carries_credentials(&request) && !self.server.addresses.login_allowed(remote.ip()) {
+        let counted = carries_credentials(&request);
+        if counted && !self.server.addresses.login_begins(remote.ip()) {
             tracing::info!(session = %self.session_id, %remote, "CONNECT refused: too many failed logins from one address");
             return Err(StompError::new(
                 "access refused: too many failed logins from your address; try again in a minute",
@@ -435,12 +440,17 @@ impl Session {
         }
         let (user, expires) =
             match Session::authenticate(&self.server, &self.session_id, &request).await {
-                Ok(authenticated) => authenticated,
+                Ok(authenticated) => {
+                    if counted {
+                        self.server.addresses.login_done(remote.ip());
+                    }
+                    authenticated
+                }
                 Err(e) => {
-                    // Only wrong credentials count: neither an outage of
-                    // the authentication service nor a CONNECT without any.
-                    if !matches!(e, AuthError::Unavailable(_) | AuthError::Required) {
-                        self.server.addresses.login_failed(remote.ip());
+                    // Only wrong credentials count, not an outage of the
+                    // authentication service.
+                    if counted && matches!(e, AuthError::Unavailable(_)) {
+                        self.server.addresses.login_done(remote.ip());
                     }
                     tracing::info!(
                         session = %self.session_id,
@@ -926,10 +936,13 @@ impl Session {
             Operation::Send => "SEND to",
             Operation::Subscribe => "SUBSCRIBE to",
         };
-        let who = if user.is_authenticated() {
-            format!("user '{}'", user.name())
-        } else {
-            "anonymous sessions".to_owned()
+        // Built only for a refusal: this runs for every SEND.
+        let who = || {
+            if user.is_authenticated() {
+                format!("user '{}'", user.name())
+            } else {
+                "anonymous sessions".to_owned()
+            }
         };
         if rules.is_open() {
             // Without rules everything is allowed but writing into another
@@ -940,7 +953,8 @@ impl Session {
                 && !user.is_authenticated()
             {
                 return Err(StompError::new(format!(
-                    "access refused: {command} '{destination}' is not allowed for {who}; sending to another user needs a login"
+                    "access refused: {command} '{destination}' is not allowed for {}; sending to another user needs a login",
+                    who()
                 )));
             }
             return Ok(());
@@ -949,7 +963,8 @@ impl Session {
             Ok(())
         } else {
             Err(StompError::new(format!(
-                "access refused: {command} '{destination}' is not allowed for {who}"
+                "access refused: {command} '{destination}' is not allowed for {}",
+                who()
             )))
         }
     }
@@ -995,12 +1010,23 @@ fn carries_credentials(request: &ConnectRequest) -> bool {
         || request.handshake.query("access_token").is_some()
 }
 
+/// True for a header name in the server's `stompbox-` namespace, in any
+/// case (STOMP names are case-sensitive, but a client or broker that folds
+/// case must not turn `Stompbox-Sender` into the real one).
+pub(crate) fn is_reserved_header(name: &[u8]) -> bool {
+    name.get(..RESERVED_HEADER_PREFIX.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(RESERVED_HEADER_PREFIX))
+}
+
+/// Drops every `stompbox-` header a client put on a frame.
+fn strip_reserved(frame: &mut Frame) {
+    frame.headers.retain(|name, _| !is_reserved_header(name));
+}
+
 /// Marks a client's message with its verified sender, replacing whatever
 /// `stompbox-` headers the client put on it.
 fn stamp_sender(frame: &mut Frame, user: &User) {
-    frame
-        .headers
-        .retain(|name, _| !name.starts_with(RESERVED_HEADER_PREFIX));
+    strip_reserved(frame);
     let sender = if user.is_authenticated() {
         Bytes::copy_from_slice(user.name().as_bytes())
     } else {

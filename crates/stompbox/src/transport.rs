@@ -168,6 +168,15 @@ impl Transport {
         }
     }
 
+    /// Sets the largest WebSocket message the WebSocket layer reads before
+    /// refusing it (close code 1009); nothing for the other transports,
+    /// whose frames the decoder bounds as they arrive.
+    pub(crate) fn set_message_limit(&mut self, bytes: usize) {
+        if let Transport::WebSocket(ws) = self {
+            ws.limits_mut().set_max_payload_len(Some(bytes));
+        }
+    }
+
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Transport::WebSocket(_) => "websocket",

@@ -187,6 +187,8 @@ impl OriginPolicy {
 
 /// The client's address: the peer's, or, when the peer is a trusted proxy,
 /// the last address in `X-Forwarded-For` that is not itself a trusted proxy.
+/// An entry that is not an address (`unknown`, garbage) ends the walk at the
+/// hop before it: what lies beyond was written by someone not trusted.
 pub(crate) fn client_addr(
     peer: SocketAddr,
     headers: &HeaderMap,
@@ -196,19 +198,39 @@ pub(crate) fn client_addr(
     if !is_trusted(peer.ip()) {
         return peer;
     }
-    let forwarded: Vec<IpAddr> = headers
+    let forwarded: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
         .collect();
-    forwarded
-        .iter()
-        .rev()
-        .find(|ip| !is_trusted(**ip))
-        .or(forwarded.first())
-        .map_or(peer, |ip| SocketAddr::new(*ip, 0))
+    let mut nearest = peer;
+    for entry in forwarded.iter().rev() {
+        let Some(ip) = forwarded_ip(entry) else {
+            return nearest;
+        };
+        nearest = SocketAddr::new(ip, 0);
+        if !is_trusted(ip) {
+            return nearest;
+        }
+    }
+    nearest
+}
+
+/// An `X-Forwarded-For` entry: an address, or an address with a port as
+/// some proxies write it (`203.0.113.9:51234`, `[2001:db8::9]:51234`).
+fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            entry
+                .strip_prefix('[')
+                .and_then(|e| e.strip_suffix(']'))
+                .and_then(|e| e.parse().ok())
+        })
 }
 
 /// The WebSocket endpoint.
@@ -305,12 +327,18 @@ pub(crate) async fn ws_upgrade(
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let pinned = chosen.map(|(_, version)| *version);
-    // Larger than the STOMP frame limit, so that an oversized frame usually
-    // reaches our decoder and gets a STOMP ERROR; a WebSocket message past
-    // this bound is refused by the WebSocket layer itself (close code 1009),
-    // since it cannot be read to the end without buffering it whole.
+    // Until CONNECT succeeds, a message may be only twice the frame an
+    // unauthenticated client may send (the driver raises it after): a frame
+    // a little too large still reaches the decoder and gets a STOMP ERROR,
+    // a larger message is refused by the WebSocket layer (close code 1009)
+    // before it is held.
     let ws_limits = tokio_websockets::Limits::default().max_payload_len(Some(
-        shared.config.frame_limits.max_frame_bytes.saturating_mul(4),
+        shared
+            .config
+            .frame_limits
+            .max_frame_bytes
+            .min(shared.config.unauthenticated_frame_bytes)
+            .saturating_mul(2),
     ));
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -407,6 +435,25 @@ mod tests {
         assert_eq!(
             client_addr(proxy, &headers, &trusted).ip(),
             "203.0.113.9".parse::<IpAddr>().expect("ip")
+        );
+        let mut with_ports = HeaderMap::new();
+        with_ports.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.9:51234, [2001:db8::9]:443"),
+        );
+        assert_eq!(
+            client_addr(proxy, &with_ports, &trusted).ip(),
+            "2001:db8::9".parse::<IpAddr>().expect("ip")
+        );
+        let mut garbled = HeaderMap::new();
+        garbled.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, unknown, 10.2.2.2"),
+        );
+        // Nothing past the garbage is believed: the nearest trusted hop.
+        assert_eq!(
+            client_addr(proxy, &garbled, &trusted).ip(),
+            "10.2.2.2".parse::<IpAddr>().expect("ip")
         );
         let direct: SocketAddr = "198.51.100.1:5000".parse().expect("addr");
         assert_eq!(client_addr(direct, &headers, &trusted), direct);

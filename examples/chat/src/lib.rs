@@ -584,6 +584,18 @@ pub fn app(chat: &ChatState) -> App<ChatState> {
             let chat = on_disconnect.clone();
             async move { chat.disconnected(info).await }
         })
+        .on_send(|info: stompbox::app::SendInfo| async move {
+            // Room events are the server's: a client posts through
+            // /app/chat/{room}, where its name is the verified one. Straight
+            // to the topic it could write any name and a "verified" mark.
+            if room_of_topic(&info.destination).is_some() {
+                return Err(Reject::new(format!(
+                    "send chat messages to /app/chat/{{room}}, not to {}",
+                    quoted(&info.destination)
+                )));
+            }
+            Ok(())
+        })
 }
 
 const INDEX_HTML: &str = include_str!("../web/index.html");

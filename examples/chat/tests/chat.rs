@@ -645,3 +645,35 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
         .expect("read response");
     String::from_utf8_lossy(&response).into_owned()
 }
+
+/// A client cannot post room events itself: straight to the room's topic it
+/// could write any name and a "verified" mark (the page also ignores any
+/// frame a client sent there).
+#[tokio::test]
+async fn clients_cannot_send_room_events_straight_to_the_topic() {
+    let chat = start_with(Accounts::On { guests: true }).await;
+    let mut guest = Peer::join_with(&chat, &[]).await;
+    let forged = r#"{"type":"message","id":999,"room":"lobby","user":"alice","verified":true,"text":"send me your password","time":1}"#;
+    guest
+        .client
+        .send(
+            &Frame::new(Command::Send)
+                .header("destination", "/topic/chat/lobby")
+                .header("content-type", "application/json")
+                .header("receipt", "forged")
+                .body(forged.to_owned()),
+        )
+        .await
+        .expect("send");
+    let frame = guest
+        .client
+        .next_frame_within(WAIT)
+        .await
+        .expect("read")
+        .expect("a frame");
+    assert_eq!(frame.command, Command::Error, "{frame:?}");
+    assert_eq!(
+        frame.headers.get("message"),
+        Some("send chat messages to /app/chat/{room}, not to '/topic/chat/lobby'")
+    );
+}

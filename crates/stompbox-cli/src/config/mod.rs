@@ -113,6 +113,12 @@ impl Settings {
         {
             jwt.key = JwtKey::Secret(REDACTED.as_bytes().to_vec());
         }
+        // A query string may carry a key for the service (`?key=…`).
+        if let Some(http) = &mut copy.server.auth.http
+            && let Some((base, _)) = http.url.split_once('?')
+        {
+            http.url = format!("{base}?{REDACTED}");
+        }
         if let Some(passwords) = &mut copy.server.auth.passwords {
             for user in &mut passwords.users {
                 user.password_hash = REDACTED.to_owned();

@@ -90,6 +90,7 @@ impl Messaging {
         if !self.inner.broker.handles(destination)
             || self.inner.broker.is_user_destination(destination)
         {
+            self.inner.broker.check_destination(destination)?;
             return Err(MessagingError::InvalidDestination(destination.to_owned()));
         }
         let frame = send_frame(destination, payload.into());

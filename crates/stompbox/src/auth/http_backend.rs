@@ -601,24 +601,24 @@ impl AnswerCache {
         let handshake = &request.handshake;
         let mut hash = Sha256::new();
         hash.update(self.salt);
-        hash_field(&mut hash, request.login().map(str::as_bytes));
-        hash_field(&mut hash, request.passcode().map(str::as_bytes));
+        // Everything the service is sent that can tell one client from
+        // another is in the key: the service may decide on any of it (a
+        // CONNECT header of its own, a header its proxy adds), and a key
+        // without it would hand one client's identity to another.
         for (name, value) in request.headers.iter_bytes() {
-            if name.eq_ignore_ascii_case(b"authorization") {
-                hash_field(&mut hash, Some(name));
-                hash_field(&mut hash, Some(value));
-            }
+            hash_field(&mut hash, Some(name));
+            hash_field(&mut hash, Some(value));
         }
         hash_field(&mut hash, None);
-        // Origin is in the key because a service may refuse a cookie login
-        // from a foreign page; without it, that page would be let in on
-        // the answer given to the user's own page.
-        for name in [header::AUTHORIZATION, header::COOKIE, header::ORIGIN] {
-            for value in handshake.headers.get_all(name) {
-                hash_field(&mut hash, Some(value.as_bytes()));
+        for (name, value) in &handshake.headers {
+            // Random per handshake: in the key, nothing would ever hit.
+            if name == header::SEC_WEBSOCKET_KEY {
+                continue;
             }
-            hash_field(&mut hash, None);
+            hash_field(&mut hash, Some(name.as_str().as_bytes()));
+            hash_field(&mut hash, Some(value.as_bytes()));
         }
+        hash_field(&mut hash, None);
         let uri = handshake.uri.as_ref();
         hash_field(&mut hash, uri.map(|uri| uri.path().as_bytes()));
         hash_field(&mut hash, uri.and_then(Uri::query).map(str::as_bytes));
@@ -1179,6 +1179,60 @@ mod tests {
         let other_cookie = alice_over_websocket("secret", "192.0.2.7:5555", "session=xyz");
         assert!(auth.authenticate(&other_cookie).await.is_ok());
         assert_eq!(service.hits(), 4);
+    }
+
+    #[tokio::test]
+    async fn every_field_the_service_sees_is_part_of_the_cache_key() {
+        // A service that knows its users by a CONNECT header of its own:
+        // a client without that header must not get alice's cached answer.
+        let (url, service) = serve(
+            |body| match body["connect_headers"]["x-auth-token"].as_str() {
+                Some("alice-token") => (200, json!({"user": "alice"}).to_string()),
+                _ => (200, json!({"user": null}).to_string()),
+            },
+        )
+        .await;
+        let auth = authenticator(HttpAuthConfig::new(url));
+        let alice = ws_request(
+            &[("x-auth-token", "alice-token")],
+            &[("user-agent", "x")],
+            "/ws",
+            "192.0.2.7:5555",
+        );
+        let nobody = ws_request(&[], &[("user-agent", "x")], "/ws", "192.0.2.7:5555");
+        let other_header = ws_request(
+            &[("x-auth-token", "alice-token")],
+            &[("user-agent", "x"), ("x-forwarded-user", "bob")],
+            "/ws",
+            "192.0.2.7:5555",
+        );
+        assert!(auth.authenticate(&alice).await.expect("ok").is_some());
+        assert_eq!(auth.authenticate(&nobody).await.expect("ok"), None);
+        assert_eq!(service.hits(), 2);
+        assert!(
+            auth.authenticate(&other_header)
+                .await
+                .expect("ok")
+                .is_some()
+        );
+        assert_eq!(service.hits(), 3);
+        // Alice again, on new handshakes (fresh WebSocket keys and ports):
+        // answered from the cache.
+        let again = ws_request(
+            &[("x-auth-token", "alice-token")],
+            &[("user-agent", "x"), ("sec-websocket-key", "fresh")],
+            "/ws",
+            "192.0.2.7:6000",
+        );
+        let again_too = ws_request(
+            &[("x-auth-token", "alice-token")],
+            &[("user-agent", "x"), ("sec-websocket-key", "other")],
+            "/ws",
+            "192.0.2.7:6001",
+        );
+        assert!(auth.authenticate(&again).await.expect("ok").is_some());
+        assert!(auth.authenticate(&again_too).await.expect("ok").is_some());
+        assert_eq!(service.hits(), 3);
     }
 
     #[tokio::test]

@@ -329,9 +329,11 @@ impl JwtAuthenticator {
                 AuthError::InvalidToken(format!("no usable '{}' claim", config.user_claim))
             })?;
         let roles = roles(claim_at(claims, &config.roles_claim), &config.roles_claim)?;
+        // The session ends where the check above would start refusing the
+        // token: at `exp` plus the allowed clock skew.
         Ok(Identity::new(name)
             .with_roles(roles)
-            .expiring_at(expires_at))
+            .expiring_at(expires_at + config.leeway))
     }
 }
 
@@ -902,7 +904,7 @@ mod tests {
             identity,
             Identity::new("alice")
                 .with_roles(["admin", "ops"])
-                .expiring_at(UNIX_EPOCH + Duration::from_secs(exp))
+                .expiring_at(UNIX_EPOCH + Duration::from_secs(exp) + Duration::from_secs(30))
         );
     }
 

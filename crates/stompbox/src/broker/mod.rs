@@ -164,6 +164,19 @@ pub trait Broker: Send + Sync + 'static {
 
     /// The destination prefixes clients may use, for error messages.
     fn prefixes(&self) -> Vec<String>;
+
+    /// Refuses a destination name under a client prefix that the broker
+    /// would read as more than one name (ActiveMQ takes `a,b` as two
+    /// destinations and `a?x=y` as options), which would get past the
+    /// prefix, user-namespace and access checks made on the whole name.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError::InvalidDestination`] saying why.
+    fn check_destination(&self, destination: &str) -> Result<(), BrokerError> {
+        let _ = destination;
+        Ok(())
+    }
 }
 
 /// One client session's view of the broker. Calls are made from the session's

@@ -238,3 +238,41 @@ async fn with_rules_nothing_is_allowed_that_no_rule_names() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn names_a_relayed_broker_would_split_are_refused() {
+    // ActiveMQ reads `/topic/public.x,>` as two destinations, the second a
+    // wildcard over every topic, user destinations included; no check made
+    // on the whole name would see it. The relay refuses such names.
+    if test_broker() == TestBroker::Embedded {
+        println!("the embedded broker takes ',' and '?' as plain characters");
+        return;
+    }
+    let server = spawn_authenticated(app(), |_| {}).await;
+    for (frame, destination) in [
+        (subscribe_frame("/topic/public.x,>"), "/topic/public.x,>"),
+        (
+            send_frame("/queue/public.y,admin", "x"),
+            "/queue/public.y,admin",
+        ),
+        (
+            subscribe_frame("/queue/a?consumer.exclusive=true"),
+            "/queue/a?consumer.exclusive=true",
+        ),
+    ] {
+        let mut client = server.connect(Via::Tcp).await;
+        client
+            .send(&frame.header("receipt", "r"))
+            .await
+            .expect("send");
+        let error = expect_error_and_close(&mut client).await;
+        let message = error.headers.get("message").unwrap_or_default();
+        assert!(
+            message.contains(destination) && message.contains("',' and '?' are not allowed"),
+            "{message}"
+        );
+    }
+    // The server's own publishing refuses them as well.
+    let refused = server.handle.messaging().publish("/topic/x,>", "x").await;
+    assert!(refused.is_err());
+}

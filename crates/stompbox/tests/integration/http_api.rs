@@ -115,3 +115,28 @@ async fn a_token_publishes_only_to_its_destinations_and_never_sets_server_header
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("reserved"), "{body}");
 }
+
+#[tokio::test]
+async fn a_request_body_that_trickles_in_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = spawn_server(|c| {
+        c.api_token = Some("s3cret-0123456789".into());
+        c.connect_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let addr = server.handle.http_addr().expect("http addr");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(
+            b"POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-0123456789\r\nContent-Length: 1000\r\n\r\n{\"destination\"",
+        )
+        .await
+        .expect("write");
+    let mut response = vec![0u8; 256];
+    let n = tokio::time::timeout(WAIT, stream.read(&mut response))
+        .await
+        .expect("the server answered in time")
+        .expect("read");
+    let response = String::from_utf8_lossy(&response[..n]);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+}

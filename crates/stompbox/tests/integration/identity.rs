@@ -475,6 +475,59 @@ async fn an_address_that_keeps_failing_logins_is_no_longer_heard() {
     assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
 
+/// Refuses everyone, after a while (a slow hash).
+struct SlowRefusal(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Authenticator for SlowRefusal {
+    fn authenticate<'a>(
+        &'a self,
+        _: &'a ConnectRequest,
+    ) -> BoxFuture<'a, Result<Option<Identity>, AuthError>> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Err(AuthError::BadCredentials)
+        })
+    }
+}
+
+#[tokio::test]
+async fn guesses_sent_all_at_once_are_counted_before_they_are_checked() {
+    // The allowance is taken when a check starts, not when it fails: forty
+    // guesses in flight together get three checks, not forty.
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server = spawn_with(
+        stompbox::app::App::new(),
+        Some(SlowRefusal(std::sync::Arc::clone(&asked))),
+        |c| {
+            c.auth.failures_per_address_per_min = 3;
+            c.auth.failure_delay = Duration::ZERO;
+        },
+    )
+    .await;
+    let guesses = (0..40).map(|i| {
+        let url = server.tcp.clone();
+        tokio::spawn(async move {
+            let passcode = format!("guess-{i}");
+            match Client::connect(&url, &[("login", "root"), ("passcode", &passcode)]).await {
+                Err(stompbox::client::ClientError::Server(message)) => message,
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        })
+    });
+    let mut unchecked = 0;
+    for guess in guesses.collect::<Vec<_>>() {
+        let message = guess.await.expect("task");
+        if message.starts_with("access refused: too many failed logins") {
+            unchecked += 1;
+        } else {
+            assert_eq!(message, "access refused: wrong login or passcode");
+        }
+    }
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(unchecked, 37);
+}
+
 #[tokio::test]
 async fn connections_per_address_are_limited_on_both_listeners() {
     if not_on_activemq("the limit is the server's own; one broker run is enough") {
@@ -523,6 +576,18 @@ async fn before_connect_only_a_small_frame_is_accepted() {
         let mut client = server.connect(via).await;
         send_receipted(&mut client, &unique("/topic/big."), &"b".repeat(4000)).await;
     }
+    // Over WebSocket a message of more than twice the limit is not even
+    // read to its end: the WebSocket layer closes with 1009.
+    let mut client = server.open(Via::Ws).await;
+    client
+        .send_raw(bytes::Bytes::from(vec![b'x'; 3000]))
+        .await
+        .expect("send");
+    assert!(matches!(
+        client.next_frame_within(WAIT).await,
+        Ok(None) | Err(_)
+    ));
+    assert_eq!(client.close_reason().map(|(code, _)| code), Some(1009));
 }
 
 /// Sends `request` on a fresh TCP connection to `addr` and returns the

@@ -250,6 +250,13 @@ fn broker_interpreted(name: &[u8]) -> bool {
         })
 }
 
+/// Characters that make ActiveMQ read one destination name as several
+/// (`/queue/a,b` is a composite of two queues) or as a name with options
+/// (`?consumer.exclusive=true`). Refused with every broker: a name is
+/// checked whole, so a second name hidden after a comma would reach what
+/// no check saw.
+const SPLITTING: [char; 2] = [',', '?'];
+
 /// Name prefixes whose rest RabbitMQ parses as one name.
 const NAMED: [&str; 3] = ["/topic/", "/queue/", "/amq/queue/"];
 
@@ -300,6 +307,7 @@ impl RelayConfig {
             .iter()
             .any(|p| destination.starts_with(p.as_str()))
             && !self.is_user_destination(destination)
+            && !destination.contains(SPLITTING)
     }
 
     /// True for a destination in the user-destination namespace, which only
@@ -421,6 +429,16 @@ impl Broker for RelayBroker {
 
     fn handles(&self, destination: &str) -> bool {
         self.config.is_client_destination(destination)
+    }
+
+    fn check_destination(&self, destination: &str) -> Result<(), BrokerError> {
+        if destination.contains(SPLITTING) {
+            return Err(BrokerError::InvalidDestination(format!(
+                "{destination}: ',' and '?' are not allowed in destinations relayed to the \
+                 broker (ActiveMQ reads them as several destinations or as options)"
+            )));
+        }
+        Ok(())
     }
 
     fn user_destination(&self, key: &str) -> String {
