@@ -190,6 +190,7 @@ async fn every_client_message_carries_its_verified_sender_which_clients_cannot_f
                     .header("destination", destination)
                     .header("stompbox-sender", "server")
                     .header("stompbox-other", "x")
+                    .header("Stompbox-Sender", "server")
                     .header("x-app", "kept")
                     .body("from alice"),
                 "a",
@@ -203,7 +204,7 @@ async fn every_client_message_carries_its_verified_sender_which_clients_cannot_f
             message
                 .headers
                 .iter()
-                .filter(|(n, _)| n.starts_with("stompbox-"))
+                .filter(|(n, _)| n.to_ascii_lowercase().starts_with("stompbox-"))
                 .count(),
             1,
             "{message:?}"
