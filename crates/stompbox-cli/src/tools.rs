@@ -17,15 +17,22 @@ const DISCONNECT_WAIT: Duration = Duration::from_secs(2);
 /// Flags both tools share.
 #[derive(Debug, clap::Args)]
 struct Connection {
-    /// Server URL: ws://host:port/path or tcp://host:port.
+    /// Server URL: ws://host:port/path, wss://host:port/path (TLS),
+    /// tcp://host:port or tls://host:port (STOMP over TLS).
     #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8080/ws")]
     url: String,
     /// Login sent with CONNECT.
     #[arg(long)]
     login: Option<String>,
-    /// Passcode sent with CONNECT.
-    #[arg(long)]
+    /// Passcode (or token) sent with CONNECT; prefer the environment
+    /// variable, which other users of the machine cannot read from the
+    /// process list.
+    #[arg(long, env = "STOMP_PASSCODE", hide_env_values = true)]
     passcode: Option<String>,
+    /// PEM file of CA certificates to trust for wss:// and tls:// (default:
+    /// the Mozilla root store).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// The CONNECT `host` header (RabbitMQ's virtual host, e.g. "/").
     #[arg(long, default_value = "localhost")]
     host: String,
@@ -168,7 +175,16 @@ impl Connection {
         if let Some(passcode) = &self.passcode {
             extra.push((header::PASSCODE, passcode.as_str()));
         }
-        match tokio::time::timeout(self.wait(), Client::connect(&self.url, &extra)).await {
+        let mut options = stompbox::client::ClientOptions::stomp();
+        if let Some(ca_file) = &self.ca_file {
+            options = options.ca_file(ca_file);
+        }
+        match tokio::time::timeout(
+            self.wait(),
+            Client::connect_with(&self.url, &options, &extra),
+        )
+        .await
+        {
             Ok(Ok((client, _connected))) => Ok(client),
             Ok(Err(e)) => Err(client_error(&self.url, e)),
             Err(_) => Err(format!(

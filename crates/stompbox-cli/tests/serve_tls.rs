@@ -152,6 +152,10 @@ fn scratch(name: &str) -> PathBuf {
 /// A self-signed P-256 certificate with the subject `CN=<cn>` for localhost
 /// and 127.0.0.1, written to `cert` and `key`.
 fn make_cert(cn: &str, cert: &Path, key: &Path) {
+    make_cert_with(cn, cert, key, &[]);
+}
+
+fn make_cert_with(cn: &str, cert: &Path, key: &Path, extra: &[&str]) {
     let status = Command::new("openssl")
         .args([
             "req",
@@ -164,6 +168,7 @@ fn make_cert(cn: &str, cert: &Path, key: &Path) {
         .args(["-nodes", "-days", "1", "-subj"])
         .arg(format!("/CN={cn}"))
         .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(extra)
         .arg("-keyout")
         .arg(key)
         .arg("-out")
@@ -455,4 +460,69 @@ fn check_prints_the_auth_settings_without_their_secrets() {
         closed.contains("[[auth.rules]]\nwho = \"authenticated\"\n"),
         "{closed}"
     );
+}
+
+#[test]
+fn send_logs_in_over_wss_and_a_wrong_passcode_is_refused() {
+    let dir = scratch("send");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    // Not a CA: rustls, unlike OpenSSL, will not take a CA certificate as
+    // the server's own.
+    make_cert_with(
+        "stompbox-send",
+        &cert,
+        &key,
+        &["-addext", "basicConstraints=critical,CA:FALSE"],
+    );
+    let hash = stompbox::auth::hash_password("correct horse").expect("hash");
+    let users = format!("auth.users=[{{ name = \"alice\", password_hash = \"{hash}\" }}]");
+    let cert_arg = format!("server.tls_cert_file={}", cert.display());
+    let key_arg = format!("server.tls_key_file={}", key.display());
+    let mut server = serve(
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--set",
+            &cert_arg,
+            "--set",
+            &key_arg,
+            "--set",
+            &users,
+            "--set",
+            "auth.failure_delay_ms=0",
+        ],
+        &[],
+    );
+    let line = server.line_with(false, "stompbox listening");
+    let addr = fields(&line)["http"].clone();
+    let port = addr.rsplit_once(':').expect("port").1.to_owned();
+    let send = |passcode: &str| {
+        Command::new(env!("CARGO_BIN_EXE_stompbox"))
+            .args([
+                "send",
+                "--url",
+                &format!("wss://localhost:{port}/ws"),
+                "--ca-file",
+            ])
+            .arg(&cert)
+            .args(["--login", "alice", "--destination", "/topic/x", "hello"])
+            // The passcode from the environment, not the process list.
+            .env("STOMP_PASSCODE", passcode)
+            .output()
+            .expect("run stompbox send")
+    };
+    let sent = send("correct horse");
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let refused = send("wrong");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("access refused: wrong login or passcode"),
+        "{stderr}"
+    );
+    server.stop();
 }
