@@ -19,12 +19,14 @@ pub mod access;
 mod http_backend;
 mod jwt;
 mod password;
+mod user;
 
 pub use http_backend::{HttpAuthConfig, HttpAuthenticator};
 pub use jwt::{JwtAuthenticator, JwtConfig, JwtKey};
 pub use password::{
     PasswordAuthenticator, PasswordConfig, PasswordUser, hash_password, verify_password_hash,
 };
+pub use user::User;
 
 use crate::broker::BoxFuture;
 use std::net::SocketAddr;

@@ -4,34 +4,29 @@
 
 use crate::admission::UserSlot;
 use crate::app::user::{session_key, user_key};
-use crate::app::{ConnectInfo, SendInfo, SessionInfo, SubscriptionInfo, User};
+use crate::app::{SessionInfo, SubscriptionInfo, User};
+use crate::auth::Handshake;
 use crate::auth::access::Operation;
-use crate::auth::{AuthError, ConnectRequest, Handshake};
-use crate::broker::{
-    AckMode, AckTarget, BrokerError, BrokerSession, Publish, SessionContext, SubscribeRequest,
-};
+use crate::broker::{AckMode, AckTarget, BrokerError, BrokerSession, Publish, SubscribeRequest};
 use crate::outbox::{OutFrame, Outbox};
 use crate::router::{self, Target};
+
+mod connect;
+mod identity;
+
 use crate::server::ServerShared;
 use bytes::{Bytes, BytesMut};
+pub use identity::SENDER_HEADER;
+pub(crate) use identity::is_reserved_header;
+use identity::{stamp_sender, strip_reserved};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use stompbox_codec::{Command, Frame, Version, encode_frame, header};
 use tokio::time::Instant;
 
 /// The `server` header of CONNECTED.
 pub const SERVER_NAME: &str = concat!("stompbox/", env!("CARGO_PKG_VERSION"));
-
-/// The header the server puts on every message a client sends: the sender's
-/// verified user name, or empty for an anonymous sender. Messages the server
-/// itself publishes (handler replies, the messaging handle, the HTTP API) do
-/// not carry it, and a client cannot set it: every `stompbox-` header a
-/// client sends is dropped.
-pub const SENDER_HEADER: &str = "stompbox-sender";
-
-/// Headers under this prefix are the server's; clients cannot set them.
-const RESERVED_HEADER_PREFIX: &[u8] = b"stompbox-";
 
 /// A protocol error: the client is sent an ERROR frame with this message,
 /// then disconnected.
@@ -182,20 +177,6 @@ fn required_bytes(frame: &Frame, name: &str) -> Result<Bytes, StompError> {
             frame.command
         ))
     })
-}
-
-/// Parses `heart-beat: cx,cy` into milliseconds.
-fn parse_heartbeat(value: &str) -> Option<(u64, u64)> {
-    let (cx, cy) = value.split_once(',')?;
-    Some((cx.trim().parse().ok()?, cy.trim().parse().ok()?))
-}
-
-fn negotiate(ours: Duration, theirs_ms: u64) -> Option<Duration> {
-    if ours.is_zero() || theirs_ms == 0 {
-        None
-    } else {
-        Some(ours.max(Duration::from_millis(theirs_ms)))
-    }
 }
 
 impl Session {
@@ -369,167 +350,6 @@ impl Session {
         self.connected
             .as_mut()
             .ok_or_else(|| StompError::new("the session is not connected"))
-    }
-
-    async fn connect(&mut self, frame: Frame) -> Result<Flow, StompError> {
-        if self.connected.is_some() {
-            return Err(StompError::new(
-                "already connected: CONNECT may only be sent once per connection",
-            ));
-        }
-        let accepted: Vec<Version> = match frame.headers.get(header::ACCEPT_VERSION) {
-            None => vec![Version::V1_0],
-            Some(list) => list.split(',').filter_map(Version::parse).collect(),
-        };
-        let version = match self.pinned_version {
-            Some(pinned) if accepted.contains(&pinned) => pinned,
-            Some(pinned) => {
-                return Err(StompError {
-                    message: format!(
-                        "the WebSocket subprotocol chose STOMP {pinned}, which the CONNECT frame's accept-version does not include"
-                    ),
-                    receipt_id: None,
-                    version_header: Some(pinned.to_string()),
-                });
-            }
-            None => accepted.iter().copied().max().ok_or_else(|| StompError {
-                message: "no supported STOMP version in accept-version (supported: 1.0,1.1,1.2)"
-                    .into(),
-                receipt_id: None,
-                version_header: Some("1.0,1.1,1.2".into()),
-            })?,
-        };
-        let (client_send, client_want) = match frame.headers.get(header::HEART_BEAT) {
-            None => (0, 0),
-            Some(_) if version == Version::V1_0 => (0, 0),
-            Some(value) => parse_heartbeat(value).ok_or_else(|| {
-                StompError::new(format!(
-                    "invalid heart-beat header '{value}': expected two integers such as 10000,10000"
-                ))
-            })?,
-        };
-        let config = &self.server.config;
-        self.heartbeat = Heartbeat {
-            send_every: negotiate(config.heartbeat_send, client_want),
-            expect_every: negotiate(config.heartbeat_receive, client_send),
-        };
-        let login = frame.headers.get(header::LOGIN).map(str::to_owned);
-        let passcode = frame.headers.get(header::PASSCODE).map(str::to_owned);
-        let host = frame.headers.get(header::HOST).map(str::to_owned);
-        let handshake = self.handshake.take().ok_or_else(|| {
-            StompError::new("already connected: CONNECT may only be sent once per connection")
-        })?;
-        let remote = handshake.remote_addr;
-        if !self.server.addresses.connect_attempt(remote.ip()) {
-            tracing::info!(session = %self.session_id, %remote, "CONNECT refused: too many attempts from one address");
-            return Err(StompError::new(
-                "too many CONNECT attempts from your address; wait a few seconds before trying again",
-            ));
-        }
-        let request = ConnectRequest {
-            session_id: Arc::clone(&self.session_id),
-            headers: frame.headers.clone(),
-            handshake: Arc::clone(&handshake),
-        };
-        let counted = carries_credentials(&request);
-        if counted && !self.server.addresses.login_begins(remote.ip()) {
-            tracing::info!(session = %self.session_id, %remote, "CONNECT refused: too many failed logins from one address");
-            return Err(StompError::new(
-                "access refused: too many failed logins from your address; try again in a minute",
-            ));
-        }
-        let (user, expires) =
-            match Session::authenticate(&self.server, &self.session_id, &request).await {
-                Ok(authenticated) => {
-                    if counted {
-                        self.server.addresses.login_done(remote.ip());
-                    }
-                    authenticated
-                }
-                Err(e) => {
-                    // Only wrong credentials count, not an outage of the
-                    // authentication service.
-                    if counted && matches!(e, AuthError::Unavailable(_)) {
-                        self.server.addresses.login_done(remote.ip());
-                    }
-                    tracing::info!(
-                        session = %self.session_id,
-                        %remote,
-                        login = ?request.login(),
-                        reason = e.reason(),
-                        "authentication failed"
-                    );
-                    // Each wrong guess costs the guesser this long.
-                    tokio::time::sleep(config.auth.failure_delay).await;
-                    return Err(StompError::new(format!("access refused: {e}")));
-                }
-            };
-        drop(request);
-        let user_slot = if user.is_authenticated() {
-            let limit = config.auth.max_sessions_per_user;
-            let slot = self.server.user_sessions.try_add(user.name(), limit);
-            if slot.is_none() {
-                return Err(StompError::new(format!(
-                    "access refused: user '{}' already has {limit} sessions on this server (the limit)",
-                    user.name()
-                )));
-            }
-            slot
-        } else {
-            None
-        };
-        if let Some(hook) = &self.server.app.hooks.connect {
-            let info = ConnectInfo {
-                session_id: Arc::clone(&self.session_id),
-                user: user.clone(),
-                login: login.clone(),
-                host: host.clone(),
-                headers: frame.headers.clone(),
-                handshake,
-            };
-            match router::guarded(hook(info)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(reject)) => return Err(StompError::new(reject.0)),
-                Err(()) => {
-                    return Err(StompError::new(
-                        "the server could not accept the connection",
-                    ));
-                }
-            }
-        }
-        let context = SessionContext {
-            session_id: Arc::clone(&self.session_id),
-            version,
-            outbox: Arc::clone(&self.outbox),
-            login,
-            passcode,
-            host,
-        };
-        let broker = self.server.broker.open_session(context).await?;
-        self.connected = Some(Connected {
-            version,
-            user,
-            expires_at: expires.map(|at| {
-                Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default()
-            }),
-            _user_slot: user_slot,
-            broker,
-            subscriptions: HashMap::new(),
-            transactions: HashMap::new(),
-            transaction_bytes: 0,
-        });
-        let heart_beat = format!(
-            "{},{}",
-            config.heartbeat_send.as_millis(),
-            config.heartbeat_receive.as_millis()
-        );
-        let connected = Frame::new(Command::Connected)
-            .header(header::VERSION, version.as_str())
-            .header(header::SERVER, SERVER_NAME)
-            .header(header::SESSION, &self.session_id)
-            .header(header::HEART_BEAT, &heart_beat);
-        self.push(encode(&connected, version));
-        Ok(Flow::Continue)
     }
 
     /// Ends a connected session: its subscriptions go (unacknowledged queue
@@ -868,173 +688,6 @@ impl Session {
         }
         Ok(receipt)
     }
-}
-
-impl Session {
-    /// Who the CONNECT is: a verified user, or an anonymous session when
-    /// the server has no authenticator, or when it allows anonymous sessions
-    /// and the CONNECT carried no credentials at all.
-    async fn authenticate(
-        server: &ServerShared,
-        session_id: &Arc<str>,
-        request: &ConnectRequest,
-    ) -> Result<(User, Option<SystemTime>), AuthError> {
-        let Some(authenticator) = &server.authenticator else {
-            // A client-sent login is never an identity on its own.
-            return Ok((User::anonymous(session_id), None));
-        };
-        let config = &server.config;
-        // Application code: a panic refuses this CONNECT only, and a hang
-        // is bounded like the CONNECT frame itself.
-        let answer = tokio::time::timeout(
-            config.connect_timeout,
-            router::guarded(authenticator.authenticate(request)),
-        )
-        .await;
-        let identity = match answer {
-            Ok(Ok(result)) => result?,
-            Ok(Err(())) => return Err(AuthError::Unavailable("the authenticator panicked".into())),
-            Err(_) => {
-                return Err(AuthError::Unavailable(
-                    "the authenticator took too long".into(),
-                ));
-            }
-        };
-        match identity {
-            Some(identity) => {
-                if identity.name.is_empty() {
-                    return Err(AuthError::Unavailable(
-                        "the authenticator returned an empty user name".into(),
-                    ));
-                }
-                if identity
-                    .expires_at
-                    .is_some_and(|at| at <= SystemTime::now())
-                {
-                    return Err(AuthError::TokenExpired);
-                }
-                Ok((User::authenticated(&identity), identity.expires_at))
-            }
-            // Credentials nobody accepted must not quietly become an
-            // anonymous session: the client meant to be someone.
-            None if carries_credentials(request) => Err(AuthError::BadCredentials),
-            None if config.auth.allow_anonymous => Ok((User::anonymous(session_id), None)),
-            None => Err(AuthError::Required),
-        }
-    }
-
-    /// Checks the access rules for `operation` on `destination`.
-    fn authorize(
-        &self,
-        user: &User,
-        operation: Operation,
-        destination: &str,
-        target: &Target,
-    ) -> Result<(), StompError> {
-        let rules = &self.server.config.auth.rules;
-        let command = match operation {
-            Operation::Send => "SEND to",
-            Operation::Subscribe => "SUBSCRIBE to",
-        };
-        // Built only for a refusal: this runs for every SEND.
-        let who = || {
-            if user.is_authenticated() {
-                format!("user '{}'", user.name())
-            } else {
-                "anonymous sessions".to_owned()
-            }
-        };
-        if rules.is_open() {
-            // Without rules everything is allowed but writing into another
-            // user's destinations anonymously, which would let anyone
-            // impersonate the server towards any user.
-            if operation == Operation::Send
-                && matches!(target, Target::OtherUser { .. })
-                && !user.is_authenticated()
-            {
-                return Err(StompError::new(format!(
-                    "access refused: {command} '{destination}' is not allowed for {}; sending to another user needs a login",
-                    who()
-                )));
-            }
-            return Ok(());
-        }
-        if rules.allows(user, operation, destination) {
-            Ok(())
-        } else {
-            Err(StompError::new(format!(
-                "access refused: {command} '{destination}' is not allowed for {}",
-                who()
-            )))
-        }
-    }
-
-    /// The access rules, then the application's send hook, for a SEND.
-    async fn authorize_send(
-        &mut self,
-        destination: &str,
-        target: &Target,
-        frame: &Frame,
-    ) -> Result<(), StompError> {
-        let user = self.connected_mut()?.user.clone();
-        self.authorize(&user, Operation::Send, destination, target)?;
-        if let Some(hook) = &self.server.app.hooks.send {
-            let info = SendInfo {
-                session_id: Arc::clone(&self.session_id),
-                user,
-                destination: destination.to_owned(),
-                headers: frame.headers.clone(),
-            };
-            match router::guarded(hook(info)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(reject)) => return Err(StompError::new(reject.0)),
-                Err(()) => {
-                    return Err(StompError::new(format!(
-                        "sending to '{destination}' failed"
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// True when a CONNECT carried something meant as credentials. Cookies do
-/// not count: browsers send them whatever the page meant.
-fn carries_credentials(request: &ConnectRequest) -> bool {
-    let present = |value: Option<&str>| value.is_some_and(|v| !v.is_empty());
-    present(request.login())
-        || present(request.passcode())
-        || request.connect_bearer_token().is_some()
-        || request.handshake.bearer_token().is_some()
-        || request.handshake.query("access_token").is_some()
-}
-
-/// True for a header name in the server's `stompbox-` namespace, in any
-/// case (STOMP names are case-sensitive, but a client or broker that folds
-/// case must not turn `Stompbox-Sender` into the real one).
-pub(crate) fn is_reserved_header(name: &[u8]) -> bool {
-    name.get(..RESERVED_HEADER_PREFIX.len())
-        .is_some_and(|start| start.eq_ignore_ascii_case(RESERVED_HEADER_PREFIX))
-}
-
-/// Drops every `stompbox-` header a client put on a frame.
-fn strip_reserved(frame: &mut Frame) {
-    frame.headers.retain(|name, _| !is_reserved_header(name));
-}
-
-/// Marks a client's message with its verified sender, replacing whatever
-/// `stompbox-` headers the client put on it.
-fn stamp_sender(frame: &mut Frame, user: &User) {
-    strip_reserved(frame);
-    let sender = if user.is_authenticated() {
-        Bytes::copy_from_slice(user.name().as_bytes())
-    } else {
-        Bytes::new()
-    };
-    frame
-        .headers
-        .push(Bytes::from_static(SENDER_HEADER.as_bytes()), sender);
 }
 
 impl Drop for Session {

@@ -1,0 +1,192 @@
+//! CONNECT: the version, the heart-beats, who the client is (rate and
+//! failure limits, authentication, sessions per user, the connect hook),
+//! and the broker session; then CONNECTED.
+
+use super::identity::carries_credentials;
+use super::{Connected, Flow, Heartbeat, SERVER_NAME, Session, StompError, encode};
+use crate::app::ConnectInfo;
+use crate::auth::{AuthError, ConnectRequest};
+use crate::broker::SessionContext;
+use crate::router;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use stompbox_codec::{Command, Frame, Version, header};
+use tokio::time::Instant;
+
+/// Parses `heart-beat: cx,cy` into milliseconds.
+fn parse_heartbeat(value: &str) -> Option<(u64, u64)> {
+    let (cx, cy) = value.split_once(',')?;
+    Some((cx.trim().parse().ok()?, cy.trim().parse().ok()?))
+}
+
+fn negotiate(ours: Duration, theirs_ms: u64) -> Option<Duration> {
+    if ours.is_zero() || theirs_ms == 0 {
+        None
+    } else {
+        Some(ours.max(Duration::from_millis(theirs_ms)))
+    }
+}
+
+impl Session {
+    pub(super) async fn connect(&mut self, frame: Frame) -> Result<Flow, StompError> {
+        if self.connected.is_some() {
+            return Err(StompError::new(
+                "already connected: CONNECT may only be sent once per connection",
+            ));
+        }
+        let accepted: Vec<Version> = match frame.headers.get(header::ACCEPT_VERSION) {
+            None => vec![Version::V1_0],
+            Some(list) => list.split(',').filter_map(Version::parse).collect(),
+        };
+        let version = match self.pinned_version {
+            Some(pinned) if accepted.contains(&pinned) => pinned,
+            Some(pinned) => {
+                return Err(StompError {
+                    message: format!(
+                        "the WebSocket subprotocol chose STOMP {pinned}, which the CONNECT frame's accept-version does not include"
+                    ),
+                    receipt_id: None,
+                    version_header: Some(pinned.to_string()),
+                });
+            }
+            None => accepted.iter().copied().max().ok_or_else(|| StompError {
+                message: "no supported STOMP version in accept-version (supported: 1.0,1.1,1.2)"
+                    .into(),
+                receipt_id: None,
+                version_header: Some("1.0,1.1,1.2".into()),
+            })?,
+        };
+        let (client_send, client_want) = match frame.headers.get(header::HEART_BEAT) {
+            None => (0, 0),
+            Some(_) if version == Version::V1_0 => (0, 0),
+            Some(value) => parse_heartbeat(value).ok_or_else(|| {
+                StompError::new(format!(
+                    "invalid heart-beat header '{value}': expected two integers such as 10000,10000"
+                ))
+            })?,
+        };
+        let config = &self.server.config;
+        self.heartbeat = Heartbeat {
+            send_every: negotiate(config.heartbeat_send, client_want),
+            expect_every: negotiate(config.heartbeat_receive, client_send),
+        };
+        let login = frame.headers.get(header::LOGIN).map(str::to_owned);
+        let passcode = frame.headers.get(header::PASSCODE).map(str::to_owned);
+        let host = frame.headers.get(header::HOST).map(str::to_owned);
+        let handshake = self.handshake.take().ok_or_else(|| {
+            StompError::new("already connected: CONNECT may only be sent once per connection")
+        })?;
+        let remote = handshake.remote_addr;
+        if !self.server.addresses.connect_attempt(remote.ip()) {
+            tracing::info!(session = %self.session_id, %remote, "CONNECT refused: too many attempts from one address");
+            return Err(StompError::new(
+                "too many CONNECT attempts from your address; wait a few seconds before trying again",
+            ));
+        }
+        let request = ConnectRequest {
+            session_id: Arc::clone(&self.session_id),
+            headers: frame.headers.clone(),
+            handshake: Arc::clone(&handshake),
+        };
+        let counted = carries_credentials(&request);
+        if counted && !self.server.addresses.login_begins(remote.ip()) {
+            tracing::info!(session = %self.session_id, %remote, "CONNECT refused: too many failed logins from one address");
+            return Err(StompError::new(
+                "access refused: too many failed logins from your address; try again in a minute",
+            ));
+        }
+        let (user, expires) =
+            match Session::authenticate(&self.server, &self.session_id, &request).await {
+                Ok(authenticated) => {
+                    if counted {
+                        self.server.addresses.login_done(remote.ip());
+                    }
+                    authenticated
+                }
+                Err(e) => {
+                    // Only wrong credentials count, not an outage of the
+                    // authentication service.
+                    if counted && matches!(e, AuthError::Unavailable(_)) {
+                        self.server.addresses.login_done(remote.ip());
+                    }
+                    tracing::info!(
+                        session = %self.session_id,
+                        %remote,
+                        login = ?request.login(),
+                        reason = e.reason(),
+                        "authentication failed"
+                    );
+                    // Each wrong guess costs the guesser this long.
+                    tokio::time::sleep(config.auth.failure_delay).await;
+                    return Err(StompError::new(format!("access refused: {e}")));
+                }
+            };
+        drop(request);
+        let user_slot = if user.is_authenticated() {
+            let limit = config.auth.max_sessions_per_user;
+            let slot = self.server.user_sessions.try_add(user.name(), limit);
+            if slot.is_none() {
+                return Err(StompError::new(format!(
+                    "access refused: user '{}' already has {limit} sessions on this server (the limit)",
+                    user.name()
+                )));
+            }
+            slot
+        } else {
+            None
+        };
+        if let Some(hook) = &self.server.app.hooks.connect {
+            let info = ConnectInfo {
+                session_id: Arc::clone(&self.session_id),
+                user: user.clone(),
+                login: login.clone(),
+                host: host.clone(),
+                headers: frame.headers.clone(),
+                handshake,
+            };
+            match router::guarded(hook(info)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(reject)) => return Err(StompError::new(reject.0)),
+                Err(()) => {
+                    return Err(StompError::new(
+                        "the server could not accept the connection",
+                    ));
+                }
+            }
+        }
+        let context = SessionContext {
+            session_id: Arc::clone(&self.session_id),
+            version,
+            outbox: Arc::clone(&self.outbox),
+            login,
+            passcode,
+            host,
+        };
+        let broker = self.server.broker.open_session(context).await?;
+        self.connected = Some(Connected {
+            version,
+            user,
+            expires_at: expires.map(|at| {
+                Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default()
+            }),
+            _user_slot: user_slot,
+            broker,
+            subscriptions: HashMap::new(),
+            transactions: HashMap::new(),
+            transaction_bytes: 0,
+        });
+        let heart_beat = format!(
+            "{},{}",
+            config.heartbeat_send.as_millis(),
+            config.heartbeat_receive.as_millis()
+        );
+        let connected = Frame::new(Command::Connected)
+            .header(header::VERSION, version.as_str())
+            .header(header::SERVER, SERVER_NAME)
+            .header(header::SESSION, &self.session_id)
+            .header(header::HEART_BEAT, &heart_beat);
+        self.push(encode(&connected, version));
+        Ok(Flow::Continue)
+    }
+}
