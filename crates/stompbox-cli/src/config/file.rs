@@ -5,7 +5,6 @@
 //! `ServerConfig::default()` stays the one place defaults live.
 
 use super::Settings;
-use super::relay::relay_headers;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use stompbox::broker::relay::RelayConfig;
@@ -221,7 +220,8 @@ pub(super) struct RelaySection {
 impl RelaySection {
     fn from_config(r: &RelayConfig) -> RelaySection {
         let tls = r.tls.as_ref();
-        let (subscribe_headers, send_headers) = relay_headers(r);
+        let (subscribe_headers, send_headers) =
+            (r.subscribe_headers.clone(), r.send_headers.clone());
         RelaySection {
             addresses: Some(r.addresses.clone()),
             virtual_host: Some(r.virtual_host.clone()),

@@ -296,8 +296,3 @@ fn header_names(check: &mut Check, key: &'static str, names: &[String], own: &[&
         }
     }
 }
-
-/// The relay's pass-through header lists, SUBSCRIBE then SEND.
-pub(super) fn relay_headers(r: &RelayConfig) -> (Vec<String>, Vec<String>) {
-    (r.subscribe_headers.clone(), r.send_headers.clone())
-}
