@@ -2,8 +2,8 @@
 //! the tests that wait for the library's real authentication methods.
 
 mod auth;
+mod library_checks;
 mod listener;
-mod pending_real_auth;
 
 use super::file::{FileConfig, known_keys};
 use super::layers::{Layers, env_key, load, parse_value};

@@ -1,19 +1,13 @@
-//! Tests that pass only once the library's real implementations are in:
-//! password hashes (`verify_password_hash`, `PasswordAuthenticator`), JWT
-//! keys (`JwtAuthenticator`), the HTTP service (`HttpAuthenticator`),
-//! access rule patterns (`AccessRules`), and the relay's
-//! `subscribe_headers`/`send_headers` (with the RELAY-HEADERS stand-in in
-//! config/relay.rs switched to the new fields).
-//!
-//! With the skeletons, `verify_password_hash` refuses every hash (so valid
-//! users fail) and the constructors accept anything (so bad keys, URLs and
-//! patterns pass).
+//! Settings the library checks when the configuration is loaded: password
+//! hashes (`verify_password_hash`, `PasswordAuthenticator`), JWT keys
+//! (`JwtAuthenticator`), the HTTP service (`HttpAuthenticator`), access rule
+//! patterns (`AccessRules`), and the relay's header lists. Their errors must
+//! come out naming the key and where it was set.
 
 use super::auth::{SECRET, jwks, public_key};
 use super::{RELAY, env, from_every_source, from_toml, load, scratch, self_signed};
 use crate::config::REDACTED;
 use crate::config::file::FileConfig;
-use crate::config::relay::relay_headers;
 use std::path::Path;
 
 /// argon2id (m=256 KiB, t=1, p=1) of "alice-password".
@@ -273,7 +267,7 @@ fn relay_header_lists_reach_the_relay() {
     ]);
     for settings in [file, vars, flags] {
         let relay = settings.server.relay.clone().expect("relay on");
-        let (subscribe, send) = relay_headers(&relay);
+        let (subscribe, send) = (relay.subscribe_headers.clone(), relay.send_headers.clone());
         assert_eq!(subscribe, ["x-queue-name", "durable"]);
         assert_eq!(send, ["persistent"]);
         // --check shows them, and loads back.
