@@ -17,6 +17,7 @@ macro_rules! say {
 }
 
 mod conn;
+mod connect;
 mod echo_server;
 mod fanout;
 mod idle;
@@ -43,6 +44,11 @@ enum Mode {
     Fanout(fanout::FanoutArgs),
     /// Many idle, subscribed connections: the server's memory per connection.
     Idle(idle::IdleArgs),
+    /// Session set-up and tear-down: clients loop over open, CONNECT,
+    /// CONNECTED, DISCONNECT (with its RECEIPT) and close. Connects per
+    /// second and connect latency, anonymous or with credentials
+    /// (--auth for a spawned server, --login/--passcode for a --url).
+    Connect(connect::ConnectArgs),
     /// Request and reply through an application handler: each client SENDs
     /// to /app/bench/echo and waits for the reply at /user/queue/echo.
     Roundtrip(roundtrip::RoundtripArgs),
@@ -134,6 +140,20 @@ pub(crate) struct Target {
     pid: Option<u32>,
     /// For a spawned relaying server: the broker behind it.
     upstream: Option<Upstream>,
+    /// For a spawned server: which of the mode's [`Spawn`]s it is (an
+    /// index into the list given to [`run_targets_with`]).
+    spawn: Option<usize>,
+}
+
+/// One server `--spawn` starts. A mode that compares configurations (auth
+/// methods, access rules) starts several, one after the other.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Spawn {
+    /// Its name in the report after `spawned-` (`spawned-jwt`); empty for
+    /// plain `spawned`.
+    pub(crate) variant: String,
+    /// Arguments for it before the --server-arg ones (`--config FILE`).
+    pub(crate) args: Vec<String>,
 }
 
 /// The broker a spawned server relays to.
@@ -236,6 +256,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     match args.mode {
         Mode::Fanout(args) => fanout::run(args).await,
         Mode::Idle(args) => idle::run(args).await,
+        Mode::Connect(args) => connect::run(args).await,
         Mode::Roundtrip(args) => roundtrip::run(args).await,
         Mode::ServeEcho(args) => echo_server::run(args).await,
     }
@@ -257,11 +278,41 @@ async fn run_targets<F, Fut>(
     spawn_command: &[&str],
     common: &TargetArgs,
     params: Json,
+    measure: F,
+) -> Result<(), String>
+where
+    F: FnMut(Target, Out) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    run_targets_with(
+        mode,
+        spawn_command,
+        common,
+        params,
+        &[Spawn::default()],
+        |_, _| None,
+        measure,
+    )
+    .await
+}
+
+/// [`run_targets`] with several spawned servers: with `--spawn`, each of
+/// `spawns` in turn, each freshly started and stopped before the next, then
+/// every `--url`. `compare` sees every target's figures and may add a
+/// `comparison` member to the RESULT (ratios between the targets of one run).
+async fn run_targets_with<F, Fut, C>(
+    mode: &str,
+    spawn_command: &[&str],
+    common: &TargetArgs,
+    params: Json,
+    spawns: &[Spawn],
+    compare: C,
     mut measure: F,
 ) -> Result<(), String>
 where
     F: FnMut(Target, Out) -> Fut,
     Fut: Future<Output = Outcome>,
+    C: FnOnce(&[Json], Out) -> Option<Json>,
 {
     let out = Out {
         quiet: common.json_only,
@@ -283,22 +334,38 @@ where
     );
     let mut results = Vec::new();
     let mut all_ok = true;
-    if common.spawn {
+    let spawns = if common.spawn { spawns } else { &[] };
+    for (index, spawn) in spawns.iter().enumerate() {
         let mut server_args = Vec::new();
         if common.relay {
             server_args.extend(["--set".to_owned(), "broker.kind=relay".to_owned()]);
         }
+        server_args.extend(spawn.args.iter().cloned());
         server_args.extend(common.server_args.iter().cloned());
-        let spawned = SpawnedServer::start(
+        let mut label = if relayed { "spawned-relay" } else { "spawned" }.to_owned();
+        if !spawn.variant.is_empty() {
+            label = format!("{label}-{}", spawn.variant);
+        }
+        let spawned = match SpawnedServer::start(
             common.server_bin.as_deref(),
             spawn_command,
             &server_args,
             relayed,
         )
-        .await?;
+        .await
+        {
+            Ok(spawned) => spawned,
+            // The other servers of the run are still worth measuring.
+            Err(e) => {
+                let json = Json::obj().with("target", Json::str(label.as_str()));
+                all_ok = false;
+                results.push(failed(out, json, e).json);
+                continue;
+            }
+        };
         say!(
             out,
-            "spawned server pid {} at {}{}",
+            "{label} server pid {} at {}{}",
             spawned.pid(),
             spawned.ws_url(),
             if relayed {
@@ -308,13 +375,14 @@ where
             }
         );
         let target = Target {
-            label: if relayed { "spawned-relay" } else { "spawned" }.into(),
+            label,
             url: spawned.ws_url().to_owned(),
             pid: Some(spawned.pid()),
             upstream: relayed.then_some(Upstream {
                 pid: common.broker_pid,
                 port: common.broker_port,
             }),
+            spawn: Some(index),
         };
         let outcome = measure(target, out).await;
         let log = spawned.log();
@@ -331,17 +399,22 @@ where
             url: url.clone(),
             pid: common.server_pids.get(i).copied(),
             upstream: None,
+            spawn: None,
         };
         let outcome = measure(target, out).await;
         all_ok &= outcome.ok;
         results.push(outcome.json);
     }
-    let result = Json::obj()
+    let comparison = compare(&results, out);
+    let mut result = Json::obj()
         .with("mode", Json::str(mode))
         .with("cores", Json::uint(cores as u64))
         .with("params", params)
-        .with("targets", Json::Arr(results))
-        .with("ok", Json::Bool(all_ok));
+        .with("targets", Json::Arr(results));
+    if let Some(comparison) = comparison {
+        result = result.with("comparison", comparison);
+    }
+    let result = result.with("ok", Json::Bool(all_ok));
     println!("RESULT {result}");
     if all_ok {
         Ok(())

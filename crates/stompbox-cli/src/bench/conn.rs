@@ -117,15 +117,34 @@ impl Endpoint {
         beat_every: Option<Duration>,
     ) -> Result<Conn, String> {
         let mut conn = self.open(source).await?;
+        self.login(
+            &mut conn,
+            beat_every,
+            self.login.as_deref(),
+            self.passcode.as_deref(),
+        )
+        .await?;
+        Ok(conn)
+    }
+
+    /// CONNECT on an open connection with these credentials (not
+    /// necessarily the endpoint's), and wait for CONNECTED.
+    pub(crate) async fn login(
+        &self,
+        conn: &mut Conn,
+        beat_every: Option<Duration>,
+        login: Option<&str>,
+        passcode: Option<&str>,
+    ) -> Result<(), String> {
         let heart_beat = format!("{},0", beat_every.map_or(0, |d| d.as_millis()));
         let mut connect = Frame::new(Command::Connect)
             .header(header::ACCEPT_VERSION, "1.1,1.2")
             .header(header::HOST, &self.host)
             .header(header::HEART_BEAT, &heart_beat);
-        if let Some(login) = &self.login {
+        if let Some(login) = login {
             connect = connect.header(header::LOGIN, login);
         }
-        if let Some(passcode) = &self.passcode {
+        if let Some(passcode) = passcode {
             connect = connect.header(header::PASSCODE, passcode);
         }
         conn.send(&connect).await?;
@@ -138,7 +157,7 @@ impl Endpoint {
             conn.version = version;
             conn.decoder.set_version(version);
         }
-        Ok(conn)
+        Ok(())
     }
 }
 
@@ -317,6 +336,16 @@ impl Conn {
             Some(got) if got == id => Ok(()),
             got => Err(format!("expected RECEIPT {id}, got {got:?}")),
         }
+    }
+
+    /// Ends the session properly: DISCONNECT with a receipt, wait for the
+    /// RECEIPT (the server has then let go of the session), then close.
+    pub(crate) async fn disconnect(mut self, receipt: &str) -> Result<(), String> {
+        let disconnect = Frame::new(Command::Disconnect).header(header::RECEIPT, receipt);
+        self.send(&disconnect).await?;
+        let confirmed = self.expect_receipt(receipt).await;
+        self.close().await;
+        confirmed
     }
 
     /// Sends a WebSocket close and gives the server a moment to answer;

@@ -9,7 +9,8 @@
 
 use super::conn::{Conn, Delivery, Fleet, close_all, connect_all, unexpected};
 use super::report::{CpuMark, Errors, Histogram, Json, random_u64, rss_kib};
-use super::{Out, Outcome, Target, TargetArgs, failed, micros, since};
+use super::server::{ConfigFile, toml_str};
+use super::{Out, Outcome, Spawn, Target, TargetArgs, failed, micros, since};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +59,101 @@ pub(crate) struct FanoutArgs {
     /// (cowboy's idle_timeout) does so after 60 s.
     #[arg(long, default_value_t = 10_000)]
     heartbeat_ms: u64,
+    /// With --spawn: measure the spawned server twice in this run, first
+    /// without access rules, then freshly started with N `[auth] rules`
+    /// (N − 1 that do not match the bench topic, then the one that lets
+    /// anyone publish and subscribe to it, last: the worst case), and
+    /// report deliveries/s of both and their ratio. 0: off. The bench
+    /// writes that server's --config itself.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    compare_rules: usize,
+    /// With --compare-rules: measure both servers this many times, each on
+    /// a freshly started server, alternating which goes first (without
+    /// rules first in odd rounds, with rules first in even ones), and report
+    /// the ratio of the means and each round's.
+    #[arg(long, value_name = "R", default_value_t = 1)]
+    compare_rounds: usize,
+}
+
+/// Every run's topic is this prefix and a random suffix of hex digits.
+const TOPIC_PREFIX: &str = "/topic/bench-";
+
+/// The pattern of the one rule of `--compare-rules` that allows the bench's
+/// SEND and SUBSCRIBE (`*` there matches neither `.` nor `/`).
+const TOPIC_PATTERN: &str = "/topic/bench-*";
+
+/// One access rule: who, SEND patterns, SUBSCRIBE patterns.
+type RuleSpec = (String, Vec<String>, Vec<String>);
+
+/// `n` access rules for `--compare-rules`: `n − 1` that allow the bench's
+/// anonymous sessions nothing it does, of every kind (for anyone and for
+/// anonymous sessions, whose patterns are tried on each SEND; for roles,
+/// users and authenticated sessions, which are passed over), then the one
+/// that allows the bench topic. Every SEND is checked against all of them.
+fn access_rules(n: usize) -> Vec<RuleSpec> {
+    let mut rules: Vec<RuleSpec> = (1..n)
+        .map(|i| match i % 6 {
+            1 => (
+                "anyone".to_owned(),
+                vec![format!("/app/x/{i}/**")],
+                vec![format!("/topic/other-{i}.*")],
+            ),
+            2 => (
+                format!("role:ops-{i}"),
+                vec![format!("/topic/ops-{i}/**")],
+                vec![format!("/topic/ops-{i}/**"), format!("/queue/ops-{i}")],
+            ),
+            3 => (
+                "anonymous".to_owned(),
+                vec![format!("/topic/other-{i}/*/in")],
+                vec![format!("/topic/news-{i}.**"), format!("/topic/other-{i}/*")],
+            ),
+            4 => (
+                format!("user:user-{i}"),
+                vec![format!("/queue/user-{i}.*")],
+                vec!["/user/{user}/queue/**".to_owned()],
+            ),
+            5 => (
+                "anyone".to_owned(),
+                vec![
+                    format!("/topic/chat.room-{i}"),
+                    format!("/app/chat/room-{i}"),
+                ],
+                vec![format!("/topic/chat.room-{i}.*")],
+            ),
+            _ => (
+                "authenticated".to_owned(),
+                vec![format!("/app/orders/{i}/*")],
+                vec![format!("/topic/orders-{i}.**")],
+            ),
+        })
+        .collect();
+    if n > 0 {
+        rules.push((
+            "anyone".to_owned(),
+            vec![TOPIC_PATTERN.to_owned()],
+            vec![TOPIC_PATTERN.to_owned()],
+        ));
+    }
+    rules
+}
+
+/// `rules` as `[[auth.rules]]` tables.
+fn rules_toml(rules: &[RuleSpec]) -> String {
+    let list = |patterns: &[String]| {
+        let quoted: Vec<String> = patterns.iter().map(|p| toml_str(p)).collect();
+        format!("[{}]", quoted.join(", "))
+    };
+    let mut text = String::new();
+    for (who, send, subscribe) in rules {
+        text.push_str(&format!(
+            "[[auth.rules]]\nwho = {}\nsend = {}\nsubscribe = {}\n\n",
+            toml_str(who),
+            list(send),
+            list(subscribe)
+        ));
+    }
+    text
 }
 
 /// One subscriber's progress, on its own cache line: subscribers on
@@ -100,14 +196,265 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
         .with("rate", Json::uint(args.rate))
         .with("max_lag", Json::uint(args.max_lag))
         .with("heartbeat_ms", Json::uint(args.heartbeat_ms))
+        .with("compare_rules", Json::uint(args.compare_rules as u64))
+        .with("compare_rounds", Json::uint(args.compare_rounds as u64))
         .with("duration_secs", Json::uint(args.target.duration_secs));
+    let rules = args.compare_rules;
+    let rounds = args.compare_rounds;
+    if rules > 0 && !args.target.spawn {
+        return Err(
+            "bench fanout: --compare-rules is about the servers --spawn starts; give --spawn too"
+                .into(),
+        );
+    }
+    if rounds == 0 {
+        return Err("bench fanout: --compare-rounds must be > 0".into());
+    }
+    // Kept until the run ends: the rules servers read it at start-up.
+    let rules_file = if rules > 0 {
+        Some(ConfigFile::write(
+            "rules",
+            &rules_toml(&access_rules(rules)),
+        )?)
+    } else {
+        None
+    };
+    // The servers to start, with their rule counts and rounds.
+    let mut spawns = Vec::new();
+    let mut kinds: Vec<(u64, usize)> = Vec::new();
+    match &rules_file {
+        None => spawns.push(Spawn::default()),
+        Some(file) => {
+            for round in 1..=rounds {
+                let (plain, with_rules) = if rounds > 1 {
+                    (
+                        format!("round-{round}"),
+                        format!("rules-{rules}-round-{round}"),
+                    )
+                } else {
+                    (String::new(), format!("rules-{rules}"))
+                };
+                let none = Spawn {
+                    variant: plain,
+                    args: Vec::new(),
+                };
+                let with = Spawn {
+                    variant: with_rules,
+                    args: file.args(),
+                };
+                // Odd rounds without rules first, even rounds with: a
+                // machine getting slower or faster favours neither.
+                let pair = if round % 2 == 1 {
+                    [(none, 0), (with, rules as u64)]
+                } else {
+                    [(with, rules as u64), (none, 0)]
+                };
+                for (spawn, n) in pair {
+                    spawns.push(spawn);
+                    kinds.push((n, round));
+                }
+            }
+        }
+    }
     let args = Arc::new(args);
     let common = args.target.clone();
-    super::run_targets("fanout", &["serve"], &common, params, |target, out| {
-        let args = Arc::clone(&args);
-        async move { measure(target, &args, out).await }
-    })
+    super::run_targets_with(
+        "fanout",
+        &["serve"],
+        &common,
+        params,
+        &spawns,
+        compare_rules,
+        |target, out| {
+            let args = Arc::clone(&args);
+            // Which spawned server it is, when rules are compared.
+            let kind = target.spawn.and_then(|i| kinds.get(i)).copied();
+            async move {
+                // A comparison with rules that are not in force would
+                // compare the plain server with itself.
+                if let Some((n, round)) = kind
+                    && n > 0
+                {
+                    if let Err(e) = rules_in_force(&target, &args.target).await {
+                        let json = Json::obj()
+                            .with("target", Json::str(target.label.as_str()))
+                            .with("access_rules", Json::uint(n))
+                            .with("round", Json::uint(round as u64));
+                        return failed(out, json, e);
+                    }
+                    say!(
+                        out,
+                        "access rules in force: a SUBSCRIBE that no rule allows was refused"
+                    );
+                }
+                let mut outcome = measure(target, &args, out).await;
+                if let Some((n, round)) = kind {
+                    outcome.json = outcome
+                        .json
+                        .with("access_rules", Json::uint(n))
+                        .with("round", Json::uint(round as u64));
+                }
+                outcome
+            }
+        },
+    )
     .await
+}
+
+/// Checks that the server refuses a SUBSCRIBE no rule allows: the rules of
+/// `--compare-rules` are in force.
+async fn rules_in_force(target: &Target, common: &TargetArgs) -> Result<(), String> {
+    let probe = async {
+        let endpoint = super::conn::Endpoint::resolve(
+            &target.url,
+            &common.vhost,
+            common.login.as_deref(),
+            common.passcode.as_deref(),
+        )
+        .await?;
+        let mut conn = endpoint.connect(None, None).await?;
+        let subscribe = Frame::new(Command::Subscribe)
+            .header(header::ID, "0")
+            .header(header::DESTINATION, "/topic/no-rule-allows-this")
+            .header(header::RECEIPT, "probe");
+        conn.send(&subscribe).await?;
+        let answer = conn.next_frame().await?;
+        let close_reason = conn.close_reason().to_owned();
+        conn.close().await;
+        match answer {
+            Some(frame)
+                if frame.command == Command::Error
+                    && frame
+                        .headers
+                        .get(header::MESSAGE)
+                        .is_some_and(|m| m.contains("access refused")) =>
+            {
+                Ok(())
+            }
+            Some(frame) if frame.command == Command::Receipt => Err(
+                "the server allowed a SUBSCRIBE no access rule allows: the rules are not in force"
+                    .to_owned(),
+            ),
+            Some(frame) => Err(unexpected(&frame, "ERROR (access refused)")),
+            None => Err(format!(
+                "connection closed by server ({close_reason}) before it answered a SUBSCRIBE"
+            )),
+        }
+    };
+    let limit = Duration::from_secs(common.connect_timeout_secs);
+    tokio::time::timeout(limit, probe)
+        .await
+        .unwrap_or_else(|_| Err("the access-rule check took too long".into()))
+        .map_err(|e| format!("checking the access rules: {e}"))
+}
+
+/// With `--compare-rules`: deliveries/s with the rules against without,
+/// as the ratio of the means over the rounds and per round.
+fn compare_rules(results: &[Json], out: Out) -> Option<Json> {
+    let number = |r: &Json, key: &str| r.get(key).and_then(Json::as_f64);
+    let rules_of = |r: &Json| number(r, "access_rules");
+    let none: Vec<&Json> = results
+        .iter()
+        .filter(|r| rules_of(r) == Some(0.0))
+        .collect();
+    let with: Vec<&Json> = results
+        .iter()
+        .filter(|r| rules_of(r).is_some_and(|n| n > 0.0))
+        .collect();
+    if none.is_empty() {
+        return None;
+    }
+    let n = rules_of(with.first()?).unwrap_or_default();
+    // The mean of a figure over targets; `None` if any lacks it.
+    let mean = |targets: &[&Json], figure: &dyn Fn(&Json) -> Option<f64>| {
+        let values: Option<Vec<f64>> = targets.iter().map(|r| figure(r)).collect();
+        values
+            .filter(|v| !v.is_empty())
+            .map(|v| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let rate = |r: &Json| number(r, "deliveries_per_sec");
+    let publish = |r: &Json| number(r, "publish_rate");
+    // The same deliveries in every target: CPU per run compares directly.
+    let server_cpu = |r: &Json| {
+        r.get("cpu")
+            .and_then(|c| c.get("server_cpu_secs"))
+            .and_then(Json::as_f64)
+    };
+    let latency = |key: &'static str| {
+        move |r: &Json| {
+            r.get("latency")
+                .and_then(|l| l.get(key))
+                .and_then(Json::as_f64)
+        }
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let (none_rate, with_rate) = (mean(&none, &rate), mean(&with, &rate));
+    let rate_ratio = ratio(with_rate, none_rate);
+    let publish_ratio = ratio(mean(&with, &publish), mean(&none, &publish));
+    let cpu_ratio = ratio(mean(&with, &server_cpu), mean(&none, &server_cpu));
+    // Per round: the two servers measured next to each other.
+    let round_of = |r: &Json| number(r, "round");
+    let round_ratios: Vec<Option<f64>> = with
+        .iter()
+        .map(|w| {
+            let partner = none.iter().find(|r| round_of(r) == round_of(w))?;
+            ratio(rate(w), rate(partner))
+        })
+        .collect();
+    let show = |v: Option<f64>, digits: usize| {
+        v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+    };
+    let rounds = with.len();
+    say!(
+        out,
+        "\n== fanout: {n} access rules against none (same run{}): {} vs {} deliveries/s, ratio {} ({}){}; publish rate ratio {}; server CPU ratio {}; p50 {} vs {} ms, p99 {} vs {} ms",
+        if rounds > 1 {
+            format!(", means of {rounds} rounds")
+        } else {
+            String::new()
+        },
+        show(with_rate, 0),
+        show(none_rate, 0),
+        show(rate_ratio, 3),
+        rate_ratio.map_or_else(
+            || "-".to_owned(),
+            |r| format!("{:+.1} %", (r - 1.0) * 100.0)
+        ),
+        if rounds > 1 {
+            let each: Vec<String> = round_ratios.iter().map(|r| show(*r, 3)).collect();
+            format!(", per round {}", each.join(" "))
+        } else {
+            String::new()
+        },
+        show(publish_ratio, 3),
+        show(cpu_ratio, 3),
+        show(mean(&with, &latency("p50_ms")), 1),
+        show(mean(&none, &latency("p50_ms")), 1),
+        show(mean(&with, &latency("p99_ms")), 1),
+        show(mean(&none, &latency("p99_ms")), 1),
+    );
+    let all_ok = none
+        .iter()
+        .chain(&with)
+        .all(|r| matches!(r.get("ok"), Some(Json::Bool(true))));
+    Some(
+        Json::obj()
+            .with("access_rules", Json::uint(n as u64))
+            .with("deliveries_per_sec_without_rules", Json::opt_num(none_rate))
+            .with("deliveries_per_sec_with_rules", Json::opt_num(with_rate))
+            .with("deliveries_per_sec_ratio", Json::opt_num(rate_ratio))
+            .with("publish_rate_ratio", Json::opt_num(publish_ratio))
+            .with("server_cpu_ratio", Json::opt_num(cpu_ratio))
+            .with("rounds", Json::uint(rounds as u64))
+            .with(
+                "round_ratios",
+                Json::Arr(round_ratios.into_iter().map(Json::opt_num).collect()),
+            )
+            .with("all_ok", Json::Bool(all_ok)),
+    )
 }
 
 /// What one subscriber saw.
@@ -151,7 +498,7 @@ struct Plan {
 async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
     let epoch = Instant::now();
     let deadline = epoch + Duration::from_secs(args.target.duration_secs);
-    let topic = format!("/topic/bench-{:016x}", random_u64());
+    let topic = format!("{TOPIC_PREFIX}{:016x}", random_u64());
     say!(
         out,
         "\n== fanout on {}: {} subscribers, {} messages of {} bytes, topic {topic}",
@@ -625,4 +972,54 @@ async fn publish(conn: &mut Conn, plan: &Plan, stats: &mut PubStats) -> Result<(
     }
     stats.confirmed_at = Some(since(plan.epoch));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stompbox::auth::access::DestinationPattern;
+
+    #[test]
+    fn only_the_last_rule_allows_the_bench_topic() {
+        let topic = format!("{TOPIC_PREFIX}{:016x}", random_u64());
+        let rules = access_rules(20);
+        assert_eq!(rules.len(), 20);
+        let matches = |patterns: &[String]| {
+            patterns.iter().any(|p| {
+                // `{user}` patterns are for authenticated users only; the
+                // bench's sessions are anonymous.
+                !p.contains("{user}")
+                    && DestinationPattern::parse(p)
+                        .unwrap_or_else(|e| panic!("{p}: {e}"))
+                        .matches(&topic)
+            })
+        };
+        let (last, others) = rules.split_last().expect("rules");
+        for (who, send, subscribe) in others {
+            assert!(
+                !matches(send) && !matches(subscribe),
+                "{who}: {send:?} {subscribe:?}"
+            );
+        }
+        assert_eq!(last.0, "anyone");
+        assert!(matches(&last.1) && matches(&last.2));
+        // Varied: rules for anonymous sessions too, not only ones passed over.
+        for who in ["anyone", "anonymous", "authenticated"] {
+            assert!(others.iter().any(|r| r.0 == who), "{who}");
+        }
+        assert!(others.iter().any(|r| r.0.starts_with("role:")));
+        assert!(others.iter().any(|r| r.0.starts_with("user:")));
+        assert_eq!(access_rules(1).len(), 1);
+        assert!(access_rules(0).is_empty());
+    }
+
+    #[test]
+    fn rules_render_as_auth_rules_tables() {
+        let text = rules_toml(&access_rules(3));
+        let value: toml::Table = text.parse().expect("valid TOML");
+        let rules = value["auth"]["rules"].as_array().expect("an array");
+        assert_eq!(rules.len(), 3);
+        assert_eq!(rules[2]["who"].as_str(), Some("anyone"));
+        assert_eq!(rules[2]["send"][0].as_str(), Some(TOPIC_PATTERN));
+    }
 }

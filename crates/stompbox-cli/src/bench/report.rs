@@ -44,6 +44,31 @@ impl Json {
         s.map_or(Json::Null, Json::str)
     }
 
+    /// The member `key` of an object.
+    pub(crate) fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Obj(members) => members.iter().find(|(k, _)| *k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// A number's value.
+    pub(crate) fn as_f64(&self) -> Option<f64> {
+        match self {
+            Json::Uint(n) => Some(*n as f64),
+            Json::Num(n) if n.is_finite() => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// A string's value.
+    pub(crate) fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// Adds a member to an object (builder style); other values are
     /// returned unchanged.
     #[must_use]
@@ -229,6 +254,12 @@ impl Errors {
         self.counts.values().sum()
     }
 
+    pub(crate) fn merge(&mut self, other: &Errors) {
+        for (message, count) in &other.counts {
+            *self.counts.entry(message.clone()).or_default() += count;
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.counts.is_empty()
     }
@@ -310,14 +341,40 @@ impl CpuMark {
 
     /// `{"wall_secs", "bench_cpu_secs", "server_cpu_secs"}` since `self`.
     pub(crate) fn since(&self, server_pid: Option<u32>) -> (Json, String) {
+        self.spent(server_pid).report()
+    }
+
+    /// Wall and CPU seconds since `self`.
+    pub(crate) fn spent(&self, server_pid: Option<u32>) -> CpuSpent {
         let later = CpuMark::now(server_pid);
-        let wall = later.at.duration_since(self.at).as_secs_f64();
         let diff = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64()),
             _ => None,
         };
-        let bench = diff(self.bench, later.bench);
-        let server = diff(self.server, later.server);
+        CpuSpent {
+            wall: later.at.duration_since(self.at).as_secs_f64(),
+            bench: diff(self.bench, later.bench),
+            server: diff(self.server, later.server),
+        }
+    }
+}
+
+/// What [`CpuMark::spent`] measured, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuSpent {
+    pub(crate) wall: f64,
+    pub(crate) bench: Option<f64>,
+    pub(crate) server: Option<f64>,
+}
+
+impl CpuSpent {
+    /// The RESULT object and the human-readable line.
+    pub(crate) fn report(&self) -> (Json, String) {
+        let CpuSpent {
+            wall,
+            bench,
+            server,
+        } = *self;
         let show = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.2}"));
         let line = format!(
             "CPU over {wall:.2} s wall: bench {} s, server {} s",

@@ -1,10 +1,10 @@
 //! `--spawn`: a `stompbox serve` (or `stompbox bench serve-echo`) child
 //! process to measure.
 
-use super::report::Json;
+use super::report::{Json, random_u64};
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -115,6 +115,64 @@ fn unthrottled(command: &[&str]) -> &'static [&'static str] {
     } else {
         &[]
     }
+}
+
+/// A configuration file for spawned servers (`--config FILE`), removed when
+/// dropped. It may hold a secret (a JWT key), so only its owner may read it.
+#[derive(Debug)]
+pub(crate) struct ConfigFile {
+    path: PathBuf,
+}
+
+impl ConfigFile {
+    /// Writes `text` to a new file in the temporary directory; `what`
+    /// goes into its name.
+    pub(crate) fn write(what: &str, text: &str) -> Result<ConfigFile, String> {
+        let path = std::env::temp_dir().join(format!(
+            "stompbox-bench-{}-{what}-{:016x}.toml",
+            std::process::id(),
+            random_u64()
+        ));
+        if path.to_str().is_none() {
+            return Err(format!(
+                "the temporary directory's path is not UTF-8: {}",
+                path.display()
+            ));
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let written = options
+            .open(&path)
+            .and_then(|mut file| file.write_all(text.as_bytes()));
+        // From here on, dropping the value removes whatever was created.
+        let file = ConfigFile { path };
+        written.map_err(|e| format!("cannot write {}: {e}", file.path.display()))?;
+        Ok(file)
+    }
+
+    /// `--config FILE`, for [`super::Spawn::args`].
+    pub(crate) fn args(&self) -> Vec<String> {
+        vec![
+            "--config".to_owned(),
+            self.path.to_string_lossy().into_owned(),
+        ]
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// `value` as a TOML string (quoted and escaped).
+pub(crate) fn toml_str(value: &str) -> String {
+    toml::Value::String(value.to_owned()).to_string()
 }
 
 /// A running child server; killed when stopped or dropped, so an early
@@ -286,7 +344,43 @@ fn parse_listening(line: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_listening, unthrottled};
+    use super::{ConfigFile, parse_listening, toml_str, unthrottled};
+
+    #[test]
+    fn config_files_are_private_and_removed_when_dropped() {
+        let file = ConfigFile::write("test", "[auth]\njwt_secret = \"x\"\n").expect("write");
+        let args = file.args();
+        assert_eq!(args[0], "--config");
+        let path = std::path::PathBuf::from(&args[1]);
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "[auth]\njwt_secret = \"x\"\n"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path)
+                .expect("metadata")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        drop(file);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn toml_strings_round_trip() {
+        for value in [
+            "a\"b$c",
+            "x\\y\n",
+            "$argon2id$v=19$m=19456,t=2,p=1$abc+/=",
+            "it's",
+        ] {
+            let table: toml::Table = format!("k = {}", toml_str(value)).parse().expect("toml");
+            assert_eq!(table["k"].as_str(), Some(value));
+        }
+    }
 
     #[test]
     fn only_serve_gets_the_per_address_limits_turned_off() {

@@ -2,11 +2,13 @@
 //!
 //! Every argon2 run is costly on purpose (tens of milliseconds and 19 MiB
 //! with the default parameters), so this module takes care that logins
-//! cannot starve the server: runs happen on tokio's blocking threads, at
-//! most [`PasswordConfig::max_concurrent_hashes`] at once, with a bounded
-//! queue in front of them; and a successful verification is remembered for
-//! a while, so a reconnect storm after a restart of a load balancer costs
-//! one argon2 run per user rather than one per reconnect.
+//! cannot starve the server: runs happen on hashing threads of their own,
+//! [`PasswordConfig::max_concurrent_hashes`] of them, each reusing one
+//! memory area (so the memory argon2 needs is held once per thread, not
+//! allocated per run and left behind in the allocator's caches), with a
+//! bounded queue in front of them; and a successful verification is
+//! remembered for a while, so a reconnect storm after a restart of a load
+//! balancer costs one argon2 run per user rather than one per reconnect.
 //!
 //! An unknown login costs one argon2 run too (against a dummy hash of the
 //! same parameters), so the time of an answer does not tell which user
@@ -15,7 +17,9 @@
 use super::{AuthError, Authenticator, ConnectRequest, Identity};
 use crate::broker::BoxFuture;
 use argon2::password_hash::{Decimal, Output, ParamsString, SaltString};
-use argon2::{ARGON2ID_IDENT, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier};
+use argon2::{
+    ARGON2ID_IDENT, Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher, Version,
+};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -155,8 +159,89 @@ pub struct PasswordAuthenticator {
     /// Logins waiting for a permit of `slots`.
     waiting: AtomicUsize,
     max_waiting: usize,
+    /// The hashing threads: each run a permit of `slots` allows goes here.
+    jobs: std::sync::mpsc::Sender<HashJob>,
     /// argon2 runs so far; the tests tell a cache hit by it.
     argon2_runs: Arc<AtomicU64>,
+}
+
+/// One verification for a hashing thread.
+struct HashJob {
+    hash: Arc<str>,
+    passcode: String,
+    reply: tokio::sync::oneshot::Sender<Result<bool, argon2::password_hash::Error>>,
+    /// Held until the run is over: when a client goes away mid-login its
+    /// run still finishes, and its slot stays taken until then, so
+    /// abandoned logins cannot pile up argon2 runs beyond the limit.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Starts `count` hashing threads taking jobs from one queue; they end when
+/// the authenticator (the sending side) is dropped.
+fn hashing_threads(
+    count: usize,
+    runs: &Arc<AtomicU64>,
+) -> Result<std::sync::mpsc::Sender<HashJob>, String> {
+    let (jobs, queue) = std::sync::mpsc::channel::<HashJob>();
+    let queue = Arc::new(Mutex::new(queue));
+    for i in 0..count {
+        let queue = Arc::clone(&queue);
+        let runs = Arc::clone(runs);
+        std::thread::Builder::new()
+            .name(format!("stompbox-argon2-{i}"))
+            .spawn(move || {
+                // Grown to the largest parameters seen, then reused.
+                let mut memory: Vec<Block> = Vec::new();
+                loop {
+                    let job = {
+                        let queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
+                        queue.recv()
+                    };
+                    let Ok(job) = job else { return };
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    let result = verify_with(&mut memory, &job.hash, job.passcode.as_bytes());
+                    let _ = job.reply.send(result);
+                }
+            })
+            .map_err(|e| format!("passwords: cannot start a hashing thread: {e}"))?;
+    }
+    Ok(jobs)
+}
+
+/// Whether `passcode` matches the PHC string `hash`, computed in `memory`
+/// (grown as the hash's parameters need). What argon2's own verification
+/// does, but without allocating the memory anew for every run.
+fn verify_with(
+    memory: &mut Vec<Block>,
+    hash: &str,
+    passcode: &[u8],
+) -> Result<bool, argon2::password_hash::Error> {
+    use argon2::password_hash::Error;
+    let parsed = PasswordHash::new(hash)?;
+    let expected = parsed.hash.ok_or(Error::Crypto)?;
+    let salt = parsed.salt.ok_or(Error::Crypto)?;
+    let params = Params::try_from(&parsed)?;
+    let algorithm = Algorithm::try_from(parsed.algorithm)?;
+    let version = match parsed.version {
+        Some(v) => Version::try_from(v)?,
+        None => Version::default(),
+    };
+    let mut salt_buffer = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_buffer)?;
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let mut out = [0u8; Output::MAX_LENGTH];
+    let out = out.get_mut(..expected.len()).ok_or(Error::Crypto)?;
+    Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        passcode,
+        salt,
+        out,
+        &mut memory[..blocks],
+    )?;
+    // Output's comparison takes the same time whatever the bytes.
+    Ok(Output::new(out)? == expected)
 }
 
 impl std::fmt::Debug for PasswordAuthenticator {
@@ -167,6 +252,7 @@ impl std::fmt::Debug for PasswordAuthenticator {
             .field("cache", &self.cache)
             .field("max_concurrent_hashes", &self.max_concurrent_hashes)
             .field("max_waiting", &self.max_waiting)
+            .field("argon2_runs", &self.argon2_runs.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -221,6 +307,8 @@ impl PasswordAuthenticator {
         } else {
             Some(VerifiedCache::new(config.cache_ttl, config.cache_entries)?)
         };
+        let argon2_runs = Arc::new(AtomicU64::new(0));
+        let jobs = hashing_threads(config.max_concurrent_hashes, &argon2_runs)?;
         Ok(PasswordAuthenticator {
             users,
             by_name,
@@ -230,7 +318,8 @@ impl PasswordAuthenticator {
             max_concurrent_hashes: config.max_concurrent_hashes,
             waiting: AtomicUsize::new(0),
             max_waiting: config.max_waiting,
-            argon2_runs: Arc::new(AtomicU64::new(0)),
+            jobs,
+            argon2_runs,
         })
     }
 
@@ -240,32 +329,29 @@ impl PasswordAuthenticator {
     }
 
     /// Whether `passcode` matches the PHC string `hash`: one argon2 run on
-    /// a blocking thread, once a slot is free.
+    /// a hashing thread, once a slot is free.
     async fn verify(&self, hash: Arc<str>, passcode: &str) -> Result<bool, AuthError> {
         let permit = self.slot().await?;
-        let passcode = passcode.to_owned();
-        let runs = Arc::clone(&self.argon2_runs);
-        let task = tokio::task::spawn_blocking(move || {
-            // The permit goes with the run, not with the login: when a
-            // client goes away mid-login its run still finishes, and the
-            // slot stays taken until then, so abandoned logins cannot pile
-            // up argon2 runs beyond the limit.
-            let _permit = permit;
-            runs.fetch_add(1, Ordering::Relaxed);
-            let parsed = PasswordHash::new(&hash)?;
-            Argon2::default().verify_password(passcode.as_bytes(), &parsed)
-        });
-        match task.await {
-            Ok(Ok(())) => Ok(true),
-            Ok(Err(argon2::password_hash::Error::Password)) => Ok(false),
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = HashJob {
+            hash,
+            passcode: passcode.to_owned(),
+            reply,
+            _permit: permit,
+        };
+        if self.jobs.send(job).is_err() {
+            return Err(AuthError::Unavailable("the password check failed".into()));
+        }
+        match answer.await {
+            Ok(Ok(matches)) => Ok(matches),
             // `new` checked every hash, so this is not expected; refuse
             // rather than guess.
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "a password hash could not be verified");
                 Ok(false)
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "the password check failed");
+            Err(_) => {
+                tracing::warn!("a hashing thread stopped");
                 Err(AuthError::Unavailable("the password check failed".into()))
             }
         }

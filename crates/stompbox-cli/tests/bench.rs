@@ -1,0 +1,374 @@
+//! Functional tests of `stompbox bench connect` and `bench fanout
+//! --compare-rules`: tiny runs whose RESULT line must say what happened.
+//! No timing is asserted; a loaded machine only makes them slower.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Generous for a loaded CI machine; each run takes well under a second
+/// (password-uncached: a few argon2 runs) when healthy.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A child killed when dropped, so a failed assertion leaves nothing behind.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stompbox"));
+    cmd.args(args);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("STOMPBOX_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// Runs `stompbox args...` to its end (within [`WAIT`]): status, stdout,
+/// stderr.
+fn run(args: &[&str]) -> (ExitStatus, String, String) {
+    let child = command(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start stompbox");
+    let mut child = Killed(child);
+    let mut stdout = child.0.stdout.take().expect("stdout");
+    let mut stderr = child.0.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "stompbox {args:?} did not finish within {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        status,
+        out.join().expect("stdout reader"),
+        err.join().expect("stderr reader"),
+    )
+}
+
+/// The JSON after `RESULT ` on the last line of stdout.
+fn result_line(stdout: &str) -> String {
+    let last = stdout.lines().last().unwrap_or_default();
+    last.strip_prefix("RESULT ")
+        .unwrap_or_else(|| panic!("the last line is not a RESULT line: {stdout}"))
+        .to_owned()
+}
+
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+/// A config file of its own for each test, under Cargo's scratch directory.
+fn config_file(text: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "bench-test-{}-{}.toml",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, text).expect("write the test config file");
+    path
+}
+
+#[test]
+fn connect_measures_every_auth_method_on_its_own_server() {
+    let (status, out, err) = run(&[
+        "bench",
+        "connect",
+        "--spawn",
+        "--auth",
+        "all",
+        "--clients",
+        "3",
+        "--connects",
+        "20",
+        "--uncached-clients",
+        "2",
+        "--uncached-connects",
+        "4",
+        "--json-only",
+    ]);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    let result = result_line(&out);
+    assert!(result.starts_with(r#"{"mode":"connect","#), "{result}");
+    for target in [
+        "spawned-anonymous",
+        "spawned-jwt",
+        "spawned-password",
+        "spawned-password-uncached",
+    ] {
+        assert!(
+            result.contains(&format!(r#""target":"{target}""#)),
+            "{target}: {result}"
+        );
+    }
+    // Three methods with 20 connects, password-uncached with 4; none failed.
+    assert_eq!(
+        count(&result, r#""connects":20,"failures":0,"#),
+        3,
+        "{result}"
+    );
+    assert_eq!(
+        count(&result, r#""connects":4,"failures":0,"#),
+        1,
+        "{result}"
+    );
+    for credentials in ["none", "jwt", "login/passcode"] {
+        assert!(
+            result.contains(&format!(r#""credentials":"{credentials}""#)),
+            "{credentials}: {result}"
+        );
+    }
+    // The comparison with anonymous has a row per method.
+    assert!(result.contains(r#""comparison":{"methods":["#), "{result}");
+    assert_eq!(
+        count(&result, r#""connects_per_sec_vs_anonymous":"#),
+        4,
+        "{result}"
+    );
+    assert!(
+        result.contains(r#""connect_latency":{"samples":20,"#),
+        "{result}"
+    );
+    assert!(
+        result.contains(r#""server_cpu_secs_per_1000":"#),
+        "{result}"
+    );
+    assert!(result.ends_with(r#""ok":true}"#), "{result}");
+}
+
+#[test]
+fn connect_logs_in_to_a_url_with_login_and_passcode_and_reports_refusals() {
+    let hash = stompbox::auth::hash_password("right").expect("hash");
+    let config = config_file(&format!(
+        "[auth]\nfailure_delay_ms = 0\nsessions_per_user = 0\nusers = [{{ name = \"bench\", password_hash = \"{hash}\" }}]\n"
+    ));
+    let config = config.to_string_lossy().into_owned();
+    let server = command(&[
+        "serve",
+        "--config",
+        &config,
+        "--http",
+        "127.0.0.1:0",
+        "--set",
+        "limits.connects_per_address_per_sec=0",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("start serve");
+    let mut server = Killed(server);
+    let stdout = server.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let ws = loop {
+        let line = rx.recv_timeout(WAIT).expect("a listening line");
+        if let Some(ws) = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("ws="))
+        {
+            break ws.to_owned();
+        }
+    };
+
+    let bench = |passcode: &str| {
+        run(&[
+            "bench",
+            "connect",
+            "--url",
+            &ws,
+            "--server-pid",
+            &server.0.id().to_string(),
+            "--login",
+            "bench",
+            "--passcode",
+            passcode,
+            "--clients",
+            "2",
+            "--connects",
+            "10",
+            "--json-only",
+        ])
+    };
+    let (status, out, err) = bench("right");
+    assert!(status.success(), "{status}: {out}\n{err}");
+    let result = result_line(&out);
+    assert!(
+        result.contains(r#""auth":null,"credentials":"login/passcode""#),
+        "{result}"
+    );
+    assert!(
+        result.contains(r#""connects":10,"failures":0,"#),
+        "{result}"
+    );
+    assert!(result.ends_with(r#""ok":true}"#), "{result}");
+
+    // Wrong credentials fail once, in the warm-up, with the server's reason.
+    let (status, out, _) = bench("wrong");
+    assert!(!status.success());
+    let result = result_line(&out);
+    assert!(
+        result.contains("the warm-up connect failed: CONNECT: server ERROR: access refused"),
+        "{result}"
+    );
+    assert!(result.ends_with(r#""ok":false}"#), "{result}");
+}
+
+#[test]
+fn connect_auth_needs_spawn() {
+    let (status, _, err) = run(&[
+        "bench",
+        "connect",
+        "--url",
+        "ws://127.0.0.1:9/ws",
+        "--auth",
+        "jwt",
+    ]);
+    assert!(!status.success());
+    assert!(
+        err.contains("--auth configures the server --spawn starts"),
+        "{err}"
+    );
+}
+
+#[test]
+fn fanout_compares_access_rules_with_none_in_one_run() {
+    let (status, out, err) = run(&[
+        "bench",
+        "fanout",
+        "--spawn",
+        "--subscribers",
+        "5",
+        "--messages",
+        "50",
+        "--compare-rules",
+        "20",
+    ]);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    // The rules server refused a SUBSCRIBE no rule allows before measuring.
+    assert!(
+        out.contains("access rules in force: a SUBSCRIBE that no rule allows was refused"),
+        "{out}"
+    );
+    let result = result_line(&out);
+    assert!(result.contains(r#""compare_rules":20"#), "{result}");
+    assert!(result.contains(r#""target":"spawned","#), "{result}");
+    assert!(
+        result.contains(r#""target":"spawned-rules-20","#),
+        "{result}"
+    );
+    assert!(result.contains(r#""access_rules":0,"#), "{result}");
+    assert!(result.contains(r#""access_rules":20,"#), "{result}");
+    // Every message reached every subscriber on both servers.
+    assert_eq!(
+        count(&result, r#""delivered":250,"lost":0,"#),
+        2,
+        "{result}"
+    );
+    assert!(
+        result.contains(r#""comparison":{"access_rules":20,"deliveries_per_sec_without_rules":"#),
+        "{result}"
+    );
+    assert!(
+        result.contains(r#""deliveries_per_sec_ratio":"#),
+        "{result}"
+    );
+    assert!(result.ends_with(r#""ok":true}"#), "{result}");
+}
+
+#[test]
+fn fanout_compare_rules_needs_spawn() {
+    let (status, _, err) = run(&[
+        "bench",
+        "fanout",
+        "--url",
+        "ws://127.0.0.1:9/ws",
+        "--compare-rules",
+        "3",
+    ]);
+    assert!(!status.success());
+    assert!(
+        err.contains("--compare-rules is about the servers --spawn starts"),
+        "{err}"
+    );
+}
+
+#[test]
+fn fanout_compare_rounds_alternate_which_server_goes_first() {
+    let (status, out, err) = run(&[
+        "bench",
+        "fanout",
+        "--spawn",
+        "--subscribers",
+        "3",
+        "--messages",
+        "20",
+        "--compare-rules",
+        "2",
+        "--compare-rounds",
+        "2",
+        "--json-only",
+    ]);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    let result = result_line(&out);
+    let order: Vec<&str> = result
+        .match_indices(r#""target":""#)
+        .map(|(at, m)| {
+            let rest = &result[at + m.len()..];
+            &rest[..rest.find('"').unwrap_or(0)]
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "spawned-round-1",
+            "spawned-rules-2-round-1",
+            "spawned-rules-2-round-2",
+            "spawned-round-2"
+        ],
+        "{result}"
+    );
+    assert_eq!(count(&result, r#""delivered":60,"lost":0,"#), 4, "{result}");
+    assert!(
+        result.contains(r#""rounds":2,"round_ratios":["#),
+        "{result}"
+    );
+    assert!(result.ends_with(r#""all_ok":true},"ok":true}"#), "{result}");
+}
