@@ -175,6 +175,7 @@ impl Session {
             subscriptions: HashMap::new(),
             transactions: HashMap::new(),
             transaction_bytes: 0,
+            last_send_allowed: None,
         });
         let heart_beat = format!(
             "{},{}",

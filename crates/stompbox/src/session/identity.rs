@@ -128,8 +128,14 @@ impl Session {
         target: &Target,
         frame: &Frame,
     ) -> Result<(), StompError> {
-        let user = self.connected_mut()?.user.clone();
-        self.authorize(&user, Operation::Send, destination, target)?;
+        let connected = self.connected_mut()?;
+        let user = connected.user.clone();
+        if connected.last_send_allowed.as_deref() != Some(destination) {
+            self.authorize(&user, Operation::Send, destination, target)?;
+            if !self.server.config.auth.rules.is_open() {
+                self.connected_mut()?.last_send_allowed = Some(destination.into());
+            }
+        }
         if let Some(hook) = &self.server.app.hooks.send {
             let info = SendInfo {
                 session_id: Arc::clone(&self.session_id),

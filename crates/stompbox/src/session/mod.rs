@@ -145,6 +145,11 @@ struct Connected {
     transactions: HashMap<Bytes, Vec<Frame>>,
     /// Bytes buffered by all open transactions.
     transaction_bytes: usize,
+    /// The destination of the last SEND the access rules allowed: a
+    /// publisher usually sends to one destination again and again, and the
+    /// rules (fixed for the server) and the user (fixed for the session) give
+    /// the same answer each time.
+    last_send_allowed: Option<Box<str>>,
 }
 
 /// The session state machine.
