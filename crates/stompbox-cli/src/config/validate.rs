@@ -408,7 +408,7 @@ fn refuse_embedded_keys(check: &mut Check, broker: &BrokerSection) {
         (
             "broker.max_unacked",
             broker.max_unacked.is_some(),
-            "clients set a prefetch-count header on SUBSCRIBE",
+            "clients set a prefetch-count header on SUBSCRIBE, which passes when relay.subscribe_headers lists it",
         ),
     ] {
         if set {
