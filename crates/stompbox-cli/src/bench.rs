@@ -436,6 +436,21 @@ fn micros(d: std::time::Duration) -> u64 {
 }
 
 /// A failed measurement: says why and marks the RESULT.
+/// The verdict of a measurement: `failure` lists what went wrong (empty:
+/// it passed). Says FAILED when it did not, and adds `ok` and `failure` to
+/// the target's figures.
+fn verdict(out: Out, json: report::Json, failure: &[String]) -> (bool, report::Json) {
+    let ok = failure.is_empty();
+    let reason = (!ok).then(|| failure.join("; "));
+    if let Some(reason) = &reason {
+        say!(out, "FAILED: {reason}");
+    }
+    let json = json
+        .with("ok", report::Json::Bool(ok))
+        .with("failure", report::Json::opt_str(reason.as_deref()));
+    (ok, json)
+}
+
 fn failed(out: Out, json: report::Json, reason: String) -> Outcome {
     say!(out, "FAILED: {reason}");
     Outcome {

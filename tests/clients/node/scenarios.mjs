@@ -13,8 +13,8 @@
 import { randomBytes } from 'node:crypto';
 import { Client } from '@stomp/stompjs';
 import WebSocket from 'ws';
+import { Inbox, ScenarioError, WAIT_MS, check, withTimeout } from './harness.mjs';
 
-const WAIT_MS = 5_000; // upper bound for any single expected event
 const SCRIPT_MS = 55_000; // hard ceiling so a wedged server can never hang CI
 
 const [url, argLogin, argPasscode] = process.argv.slice(2);
@@ -36,49 +36,6 @@ const watchdog = setTimeout(() => {
   console.log(`FAIL ${currentScenario}: whole script exceeded ${SCRIPT_MS} ms`);
   process.exit(2);
 }, SCRIPT_MS);
-
-class ScenarioError extends Error {}
-
-function withTimeout(promise, what, ms = WAIT_MS) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new ScenarioError(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-function check(cond, msg) {
-  if (!cond) throw new ScenarioError(msg);
-}
-
-// Messages arrive via callbacks; the scenarios want to `await` them one at a
-// time in arrival order, so buffer them in a tiny async queue.
-class Inbox {
-  constructor(label, broken) {
-    this.label = label;
-    this.broken = broken;
-    this.buffer = [];
-    this.waiters = [];
-  }
-  push(msg) {
-    const w = this.waiters.shift();
-    if (w) w(msg);
-    else this.buffer.push(msg);
-  }
-  next(what = `a message on ${this.label}`) {
-    if (this.buffer.length) return Promise.resolve(this.buffer.shift());
-    let waiter;
-    const p = new Promise((resolve) => {
-      waiter = resolve;
-      this.waiters.push(waiter);
-    });
-    return withTimeout(Promise.race([p, this.broken]), what).catch((e) => {
-      // Drop our waiter so a late message is buffered, not swallowed.
-      this.waiters = this.waiters.filter((w) => w !== waiter);
-      throw e;
-    });
-  }
-}
 
 // One STOMP connection with promise-based helpers.
 class Peer {

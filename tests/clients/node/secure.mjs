@@ -25,8 +25,8 @@ import { randomBytes } from 'node:crypto';
 import { rootCertificates } from 'node:tls';
 import { Client } from '@stomp/stompjs';
 import WebSocket from 'ws';
+import { Inbox, ScenarioError, WAIT_MS, check, withTimeout } from './harness.mjs';
 
-const WAIT_MS = 5_000; // upper bound for any single expected event
 const SCRIPT_MS = 55_000; // hard ceiling so a wedged server can never hang CI
 const PROTOCOLS = ['v12.stomp', 'v11.stomp', 'v10.stomp'];
 
@@ -42,12 +42,6 @@ const watchdog = setTimeout(() => {
   process.exit(2);
 }, SCRIPT_MS);
 
-class ScenarioError extends Error {}
-
-function check(cond, msg) {
-  if (!cond) throw new ScenarioError(msg);
-}
-
 function env(name) {
   const value = process.env[name];
   if (!value) throw new ScenarioError(`environment variable ${name} is not set`);
@@ -60,14 +54,6 @@ const debug = process.env.STOMP_DEBUG ? (m) => console.error(`[stompjs] ${m}`) :
 // it, as `/topic/secure.*` allows one dot-word.
 const RUN = `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
 
-function withTimeout(promise, what, ms = WAIT_MS) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new ScenarioError(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
 function deferred() {
   let resolve;
   const promise = new Promise((r) => {
@@ -78,33 +64,6 @@ function deferred() {
 
 function errorText(frame) {
   return [frame.headers.message, frame.body].filter(Boolean).join(' ');
-}
-
-// Messages arrive via callbacks; scenarios await them one at a time.
-class Inbox {
-  constructor(label, broken) {
-    this.label = label;
-    this.broken = broken;
-    this.buffer = [];
-    this.waiters = [];
-  }
-  push(msg) {
-    const w = this.waiters.shift();
-    if (w) w(msg);
-    else this.buffer.push(msg);
-  }
-  next(what = `a message on ${this.label}`) {
-    if (this.buffer.length) return Promise.resolve(this.buffer.shift());
-    let waiter;
-    const p = new Promise((resolve) => {
-      waiter = resolve;
-      this.waiters.push(waiter);
-    });
-    return withTimeout(Promise.race([p, this.broken]), what).catch((e) => {
-      this.waiters = this.waiters.filter((w) => w !== waiter);
-      throw e;
-    });
-  }
 }
 
 // One stompjs client. An ERROR or a closed socket fails every pending wait at

@@ -21,6 +21,8 @@ import time
 
 import stomp
 
+from harness import ScenarioError, check, run
+
 WAIT_S = 5.0  # upper bound for any single expected event
 SCRIPT_S = 55.0  # hard ceiling so a wedged server can never hang CI
 
@@ -31,15 +33,6 @@ RUN = f"{int(time.time()):x}-{secrets.token_hex(4)}"
 
 def dest(kind, name):
     return f"/{kind}/stompbox-{name}-{RUN}"
-
-
-class ScenarioError(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise ScenarioError(msg)
 
 
 class Peer(stomp.ConnectionListener):
@@ -316,35 +309,8 @@ def main(argv):
     logging.basicConfig(level=logging.DEBUG if os.environ.get("STOMP_DEBUG") else logging.CRITICAL,
                         stream=sys.stderr)
 
-    state = {"current": "(startup)"}
-
-    def watchdog():
-        print(f"FAIL {state['current']}: whole script exceeded {SCRIPT_S:g} s", flush=True)
-        os._exit(2)
-
-    timer = threading.Timer(SCRIPT_S, watchdog)
-    timer.daemon = True
-    timer.start()
-
     runner = Scenarios(host, port, login, passcode, vhost)
-    failed = 0
-    for name, fn in Scenarios.SCENARIOS:
-        state["current"] = name
-        try:
-            fn(runner)
-            print(f"ok {name}", flush=True)
-        except Exception as e:  # any failure, including client bugs, fails the scenario
-            failed += 1
-            reason = str(e) if isinstance(e, ScenarioError) else f"{type(e).__name__}: {e}"
-            # Callers parse one line per scenario, and ERROR bodies are multi-line.
-            print(f"FAIL {name}: {' '.join(reason.split())}", flush=True)
-        finally:
-            runner.cleanup()
-    timer.cancel()
-    sys.stdout.flush()
-    # os._exit: stomp.py's receiver threads are daemons, but a half-closed
-    # socket from a failed scenario must never delay the exit.
-    os._exit(1 if failed else 0)
+    run(runner, Scenarios.SCENARIOS, SCRIPT_S)
 
 
 if __name__ == "__main__":

@@ -32,20 +32,13 @@ import time
 import stomp
 import stomp.exception
 
+from harness import ScenarioError, check, run
+
 WAIT_S = 5.0  # upper bound for any single expected event
 SCRIPT_S = 55.0  # hard ceiling so a wedged server can never hang CI
 
 # Unique per run; no `.` in it, as `/topic/secure.*` allows one dot-word.
 RUN = f"{int(time.time()):x}-{secrets.token_hex(4)}"
-
-
-class ScenarioError(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise ScenarioError(msg)
 
 
 def env(name):
@@ -366,34 +359,8 @@ def main(argv):
     logging.basicConfig(level=logging.DEBUG if os.environ.get("STOMP_DEBUG") else logging.CRITICAL,
                         stream=sys.stderr)
 
-    state = {"current": "(startup)"}
-
-    def watchdog():
-        print(f"FAIL {state['current']}: whole script exceeded {SCRIPT_S:g} s", flush=True)
-        os._exit(2)
-
-    timer = threading.Timer(SCRIPT_S, watchdog)
-    timer.daemon = True
-    timer.start()
-
     runner = Scenarios(host, port, ca_file, untrusted_ca_file)
-    failed = 0
-    for name, fn in Scenarios.SCENARIOS:
-        state["current"] = name
-        try:
-            fn(runner)
-            print(f"ok {name}", flush=True)
-        except Exception as e:  # any failure, including client bugs, fails the scenario
-            failed += 1
-            reason = str(e) if isinstance(e, ScenarioError) else f"{type(e).__name__}: {e}"
-            print(f"FAIL {name}: {' '.join(reason.split())}", flush=True)
-        finally:
-            runner.cleanup()
-    timer.cancel()
-    sys.stdout.flush()
-    # os._exit: a half-closed socket from a failed scenario must never delay
-    # the exit.
-    os._exit(1 if failed else 0)
+    run(runner, Scenarios.SCENARIOS, SCRIPT_S)
 
 
 if __name__ == "__main__":

@@ -650,16 +650,8 @@ async fn measure(target: Target, common: &TargetArgs, plan: &Plan, out: Out) -> 
     if connects == 0 && failure.is_empty() {
         failure.push("no connect completed".into());
     }
-    let ok = failure.is_empty();
-    if !ok {
-        say!(out, "FAILED: {}", failure.join("; "));
-    }
+    let (ok, json) = super::verdict(out, json, &failure);
     let json = json
-        .with("ok", Json::Bool(ok))
-        .with(
-            "failure",
-            Json::opt_str((!ok).then(|| failure.join("; ")).as_deref()),
-        )
         .with("attempts", Json::uint(connects + failures))
         .with("connects", Json::uint(connects))
         .with("failures", Json::uint(failures))

@@ -772,16 +772,8 @@ async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
     if timed_out && pub_stats.error.is_none() {
         failure.push("deadline passed".into());
     }
-    let ok = failure.is_empty();
-    if !ok {
-        say!(out, "FAILED: {}", failure.join("; "));
-    }
+    let (ok, json) = super::verdict(out, json, &failure);
     let json = json
-        .with("ok", Json::Bool(ok))
-        .with(
-            "failure",
-            Json::opt_str((!ok).then(|| failure.join("; ")).as_deref()),
-        )
         .with("published", Json::uint(pub_stats.sent))
         .with("publish_secs", Json::opt_num(publish_secs))
         .with("publish_rate", Json::opt_num(publish_rate))

@@ -332,16 +332,8 @@ async fn measure(target: Target, args: &IdleArgs, out: Out) -> Outcome {
     if dropped_count > 0 {
         failure.push(format!("{dropped_count} connections dropped by the server"));
     }
-    let ok = failure.is_empty();
-    if !ok {
-        say!(out, "FAILED: {}", failure.join("; "));
-    }
-    json = json
-        .with("ok", Json::Bool(ok))
-        .with(
-            "failure",
-            Json::opt_str((!ok).then(|| failure.join("; ")).as_deref()),
-        )
+    let (ok, verdict_json) = super::verdict(out, json, &failure);
+    json = verdict_json
         .with("established", Json::uint(established))
         .with("connect_secs", Json::Num(connect_secs))
         .with("connect_errors", errors.to_json())

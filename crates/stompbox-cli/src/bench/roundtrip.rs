@@ -334,16 +334,8 @@ async fn measure(target: Target, args: &RoundtripArgs, out: Out) -> Outcome {
     if counted == 0 {
         failure.push("no round trip inside the window".into());
     }
-    let ok = failure.is_empty();
-    if !ok {
-        say!(out, "FAILED: {}", failure.join("; "));
-    }
+    let (ok, json) = super::verdict(out, json, &failure);
     let json = json
-        .with("ok", Json::Bool(ok))
-        .with(
-            "failure",
-            Json::opt_str((!ok).then(|| failure.join("; ")).as_deref()),
-        )
         .with("sent", Json::uint(sent))
         .with("replies", Json::uint(replies))
         .with("counted", Json::uint(counted))
