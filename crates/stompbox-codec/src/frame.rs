@@ -238,6 +238,11 @@ impl fmt::Debug for Headers {
     }
 }
 
+/// What one heap allocation costs beyond its bytes: the allocator's header
+/// and rounding, and for a shared `Bytes` buffer its reference-count block.
+/// An estimate on the generous side of what glibc and jemalloc take.
+pub const ALLOCATION_OVERHEAD: usize = 48;
+
 /// One STOMP frame: a command, headers and a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -276,6 +281,23 @@ impl Frame {
                 .sum::<usize>()
             + self.body.len()
             + 3
+    }
+
+    /// What the frame occupies in memory once [detached](Frame::detached):
+    /// the struct, one `(Bytes, Bytes)` entry per header slot (by capacity,
+    /// so 64 bytes for a 3-byte `a:`), its one buffer (command and
+    /// separators included, as [`Frame::len_bytes`]), and the allocator's
+    /// bookkeeping for the header list and the buffer.
+    ///
+    /// Limits on frames held beyond a read (queues, transactions) count
+    /// this, not [`Frame::len_bytes`]: a frame of many short headers costs
+    /// far more than its wire size. For a frame still slicing a larger read
+    /// buffer this undercounts; such a frame must not be held.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Frame>()
+            + self.headers.entries.capacity() * std::mem::size_of::<(Bytes, Bytes)>()
+            + self.len_bytes()
+            + 2 * ALLOCATION_OVERHEAD
     }
 
     /// The same frame in one buffer of its own.
@@ -320,6 +342,23 @@ impl Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_counts_every_header_entry_not_only_its_bytes() {
+        let mut frame = Frame::new(Command::Send).header("destination", "/queue/a");
+        for _ in 0..62 {
+            frame = frame.header("a", "");
+        }
+        let detached = frame.detached();
+        let entries = 63 * std::mem::size_of::<(Bytes, Bytes)>();
+        assert!(detached.memory_bytes() >= entries + detached.len_bytes());
+        assert!(
+            detached.len_bytes() < 300,
+            "wire size {}",
+            detached.len_bytes()
+        );
+        assert!(detached.memory_bytes() > 4_000);
+    }
 
     #[test]
     fn a_detached_frame_does_not_share_the_buffer_it_came_from() {

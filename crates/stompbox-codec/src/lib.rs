@@ -33,4 +33,4 @@ pub use decode::{Decoded, Decoder, Limits};
 pub use encode::{encode_frame, encode_header, encode_heartbeat};
 pub use error::DecodeError;
 pub use escape::{escape_into, unescape};
-pub use frame::{Command, Frame, Headers, Version, header};
+pub use frame::{ALLOCATION_OVERHEAD, Command, Frame, Headers, Version, header};

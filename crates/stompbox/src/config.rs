@@ -65,9 +65,15 @@ pub struct ServerConfig {
     pub max_transactions: usize,
     /// Most frames buffered by one transaction. Default 1,000.
     pub max_transaction_frames: usize,
-    /// Most bytes all open transactions of one session may buffer until
-    /// COMMIT. Default 1 MiB.
+    /// Most memory the frames buffered by all open transactions of one
+    /// session may occupy until COMMIT (each frame counted as it sits in
+    /// memory: every header entry, its buffer, bookkeeping). Default 1 MiB.
     pub max_transaction_bytes: usize,
+    /// Most memory the frames buffered by every open transaction of the
+    /// server may occupy, counted as `max_transaction_bytes` counts; a SEND,
+    /// ACK or NACK in a transaction past it is refused with an ERROR naming
+    /// it. Default 64 MiB.
+    pub max_total_transaction_bytes: usize,
     /// Most unwritten bytes queued for one connection; past it the client is
     /// a slow consumer and is disconnected. Default 512 KiB.
     pub outbox_bytes: usize,
@@ -148,6 +154,7 @@ impl Default for ServerConfig {
             max_transactions: 16,
             max_transaction_frames: 1_000,
             max_transaction_bytes: 1024 * 1024,
+            max_total_transaction_bytes: 64 * 1024 * 1024,
             outbox_bytes: 512 * 1024,
             backlog_bytes: 16 * 1024 * 1024,
             send_timeout: Duration::from_secs(10),

@@ -12,6 +12,7 @@ mod admission;
 pub mod app;
 pub mod auth;
 pub mod broker;
+mod budget;
 pub mod client;
 mod config;
 mod connection;

@@ -7,6 +7,7 @@ use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::broker::embedded::EmbeddedBroker;
 use crate::broker::relay::RelayBroker;
+use crate::budget::Budget;
 use crate::config::ServerConfig;
 use crate::listener::{accept_tcp, listen, serve_http};
 use crate::outbox::Backlog;
@@ -33,6 +34,8 @@ pub(crate) struct ServerShared {
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) slow_consumers: AtomicU64,
     pub(crate) backlog: Arc<Backlog>,
+    /// Memory of the frames buffered by every open transaction.
+    pub(crate) transaction_bytes: Arc<Budget>,
     /// `None`: no authentication, every session is anonymous.
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
     pub(crate) origins: OriginPolicy,
@@ -61,6 +64,15 @@ pub struct Stats {
     pub connections: usize,
     /// Clients disconnected as slow consumers since start.
     pub slow_consumers: u64,
+    /// Memory of queue messages, waiting or unacknowledged, as counted
+    /// against `max_total_queue_bytes` (embedded broker).
+    pub queue_bytes: usize,
+    /// Memory of unacknowledged topic messages, as counted against
+    /// `max_total_topic_unacked_bytes` (embedded broker).
+    pub topic_unacked_bytes: usize,
+    /// Memory of frames held by open transactions, as counted against
+    /// `max_total_transaction_bytes`.
+    pub transaction_bytes: usize,
 }
 
 /// A bound, not yet running, stompbox server.
@@ -177,6 +189,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
         );
         let (shutdown, _) = watch::channel(false);
         let messaging = Messaging::new(Arc::clone(&broker), &config.user_prefix);
+        let transaction_bytes = Arc::new(Budget::new(config.max_total_transaction_bytes));
         Ok(Server {
             shared: Arc::new(ServerShared {
                 connections: Arc::new(Semaphore::new(config.max_connections)),
@@ -187,6 +200,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
                 shutdown,
                 slow_consumers: AtomicU64::new(0),
                 backlog: Arc::new(Backlog::new(backlog_bytes)),
+                transaction_bytes,
                 authenticator,
                 origins,
                 addresses,
@@ -328,9 +342,13 @@ impl Server {
 }
 
 fn stats(shared: &ServerShared) -> Stats {
+    let memory = shared.broker.memory();
     Stats {
         connections: shared.config.max_connections - shared.connections.available_permits(),
         slow_consumers: shared.slow_consumers.load(Ordering::Relaxed),
+        queue_bytes: memory.queue_bytes,
+        topic_unacked_bytes: memory.topic_unacked_bytes,
+        transaction_bytes: shared.transaction_bytes.used(),
     }
 }
 

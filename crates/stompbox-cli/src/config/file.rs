@@ -150,6 +150,7 @@ pub(super) struct LimitsSection {
     pub(super) transactions_per_session: Option<usize>,
     pub(super) transaction_frames: Option<usize>,
     pub(super) transaction_bytes: Option<usize>,
+    pub(super) total_transaction_bytes: Option<usize>,
     pub(super) outbox_bytes: Option<usize>,
     pub(super) backlog_bytes: Option<usize>,
     pub(super) send_timeout_ms: Option<u64>,
@@ -179,6 +180,8 @@ pub(super) struct BrokerSection {
     pub(super) max_queues: Option<usize>,
     pub(super) max_total_queue_bytes: Option<usize>,
     pub(super) max_unacked: Option<usize>,
+    pub(super) max_session_unacked_bytes: Option<usize>,
+    pub(super) max_total_topic_unacked_bytes: Option<usize>,
 }
 
 /// `[relay]`: the settings of [`RelayConfig`]. Optional values are empty
@@ -315,6 +318,7 @@ impl FileConfig {
                 transactions_per_session: Some(c.max_transactions),
                 transaction_frames: Some(c.max_transaction_frames),
                 transaction_bytes: Some(c.max_transaction_bytes),
+                total_transaction_bytes: Some(c.max_total_transaction_bytes),
                 outbox_bytes: Some(c.outbox_bytes),
                 backlog_bytes: Some(c.backlog_bytes),
                 send_timeout_ms: Some(millis(c.send_timeout)),
@@ -338,6 +342,9 @@ impl FileConfig {
                 max_queues: embedded.then_some(c.embedded.max_queues),
                 max_total_queue_bytes: embedded.then_some(c.embedded.max_total_queue_bytes),
                 max_unacked: embedded.then_some(c.embedded.max_unacked),
+                max_session_unacked_bytes: embedded.then_some(c.embedded.max_session_unacked_bytes),
+                max_total_topic_unacked_bytes: embedded
+                    .then_some(c.embedded.max_total_topic_unacked_bytes),
             },
             relay: relay.map(RelaySection::from_config),
             demo: DemoSection {

@@ -162,6 +162,19 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Problems> {
     if let Some(n) = limits.transaction_bytes {
         c.max_transaction_bytes = check.at_least("limits.transaction_bytes", n, 1024);
     }
+    if let Some(n) = limits.total_transaction_bytes {
+        c.max_total_transaction_bytes = check.at_least("limits.total_transaction_bytes", n, 1024);
+    }
+    if c.max_total_transaction_bytes < c.max_transaction_bytes {
+        // Otherwise one session could never fill its own allowance.
+        check.fail(
+            "limits.total_transaction_bytes",
+            format!(
+                "must be at least limits.transaction_bytes, {} (got {})",
+                c.max_transaction_bytes, c.max_total_transaction_bytes
+            ),
+        );
+    }
     if let Some(n) = limits.transaction_frames {
         c.max_transaction_frames = check.at_least("limits.transaction_frames", n, 1);
     }
@@ -406,6 +419,16 @@ fn refuse_embedded_keys(check: &mut Check, broker: &BrokerSection) {
             "the broker's own limits bound queues",
         ),
         (
+            "broker.max_session_unacked_bytes",
+            broker.max_session_unacked_bytes.is_some(),
+            "the broker's own limits bound unacknowledged messages",
+        ),
+        (
+            "broker.max_total_topic_unacked_bytes",
+            broker.max_total_topic_unacked_bytes.is_some(),
+            "the broker's own limits bound unacknowledged messages",
+        ),
+        (
             "broker.max_unacked",
             broker.max_unacked.is_some(),
             "clients set a prefetch-count header on SUBSCRIBE, which passes when relay.subscribe_headers lists it",
@@ -487,6 +510,36 @@ fn embedded(
     }
     if let Some(n) = broker.max_unacked {
         e.max_unacked = check.at_least("broker.max_unacked", n, 1);
+    }
+    // A client-mode subscriber must be able to hold at least one largest
+    // message, or it could never receive one.
+    if let Some(n) = broker.max_session_unacked_bytes {
+        e.max_session_unacked_bytes = n;
+    }
+    for (key, value) in [
+        (
+            "broker.max_session_unacked_bytes",
+            e.max_session_unacked_bytes,
+        ),
+        (
+            "broker.max_total_topic_unacked_bytes",
+            broker
+                .max_total_topic_unacked_bytes
+                .unwrap_or(e.max_total_topic_unacked_bytes),
+        ),
+    ] {
+        if value < frame.saturating_mul(2) {
+            check.fail(
+                key,
+                format!(
+                    "must be at least twice limits.frame_bytes, {} (got {value})",
+                    frame.saturating_mul(2)
+                ),
+            );
+        }
+    }
+    if let Some(n) = broker.max_total_topic_unacked_bytes {
+        e.max_total_topic_unacked_bytes = n;
     }
     e
 }

@@ -71,17 +71,66 @@ pub struct SessionContext {
     pub host: Option<String>,
 }
 
+/// The limits that can refuse a message for a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueueLimit {
+    /// Messages waiting in this queue.
+    Messages,
+    /// Memory of the messages waiting in this queue.
+    Bytes,
+    /// Memory of every queue message of the server, waiting or
+    /// unacknowledged.
+    TotalBytes,
+}
+
+impl QueueLimit {
+    /// What the limit bounds, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            QueueLimit::Messages => "per-queue message limit reached",
+            QueueLimit::Bytes => "per-queue memory limit reached",
+            QueueLimit::TotalBytes => {
+                "server-wide queue memory limit reached (all queues, waiting and unacknowledged)"
+            }
+        }
+    }
+
+    /// The setting that configures it.
+    pub fn setting(self) -> &'static str {
+        match self {
+            QueueLimit::Messages => "max_queue_messages",
+            QueueLimit::Bytes => "max_queue_bytes",
+            QueueLimit::TotalBytes => "max_total_queue_bytes",
+        }
+    }
+}
+
+/// Memory a broker holds under its server-wide caps, as it counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerMemory {
+    /// Queue messages, waiting or delivered and unacknowledged (under
+    /// `max_total_queue_bytes`).
+    pub queue_bytes: usize,
+    /// Topic messages delivered in client ack modes and unacknowledged,
+    /// each counted once (under `max_total_topic_unacked_bytes`).
+    pub topic_unacked_bytes: usize,
+}
+
 /// A broker failure or refusal, reported to the client as an ERROR frame.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum BrokerError {
-    /// The queue is at its configured depth; the message was not accepted.
-    #[error("queue '{destination}' is full ({limit} messages or bytes); message not accepted")]
+    /// A queue limit was reached; the message was not accepted.
+    #[error("queue '{destination}' is full: {} ({} = {value}); message not accepted", limit.describe(), limit.setting())]
     QueueFull {
         /// The queue.
         destination: String,
-        /// The limit that was hit.
-        limit: usize,
+        /// Which limit was hit.
+        limit: QueueLimit,
+        /// Its configured value.
+        value: usize,
     },
     /// No more destinations can be created.
     #[error("too many destinations on this server (limit {limit})")]
@@ -164,6 +213,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// The destination prefixes clients may use, for error messages.
     fn prefixes(&self) -> Vec<String>;
+
+    /// Memory held under the server-wide caps. A relay holds no messages
+    /// (its broker does), so the default is nothing.
+    fn memory(&self) -> BrokerMemory {
+        BrokerMemory::default()
+    }
 
     /// Refuses a destination name under a client prefix that the broker
     /// would read as more than one name (ActiveMQ takes `a,b` as two

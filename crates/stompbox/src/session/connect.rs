@@ -174,7 +174,7 @@ impl Session {
             broker,
             subscriptions: HashMap::new(),
             transactions: HashMap::new(),
-            transaction_bytes: 0,
+            transaction_bytes: crate::budget::Held::new(Arc::clone(&self.server.transaction_bytes)),
             last_send_allowed: None,
         });
         let heart_beat = format!(

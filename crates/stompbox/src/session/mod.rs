@@ -143,8 +143,9 @@ struct Connected {
     broker: Box<dyn BrokerSession>,
     subscriptions: HashMap<Bytes, (SubscriptionKind, String)>,
     transactions: HashMap<Bytes, Vec<Frame>>,
-    /// Bytes buffered by all open transactions.
-    transaction_bytes: usize,
+    /// Memory of the frames buffered by all open transactions, taken from
+    /// the server's transaction budget (given back when the session goes).
+    transaction_bytes: crate::budget::Held,
     /// The destination of the last SEND the access rules allowed: a
     /// publisher usually sends to one destination again and again, and the
     /// rules (fixed for the server) and the user (fixed for the session) give
@@ -322,8 +323,8 @@ impl Session {
                     .transactions
                     .remove(&tx)
                     .ok_or_else(|| unknown_transaction(&tx))?;
-                let released: usize = buffered.iter().map(Frame::len_bytes).sum();
-                connected.transaction_bytes = connected.transaction_bytes.saturating_sub(released);
+                let released: usize = buffered.iter().map(Frame::memory_bytes).sum();
+                connected.transaction_bytes.release(released);
                 let mut owed = receipt;
                 if command == Command::Commit {
                     let count = buffered.len();
@@ -596,29 +597,38 @@ impl Session {
     fn buffer(&mut self, tx: Bytes, frame: Frame) -> Result<(), StompError> {
         let max = self.server.config.max_transaction_frames;
         let max_bytes = self.server.config.max_transaction_bytes;
+        let max_total = self.server.transaction_bytes.max();
         let connected = self.connected_mut()?;
         // Across every open transaction of the session: memory held until
-        // COMMIT is bounded in bytes, not only in frames.
-        let held = connected.transaction_bytes;
-        let size = frame.len_bytes();
+        // COMMIT is bounded in bytes, not only in frames, and counted as the
+        // frame occupies it (held detached, so it does not pin the larger
+        // read buffer).
+        let held = connected.transaction_bytes.bytes();
+        let frame = frame.detached();
+        let size = frame.memory_bytes();
         let buffered = connected
             .transactions
             .get_mut(&tx)
             .ok_or_else(|| unknown_transaction(&tx))?;
         if buffered.len() >= max {
             return Err(StompError::new(format!(
-                "transaction '{}' holds too many frames (limit {max})",
+                "transaction '{}' holds too many frames (max_transaction_frames = {max})",
                 String::from_utf8_lossy(&tx)
             )));
         }
         if held + size > max_bytes {
             return Err(StompError::new(format!(
-                "open transactions hold too many bytes (limit {max_bytes})"
+                "this session's open transactions hold too much memory \
+                 (max_transaction_bytes = {max_bytes})"
             )));
         }
-        // Held until COMMIT: it must not pin the larger read buffer.
-        buffered.push(frame.detached());
-        connected.transaction_bytes += size;
+        if !connected.transaction_bytes.try_take(size) {
+            return Err(StompError::new(format!(
+                "open transactions of the whole server hold too much memory \
+                 (max_total_transaction_bytes = {max_total})"
+            )));
+        }
+        buffered.push(frame);
         Ok(())
     }
 

@@ -406,6 +406,18 @@ fn sanity_rules() {
         ),
         ("[broker]\nqueue_max_bytes = 10", "broker.queue_max_bytes"),
         ("[broker]\nmax_unacked = 0", "broker.max_unacked"),
+        (
+            "[broker]\nmax_session_unacked_bytes = 1000",
+            "broker.max_session_unacked_bytes",
+        ),
+        (
+            "[broker]\nmax_total_topic_unacked_bytes = 1000",
+            "broker.max_total_topic_unacked_bytes",
+        ),
+        (
+            "[limits]\ntotal_transaction_bytes = 4096",
+            "limits.total_transaction_bytes",
+        ),
         ("[server]\napi_token = \"short\"", "server.api_token"),
         (
             "[server]\napi_token = \"with a space in it here\"",
@@ -762,6 +774,8 @@ fn shipped_file_with_the_relay_refuses_the_embedded_keys() {
         "broker.max_queues",
         "broker.max_total_queue_bytes",
         "broker.max_unacked",
+        "broker.max_session_unacked_bytes",
+        "broker.max_total_topic_unacked_bytes",
     ] {
         assert!(e.contains(key), "{key}: {e}");
     }

@@ -2,8 +2,8 @@
 
 use crate::outbox::OutFrame;
 use bytes::{BufMut, Bytes, BytesMut};
-use std::sync::OnceLock;
-use stompbox_codec::{Command, Frame, Version, encode_header, header};
+use std::sync::Mutex;
+use stompbox_codec::{ALLOCATION_OVERHEAD, Command, Frame, Version, encode_header, header};
 
 /// SEND headers that never reach subscribers: framing and transaction
 /// headers belong to the SEND, and the ones the broker sets itself must not
@@ -19,17 +19,27 @@ const DROPPED_HEADERS: [&str; 8] = [
     header::REDELIVERED,
 ];
 
-/// A message as the broker holds it.
+/// A message as the broker holds it: the SEND frame in one buffer, and
+/// nothing else of its size. Deliveries are encoded from the frame, so a
+/// queued or unacknowledged message holds its body once.
 #[derive(Debug)]
 pub(crate) struct Message {
     pub(crate) id: Bytes,
     destination: Bytes,
     frame: Frame,
     body_is_text: bool,
-    /// Everything after the per-delivery headers, for each version (escaping
-    /// differs), built on first use and then shared by every delivery.
-    tails: [OnceLock<Bytes>; 3],
+    /// What this message occupies in memory, as limits count it.
+    memory: usize,
+    /// How many topic subscribers hold it unacknowledged: the server-wide
+    /// charge for it is taken by the first and given back by the last.
+    pub(super) unacked_holders: Mutex<usize>,
 }
+
+/// The encoded tails of one message (everything after the per-delivery
+/// headers) by version, kept only while one publish fans the message out,
+/// so that many subscribers cost one encoding, not one each.
+#[derive(Debug, Default)]
+pub(crate) struct Tails([Option<Bytes>; 3]);
 
 /// What differs between two deliveries of one message.
 #[derive(Debug, Clone, Copy)]
@@ -45,66 +55,80 @@ pub(crate) struct DeliveryHeaders<'a> {
 impl Message {
     pub(crate) fn new(id: Bytes, destination: &str, send: Frame) -> Message {
         let body_is_text = std::str::from_utf8(&send.body).is_ok();
+        // Kept beyond this read (queued, or held by a slow outbox), so it
+        // must not pin the read buffer it was decoded from.
+        let frame = send.detached();
+        let memory = std::mem::size_of::<Message>()
+            + 2 * std::mem::size_of::<usize>()
+            + frame.memory_bytes()
+            + id.len()
+            + destination.len()
+            + 3 * ALLOCATION_OVERHEAD;
         Message {
             id,
             destination: Bytes::copy_from_slice(destination.as_bytes()),
-            // Kept beyond this read (queued, or held by a slow outbox), so it
-            // must not pin the read buffer it was decoded from.
-            frame: send.detached(),
+            frame,
             body_is_text,
-            tails: Default::default(),
+            memory,
+            unacked_holders: Mutex::new(0),
         }
     }
 
-    /// Bytes this message holds (headers and body), for queue limits.
-    pub(crate) fn body_len(&self) -> usize {
-        self.frame.len_bytes()
+    /// What this message occupies in memory (the struct, its frame with
+    /// every header entry, its id and destination), for memory limits.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.memory
     }
 
-    fn tail(&self, version: Version) -> &Bytes {
-        let slot = match version {
-            Version::V1_0 => &self.tails[0],
-            Version::V1_1 => &self.tails[1],
-            Version::V1_2 => &self.tails[2],
-        };
-        slot.get_or_init(|| self.encode_tail(version))
-    }
-
-    fn encode_tail(&self, version: Version) -> Bytes {
-        let mut out = BytesMut::with_capacity(128 + self.frame.body.len());
-        encode_header(
-            b"message-id",
-            &self.id,
-            escaping(version, &self.id),
-            &mut out,
-        );
+    fn write_tail(&self, version: Version, out: &mut BytesMut) {
+        encode_header(b"message-id", &self.id, escaping(version, &self.id), out);
         for (name, value) in self.frame.headers.iter_bytes() {
             let dropped = DROPPED_HEADERS
                 .iter()
                 .any(|d| d.as_bytes() == name.as_ref());
             if !dropped {
                 let escape = escaping(version, name).or(escaping(version, value));
-                encode_header(name, value, escape, &mut out);
+                encode_header(name, value, escape, out);
             }
         }
         let mut length = itoa_buf(self.frame.body.len());
-        encode_header(b"content-length", length.as_bytes_mut(), None, &mut out);
+        encode_header(b"content-length", length.as_bytes_mut(), None, out);
         out.put_u8(b'\n');
         out.put_slice(&self.frame.body);
         out.put_u8(0);
-        out.freeze()
     }
 
-    /// The MESSAGE frame for one delivery.
-    pub(crate) fn encode(&self, delivery: DeliveryHeaders<'_>) -> OutFrame {
+    /// The MESSAGE frame for one delivery. With `tails`, the tail is
+    /// encoded once per version and reused by later calls with the same
+    /// `tails`; without, it is written straight into the frame.
+    pub(crate) fn encode(
+        &self,
+        delivery: DeliveryHeaders<'_>,
+        tails: Option<&mut Tails>,
+    ) -> OutFrame {
         let escape = escaping(delivery.version, delivery.subscription)
             .or(delivery
                 .destination
                 .and_then(|d| escaping(delivery.version, d)))
             .or(escaping(delivery.version, &self.destination));
-        let tail = self.tail(delivery.version);
+        let tail = tails.map(|tails| {
+            let slot = match delivery.version {
+                Version::V1_0 => &mut tails.0[0],
+                Version::V1_1 => &mut tails.0[1],
+                Version::V1_2 => &mut tails.0[2],
+            };
+            slot.get_or_insert_with(|| {
+                let mut out = BytesMut::with_capacity(128 + self.frame.len_bytes());
+                self.write_tail(delivery.version, &mut out);
+                out.freeze()
+            })
+            .clone()
+        });
+        let tail_len = tail
+            .as_ref()
+            .map_or(128 + self.frame.len_bytes(), Bytes::len);
         let mut out = BytesMut::with_capacity(
-            tail.len()
+            tail_len
                 + 64
                 + delivery.subscription.len()
                 + self
@@ -123,7 +147,10 @@ impl Message {
         if delivery.redelivered {
             out.put_slice(b"redelivered:true\n");
         }
-        out.put_slice(tail);
+        match tail {
+            Some(tail) => out.put_slice(&tail),
+            None => self.write_tail(delivery.version, &mut out),
+        }
         OutFrame {
             bytes: out.freeze(),
             text: self.body_is_text,
@@ -184,13 +211,16 @@ mod tests {
             .header("x", "a\n\nforged")
             .body(&b"real"[..]);
         let message = Message::new(Bytes::from_static(b"m-1"), "/topic/a", send);
-        let out = message.encode(DeliveryHeaders {
-            subscription: b"/topic/a",
-            destination: None,
-            ack: None,
-            redelivered: false,
-            version: Version::V1_0,
-        });
+        let out = message.encode(
+            DeliveryHeaders {
+                subscription: b"/topic/a",
+                destination: None,
+                ack: None,
+                redelivered: false,
+                version: Version::V1_0,
+            },
+            None,
+        );
         let mut decoder = Decoder::new(Limits::default());
         decoder.set_version(Version::V1_0);
         let mut buf = BytesMut::from(&out.bytes[..]);
@@ -211,13 +241,16 @@ mod tests {
             .header("content-type", "text/plain")
             .body(&b"he\0llo"[..]);
         let message = Message::new(Bytes::from_static(b"m-1"), "/topic/a", send);
-        let out = message.encode(DeliveryHeaders {
-            subscription: b"sub-0",
-            destination: None,
-            ack: Some(b"7.1"),
-            redelivered: true,
-            version: Version::V1_2,
-        });
+        let out = message.encode(
+            DeliveryHeaders {
+                subscription: b"sub-0",
+                destination: None,
+                ack: Some(b"7.1"),
+                redelivered: true,
+                version: Version::V1_2,
+            },
+            None,
+        );
         assert!(!out.text || std::str::from_utf8(&out.bytes).is_ok());
         let mut buf = BytesMut::from(&out.bytes[..]);
         let Ok(Some(Decoded::Frame(frame))) = Decoder::new(Limits::default()).decode(&mut buf)

@@ -12,9 +12,10 @@ mod subscription;
 mod topic;
 
 use super::{
-    AckMode, AckTarget, BoxFuture, Broker, BrokerError, BrokerSession, Publish, SessionContext,
-    SubscribeRequest,
+    AckMode, AckTarget, BoxFuture, Broker, BrokerError, BrokerMemory, BrokerSession, Publish,
+    SessionContext, SubscribeRequest,
 };
+use crate::budget::Budget;
 use crate::outbox::OutFrame;
 use bytes::{BufMut, Bytes, BytesMut};
 use message::Message;
@@ -22,7 +23,7 @@ use queue::{Enqueued, Queue, QueueLimits};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use subscription::{Source, Subscription};
+use subscription::{PendingSet, Source, Subscription, UnackedBudgets};
 use topic::TopicRegistry;
 
 /// Settings of the embedded broker. Every field has a documented default.
@@ -35,17 +36,34 @@ pub struct EmbeddedConfig {
     pub queue_prefixes: Vec<String>,
     /// Most messages held by one queue. Default 10,000.
     pub max_queue_messages: usize,
-    /// Most body bytes held by one queue. Default 64 MiB.
+    /// Most memory the messages waiting in one queue may occupy (each
+    /// message counted as it sits in memory: body, every header entry,
+    /// bookkeeping). Default 64 MiB.
     pub max_queue_bytes: usize,
     /// Most queues at once. Default 100,000.
     pub max_queues: usize,
-    /// Most bytes all queues together may hold (messages waiting for a
-    /// consumer). Default 256 MiB.
+    /// Most memory all queue messages together may occupy, from SEND until
+    /// acknowledged: waiting for a consumer, and delivered but not yet
+    /// acknowledged (as RabbitMQ counts unacknowledged messages in queue
+    /// memory). A SEND past it is refused with an ERROR naming it.
+    /// Default 256 MiB.
     pub max_total_queue_bytes: usize,
     /// Most unacknowledged messages per subscription in client ack modes
     /// (the prefetch). A queue stops dispatching to a consumer at this
     /// number; a topic subscriber past it is a slow consumer. Default 1,000.
     pub max_unacked: usize,
+    /// Most memory of the messages one session holds unacknowledged, over
+    /// all its subscriptions (queue and topic), so that one connection
+    /// cannot take a server-wide cap alone. A queue stops dispatching to
+    /// the session at it; a topic subscriber past it is a slow consumer.
+    /// Default 16 MiB.
+    pub max_session_unacked_bytes: usize,
+    /// Most memory of topic messages delivered in client ack modes and not
+    /// yet acknowledged, over the whole server; a message held by many
+    /// subscribers counts once. A topic subscriber whose delivery would go
+    /// past it is a slow consumer (a topic message cannot wait). Default
+    /// 64 MiB.
+    pub max_total_topic_unacked_bytes: usize,
 }
 
 impl Default for EmbeddedConfig {
@@ -58,6 +76,8 @@ impl Default for EmbeddedConfig {
             max_queues: 100_000,
             max_total_queue_bytes: 256 * 1024 * 1024,
             max_unacked: 1_000,
+            max_session_unacked_bytes: 16 * 1024 * 1024,
+            max_total_topic_unacked_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -68,7 +88,10 @@ struct Shared {
     topics: TopicRegistry,
     user_topics: TopicRegistry,
     queues: Mutex<HashMap<Box<str>, Arc<Queue>>>,
-    queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
+    /// Memory of every queue message, waiting or unacknowledged.
+    queued_bytes: Arc<Budget>,
+    /// Memory of unacknowledged topic messages, each counted once.
+    topic_unacked_bytes: Arc<Budget>,
     message_prefix: String,
     next_message: AtomicU64,
 }
@@ -99,13 +122,16 @@ impl EmbeddedBroker {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros())
             .unwrap_or_default();
+        let queued_bytes = Arc::new(Budget::new(config.max_total_queue_bytes));
+        let topic_unacked_bytes = Arc::new(Budget::new(config.max_total_topic_unacked_bytes));
         EmbeddedBroker {
             shared: Arc::new(Shared {
                 config,
                 topics: TopicRegistry::default(),
                 user_topics: TopicRegistry::default(),
                 queues: Mutex::new(HashMap::new()),
-                queued_bytes: Arc::default(),
+                queued_bytes,
+                topic_unacked_bytes,
                 message_prefix: format!("{epoch:x}-"),
                 next_message: AtomicU64::new(1),
             }),
@@ -149,7 +175,6 @@ impl Shared {
                 max_messages: self.config.max_queue_messages,
                 max_bytes: self.config.max_queue_bytes,
                 total: Arc::clone(&self.queued_bytes),
-                max_total: self.config.max_total_queue_bytes,
             },
         ));
         queues.insert(name.into(), Arc::clone(&queue));
@@ -197,6 +222,10 @@ impl Shared {
     }
 
     fn publish_topic(&self, registry: &TopicRegistry, routing_key: &str, message: &Arc<Message>) {
+        // The encoded tail of the message is shared by every delivery of
+        // this publish, and goes with it: a message held unacknowledged
+        // holds its body once, in its frame.
+        let mut tails = message::Tails::default();
         // Subscribers in auto mode that share a subscription id and version
         // (clients often all call theirs `sub-0`) get the very same bytes:
         // the frame is encoded once per distinct (id, version), not per
@@ -207,7 +236,7 @@ impl Shared {
                 return;
             }
             if subscription.ack != AckMode::Auto || subscription.display_destination.is_some() {
-                let _ = subscription.deliver(message, false);
+                let _ = subscription.deliver(message, false, Some(&mut tails));
                 return;
             }
             let reusable = last.as_ref().filter(|(id, version, _)| {
@@ -216,13 +245,16 @@ impl Shared {
             let frame = match reusable {
                 Some((_, _, frame)) => frame.clone(),
                 None => {
-                    let frame = message.encode(message::DeliveryHeaders {
-                        subscription: &subscription.id,
-                        destination: None,
-                        ack: None,
-                        redelivered: false,
-                        version: subscription.version,
-                    });
+                    let frame = message.encode(
+                        message::DeliveryHeaders {
+                            subscription: &subscription.id,
+                            destination: None,
+                            ack: None,
+                            redelivered: false,
+                            version: subscription.version,
+                        },
+                        Some(&mut tails),
+                    );
                     last = Some((subscription.id.clone(), subscription.version, frame.clone()));
                     frame
                 }
@@ -240,6 +272,7 @@ impl Broker for EmbeddedBroker {
         context: SessionContext,
     ) -> BoxFuture<'_, Result<Box<dyn BrokerSession>, BrokerError>> {
         let session = EmbeddedSession {
+            unacked: Arc::new(Budget::new(self.shared.config.max_session_unacked_bytes)),
             shared: Arc::clone(&self.shared),
             context,
             subscriptions: HashMap::new(),
@@ -274,6 +307,13 @@ impl Broker for EmbeddedBroker {
         tokio::sync::watch::channel(true).1
     }
 
+    fn memory(&self) -> BrokerMemory {
+        BrokerMemory {
+            queue_bytes: self.shared.queued_bytes.used(),
+            topic_unacked_bytes: self.shared.topic_unacked_bytes.used(),
+        }
+    }
+
     fn prefixes(&self) -> Vec<String> {
         let config = &self.shared.config;
         config
@@ -289,6 +329,8 @@ impl Broker for EmbeddedBroker {
 #[derive(Debug)]
 struct EmbeddedSession {
     shared: Arc<Shared>,
+    /// Memory of the messages this session holds unacknowledged.
+    unacked: Arc<Budget>,
     context: SessionContext,
     /// By client id; a user destination has two subscriptions under one id.
     subscriptions: HashMap<Bytes, Vec<Arc<Subscription>>>,
@@ -324,7 +366,10 @@ impl EmbeddedSession {
                 outbox: Arc::clone(&self.context.outbox),
                 source,
                 max_unacked: self.shared.config.max_unacked,
-                pending: Mutex::default(),
+                pending: Mutex::new(PendingSet::new(UnackedBudgets {
+                    session: Arc::clone(&self.unacked),
+                    topic: Arc::clone(&self.shared.topic_unacked_bytes),
+                })),
                 cancelled: std::sync::atomic::AtomicBool::new(false),
             })
         };
@@ -454,13 +499,13 @@ impl BrokerSession for EmbeddedSession {
         let unknown = || BrokerError::UnknownAck(describe(target));
         let (subscription, tag) = self.find_pending(target).ok_or_else(unknown)?;
         let settled = subscription.settle(tag).ok_or_else(unknown)?;
-        if let Source::Queue(queue) = &subscription.source {
-            if nack {
-                queue.requeue(settled);
-            } else {
-                queue.dispatch();
-            }
+        match &subscription.source {
+            Source::Queue(queue) if nack => queue.requeue(settled),
+            _ => drop(settled),
         }
+        // The settled messages freed room in the session's unacknowledged
+        // budget, which any of its queues may have been waiting for.
+        self.redispatch();
         // A NACKed topic message is dropped: it was a copy for this
         // subscriber only, and nobody else is waiting for it.
         self.answer(receipt);

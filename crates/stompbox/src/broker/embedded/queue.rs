@@ -2,8 +2,9 @@
 //! held while no consumer can take it.
 
 use super::message::Message;
-use super::subscription::{Pending, Subscription};
-use crate::broker::BrokerError;
+use super::subscription::{DeliveryError, HOLD_OVERHEAD, Pending, Subscription};
+use crate::broker::{BrokerError, QueueLimit};
+use crate::budget::Budget;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -29,22 +30,16 @@ struct State {
 #[derive(Debug, Clone)]
 pub(crate) struct QueueLimits {
     pub(crate) max_messages: usize,
+    /// Most memory of the messages waiting in one queue.
     pub(crate) max_bytes: usize,
-    /// Bytes held by every queue of the broker (shared).
-    pub(crate) total: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    pub(crate) max_total: usize,
+    /// Memory of every queue message of the broker from SEND until it is
+    /// acknowledged (waiting or delivered and unacknowledged), shared.
+    pub(crate) total: Arc<Budget>,
 }
 
-impl QueueLimits {
-    fn hold(&self, n: usize) {
-        self.total
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn release(&self, n: usize) {
-        self.total
-            .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
-    }
+/// What a waiting message counts against the limits.
+fn held(message: &Message) -> usize {
+    message.memory_bytes() + HOLD_OVERHEAD
 }
 
 #[derive(Debug)]
@@ -80,33 +75,36 @@ impl Queue {
         if state.deleted {
             return Ok(Enqueued::Deleted(message));
         }
+        let full = |limit, value| {
+            Err(BrokerError::QueueFull {
+                destination: self.name.to_string(),
+                limit,
+                value,
+            })
+        };
         if state.ready.len() >= self.limits.max_messages {
-            return Err(BrokerError::QueueFull {
-                destination: self.name.to_string(),
-                limit: self.limits.max_messages,
-            });
+            return full(QueueLimit::Messages, self.limits.max_messages);
         }
-        if state.ready_bytes + message.body_len() > self.limits.max_bytes {
-            return Err(BrokerError::QueueFull {
-                destination: self.name.to_string(),
-                limit: self.limits.max_bytes,
-            });
+        let size = held(&message);
+        if state.ready_bytes + size > self.limits.max_bytes {
+            return full(QueueLimit::Bytes, self.limits.max_bytes);
         }
-        let total = self.limits.total.load(std::sync::atomic::Ordering::Relaxed);
-        if total + message.body_len() > self.limits.max_total {
-            return Err(BrokerError::QueueFull {
-                destination: self.name.to_string(),
-                limit: self.limits.max_total,
-            });
+        if !self.limits.total.try_take(size) {
+            return full(QueueLimit::TotalBytes, self.limits.total.max());
         }
-        state.ready_bytes += message.body_len();
-        self.limits.hold(message.body_len());
+        state.ready_bytes += size;
         state.ready.push_back(Ready {
             message,
             redelivered: false,
         });
         dispatch(&mut state, &self.limits);
         Ok(Enqueued::Done)
+    }
+
+    /// The budget of every queue message, which a delivered message stays
+    /// under until it is acknowledged.
+    pub(crate) fn budget(&self) -> &Arc<Budget> {
+        &self.limits.total
     }
 
     pub(crate) fn add_consumer(&self, consumer: Arc<Subscription>) -> Result<(), ()> {
@@ -152,24 +150,31 @@ impl Queue {
 }
 
 /// Redelivered messages may push the queue past its depth limit for a
-/// moment: they were accepted once and must not be lost.
+/// moment: they were accepted once and must not be lost. Their memory moves
+/// from the pending entry back to the queue.
 fn requeue_front(state: &mut State, pending: Vec<Pending>, limits: &QueueLimits) {
     for p in pending.into_iter().rev() {
-        state.ready_bytes += p.message.body_len();
-        limits.hold(p.message.body_len());
+        let message = Arc::clone(&p.message);
+        let size = held(&message);
+        state.ready_bytes += size;
+        limits.total.force_take(size);
+        drop(p);
         state.ready.push_front(Ready {
-            message: p.message,
+            message,
             redelivered: true,
         });
     }
 }
 
 fn dispatch(state: &mut State, limits: &QueueLimits) {
-    while !state.ready.is_empty() && !state.consumers.is_empty() {
+    while !state.consumers.is_empty() {
+        let Some(size) = state.ready.front().map(|r| held(&r.message)) else {
+            return;
+        };
         let count = state.consumers.len();
         let Some(index) = (0..count)
             .map(|i| (state.next + i) % count)
-            .find(|&i| state.consumers[i].has_capacity())
+            .find(|&i| state.consumers[i].has_capacity(size))
         else {
             return;
         };
@@ -177,16 +182,25 @@ fn dispatch(state: &mut State, limits: &QueueLimits) {
             return;
         };
         let consumer = &state.consumers[index];
-        if consumer.deliver(&ready.message, ready.redelivered).is_ok() {
-            state.ready_bytes -= ready.message.body_len();
-            limits.release(ready.message.body_len());
-            state.next = (index + 1) % count;
-        } else {
-            // Its connection is closing; its session will remove it, but it
-            // must not be offered more in the meantime.
-            state.ready.push_front(ready);
-            state.consumers.remove(index);
-            state.next = 0;
+        match consumer.deliver(&ready.message, ready.redelivered, None) {
+            Ok(()) => {
+                // A client-mode consumer's pending entry has taken its own
+                // charge of the queues' budget; the waiting one goes.
+                state.ready_bytes -= size;
+                limits.total.release(size);
+                state.next = (index + 1) % count;
+            }
+            Err(DeliveryError::Full) => {
+                state.ready.push_front(ready);
+                return;
+            }
+            Err(DeliveryError::Gone) => {
+                // Its connection is closing; its session will remove it, but
+                // it must not be offered more in the meantime.
+                state.ready.push_front(ready);
+                state.consumers.remove(index);
+                state.next = 0;
+            }
         }
     }
 }

@@ -1,27 +1,156 @@
 //! One client subscription as the embedded broker sees it: where to deliver,
 //! how to encode, and the messages it has not acknowledged yet.
 
-use super::message::{DeliveryHeaders, Message};
+use super::message::{DeliveryHeaders, Message, Tails};
 use super::queue::Queue;
 use crate::broker::AckMode;
+use crate::budget::Budget;
 use crate::outbox::{Outbox, PushError};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use stompbox_codec::Version;
 
-/// A delivered message waiting for ACK or NACK.
+/// What one held message costs beyond the message itself: its slot in a
+/// queue's ready list or a subscription's pending map.
+pub(crate) const HOLD_OVERHEAD: usize = 64;
+
+/// A delivered message waiting for ACK or NACK. It holds its share of the
+/// memory budgets and gives it back when it goes (acknowledged, requeued,
+/// or its subscription closed), whichever way it goes.
 #[derive(Debug)]
 pub(crate) struct Pending {
     pub(crate) message: Arc<Message>,
+    /// Taken from the session's budget, one per pending entry.
+    charge: usize,
+    session: Arc<Budget>,
+    shared: SharedCharge,
 }
 
-#[derive(Debug, Default)]
+/// The server-wide charge of a pending message.
+#[derive(Debug)]
+enum SharedCharge {
+    /// A queue message stays under the queues' budget until acknowledged.
+    Queue(Arc<Budget>),
+    /// A topic message is charged once to the server-wide unacknowledged
+    /// budget however many subscribers hold it.
+    Topic(Arc<Budget>),
+}
+
+/// Which cap refused a pending entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HoldRefused {
+    Prefetch,
+    Session,
+    Server,
+}
+
+impl HoldRefused {
+    fn as_str(self) -> &'static str {
+        match self {
+            HoldRefused::Prefetch => "max_unacked",
+            HoldRefused::Session => "max_session_unacked_bytes",
+            HoldRefused::Server => "max_total_topic_unacked_bytes",
+        }
+    }
+}
+
+impl Pending {
+    fn hold(
+        source: &Source,
+        budgets: &UnackedBudgets,
+        message: &Arc<Message>,
+    ) -> Result<Pending, HoldRefused> {
+        let charge = message.memory_bytes() + HOLD_OVERHEAD;
+        if !budgets.session.try_take(charge) {
+            return Err(HoldRefused::Session);
+        }
+        let shared = match source {
+            // Accepted once under the queues' budget at SEND: it must not
+            // be refused now, only moved from ready to pending.
+            Source::Queue(queue) => {
+                let budget = Arc::clone(queue.budget());
+                budget.force_take(charge);
+                SharedCharge::Queue(budget)
+            }
+            Source::Topic { .. } | Source::User { .. } => {
+                let budget = Arc::clone(&budgets.topic);
+                let mut holders = lock(&message.unacked_holders);
+                if *holders == 0 && !budget.try_take(message.memory_bytes()) {
+                    drop(holders);
+                    budgets.session.release(charge);
+                    return Err(HoldRefused::Server);
+                }
+                *holders += 1;
+                SharedCharge::Topic(budget)
+            }
+        };
+        Ok(Pending {
+            message: Arc::clone(message),
+            charge,
+            session: Arc::clone(&budgets.session),
+            shared,
+        })
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.session.release(self.charge);
+        match &self.shared {
+            SharedCharge::Queue(budget) => budget.release(self.charge),
+            SharedCharge::Topic(budget) => {
+                let mut holders = lock(&self.message.unacked_holders);
+                *holders = holders.saturating_sub(1);
+                if *holders == 0 {
+                    budget.release(self.message.memory_bytes());
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug)]
 pub(crate) struct PendingSet {
     /// By delivery tag, which grows with delivery order, so a cumulative ACK
     /// is a range.
     pub(crate) by_tag: BTreeMap<u64, Pending>,
     next_tag: u64,
+    /// What the entries are charged to.
+    budgets: UnackedBudgets,
+}
+
+/// The caps a subscription's unacknowledged messages count against.
+#[derive(Debug, Clone)]
+pub(crate) struct UnackedBudgets {
+    /// Unacknowledged bytes of every subscription of the session.
+    pub(crate) session: Arc<Budget>,
+    /// Unacknowledged topic bytes of the whole broker.
+    pub(crate) topic: Arc<Budget>,
+}
+
+impl PendingSet {
+    pub(crate) fn new(budgets: UnackedBudgets) -> PendingSet {
+        PendingSet {
+            by_tag: BTreeMap::new(),
+            next_tag: 0,
+            budgets,
+        }
+    }
+}
+
+impl Default for PendingSet {
+    /// Unbounded budgets of its own (for tests of other parts).
+    fn default() -> PendingSet {
+        PendingSet::new(UnackedBudgets {
+            session: Arc::new(Budget::new(usize::MAX)),
+            topic: Arc::new(Budget::new(usize::MAX)),
+        })
+    }
 }
 
 /// Where a subscription's messages come from.
@@ -57,6 +186,9 @@ pub(crate) struct Subscription {
 pub(crate) enum DeliveryError {
     /// The subscriber's connection is gone or going.
     Gone,
+    /// Its session holds as many unacknowledged bytes as it may; a queue
+    /// keeps the message for later.
+    Full,
 }
 
 impl Subscription {
@@ -79,31 +211,45 @@ impl Subscription {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    pub(crate) fn has_capacity(&self) -> bool {
+    /// Whether a queue may give this consumer a message of `memory` bytes
+    /// now: its connection is open, its outbox has room (a deep queue must
+    /// not overflow it in one go), and in client modes the prefetch and the
+    /// session's unacknowledged bytes allow.
+    pub(crate) fn has_capacity(&self, memory: usize) -> bool {
         if self.outbox.is_closed() || self.outbox.half_full(true) {
             return false;
         }
-        self.ack == AckMode::Auto || self.pending().by_tag.len() < self.max_unacked
+        if self.ack == AckMode::Auto {
+            return true;
+        }
+        let pending = self.pending();
+        pending.by_tag.len() < self.max_unacked
+            && pending.budgets.session.has_room(memory + HOLD_OVERHEAD)
     }
 
     /// Delivers one message. In client ack modes the message is recorded as
     /// pending before it is queued, so an ACK can never overtake the record.
+    /// `tails` shares the encoding between the subscribers of one publish.
     pub(crate) fn deliver(
         &self,
         message: &Arc<Message>,
         redelivered: bool,
+        tails: Option<&mut Tails>,
     ) -> Result<(), DeliveryError> {
         if self.is_cancelled() {
             return Err(DeliveryError::Gone);
         }
         if self.ack == AckMode::Auto {
-            let frame = message.encode(DeliveryHeaders {
-                subscription: &self.id,
-                destination: self.display_destination.as_deref(),
-                ack: None,
-                redelivered,
-                version: self.version,
-            });
+            let frame = message.encode(
+                DeliveryHeaders {
+                    subscription: &self.id,
+                    destination: self.display_destination.as_deref(),
+                    ack: None,
+                    redelivered,
+                    version: self.version,
+                },
+                tails,
+            );
             return self.outbox.push(frame).map_err(|_| DeliveryError::Gone);
         }
         let tag = {
@@ -111,35 +257,56 @@ impl Subscription {
             if self.is_cancelled() {
                 return Err(DeliveryError::Gone);
             }
-            if pending.by_tag.len() >= self.max_unacked {
-                drop(pending);
-                // Only topics get here (queues check capacity first): a topic
-                // subscriber that stopped acknowledging is a slow consumer.
-                self.outbox.fail_slow();
-                return Err(DeliveryError::Gone);
-            }
+            // Only topics get past a full prefetch or a full session budget
+            // (queues check capacity first): a topic subscriber that stopped
+            // acknowledging is a slow consumer. So is one that would take the
+            // broker past its unacknowledged-topic budget: a topic message
+            // cannot wait, and the subscribers holding the most are the ones
+            // that reach the cap.
+            let held = if pending.by_tag.len() >= self.max_unacked {
+                Err(HoldRefused::Prefetch)
+            } else {
+                Pending::hold(&self.source, &pending.budgets, message)
+            };
+            let held = match held {
+                Ok(held) => held,
+                // Another queue of the session took the room since the
+                // capacity check: the message waits in its queue.
+                Err(_) if matches!(self.source, Source::Queue(_)) => {
+                    return Err(DeliveryError::Full);
+                }
+                Err(refused) => {
+                    drop(pending);
+                    tracing::debug!(
+                        subscription = %String::from_utf8_lossy(&self.id),
+                        cap = refused.as_str(),
+                        "topic subscriber past its unacknowledged cap: slow consumer"
+                    );
+                    self.outbox.fail_slow();
+                    return Err(DeliveryError::Gone);
+                }
+            };
             let tag = pending.next_tag;
             pending.next_tag += 1;
-            pending.by_tag.insert(
-                tag,
-                Pending {
-                    message: Arc::clone(message),
-                },
-            );
+            pending.by_tag.insert(tag, held);
             tag
         };
         let ack_id = format!("{}.{}", self.key, tag);
-        let frame = message.encode(DeliveryHeaders {
-            subscription: &self.id,
-            destination: self.display_destination.as_deref(),
-            ack: Some(ack_id.as_bytes()),
-            redelivered,
-            version: self.version,
-        });
+        let frame = message.encode(
+            DeliveryHeaders {
+                subscription: &self.id,
+                destination: self.display_destination.as_deref(),
+                ack: Some(ack_id.as_bytes()),
+                redelivered,
+                version: self.version,
+            },
+            tails,
+        );
         match self.outbox.push(frame) {
             Ok(()) => Ok(()),
             Err(PushError::Closed | PushError::Overflow) => {
-                self.pending().by_tag.remove(&tag);
+                let removed = self.pending().by_tag.remove(&tag);
+                drop(removed);
                 Err(DeliveryError::Gone)
             }
         }
