@@ -21,6 +21,7 @@ mod connect;
 mod echo_server;
 mod fanout;
 mod idle;
+mod memory;
 mod report;
 mod roundtrip;
 mod server;
@@ -44,6 +45,10 @@ enum Mode {
     Fanout(fanout::FanoutArgs),
     /// Many idle, subscribed connections: the server's memory per connection.
     Idle(idle::IdleArgs),
+    /// The memory attacks (many-header queue floods, unacknowledged queue
+    /// and topic hogs, transaction floods), each against a server with
+    /// small caps: its RSS growth against the cap the attack aims at.
+    Memory(memory::MemoryArgs),
     /// Session set-up and tear-down: clients loop over open, CONNECT,
     /// CONNECTED, DISCONNECT (with its RECEIPT) and close. Connects per
     /// second and connect latency, anonymous or with credentials
@@ -256,6 +261,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     match args.mode {
         Mode::Fanout(args) => fanout::run(args).await,
         Mode::Idle(args) => idle::run(args).await,
+        Mode::Memory(args) => memory::run(args).await,
         Mode::Connect(args) => connect::run(args).await,
         Mode::Roundtrip(args) => roundtrip::run(args).await,
         Mode::ServeEcho(args) => echo_server::run(args).await,

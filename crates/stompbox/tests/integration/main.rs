@@ -11,6 +11,7 @@ mod handshake;
 mod heartbeat;
 mod http_api;
 mod identity;
+mod memory;
 mod pubsub;
 mod queue;
 mod shutdown;
