@@ -372,3 +372,46 @@ fn fanout_compare_rounds_alternate_which_server_goes_first() {
     );
     assert!(result.ends_with(r#""all_ok":true},"ok":true}"#), "{result}");
 }
+
+#[test]
+fn memory_runs_every_attack_on_its_own_server_and_stays_within_the_caps() {
+    let (status, out, err) = run(&[
+        "bench",
+        "memory",
+        "--spawn",
+        "--queue-mib",
+        "4",
+        "--session-unacked-mib",
+        "1",
+        "--topic-unacked-mib",
+        "2",
+        "--transaction-mib",
+        "2",
+        "--connections",
+        "8",
+        "--json-only",
+    ]);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    let result = result_line(&out);
+    assert!(result.starts_with(r#"{"mode":"memory","#), "{result}");
+    for (attack, cap) in [
+        ("headers", "broker.max_total_queue_bytes"),
+        ("queue-unacked", "broker.max_total_queue_bytes"),
+        ("topic-unacked", "broker.max_total_topic_unacked_bytes"),
+        ("transactions", "limits.total_transaction_bytes"),
+    ] {
+        assert!(
+            result.contains(&format!(r#""target":"spawned-{attack}""#)),
+            "{attack}: {result}"
+        );
+        assert!(
+            result.contains(&format!(r#""attack":"{attack}","cap":"{cap}""#)),
+            "{attack}: {result}"
+        );
+    }
+    // Every attack met its cap (a refusal or a cut-off) and measured RSS.
+    assert_eq!(count(&result, r#""refused":0,"#), 0, "{result}");
+    assert_eq!(count(&result, r#""rss_growth_mib":"#), 4, "{result}");
+    assert_eq!(count(&result, r#""rss_growth_mib":null"#), 0, "{result}");
+    assert!(result.ends_with(r#""ok":true}"#), "{result}");
+}

@@ -82,7 +82,7 @@ pub(crate) struct MemoryArgs {
     /// Memory the server may use beyond the cap under attack, in MiB: the
     /// connections' buffers and the allocator's slack. The README states
     /// what it is made of.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 16)]
     overhead_mib: u64,
 }
 
@@ -567,7 +567,10 @@ async fn transactions(
     tally: &Arc<Tally>,
 ) {
     let run = random_u64();
-    let per_connection = budget / args.connections as u64;
+    // Each connection stays under the default per-session cap
+    // (limits.transaction_bytes, 1 MiB, which would refuse and close it):
+    // together they press on the server-wide one.
+    let per_connection = (budget / args.connections as u64).min(3 * MIB / 4);
     let mut attackers = JoinSet::new();
     for i in 0..args.connections {
         let endpoint = Arc::clone(endpoint);
