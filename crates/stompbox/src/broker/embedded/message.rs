@@ -233,6 +233,29 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_tail_encodes_the_same_bytes_as_a_direct_one() {
+        let send = Frame::new(Command::Send)
+            .header("x-custom", "a:b")
+            .body(&b"body"[..]);
+        let message = Message::new(Bytes::from_static(b"m-1"), "/queue/a", send);
+        let mut tails = Tails::default();
+        for version in Version::ALL {
+            let delivery = DeliveryHeaders {
+                subscription: b"sub-0",
+                destination: None,
+                ack: Some(b"1.1"),
+                redelivered: false,
+                version,
+            };
+            let direct = message.encode(delivery, None);
+            let shared = message.encode(delivery, Some(&mut tails));
+            let again = message.encode(delivery, Some(&mut tails));
+            assert_eq!(direct.bytes, shared.bytes);
+            assert_eq!(direct.bytes, again.bytes);
+        }
+    }
+
+    #[test]
     fn delivery_is_a_valid_message_frame_with_user_headers() {
         let send = Frame::new(Command::Send)
             .header("destination", "/topic/a")
