@@ -238,7 +238,8 @@ pub(super) struct TopicStats {
     pub(super) received: Vec<u64>,
     /// Messages with a sequence number at or below one already seen.
     pub(super) duplicates: u64,
-    /// Messages from other runs' topics (a shared server), or unnumbered.
+    /// Messages of other runs' topics (`*.tN` on a shared server), or
+    /// without a number.
     pub(super) foreign: u64,
     pub(super) error: Option<String>,
 }
@@ -687,7 +688,8 @@ async fn queue_cycle(
             }
         }
     }
-    let keep = taken.len().saturating_sub(1);
+    // Messages dispatched before the SUBSCRIBE's RECEIPT may be more.
+    let keep = taken.len().saturating_sub(1).min(CHURN_QUEUE_TAKE - 1);
     let version = conn.version();
     for frame in &taken[..keep] {
         if let Some(seq) = seq_of(frame) {
