@@ -703,10 +703,13 @@ async fn measure(target: Target, args: &SoakArgs, out: Out) -> Outcome {
             let mark = progress.mark();
             say!(
                 out,
-                "  {:>6.0} s: {}; server RSS {} MiB",
+                "  {:>6.0} s: {}{}",
                 now.duration_since(started).as_secs_f64(),
                 mark.rates_since(&last_report).line(),
-                mib(rss())
+                rss().map_or_else(String::new, |kib| format!(
+                    "; server RSS {} MiB",
+                    mib(Some(kib))
+                ))
             );
             last_report = mark;
             next_report += report_every;
@@ -925,9 +928,11 @@ async fn measure(target: Target, args: &SoakArgs, out: Out) -> Outcome {
     if failure.is_empty() {
         say!(
             out,
-            "verdict: PASS (drift {} within {} %, 0 lost)",
-            drift.map_or_else(|| "not measured".to_owned(), |d| format!("{d:+.2} %")),
-            args.max_drift_percent
+            "verdict: PASS ({}, 0 lost)",
+            drift.map_or_else(
+                || "RSS unknown, drift not checked".to_owned(),
+                |d| format!("drift {d:+.2} % within {} %", args.max_drift_percent)
+            )
         );
     }
     let (ok, json) = super::verdict(out, json, &failure);
