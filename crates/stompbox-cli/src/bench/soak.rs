@@ -587,6 +587,13 @@ fn load_average() -> Option<f64> {
         .ok()
 }
 
+/// CPU seconds per wall second, for the human-readable lines.
+fn cores(cpu_secs: Option<f64>, wall_secs: f64) -> String {
+    cpu_secs
+        .filter(|_| wall_secs > 0.0)
+        .map_or_else(|| "?".to_owned(), |cpu| format!("{:.2}", cpu / wall_secs))
+}
+
 fn mib(kib: Option<u64>) -> String {
     kib.map_or_else(
         || "?".to_owned(),
@@ -656,16 +663,24 @@ async fn measure(target: Target, args: &SoakArgs, out: Out) -> Outcome {
         );
         tokio::time::sleep(calibration / 4).await;
         let from = progress.mark();
+        let cpu = CpuMark::now(target.pid);
         tokio::time::sleep(calibration - calibration / 4).await;
         let saturation = progress.mark().rates_since(&from);
-        say!(out, "saturation: {}", saturation.line());
-        Some(saturation)
+        let spent = cpu.spent(target.pid);
+        say!(
+            out,
+            "saturation: {}; CPU cores used: server {}, bench {}",
+            saturation.line(),
+            cores(spent.server, spent.wall),
+            cores(spent.bench, spent.wall)
+        );
+        Some((saturation, spent))
     } else {
         None
     };
     let planned = match (given, saturation) {
         (Some(given), _) => given,
-        (None, Some(saturation)) => saturation.scaled(args.load_percent),
+        (None, Some((saturation, _))) => saturation.scaled(args.load_percent),
         (None, None) => Rates::default(),
     };
     pace.set(planned, args);
@@ -717,7 +732,8 @@ async fn measure(target: Target, args: &SoakArgs, out: Out) -> Outcome {
         tokio::time::sleep_until(next_sample.min(next_report).min(end)).await;
     }
     let achieved = progress.mark().rates_since(&run_from);
-    let (cpu_json, cpu_line) = cpu.since(target.pid);
+    let run_cpu = cpu.spent(target.pid);
+    let (cpu_json, cpu_line) = run_cpu.report();
     let load_after = load_average();
     let _ = stop.send(true);
 
@@ -820,7 +836,9 @@ async fn measure(target: Target, args: &SoakArgs, out: Out) -> Outcome {
     let show = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.2}"));
     say!(
         out,
-        "{cpu_line}; machine load average {} before, {} at the end",
+        "{cpu_line} (server {} cores, bench {}); machine load average {} before, {} at the end",
+        cores(run_cpu.server, run_cpu.wall),
+        cores(run_cpu.bench, run_cpu.wall),
         show(load_before),
         show(load_after)
     );
@@ -937,7 +955,14 @@ async fn measure(target: Target, args: &SoakArgs, out: Out) -> Outcome {
     }
     let (ok, json) = super::verdict(out, json, &failure);
     let json = json
-        .with("saturation", saturation.map_or(Json::Null, Rates::to_json))
+        .with(
+            "saturation",
+            saturation.map_or(Json::Null, |(rates, _)| rates.to_json()),
+        )
+        .with(
+            "calibration_cpu",
+            saturation.map_or(Json::Null, |(_, spent)| spent.report().0),
+        )
         .with("planned", planned.to_json())
         .with("achieved", achieved.to_json())
         .with(
