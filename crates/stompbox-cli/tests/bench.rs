@@ -485,3 +485,36 @@ fn soak_refuses_bad_flags_before_connecting() {
     assert!(!status.success());
     assert!(err.contains("--load-percent must be 1 to 100"), "{err}");
 }
+
+#[test]
+fn soak_fails_and_says_why_when_the_server_refuses_its_clients() {
+    // Room for the 27 clients that stay (11 subscribers, 8 producers, 8
+    // consumers) and 3 more: most of the 8 churners' connections are
+    // refused during the run, which the verdict must not let pass.
+    let (status, out, err) = run(&[
+        "bench",
+        "soak",
+        "--spawn",
+        "--duration",
+        "2s",
+        "--server-arg",
+        "--set",
+        "--server-arg",
+        "limits.connections_per_address=30",
+        "--json-only",
+    ]);
+    assert!(!status.success(), "{out}\n{err}");
+    assert!(
+        err.contains("bench soak: at least one measurement failed"),
+        "{err}"
+    );
+    let result = result_line(&out);
+    assert!(result.contains(r#""ok":false,"failure":""#), "{result}");
+    assert!(result.contains(" client errors"), "{result}");
+    assert!(result.contains("got status code 429"), "{result}");
+    // The rest of the mix still ran, and nothing confirmed went missing.
+    assert!(figure(&result, "queue", "sent") > 0.0, "{result}");
+    assert_eq!(figure(&result, "queue", "lost"), 0.0, "{result}");
+    assert_eq!(figure(&result, "topic", "lost"), 0.0, "{result}");
+    assert!(result.ends_with(r#""ok":false}"#), "{result}");
+}
