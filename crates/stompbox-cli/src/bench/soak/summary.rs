@@ -125,7 +125,7 @@ pub(super) fn conclude(out: Out, json: Json, args: &SoakArgs, ended: Ended) -> O
     if server_pid.is_some() {
         say!(
             out,
-            "server RSS: {} MiB before the clients, {} at the run's start, {} after the warm-up ({:.0} s), {} at the end, peak {}, {} after the drain ({} readings); drift {} (target ≤ {} %)",
+            "server RSS: {} MiB before the clients, {} at the run's start, {} after the warm-up ({:.1} s), {} at the end, peak {}, {} after the drain ({} readings); drift {} (target ≤ {} %)",
             mib(rss_before),
             mib(rss_start),
             mib(rss_warm),
