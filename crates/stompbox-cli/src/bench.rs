@@ -25,6 +25,7 @@ mod memory;
 mod report;
 mod roundtrip;
 mod server;
+mod soak;
 
 use report::Json;
 use server::SpawnedServer;
@@ -57,6 +58,12 @@ enum Mode {
     /// Request and reply through an application handler: each client SENDs
     /// to /app/bench/echo and waits for the reply at /user/queue/echo.
     Roundtrip(roundtrip::RoundtripArgs),
+    /// Minutes of mixed traffic at about half of saturation (topics with
+    /// wildcard subscribers, queues with client-individual ACK/NACK and
+    /// redelivery, clients connecting and leaving): the server's RSS drift
+    /// and peak, and losses on acknowledged queues and lasting topic
+    /// subscriptions.
+    Soak(soak::SoakArgs),
     /// The server `roundtrip --spawn` starts: stompbox with a handler at
     /// /app/bench/echo that replies to the sending session only.
     #[command(hide = true)]
@@ -264,6 +271,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         Mode::Memory(args) => memory::run(args).await,
         Mode::Connect(args) => connect::run(args).await,
         Mode::Roundtrip(args) => roundtrip::run(args).await,
+        Mode::Soak(args) => soak::run(args).await,
         Mode::ServeEcho(args) => echo_server::run(args).await,
     }
 }

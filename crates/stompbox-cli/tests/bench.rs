@@ -1,5 +1,6 @@
-//! Functional tests of `stompbox bench connect` and `bench fanout
-//! --compare-rules`: tiny runs whose RESULT line must say what happened.
+//! Functional tests of `stompbox bench connect`, `bench fanout
+//! --compare-rules` and `bench soak`: tiny runs whose RESULT line must say
+//! what happened.
 //! No timing is asserted; a loaded machine only makes them slower.
 
 use std::io::Read;
@@ -414,4 +415,149 @@ fn memory_runs_every_attack_on_its_own_server_and_stays_within_the_caps() {
     assert_eq!(count(&result, r#""rss_growth_mib":"#), 4, "{result}");
     assert_eq!(count(&result, r#""rss_growth_mib":null"#), 0, "{result}");
     assert!(result.ends_with(r#""ok":true}"#), "{result}");
+}
+
+/// The number after `"key":` in the member `object` of `json` (a flat
+/// search: `object` must be unique in the line, `key` unique within it).
+fn figure(json: &str, object: &str, key: &str) -> f64 {
+    let start = json
+        .find(&format!(r#""{object}":{{"#))
+        .unwrap_or_else(|| panic!("no {object} in {json}"));
+    let inner = &json[start..];
+    let inner = &inner[..inner.find('}').unwrap_or(inner.len())];
+    let at = inner
+        .find(&format!(r#""{key}":"#))
+        .unwrap_or_else(|| panic!("no {object}.{key} in {json}"));
+    let value = &inner[at + key.len() + 3..];
+    let end = value.find([',', '}']).unwrap_or(value.len());
+    value[..end]
+        .parse()
+        .unwrap_or_else(|_| panic!("{object}.{key} is not a number in {json}"))
+}
+
+#[test]
+fn soak_runs_mixed_traffic_and_accounts_for_every_queue_message() {
+    // A few seconds instead of minutes. The RSS drift of so short a run is
+    // noise, so its target is loosened; the figures must still be there.
+    let (status, out, err) = run(&[
+        "bench",
+        "soak",
+        "--spawn",
+        "--duration",
+        "3s",
+        "--max-drift-percent",
+        "50",
+        "--json-only",
+    ]);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    let result = result_line(&out);
+    assert!(result.starts_with(r#"{"mode":"soak","#), "{result}");
+    assert!(result.contains(r#""target":"spawned","#), "{result}");
+    // The calibration measured something and the run went at half of it.
+    let saturation = figure(&result, "saturation", "msgs_per_sec");
+    let planned = figure(&result, "planned", "msgs_per_sec");
+    assert!(saturation > 0.0, "{result}");
+    assert!((planned / saturation - 0.5).abs() < 1e-3, "{result}");
+    assert!(
+        figure(&result, "achieved", "msgs_per_sec") > 0.0,
+        "{result}"
+    );
+    assert!(
+        figure(&result, "saturation", "churn_cycles_per_sec") > 0.0,
+        "{result}"
+    );
+    // Every queue message confirmed by a RECEIPT was acknowledged, after
+    // NACKs and dropped consumer sessions made the server redeliver.
+    let sent = figure(&result, "queue", "sent");
+    assert!(sent > 0.0, "{result}");
+    assert_eq!(figure(&result, "queue", "received"), sent, "{result}");
+    assert_eq!(figure(&result, "queue", "lost"), 0.0, "{result}");
+    assert!(figure(&result, "queue", "nacked") > 0.0, "{result}");
+    assert!(figure(&result, "queue", "redelivered") > 0.0, "{result}");
+    // Every lasting topic subscriber (8 exact, 3 wildcard) stayed and got
+    // everything published to what it matches.
+    assert_eq!(
+        figure(&result, "topic", "lasting_subscribers"),
+        11.0,
+        "{result}"
+    );
+    assert_eq!(figure(&result, "topic", "stayed"), 11.0, "{result}");
+    assert!(figure(&result, "topic", "sent") > 0.0, "{result}");
+    assert_eq!(
+        figure(&result, "topic", "received"),
+        figure(&result, "topic", "expected"),
+        "{result}"
+    );
+    assert_eq!(figure(&result, "topic", "lost"), 0.0, "{result}");
+    assert!(figure(&result, "churn", "cycles") > 0.0, "{result}");
+    assert_eq!(figure(&result, "churn", "own_lost"), 0.0, "{result}");
+    // The spawned server's RSS was read throughout.
+    assert!(result.contains(r#""rss":{"known":true,"#), "{result}");
+    assert!(figure(&result, "rss", "readings") >= 3.0, "{result}");
+    for key in ["warm_kib", "end_kib", "peak_kib", "drift_percent"] {
+        figure(&result, "rss", key);
+    }
+    assert!(
+        figure(&result, "rss", "peak_kib") >= figure(&result, "rss", "end_kib"),
+        "{result}"
+    );
+    assert!(result.contains(r#""errors":[],"#), "{result}");
+    assert!(result.ends_with(r#""ok":true}"#), "{result}");
+}
+
+#[test]
+fn soak_refuses_bad_flags_before_connecting() {
+    let (status, _, err) = run(&[
+        "bench",
+        "soak",
+        "--url",
+        "ws://127.0.0.1:9/ws",
+        "--duration",
+        "5x",
+    ]);
+    assert!(!status.success());
+    assert!(err.contains("unknown unit 'x'"), "{err}");
+    let (status, _, err) = run(&[
+        "bench",
+        "soak",
+        "--url",
+        "ws://127.0.0.1:9/ws",
+        "--load-percent",
+        "0",
+    ]);
+    assert!(!status.success());
+    assert!(err.contains("--load-percent must be 1 to 100"), "{err}");
+}
+
+#[test]
+fn soak_fails_and_says_why_when_the_server_refuses_its_clients() {
+    // Room for the 27 clients that stay (11 subscribers, 8 producers, 8
+    // consumers) and 3 more: most of the 8 churners' connections are
+    // refused during the run, which the verdict must not let pass.
+    let (status, out, err) = run(&[
+        "bench",
+        "soak",
+        "--spawn",
+        "--duration",
+        "2s",
+        "--server-arg",
+        "--set",
+        "--server-arg",
+        "limits.connections_per_address=30",
+        "--json-only",
+    ]);
+    assert!(!status.success(), "{out}\n{err}");
+    assert!(
+        err.contains("bench soak: at least one measurement failed"),
+        "{err}"
+    );
+    let result = result_line(&out);
+    assert!(result.contains(r#""ok":false,"failure":""#), "{result}");
+    assert!(result.contains(" client errors"), "{result}");
+    assert!(result.contains("got status code 429"), "{result}");
+    // The rest of the mix still ran, and nothing confirmed went missing.
+    assert!(figure(&result, "queue", "sent") > 0.0, "{result}");
+    assert_eq!(figure(&result, "queue", "lost"), 0.0, "{result}");
+    assert_eq!(figure(&result, "topic", "lost"), 0.0, "{result}");
+    assert!(result.ends_with(r#""ok":false}"#), "{result}");
 }

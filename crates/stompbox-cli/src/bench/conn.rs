@@ -311,6 +311,12 @@ impl Conn {
         }
     }
 
+    /// The STOMP version CONNECTED settled on (ACK and NACK name their
+    /// message differently in 1.1 and 1.2).
+    pub(crate) fn version(&self) -> Version {
+        self.version
+    }
+
     /// Why the server closed, as far as it said.
     pub(crate) fn close_reason(&self) -> &str {
         self.close.as_deref().unwrap_or("no close frame")
