@@ -40,6 +40,8 @@ pub(crate) struct ServerShared {
     pub(crate) user_sessions: Arc<UserSessions>,
     pub(crate) tls: Option<ServerTls>,
     pub(crate) api_tokens: Vec<crate::http_api::ScopedToken>,
+    /// Places for publish API requests whose bodies are being read.
+    pub(crate) api_requests: Semaphore,
     connections: Arc<Semaphore>,
 }
 
@@ -143,7 +145,10 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
     /// certificate or key, an authentication key, an origin): then the
     /// error is of kind `InvalidInput` and says which.
     pub async fn bind(self) -> io::Result<Server> {
-        let config = self.config;
+        let mut config = self.config;
+        // Past the descriptors there are, accept fails and clients hang;
+        // within them, a connection past the limit is refused with an answer.
+        config.clamp_max_connections();
         let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
         let authenticator: Option<Arc<dyn Authenticator>> = match self.authenticator {
             Some(custom) => Some(custom),
@@ -180,6 +185,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
         Ok(Server {
             shared: Arc::new(ServerShared {
                 connections: Arc::new(Semaphore::new(config.max_connections)),
+                api_requests: Semaphore::new(config.max_concurrent_api_requests.max(1)),
                 config: Arc::new(config),
                 broker,
                 app: self.app.into_runtime(),
