@@ -99,22 +99,29 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Says why a connection is refused, within a short bound, then closes it.
-/// What the client already sent is read and dropped first: closing a socket
-/// with unread input makes the kernel send a reset, which can destroy the
-/// answer before the client reads it.
+/// What the client sends meanwhile (its request, its CONNECT) is read and
+/// dropped for a moment first: closing a socket with unread input makes the
+/// kernel send a reset, which can destroy the answer before the client
+/// reads it. The moment is short because a refused socket holds a
+/// descriptor, and refusals come when descriptors are scarce.
 async fn refuse(mut stream: TcpStream, message: Vec<u8>) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    let written = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(&message).await?;
-        stream.shutdown().await?;
+        stream.shutdown().await
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(250), async {
         let mut sink = [0u8; 4096];
         let mut drained = 0;
         while drained < 64 * 1024 {
-            match stream.read(&mut sink).await? {
-                0 => break,
-                n => drained += n,
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
             }
         }
-        io::Result::Ok(())
     })
     .await;
 }
