@@ -13,7 +13,8 @@ use std::io;
 /// Descriptors kept for what is not a client: the listeners, the runtime's
 /// own (epoll, event and signal descriptors), standard streams and log
 /// files, the relay's system link, certificate files being reloaded,
-/// connections to an authentication service, refusals being written.
+/// refusals being written. Requests to an HTTP authentication service are
+/// reserved for on top, see [`reserved`].
 const RESERVED_DESCRIPTORS: u64 = 64;
 
 /// The open-file limit before and after [`raise_open_file_limit`].
@@ -89,23 +90,37 @@ fn descriptors_per_client(config: &ServerConfig) -> u64 {
     if config.relay.is_some() { 2 } else { 1 }
 }
 
+/// Descriptors kept for what is not a client: the fixed reserve, and each
+/// request an HTTP authentication service may have outstanding.
+fn reserved(config: &ServerConfig) -> u64 {
+    let auth_requests = config
+        .auth
+        .http
+        .as_ref()
+        .map_or(0, |http| http.max_in_flight);
+    RESERVED_DESCRIPTORS.saturating_add(u64::try_from(auth_requests).unwrap_or(u64::MAX))
+}
+
 /// The most connections that fit in `limit` descriptors at `per_client`
-/// each, after the reserve; at least 1.
-fn capacity(limit: u64, per_client: u64) -> usize {
-    let fit = limit.saturating_sub(RESERVED_DESCRIPTORS) / per_client.max(1);
+/// each, after `reserved`; at least 1.
+fn capacity(limit: u64, reserved: u64, per_client: u64) -> usize {
+    let fit = limit.saturating_sub(reserved) / per_client.max(1);
     usize::try_from(fit).unwrap_or(usize::MAX).max(1)
 }
 
 impl ServerConfig {
     /// `max_connections` as it applies: lowered to what the process's
     /// open-file limit allows (one descriptor per client with the embedded
-    /// broker, two with the relay, and a reserve of 64 for the rest).
+    /// broker, two with the relay, and a reserve of 64 for the rest, plus
+    /// `max_in_flight` with an HTTP authentication service).
     /// [`Server`](crate::Server) applies it when binding.
     pub fn effective_max_connections(&self) -> usize {
         match open_file_limit() {
-            Some(limit) => self
-                .max_connections
-                .min(capacity(limit, descriptors_per_client(self))),
+            Some(limit) => self.max_connections.min(capacity(
+                limit,
+                reserved(self),
+                descriptors_per_client(self),
+            )),
             None => self.max_connections,
         }
     }
@@ -139,12 +154,13 @@ mod tests {
 
     #[test]
     fn capacity_keeps_the_reserve_and_counts_descriptors_per_client() {
-        assert_eq!(capacity(1024, 1), 960);
-        assert_eq!(capacity(1024, 2), 480);
-        assert_eq!(capacity(100, 1), 36);
+        assert_eq!(capacity(1024, 64, 1), 960);
+        assert_eq!(capacity(1024, 64, 2), 480);
+        assert_eq!(capacity(100, 64, 1), 36);
         // Nothing left after the reserve: one connection rather than none,
         // so the server still answers (and the log says why it is so few).
-        assert_eq!(capacity(10, 1), 1);
+        assert_eq!(capacity(10, 64, 1), 1);
+        assert_eq!(reserved(&ServerConfig::default()), 64);
     }
 
     #[test]

@@ -59,7 +59,8 @@ impl ServerShared {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Open client connections.
+    /// Open client connections: sessions, and HTTP connections not (yet)
+    /// upgraded, as counted against `max_connections`.
     pub connections: usize,
     /// Clients disconnected as slow consumers since start.
     pub slow_consumers: u64,
