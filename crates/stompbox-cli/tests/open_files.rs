@@ -106,12 +106,13 @@ fn under_a_low_open_file_limit_connections_are_capped_and_the_next_one_refused()
     let http = field(&listening, "http").to_owned();
     let tcp = field(&listening, "tcp").to_owned();
 
-    // Every place taken by a socket that has not said anything yet, on
-    // both ports (an HTTP socket counts from the moment it is accepted).
+    // Every place taken by a socket that has not said anything yet. All on
+    // one port: its accept loop takes them in order, so the next one there
+    // is accepted after them.
     let held: Vec<TcpStream> = (0..36)
-        .map(|i| TcpStream::connect(if i % 2 == 0 { &http } else { &tcp }).expect("connect"))
+        .map(|_| TcpStream::connect(&tcp).expect("connect"))
         .collect();
-    // Accepted after those: refused with an answer, not left hanging.
+    // Refused with an answer, not left hanging…
     let mut stomp = TcpStream::connect(&tcp).expect("connect");
     stomp
         .write_all(b"CONNECT\naccept-version:1.2\n\n\0")
@@ -121,6 +122,7 @@ fn under_a_low_open_file_limit_connections_are_capped_and_the_next_one_refused()
         refusal.starts_with("ERROR\n") && refusal.contains("connection limit"),
         "{refusal:?}"
     );
+    // …and so is a client of the HTTP port, now that all places are taken.
     let mut web = TcpStream::connect(&http).expect("connect");
     web.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
         .expect("write");
@@ -130,4 +132,24 @@ fn under_a_low_open_file_limit_connections_are_capped_and_the_next_one_refused()
         "{refusal:?}"
     );
     drop(held);
+}
+
+#[test]
+fn check_shows_the_connection_limit_the_open_file_limit_allows() {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -Sn 80 && ulimit -Hn 100 && exec "$@""#)
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_stompbox"))
+        .args(["serve", "--check", "--set", "server.max_connections=1000"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run stompbox serve --check");
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.lines().any(|l| l.trim() == "max_connections = 36"),
+        "{text}"
+    );
 }

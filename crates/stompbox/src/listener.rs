@@ -94,6 +94,41 @@ async fn accept(listener: &TcpListener, backoff: &mut AcceptBackoff) -> (TcpStre
     }
 }
 
+/// Refusals of one kind are logged at most once per this, with how many
+/// there were: a flood at a limit must not become a flood of log lines.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The refusals of one kind an accept loop has made since its last line.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    unlogged: u64,
+    last_logged: Option<Instant>,
+}
+
+impl RefusalLog {
+    /// Counts a refusal; `Some(n)` when a line is due now, for the `n`
+    /// refusals since the last one.
+    fn count(&mut self) -> Option<u64> {
+        self.unlogged += 1;
+        let now = Instant::now();
+        if self
+            .last_logged
+            .is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_EVERY)
+        {
+            return None;
+        }
+        self.last_logged = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+/// The refusal logs of one accept loop, one per reason.
+#[derive(Debug, Default)]
+struct Refusals {
+    per_address: RefusalLog,
+    connection_limit: RefusalLog,
+}
+
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
@@ -174,6 +209,7 @@ pub(crate) async fn serve_http(
 ) {
     let mut connections = JoinSet::new();
     let mut backoff = AcceptBackoff::default();
+    let mut refusals = Refusals::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = accept(&listener, &mut backoff) => accepted,
@@ -192,7 +228,9 @@ pub(crate) async fn serve_http(
             match shared.addresses.admit(peer.ip()) {
                 Ok(permit) => permit.map(Arc::new),
                 Err(e) => {
-                    tracing::warn!(%peer, limit = e.limit, "connection refused: too many connections from one address");
+                    if let Some(refused) = refusals.per_address.count() {
+                        tracing::warn!(%peer, limit = e.limit, refused, "connection refused: too many connections from one address");
+                    }
                     let text =
                         format!("too many connections from your address (limit {})", e.limit);
                     tokio::spawn(refuse(stream, http_refusal("429 Too Many Requests", &text)));
@@ -204,7 +242,9 @@ pub(crate) async fn serve_http(
         // descriptor whether or not it ever becomes a session. The place is
         // handed on to the WebSocket session, so it is counted once.
         let Some(permit) = shared.try_admit() else {
-            tracing::warn!(%peer, "connection refused: connection limit reached");
+            if let Some(refused) = refusals.connection_limit.count() {
+                tracing::warn!(%peer, refused, "connection refused: connection limit reached");
+            }
             tokio::spawn(refuse(
                 stream,
                 http_refusal(
@@ -307,19 +347,24 @@ async fn serve_connection(
 /// Accepts plain STOMP over TCP (or TLS) until the task is aborted.
 pub(crate) async fn accept_tcp(listener: TcpListener, shared: Arc<ServerShared>) {
     let mut backoff = AcceptBackoff::default();
+    let mut refusals = Refusals::default();
     loop {
         let (stream, peer) = accept(&listener, &mut backoff).await;
         let address_permit = match shared.addresses.admit(peer.ip()) {
             Ok(permit) => permit,
             Err(e) => {
-                tracing::warn!(%peer, limit = e.limit, "connection refused: too many connections from one address");
+                if let Some(refused) = refusals.per_address.count() {
+                    tracing::warn!(%peer, limit = e.limit, refused, "connection refused: too many connections from one address");
+                }
                 let text = format!("too many connections from your address (limit {})", e.limit);
                 tokio::spawn(refuse(stream, stomp_refusal(&text)));
                 continue;
             }
         };
         let Some(permit) = shared.try_admit() else {
-            tracing::warn!(%peer, "connection refused: connection limit reached");
+            if let Some(refused) = refusals.connection_limit.count() {
+                tracing::warn!(%peer, refused, "connection refused: connection limit reached");
+            }
             tokio::spawn(refuse(
                 stream,
                 stomp_refusal("server at its connection limit; try again later"),
@@ -364,5 +409,14 @@ mod tests {
         tokio::time::advance(ACCEPT_LOG_EVERY).await;
         backoff.failed(&error).await;
         assert_eq!(backoff.unlogged, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_are_logged_once_per_ten_seconds_with_their_count() {
+        let mut log = RefusalLog::default();
+        assert_eq!(log.count(), Some(1));
+        assert_eq!((0..99).filter_map(|_| log.count()).count(), 0);
+        tokio::time::advance(REFUSAL_LOG_EVERY).await;
+        assert_eq!(log.count(), Some(100));
     }
 }
