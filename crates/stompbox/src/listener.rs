@@ -1,7 +1,9 @@
 //! The accept loops: HTTP (pages, the WebSocket endpoint, the publish API)
 //! and plain STOMP over TCP, each optionally over TLS. A connection is
-//! counted against its address before anything is read from it, and a TLS
-//! handshake or an HTTP request head that does not arrive in time closes it.
+//! counted against its address and the server's connection budget before
+//! anything is read from it, and a TLS handshake or an HTTP request head
+//! that does not arrive in time, or a kept-alive HTTP connection left idle,
+//! closes it.
 
 use crate::auth::Handshake;
 use crate::connection;
@@ -37,38 +39,56 @@ pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// Events of one kind (failed accepts, refusals of one reason) are logged
+/// at most once per this, with how many there were: a flood at a limit
+/// must not become a flood of log lines.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Events of one kind since the last log line about them.
+#[derive(Debug, Default)]
+struct SparseLog {
+    unlogged: u64,
+    last_logged: Option<Instant>,
+}
+
+impl SparseLog {
+    /// Counts an event; `Some(n)` when a line is due now, for the `n`
+    /// events since the last one.
+    fn count(&mut self) -> Option<u64> {
+        self.unlogged += 1;
+        let now = Instant::now();
+        if self
+            .last_logged
+            .is_some_and(|at| now.duration_since(at) < LOG_EVERY)
+        {
+            return None;
+        }
+        self.last_logged = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
 /// The state of an accept loop that keeps failing.
 #[derive(Debug, Default)]
 struct AcceptBackoff {
     /// The wait before the next attempt; zero after a success.
     delay: Duration,
-    /// Failures not yet logged.
-    unlogged: u64,
-    last_logged: Option<Instant>,
+    log: SparseLog,
 }
 
 /// First and longest wait after a failed accept.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
-/// Accept failures are logged at most this often.
-const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl AcceptBackoff {
     /// Waits after a failure, longer after each one in a row, and logs it
     /// unless a line was written recently (which then counts it).
     async fn failed(&mut self, error: &io::Error) {
-        self.unlogged += 1;
-        let now = Instant::now();
-        if self
-            .last_logged
-            .is_none_or(|at| now.duration_since(at) >= ACCEPT_LOG_EVERY)
-        {
+        if let Some(failures) = self.log.count() {
             tracing::warn!(
                 %error,
-                failures = self.unlogged,
+                failures,
                 "accept failed (out of file descriptors?); new connections wait until some close"
             );
-            self.unlogged = 0;
-            self.last_logged = Some(now);
         }
         self.delay = (self.delay * 2).clamp(ACCEPT_BACKOFF.0, ACCEPT_BACKOFF.1);
         tokio::time::sleep(self.delay).await;
@@ -94,39 +114,11 @@ async fn accept(listener: &TcpListener, backoff: &mut AcceptBackoff) -> (TcpStre
     }
 }
 
-/// Refusals of one kind are logged at most once per this, with how many
-/// there were: a flood at a limit must not become a flood of log lines.
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// The refusals of one kind an accept loop has made since its last line.
-#[derive(Debug, Default)]
-struct RefusalLog {
-    unlogged: u64,
-    last_logged: Option<Instant>,
-}
-
-impl RefusalLog {
-    /// Counts a refusal; `Some(n)` when a line is due now, for the `n`
-    /// refusals since the last one.
-    fn count(&mut self) -> Option<u64> {
-        self.unlogged += 1;
-        let now = Instant::now();
-        if self
-            .last_logged
-            .is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_EVERY)
-        {
-            return None;
-        }
-        self.last_logged = Some(now);
-        Some(std::mem::take(&mut self.unlogged))
-    }
-}
-
 /// The refusal logs of one accept loop, one per reason.
 #[derive(Debug, Default)]
 struct Refusals {
-    per_address: RefusalLog,
-    connection_limit: RefusalLog,
+    per_address: SparseLog,
+    connection_limit: SparseLog,
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -405,18 +397,15 @@ mod tests {
         assert_eq!(delays, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
         // The first failure was logged; the nine after it, within 10 s,
         // are counted for the next line.
-        assert_eq!(backoff.unlogged, 9);
-        tokio::time::advance(ACCEPT_LOG_EVERY).await;
-        backoff.failed(&error).await;
-        assert_eq!(backoff.unlogged, 0);
+        assert_eq!(backoff.log.unlogged, 9);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn refusals_are_logged_once_per_ten_seconds_with_their_count() {
-        let mut log = RefusalLog::default();
+    async fn events_are_logged_once_per_ten_seconds_with_their_count() {
+        let mut log = SparseLog::default();
         assert_eq!(log.count(), Some(1));
         assert_eq!((0..99).filter_map(|_| log.count()).count(), 0);
-        tokio::time::advance(REFUSAL_LOG_EVERY).await;
+        tokio::time::advance(LOG_EVERY).await;
         assert_eq!(log.count(), Some(100));
     }
 }
