@@ -108,7 +108,8 @@ pub struct ServerConfig {
     /// The endpoint exists when this or `api_token` is set. Default none.
     pub api_tokens: Vec<ApiToken>,
     /// Most `POST /api/publish` requests whose bodies are read at once;
-    /// one more gets HTTP 503 at once. At least 1. Default 64.
+    /// one more gets HTTP 503 at once. At least 1 (0 is refused by
+    /// [`ServerBuilder::bind`](crate::ServerBuilder::bind)). Default 64.
     pub max_concurrent_api_requests: usize,
     /// Authentication and access rules. Default: no authentication (every
     /// session anonymous) and open access.

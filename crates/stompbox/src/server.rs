@@ -158,6 +158,14 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
             }
             None => None,
         };
+        if config.max_concurrent_api_requests == 0 {
+            return Err(invalid(
+                "max_concurrent_api_requests must be at least 1".into(),
+            ));
+        }
+        if config.http_idle_timeout.is_zero() {
+            return Err(invalid("http_idle_timeout must be more than zero".into()));
+        }
         let origins = OriginPolicy::new(&config.allowed_origins)
             .map_err(|e| invalid(format!("allowed_origins: {e}")))?;
         let api_tokens = crate::http_api::tokens(&config).map_err(invalid)?;
@@ -186,7 +194,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
         Ok(Server {
             shared: Arc::new(ServerShared {
                 connections: Arc::new(Semaphore::new(config.max_connections)),
-                api_requests: Semaphore::new(config.max_concurrent_api_requests.max(1)),
+                api_requests: Semaphore::new(config.max_concurrent_api_requests),
                 config: Arc::new(config),
                 broker,
                 app: self.app.into_runtime(),

@@ -218,3 +218,22 @@ async fn publish_requests_past_the_concurrency_cap_get_503() {
     let after = publish_whole(&addr, &json).await;
     assert!(after.starts_with("HTTP/1.1 202"), "{after}");
 }
+
+#[tokio::test]
+async fn limits_that_would_refuse_everything_are_refused_at_bind() {
+    let zero_api: fn(&mut stompbox::ServerConfig) = |c| c.max_concurrent_api_requests = 0;
+    let zero_idle: fn(&mut stompbox::ServerConfig) = |c| c.http_idle_timeout = Duration::ZERO;
+    for (configure, field) in [
+        (zero_api, "max_concurrent_api_requests"),
+        (zero_idle, "http_idle_timeout"),
+    ] {
+        let mut config = stompbox::ServerConfig::default();
+        config.http_addr = "127.0.0.1:0".parse().expect("addr");
+        configure(&mut config);
+        let error = stompbox::Server::bind(config)
+            .await
+            .expect_err("a limit of zero is refused");
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(error.to_string().contains(field), "{error}");
+    }
+}
