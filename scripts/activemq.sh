@@ -22,13 +22,27 @@ mkdir -p "$BASE/data" "$BASE/conf"
 cp "$ROOT/scripts/activemq/activemq.xml" "$BASE/conf/activemq.xml"
 say "starting (log: $BASE/activemq.log)"
 mkdir -p "$BASE/tmp"
+# Closes every descriptor above stderr that this shell inherited. ActiveMQ
+# outlives the script: a descriptor left open would keep its caller's lock
+# held, or its output pipe from ending, for as long as ActiveMQ runs.
+close_inherited_fds() {
+  local fd
+  for fd in $(ls /proc/$BASHPID/fd 2>/dev/null || ls /dev/fd); do
+    if [ "$fd" -gt 2 ]; then
+      { exec {fd}>&-; } 2>/dev/null || true
+    fi
+  done
+}
 # Java directly rather than Debian's wrapper, which switches to the
 # activemq user and reads the system instance's settings.
-setsid nohup java -Xms64M -Xmx384M -Djava.io.tmpdir="$BASE/tmp" \
-  -Dactivemq.classpath="$BASE/conf" -Dactivemq.home=/usr/share/activemq \
-  -Dactivemq.base="$BASE" -Dactivemq.conf="$BASE/conf" -Dactivemq.data="$BASE/data" \
-  -jar /usr/share/activemq/bin/activemq.jar start "xbean:file:$BASE/conf/activemq.xml" \
-  >"$BASE/activemq.log" 2>&1 < /dev/null &
+(
+  close_inherited_fds
+  exec setsid nohup java -Xms64M -Xmx384M -Djava.io.tmpdir="$BASE/tmp" \
+    -Dactivemq.classpath="$BASE/conf" -Dactivemq.home=/usr/share/activemq \
+    -Dactivemq.base="$BASE" -Dactivemq.conf="$BASE/conf" -Dactivemq.data="$BASE/data" \
+    -jar /usr/share/activemq/bin/activemq.jar start "xbean:file:$BASE/conf/activemq.xml" \
+    >"$BASE/activemq.log" 2>&1 </dev/null
+) &
 deadline=$((SECONDS + 90))
 until answers; do
   if [ "$SECONDS" -ge "$deadline" ]; then

@@ -57,7 +57,11 @@ pub struct ServerConfig {
     pub tcp_addr: Option<SocketAddr>,
     /// Frame size, header count and header line limits. Defaults 64 KiB, 64, 8 KiB.
     pub frame_limits: Limits,
-    /// Most open client connections. Default 50,000.
+    /// Most open client connections: WebSocket and STOMP sessions, and HTTP
+    /// connections from the moment they are accepted (a WebSocket session
+    /// keeps its HTTP connection's place). One past it gets HTTP 503 or a
+    /// STOMP ERROR. Lowered when binding to what the open-file limit allows,
+    /// see [`ServerConfig::effective_max_connections`]. Default 50,000.
     pub max_connections: usize,
     /// Most subscriptions one session may hold. Default 1,024.
     pub max_subscriptions: usize,
@@ -86,8 +90,13 @@ pub struct ServerConfig {
     /// Default 10 s.
     pub send_timeout: Duration,
     /// Time allowed for the first frame (CONNECT) after the connection
-    /// opens. Default 10 s.
+    /// opens, and for an HTTP connection's first request head. Default 10 s.
     pub connect_timeout: Duration,
+    /// How long a kept-alive HTTP connection may wait for its next request
+    /// after a response (idle time and reading the request head together);
+    /// past it the connection is closed. Also bounds the first request head
+    /// when shorter than `connect_timeout`. Default 20 s.
+    pub http_idle_timeout: Duration,
     /// Shortest interval the server offers to send heart-beats at (the `sx`
     /// of CONNECTED's `heart-beat`); zero turns them off. Default 10 s.
     pub heartbeat_send: Duration,
@@ -104,6 +113,10 @@ pub struct ServerConfig {
     /// Tokens for `POST /api/publish`, each limited to some destinations.
     /// The endpoint exists when this or `api_token` is set. Default none.
     pub api_tokens: Vec<ApiToken>,
+    /// Most `POST /api/publish` requests whose bodies are read at once;
+    /// one more gets HTTP 503 at once. At least 1 (0 is refused by
+    /// [`ServerBuilder::bind`](crate::ServerBuilder::bind)). Default 64.
+    pub max_concurrent_api_requests: usize,
     /// Authentication and access rules. Default: no authentication (every
     /// session anonymous) and open access.
     pub auth: AuthConfig,
@@ -159,12 +172,14 @@ impl Default for ServerConfig {
             backlog_bytes: 16 * 1024 * 1024,
             send_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(20),
             heartbeat_send: Duration::from_secs(10),
             heartbeat_receive: Duration::from_secs(10),
             heartbeat_grace: 1.5,
             shutdown_timeout: Duration::from_secs(5),
             api_token: None,
             api_tokens: Vec::new(),
+            max_concurrent_api_requests: 64,
             auth: AuthConfig::default(),
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),

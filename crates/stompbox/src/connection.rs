@@ -23,6 +23,9 @@ enum End {
     ClientClosed,
     Disconnected,
     ProtocolError(String),
+    /// A WebSocket protocol violation: no STOMP ERROR can follow it, only
+    /// the WebSocket Close frame.
+    WebSocketViolation(String),
     SlowConsumer(&'static str),
     Shutdown,
     BrokerEnded,
@@ -122,6 +125,7 @@ pub(crate) async fn run(
                         send_error(&mut transport, &outbox, &mut batch, &e, session.error_version()).await;
                         break End::ProtocolError(e.message);
                     }
+                    Ok(Read::Violation(why)) => break End::WebSocketViolation(why),
                     Err(e) => break End::Io(e),
                 }
                 last_read = Instant::now();
@@ -418,7 +422,7 @@ async fn finish(
             )
             .await;
         }
-        End::ProtocolError(_) | End::BrokerEnded => {
+        End::ProtocolError(_) | End::BrokerEnded | End::WebSocketViolation(_) => {
             let _ = timeout(
                 FAREWELL_TIMEOUT,
                 transport.close(CloseCode::NORMAL_CLOSURE, ""),
@@ -436,6 +440,9 @@ fn log_end(end: &End, session: &str, peer: &str) {
         End::Shutdown => tracing::debug!(%session, %peer, "connection closed for shutdown"),
         End::ProtocolError(message) => {
             tracing::info!(%session, %peer, error = %message, "connection closed after ERROR");
+        }
+        End::WebSocketViolation(why) => {
+            tracing::info!(%session, %peer, error = %why, "connection closed: WebSocket protocol violation");
         }
         End::SlowConsumer(why) => {
             tracing::warn!(%session, %peer, reason = why, "slow consumer disconnected");

@@ -131,6 +131,21 @@ pub(crate) async fn publish(
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
     };
+    // A body being read holds memory and a task; past the cap the caller
+    // is told to come back rather than queued.
+    let Ok(_reading) = shared.api_requests.try_acquire() else {
+        let mut response = reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "the server reads at most {} publish requests at once; try again later",
+                shared.config.max_concurrent_api_requests
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
     // The body is read only for a caller with a token, at most a frame's
     // worth, and within the time a client has for its first frame: nobody
     // can make the server hold a slowly trickled body.

@@ -18,6 +18,7 @@ mod config;
 mod connection;
 mod http_api;
 mod listener;
+mod open_files;
 mod outbox;
 mod router;
 mod server;
@@ -28,6 +29,7 @@ mod upgrade;
 
 pub use admission::IpNetwork;
 pub use config::{ApiToken, ServerConfig, TlsConfig};
+pub use open_files::{OpenFileLimit, raise_open_file_limit};
 pub use outbox::{Backlog, OutFrame, Outbox, PushError};
 pub use server::{Server, ServerBuilder, ServerHandle, Stats};
 pub use session::{SENDER_HEADER, SERVER_NAME};

@@ -1,7 +1,9 @@
 //! The accept loops: HTTP (pages, the WebSocket endpoint, the publish API)
 //! and plain STOMP over TCP, each optionally over TLS. A connection is
-//! counted against its address before anything is read from it, and a TLS
-//! handshake or an HTTP request head that does not arrive in time closes it.
+//! counted against its address and the server's connection budget before
+//! anything is read from it, and a TLS handshake or an HTTP request head
+//! that does not arrive in time, or a kept-alive HTTP connection left idle,
+//! closes it.
 
 use crate::auth::Handshake;
 use crate::connection;
@@ -16,11 +18,13 @@ use hyper_util::service::TowerToHyperService;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 /// Binds with a listen queue long enough for a burst of connections (the
 /// default 128 drops SYNs when hundreds of clients reconnect at once).
@@ -35,23 +39,86 @@ pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-/// Accepts the next connection; on failure (usually out of file
-/// descriptors) backs off instead of spinning.
-async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+/// Events of one kind (failed accepts, refusals of one reason) are logged
+/// at most once per this, with how many there were: a flood at a limit
+/// must not become a flood of log lines.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Events of one kind since the last log line about them.
+#[derive(Debug, Default)]
+struct SparseLog {
+    unlogged: u64,
+    last_logged: Option<Instant>,
+}
+
+impl SparseLog {
+    /// Counts an event; `Some(n)` when a line is due now, for the `n`
+    /// events since the last one.
+    fn count(&mut self) -> Option<u64> {
+        self.unlogged += 1;
+        let now = Instant::now();
+        if self
+            .last_logged
+            .is_some_and(|at| now.duration_since(at) < LOG_EVERY)
+        {
+            return None;
+        }
+        self.last_logged = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+/// The state of an accept loop that keeps failing.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    /// The wait before the next attempt; zero after a success.
+    delay: Duration,
+    log: SparseLog,
+}
+
+/// First and longest wait after a failed accept.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+impl AcceptBackoff {
+    /// Waits after a failure, longer after each one in a row, and logs it
+    /// unless a line was written recently (which then counts it).
+    async fn failed(&mut self, error: &io::Error) {
+        if let Some(failures) = self.log.count() {
+            tracing::warn!(
+                %error,
+                failures,
+                "accept failed (out of file descriptors?); new connections wait until some close"
+            );
+        }
+        self.delay = (self.delay * 2).clamp(ACCEPT_BACKOFF.0, ACCEPT_BACKOFF.1);
+        tokio::time::sleep(self.delay).await;
+    }
+}
+
+/// Accepts the next connection. When accepting fails (usually out of file
+/// descriptors, `EMFILE`/`ENFILE`, when something other than clients holds
+/// them) it backs off with a growing delay instead of spinning, and logs
+/// the failures at a bounded rate.
+async fn accept(listener: &TcpListener, backoff: &mut AcceptBackoff) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                backoff.delay = Duration::ZERO;
                 // Frames are written as soon as they are ready; Nagle's
                 // algorithm would hold small ones back for up to ~40 ms.
                 let _ = stream.set_nodelay(true);
                 return (stream, peer);
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            Err(e) => backoff.failed(&e).await,
         }
     }
+}
+
+/// The refusal logs of one accept loop, one per reason.
+#[derive(Debug, Default)]
+struct Refusals {
+    per_address: SparseLog,
+    connection_limit: SparseLog,
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -59,8 +126,31 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Says why a connection is refused, within a short bound, then closes it.
+/// What the client sends meanwhile (its request, its CONNECT) is read and
+/// dropped for a moment first: closing a socket with unread input makes the
+/// kernel send a reset, which can destroy the answer before the client
+/// reads it. The moment is short because a refused socket holds a
+/// descriptor, and refusals come when descriptors are scarce.
 async fn refuse(mut stream: TcpStream, message: Vec<u8>) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&message)).await;
+    let written = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&message).await?;
+        stream.shutdown().await
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(250), async {
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < 64 * 1024 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
 }
 
 fn http_refusal(status: &str, text: &str) -> Vec<u8> {
@@ -110,9 +200,11 @@ pub(crate) async fn serve_http(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
+    let mut backoff = AcceptBackoff::default();
+    let mut refusals = Refusals::default();
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = accept(&listener) => accepted,
+            accepted = accept(&listener, &mut backoff) => accepted,
             () = stopped(&mut stop) => break,
         };
         // Reap finished connection tasks so the set stays small.
@@ -128,13 +220,31 @@ pub(crate) async fn serve_http(
             match shared.addresses.admit(peer.ip()) {
                 Ok(permit) => permit.map(Arc::new),
                 Err(e) => {
-                    tracing::warn!(%peer, limit = e.limit, "connection refused: too many connections from one address");
+                    if let Some(refused) = refusals.per_address.count() {
+                        tracing::warn!(%peer, limit = e.limit, refused, "connection refused: too many connections from one address");
+                    }
                     let text =
                         format!("too many connections from your address (limit {})", e.limit);
                     tokio::spawn(refuse(stream, http_refusal("429 Too Many Requests", &text)));
                     continue;
                 }
             }
+        };
+        // Counted from here, not from the upgrade: an HTTP socket costs a
+        // descriptor whether or not it ever becomes a session. The place is
+        // handed on to the WebSocket session, so it is counted once.
+        let Some(permit) = shared.try_admit() else {
+            if let Some(refused) = refusals.connection_limit.count() {
+                tracing::warn!(%peer, refused, "connection refused: connection limit reached");
+            }
+            tokio::spawn(refuse(
+                stream,
+                http_refusal(
+                    "503 Service Unavailable",
+                    "server at its connection limit; try again later",
+                ),
+            ));
+            continue;
         };
         let shared = Arc::clone(&shared);
         let router = router.clone();
@@ -151,6 +261,7 @@ pub(crate) async fn serve_http(
             let info = ConnectionInfo {
                 tls: shared.tls.is_some(),
                 address_permit,
+                permit: Some(Arc::new(permit)),
             };
             serve_connection(io, peer, info, router, &shared, stop).await;
         });
@@ -171,51 +282,81 @@ async fn serve_connection(
     shared: &ServerShared,
     mut stop: watch::Receiver<bool>,
 ) {
+    let first_request = Arc::new(AtomicBool::new(false));
     let service = TowerToHyperService::new(router);
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        request.extensions_mut().insert(info.clone());
-        hyper::service::Service::call(&service, request)
-    });
+    let service = {
+        let first_request = Arc::clone(&first_request);
+        hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            first_request.store(true, Ordering::Relaxed);
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(info.clone());
+            hyper::service::Service::call(&service, request)
+        })
+    };
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        // A request head must arrive in time, so a socket that connects and
-        // says nothing (or dribbles) does not hold a descriptor for ever.
-        .header_read_timeout(shared.config.connect_timeout)
+        // hyper starts this limit each time it waits for a request head: on
+        // a new connection, and after each response on a kept-alive one. So
+        // it is the keep-alive idle limit, and a client that says nothing,
+        // or dribbles, is closed at it.
+        .header_read_timeout(shared.config.http_idle_timeout)
         // hyper holds a request head in one buffer of at most this; it
         // cannot go below its own minimum.
         .max_buf_size(shared.config.max_request_head_bytes.max(8 * 1024))
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "HTTP connection failed");
+    // The first request head has the (usually shorter) time a STOMP client
+    // has for its CONNECT, so a socket that connects and says nothing does
+    // not hold its place for the whole idle limit.
+    let first_head = tokio::time::sleep(shared.config.connect_timeout);
+    let mut first_head = std::pin::pin!(first_head);
+    let mut awaiting_first = true;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "HTTP connection failed");
+                }
+                return;
             }
-        }
-        () = stopped(&mut stop) => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+            () = first_head.as_mut(), if awaiting_first => {
+                if !first_request.load(Ordering::Relaxed) {
+                    tracing::debug!(%peer, "HTTP connection closed: no request head in time");
+                    return;
+                }
+                awaiting_first = false;
+            }
+            () = stopped(&mut stop) => {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+                return;
+            }
         }
     }
 }
 
 /// Accepts plain STOMP over TCP (or TLS) until the task is aborted.
 pub(crate) async fn accept_tcp(listener: TcpListener, shared: Arc<ServerShared>) {
+    let mut backoff = AcceptBackoff::default();
+    let mut refusals = Refusals::default();
     loop {
-        let (stream, peer) = accept(&listener).await;
+        let (stream, peer) = accept(&listener, &mut backoff).await;
         let address_permit = match shared.addresses.admit(peer.ip()) {
             Ok(permit) => permit,
             Err(e) => {
-                tracing::warn!(%peer, limit = e.limit, "connection refused: too many connections from one address");
+                if let Some(refused) = refusals.per_address.count() {
+                    tracing::warn!(%peer, limit = e.limit, refused, "connection refused: too many connections from one address");
+                }
                 let text = format!("too many connections from your address (limit {})", e.limit);
                 tokio::spawn(refuse(stream, stomp_refusal(&text)));
                 continue;
             }
         };
         let Some(permit) = shared.try_admit() else {
-            tracing::warn!(%peer, "connection refused: connection limit reached");
+            if let Some(refused) = refusals.connection_limit.count() {
+                tracing::warn!(%peer, refused, "connection refused: connection limit reached");
+            }
             tokio::spawn(refuse(
                 stream,
                 stomp_refusal("server at its connection limit; try again later"),
@@ -236,5 +377,35 @@ pub(crate) async fn accept_tcp(listener: TcpListener, shared: Arc<ServerShared>)
             drop(permit);
             drop(address_permit);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_accepts_back_off_up_to_a_second_and_are_logged_sparingly() {
+        let mut backoff = AcceptBackoff::default();
+        let error = io::Error::from_raw_os_error(24);
+        let mut delays = Vec::new();
+        for _ in 0..10 {
+            let start = Instant::now();
+            backoff.failed(&error).await;
+            delays.push(start.elapsed().as_millis());
+        }
+        assert_eq!(delays, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        // The first failure was logged; the nine after it, within 10 s,
+        // are counted for the next line.
+        assert_eq!(backoff.log.unlogged, 9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_are_logged_once_per_ten_seconds_with_their_count() {
+        let mut log = SparseLog::default();
+        assert_eq!(log.count(), Some(1));
+        assert_eq!((0..99).filter_map(|_| log.count()).count(), 0);
+        tokio::time::advance(LOG_EVERY).await;
+        assert_eq!(log.count(), Some(100));
     }
 }

@@ -43,6 +43,8 @@ pub(crate) struct ServerShared {
     pub(crate) user_sessions: Arc<UserSessions>,
     pub(crate) tls: Option<ServerTls>,
     pub(crate) api_tokens: Vec<crate::http_api::ScopedToken>,
+    /// Places for publish API requests whose bodies are being read.
+    pub(crate) api_requests: Semaphore,
     connections: Arc<Semaphore>,
 }
 
@@ -60,7 +62,8 @@ impl ServerShared {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Open client connections.
+    /// Open client connections: sessions, and HTTP connections not (yet)
+    /// upgraded, as counted against `max_connections`.
     pub connections: usize,
     /// Clients disconnected as slow consumers since start.
     pub slow_consumers: u64,
@@ -155,7 +158,10 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
     /// certificate or key, an authentication key, an origin): then the
     /// error is of kind `InvalidInput` and says which.
     pub async fn bind(self) -> io::Result<Server> {
-        let config = self.config;
+        let mut config = self.config;
+        // Past the descriptors there are, accept fails and clients hang;
+        // within them, a connection past the limit is refused with an answer.
+        config.clamp_max_connections();
         let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
         let authenticator: Option<Arc<dyn Authenticator>> = match self.authenticator {
             Some(custom) => Some(custom),
@@ -164,6 +170,14 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
             }
             None => None,
         };
+        if config.max_concurrent_api_requests == 0 {
+            return Err(invalid(
+                "max_concurrent_api_requests must be at least 1".into(),
+            ));
+        }
+        if config.http_idle_timeout.is_zero() {
+            return Err(invalid("http_idle_timeout must be more than zero".into()));
+        }
         let origins = OriginPolicy::new(&config.allowed_origins)
             .map_err(|e| invalid(format!("allowed_origins: {e}")))?;
         let api_tokens = crate::http_api::tokens(&config).map_err(invalid)?;
@@ -193,6 +207,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
         Ok(Server {
             shared: Arc::new(ServerShared {
                 connections: Arc::new(Semaphore::new(config.max_connections)),
+                api_requests: Semaphore::new(config.max_concurrent_api_requests),
                 config: Arc::new(config),
                 broker,
                 app: self.app.into_runtime(),

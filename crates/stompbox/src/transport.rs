@@ -29,6 +29,11 @@ pub(crate) enum Read {
     Closed,
     /// A WebSocket message was larger than allowed.
     TooLarge,
+    /// The peer broke the WebSocket protocol (bad UTF-8 in a text message,
+    /// RSV bits, an unmasked frame, an unknown opcode, a bad close code).
+    /// The WebSocket layer has queued the Close frame that says so (1002 or
+    /// 1007); [`Transport::close`] sends it.
+    Violation(String),
 }
 
 #[derive(Debug)]
@@ -109,6 +114,9 @@ impl Transport {
                     Some(Err(tokio_websockets::Error::PayloadTooLong { .. })) => {
                         return Ok(Read::TooLarge);
                     }
+                    Some(Err(tokio_websockets::Error::Protocol(e))) => {
+                        return Ok(Read::Violation(e.to_string()));
+                    }
                     Some(Err(e)) => return Err(io::Error::other(e)),
                     Some(Ok(message)) if message.is_text() || message.is_binary() => {
                         let payload = Bytes::from(message.into_payload());
@@ -155,10 +163,13 @@ impl Transport {
         }
     }
 
-    /// Closes the connection; for WebSocket with a close frame of `code`.
+    /// Closes the connection; for WebSocket with a close frame of `code`,
+    /// unless the WebSocket layer has queued its own (after a protocol
+    /// violation or a message too large), which is then the one sent.
     pub(crate) async fn close(&mut self, code: CloseCode, reason: &str) {
         match self {
             Transport::WebSocket(ws) => {
+                // Refused (AlreadyClosed) when a close frame is queued.
                 let _ = ws.send(Message::close(Some(code), reason)).await;
                 let _ = ws.close().await;
             }

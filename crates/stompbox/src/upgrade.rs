@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use stompbox_codec::Version;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// The WebSocket subprotocols, in the order the server prefers them.
 const SUBPROTOCOLS: [(&str, Version); 3] = [
@@ -34,6 +35,9 @@ pub(crate) struct ConnectionInfo {
     /// HTTP connection task ends at the upgrade). `None` for a trusted
     /// proxy, whose clients are counted by their forwarded address.
     pub(crate) address_permit: Option<Arc<AddressPermit>>,
+    /// The connection's place in the server's connection budget, taken at
+    /// accept and handed on to the WebSocket session like `address_permit`.
+    pub(crate) permit: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -297,8 +301,11 @@ pub(crate) async fn ws_upgrade(
         .find(|(name, _)| offered.iter().any(|o| o.eq_ignore_ascii_case(name)));
     let info = request.extensions().get::<ConnectionInfo>().cloned();
     let tls = info.as_ref().is_some_and(|i| i.tls);
+    let (address_permit, permit) = info
+        .map(|i| (i.address_permit, i.permit))
+        .unwrap_or_default();
     // Behind a trusted proxy the address is known only now.
-    let address_permit = match info.and_then(|i| i.address_permit) {
+    let address_permit = match address_permit {
         Some(permit) => Some(permit),
         None => match shared.addresses.admit(remote.ip()) {
             Ok(permit) => permit.map(Arc::new),
@@ -311,11 +318,13 @@ pub(crate) async fn ws_upgrade(
             }
         },
     };
-    let Some(permit) = shared.try_admit() else {
+    // The accept loop has counted the connection already; a request that
+    // did not come through it is counted now.
+    let Some(permit) = permit.or_else(|| shared.try_admit().map(Arc::new)) else {
         tracing::warn!(%remote, "connection refused: connection limit reached");
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
-            "server at its connection limit",
+            "server at its connection limit; try again later",
         );
     };
     let handshake = Handshake {

@@ -215,6 +215,10 @@ pub(crate) async fn run(args: ServeEchoArgs) -> Result<(), String> {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
+    // As `serve` does, so that both take as many connections.
+    if let Err(e) = stompbox::raise_open_file_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
+    }
     let env = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
     let config = settings(&args.http, &gather(env, &args.set)?)?;

@@ -159,6 +159,8 @@ pub(super) struct LimitsSection {
     pub(super) connects_per_address_per_sec: Option<u32>,
     pub(super) unauthenticated_frame_bytes: Option<usize>,
     pub(super) http_head_bytes: Option<usize>,
+    pub(super) http_idle_timeout_ms: Option<u64>,
+    pub(super) concurrent_api_requests: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -327,6 +329,8 @@ impl FileConfig {
                 connects_per_address_per_sec: Some(c.connects_per_address_per_sec),
                 unauthenticated_frame_bytes: Some(c.unauthenticated_frame_bytes),
                 http_head_bytes: Some(c.max_request_head_bytes),
+                http_idle_timeout_ms: Some(millis(c.http_idle_timeout)),
+                concurrent_api_requests: Some(c.max_concurrent_api_requests),
             },
             heartbeat: HeartbeatSection {
                 send_ms: Some(millis(c.heartbeat_send)),

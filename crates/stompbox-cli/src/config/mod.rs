@@ -138,6 +138,19 @@ impl Settings {
 
 pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
     init_logging(&args.log)?;
+    // Before anything is opened, and for --check too, which then shows the
+    // max_connections the raised limit allows.
+    match stompbox::raise_open_file_limit() {
+        Ok(limit) if limit.now != limit.before => {
+            tracing::info!(
+                from = limit.before,
+                to = limit.now,
+                "open-file limit raised"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let flags = flag_settings(&args)?;
     let settings = load(args.config.as_deref(), std::env::vars_os(), &flags)?;
     if let Some(relay) = &settings.server.relay {
@@ -146,7 +159,9 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
         }
     }
     if args.check {
-        let text = toml::to_string(&FileConfig::from_config(&settings.redacted()))
+        let mut shown = settings.redacted();
+        shown.server.max_connections = shown.server.effective_max_connections();
+        let text = toml::to_string(&FileConfig::from_config(&shown))
             .map_err(|e| format!("cannot print the configuration: {e}"))?;
         println!("{}", text.trim_end());
         return Ok(());

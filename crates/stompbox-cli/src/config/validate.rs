@@ -223,6 +223,13 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Problems> {
         // hyper's own minimum for its read buffer.
         c.max_request_head_bytes = check.at_least("limits.http_head_bytes", n, 8192);
     }
+    if let Some(ms) = limits.http_idle_timeout_ms {
+        c.http_idle_timeout =
+            Duration::from_millis(check.at_least("limits.http_idle_timeout_ms", ms, 100));
+    }
+    if let Some(n) = limits.concurrent_api_requests {
+        c.max_concurrent_api_requests = check.at_least("limits.concurrent_api_requests", n, 1);
+    }
     match limits.unauthenticated_frame_bytes {
         Some(n) => {
             c.unauthenticated_frame_bytes = check.at_least(

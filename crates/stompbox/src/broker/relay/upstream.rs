@@ -202,7 +202,7 @@ pub(crate) async fn open(
             }
             match transport.read(&mut buf).await.map_err(unavailable)? {
                 Read::Data => {}
-                Read::Closed | Read::TooLarge => {
+                Read::Closed | Read::TooLarge | Read::Violation(_) => {
                     return Err(BrokerError::Unavailable(
                         "broker closed the connection during CONNECT".into(),
                     ));
@@ -338,7 +338,9 @@ async fn drive(
             }
             read = transport.read(&mut buf), if !congested => match read {
                 Ok(Read::Data) => last_read = Instant::now(),
-                Ok(Read::Closed | Read::TooLarge) => return Some("broker closed the connection".into()),
+                Ok(Read::Closed | Read::TooLarge | Read::Violation(_)) => {
+                    return Some("broker closed the connection".into());
+                }
                 Err(e) => return Some(format!("read from broker failed: {e}")),
             },
             () = sleep_until(deadline) => {
