@@ -179,6 +179,8 @@ pub(super) struct BrokerSection {
     pub(super) max_queues: Option<usize>,
     pub(super) max_total_queue_bytes: Option<usize>,
     pub(super) max_unacked: Option<usize>,
+    pub(super) max_pattern_words: Option<usize>,
+    pub(super) max_wildcard_subscriptions: Option<usize>,
 }
 
 /// `[relay]`: the settings of [`RelayConfig`]. Optional values are empty
@@ -338,6 +340,9 @@ impl FileConfig {
                 max_queues: embedded.then_some(c.embedded.max_queues),
                 max_total_queue_bytes: embedded.then_some(c.embedded.max_total_queue_bytes),
                 max_unacked: embedded.then_some(c.embedded.max_unacked),
+                max_pattern_words: embedded.then_some(c.embedded.max_pattern_words),
+                max_wildcard_subscriptions: embedded
+                    .then_some(c.embedded.max_wildcard_subscriptions),
             },
             relay: relay.map(RelaySection::from_config),
             demo: DemoSection {
