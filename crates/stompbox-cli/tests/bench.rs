@@ -1,5 +1,5 @@
-//! Functional tests of `stompbox bench connect` and `bench fanout
-//! --compare-rules`: tiny runs whose RESULT line must say what happened.
+//! Functional tests of `stompbox bench connect`, `bench fanout
+//! --compare-rules` and `bench patterns`: tiny runs whose RESULT line must say what happened.
 //! No timing is asserted; a loaded machine only makes them slower.
 
 use std::io::Read;
@@ -371,4 +371,65 @@ fn fanout_compare_rounds_alternate_which_server_goes_first() {
         "{result}"
     );
     assert!(result.ends_with(r#""all_ok":true},"ok":true}"#), "{result}");
+}
+
+#[test]
+fn patterns_measures_publishing_with_each_count_of_patterns_held() {
+    let (status, out, err) = run(&[
+        "bench",
+        "patterns",
+        "--spawn",
+        "--patterns",
+        "0,300",
+        "--messages",
+        "50",
+        "--warmup",
+        "5",
+        "--rounds",
+        "1",
+        "--min-ratio",
+        "0",
+        "--json-only",
+    ]);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    let result = result_line(&out);
+    assert!(
+        result.contains(r#"{"patterns":0,"connections":0,"#),
+        "{result}"
+    );
+    // 300 patterns at 128 per connection: three holding connections.
+    assert!(
+        result.contains(r#"{"patterns":300,"connections":3,"#),
+        "{result}"
+    );
+    assert_eq!(count(&result, r#""lost":0}"#), 2, "{result}");
+    assert!(result.contains(r#""ratio":1.000,"#), "{result}");
+    assert!(result.ends_with(r#""ok":true}"#), "{result}");
+}
+
+#[test]
+fn patterns_past_the_servers_per_session_cap_are_refused() {
+    let (status, out, _) = run(&[
+        "bench",
+        "patterns",
+        "--spawn",
+        "--patterns",
+        "0,10",
+        "--per-connection",
+        "10",
+        "--messages",
+        "10",
+        "--warmup",
+        "0",
+        "--rounds",
+        "1",
+        "--server-arg=--set",
+        "--server-arg=broker.max_wildcard_subscriptions=9",
+    ]);
+    assert!(!status.success(), "{out}");
+    let result = result_line(&out);
+    assert!(
+        result.contains("max_wildcard_subscriptions") && result.contains("limit 9"),
+        "{result}"
+    );
 }
