@@ -8,7 +8,10 @@
 //! publisher SENDs with a receipt, one at a time, to a topic none of them
 //! matches, which one subscriber reads. The figure is receipted publishes
 //! per second, and each count's figure is reported as a ratio of the first
-//! count's (normally 0 patterns), measured in the same run.
+//! count's (normally 0 patterns), measured in the same run. At the end of
+//! each round every holding session closes at once while the publisher goes
+//! on: the slowest receipted publish meanwhile is the stall those removals
+//! cause.
 
 use super::conn::{Conn, Endpoint, unexpected};
 use super::report::{CpuMark, Errors, Json, random_u64, rss_kib};
@@ -221,10 +224,10 @@ async fn receive(subscriber: &mut Conn, expected: u64, limit: Duration) -> Resul
 
 /// Ends every holding session (DISCONNECT, confirmed by its RECEIPT, so
 /// the server has let go of the patterns) before the next round.
-async fn release(held: &mut Vec<Conn>) -> Errors {
+async fn release(held: Vec<Conn>) -> Errors {
     let mut errors = Errors::default();
     let mut tasks = JoinSet::new();
-    for conn in held.drain(..) {
+    for conn in held {
         tasks.spawn(conn.disconnect("released"));
     }
     let joined = tokio::time::timeout(Duration::from_secs(30), async {
@@ -241,6 +244,55 @@ async fn release(held: &mut Vec<Conn>) -> Errors {
         errors.add("holding sessions still open 30 s after DISCONNECT");
     }
     errors
+}
+
+/// What publishing saw while every holding session closed at once.
+#[derive(Debug, Default)]
+struct Released {
+    secs: f64,
+    publishes: u64,
+    slowest: Duration,
+}
+
+/// Closes every holding session at once (as when many clients leave
+/// together) while the publisher goes on, one receipted SEND at a time.
+/// Removing patterns must not hold up a topic they never matched.
+async fn release_while_publishing(
+    held: &mut Vec<Conn>,
+    publisher: &mut Conn,
+    subscriber: &mut Conn,
+    topic: &str,
+    seq: &mut u64,
+) -> Result<Released, String> {
+    let started = Instant::now();
+    let releasing = tokio::spawn(release(std::mem::take(held)));
+    let mut released = Released::default();
+    // At least one publish, however fast the release.
+    loop {
+        let one = Instant::now();
+        publish(publisher, topic, *seq, 1).await?;
+        *seq += 1;
+        released.publishes += 1;
+        released.slowest = released.slowest.max(one.elapsed());
+        if releasing.is_finished() {
+            break;
+        }
+    }
+    let errors = releasing
+        .await
+        .map_err(|e| format!("releasing task failed: {e}"))?;
+    released.secs = started.elapsed().as_secs_f64();
+    if !errors.is_empty() {
+        return Err(errors.lines().collect::<Vec<_>>().join("; "));
+    }
+    let received = receive(subscriber, released.publishes, Duration::from_secs(10)).await?;
+    if received < released.publishes {
+        return Err(format!(
+            "{} messages published while the patterns were released were lost",
+            released.publishes - received
+        ));
+    }
+    Ok(released)
 }
 
 /// The middle value (the upper one of an even count).
@@ -311,6 +363,7 @@ async fn measure(target: Target, args: &PatternsArgs, out: Out) -> Outcome {
     let mut steps = vec![Step::default(); args.patterns.len()];
     let mut failure = Vec::new();
     let mut seq = 0u64;
+    let mut releases = Vec::new();
     'rounds: for round in 1..=args.rounds {
         let mut first_rate = None;
         for (step, &count) in steps.iter_mut().zip(&args.patterns) {
@@ -375,10 +428,24 @@ async fn measure(target: Target, args: &PatternsArgs, out: Out) -> Outcome {
                 100.0 * rate / reference
             );
         }
-        let errors = release(&mut held).await;
-        if !errors.is_empty() {
-            failure.push(errors.lines().collect::<Vec<_>>().join("; "));
-            break;
+        let connections = held.len();
+        match release_while_publishing(&mut held, &mut publisher, &mut subscriber, &topic, &mut seq)
+            .await
+        {
+            Ok(released) => {
+                say!(
+                    out,
+                    "  round {round}: {connections} holding sessions closed at once in {:.2} s; meanwhile {} receipted publishes, the slowest {:.1} ms",
+                    released.secs,
+                    released.publishes,
+                    released.slowest.as_secs_f64() * 1e3
+                );
+                releases.push(released);
+            }
+            Err(e) => {
+                failure.push(format!("while releasing the patterns: {e}"));
+                break;
+            }
         }
     }
     super::conn::close_all(held).await;
@@ -447,9 +514,31 @@ async fn measure(target: Target, args: &PatternsArgs, out: Out) -> Outcome {
             args.min_ratio * 100.0
         ));
     }
+    let slowest = releases.iter().map(|r| r.slowest).max();
+    if let Some(slowest) = slowest {
+        say!(
+            out,
+            "slowest receipted publish while holding sessions closed: {:.1} ms",
+            slowest.as_secs_f64() * 1e3
+        );
+    }
+    let release_json = Json::obj()
+        .with(
+            "secs",
+            Json::Arr(releases.iter().map(|r| Json::Num(r.secs)).collect()),
+        )
+        .with(
+            "publishes",
+            Json::Arr(releases.iter().map(|r| Json::uint(r.publishes)).collect()),
+        )
+        .with(
+            "slowest_publish_ms",
+            Json::opt_num(slowest.map(|d| d.as_secs_f64() * 1e3)),
+        );
     let (ok, json) = super::verdict(out, json, &failure);
     let json = json
         .with("steps", Json::Arr(json_steps))
+        .with("release", release_json)
         .with("last_ratio", Json::opt_num(last_ratio))
         .with("server_rss_kib", Json::opt_uint(server_rss));
     Outcome { ok, json }
