@@ -11,8 +11,11 @@
 //! read lock and delivers with no lock held.
 
 use super::subscription::Subscription;
+use few::Few;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+
+mod few;
 
 type Subscribers = Arc<[Arc<Subscription>]>;
 
@@ -20,12 +23,12 @@ type Subscribers = Arc<[Arc<Subscription>]>;
 /// its parent, so a word shared by many patterns' prefixes is stored once.
 #[derive(Debug, Default)]
 struct Node {
-    literal: HashMap<Box<str>, Node>,
+    literal: Few<Box<str>, Box<Node>>,
     star: Option<Box<Node>>,
     hash: Option<Box<Node>>,
     /// Subscriptions whose pattern ends here, by the address of their
     /// `Arc`, which is unique while the map holds it.
-    subscriptions: HashMap<usize, Arc<Subscription>>,
+    subscriptions: Few<usize, Arc<Subscription>>,
 }
 
 impl Node {
@@ -38,7 +41,9 @@ impl Node {
 
     fn child_mut(&mut self, word: Word<'_>) -> &mut Node {
         match word {
-            Word::Literal(w) => self.literal.entry(w.into()).or_default(),
+            Word::Literal(w) => self
+                .literal
+                .get_or_insert_with(w, || w.into(), Box::default),
             Word::Star => self.star.get_or_insert_default(),
             Word::Hash => self.hash.get_or_insert_default(),
         }
@@ -232,8 +237,9 @@ impl TopicRegistry {
             for word in path {
                 node = node.child_mut(word);
             }
+            let identity = identity(&subscription);
             node.subscriptions
-                .insert(identity(&subscription), subscription);
+                .get_or_insert_with(&identity, || identity, || subscription);
         } else {
             // Copy-on-write per key: a publish clones one `Arc` for its
             // whole exact fan-out; the copy here grows only with the

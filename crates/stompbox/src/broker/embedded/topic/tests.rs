@@ -24,7 +24,7 @@ fn matches(pattern: &str, key: &str) -> bool {
 impl Node {
     /// Nodes in this subtree, itself included.
     fn count(&self) -> usize {
-        1 + self.literal.values().map(Node::count).sum::<usize>()
+        1 + self.literal.values().map(|n| n.count()).sum::<usize>()
             + self.star.as_ref().map_or(0, |n| n.count())
             + self.hash.as_ref().map_or(0, |n| n.count())
     }
@@ -194,6 +194,24 @@ fn subscriptions_share_nodes_and_removal_frees_them() {
     registry.remove("news.*.eu.#", &b);
     registry.remove("news.*.eu.#.#", &d);
     assert!(registry.read().patterns.is_empty());
+}
+
+/// An unshared word of a pattern costs one boxed node plus the word's
+/// bytes: no hash table per node, no copy of the word per pattern.
+#[test]
+fn a_node_is_small() {
+    assert!(std::mem::size_of::<Node>() <= 72);
+    let registry = TopicRegistry::default();
+    let long: Vec<String> = (0..32).map(|i| format!("w{i}")).collect();
+    registry.add(&format!("{}.#", long.join(".")), subscription(1));
+    let registry = registry.read();
+    // One node per word (and the `#`), each holding its single child inline.
+    assert_eq!(registry.patterns.count(), 1 + 33);
+    let mut node = &registry.patterns;
+    for word in &long {
+        assert!(matches!(node.literal, few::Few::One(..)));
+        node = node.literal.get(word.as_str()).expect("child");
+    }
 }
 
 /// The work of a publish is the trie nodes its key reaches, the same with
