@@ -311,6 +311,8 @@ struct Step {
     hold_secs: f64,
     connections: usize,
     server_cpu_secs: Option<f64>,
+    /// The server's resident memory with the patterns held, first round.
+    server_rss_kib: Option<u64>,
     lost: u64,
 }
 
@@ -381,6 +383,10 @@ async fn measure(target: Target, args: &PatternsArgs, out: Out) -> Outcome {
             let hold_secs = hold_started.elapsed().as_secs_f64();
             step.hold_secs = step.hold_secs.max(hold_secs);
             step.connections = held.len();
+            if round == 1 {
+                // Later rounds start from memory the allocator kept.
+                step.server_rss_kib = target.pid.and_then(rss_kib);
+            }
             if !errors.is_empty() {
                 for line in errors.lines() {
                     say!(out, "  holder error: {line}");
@@ -471,12 +477,16 @@ async fn measure(target: Target, args: &PatternsArgs, out: Out) -> Outcome {
         if let (Some(rate), Some(ratio)) = (rate, ratio) {
             say!(
                 out,
-                "{count} patterns: {rate:.0} receipted publishes/s (median of {}), {:.1} % of the first count's (median of the rounds' ratios); server CPU per publish {}",
+                "{count} patterns: {rate:.0} receipted publishes/s (median of {}), {:.1} % of the first count's (median of the rounds' ratios); server CPU per publish {}; server RSS {}",
                 step.rates.len(),
                 ratio * 100.0,
                 cpu_us.map_or_else(
                     || "?".to_owned(),
                     |us| format!("{us:.1} µs ({:.2}×)", cpu_ratio.unwrap_or(f64::NAN))
+                ),
+                step.server_rss_kib.map_or_else(
+                    || "?".to_owned(),
+                    |kib| format!("{:.1} MiB", kib as f64 / 1024.0)
                 )
             );
         }
@@ -496,6 +506,7 @@ async fn measure(target: Target, args: &PatternsArgs, out: Out) -> Outcome {
                 .with("ratio", Json::opt_num(ratio))
                 .with("server_cpu_us_per_publish", Json::opt_num(cpu_us))
                 .with("server_cpu_ratio", Json::opt_num(cpu_ratio))
+                .with("server_rss_kib", Json::opt_uint(step.server_rss_kib))
                 .with("lost", Json::uint(step.lost)),
         );
     }
