@@ -386,7 +386,7 @@ impl EmbeddedSession {
         match &subscription.source {
             Source::Topic { routing_key } => {
                 if topic::is_pattern(routing_key) {
-                    self.wildcard_subscriptions -= 1;
+                    self.wildcard_subscriptions = self.wildcard_subscriptions.saturating_sub(1);
                 }
                 self.shared.topics.remove(routing_key, subscription);
                 // Topic messages are not kept for anyone else.
