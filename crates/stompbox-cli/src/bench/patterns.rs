@@ -222,13 +222,27 @@ async fn receive(subscriber: &mut Conn, expected: u64, limit: Duration) -> Resul
     }
 }
 
+/// DISCONNECT, then its RECEIPT or the server's close: RabbitMQ's
+/// Web-STOMP closes without the RECEIPT, and has let go of the session too.
+async fn leave(mut conn: Conn) -> Result<(), String> {
+    let disconnect = Frame::new(Command::Disconnect).header(header::RECEIPT, "released");
+    conn.send(&disconnect).await?;
+    match conn.next_frame().await? {
+        Some(frame) if frame.command == Command::Receipt => {}
+        Some(frame) => return Err(unexpected(&frame, "RECEIPT")),
+        None => return Ok(()),
+    }
+    conn.close().await;
+    Ok(())
+}
+
 /// Ends every holding session (DISCONNECT, confirmed by its RECEIPT, so
 /// the server has let go of the patterns) before the next round.
 async fn release(held: Vec<Conn>) -> Errors {
     let mut errors = Errors::default();
     let mut tasks = JoinSet::new();
     for conn in held {
-        tasks.spawn(conn.disconnect("released"));
+        tasks.spawn(leave(conn));
     }
     let joined = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(joined) = tasks.join_next().await {
