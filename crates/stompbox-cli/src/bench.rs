@@ -22,6 +22,7 @@ mod echo_server;
 mod fanout;
 mod idle;
 mod memory;
+mod patterns;
 mod report;
 mod roundtrip;
 mod server;
@@ -55,6 +56,11 @@ enum Mode {
     /// second and connect latency, anonymous or with credentials
     /// (--auth for a spawned server, --login/--passcode for a --url).
     Connect(connect::ConnectArgs),
+    /// Publishing with receipts to a topic while other connections hold
+    /// many wildcard patterns that cannot match it (0 / 10k / 100k by
+    /// default): publishes per second at each count, as a ratio of the
+    /// first count's.
+    Patterns(patterns::PatternsArgs),
     /// Request and reply through an application handler: each client SENDs
     /// to /app/bench/echo and waits for the reply at /user/queue/echo.
     Roundtrip(roundtrip::RoundtripArgs),
@@ -270,6 +276,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         Mode::Idle(args) => idle::run(args).await,
         Mode::Memory(args) => memory::run(args).await,
         Mode::Connect(args) => connect::run(args).await,
+        Mode::Patterns(args) => patterns::run(args).await,
         Mode::Roundtrip(args) => roundtrip::run(args).await,
         Mode::Soak(args) => soak::run(args).await,
         Mode::ServeEcho(args) => echo_server::run(args).await,

@@ -1,6 +1,6 @@
 //! Functional tests of `stompbox bench connect`, `bench fanout
-//! --compare-rules` and `bench soak`: tiny runs whose RESULT line must say
-//! what happened.
+//! --compare-rules`, `bench soak` and `bench patterns`: tiny runs whose
+//! RESULT line must say what happened.
 //! No timing is asserted; a loaded machine only makes them slower.
 
 use std::io::Read;
@@ -560,4 +560,65 @@ fn soak_fails_and_says_why_when_the_server_refuses_its_clients() {
     assert_eq!(figure(&result, "queue", "lost"), 0.0, "{result}");
     assert_eq!(figure(&result, "topic", "lost"), 0.0, "{result}");
     assert!(result.ends_with(r#""ok":false}"#), "{result}");
+}
+
+#[test]
+fn patterns_measures_publishing_with_each_count_of_patterns_held() {
+    let (status, out, err) = run(&[
+        "bench",
+        "patterns",
+        "--spawn",
+        "--patterns",
+        "0,300",
+        "--messages",
+        "50",
+        "--warmup",
+        "5",
+        "--rounds",
+        "1",
+        "--min-ratio",
+        "0",
+        "--json-only",
+    ]);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    let result = result_line(&out);
+    assert!(
+        result.contains(r#"{"patterns":0,"connections":0,"#),
+        "{result}"
+    );
+    // 300 patterns at 128 per connection: three holding connections.
+    assert!(
+        result.contains(r#"{"patterns":300,"connections":3,"#),
+        "{result}"
+    );
+    assert_eq!(count(&result, r#""lost":0}"#), 2, "{result}");
+    assert!(result.contains(r#""ratio":1.000,"#), "{result}");
+    assert!(result.ends_with(r#""ok":true}"#), "{result}");
+}
+
+#[test]
+fn patterns_past_the_servers_per_session_cap_are_refused() {
+    let (status, out, _) = run(&[
+        "bench",
+        "patterns",
+        "--spawn",
+        "--patterns",
+        "0,10",
+        "--per-connection",
+        "10",
+        "--messages",
+        "10",
+        "--warmup",
+        "0",
+        "--rounds",
+        "1",
+        "--server-arg=--set",
+        "--server-arg=broker.max_wildcard_subscriptions=9",
+    ]);
+    assert!(!status.success(), "{out}");
+    let result = result_line(&out);
+    assert!(
+        result.contains("max_wildcard_subscriptions") && result.contains("limit 9"),
+        "{result}"
+    );
 }

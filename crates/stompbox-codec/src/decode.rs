@@ -434,6 +434,30 @@ mod tests {
         );
     }
 
+    /// The relay re-encodes its broker's MESSAGE frames for the client
+    /// without checking them again; its link decodes in the client's own
+    /// version, and these are what make that safe.
+    #[test]
+    fn a_decoded_header_never_holds_a_nul_nor_for_1_0_a_colon_in_its_name() {
+        for version in [Version::V1_0, Version::V1_1, Version::V1_2] {
+            assert_eq!(
+                decode_all(b"MESSAGE\nx:a\0b\ncontent-length:0\n\n\0", version),
+                Err(DecodeError::MalformedHeader),
+                "{version:?}"
+            );
+        }
+        let items = decode_all(
+            b"MESSAGE\ncontent-length\\c3:x\ncontent-length:2\n\nab\0",
+            Version::V1_0,
+        )
+        .unwrap();
+        let headers: Vec<_> = frame(&items[0]).headers.iter().collect();
+        assert_eq!(
+            headers,
+            [("content-length\\c3", "x"), ("content-length", "2")]
+        );
+    }
+
     #[test]
     fn limits_are_checked_before_buffering_the_whole_frame() {
         let limits = Limits {

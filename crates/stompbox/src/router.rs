@@ -269,6 +269,18 @@ pub(crate) async fn deliver_subscribe_reply(
         .await;
         return;
     };
+    // Written straight into a MESSAGE frame, so held to what the
+    // messaging handle accepts.
+    if let Err(e) = crate::app::check_headers(&payload) {
+        report_error(
+            server,
+            target.session_id,
+            target.destination,
+            &e.to_string(),
+        )
+        .await;
+        return;
+    }
     let mut frame = Frame::new(Command::Message);
     frame.headers.push(
         bytes::Bytes::from_static(header::SUBSCRIPTION.as_bytes()),

@@ -184,6 +184,8 @@ pub(super) struct BrokerSection {
     pub(super) max_unacked: Option<usize>,
     pub(super) max_session_unacked_bytes: Option<usize>,
     pub(super) max_total_topic_unacked_bytes: Option<usize>,
+    pub(super) max_pattern_words: Option<usize>,
+    pub(super) max_wildcard_subscriptions: Option<usize>,
 }
 
 /// `[relay]`: the settings of [`RelayConfig`]. Optional values are empty
@@ -349,6 +351,9 @@ impl FileConfig {
                 max_session_unacked_bytes: embedded.then_some(c.embedded.max_session_unacked_bytes),
                 max_total_topic_unacked_bytes: embedded
                     .then_some(c.embedded.max_total_topic_unacked_bytes),
+                max_pattern_words: embedded.then_some(c.embedded.max_pattern_words),
+                max_wildcard_subscriptions: embedded
+                    .then_some(c.embedded.max_wildcard_subscriptions),
             },
             relay: relay.map(RelaySection::from_config),
             demo: DemoSection {

@@ -440,6 +440,16 @@ fn refuse_embedded_keys(check: &mut Check, broker: &BrokerSection) {
             broker.max_unacked.is_some(),
             "clients set a prefetch-count header on SUBSCRIBE, which passes when relay.subscribe_headers lists it",
         ),
+        (
+            "broker.max_pattern_words",
+            broker.max_pattern_words.is_some(),
+            "the broker matches the patterns itself",
+        ),
+        (
+            "broker.max_wildcard_subscriptions",
+            broker.max_wildcard_subscriptions.is_some(),
+            "the broker matches the patterns itself",
+        ),
     ] {
         if set {
             check.fail(
@@ -547,6 +557,13 @@ fn embedded(
     }
     if let Some(n) = broker.max_total_topic_unacked_bytes {
         e.max_total_topic_unacked_bytes = n;
+    }
+    if let Some(n) = broker.max_pattern_words {
+        e.max_pattern_words = check.at_least("broker.max_pattern_words", n, 1);
+    }
+    if let Some(n) = broker.max_wildcard_subscriptions {
+        // 0 is allowed: no wildcard subscriptions at all.
+        e.max_wildcard_subscriptions = n;
     }
     e
 }

@@ -15,6 +15,15 @@ pub enum MessagingError {
         "'{0}' is not a broker destination (such as /topic/… or /queue/…) or a user destination (/user/{{name}}/…)"
     )]
     InvalidDestination(String),
+    /// A header no STOMP frame can carry: a NUL in a name or value (it
+    /// ends a frame on the wire), or a `:` or line break in a name.
+    #[error("header '{name}' {problem}")]
+    InvalidHeader {
+        /// The header's name, with control characters escaped for display.
+        name: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
     /// The broker refused or is unavailable.
     #[error(transparent)]
     Broker(#[from] BrokerError),
@@ -47,6 +56,31 @@ impl std::fmt::Debug for Messaging {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Messaging").finish_non_exhaustive()
     }
+}
+
+/// Refuses headers that would let the payload's author shape another
+/// client's frame. A line break in a value is fine: it is escaped on the way
+/// out (the 1.1 way for STOMP 1.0 subscribers).
+pub(crate) fn check_headers(payload: &Payload) -> Result<(), MessagingError> {
+    let invalid = |name: &str, problem| MessagingError::InvalidHeader {
+        name: name.escape_debug().to_string(),
+        problem,
+    };
+    if payload.content_type.contains('\0') {
+        return Err(invalid(header::CONTENT_TYPE, "has a NUL byte in its value"));
+    }
+    for (name, value) in &payload.headers {
+        if name.contains('\0') {
+            return Err(invalid(name, "has a NUL byte in its name"));
+        }
+        if name.contains([':', '\n', '\r']) {
+            return Err(invalid(name, "has a ':' or a line break in its name"));
+        }
+        if value.contains('\0') {
+            return Err(invalid(name, "has a NUL byte in its value"));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn send_frame(destination: &str, payload: Payload) -> Frame {
@@ -83,6 +117,11 @@ impl Messaging {
         destination: &str,
         payload: impl Into<Payload>,
     ) -> Result<(), MessagingError> {
+        if destination.contains('\0') {
+            return Err(MessagingError::InvalidDestination(
+                destination.escape_debug().to_string(),
+            ));
+        }
         if let Some((user, rest)) = self.user_target(destination) {
             self.send_to_user(user, rest, payload).await?;
             return Ok(());
@@ -93,7 +132,9 @@ impl Messaging {
             self.inner.broker.check_destination(destination)?;
             return Err(MessagingError::InvalidDestination(destination.to_owned()));
         }
-        let frame = send_frame(destination, payload.into());
+        let payload = payload.into();
+        check_headers(&payload)?;
+        let frame = send_frame(destination, payload);
         self.inner
             .broker
             .publish(Publish {
@@ -169,9 +210,13 @@ impl Messaging {
     ) -> Result<(), MessagingError> {
         if !self.inner.broker.handles(destination)
             || self.inner.broker.is_user_destination(destination)
+            || destination.contains('\0')
         {
-            return Err(MessagingError::InvalidDestination(destination.to_owned()));
+            return Err(MessagingError::InvalidDestination(
+                destination.escape_debug().to_string(),
+            ));
         }
+        check_headers(&payload)?;
         let resolved = self.inner.broker.user_destination(key);
         let frame = send_frame(&resolved, payload);
         self.inner
@@ -204,5 +249,61 @@ impl Messaging {
     /// The user prefix, e.g. `/user`.
     pub(crate) fn user_prefix(&self) -> &str {
         &self.inner.user_prefix
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::embedded::{EmbeddedBroker, EmbeddedConfig};
+
+    fn messaging() -> Messaging {
+        Messaging::new(
+            Arc::new(EmbeddedBroker::new(EmbeddedConfig::default())),
+            "/user",
+        )
+    }
+
+    #[tokio::test]
+    async fn headers_no_frame_can_carry_are_refused_at_every_entry() {
+        let messaging = messaging();
+        for (name, value, problem) in [
+            ("x-nul", "a\0b", "NUL byte in its value"),
+            ("x\0nul", "a", "NUL byte in its name"),
+            ("content-length:3", "a", "':' or a line break"),
+            ("x\nforged", "a", "':' or a line break"),
+        ] {
+            let payload = || Payload::text("x").header(name, value);
+            for result in [
+                messaging.publish("/topic/a", payload()).await,
+                messaging.publish("/user/bob/queue/a", payload()).await,
+                messaging.send_to_user("bob", "/queue/a", payload()).await,
+                messaging
+                    .send_to_session("s-1", "/queue/a", payload())
+                    .await,
+            ] {
+                match result {
+                    Err(e @ MessagingError::InvalidHeader { .. }) => {
+                        let text = e.to_string();
+                        assert!(text.contains(&name.escape_debug().to_string()), "{text}");
+                        assert!(text.contains(problem), "{text}");
+                    }
+                    other => panic!("{name:?}: {other:?}"),
+                }
+            }
+        }
+        let mut payload = Payload::text("x");
+        payload.content_type = "text/plain\0".into();
+        assert!(matches!(
+            messaging.publish("/topic/a", payload).await,
+            Err(MessagingError::InvalidHeader { .. })
+        ));
+        assert!(matches!(
+            messaging.publish("/topic/a\0b", "x").await,
+            Err(MessagingError::InvalidDestination(_))
+        ));
+        // A line break in a value is escaped on the way out, so allowed.
+        let fine = Payload::text("x").header("x-multi", "line 1\nline 2");
+        assert_eq!(messaging.publish("/topic/a", fine).await, Ok(()));
     }
 }

@@ -34,6 +34,7 @@ pub use context::{
     State, User,
 };
 pub use handler::Handler;
+pub(crate) use messaging::check_headers;
 pub use messaging::{Messaging, MessagingError};
 pub use reply::{IntoReply, Payload, Reply, SendTo, SendToUser};
 pub use route::InvalidRoute;

@@ -138,6 +138,22 @@ pub enum BrokerError {
         /// The limit.
         limit: usize,
     },
+    /// A topic pattern longer than the embedded broker allows.
+    #[error("topic pattern has {words} words, more than the limit of {limit} (max_pattern_words)")]
+    PatternTooLong {
+        /// Words in the pattern.
+        words: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The session already holds as many wildcard subscriptions as allowed.
+    #[error(
+        "too many wildcard subscriptions on this connection (limit {limit}, max_wildcard_subscriptions)"
+    )]
+    TooManyWildcardSubscriptions {
+        /// The limit.
+        limit: usize,
+    },
     /// ACK or NACK of a message that is not pending on this session.
     #[error("no unacknowledged message matches {0}")]
     UnknownAck(String),

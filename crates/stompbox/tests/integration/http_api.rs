@@ -61,6 +61,33 @@ async fn publish_api_delivers_with_the_token_and_refuses_without_it() {
     assert_eq!(post(&server, Some("s3cret"), "{not json").await.0, 400);
 }
 
+/// A NUL would end the MESSAGE frame early; a `:` or line break in a name
+/// would shape a header line of the subscriber's frame.
+#[tokio::test]
+async fn publish_api_refuses_headers_no_frame_can_carry() {
+    let server = spawn_server(|c| c.api_token = Some("s3cret".into())).await;
+    let topic = unique("/topic/http-nul");
+    let mut sub = server.connect(Via::Ws).await;
+    subscribe(&mut sub, "s", &topic, "auto").await;
+    for (headers, named) in [
+        (r#"{"x-evil":"a\u0000b"}"#, "x-evil"),
+        (r#"{"x\u0000evil":"a"}"#, "evil' has a NUL"),
+        (r#"{"content-length:3":"a"}"#, "content-length:3"),
+        (r#"{"x\nforged":"a"}"#, "forged' has a ':'"),
+    ] {
+        let request = format!(r#"{{"destination":"{topic}","body":"x","headers":{headers}}}"#);
+        let (status, body) = post(&server, Some("s3cret"), &request).await;
+        assert_eq!(status, 400, "{headers}: {body}");
+        assert!(body.contains(named), "{headers}: {body}");
+    }
+    let nul_type = format!(r#"{{"destination":"{topic}","body":"x","content_type":"a\u0000"}}"#);
+    assert_eq!(post(&server, Some("s3cret"), &nul_type).await.0, 400);
+    // None of them reached the subscriber: the next message is this one.
+    let fine = format!(r#"{{"destination":"{topic}","body":"fine"}}"#);
+    assert_eq!(post(&server, Some("s3cret"), &fine).await.0, 202);
+    assert_eq!(crate::support::body(&next_message(&mut sub).await), "fine");
+}
+
 #[tokio::test]
 async fn publish_api_does_not_exist_without_a_configured_token() {
     let server = default_server().await;

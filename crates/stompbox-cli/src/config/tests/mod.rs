@@ -418,6 +418,14 @@ fn sanity_rules() {
             "[limits]\ntotal_transaction_bytes = 4096",
             "limits.total_transaction_bytes",
         ),
+        (
+            "[broker]\nmax_pattern_words = 0",
+            "broker.max_pattern_words",
+        ),
+        (
+            "[broker]\nmax_wildcard_subscriptions = -1",
+            "broker.max_wildcard_subscriptions",
+        ),
         ("[server]\napi_token = \"short\"", "server.api_token"),
         (
             "[server]\napi_token = \"with a space in it here\"",
@@ -722,6 +730,7 @@ fn relay_sanity_rules() {
         ("queue_max_messages = 5", "broker.queue_max_messages"),
         ("topic_prefixes = [\"/topic/\"]", "broker.topic_prefixes"),
         ("max_unacked = 10", "broker.max_unacked"),
+        ("max_pattern_words = 8", "broker.max_pattern_words"),
         // Destinations must still have one meaning each.
         ("[app]\nprefixes = [\"/queue\"]", "app.prefixes"),
         ("[app]\nprefixes = [\"/amq\"]", "app.prefixes"),
@@ -776,6 +785,8 @@ fn shipped_file_with_the_relay_refuses_the_embedded_keys() {
         "broker.max_unacked",
         "broker.max_session_unacked_bytes",
         "broker.max_total_topic_unacked_bytes",
+        "broker.max_pattern_words",
+        "broker.max_wildcard_subscriptions",
     ] {
         assert!(e.contains(key), "{key}: {e}");
     }

@@ -87,7 +87,7 @@ impl Message {
                 .iter()
                 .any(|d| d.as_bytes() == name.as_ref());
             if !dropped {
-                let escape = escaping(version, name).or(escaping(version, value));
+                let escape = name_escaping(version, name).or(escaping(version, value));
                 encode_header(name, value, escape, out);
             }
         }
@@ -169,6 +169,16 @@ fn escaping(version: Version, text: &[u8]) -> Option<Version> {
         Version::V1_0 if text.iter().any(|b| matches!(b, b'\n' | b'\r')) => Some(Version::V1_1),
         Version::V1_0 => None,
         _ => Command::Message.escapes_headers(version).then_some(version),
+    }
+}
+
+/// How a header name is escaped: as a value, and also when it holds a `:`,
+/// which a 1.0 subscriber would read as the end of the name (a 1.2
+/// publisher's `content-length\c3` would arrive as `content-length:3…`).
+fn name_escaping(version: Version, name: &[u8]) -> Option<Version> {
+    match version {
+        Version::V1_0 if name.contains(&b':') => Some(Version::V1_1),
+        _ => escaping(version, name),
     }
 }
 

@@ -64,6 +64,17 @@ pub struct EmbeddedConfig {
     /// past it is a slow consumer (a topic message cannot wait). Default
     /// 64 MiB.
     pub max_total_topic_unacked_bytes: usize,
+    /// Most words in a topic pattern (a routing key with a `*` or `#`
+    /// word); a longer one is refused at SUBSCRIBE. Each word of a pattern
+    /// is a node of the matching trie a publish may walk. Default 32: real
+    /// routing keys have a handful of words, and 32 keeps one pattern's
+    /// nodes to a few KiB.
+    pub max_pattern_words: usize,
+    /// Most wildcard topic subscriptions one session may hold. Together
+    /// with `max_pattern_words` this bounds what one connection adds to
+    /// the trie (128 × 32 words: about half a MiB, the size of its
+    /// outbox). Default 128.
+    pub max_wildcard_subscriptions: usize,
 }
 
 impl Default for EmbeddedConfig {
@@ -78,6 +89,8 @@ impl Default for EmbeddedConfig {
             max_unacked: 1_000,
             max_session_unacked_bytes: 16 * 1024 * 1024,
             max_total_topic_unacked_bytes: 64 * 1024 * 1024,
+            max_pattern_words: 32,
+            max_wildcard_subscriptions: 128,
         }
     }
 }
@@ -278,6 +291,7 @@ impl Broker for EmbeddedBroker {
             subscriptions: HashMap::new(),
             by_key: HashMap::new(),
             next_key: 1,
+            wildcard_subscriptions: 0,
         };
         Box::pin(async move { Ok(Box::new(session) as Box<dyn BrokerSession>) })
     }
@@ -336,6 +350,8 @@ struct EmbeddedSession {
     subscriptions: HashMap<Bytes, Vec<Arc<Subscription>>>,
     by_key: HashMap<u64, Bytes>,
     next_key: u64,
+    /// Wildcard topic subscriptions held, against `max_wildcard_subscriptions`.
+    wildcard_subscriptions: usize,
 }
 
 impl EmbeddedSession {
@@ -375,6 +391,13 @@ impl EmbeddedSession {
         };
         let subscription = match self.shared.kind(destination) {
             Some(Kind::Topic(routing_key)) => {
+                if topic::is_pattern(routing_key) {
+                    admit_pattern(
+                        &self.shared.config,
+                        &mut self.wildcard_subscriptions,
+                        routing_key,
+                    )?;
+                }
                 let subscription = make(Source::Topic {
                     routing_key: routing_key.into(),
                 });
@@ -407,6 +430,9 @@ impl EmbeddedSession {
         self.by_key.remove(&subscription.key);
         match &subscription.source {
             Source::Topic { routing_key } => {
+                if topic::is_pattern(routing_key) {
+                    self.wildcard_subscriptions = self.wildcard_subscriptions.saturating_sub(1);
+                }
                 self.shared.topics.remove(routing_key, subscription);
                 // Topic messages are not kept for anyone else.
                 drop(subscription.take_pending());
@@ -543,6 +569,29 @@ impl Drop for EmbeddedSession {
             self.remove(&subscription);
         }
     }
+}
+
+/// Counts a wildcard subscription against a session's caps (`held` is its
+/// count so far), or refuses it.
+fn admit_pattern(
+    config: &EmbeddedConfig,
+    held: &mut usize,
+    pattern: &str,
+) -> Result<(), BrokerError> {
+    let words = topic::word_count(pattern);
+    if words > config.max_pattern_words {
+        return Err(BrokerError::PatternTooLong {
+            words,
+            limit: config.max_pattern_words,
+        });
+    }
+    if *held >= config.max_wildcard_subscriptions {
+        return Err(BrokerError::TooManyWildcardSubscriptions {
+            limit: config.max_wildcard_subscriptions,
+        });
+    }
+    *held += 1;
+    Ok(())
 }
 
 fn describe(target: &AckTarget) -> String {

@@ -1,49 +1,202 @@
 //! Topic subscriptions: exact routing keys in a hash map, wildcard patterns
-//! (RabbitMQ topic rules on `.`-separated words) in lists indexed by their
-//! first word.
+//! (RabbitMQ topic rules on `.`-separated words) in a word trie.
 //!
-//! A publish only looks at the patterns that start with the key's first
-//! word, plus those that start with `*` or `#`, so patterns on unrelated
-//! topics cost it nothing. Everything is copy-on-write: a publish clones a
-//! few `Arc`s under a short read lock and fans out with no lock held;
-//! subscribe and unsubscribe pay the copy of one list.
+//! A publish walks only the trie nodes its key's words can reach, so a
+//! pattern that cannot match it costs nothing unless it shares a prefix with
+//! the key. Patterns are stored in a canonical form (every run of wildcard
+//! words becomes its `*`s followed by at most one `#`), so patterns made of
+//! wildcards alone reach at most two nodes per key word, however many
+//! sessions subscribe them. Subscribe and unsubscribe change one path of the
+//! trie under the write lock; a publish collects its matches under a short
+//! read lock and delivers with no lock held.
 
 use super::subscription::Subscription;
+use few::Few;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+mod few;
+
 type Subscribers = Arc<[Arc<Subscription>]>;
 
-#[derive(Debug, Clone)]
-struct WildcardEntry {
-    words: Arc<[Box<str>]>,
-    subscription: Arc<Subscription>,
+/// One word position of the trie. Its word is the key it is stored under in
+/// its parent, so a word shared by many patterns' prefixes is stored once.
+#[derive(Debug, Default)]
+struct Node {
+    literal: Few<Box<str>, Box<Node>>,
+    star: Option<Box<Node>>,
+    hash: Option<Box<Node>>,
+    /// Subscriptions whose pattern ends here, by the address of their
+    /// `Arc`, which is unique while the map holds it.
+    subscriptions: Few<usize, Arc<Subscription>>,
 }
 
-type Patterns = Arc<[WildcardEntry]>;
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.literal.is_empty()
+            && self.star.is_none()
+            && self.hash.is_none()
+            && self.subscriptions.is_empty()
+    }
+
+    fn child_mut(&mut self, word: Word<'_>) -> &mut Node {
+        match word {
+            Word::Literal(w) => self
+                .literal
+                .get_or_insert_with(w, || w.into(), Box::default),
+            Word::Star => self.star.get_or_insert_default(),
+            Word::Hash => self.hash.get_or_insert_default(),
+        }
+    }
+
+    /// Removes `subscription` from the end of `path`, then every node the
+    /// removal left empty, so memory goes back. True when `self` is empty.
+    /// The recursion is as deep as the pattern has words, which the session
+    /// caps (`EmbeddedConfig::max_pattern_words`).
+    fn remove(&mut self, path: &[Word<'_>], subscription: usize) -> bool {
+        match path.split_first() {
+            None => {
+                self.subscriptions.remove(&subscription);
+            }
+            Some((Word::Literal(w), rest)) => {
+                if let Some(child) = self.literal.get_mut(*w)
+                    && child.remove(rest, subscription)
+                {
+                    self.literal.remove(*w);
+                }
+            }
+            Some((Word::Star, rest)) => {
+                if let Some(child) = &mut self.star
+                    && child.remove(rest, subscription)
+                {
+                    self.star = None;
+                }
+            }
+            Some((Word::Hash, rest)) => {
+                if let Some(child) = &mut self.hash
+                    && child.remove(rest, subscription)
+                {
+                    self.hash = None;
+                }
+            }
+        }
+        self.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Word<'a> {
+    Literal(&'a str),
+    Star,
+    Hash,
+}
+
+/// The canonical path of a pattern: in each run of wildcard words the `*`s
+/// come first and the `#`s collapse into one (`#.*.#` → `*.#`: both mean
+/// "one word or more"), so equivalent patterns share their nodes and
+/// wildcard-only prefixes stay few.
+fn canonical(pattern: &str) -> Vec<Word<'_>> {
+    let mut path = Vec::new();
+    let mut stars = 0;
+    let mut hash = false;
+    let flush = |path: &mut Vec<Word<'_>>, stars: &mut usize, hash: &mut bool| {
+        path.extend(std::iter::repeat_n(Word::Star, *stars));
+        if *hash {
+            path.push(Word::Hash);
+        }
+        *stars = 0;
+        *hash = false;
+    };
+    for word in pattern.split('.') {
+        match word {
+            "*" => stars += 1,
+            "#" => hash = true,
+            literal => {
+                flush(&mut path, &mut stars, &mut hash);
+                path.push(Word::Literal(literal));
+            }
+        }
+    }
+    flush(&mut path, &mut stars, &mut hash);
+    path
+}
 
 #[derive(Debug, Default)]
 struct Registry {
     exact: HashMap<Box<str>, Subscribers>,
-    /// Patterns by their first word, when it is a literal.
-    by_first_word: HashMap<Box<str>, Patterns>,
-    /// Patterns starting with `*` or `#`: checked on every publish.
-    leading_wildcard: Patterns,
+    patterns: Node,
 }
 
+/// The trie nodes a key prefix has reached: `(node, reached by its # edge)`.
+/// A `#` node stays reachable after consuming a word.
+type Reached<'a> = Vec<(&'a Node, bool)>;
+
 impl Registry {
-    /// The list a pattern belongs in.
-    fn patterns_mut(&mut self, first: &str) -> &mut Patterns {
-        if first == "*" || first == "#" {
-            &mut self.leading_wildcard
-        } else {
-            self.by_first_word.entry(first.into()).or_default()
+    /// Adds every subscription whose pattern matches `words` to `out`, each
+    /// once, and returns how many trie nodes the walk visited (the work of
+    /// a publish, which tests hold constant against unrelated patterns).
+    fn collect_patterns(&self, words: &[&str], out: &mut Vec<Arc<Subscription>>) -> usize {
+        let root = &self.patterns;
+        if root.is_empty() {
+            return 0;
         }
+        let mut visited = 0;
+        let mut current: Reached<'_> = Vec::new();
+        let mut next: Reached<'_> = Vec::new();
+        push_with_hash(&mut current, root, false);
+        for word in words {
+            next.clear();
+            for &(node, is_hash) in &current {
+                visited += 1;
+                if is_hash {
+                    // The same # node may also follow from its parent below.
+                    next.push((node, true));
+                }
+                if let Some(child) = node.literal.get(*word) {
+                    push_with_hash(&mut next, child, false);
+                }
+                if let Some(child) = &node.star {
+                    push_with_hash(&mut next, child, false);
+                }
+            }
+            dedup_hash_nodes(&mut next);
+            std::mem::swap(&mut current, &mut next);
+            if current.is_empty() {
+                return visited;
+            }
+        }
+        for (node, _) in current {
+            visited += 1;
+            out.extend(node.subscriptions.values().cloned());
+        }
+        visited
     }
 }
 
-fn first_word(key: &str) -> &str {
-    key.split('.').next().unwrap_or_default()
+/// Adds `node` and, as `#` also matches zero words, its `#` child. In the
+/// canonical form a `#` node has no `#` child, so one step is the whole
+/// closure.
+fn push_with_hash<'a>(reached: &mut Reached<'a>, node: &'a Node, is_hash: bool) {
+    reached.push((node, is_hash));
+    if let Some(hash) = &node.hash {
+        reached.push((hash, true));
+    }
+}
+
+/// A `#` node can be reached twice for one key prefix: by consuming a word
+/// itself and by following from its parent. Every other node has one parent
+/// and one edge from it, so only `#` nodes need the check (and there are few
+/// of them on one walk).
+fn dedup_hash_nodes(reached: &mut Reached<'_>) {
+    let mut i = 0;
+    while i < reached.len() {
+        let (node, is_hash) = reached[i];
+        if is_hash && reached[..i].iter().any(|(n, _)| std::ptr::eq(*n, node)) {
+            reached.swap_remove(i);
+        } else {
+            i += 1;
+        }
+    }
 }
 
 /// All topic subscriptions of the embedded broker.
@@ -58,36 +211,13 @@ pub(crate) fn is_pattern(routing_key: &str) -> bool {
     routing_key.split('.').any(|w| w == "*" || w == "#")
 }
 
-/// RabbitMQ topic matching: `*` is exactly one word, `#` zero or more.
-///
-/// Dynamic programming over (pattern word, key word) so that a hostile
-/// pattern such as `#.#.#.#…` costs O(pattern × key), not exponential time.
-pub(crate) fn matches(pattern: &[Box<str>], key: &[&str]) -> bool {
-    // reachable[j]: the pattern prefix seen so far can match key[..j]. On the
-    // stack for ordinary keys, so a publish allocates nothing per pattern.
-    let mut small = [false; 33];
-    let mut large = Vec::new();
-    let reachable: &mut [bool] = if key.len() < small.len() {
-        &mut small[..=key.len()]
-    } else {
-        large.resize(key.len() + 1, false);
-        &mut large
-    };
-    reachable[0] = true;
-    for word in pattern {
-        if word.as_ref() == "#" {
-            for j in 1..=key.len() {
-                reachable[j] = reachable[j] || reachable[j - 1];
-            }
-        } else {
-            for j in (1..=key.len()).rev() {
-                reachable[j] =
-                    reachable[j - 1] && (word.as_ref() == "*" || word.as_ref() == key[j - 1]);
-            }
-            reachable[0] = false;
-        }
-    }
-    reachable[key.len()]
+/// Words in a routing key or pattern.
+pub(crate) fn word_count(routing_key: &str) -> usize {
+    routing_key.split('.').count()
+}
+
+fn identity(subscription: &Arc<Subscription>) -> usize {
+    Arc::as_ptr(subscription) as usize
 }
 
 impl TopicRegistry {
@@ -100,16 +230,21 @@ impl TopicRegistry {
     }
 
     pub(crate) fn add(&self, routing_key: &str, subscription: Arc<Subscription>) {
-        let mut registry = self.write();
         if is_pattern(routing_key) {
-            let entry = WildcardEntry {
-                words: routing_key.split('.').map(Box::from).collect(),
-                subscription,
-            };
-            let list = registry.patterns_mut(first_word(routing_key));
-            let grown: Vec<_> = list.iter().cloned().chain([entry]).collect();
-            *list = grown.into();
+            let path = canonical(routing_key);
+            let mut registry = self.write();
+            let mut node = &mut registry.patterns;
+            for word in path {
+                node = node.child_mut(word);
+            }
+            let identity = identity(&subscription);
+            node.subscriptions
+                .get_or_insert_with(&identity, || identity, || subscription);
         } else {
+            // Copy-on-write per key: a publish clones one `Arc` for its
+            // whole exact fan-out; the copy here grows only with the
+            // subscribers of this same key.
+            let mut registry = self.write();
             let list: Vec<_> = registry
                 .exact
                 .get(routing_key)
@@ -123,21 +258,14 @@ impl TopicRegistry {
     }
 
     pub(crate) fn remove(&self, routing_key: &str, subscription: &Arc<Subscription>) {
-        let mut registry = self.write();
         if is_pattern(routing_key) {
-            let first = first_word(routing_key);
-            let list = registry.patterns_mut(first);
-            let kept: Vec<_> = list
-                .iter()
-                .filter(|e| !Arc::ptr_eq(&e.subscription, subscription))
-                .cloned()
-                .collect();
-            let empty = kept.is_empty();
-            *list = kept.into();
-            if empty && first != "*" && first != "#" {
-                registry.by_first_word.remove(first);
-            }
-        } else if let Some(current) = registry.exact.get(routing_key) {
+            let path = canonical(routing_key);
+            let mut registry = self.write();
+            registry.patterns.remove(&path, identity(subscription));
+            return;
+        }
+        let mut registry = self.write();
+        if let Some(current) = registry.exact.get(routing_key) {
             let list: Vec<_> = current
                 .iter()
                 .filter(|s| !Arc::ptr_eq(s, subscription))
@@ -151,107 +279,30 @@ impl TopicRegistry {
         }
     }
 
-    /// Calls `deliver` for every subscription matching `routing_key`.
+    /// Calls `deliver` for every subscription matching `routing_key`, once
+    /// each.
     pub(crate) fn for_each_match(
         &self,
         routing_key: &str,
         mut deliver: impl FnMut(&Arc<Subscription>),
     ) {
-        let (exact, same_first, leading) = {
+        let mut by_pattern = Vec::new();
+        let exact = {
             let registry = self.read();
-            (
-                registry.exact.get(routing_key).cloned(),
-                registry.by_first_word.get(first_word(routing_key)).cloned(),
-                Arc::clone(&registry.leading_wildcard),
-            )
+            if !registry.patterns.is_empty() {
+                let words: Vec<&str> = routing_key.split('.').collect();
+                registry.collect_patterns(&words, &mut by_pattern);
+            }
+            registry.exact.get(routing_key).cloned()
         };
         for subscription in exact.iter().flat_map(|s| s.iter()) {
             deliver(subscription);
         }
-        if same_first.is_some() || !leading.is_empty() {
-            let words: Vec<&str> = routing_key.split('.').collect();
-            let candidates = same_first
-                .iter()
-                .flat_map(|l| l.iter())
-                .chain(leading.iter());
-            for entry in candidates.filter(|e| matches(&e.words, &words)) {
-                deliver(&entry.subscription);
-            }
+        for subscription in &by_pattern {
+            deliver(subscription);
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn m(pattern: &str, key: &str) -> bool {
-        let p: Vec<Box<str>> = pattern.split('.').map(Box::from).collect();
-        let k: Vec<&str> = key.split('.').collect();
-        matches(&p, &k)
-    }
-
-    #[test]
-    fn rabbitmq_topic_rules() {
-        assert!(m("a.b", "a.b"));
-        assert!(!m("a.b", "a.b.c"));
-        assert!(m("a.*", "a.b"));
-        assert!(!m("a.*", "a"));
-        assert!(!m("a.*", "a.b.c"));
-        assert!(m("a.#", "a"));
-        assert!(m("a.#", "a.b.c"));
-        assert!(m("#", "x.y"));
-        assert!(m("#.c", "a.b.c"));
-        assert!(m("*.b.#", "a.b"));
-        assert!(!m("*.b.#", "a.c"));
-        assert!(m("a.#.z", "a.z"));
-        assert!(m("a.#.z", "a.b.c.z"));
-        let long: Vec<String> = (0..40).map(|i| i.to_string()).collect();
-        assert!(m("#", &long.join(".")));
-        assert!(m(&format!("0.#.{}", 39), &long.join(".")));
-    }
-
-    fn subscription(key: u64) -> Arc<Subscription> {
-        Arc::new(Subscription {
-            id: bytes::Bytes::from(format!("s{key}")),
-            display_destination: None,
-            key,
-            ack: crate::broker::AckMode::Auto,
-            version: stompbox_codec::Version::V1_2,
-            outbox: Arc::new(crate::outbox::Outbox::new(1024)),
-            source: super::super::subscription::Source::Topic {
-                routing_key: "x".into(),
-            },
-            max_unacked: 10,
-            pending: std::sync::Mutex::default(),
-            cancelled: std::sync::atomic::AtomicBool::new(false),
-        })
-    }
-
-    fn matched(registry: &TopicRegistry, key: &str) -> Vec<u64> {
-        let mut keys = Vec::new();
-        registry.for_each_match(key, |s| keys.push(s.key));
-        keys.sort_unstable();
-        keys
-    }
-
-    #[test]
-    fn patterns_are_found_through_their_first_word_and_leading_wildcards() {
-        let registry = TopicRegistry::default();
-        let subs: Vec<_> = (0..5).map(subscription).collect();
-        registry.add("stocks.*.price", Arc::clone(&subs[0]));
-        registry.add("#", Arc::clone(&subs[1]));
-        registry.add("*.eu.price", Arc::clone(&subs[2]));
-        registry.add("news.#", Arc::clone(&subs[3]));
-        registry.add("stocks.eu.price", Arc::clone(&subs[4]));
-        assert_eq!(matched(&registry, "stocks.eu.price"), [0, 1, 2, 4]);
-        assert_eq!(matched(&registry, "news"), [1, 3]);
-        assert_eq!(matched(&registry, "weather.eu.price"), [1, 2]);
-        registry.remove("#", &subs[1]);
-        registry.remove("stocks.*.price", &subs[0]);
-        assert_eq!(matched(&registry, "stocks.eu.price"), [2, 4]);
-        registry.remove("news.#", &subs[3]);
-        assert!(matched(&registry, "news.today").is_empty());
-        assert!(registry.read().by_first_word.is_empty());
-    }
-}
+mod tests;
