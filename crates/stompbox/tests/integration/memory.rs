@@ -273,9 +273,12 @@ async fn topic_messages_held_unacknowledged_are_capped_per_session_and_server_wi
         }
     }
     assert!(peak <= server_cap, "peak {peak}");
-    // 120 × 16 KiB = 1.9 MB: every hog went past one cap or the other and
-    // was cut off as a slow consumer (without the caps, none is: 30 is far
-    // below max_unacked).
+    // 120 × 16 KiB = 1.9 MB. The hog with 30 subscriptions passes its own
+    // cap at its second message; the four others together pass the
+    // server's (without the caps none is cut: 30 is far below max_unacked).
+    // Which of those four go depends on when the first cut-off ones give
+    // their memory back, so only "at least one" is certain.
+    let mut cut = Vec::new();
     for (i, mut hog) in hogs.into_iter().enumerate() {
         let mut messages = 0;
         let end = loop {
@@ -290,12 +293,20 @@ async fn topic_messages_held_unacknowledged_are_capped_per_session_and_server_wi
             Err(stompbox::client::ClientError::Io(e)) => e.kind() == std::io::ErrorKind::TimedOut,
             Err(_) => false,
         };
-        assert!(
-            !still_open,
-            "hog {i} still open after {messages} messages: {end:?}"
-        );
+        if i == 0 {
+            assert!(
+                !still_open,
+                "the 30-subscription hog still open after {messages} messages: {end:?}"
+            );
+        }
+        cut.push(!still_open);
     }
-    assert!(server.handle.stats().slow_consumers >= 5);
+    assert!(
+        cut[1..].iter().any(|c| *c),
+        "no single-subscription hog was cut off at the server-wide cap"
+    );
+    let cut_count = cut.iter().filter(|c| **c).count() as u64;
+    assert!(server.handle.stats().slow_consumers >= cut_count);
     // What they held went with them.
     let mut released = server.handle.stats().topic_unacked_bytes;
     for _ in 0..100 {
