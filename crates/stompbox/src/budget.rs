@@ -1,7 +1,7 @@
 //! A count of bytes against a cap, shared by whatever holds memory under it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Bytes held under one cap (all queues, one session's unacknowledged
 /// messages, all open transactions…). Taking is all or nothing, so the count
@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub(crate) struct Budget {
     used: AtomicUsize,
     max: usize,
+    /// Set when something was turned away for lack of room, so whoever
+    /// frees room knows whether anyone may be waiting for it.
+    refused: AtomicBool,
 }
 
 impl Budget {
@@ -17,16 +20,26 @@ impl Budget {
         Budget {
             used: AtomicUsize::new(0),
             max,
+            refused: AtomicBool::new(false),
         }
     }
 
     /// Takes `n` bytes if they fit under the cap.
     pub(crate) fn try_take(&self, n: usize) -> bool {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|&total| total <= self.max)
-            })
-            .is_ok()
+        let take = || {
+            self.used
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                    used.checked_add(n).filter(|&total| total <= self.max)
+                })
+                .is_ok()
+        };
+        if take() {
+            return true;
+        }
+        // Flag first, then try once more: room freed between the two is
+        // either taken now or finds the flag set (see `take_refused`).
+        self.refused.store(true, Ordering::SeqCst);
+        take()
     }
 
     /// Takes `n` bytes whatever the cap: for memory that was accepted once
@@ -39,14 +52,24 @@ impl Budget {
     pub(crate) fn release(&self, n: usize) {
         let _ = self
             .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
                 Some(used.saturating_sub(n))
             });
     }
 
     /// Whether `n` more bytes would fit now.
     pub(crate) fn has_room(&self, n: usize) -> bool {
-        self.used().saturating_add(n) <= self.max
+        let room = || self.used.load(Ordering::SeqCst).saturating_add(n) <= self.max;
+        if room() {
+            return true;
+        }
+        self.refused.store(true, Ordering::SeqCst);
+        room()
+    }
+
+    /// True (once) when a take or a room check failed since the last call.
+    pub(crate) fn take_refused(&self) -> bool {
+        self.refused.swap(false, Ordering::SeqCst)
     }
 
     pub(crate) fn used(&self) -> usize {
@@ -107,8 +130,12 @@ mod tests {
         assert!(budget.try_take(60));
         assert!(!budget.try_take(41));
         assert_eq!(budget.used(), 60);
+        assert!(budget.take_refused());
+        assert!(!budget.take_refused());
         budget.release(60);
         assert!(budget.try_take(100));
+        assert!(!budget.take_refused());
         assert!(!budget.has_room(1));
+        assert!(budget.take_refused());
     }
 }

@@ -527,11 +527,20 @@ impl BrokerSession for EmbeddedSession {
         let settled = subscription.settle(tag).ok_or_else(unknown)?;
         match &subscription.source {
             Source::Queue(queue) if nack => queue.requeue(settled),
+            Source::Queue(queue) => {
+                drop(settled);
+                queue.dispatch();
+            }
             _ => drop(settled),
         }
         // The settled messages freed room in the session's unacknowledged
-        // budget, which any of its queues may have been waiting for.
-        self.redispatch();
+        // budget. Only when that budget turned a delivery away may other
+        // queues of the session be waiting for it; offering every queue
+        // again on every ACK would make an ACK cost the session's
+        // subscription count.
+        if self.unacked.take_refused() {
+            self.redispatch();
+        }
         // A NACKed topic message is dropped: it was a copy for this
         // subscriber only, and nobody else is waiting for it.
         self.answer(receipt);
