@@ -4,12 +4,14 @@
 //! wrong.
 
 use crate::auth::Handshake;
-use crate::outbox::{Backlog, OutFrame, Outbox};
+use crate::outbox::{Backlog, Congested, OutFrame, Outbox};
 use crate::server::ServerShared;
 use crate::session::{Flow, Session, StompError};
 use crate::transport::{Read, Transport};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -74,6 +76,12 @@ pub(crate) async fn run(
     // Set while the server-wide backlog is over its limit: no new frames are
     // read or handled until the writers catch up.
     let mut paused = false;
+    // Subscriber outboxes this client's work left more than half full, and
+    // the wait for them to drain: no new frames are read or handled until
+    // they have room (or the send time limit passed), so a publisher's burst
+    // slows the publisher instead of cutting off the subscribers it feeds.
+    let congested = Congested::default();
+    let mut congestion: Option<RoomWait> = None;
     tracing::debug!(session = %session_id, %peer, transport = transport.kind(), "connection opened");
 
     let end = loop {
@@ -110,7 +118,12 @@ pub(crate) async fn run(
                 last_read = Instant::now();
                 input = true;
             }
-            read = transport.read(&mut read_buf), if !paused => {
+            () = until_room(&mut congestion), if congestion.is_some() => {
+                congestion = None;
+                last_read = Instant::now();
+                input = true;
+            }
+            read = transport.read(&mut read_buf), if !paused && congestion.is_none() => {
                 match read {
                     Ok(Read::Data) => {}
                     Ok(Read::Closed) => break End::ClientClosed,
@@ -146,6 +159,7 @@ pub(crate) async fn run(
                 let heartbeat = session.heartbeat();
                 if let Some(every) = heartbeat.expect_every
                     && !paused
+                    && congestion.is_none()
                     && now.duration_since(last_read) > every.mul_f64(config.heartbeat_grace)
                 {
                         let e = StompError::new(format!(
@@ -157,7 +171,7 @@ pub(crate) async fn run(
                 if let Some(every) = heartbeat.send_every
                     && now.duration_since(last_write) >= every
                 {
-                    let _ = outbox.push(OutFrame { bytes: Bytes::from_static(HEARTBEAT), text: true });
+                    let _ = outbox.push(OutFrame::with_text(Bytes::from_static(HEARTBEAT), true));
                     last_write = now;
                 }
                 deadline = next_deadline(&session, &config, last_read, last_write, now);
@@ -170,6 +184,7 @@ pub(crate) async fn run(
                     buf: &mut read_buf,
                     session: &mut session,
                     backlog: &server.backlog,
+                    congested: &congested,
                 },
                 Writing {
                     transport: &mut transport,
@@ -184,6 +199,13 @@ pub(crate) async fn run(
                 Err(end) => break end,
                 Ok(Ok(Step::Continue)) => {}
                 Ok(Ok(Step::Paused)) => paused = true,
+                Ok(Ok(Step::Congested)) => {
+                    congestion = Some(Box::pin(wait_for_room(
+                        congested.take(),
+                        config.send_timeout,
+                        Arc::clone(&server),
+                    )));
+                }
                 Ok(Ok(Step::Close)) => break End::Disconnected,
                 Ok(Err(e)) => {
                     send_error(
@@ -237,6 +259,37 @@ struct Processing<'a> {
     buf: &'a mut BytesMut,
     session: &'a mut Session,
     backlog: &'a Backlog,
+    congested: &'a Congested,
+}
+
+/// A publisher's pause for the subscribers it congested.
+type RoomWait = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+async fn until_room(wait: &mut Option<RoomWait>) {
+    match wait {
+        Some(wait) => wait.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves once every outbox is at most half full or closed, or after
+/// `limit`: a subscriber that reads nothing is cut off by the send time
+/// limit, so it cannot hold the publisher longer than that; one that reads
+/// slowly holds it no longer either, and is cut off by its outbox limit if it
+/// falls further behind.
+async fn wait_for_room(outboxes: Vec<Arc<Outbox>>, limit: Duration, server: Arc<ServerShared>) {
+    let started = Instant::now();
+    let _ = timeout(limit, async {
+        for outbox in &outboxes {
+            outbox.under_half().await;
+        }
+    })
+    .await;
+    server.publisher_pauses.fetch_add(1, Ordering::Relaxed);
+    let paused = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    server
+        .publisher_paused_micros
+        .fetch_add(paused, Ordering::Relaxed);
 }
 
 /// What writing the outbox needs.
@@ -262,9 +315,10 @@ async fn process_while_writing(
         buf,
         session,
         backlog,
+        congested,
     } = work;
     let result = {
-        let processing = process(decoder, buf, session, backlog);
+        let processing = process(decoder, buf, session, backlog, congested);
         tokio::pin!(processing);
         loop {
             tokio::select! {
@@ -304,6 +358,9 @@ enum Step {
     Continue,
     /// The server-wide backlog is over its limit: stop reading until it drains.
     Paused,
+    /// The last frame left subscriber outboxes congested: stop reading
+    /// until they have room.
+    Congested,
     /// The session ended (DISCONNECT).
     Close,
 }
@@ -313,6 +370,7 @@ async fn process(
     buf: &mut BytesMut,
     session: &mut Session,
     backlog: &Backlog,
+    congested: &Congested,
 ) -> Result<Step, StompError> {
     loop {
         if backlog.over() {
@@ -326,13 +384,16 @@ async fn process(
             Some(Decoded::Heartbeat) => {}
             Some(Decoded::Frame(frame)) => {
                 let was_connected = session.is_connected();
-                let flow = session.handle(frame).await?;
+                let flow = congested.collect(session.handle(frame)).await?;
                 if !was_connected && session.is_connected() {
                     decoder.set_version(session.version());
                     decoder.set_limits(session.frame_limits());
                 }
                 if flow == Flow::Close {
                     return Ok(Step::Close);
+                }
+                if congested.any() {
+                    return Ok(Step::Congested);
                 }
             }
         }

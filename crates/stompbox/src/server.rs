@@ -32,6 +32,10 @@ pub(crate) struct ServerShared {
     pub(crate) messaging: Messaging,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) slow_consumers: AtomicU64,
+    /// Times a publisher was paused for subscribers it congested, and for
+    /// how long in all.
+    pub(crate) publisher_pauses: AtomicU64,
+    pub(crate) publisher_paused_micros: AtomicU64,
     pub(crate) backlog: Arc<Backlog>,
     /// `None`: no authentication, every session is anonymous.
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
@@ -61,6 +65,14 @@ pub struct Stats {
     pub connections: usize,
     /// Clients disconnected as slow consumers since start.
     pub slow_consumers: u64,
+    /// Times a client's frames were held back because what it published
+    /// left a subscriber's outbox more than half full, since start.
+    pub publisher_pauses: u64,
+    /// Time those pauses lasted, in all.
+    pub publisher_paused: Duration,
+    /// Bytes of encoded frames not yet written, across every connection;
+    /// a frame shared by many subscribers counts once.
+    pub backlog_bytes: usize,
 }
 
 /// A bound, not yet running, stompbox server.
@@ -186,6 +198,8 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
                 messaging,
                 shutdown,
                 slow_consumers: AtomicU64::new(0),
+                publisher_pauses: AtomicU64::new(0),
+                publisher_paused_micros: AtomicU64::new(0),
                 backlog: Arc::new(Backlog::new(backlog_bytes)),
                 authenticator,
                 origins,
@@ -331,6 +345,11 @@ fn stats(shared: &ServerShared) -> Stats {
     Stats {
         connections: shared.config.max_connections - shared.connections.available_permits(),
         slow_consumers: shared.slow_consumers.load(Ordering::Relaxed),
+        publisher_pauses: shared.publisher_pauses.load(Ordering::Relaxed),
+        publisher_paused: Duration::from_micros(
+            shared.publisher_paused_micros.load(Ordering::Relaxed),
+        ),
+        backlog_bytes: shared.backlog.bytes(),
     }
 }
 

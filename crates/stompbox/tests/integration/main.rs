@@ -7,6 +7,7 @@ mod app;
 mod bad_input;
 mod builtin_methods;
 mod connect;
+mod flow_control;
 mod handshake;
 mod heartbeat;
 mod http_api;

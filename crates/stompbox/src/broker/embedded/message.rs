@@ -124,10 +124,7 @@ impl Message {
             out.put_slice(b"redelivered:true\n");
         }
         out.put_slice(tail);
-        OutFrame {
-            bytes: out.freeze(),
-            text: self.body_is_text,
-        }
+        OutFrame::with_text(out.freeze(), self.body_is_text)
     }
 }
 
