@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use stompbox_codec::{Decoded, Decoder, Limits, Version};
+use stompbox_codec::{Decoded, Decoder, Frame, Limits, Version};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_websockets::CloseCode;
 
@@ -82,6 +82,10 @@ pub(crate) async fn run(
     // slows the publisher instead of cutting off the subscribers it feeds.
     let congested = Congested::default();
     let mut congestion: Option<RoomWait> = None;
+    // A SUBSCRIBE or UNSUBSCRIBE past the session's rate, held (with nothing
+    // more read) until the instant it may be handled.
+    let mut held: Option<Frame> = None;
+    let mut throttled: Option<Instant> = None;
     tracing::debug!(session = %session_id, %peer, transport = transport.kind(), "connection opened");
 
     let end = loop {
@@ -123,7 +127,12 @@ pub(crate) async fn run(
                 last_read = Instant::now();
                 input = true;
             }
-            read = transport.read(&mut read_buf), if !paused && congestion.is_none() => {
+            () = sleep_until(throttled.unwrap_or(deadline)), if throttled.is_some() => {
+                throttled = None;
+                last_read = Instant::now();
+                input = true;
+            }
+            read = transport.read(&mut read_buf), if !paused && congestion.is_none() && throttled.is_none() => {
                 match read {
                     Ok(Read::Data) => {}
                     Ok(Read::Closed) => break End::ClientClosed,
@@ -160,6 +169,7 @@ pub(crate) async fn run(
                 if let Some(every) = heartbeat.expect_every
                     && !paused
                     && congestion.is_none()
+                    && throttled.is_none()
                     && now.duration_since(last_read) > every.mul_f64(config.heartbeat_grace)
                 {
                         let e = StompError::new(format!(
@@ -185,6 +195,7 @@ pub(crate) async fn run(
                     session: &mut session,
                     backlog: &server.backlog,
                     congested: &congested,
+                    held: &mut held,
                 },
                 Writing {
                     transport: &mut transport,
@@ -199,6 +210,7 @@ pub(crate) async fn run(
                 Err(end) => break end,
                 Ok(Ok(Step::Continue)) => {}
                 Ok(Ok(Step::Paused)) => paused = true,
+                Ok(Ok(Step::Throttled(until))) => throttled = Some(until),
                 Ok(Ok(Step::Congested)) => {
                     congestion = Some(Box::pin(wait_for_room(
                         congested.take(),
@@ -260,6 +272,7 @@ struct Processing<'a> {
     session: &'a mut Session,
     backlog: &'a Backlog,
     congested: &'a Congested,
+    held: &'a mut Option<Frame>,
 }
 
 /// A publisher's pause for the subscribers it congested.
@@ -316,9 +329,17 @@ async fn process_while_writing(
         session,
         backlog,
         congested,
+        held,
     } = work;
     let result = {
-        let processing = process(decoder, buf, session, backlog, congested);
+        let processing = process(Processing {
+            decoder,
+            buf,
+            session,
+            backlog,
+            congested,
+            held,
+        });
         tokio::pin!(processing);
         loop {
             tokio::select! {
@@ -361,28 +382,40 @@ enum Step {
     /// The last frame left subscriber outboxes congested: stop reading
     /// until they have room.
     Congested,
+    /// A SUBSCRIBE or UNSUBSCRIBE came faster than the session's rate: it
+    /// is held, and nothing more read, until then.
+    Throttled(Instant),
     /// The session ended (DISCONNECT).
     Close,
 }
 
-async fn process(
-    decoder: &mut Decoder,
-    buf: &mut BytesMut,
-    session: &mut Session,
-    backlog: &Backlog,
-    congested: &Congested,
-) -> Result<Step, StompError> {
+async fn process(work: Processing<'_>) -> Result<Step, StompError> {
+    let Processing {
+        decoder,
+        buf,
+        session,
+        backlog,
+        congested,
+        held,
+    } = work;
     loop {
         if backlog.over() {
             return Ok(Step::Paused);
         }
-        let decoded = decoder
-            .decode(buf)
-            .map_err(|e| StompError::new(e.to_string()))?;
-        match decoded {
+        let next = match held.take() {
+            Some(frame) => Some(Decoded::Frame(frame)),
+            None => decoder
+                .decode(buf)
+                .map_err(|e| StompError::new(e.to_string()))?,
+        };
+        match next {
             None => return Ok(Step::Continue),
             Some(Decoded::Heartbeat) => {}
             Some(Decoded::Frame(frame)) => {
+                if let Some(until) = session.hold_until(&frame, Instant::now()) {
+                    *held = Some(frame);
+                    return Ok(Step::Throttled(until));
+                }
                 let was_connected = session.is_connected();
                 let flow = congested.collect(session.handle(frame)).await?;
                 if !was_connected && session.is_connected() {

@@ -36,6 +36,8 @@ pub(crate) struct ServerShared {
     /// how long in all.
     pub(crate) publisher_pauses: AtomicU64,
     pub(crate) publisher_paused_micros: AtomicU64,
+    /// SUBSCRIBE/UNSUBSCRIBE frames held for their session's rate.
+    pub(crate) subscription_holds: AtomicU64,
     pub(crate) backlog: Arc<Backlog>,
     /// `None`: no authentication, every session is anonymous.
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
@@ -73,6 +75,9 @@ pub struct Stats {
     /// Bytes of encoded frames not yet written, across every connection;
     /// a frame shared by many subscribers counts once.
     pub backlog_bytes: usize,
+    /// Times a session's SUBSCRIBE or UNSUBSCRIBE was held back for coming
+    /// faster than `subscriptions_per_sec`, since start.
+    pub subscription_holds: u64,
 }
 
 /// A bound, not yet running, stompbox server.
@@ -200,6 +205,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
                 slow_consumers: AtomicU64::new(0),
                 publisher_pauses: AtomicU64::new(0),
                 publisher_paused_micros: AtomicU64::new(0),
+                subscription_holds: AtomicU64::new(0),
                 backlog: Arc::new(Backlog::new(backlog_bytes)),
                 authenticator,
                 origins,
@@ -350,6 +356,7 @@ fn stats(shared: &ServerShared) -> Stats {
             shared.publisher_paused_micros.load(Ordering::Relaxed),
         ),
         backlog_bytes: shared.backlog.bytes(),
+        subscription_holds: shared.subscription_holds.load(Ordering::Relaxed),
     }
 }
 

@@ -197,3 +197,39 @@ async fn stalled_subscribers_of_one_topic_count_a_shared_message_once_and_pause_
     assert_eq!(server.handle.stats().slow_consumers, 0);
     drop(stalled);
 }
+
+#[tokio::test]
+async fn subscription_churn_past_the_rate_is_slowed_not_refused() {
+    let server = spawn_server(|c| c.subscriptions_per_sec = 50).await;
+    let topic = unique("/topic/churn");
+    let mut client = server.connect(Via::Tcp).await;
+    // 60 SUBSCRIBE/UNSUBSCRIBE pairs in one write: more than a second's
+    // worth, so some must wait; none may be refused.
+    let mut out = BytesMut::new();
+    for i in 0..60 {
+        let id = format!("c{i}");
+        let subscribe = Frame::new(Command::Subscribe)
+            .header("id", &id)
+            .header("destination", &topic);
+        encode_frame(&subscribe, Version::V1_2, &mut out);
+        let unsubscribe = Frame::new(Command::Unsubscribe)
+            .header("id", &id)
+            .header("receipt", &id);
+        encode_frame(&unsubscribe, Version::V1_2, &mut out);
+    }
+    client.send_raw(out.freeze()).await.expect("churn written");
+    for i in 0..60 {
+        let receipt = next(&mut client).await;
+        assert_eq!(receipt.command, Command::Receipt, "{receipt:?}");
+        assert_eq!(
+            receipt.headers.get("receipt-id"),
+            Some(format!("c{i}").as_str())
+        );
+    }
+    assert!(
+        server.handle.stats().subscription_holds > 0,
+        "120 changes at 50 a second were never held"
+    );
+    // The session is still usable.
+    subscribe(&mut client, "after", &topic, "auto").await;
+}

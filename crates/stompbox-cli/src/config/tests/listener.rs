@@ -28,6 +28,7 @@ fn every_new_server_and_limits_key_from_file_env_and_flag() {
         ),
         ("limits.connections_per_address", "10"),
         ("limits.connects_per_address_per_sec", "0"),
+        ("limits.subscriptions_per_sec", "25"),
         ("limits.unauthenticated_frame_bytes", "4096"),
     ];
     for settings in from_every_source(&pairs) {
@@ -53,6 +54,7 @@ fn every_new_server_and_limits_key_from_file_env_and_flag() {
         );
         assert_eq!(c.max_connections_per_address, 10);
         assert_eq!(c.connects_per_address_per_sec, 0);
+        assert_eq!(c.subscriptions_per_sec, 25);
         assert_eq!(c.unauthenticated_frame_bytes, 4096);
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -127,6 +129,7 @@ fn bad_server_and_limits_values_name_the_key_and_where_it_was_set() {
             "must not exceed limits.frame_bytes",
         ),
         ("limits.connects_per_address_per_sec", "-1", ""),
+        ("limits.subscriptions_per_sec", "-1", ""),
     ] {
         refused_from_every_source(key, value, needle);
     }
