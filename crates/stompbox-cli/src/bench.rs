@@ -20,6 +20,7 @@ mod conn;
 mod connect;
 mod echo_server;
 mod fanout;
+mod flow;
 mod idle;
 mod report;
 mod roundtrip;
@@ -44,6 +45,15 @@ enum Mode {
     Fanout(fanout::FanoutArgs),
     /// Many idle, subscribed connections: the server's memory per connection.
     Idle(idle::IdleArgs),
+    /// One publisher writes a whole burst at once (10,000 × 1 KiB, then
+    /// 300 × 60 KiB) to a few subscribers reading as fast as they can:
+    /// subscribers cut off (target 0), burst duration, and how long the
+    /// publisher's writes were held back.
+    Burst(flow::BurstArgs),
+    /// Subscribers of one topic that never read, fed at a steady rate,
+    /// while a canary uses another topic: the canary's latency before and
+    /// during (target: p99 under 50 ms).
+    Stalled(flow::StalledArgs),
     /// Session set-up and tear-down: clients loop over open, CONNECT,
     /// CONNECTED, DISCONNECT (with its RECEIPT) and close. Connects per
     /// second and connect latency, anonymous or with credentials
@@ -256,6 +266,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     match args.mode {
         Mode::Fanout(args) => fanout::run(args).await,
         Mode::Idle(args) => idle::run(args).await,
+        Mode::Burst(args) => flow::run_burst(args).await,
+        Mode::Stalled(args) => flow::run_stalled(args).await,
         Mode::Connect(args) => connect::run(args).await,
         Mode::Roundtrip(args) => roundtrip::run(args).await,
         Mode::ServeEcho(args) => echo_server::run(args).await,
