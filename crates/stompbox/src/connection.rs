@@ -80,7 +80,7 @@ pub(crate) async fn run(
     // the wait for them to drain: no new frames are read or handled until
     // they have room (or the send time limit passed), so a publisher's burst
     // slows the publisher instead of cutting off the subscribers it feeds.
-    let congested = Congested::default();
+    let congested = Congested::new(config.send_timeout, Arc::clone(&server.publisher_pauses));
     let mut congestion: Option<RoomWait> = None;
     // A SUBSCRIBE or UNSUBSCRIBE past the session's rate, held (with nothing
     // more read) until the instant it may be handled.
@@ -212,11 +212,8 @@ pub(crate) async fn run(
                 Ok(Ok(Step::Paused)) => paused = true,
                 Ok(Ok(Step::Throttled(until))) => throttled = Some(until),
                 Ok(Ok(Step::Congested)) => {
-                    congestion = Some(Box::pin(wait_for_room(
-                        congested.take(),
-                        config.send_timeout,
-                        Arc::clone(&server),
-                    )));
+                    let congested = congested.clone();
+                    congestion = Some(Box::pin(async move { congested.wait().await }));
                 }
                 Ok(Ok(Step::Close)) => break End::Disconnected,
                 Ok(Err(e)) => {
@@ -283,26 +280,6 @@ async fn until_room(wait: &mut Option<RoomWait>) {
         Some(wait) => wait.await,
         None => std::future::pending().await,
     }
-}
-
-/// Resolves once every outbox is at most half full or closed, or after
-/// `limit`: a subscriber that reads nothing is cut off by the send time
-/// limit, so it cannot hold the publisher longer than that; one that reads
-/// slowly holds it no longer either, and is cut off by its outbox limit if it
-/// falls further behind.
-async fn wait_for_room(outboxes: Vec<Arc<Outbox>>, limit: Duration, server: Arc<ServerShared>) {
-    let started = Instant::now();
-    let _ = timeout(limit, async {
-        for outbox in &outboxes {
-            outbox.under_half().await;
-        }
-    })
-    .await;
-    server.publisher_pauses.fetch_add(1, Ordering::Relaxed);
-    let paused = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    server
-        .publisher_paused_micros
-        .fetch_add(paused, Ordering::Relaxed);
 }
 
 /// What writing the outbox needs.

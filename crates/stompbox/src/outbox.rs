@@ -4,8 +4,9 @@
 
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Unwritten bytes across every outbox of a server.
@@ -150,17 +151,58 @@ tokio::task_local! {
     static CONGESTED: Congested;
 }
 
+/// Times publishers were paused for the subscribers they congested, and
+/// for how long in all (server statistics).
+#[derive(Debug, Default)]
+pub(crate) struct PublisherPauses {
+    count: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl PublisherPauses {
+    fn record(&self, paused: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(paused.as_micros()).unwrap_or(u64::MAX);
+        self.micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn total(&self) -> Duration {
+        Duration::from_micros(self.micros.load(Ordering::Relaxed))
+    }
+}
+
 /// The subscriber outboxes that a session's own work (its SENDs, its
 /// handlers' replies, its hooks' publishes, all on its task) left more than
-/// half full. The connection driver reads no more of that client's frames
-/// until they have room again: a publisher is slowed by the subscribers it
-/// feeds, before their outboxes overflow.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Congested(Arc<Mutex<HashMap<usize, Arc<Outbox>>>>);
+/// half full, and the wait for them to have room again: a publisher is
+/// slowed by the subscribers it feeds, before their outboxes overflow.
+#[derive(Debug, Clone)]
+pub(crate) struct Congested(Arc<CongestedState>);
+
+#[derive(Debug)]
+struct CongestedState {
+    outboxes: Mutex<HashMap<usize, Arc<Outbox>>>,
+    /// The longest one wait lasts: the send time limit, by which a
+    /// subscriber that reads nothing has been cut off.
+    limit: Duration,
+    pauses: Arc<PublisherPauses>,
+}
 
 impl Congested {
+    /// A collector whose waits last at most `limit`, counted in `pauses`.
+    pub(crate) fn new(limit: Duration, pauses: Arc<PublisherPauses>) -> Congested {
+        Congested(Arc::new(CongestedState {
+            outboxes: Mutex::default(),
+            limit,
+            pauses,
+        }))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Arc<Outbox>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.outboxes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Runs `work` with deliveries noting congested outboxes here.
@@ -173,15 +215,41 @@ impl Congested {
         !self.lock().is_empty()
     }
 
-    /// Takes the outboxes noted so far.
-    pub(crate) fn take(&self) -> Vec<Arc<Outbox>> {
-        self.lock().drain().map(|(_, outbox)| outbox).collect()
+    /// Waits until every outbox noted so far is at most half full or
+    /// closed, or for the limit: a subscriber that reads nothing is cut off
+    /// by the send time limit, so it cannot hold the publisher longer than
+    /// that; one that reads slowly holds it no longer either, and is cut off
+    /// by its outbox limit if it falls further behind. At once when nothing
+    /// was noted.
+    pub(crate) async fn wait(&self) {
+        let outboxes: Vec<_> = self.lock().drain().map(|(_, outbox)| outbox).collect();
+        if outboxes.is_empty() {
+            return;
+        }
+        let started = tokio::time::Instant::now();
+        let _ = tokio::time::timeout(self.0.limit, async {
+            for outbox in &outboxes {
+                outbox.under_half().await;
+            }
+        })
+        .await;
+        self.0.pauses.record(started.elapsed());
+    }
+
+    /// [`Congested::wait`] for the collector of the current task, if it has
+    /// one: publishing several messages within one frame (a COMMIT, an
+    /// application handler or hook calling [`crate::app::Messaging`] in a
+    /// loop) is paced message by message. Outside a session's task (the
+    /// HTTP API, an application's own tasks) it returns at once.
+    pub(crate) async fn wait_here() {
+        if let Ok(congested) = CONGESTED.try_with(Congested::clone) {
+            congested.wait().await;
+        }
     }
 
     fn note(outbox: &Arc<Outbox>) {
-        // Outside a session's task (the HTTP API, a relay link, a spawned
-        // task) there is nobody to pause: those pushes are bounded by the
-        // outbox limit alone.
+        // Outside a session's task there is nobody to pause: those pushes
+        // are bounded by the outbox limit alone.
         let _ = CONGESTED.try_with(|congested| {
             congested
                 .lock()
@@ -564,7 +632,8 @@ mod tests {
     #[tokio::test]
     async fn a_delivery_past_half_full_is_noted_for_the_publishing_task_only() {
         let outbox = Arc::new(Outbox::new(100));
-        let congested = Congested::default();
+        let pauses = Arc::new(PublisherPauses::default());
+        let congested = Congested::new(std::time::Duration::from_secs(5), Arc::clone(&pauses));
         congested
             .collect(async {
                 outbox.deliver(frame(40)).unwrap();
@@ -577,15 +646,17 @@ mod tests {
                 outbox.deliver(frame(20)).unwrap();
             })
             .await;
-        let noted = congested.take();
-        assert_eq!(noted.len(), 1, "noted once however many deliveries");
-        assert!(Arc::ptr_eq(&noted[0], &outbox));
+        assert_eq!(
+            congested.lock().len(),
+            1,
+            "noted once however many deliveries"
+        );
         // Outside a collecting task nothing is noted (and nothing fails).
         outbox.deliver(frame(10)).unwrap();
-        assert!(!congested.any());
+        assert_eq!(congested.lock().len(), 1);
         let waiter = tokio::spawn({
-            let outbox = Arc::clone(&outbox);
-            async move { outbox.under_half().await }
+            let congested = congested.clone();
+            async move { congested.wait().await }
         });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
@@ -595,6 +666,11 @@ mod tests {
             .await
             .expect("not woken when drained")
             .unwrap();
+        assert!(!congested.any());
+        assert_eq!(pauses.count(), 1);
+        // Nothing noted: no wait, no pause counted.
+        congested.wait().await;
+        assert_eq!(pauses.count(), 1);
     }
 
     fn frame(n: usize) -> OutFrame {

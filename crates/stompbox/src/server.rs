@@ -32,10 +32,7 @@ pub(crate) struct ServerShared {
     pub(crate) messaging: Messaging,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) slow_consumers: AtomicU64,
-    /// Times a publisher was paused for subscribers it congested, and for
-    /// how long in all.
-    pub(crate) publisher_pauses: AtomicU64,
-    pub(crate) publisher_paused_micros: AtomicU64,
+    pub(crate) publisher_pauses: Arc<crate::outbox::PublisherPauses>,
     /// SUBSCRIBE/UNSUBSCRIBE frames held for their session's rate.
     pub(crate) subscription_holds: AtomicU64,
     pub(crate) backlog: Arc<Backlog>,
@@ -203,8 +200,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
                 messaging,
                 shutdown,
                 slow_consumers: AtomicU64::new(0),
-                publisher_pauses: AtomicU64::new(0),
-                publisher_paused_micros: AtomicU64::new(0),
+                publisher_pauses: Arc::default(),
                 subscription_holds: AtomicU64::new(0),
                 backlog: Arc::new(Backlog::new(backlog_bytes)),
                 authenticator,
@@ -351,10 +347,8 @@ fn stats(shared: &ServerShared) -> Stats {
     Stats {
         connections: shared.config.max_connections - shared.connections.available_permits(),
         slow_consumers: shared.slow_consumers.load(Ordering::Relaxed),
-        publisher_pauses: shared.publisher_pauses.load(Ordering::Relaxed),
-        publisher_paused: Duration::from_micros(
-            shared.publisher_paused_micros.load(Ordering::Relaxed),
-        ),
+        publisher_pauses: shared.publisher_pauses.count(),
+        publisher_paused: shared.publisher_pauses.total(),
         backlog_bytes: shared.backlog.bytes(),
         subscription_holds: shared.subscription_holds.load(Ordering::Relaxed),
     }

@@ -357,6 +357,8 @@ impl Session {
                         // arrives once everything before it took effect.
                         let carried = if i + 1 == count { owed.take() } else { None };
                         owed = owed.or(self.apply(frame, carried).await?);
+                        // A COMMIT of many SENDs is paced like as many SENDs.
+                        crate::outbox::Congested::wait_here().await;
                     }
                 }
                 owed

@@ -233,3 +233,55 @@ async fn subscription_churn_past_the_rate_is_slowed_not_refused() {
     // The session is still usable.
     subscribe(&mut client, "after", &topic, "auto").await;
 }
+
+/// Publishes `count` numbered messages of about 1 KiB to `topic`, from a
+/// SEND to `/app/flood` whose body is `topic count`.
+async fn flood(messaging: stompbox::app::Messaging, body: String) {
+    let mut words = body.split(' ');
+    let topic = words.next().unwrap_or_default().to_owned();
+    let count: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let filler = "z".repeat(1000);
+    for i in 0..count {
+        if messaging
+            .publish(&topic, format!("{i}:{filler}"))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_handler_publishing_in_a_loop_is_slowed_instead_of_cutting_subscribers_off() {
+    if embedded_only("publisher pausing for its subscribers") {
+        return;
+    }
+    let app = stompbox::app::App::new().message("/flood", flood);
+    // Small outboxes, as in the burst tests: a handler's loop is as fast as
+    // a burst.
+    let server = spawn_app(app, |c| c.outbox_bytes = 64 * 1024).await;
+    let topic = unique("/topic/flood");
+    let count = 5_000;
+    let mut readers = Vec::new();
+    for (i, via) in [Via::Ws, Via::Tcp, Via::Ws].into_iter().enumerate() {
+        let mut sub = server.connect(via).await;
+        subscribe(&mut sub, &format!("s{i}"), &topic, "auto").await;
+        readers.push(read_all(sub, count));
+    }
+    let mut client = server.connect(Via::Tcp).await;
+    let frame = Frame::new(Command::Send)
+        .header("destination", "/app/flood")
+        .body(format!("{topic} {count}"));
+    tokio::time::timeout(BURST_WAIT, client.send_with_receipt(frame, "flood"))
+        .await
+        .expect("the handler did not finish in time")
+        .expect("SEND to /app/flood");
+    for reader in readers {
+        tokio::time::timeout(BURST_WAIT, reader)
+            .await
+            .expect("a subscriber did not get everything in time")
+            .expect("a subscriber was cut off or got messages out of order");
+    }
+    assert_eq!(server.handle.stats().slow_consumers, 0);
+}
