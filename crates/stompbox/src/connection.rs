@@ -300,23 +300,9 @@ async fn process_while_writing(
     out: Writing<'_>,
 ) -> Result<Result<Step, StompError>, End> {
     let mut redispatch = false;
-    let Processing {
-        decoder,
-        buf,
-        session,
-        backlog,
-        congested,
-        held,
-    } = work;
+    let mut work = work;
     let result = {
-        let processing = process(Processing {
-            decoder,
-            buf,
-            session,
-            backlog,
-            congested,
-            held,
-        });
+        let processing = process(&mut work);
         tokio::pin!(processing);
         loop {
             tokio::select! {
@@ -344,7 +330,7 @@ async fn process_while_writing(
     };
     if redispatch {
         // Queues held messages back while the outbox was full; it drained.
-        session.drained();
+        work.session.drained();
     }
     Ok(result)
 }
@@ -366,7 +352,7 @@ enum Step {
     Close,
 }
 
-async fn process(work: Processing<'_>) -> Result<Step, StompError> {
+async fn process(work: &mut Processing<'_>) -> Result<Step, StompError> {
     let Processing {
         decoder,
         buf,
@@ -390,7 +376,7 @@ async fn process(work: Processing<'_>) -> Result<Step, StompError> {
             Some(Decoded::Heartbeat) => {}
             Some(Decoded::Frame(frame)) => {
                 if let Some(until) = session.hold_until(&frame, Instant::now()) {
-                    *held = Some(frame);
+                    **held = Some(frame);
                     return Ok(Step::Throttled(until));
                 }
                 let was_connected = session.is_connected();
