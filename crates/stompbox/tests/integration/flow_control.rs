@@ -98,6 +98,11 @@ async fn a_burst_of_large_messages_reaches_five_fast_subscribers() {
 
 #[tokio::test]
 async fn a_subscriber_that_reads_nothing_is_cut_off_and_the_publisher_goes_on() {
+    if not_on_activemq(
+        "ActiveMQ held the stalled subscriber's messages back, so it was never cut off, and delivered all 10,000 once it read",
+    ) {
+        return;
+    }
     let server = spawn_server(|c| c.send_timeout = Duration::from_millis(500)).await;
     let topic = unique("/topic/stall");
     let count = 10_000;
