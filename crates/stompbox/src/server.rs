@@ -65,7 +65,8 @@ pub struct Stats {
     /// Clients disconnected as slow consumers since start.
     pub slow_consumers: u64,
     /// Times a client's frames were held back because what it published
-    /// left a subscriber's outbox more than half full, since start.
+    /// left a subscriber's outbox (or, with the relay, its own link to the
+    /// broker) more than half full, since start.
     pub publisher_pauses: u64,
     /// Time those pauses lasted, in all.
     pub publisher_paused: Duration,
