@@ -20,6 +20,7 @@ mod conn;
 mod connect;
 mod echo_server;
 mod fanout;
+mod flow;
 mod idle;
 mod memory;
 mod patterns;
@@ -51,6 +52,15 @@ enum Mode {
     /// and topic hogs, transaction floods), each against a server with
     /// small caps: its RSS growth against the cap the attack aims at.
     Memory(memory::MemoryArgs),
+    /// One publisher writes a whole burst at once (10,000 × 1 KiB, then
+    /// 300 × 60 KiB) to a few subscribers reading as fast as they can:
+    /// subscribers cut off (target 0), burst duration, and how long the
+    /// publisher's writes were held back.
+    Burst(flow::BurstArgs),
+    /// Subscribers of one topic that never read, fed at a steady rate,
+    /// while a canary uses another topic: the canary's latency before and
+    /// during (target: p99 under 50 ms).
+    Stalled(flow::StalledArgs),
     /// Session set-up and tear-down: clients loop over open, CONNECT,
     /// CONNECTED, DISCONNECT (with its RECEIPT) and close. Connects per
     /// second and connect latency, anonymous or with credentials
@@ -275,6 +285,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         Mode::Fanout(args) => fanout::run(args).await,
         Mode::Idle(args) => idle::run(args).await,
         Mode::Memory(args) => memory::run(args).await,
+        Mode::Burst(args) => flow::run_burst(args).await,
+        Mode::Stalled(args) => flow::run_stalled(args).await,
         Mode::Connect(args) => connect::run(args).await,
         Mode::Patterns(args) => patterns::run(args).await,
         Mode::Roundtrip(args) => roundtrip::run(args).await,

@@ -622,3 +622,75 @@ fn patterns_past_the_servers_per_session_cap_are_refused() {
         "{result}"
     );
 }
+
+#[test]
+fn burst_reports_each_burst_with_no_subscriber_cut_off() {
+    let (status, out, err) = run(&[
+        "bench",
+        "burst",
+        "--spawn",
+        "--subscribers",
+        "3",
+        "--burst",
+        "500x1024",
+        "--burst",
+        "20x61440",
+        "--json-only",
+    ]);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    let result = result_line(&out);
+    assert!(result.contains(r#""mode":"burst""#), "{result}");
+    assert!(
+        result.contains(r#""count":500,"body":1024,"deliveries":1500,"expected":1500,"disconnects":0,"out_of_order":0,"#),
+        "{result}"
+    );
+    assert!(
+        result.contains(r#""count":20,"body":61440,"deliveries":60,"expected":60,"disconnects":0,"out_of_order":0,"#),
+        "{result}"
+    );
+    assert_eq!(
+        count(&result, r#""publisher_blocked_secs":"#),
+        2,
+        "{result}"
+    );
+    assert!(result.contains(r#""slow_consumer_drops":0"#), "{result}");
+    assert!(result.ends_with(r#""ok":true}"#), "{result}");
+}
+
+#[test]
+fn burst_refuses_a_malformed_shape() {
+    let (status, out, err) = run(&["bench", "burst", "--spawn", "--burst", "10by1024"]);
+    assert!(!status.success(), "{out}");
+    assert!(err.contains("expected COUNTxBYTES"), "{err}");
+}
+
+#[test]
+fn stalled_measures_the_canary_before_and_during() {
+    let (status, out, err) = run(&[
+        "bench",
+        "stalled",
+        "--spawn",
+        "--stalled",
+        "3",
+        "--baseline-secs",
+        "1",
+        "--attack-secs",
+        "1",
+        "--json-only",
+    ]);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    let result = result_line(&out);
+    assert!(result.contains(r#""mode":"stalled""#), "{result}");
+    assert!(result.contains(r#""stalled_ready":3,"#), "{result}");
+    // Every canary message sent arrived; none of them was lost to the attack.
+    assert!(
+        result.contains(r#""canary_before":{"samples":"#),
+        "{result}"
+    );
+    assert!(
+        result.contains(r#""canary_during":{"samples":"#),
+        "{result}"
+    );
+    assert!(result.contains(r#""canary_p99_ratio":"#), "{result}");
+    assert!(result.ends_with(r#""ok":true}"#), "{result}");
+}

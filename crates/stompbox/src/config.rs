@@ -65,6 +65,12 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most subscriptions one session may hold. Default 1,024.
     pub max_subscriptions: usize,
+    /// SUBSCRIBE and UNSUBSCRIBE frames one session may send per second (a
+    /// burst of as many passes at once); past it the session's next frames
+    /// wait, its output still flowing, so subscription churn cannot flood
+    /// the registries or an application's join/leave notices. 0 is no
+    /// limit. Default 100.
+    pub subscriptions_per_sec: u32,
     /// Most open transactions per session. Default 16.
     pub max_transactions: usize,
     /// Most frames buffered by one transaction. Default 1,000.
@@ -164,6 +170,7 @@ impl Default for ServerConfig {
             frame_limits: Limits::default(),
             max_connections: 50_000,
             max_subscriptions: 1_024,
+            subscriptions_per_sec: 100,
             max_transactions: 16,
             max_transaction_frames: 1_000,
             max_transaction_bytes: 1024 * 1024,

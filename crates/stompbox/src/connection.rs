@@ -4,16 +4,18 @@
 //! wrong.
 
 use crate::auth::Handshake;
-use crate::outbox::{Backlog, OutFrame, Outbox};
+use crate::outbox::{Backlog, Congested, OutFrame, Outbox};
 use crate::server::ServerShared;
 use crate::session::{Flow, Session, StompError};
 use crate::transport::{Read, Transport};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use stompbox_codec::{Decoded, Decoder, Limits, Version};
+use stompbox_codec::{Decoded, Decoder, Frame, Limits, Version};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_websockets::CloseCode;
 
@@ -77,6 +79,16 @@ pub(crate) async fn run(
     // Set while the server-wide backlog is over its limit: no new frames are
     // read or handled until the writers catch up.
     let mut paused = false;
+    // Subscriber outboxes this client's work left more than half full, and
+    // the wait for them to drain: no new frames are read or handled until
+    // they have room (or the send time limit passed), so a publisher's burst
+    // slows the publisher instead of cutting off the subscribers it feeds.
+    let congested = Congested::new(config.send_timeout, Arc::clone(&server.publisher_pauses));
+    let mut congestion: Option<RoomWait> = None;
+    // A SUBSCRIBE or UNSUBSCRIBE past the session's rate, held (with nothing
+    // more read) until the instant it may be handled.
+    let mut held: Option<Frame> = None;
+    let mut throttled: Option<Instant> = None;
     tracing::debug!(session = %session_id, %peer, transport = transport.kind(), "connection opened");
 
     let end = loop {
@@ -113,7 +125,17 @@ pub(crate) async fn run(
                 last_read = Instant::now();
                 input = true;
             }
-            read = transport.read(&mut read_buf), if !paused => {
+            () = until_room(&mut congestion), if congestion.is_some() => {
+                congestion = None;
+                last_read = Instant::now();
+                input = true;
+            }
+            () = sleep_until(throttled.unwrap_or(deadline)), if throttled.is_some() => {
+                throttled = None;
+                last_read = Instant::now();
+                input = true;
+            }
+            read = transport.read(&mut read_buf), if !paused && congestion.is_none() && throttled.is_none() => {
                 match read {
                     Ok(Read::Data) => {}
                     Ok(Read::Closed) => break End::ClientClosed,
@@ -150,6 +172,8 @@ pub(crate) async fn run(
                 let heartbeat = session.heartbeat();
                 if let Some(every) = heartbeat.expect_every
                     && !paused
+                    && congestion.is_none()
+                    && throttled.is_none()
                     && now.duration_since(last_read) > every.mul_f64(config.heartbeat_grace)
                 {
                         let e = StompError::new(format!(
@@ -161,7 +185,7 @@ pub(crate) async fn run(
                 if let Some(every) = heartbeat.send_every
                     && now.duration_since(last_write) >= every
                 {
-                    let _ = outbox.push(OutFrame { bytes: Bytes::from_static(HEARTBEAT), text: true });
+                    let _ = outbox.push(OutFrame::with_text(Bytes::from_static(HEARTBEAT), true));
                     last_write = now;
                 }
                 deadline = next_deadline(&session, &config, last_read, last_write, now);
@@ -174,6 +198,8 @@ pub(crate) async fn run(
                     buf: &mut read_buf,
                     session: &mut session,
                     backlog: &server.backlog,
+                    congested: &congested,
+                    held: &mut held,
                 },
                 Writing {
                     transport: &mut transport,
@@ -188,6 +214,11 @@ pub(crate) async fn run(
                 Err(end) => break end,
                 Ok(Ok(Step::Continue)) => {}
                 Ok(Ok(Step::Paused)) => paused = true,
+                Ok(Ok(Step::Throttled(until))) => throttled = Some(until),
+                Ok(Ok(Step::Congested)) => {
+                    let congested = congested.clone();
+                    congestion = Some(Box::pin(async move { congested.wait().await }));
+                }
                 Ok(Ok(Step::Close)) => break End::Disconnected,
                 Ok(Err(e)) => {
                     send_error(
@@ -241,6 +272,18 @@ struct Processing<'a> {
     buf: &'a mut BytesMut,
     session: &'a mut Session,
     backlog: &'a Backlog,
+    congested: &'a Congested,
+    held: &'a mut Option<Frame>,
+}
+
+/// A publisher's pause for the subscribers it congested.
+type RoomWait = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+async fn until_room(wait: &mut Option<RoomWait>) {
+    match wait {
+        Some(wait) => wait.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What writing the outbox needs.
@@ -261,14 +304,9 @@ async fn process_while_writing(
     out: Writing<'_>,
 ) -> Result<Result<Step, StompError>, End> {
     let mut redispatch = false;
-    let Processing {
-        decoder,
-        buf,
-        session,
-        backlog,
-    } = work;
+    let mut work = work;
     let result = {
-        let processing = process(decoder, buf, session, backlog);
+        let processing = process(&mut work);
         tokio::pin!(processing);
         loop {
             tokio::select! {
@@ -296,7 +334,7 @@ async fn process_while_writing(
     };
     if redispatch {
         // Queues held messages back while the outbox was full; it drained.
-        session.drained();
+        work.session.drained();
     }
     Ok(result)
 }
@@ -308,35 +346,54 @@ enum Step {
     Continue,
     /// The server-wide backlog is over its limit: stop reading until it drains.
     Paused,
+    /// The last frame left subscriber outboxes congested: stop reading
+    /// until they have room.
+    Congested,
+    /// A SUBSCRIBE or UNSUBSCRIBE came faster than the session's rate: it
+    /// is held, and nothing more read, until then.
+    Throttled(Instant),
     /// The session ended (DISCONNECT).
     Close,
 }
 
-async fn process(
-    decoder: &mut Decoder,
-    buf: &mut BytesMut,
-    session: &mut Session,
-    backlog: &Backlog,
-) -> Result<Step, StompError> {
+async fn process(work: &mut Processing<'_>) -> Result<Step, StompError> {
+    let Processing {
+        decoder,
+        buf,
+        session,
+        backlog,
+        congested,
+        held,
+    } = work;
     loop {
         if backlog.over() {
             return Ok(Step::Paused);
         }
-        let decoded = decoder
-            .decode(buf)
-            .map_err(|e| StompError::new(e.to_string()))?;
-        match decoded {
+        let next = match held.take() {
+            Some(frame) => Some(Decoded::Frame(frame)),
+            None => decoder
+                .decode(buf)
+                .map_err(|e| StompError::new(e.to_string()))?,
+        };
+        match next {
             None => return Ok(Step::Continue),
             Some(Decoded::Heartbeat) => {}
             Some(Decoded::Frame(frame)) => {
+                if let Some(until) = session.hold_until(&frame, Instant::now()) {
+                    **held = Some(frame);
+                    return Ok(Step::Throttled(until));
+                }
                 let was_connected = session.is_connected();
-                let flow = session.handle(frame).await?;
+                let flow = congested.collect(session.handle(frame)).await?;
                 if !was_connected && session.is_connected() {
                     decoder.set_version(session.version());
                     decoder.set_limits(session.frame_limits());
                 }
                 if flow == Flow::Close {
                     return Ok(Step::Close);
+                }
+                if congested.any() {
+                    return Ok(Step::Congested);
                 }
             }
         }

@@ -3,9 +3,10 @@
 //! the one task that writes to its socket.
 
 use bytes::Bytes;
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Unwritten bytes across every outbox of a server.
@@ -43,9 +44,9 @@ impl Backlog {
         if n == 0 {
             return;
         }
-        // Every subtraction follows its addition (both happen under the same
-        // outbox lock), so this cannot wrap; saturate anyway rather than
-        // ever read a wrapped count as "over".
+        // Every subtraction is a frame's charge being dropped, after it was
+        // added, so this cannot wrap; saturate anyway rather than ever read a
+        // wrapped count as "over".
         let before = match self
             .bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
@@ -96,13 +97,165 @@ pub struct OutFrame {
     /// text message (browsers' STOMP clients handle either; text is friendlier
     /// to devtools). Computed once per encoded frame, not per delivery.
     pub text: bool,
+    /// The frame's count in the server-wide backlog, shared by every clone:
+    /// a frame fanned out to many outboxes shares one `Bytes`, so it is
+    /// counted once, from its first push until its last clone is written or
+    /// dropped.
+    charge: Arc<OnceLock<Charge>>,
 }
 
 impl OutFrame {
     /// Wraps encoded bytes, checking UTF-8 once.
     pub fn new(bytes: Bytes) -> OutFrame {
         let text = std::str::from_utf8(&bytes).is_ok();
-        OutFrame { bytes, text }
+        OutFrame::with_text(bytes, text)
+    }
+
+    /// Wraps encoded bytes whose UTF-8 validity is already known.
+    pub fn with_text(bytes: Bytes, text: bool) -> OutFrame {
+        OutFrame {
+            bytes,
+            text,
+            charge: Arc::default(),
+        }
+    }
+
+    /// Counts the frame in `backlog`, unless a clone already did.
+    fn charge(&self, backlog: &Arc<Backlog>) {
+        self.charge.get_or_init(|| {
+            let bytes = self.bytes.len();
+            backlog.add(bytes);
+            Charge {
+                backlog: Arc::clone(backlog),
+                bytes,
+            }
+        });
+    }
+}
+
+/// Bytes of one frame counted in a backlog; uncounted when dropped, that is
+/// when the last clone of the frame is gone.
+#[derive(Debug)]
+struct Charge {
+    backlog: Arc<Backlog>,
+    bytes: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.backlog.sub(self.bytes);
+    }
+}
+
+tokio::task_local! {
+    static CONGESTED: Congested;
+}
+
+/// Times publishers were paused for the subscribers they congested, and
+/// for how long in all (server statistics).
+#[derive(Debug, Default)]
+pub(crate) struct PublisherPauses {
+    count: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl PublisherPauses {
+    fn record(&self, paused: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(paused.as_micros()).unwrap_or(u64::MAX);
+        self.micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn total(&self) -> Duration {
+        Duration::from_micros(self.micros.load(Ordering::Relaxed))
+    }
+}
+
+/// The subscriber outboxes that a session's own work (its SENDs, its
+/// handlers' replies, its hooks' publishes, all on its task) left more than
+/// half full, and the wait for them to have room again: a publisher is
+/// slowed by the subscribers it feeds, before their outboxes overflow.
+#[derive(Debug, Clone)]
+pub(crate) struct Congested(Arc<CongestedState>);
+
+#[derive(Debug)]
+struct CongestedState {
+    outboxes: Mutex<HashMap<usize, Arc<Outbox>>>,
+    /// The longest one wait lasts: the send time limit, by which a
+    /// subscriber that reads nothing has been cut off.
+    limit: Duration,
+    pauses: Arc<PublisherPauses>,
+}
+
+impl Congested {
+    /// A collector whose waits last at most `limit`, counted in `pauses`.
+    pub(crate) fn new(limit: Duration, pauses: Arc<PublisherPauses>) -> Congested {
+        Congested(Arc::new(CongestedState {
+            outboxes: Mutex::default(),
+            limit,
+            pauses,
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Arc<Outbox>>> {
+        self.0.outboxes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `work` with deliveries noting congested outboxes here.
+    pub(crate) async fn collect<F: Future>(&self, work: F) -> F::Output {
+        CONGESTED.scope(self.clone(), work).await
+    }
+
+    /// True when some delivery left an outbox congested.
+    pub(crate) fn any(&self) -> bool {
+        !self.lock().is_empty()
+    }
+
+    /// Waits until every outbox noted so far is at most half full or
+    /// closed, or for the limit: a subscriber that reads nothing is cut off
+    /// by the send time limit, so it cannot hold the publisher longer than
+    /// that; one that reads slowly holds it no longer either, and is cut off
+    /// by its outbox limit if it falls further behind. At once when nothing
+    /// was noted.
+    pub(crate) async fn wait(&self) {
+        let outboxes: Vec<_> = self.lock().drain().map(|(_, outbox)| outbox).collect();
+        if outboxes.is_empty() {
+            return;
+        }
+        let started = tokio::time::Instant::now();
+        let _ = tokio::time::timeout(self.0.limit, async {
+            for outbox in &outboxes {
+                outbox.under_half().await;
+            }
+        })
+        .await;
+        self.0.pauses.record(started.elapsed());
+    }
+
+    /// [`Congested::wait`] for the collector of the current task, if it has
+    /// one: publishing several messages within one frame (a COMMIT, an
+    /// application handler or hook calling [`crate::app::Messaging`] in a
+    /// loop) is paced message by message. Outside a session's task (the
+    /// HTTP API, an application's own tasks) it returns at once.
+    pub(crate) async fn wait_here() {
+        if let Ok(congested) = CONGESTED.try_with(Congested::clone) {
+            congested.wait().await;
+        }
+    }
+
+    fn note(outbox: &Arc<Outbox>) {
+        // Outside a session's task there is nobody to pause: those pushes
+        // are bounded by the outbox limit alone.
+        let _ = CONGESTED.try_with(|congested| {
+            congested
+                .lock()
+                .entry(Arc::as_ptr(outbox) as usize)
+                .or_insert_with(|| Arc::clone(outbox));
+        });
     }
 }
 
@@ -168,12 +321,6 @@ impl Outbox {
         }
     }
 
-    fn released(&self, n: usize) {
-        if let Some(backlog) = &self.backlog {
-            backlog.sub(n);
-        }
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave State inconsistent
         // (every mutation is a single push/clear), so poisoning is ignored.
@@ -187,6 +334,31 @@ impl Outbox {
     /// [`PushError::Overflow`] when this frame would pass the byte limit (the
     /// outbox then closes), [`PushError::Closed`] when already closed.
     pub fn push(&self, frame: OutFrame) -> Result<(), PushError> {
+        self.push_noting(frame).map(|_| ())
+    }
+
+    /// Queues a frame from a publisher (a delivery of a message): when it
+    /// leaves this outbox more than half full, the session whose task is
+    /// publishing is told to pause (see [`Congested`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Outbox::push`].
+    pub(crate) fn deliver(self: &Arc<Self>, frame: OutFrame) -> Result<(), PushError> {
+        let congested = self.push_noting(frame)?;
+        if congested {
+            Congested::note(self);
+        }
+        Ok(())
+    }
+
+    /// Pushes; `Ok(true)` when the outbox is now more than half full.
+    fn push_noting(&self, frame: OutFrame) -> Result<bool, PushError> {
+        // Counted before a writer can see the frame, so the writer's
+        // uncounting (when it drops the frame) always follows.
+        if let Some(backlog) = &self.backlog {
+            frame.charge(backlog);
+        }
         let mut state = self.lock();
         if state.closed {
             return Err(PushError::Closed);
@@ -199,16 +371,12 @@ impl Outbox {
         let was_empty = state.frames.is_empty();
         state.bytes += len;
         state.frames.push_back(frame);
-        // Counted while the lock is held: a writer taking these bytes (and
-        // subtracting them) must find them already counted.
-        if let Some(backlog) = &self.backlog {
-            backlog.add(len);
-        }
+        let congested = state.bytes > self.limit / 2;
         drop(state);
         if was_empty {
             self.notify.notify_one();
         }
-        Ok(())
+        Ok(congested)
     }
 
     /// Moves every queued frame into `into` (which should be empty).
@@ -220,9 +388,9 @@ impl Outbox {
         if state.frames.capacity() > 64 {
             state.frames = VecDeque::new();
         }
-        // Taken frames are about to be written; counting them as written now
-        // lets paused readers resume while this batch is on its way.
-        self.released(taken);
+        // The backlog still counts the taken frames (real memory) until the
+        // writer drops them; this outbox's own limit no longer does, so a
+        // publisher waiting for room here may go on.
         drop(state);
         if taken > 0 {
             self.room.notify_waiters();
@@ -255,19 +423,27 @@ impl Outbox {
 
     /// Resolves once [`Outbox::congested`] is false (or the outbox closed).
     pub async fn room(&self) {
-        loop {
-            let notified = self.room.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_closed() || (self.lock().bytes <= self.limit / 2) {
-                break;
-            }
-            notified.await;
-        }
+        self.under_half().await;
         if let Some(backlog) = &self.backlog
             && backlog.over()
         {
             backlog.drained().await;
+        }
+    }
+
+    /// Resolves once at most half full, or closed.
+    pub(crate) async fn under_half(&self) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let state = self.lock();
+                if state.closed || state.bytes <= self.limit / 2 {
+                    return;
+                }
+            }
+            notified.await;
         }
     }
 
@@ -287,11 +463,13 @@ impl Outbox {
     fn overflow(&self, mut state: std::sync::MutexGuard<'_, State>) {
         state.closed = true;
         state.overflowed = true;
-        state.frames = VecDeque::new();
-        let dropped = std::mem::take(&mut state.bytes);
-        self.released(dropped);
+        let dropped = std::mem::take(&mut state.frames);
+        state.bytes = 0;
         drop(state);
+        // Uncounted from the backlog outside the lock.
+        drop(dropped);
         self.notify.notify_one();
+        self.room.notify_waiters();
     }
 
     /// Queues a last frame whatever the limit, then closes: the writer sends
@@ -302,16 +480,16 @@ impl Outbox {
         if state.closed {
             return;
         }
-        let len = last.bytes.len();
-        state.bytes += len;
+        if let Some(backlog) = &self.backlog {
+            last.charge(backlog);
+        }
+        state.bytes += last.bytes.len();
         state.frames.push_back(last);
         state.closed = true;
         state.finished = true;
-        if let Some(backlog) = &self.backlog {
-            backlog.add(len);
-        }
         drop(state);
         self.notify.notify_one();
+        self.room.notify_waiters();
     }
 
     /// True after [`Outbox::finish`].
@@ -333,13 +511,6 @@ impl Outbox {
     /// time this resolved. Cancel-safe: a wake-up is stored as a permit.
     pub async fn ready(&self) {
         self.notify.notified().await;
-    }
-}
-
-impl Drop for Outbox {
-    fn drop(&mut self) {
-        let left = self.lock().bytes;
-        self.released(left);
     }
 }
 
@@ -403,6 +574,9 @@ mod tests {
         });
         let mut out = VecDeque::new();
         a.take_all(&mut out);
+        // Taken is not written: the writer still holds those bytes.
+        assert!(backlog.over());
+        out.clear();
         assert!(!backlog.over());
         // 6 bytes left, not under the low-water mark of 5 yet.
         assert!(!waiter.is_finished());
@@ -412,6 +586,91 @@ mod tests {
             .expect("not woken")
             .unwrap();
         assert_eq!(backlog.bytes(), 0);
+    }
+
+    #[test]
+    fn a_frame_shared_by_many_outboxes_counts_once_in_the_backlog() {
+        let backlog = Arc::new(Backlog::new(1_000));
+        let outboxes: Vec<_> = (0..50)
+            .map(|_| Outbox::with_backlog(100, Arc::clone(&backlog)))
+            .collect();
+        let shared = frame(60);
+        for outbox in &outboxes {
+            outbox.push(shared.clone()).unwrap();
+        }
+        drop(shared);
+        // 50 outboxes each hold the frame against their own limit...
+        assert!(outboxes.iter().all(|o| o.half_full(false)));
+        // ...but it is in memory once.
+        assert_eq!(backlog.bytes(), 60);
+        let mut out = VecDeque::new();
+        for outbox in &outboxes[..49] {
+            outbox.take_all(&mut out);
+            out.clear();
+        }
+        assert_eq!(backlog.bytes(), 60, "one outbox still holds it");
+        drop(outboxes);
+        assert_eq!(backlog.bytes(), 0);
+    }
+
+    #[test]
+    fn distinct_frames_count_separately_and_overflow_uncounts_them() {
+        let backlog = Arc::new(Backlog::new(1_000));
+        let a = Outbox::with_backlog(100, Arc::clone(&backlog));
+        let b = Outbox::with_backlog(100, Arc::clone(&backlog));
+        a.push(frame(60)).unwrap();
+        b.push(frame(30)).unwrap();
+        assert_eq!(backlog.bytes(), 90);
+        assert_eq!(a.push(frame(60)), Err(PushError::Overflow));
+        assert_eq!(backlog.bytes(), 30);
+        b.finish(frame(5));
+        assert_eq!(backlog.bytes(), 35);
+        drop(b);
+        assert_eq!(backlog.bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_past_half_full_is_noted_for_the_publishing_task_only() {
+        let outbox = Arc::new(Outbox::new(100));
+        let pauses = Arc::new(PublisherPauses::default());
+        let congested = Congested::new(std::time::Duration::from_secs(5), Arc::clone(&pauses));
+        congested
+            .collect(async {
+                outbox.deliver(frame(40)).unwrap();
+            })
+            .await;
+        assert!(!congested.any(), "40 of 100 is not congested");
+        congested
+            .collect(async {
+                outbox.deliver(frame(20)).unwrap();
+                outbox.deliver(frame(20)).unwrap();
+            })
+            .await;
+        assert_eq!(
+            congested.lock().len(),
+            1,
+            "noted once however many deliveries"
+        );
+        // Outside a collecting task nothing is noted (and nothing fails).
+        outbox.deliver(frame(10)).unwrap();
+        assert_eq!(congested.lock().len(), 1);
+        let waiter = tokio::spawn({
+            let congested = congested.clone();
+            async move { congested.wait().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        let mut out = VecDeque::new();
+        outbox.take_all(&mut out);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("not woken when drained")
+            .unwrap();
+        assert!(!congested.any());
+        assert_eq!(pauses.count(), 1);
+        // Nothing noted: no wait, no pause counted.
+        congested.wait().await;
+        assert_eq!(pauses.count(), 1);
     }
 
     fn frame(n: usize) -> OutFrame {

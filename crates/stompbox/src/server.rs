@@ -33,6 +33,9 @@ pub(crate) struct ServerShared {
     pub(crate) messaging: Messaging,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) slow_consumers: AtomicU64,
+    pub(crate) publisher_pauses: Arc<crate::outbox::PublisherPauses>,
+    /// SUBSCRIBE/UNSUBSCRIBE frames held for their session's rate.
+    pub(crate) subscription_holds: AtomicU64,
     pub(crate) backlog: Arc<Backlog>,
     /// Memory of the frames buffered by every open transaction.
     pub(crate) transaction_bytes: Arc<Budget>,
@@ -76,6 +79,18 @@ pub struct Stats {
     /// Memory of frames held by open transactions, as counted against
     /// `max_total_transaction_bytes`.
     pub transaction_bytes: usize,
+    /// Times a client's frames were held back because what it published
+    /// left a subscriber's outbox (or, with the relay, its own link to the
+    /// broker) more than half full, since start.
+    pub publisher_pauses: u64,
+    /// Time those pauses lasted, in all.
+    pub publisher_paused: Duration,
+    /// Bytes of encoded frames not yet written, across every connection;
+    /// a frame shared by many subscribers counts once.
+    pub backlog_bytes: usize,
+    /// Times a session's SUBSCRIBE or UNSUBSCRIBE was held back for coming
+    /// faster than `subscriptions_per_sec`, since start.
+    pub subscription_holds: u64,
 }
 
 /// A bound, not yet running, stompbox server.
@@ -214,6 +229,8 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
                 messaging,
                 shutdown,
                 slow_consumers: AtomicU64::new(0),
+                publisher_pauses: Arc::default(),
+                subscription_holds: AtomicU64::new(0),
                 backlog: Arc::new(Backlog::new(backlog_bytes)),
                 transaction_bytes,
                 authenticator,
@@ -364,6 +381,10 @@ fn stats(shared: &ServerShared) -> Stats {
         queue_bytes: memory.queue_bytes,
         topic_unacked_bytes: memory.topic_unacked_bytes,
         transaction_bytes: shared.transaction_bytes.used(),
+        publisher_pauses: shared.publisher_pauses.count(),
+        publisher_paused: shared.publisher_pauses.total(),
+        backlog_bytes: shared.backlog.bytes(),
+        subscription_holds: shared.subscription_holds.load(Ordering::Relaxed),
     }
 }
 

@@ -28,6 +28,10 @@
 //! | SEND        | `/app/chat/{room}` `{"text"}` | a `message` event to everyone in the room            |
 //! | UNSUBSCRIBE, DISCONNECT |                 | a `leave` notice to the room                            |
 //!
+//! A connection causes at most [`JOIN_NOTICE_BURST`] join notices at once,
+//! then one per [`JOIN_NOTICE_EVERY`]; a join past that goes unannounced,
+//! and so does its leave.
+//!
 //! Every event is JSON with a `type`: see [`Event`].
 //!
 //! ```no_run
@@ -55,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stompbox::HttpRouter;
 use stompbox::app::{
     App, ConnectInfo, Json, Messaging, Path, Reject, SessionId, SessionInfo, State,
@@ -76,6 +80,14 @@ pub const MAX_ROOMS: usize = 1_000;
 /// Room subscriptions one connection may hold at once; bounds the presence
 /// records a client can make the server keep.
 pub const MAX_ROOMS_PER_SESSION: usize = 16;
+
+/// Join notices one connection may cause at once; then one more per
+/// [`JOIN_NOTICE_EVERY`]. Past it, joins (and their leaves) go unannounced,
+/// so a client that subscribes and unsubscribes in a loop cannot flood a
+/// room with notices (and get its members cut off as slow consumers).
+pub const JOIN_NOTICE_BURST: u32 = 5;
+/// How often a connection earns another join notice past the burst.
+pub const JOIN_NOTICE_EVERY: Duration = Duration::from_secs(10);
 
 /// Names reserved for anonymous users, so no nickname can pass for one.
 const GUEST_PREFIX: &str = "guest-";
@@ -204,6 +216,40 @@ struct Member {
     name: Name,
     /// Subscription id → room.
     subscriptions: HashMap<String, String>,
+    /// Rooms that were told this session joined, and not yet that it left:
+    /// a leave is announced only after an announced join, so the notices a
+    /// room sees always pair up.
+    announced: HashSet<String>,
+    /// Join notices this session may still cause, refilled over time.
+    notices: f64,
+    refilled: Instant,
+}
+
+impl Member {
+    fn new(name: Name) -> Member {
+        Member {
+            name,
+            subscriptions: HashMap::new(),
+            announced: HashSet::new(),
+            notices: f64::from(JOIN_NOTICE_BURST),
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Takes one join notice from the budget, if there is one.
+    fn take_notice(&mut self) -> bool {
+        let now = Instant::now();
+        let earned =
+            now.duration_since(self.refilled).as_secs_f64() / JOIN_NOTICE_EVERY.as_secs_f64();
+        self.notices = (self.notices + earned).min(f64::from(JOIN_NOTICE_BURST));
+        self.refilled = now;
+        if self.notices >= 1.0 {
+            self.notices -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Locks even a mutex a panicking thread left poisoned: every update here
@@ -315,14 +361,11 @@ impl ChatState {
         };
         check_room(room).map_err(Reject)?;
         let name = self.display_name(&info.user, &info.session_id);
-        let first_in_room = {
+        let announce = {
             let mut members = lock(&self.inner.members);
             let member = members
                 .entry(Arc::clone(&info.session_id))
-                .or_insert_with(|| Member {
-                    name: name.clone(),
-                    subscriptions: HashMap::new(),
-                });
+                .or_insert_with(|| Member::new(name.clone()));
             if member.subscriptions.len() >= MAX_ROOMS_PER_SESSION {
                 return Err(Reject::new(format!(
                     "a connection can be in at most {MAX_ROOMS_PER_SESSION} rooms at once; unsubscribe from one first"
@@ -330,12 +373,16 @@ impl ChatState {
             }
             let first = !member.subscriptions.values().any(|r| r == room);
             member.subscriptions.insert(info.id, room.to_owned());
-            first
+            let announce = first && member.take_notice();
+            if announce {
+                member.announced.insert(room.to_owned());
+            }
+            announce
         };
         // A second subscription of the same session to the same room is no
         // news. The subscriber itself does not see its own join: the hook
         // runs before its subscription exists (the page says "you joined").
-        if first_in_room {
+        if announce {
             let event = Event::Join {
                 room: room.to_owned(),
                 user: name.text,
@@ -358,11 +405,10 @@ impl ChatState {
                 return;
             };
             let still_in = member.subscriptions.values().any(|r| *r == room);
-            let name = member.name.clone();
-            if member.subscriptions.is_empty() {
-                members.remove(&info.session_id);
-            }
-            (!still_in).then_some((room, name))
+            // The member stays (until the session ends) even when in no
+            // room, so that leaving does not refill its notice budget.
+            let announced = !still_in && member.announced.remove(&room);
+            announced.then(|| (room, member.name.clone()))
         };
         if let Some((room, name)) = left {
             let event = Event::Leave {
@@ -381,8 +427,7 @@ impl ChatState {
         let Some(member) = lock(&self.inner.members).remove(&info.session_id) else {
             return;
         };
-        let rooms: HashSet<String> = member.subscriptions.into_values().collect();
-        for room in rooms {
+        for room in member.announced {
             let event = Event::Leave {
                 room: room.clone(),
                 user: member.name.text.clone(),

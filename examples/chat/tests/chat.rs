@@ -10,7 +10,8 @@ use stompbox::client::{Client, ClientError};
 use stompbox::codec::{Command, Frame};
 use stompbox::{Server, ServerConfig, ServerHandle};
 use stompbox_chat::{
-    ChatMessage, ChatState, Event, HISTORY_LEN, MAX_ROOMS_PER_SESSION, PageSettings,
+    ChatMessage, ChatState, Event, HISTORY_LEN, JOIN_NOTICE_BURST, MAX_ROOMS_PER_SESSION,
+    PageSettings,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -37,6 +38,10 @@ async fn start() -> Chat {
 }
 
 async fn start_with(accounts: Accounts) -> Chat {
+    start_with_config(accounts, |_| {}).await
+}
+
+async fn start_with_config(accounts: Accounts, configure: impl FnOnce(&mut ServerConfig)) -> Chat {
     let mut config = ServerConfig::default();
     config.http_addr = ([127, 0, 0, 1], 0).into();
     // Refusals are part of these tests: the delay that slows down password
@@ -45,6 +50,7 @@ async fn start_with(accounts: Accounts) -> Chat {
     if let Accounts::On { guests } = accounts {
         config.auth.allow_anonymous = guests;
     }
+    configure(&mut config);
     let chat = ChatState::new();
     let builder = Server::builder(config).app(stompbox_chat::app(&chat));
     let builder = match accounts {
@@ -369,6 +375,54 @@ async fn join_and_leave_notices_follow_subscriptions_and_disconnects() {
     );
     guest.say("1", r#"{"text":"hi"}"#).await;
     assert_eq!(alice.chat_message().await.user, user);
+    chat.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn subscription_churn_cannot_flood_a_room_with_notices() {
+    // The server's own limit on SUBSCRIBE/UNSUBSCRIBE per second is off, so
+    // this is the chat's notice budget alone (and the test stays short).
+    let chat = start_with_config(Accounts::Off, |c| c.subscriptions_per_sec = 0).await;
+    let mut alice = Peer::join(&chat, Some("alice")).await;
+    alice.subscribe("/topic/chat/1").await;
+    let mut mallory = Peer::join(&chat, Some("mallory")).await;
+    // Alice reads nothing while the churn goes on.
+    const PAIRS: usize = 1_000;
+    for i in 0..PAIRS {
+        let id = format!("churn-{i}");
+        let subscribe = Frame::new(Command::Subscribe)
+            .header("id", &id)
+            .header("destination", "/topic/chat/1");
+        mallory.client.send(&subscribe).await.expect("SUBSCRIBE");
+        let unsubscribe = Frame::new(Command::Unsubscribe).header("id", &id);
+        mallory
+            .client
+            .send(&unsubscribe)
+            .await
+            .expect("UNSUBSCRIBE");
+    }
+    mallory.subscribe("/topic/chat/1").await;
+    mallory.say("1", r#"{"text":"done"}"#).await;
+    let mut notices = 0;
+    loop {
+        match alice.event().await {
+            Event::Join { user, .. } | Event::Leave { user, .. } => {
+                assert_eq!(user, "mallory");
+                notices += 1;
+            }
+            Event::Message(message) => {
+                assert_eq!(message.text, "done");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let budget = 2 * usize::try_from(JOIN_NOTICE_BURST).expect("small");
+    assert!(
+        notices <= budget,
+        "{PAIRS} subscribe/unsubscribe pairs made {notices} notices (budget {budget})"
+    );
+    assert_eq!(chat.server.stats().slow_consumers, 0);
     chat.server.shutdown().await.expect("shutdown");
 }
 

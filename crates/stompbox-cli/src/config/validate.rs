@@ -155,6 +155,10 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Problems> {
     if let Some(n) = limits.subscriptions_per_session {
         c.max_subscriptions = check.at_least("limits.subscriptions_per_session", n, 1);
     }
+    if let Some(n) = limits.subscriptions_per_sec {
+        // Zero turns the rate off (a trusted client that churns on purpose).
+        c.subscriptions_per_sec = n;
+    }
     if let Some(n) = limits.transactions_per_session {
         // Zero is allowed: it turns transactions off.
         c.max_transactions = n;

@@ -109,6 +109,12 @@ impl Messaging {
     /// Publishes to a broker destination (`/topic/…`, `/queue/…`), or to a
     /// user as `/user/{name}/queue/…`.
     ///
+    /// Called from a handler or hook (on the task of the session whose frame
+    /// it handles), it returns once the subscribers it fed have room: while
+    /// one has more than half of its outbox queued, for at most the send
+    /// time limit. So a handler publishing in a loop is slowed instead of
+    /// getting subscribers cut off. From other tasks it never waits.
+    ///
     /// # Errors
     ///
     /// [`MessagingError`] when the destination is not valid or the broker refuses.
@@ -142,6 +148,9 @@ impl Messaging {
                 frame,
             })
             .await?;
+        // Called from a session's handler or hook, a loop of publishes waits
+        // for the subscribers it congests, as that session's SENDs would.
+        crate::outbox::Congested::wait_here().await;
         Ok(())
     }
 
@@ -226,6 +235,7 @@ impl Messaging {
                 frame,
             })
             .await?;
+        crate::outbox::Congested::wait_here().await;
         Ok(())
     }
 

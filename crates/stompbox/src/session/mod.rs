@@ -11,11 +11,13 @@ use crate::broker::{AckMode, AckTarget, BrokerError, BrokerSession, Publish, Sub
 use crate::outbox::{OutFrame, Outbox};
 use crate::router::{self, Target};
 
+mod churn;
 mod connect;
 mod identity;
 
 use crate::server::ServerShared;
 use bytes::{Bytes, BytesMut};
+use churn::SubscriptionRate;
 pub use identity::SENDER_HEADER;
 pub(crate) use identity::is_reserved_header;
 use identity::{stamp_sender, strip_reserved};
@@ -165,6 +167,7 @@ pub(crate) struct Session {
     heartbeat: Heartbeat,
     connected: Option<Connected>,
     next_reply: u64,
+    subscription_rate: SubscriptionRate,
 }
 
 fn required<'a>(frame: &'a Frame, name: &str) -> Result<&'a str, StompError> {
@@ -194,7 +197,6 @@ impl Session {
         handshake: Handshake,
     ) -> Session {
         Session {
-            server,
             outbox,
             session_id,
             pinned_version,
@@ -202,7 +204,30 @@ impl Session {
             heartbeat: Heartbeat::default(),
             connected: None,
             next_reply: 0,
+            subscription_rate: SubscriptionRate::new(
+                server.config.subscriptions_per_sec,
+                Instant::now(),
+            ),
+            server,
         }
+    }
+
+    /// `Some(when)` when `frame` is a SUBSCRIBE or UNSUBSCRIBE past the
+    /// session's rate (`subscriptions_per_sec`): the driver holds it, and
+    /// reads nothing more, until then. Otherwise it may be handled now.
+    pub(crate) fn hold_until(&mut self, frame: &Frame, now: Instant) -> Option<Instant> {
+        if !self.is_connected()
+            || !matches!(frame.command, Command::Subscribe | Command::Unsubscribe)
+        {
+            return None;
+        }
+        let until = self.subscription_rate.take(now);
+        if until.is_some() {
+            self.server
+                .subscription_holds
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        until
     }
 
     /// The version frames are encoded in; before CONNECT, the pinned one or 1.2.
@@ -333,6 +358,8 @@ impl Session {
                         // arrives once everything before it took effect.
                         let carried = if i + 1 == count { owed.take() } else { None };
                         owed = owed.or(self.apply(frame, carried).await?);
+                        // A COMMIT of many SENDs is paced like as many SENDs.
+                        crate::outbox::Congested::wait_here().await;
                     }
                 }
                 owed

@@ -7,6 +7,7 @@ mod app;
 mod bad_input;
 mod builtin_methods;
 mod connect;
+mod flow_control;
 mod handshake;
 mod header_safety;
 mod heartbeat;

@@ -28,6 +28,7 @@ fn every_new_server_and_limits_key_from_file_env_and_flag() {
         ),
         ("limits.connections_per_address", "10"),
         ("limits.connects_per_address_per_sec", "0"),
+        ("limits.subscriptions_per_sec", "25"),
         ("limits.unauthenticated_frame_bytes", "4096"),
         ("limits.http_idle_timeout_ms", "1500"),
         ("limits.concurrent_api_requests", "8"),
@@ -55,6 +56,7 @@ fn every_new_server_and_limits_key_from_file_env_and_flag() {
         );
         assert_eq!(c.max_connections_per_address, 10);
         assert_eq!(c.connects_per_address_per_sec, 0);
+        assert_eq!(c.subscriptions_per_sec, 25);
         assert_eq!(c.unauthenticated_frame_bytes, 4096);
         assert_eq!(c.http_idle_timeout, std::time::Duration::from_millis(1500));
         assert_eq!(c.max_concurrent_api_requests, 8);
@@ -133,6 +135,7 @@ fn bad_server_and_limits_values_name_the_key_and_where_it_was_set() {
         ("limits.connects_per_address_per_sec", "-1", ""),
         ("limits.http_idle_timeout_ms", "0", "at least 100"),
         ("limits.concurrent_api_requests", "0", "at least 1"),
+        ("limits.subscriptions_per_sec", "-1", ""),
     ] {
         refused_from_every_source(key, value, needle);
     }

@@ -151,10 +151,7 @@ impl Message {
             Some(tail) => out.put_slice(&tail),
             None => self.write_tail(delivery.version, &mut out),
         }
-        OutFrame {
-            bytes: out.freeze(),
-            text: self.body_is_text,
-        }
+        OutFrame::with_text(out.freeze(), self.body_is_text)
     }
 }
 

@@ -274,7 +274,7 @@ impl Shared {
             };
             // A full outbox closes that connection as a slow consumer; the
             // other subscribers are unaffected.
-            let _ = subscription.outbox.push(frame);
+            let _ = subscription.outbox.deliver(frame);
         });
     }
 }

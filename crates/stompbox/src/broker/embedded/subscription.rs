@@ -250,7 +250,7 @@ impl Subscription {
                 },
                 tails,
             );
-            return self.outbox.push(frame).map_err(|_| DeliveryError::Gone);
+            return self.push(frame).map_err(|_| DeliveryError::Gone);
         }
         let tag = {
             let mut pending = self.pending();
@@ -302,13 +302,23 @@ impl Subscription {
             },
             tails,
         );
-        match self.outbox.push(frame) {
+        match self.push(frame) {
             Ok(()) => Ok(()),
             Err(PushError::Closed | PushError::Overflow) => {
                 let removed = self.pending().by_tag.remove(&tag);
                 drop(removed);
                 Err(DeliveryError::Gone)
             }
+        }
+    }
+
+    /// Queues a frame for the subscriber. A topic's publisher is paused by a
+    /// congested subscriber; a queue's is not, as the queue itself holds
+    /// messages back while its consumers are half full.
+    fn push(&self, frame: crate::outbox::OutFrame) -> Result<(), PushError> {
+        match self.source {
+            Source::Queue(_) => self.outbox.push(frame),
+            Source::Topic { .. } | Source::User { .. } => self.outbox.deliver(frame),
         }
     }
 

@@ -88,9 +88,12 @@ impl RelaySession {
     }
 
     fn upstream(&self, frame: &Frame) -> Result<(), BrokerError> {
+        // Noted like a subscriber's outbox: a client whose frames fill its
+        // broker link past half is not read from until the broker took them,
+        // so a burst waits for the broker instead of overflowing the link.
         self.link
             .outbox
-            .push(encode(frame, self.version))
+            .deliver(encode(frame, self.version))
             .map_err(|e| match e {
                 PushError::Overflow => {
                     BrokerError::Unavailable("the message broker is not keeping up".into())

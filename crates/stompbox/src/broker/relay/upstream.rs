@@ -357,7 +357,7 @@ async fn drive(
                 if let Some(every) = send_every
                     && now.duration_since(last_write) >= every
                 {
-                    let _ = outbox.push(OutFrame { bytes: Bytes::from_static(b"\n"), text: true });
+                    let _ = outbox.push(OutFrame::with_text(Bytes::from_static(b"\n"), true));
                     last_write = now;
                 }
             }
