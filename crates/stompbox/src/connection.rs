@@ -79,7 +79,7 @@ pub(crate) async fn run(
     // Set while the server-wide backlog is over its limit: no new frames are
     // read or handled until the writers catch up.
     let mut paused = false;
-    // Subscriber outboxes this client's work left more than half full, and
+    // Subscriber outboxes this client's work left past their pause mark, and
     // the wait for them to drain: no new frames are read or handled until
     // they have room (or the send time limit passed), so a publisher's burst
     // slows the publisher instead of cutting off the subscribers it feeds.

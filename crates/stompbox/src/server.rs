@@ -81,7 +81,7 @@ pub struct Stats {
     pub transaction_bytes: usize,
     /// Times a client's frames were held back because what it published
     /// left a subscriber's outbox (or, with the relay, its own link to the
-    /// broker) more than half full, since start.
+    /// broker) past its pause mark (an eighth of `outbox_bytes`), since start.
     pub publisher_pauses: u64,
     /// Time those pauses lasted, in all.
     pub publisher_paused: Duration,

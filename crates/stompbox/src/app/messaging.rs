@@ -111,7 +111,7 @@ impl Messaging {
     ///
     /// Called from a handler or hook (on the task of the session whose frame
     /// it handles), it returns once the subscribers it fed have room: while
-    /// one has more than half of its outbox queued, for at most the send
+    /// one has more than an eighth of its outbox queued, for at most the send
     /// time limit. So a handler publishing in a loop is slowed instead of
     /// getting subscribers cut off. From other tasks it never waits.
     ///

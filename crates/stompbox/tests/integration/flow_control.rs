@@ -145,8 +145,9 @@ async fn stalled_subscribers_of_one_topic_count_a_shared_message_once_and_pause_
     if embedded_only("the server-wide backlog accounting") {
         return;
     }
-    // Outboxes large enough to hold the whole stream and a long send limit,
-    // so the stalled subscribers stay connected holding it; a backlog limit
+    // Outboxes large enough to hold the whole stream under their pause mark
+    // (an eighth) and a long send limit, so the stalled subscribers stay
+    // connected holding it without pausing the publisher; a backlog limit
     // that counting the stream once per subscriber passes many times over.
     // The stream is larger than what the kernel buffers for a socket that
     // is not read (up to tcp_wmem's 4 MiB), so most of it stays in the
@@ -155,7 +156,7 @@ async fn stalled_subscribers_of_one_topic_count_a_shared_message_once_and_pause_
     const MESSAGES: usize = 200;
     const SIZE: usize = 60 * 1024;
     let server = spawn_server(|c| {
-        c.outbox_bytes = 32 * 1024 * 1024;
+        c.outbox_bytes = 128 * 1024 * 1024;
         c.backlog_bytes = 24 * 1024 * 1024;
         c.send_timeout = Duration::from_secs(30);
     })
