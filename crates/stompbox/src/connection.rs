@@ -99,7 +99,7 @@ pub(crate) async fn run(
             () = stopped(&mut shutdown) => break End::Shutdown,
             () = outbox.ready() => {
                 if outbox.overflowed() {
-                    break End::SlowConsumer("outbox full");
+                    break End::SlowConsumer(outbox.unacked_cap().unwrap_or("outbox full"));
                 }
                 outbox.take_all(&mut batch);
                 if outbox.take_wanted() {
@@ -314,7 +314,7 @@ async fn process_while_writing(
                 result = &mut processing => break result,
                 () = out.outbox.ready() => {
                     if out.outbox.overflowed() {
-                        return Err(End::SlowConsumer("outbox full"));
+                        return Err(End::SlowConsumer(out.outbox.unacked_cap().unwrap_or("outbox full")));
                     }
                     out.outbox.take_all(out.batch);
                     redispatch |= out.outbox.take_wanted();
@@ -468,9 +468,14 @@ async fn finish(
             server.slow_consumers.fetch_add(1, Ordering::Relaxed);
             outbox.close();
             batch.clear();
-            let error = StompError::new(
-                "slow consumer: the client did not read its messages fast enough and was disconnected",
-            );
+            let error = match outbox.unacked_cap() {
+                Some(cap) => StompError::new(format!(
+                    "slow consumer: the client left more messages unacknowledged than {cap} allows and was disconnected"
+                )),
+                None => StompError::new(
+                    "slow consumer: the client did not read its messages fast enough and was disconnected",
+                ),
+            };
             batch.push_back(error.to_frame(version));
             let _ = timeout(FAREWELL_TIMEOUT, transport.write_batch(batch)).await;
             let _ = timeout(

@@ -184,6 +184,15 @@ impl PublisherPauses {
 /// overflowing a subscriber that reads.
 pub(crate) const PAUSE_DIVISOR: usize = 8;
 
+/// How long a publisher waits for a subscriber whose writer makes no
+/// progress at all before it stops waiting for it (see `State::stalled`).
+/// A reader that keeps up writes its batch (at most about a pause mark's
+/// worth) far sooner; one slower than that is cut off by its outbox limit,
+/// as before there was any pausing. Without this bound, clients that
+/// subscribe and never read could hold every publisher of a topic for up
+/// to the send time limit each.
+pub(crate) const STALL_AFTER: Duration = Duration::from_secs(1);
+
 /// The subscriber outboxes that a session's own work (its SENDs, its
 /// handlers' replies, its hooks' publishes, all on its task) left past
 /// their pause mark (see [`PAUSE_DIVISOR`]), and the wait for them to drain
@@ -226,11 +235,12 @@ impl Congested {
     }
 
     /// Waits until every outbox noted so far is under its pause mark or
-    /// closed, or for the limit: a subscriber that reads nothing is cut off
-    /// by the send time limit, so it cannot hold the publisher longer than
-    /// that; one that reads slowly holds it no longer either, and is cut off
-    /// by its outbox limit if it falls further behind. At once when nothing
-    /// was noted.
+    /// closed, or its writer made no progress for [`STALL_AFTER`], and at
+    /// most for the limit (the send time limit). So a subscriber that reads
+    /// nothing holds a publisher about a second, once, and is then cut off
+    /// by its outbox limit or the send time limit; one that reads slowly
+    /// paces the publisher while it keeps writing. At once when nothing was
+    /// noted.
     pub(crate) async fn wait(&self) {
         let outboxes: Vec<_> = self.lock().drain().map(|(_, outbox)| outbox).collect();
         if outboxes.is_empty() {
@@ -239,7 +249,7 @@ impl Congested {
         let started = tokio::time::Instant::now();
         let _ = tokio::time::timeout(self.0.limit, async {
             for outbox in &outboxes {
-                outbox.under_pause_mark().await;
+                outbox.under_pause_mark_or_stalled().await;
             }
         })
         .await;
@@ -289,6 +299,17 @@ struct State {
     finished: bool,
     /// A queue held messages back for lack of room here.
     wanted: bool,
+    /// Times the writer took frames: its progress, as a publisher waiting
+    /// here sees it.
+    takes: u64,
+    /// A publisher waited [`STALL_AFTER`] here and the writer took nothing:
+    /// publishers no longer wait for this outbox, so a subscriber that
+    /// reads nothing (or next to nothing) cannot hold them, and is cut off
+    /// by its outbox limit instead. Cleared when the writer takes frames.
+    stalled: bool,
+    /// The cap a subscriber passed by not acknowledging, when that (and
+    /// not its reading) made it a slow consumer.
+    unacked_cap: Option<&'static str>,
 }
 
 /// Bounded (in bytes) multi-producer, single-consumer frame queue.
@@ -381,7 +402,7 @@ impl Outbox {
         let was_empty = state.frames.is_empty();
         state.bytes += len;
         state.frames.push_back(frame);
-        let congested = state.bytes > self.limit / PAUSE_DIVISOR;
+        let congested = state.bytes > self.limit / PAUSE_DIVISOR && !state.stalled;
         drop(state);
         if was_empty {
             self.notify.notify_one();
@@ -394,6 +415,10 @@ impl Outbox {
         let mut state = self.lock();
         std::mem::swap(&mut state.frames, into);
         let taken = std::mem::take(&mut state.bytes);
+        if !into.is_empty() {
+            state.takes += 1;
+            state.stalled = false;
+        }
         // Idle connections should not keep a large deque allocated.
         if state.frames.capacity() > 64 {
             state.frames = VecDeque::new();
@@ -446,9 +471,23 @@ impl Outbox {
         self.at_most(self.limit / 2).await;
     }
 
-    /// Resolves once at most at the pause mark, or closed.
-    async fn under_pause_mark(&self) {
-        self.at_most(self.limit / PAUSE_DIVISOR).await;
+    /// Resolves once at most at the pause mark, or closed, or once the
+    /// writer took nothing for [`STALL_AFTER`] (the outbox is then marked
+    /// stalled, and publishers stop waiting for it).
+    async fn under_pause_mark_or_stalled(&self) {
+        loop {
+            let takes = self.lock().takes;
+            let drained =
+                tokio::time::timeout(STALL_AFTER, self.at_most(self.limit / PAUSE_DIVISOR));
+            if drained.await.is_ok() {
+                return;
+            }
+            let mut state = self.lock();
+            if state.takes == takes {
+                state.stalled = true;
+                return;
+            }
+        }
     }
 
     async fn at_most(&self, bytes: usize) {
@@ -473,10 +512,18 @@ impl Outbox {
         self.room.notify_waiters();
     }
 
-    /// Closes the outbox as a slow consumer (for a subscriber that stopped
-    /// acknowledging), dropping what is queued.
-    pub fn fail_slow(&self) {
-        self.overflow(self.lock());
+    /// Closes the outbox as a slow consumer for a subscriber that left more
+    /// unacknowledged than `cap` (a setting's name) allows, dropping what is
+    /// queued.
+    pub fn fail_unacked(&self, cap: &'static str) {
+        let mut state = self.lock();
+        state.unacked_cap.get_or_insert(cap);
+        self.overflow(state);
+    }
+
+    /// The cap named by [`Outbox::fail_unacked`], if that closed it.
+    pub fn unacked_cap(&self) -> Option<&'static str> {
+        self.lock().unacked_cap
     }
 
     fn overflow(&self, mut state: std::sync::MutexGuard<'_, State>) {
@@ -691,6 +738,39 @@ mod tests {
         // Nothing noted: no wait, no pause counted.
         congested.wait().await;
         assert_eq!(pauses.count(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_publisher_stops_waiting_for_an_outbox_whose_writer_takes_nothing() {
+        let outbox = Arc::new(Outbox::new(800));
+        let pauses = Arc::new(PublisherPauses::default());
+        let congested = Congested::new(Duration::from_secs(30), Arc::clone(&pauses));
+        let over_mark = || async {
+            congested
+                .collect(async {
+                    outbox.deliver(frame(800 / PAUSE_DIVISOR + 1)).unwrap();
+                })
+                .await;
+        };
+        over_mark().await;
+        assert!(congested.any());
+        let started = tokio::time::Instant::now();
+        congested.wait().await;
+        assert_eq!(
+            started.elapsed(),
+            STALL_AFTER,
+            "waited past the stall bound"
+        );
+        // Stalled: more deliveries do not pause the publisher again.
+        over_mark().await;
+        assert!(
+            !congested.any(),
+            "a stalled outbox paused the publisher again"
+        );
+        // Once the writer takes frames it counts again.
+        outbox.take_all(&mut VecDeque::new());
+        over_mark().await;
+        assert!(congested.any());
     }
 
     fn frame(n: usize) -> OutFrame {

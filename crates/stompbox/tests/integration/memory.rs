@@ -288,7 +288,16 @@ async fn topic_messages_held_unacknowledged_are_capped_per_session_and_server_wi
             }
         };
         let still_open = match &end {
-            Ok(Some(frame)) => frame.command != Command::Error,
+            Ok(Some(frame)) if frame.command == Command::Error => {
+                // The ERROR names the cap, not a reading problem.
+                let message = frame.headers.get("message").unwrap_or_default();
+                assert!(
+                    message.contains("unacknowledged than max_"),
+                    "hog {i}: {message}"
+                );
+                false
+            }
+            Ok(Some(_)) => true,
             Ok(None) => false,
             Err(stompbox::client::ClientError::Io(e)) => e.kind() == std::io::ErrorKind::TimedOut,
             Err(_) => false,

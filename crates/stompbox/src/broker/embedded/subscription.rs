@@ -282,7 +282,7 @@ impl Subscription {
                         cap = refused.as_str(),
                         "topic subscriber past its unacknowledged cap: slow consumer"
                     );
-                    self.outbox.fail_slow();
+                    self.outbox.fail_unacked(refused.as_str());
                     return Err(DeliveryError::Gone);
                 }
             };
