@@ -204,8 +204,8 @@ pub(crate) struct Congested(Arc<CongestedState>);
 #[derive(Debug)]
 struct CongestedState {
     outboxes: Mutex<HashMap<usize, Arc<Outbox>>>,
-    /// The longest one wait lasts: the send time limit, by which a
-    /// subscriber that reads nothing has been cut off.
+    /// The longest one wait lasts (the send time limit), for subscribers
+    /// that keep writing, however slowly.
     limit: Duration,
     pauses: Arc<PublisherPauses>,
 }
