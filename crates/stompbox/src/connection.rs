@@ -6,7 +6,8 @@
 use crate::auth::Handshake;
 use crate::outbox::{Backlog, Congested, OutFrame, Outbox};
 use crate::server::ServerShared;
-use crate::session::{Flow, Session, StompError};
+use crate::frames::StompError;
+use crate::session::{Flow, Session};
 use crate::transport::{Read, Transport};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;

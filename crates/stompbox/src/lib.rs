@@ -16,6 +16,7 @@ mod budget;
 pub mod client;
 mod config;
 mod connection;
+mod frames;
 mod http_api;
 mod listener;
 mod open_files;

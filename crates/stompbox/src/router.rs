@@ -5,7 +5,7 @@
 use crate::app::{Payload, Reply, User, context};
 use crate::outbox::Outbox;
 use crate::server::ServerShared;
-use crate::session::{StompError, encode};
+use crate::frames::{StompError, encode};
 use futures_util::FutureExt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

@@ -1,7 +1,8 @@
 //! Who a session is and what it may do: authentication at CONNECT, the
 //! access rules on SEND and SUBSCRIBE, and the verified sender header.
 
-use super::{Session, StompError};
+use super::Session;
+use crate::frames::StompError;
 use crate::app::SendInfo;
 use crate::auth::access::Operation;
 use crate::auth::{AuthError, ConnectRequest, User};

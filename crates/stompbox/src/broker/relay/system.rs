@@ -7,7 +7,7 @@ use super::RelayConfig;
 use super::upstream::{self, Event, Link};
 use crate::broker::{BrokerError, Publish};
 use crate::outbox::PushError;
-use crate::session::encode;
+use crate::frames::encode;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
