@@ -4,10 +4,10 @@
 
 use super::identity::carries_credentials;
 use super::{Connected, Flow, Heartbeat, SERVER_NAME, Session};
-use crate::frames::{StompError, encode};
 use crate::app::ConnectInfo;
 use crate::auth::{AuthError, ConnectRequest};
 use crate::broker::SessionContext;
+use crate::frames::{StompError, encode};
 use crate::router;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -16,7 +16,7 @@ mod churn;
 mod connect;
 mod identity;
 
-use crate::server::ServerShared;
+use crate::shared::ServerShared;
 use bytes::Bytes;
 use churn::SubscriptionRate;
 pub use identity::SENDER_HEADER;
