@@ -63,6 +63,7 @@ impl StompError {
     }
 }
 
+/// A frame encoded for one STOMP version, ready for an outbox.
 pub(crate) fn encode(frame: &Frame, version: Version) -> OutFrame {
     let mut out = BytesMut::new();
     encode_frame(frame, version, &mut out);
