@@ -4,9 +4,10 @@
 //! wrong.
 
 use crate::auth::Handshake;
+use crate::frames::StompError;
 use crate::outbox::{Backlog, Congested, OutFrame, Outbox};
-use crate::server::ServerShared;
-use crate::session::{Flow, Session, StompError};
+use crate::session::{Flow, Session};
+use crate::shared::ServerShared;
 use crate::transport::{Read, Transport};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;

@@ -9,6 +9,7 @@
 //! ```
 
 mod admission;
+mod api_tokens;
 pub mod app;
 pub mod auth;
 pub mod broker;
@@ -16,13 +17,16 @@ mod budget;
 pub mod client;
 mod config;
 mod connection;
+mod frames;
 mod http_api;
 mod listener;
 mod open_files;
+mod origin;
 mod outbox;
 mod router;
 mod server;
 mod session;
+mod shared;
 mod tls;
 mod transport;
 mod upgrade;

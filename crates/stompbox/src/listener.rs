@@ -7,7 +7,7 @@
 
 use crate::auth::Handshake;
 use crate::connection;
-use crate::server::ServerShared;
+use crate::shared::ServerShared;
 use crate::transport::Transport;
 use crate::upgrade::ConnectionInfo;
 use axum::Router;

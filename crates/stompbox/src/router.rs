@@ -3,9 +3,9 @@
 //! replies.
 
 use crate::app::{Payload, Reply, User, context};
+use crate::frames::{StompError, encode};
 use crate::outbox::Outbox;
-use crate::server::ServerShared;
-use crate::session::{StompError, encode};
+use crate::shared::ServerShared;
 use futures_util::FutureExt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

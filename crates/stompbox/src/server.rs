@@ -2,7 +2,7 @@
 //! plain TCP listener, the connection limit and graceful shutdown.
 
 use crate::admission::{AddressLimits, UserSessions};
-use crate::app::{App, AppRuntime, Messaging};
+use crate::app::{App, Messaging};
 use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::broker::embedded::EmbeddedBroker;
@@ -10,9 +10,11 @@ use crate::broker::relay::RelayBroker;
 use crate::budget::Budget;
 use crate::config::ServerConfig;
 use crate::listener::{accept_tcp, listen, serve_http};
+use crate::origin::OriginPolicy;
 use crate::outbox::Backlog;
+use crate::shared::ServerShared;
 use crate::tls::{ServerTls, TlsReloader};
-use crate::upgrade::{OriginPolicy, ws_upgrade};
+use crate::upgrade::ws_upgrade;
 use axum::Router;
 use axum::routing::get;
 use std::future::Future;
@@ -22,44 +24,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
-
-/// State shared by every connection of one server.
-pub(crate) struct ServerShared {
-    pub(crate) config: Arc<ServerConfig>,
-    pub(crate) broker: Arc<dyn Broker>,
-    pub(crate) app: AppRuntime,
-    pub(crate) messaging: Messaging,
-    pub(crate) shutdown: watch::Sender<bool>,
-    pub(crate) slow_consumers: AtomicU64,
-    pub(crate) publisher_pauses: Arc<crate::outbox::PublisherPauses>,
-    /// SUBSCRIBE/UNSUBSCRIBE frames held for their session's rate.
-    pub(crate) subscription_holds: AtomicU64,
-    pub(crate) backlog: Arc<Backlog>,
-    /// Memory of the frames buffered by every open transaction.
-    pub(crate) transaction_bytes: Arc<Budget>,
-    /// `None`: no authentication, every session is anonymous.
-    pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
-    pub(crate) origins: OriginPolicy,
-    pub(crate) addresses: Arc<AddressLimits>,
-    pub(crate) user_sessions: Arc<UserSessions>,
-    pub(crate) tls: Option<ServerTls>,
-    pub(crate) api_tokens: Vec<crate::http_api::ScopedToken>,
-    /// Places for publish API requests whose bodies are being read.
-    pub(crate) api_requests: Semaphore,
-    connections: Arc<Semaphore>,
-}
-
-impl ServerShared {
-    pub(crate) fn next_session_id(&self) -> String {
-        crate::app::user::new_session_id()
-    }
-
-    pub(crate) fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.connections).try_acquire_owned().ok()
-    }
-}
 
 /// Counters an operator may want, read with [`Server::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,7 +161,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
         }
         let origins = OriginPolicy::new(&config.allowed_origins)
             .map_err(|e| invalid(format!("allowed_origins: {e}")))?;
-        let api_tokens = crate::http_api::tokens(&config).map_err(invalid)?;
+        let api_tokens = crate::api_tokens::tokens(&config).map_err(invalid)?;
         let tls = match &config.tls {
             Some(tls) => Some(ServerTls::new(tls).map_err(|e| invalid(format!("TLS: {e}")))?),
             None => None,
@@ -395,12 +361,6 @@ pub struct ServerHandle {
     http_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
     task: JoinHandle<io::Result<()>>,
-}
-
-impl std::fmt::Debug for ServerShared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerShared").finish_non_exhaustive()
-    }
 }
 
 impl ServerHandle {

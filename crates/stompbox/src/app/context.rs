@@ -1,6 +1,7 @@
 //! What a handler is given, and the extractors that take pieces of it.
 
 use super::messaging::Messaging;
+use super::reply::Json;
 pub use crate::auth::User;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -67,10 +68,6 @@ pub trait FromMessage<S>: Sized {
     /// A [`Rejection`] the sender is told about.
     fn from_message(context: &MessageContext, state: &S) -> Result<Self, Rejection>;
 }
-
-/// The payload parsed as JSON. With a `content-type`, it must be JSON.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Json<T>(pub T);
 
 impl<S, T: DeserializeOwned> FromMessage<S> for Json<T> {
     fn from_message(context: &MessageContext, _: &S) -> Result<Self, Rejection> {

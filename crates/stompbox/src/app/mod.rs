@@ -30,13 +30,12 @@ mod route;
 pub(crate) mod user;
 
 pub use context::{
-    Destination, FromMessage, FromPathVars, Json, MessageContext, Path, Rejection, SessionId,
-    State, User,
+    Destination, FromMessage, FromPathVars, MessageContext, Path, Rejection, SessionId, State, User,
 };
 pub use handler::Handler;
 pub(crate) use messaging::check_headers;
 pub use messaging::{Messaging, MessagingError};
-pub use reply::{IntoReply, Payload, Reply, SendTo, SendToUser};
+pub use reply::{IntoReply, Json, Payload, Reply, SendTo, SendToUser};
 pub use route::InvalidRoute;
 
 use crate::broker::BoxFuture;

@@ -1,9 +1,16 @@
 //! What a handler's return value means: where its reply goes.
 
-use super::context::Json;
 use bytes::Bytes;
 use serde::Serialize;
 use std::fmt::Display;
+
+/// A JSON payload. As a handler argument, the message body parsed as JSON
+/// (with a `content-type`, it must be JSON); as a return value, the reply
+/// serialized as JSON.
+// Defined here, with the replies, so that the reply types do not import the
+// handler context (which imports the messaging that publishes them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Json<T>(pub T);
 
 /// A message body with its content type, ready to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,10 +3,11 @@
 //! and the broker session; then CONNECTED.
 
 use super::identity::carries_credentials;
-use super::{Connected, Flow, Heartbeat, SERVER_NAME, Session, StompError, encode};
+use super::{Connected, Flow, Heartbeat, SERVER_NAME, Session};
 use crate::app::ConnectInfo;
 use crate::auth::{AuthError, ConnectRequest};
 use crate::broker::SessionContext;
+use crate::frames::{StompError, encode};
 use crate::router;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,12 +1,13 @@
 //! Who a session is and what it may do: authentication at CONNECT, the
 //! access rules on SEND and SUBSCRIBE, and the verified sender header.
 
-use super::{Session, StompError};
+use super::Session;
 use crate::app::SendInfo;
 use crate::auth::access::Operation;
 use crate::auth::{AuthError, ConnectRequest, User};
+use crate::frames::StompError;
 use crate::router::{self, Target};
-use crate::server::ServerShared;
+use crate::shared::ServerShared;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::SystemTime;

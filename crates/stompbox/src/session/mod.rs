@@ -8,6 +8,7 @@ use crate::app::{SessionInfo, SubscriptionInfo, User};
 use crate::auth::Handshake;
 use crate::auth::access::Operation;
 use crate::broker::{AckMode, AckTarget, BrokerError, BrokerSession, Publish, SubscribeRequest};
+use crate::frames::{StompError, receipt_frame};
 use crate::outbox::{OutFrame, Outbox};
 use crate::router::{self, Target};
 
@@ -15,8 +16,8 @@ mod churn;
 mod connect;
 mod identity;
 
-use crate::server::ServerShared;
-use bytes::{Bytes, BytesMut};
+use crate::shared::ServerShared;
+use bytes::Bytes;
 use churn::SubscriptionRate;
 pub use identity::SENDER_HEADER;
 pub(crate) use identity::is_reserved_header;
@@ -24,87 +25,18 @@ use identity::{stamp_sender, strip_reserved};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use stompbox_codec::{Command, Frame, Version, encode_frame, header};
+use stompbox_codec::{Command, Frame, Version, header};
 use tokio::time::Instant;
 
 /// The `server` header of CONNECTED.
 pub const SERVER_NAME: &str = concat!("stompbox/", env!("CARGO_PKG_VERSION"));
 
-/// A protocol error: the client is sent an ERROR frame with this message,
-/// then disconnected.
-#[derive(Debug, Clone)]
-pub(crate) struct StompError {
-    pub(crate) message: String,
-    pub(crate) receipt_id: Option<Bytes>,
-    pub(crate) version_header: Option<String>,
-}
-
-impl StompError {
-    pub(crate) fn new(message: impl Into<String>) -> StompError {
-        StompError {
-            message: message.into(),
-            receipt_id: None,
-            version_header: None,
-        }
-    }
-
-    /// The ERROR frame, encoded for the connection's version.
-    pub(crate) fn to_frame(&self, version: Version) -> OutFrame {
-        // STOMP 1.0 has no escapes: a line break in a header would end it.
-        let unescaped = |text: &[u8]| -> Bytes {
-            if version == Version::V1_0 && text.iter().any(|b| matches!(b, b'\n' | b'\r')) {
-                text.iter()
-                    .map(|&b| if matches!(b, b'\n' | b'\r') { b' ' } else { b })
-                    .collect::<Vec<u8>>()
-                    .into()
-            } else {
-                Bytes::copy_from_slice(text)
-            }
-        };
-        let mut frame = Frame::new(Command::Error);
-        frame.headers.push(
-            Bytes::from_static(header::MESSAGE.as_bytes()),
-            unescaped(self.message.as_bytes()),
-        );
-        if let Some(receipt) = &self.receipt_id {
-            frame.headers.push(
-                Bytes::from_static(header::RECEIPT_ID.as_bytes()),
-                unescaped(receipt),
-            );
-        }
-        if let Some(versions) = &self.version_header {
-            frame.headers.push_str(header::VERSION, versions);
-        }
-        let body = format!("{}\n", self.message);
-        frame.headers.push_str(header::CONTENT_TYPE, "text/plain");
-        frame
-            .headers
-            .push_str(header::CONTENT_LENGTH, &body.len().to_string());
-        frame.body = Bytes::from(body);
-        encode(&frame, version)
-    }
-}
-
+// Told to the client as an ERROR; kept here rather than in `frames` so that
+// module stays below the broker.
 impl From<BrokerError> for StompError {
     fn from(e: BrokerError) -> StompError {
         StompError::new(e.to_string())
     }
-}
-
-pub(crate) fn encode(frame: &Frame, version: Version) -> OutFrame {
-    let mut out = BytesMut::new();
-    encode_frame(frame, version, &mut out);
-    OutFrame::new(out.freeze())
-}
-
-/// A RECEIPT frame (no header of it needs escaping but the id).
-pub(crate) fn receipt_frame(receipt_id: &[u8]) -> OutFrame {
-    let mut frame = Frame::new(Command::Receipt);
-    frame.headers.push(
-        Bytes::from_static(header::RECEIPT_ID.as_bytes()),
-        Bytes::copy_from_slice(receipt_id),
-    );
-    encode(&frame, Version::V1_2)
 }
 
 /// What the driver should do after a frame.

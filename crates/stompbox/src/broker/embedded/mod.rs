@@ -358,7 +358,7 @@ impl EmbeddedSession {
     /// Everything asked took effect synchronously: answer the receipt now.
     fn answer(&self, receipt: Option<Bytes>) {
         if let Some(id) = receipt {
-            let _ = self.context.outbox.push(crate::session::receipt_frame(&id));
+            let _ = self.context.outbox.push(crate::frames::receipt_frame(&id));
         }
     }
 

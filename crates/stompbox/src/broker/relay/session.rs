@@ -5,8 +5,8 @@ use super::upstream::{self, Event, Link};
 use crate::broker::{
     AckTarget, BrokerError, BrokerSession, Publish, SessionContext, SubscribeRequest,
 };
+use crate::frames::{StompError, encode, receipt_frame};
 use crate::outbox::{Outbox, PushError};
-use crate::session::{StompError, encode, receipt_frame};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

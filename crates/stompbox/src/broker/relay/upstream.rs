@@ -5,8 +5,8 @@
 
 use super::RelayConfig;
 use crate::broker::BrokerError;
+use crate::frames::encode;
 use crate::outbox::{OutFrame, Outbox};
-use crate::session::encode;
 use crate::transport::{Read, Transport};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
