@@ -130,6 +130,10 @@ pub(super) fn relay(check: &mut Check, r: RelaySection, frame: usize) -> RelayCo
     header_names(check, "relay.send_headers", &send_headers, SEND_OWN);
     c.subscribe_headers = subscribe_headers;
     c.send_headers = send_headers;
+    if let Some(ack_headers) = r.ack_headers {
+        header_names(check, "relay.ack_headers", &ack_headers, ACK_OWN);
+        c.ack_headers = ack_headers;
+    }
     if let Some(ms) = r.reconnect_initial_ms {
         c.reconnect_initial =
             Duration::from_millis(check.at_least("relay.reconnect_initial_ms", ms, 100));
@@ -260,6 +264,9 @@ fn relay_tls(
 const SUBSCRIBE_OWN: &[&str] = &["id", "destination", "ack", "receipt"];
 /// SEND headers that are the frame's own mechanics, not broker options.
 const SEND_OWN: &[&str] = &["destination", "receipt", "transaction", "content-length"];
+/// ACK and NACK headers that name the message, the receipt or the
+/// transaction, not broker options.
+const ACK_OWN: &[&str] = &["id", "message-id", "subscription", "receipt", "transaction"];
 
 /// A list of STOMP header names: each non-empty, without ':' (which ends a
 /// name on the wire), whitespace or control characters, listed once, and
@@ -286,6 +293,8 @@ fn header_names(check: &mut Check, key: &'static str, names: &[String], own: &[&
                      options such as {}",
                     if key == "relay.send_headers" {
                         "\"persistent\""
+                    } else if key == "relay.ack_headers" {
+                        "\"requeue\""
                     } else {
                         "\"x-queue-name\" or \"selector\""
                     }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use stompbox_codec::{Frame, Version};
+use stompbox_codec::{Frame, Headers, Version};
 use thiserror::Error;
 
 /// A boxed future, for the few async broker calls.
@@ -69,6 +69,10 @@ pub struct SessionContext {
     pub passcode: Option<String>,
     /// `host` from CONNECT, if any.
     pub host: Option<String>,
+    /// Who the session is: the verified user, or for an anonymous session
+    /// the session itself. A relay names durable subscriptions after it,
+    /// so that only the same user resumes one.
+    pub user: crate::auth::User,
 }
 
 /// The limits that can refuse a message for a queue.
@@ -169,6 +173,10 @@ pub enum BrokerError {
     /// The broker refused (relay only), with its reason.
     #[error("message broker refused: {0}")]
     Refused(String),
+    /// A request this session cannot make, with the reason (relay only: a
+    /// durable subscription of an anonymous session).
+    #[error("{0}")]
+    NotAllowed(String),
 }
 
 /// A subscription request, validated by the session.
@@ -267,11 +275,19 @@ pub trait BrokerSession: Send {
     fn subscribe(&mut self, request: SubscribeRequest) -> Result<(), BrokerError>;
 
     /// Removes a subscription, redelivering its unacknowledged messages.
+    /// `headers` are the UNSUBSCRIBE's own, for broker options (a relay
+    /// passes RabbitMQ's `durable:true`, which deletes a durable
+    /// subscription).
     ///
     /// # Errors
     ///
     /// [`BrokerError::UnknownSubscription`] for an id the broker never saw.
-    fn unsubscribe(&mut self, id: &Bytes, receipt: Option<Bytes>) -> Result<(), BrokerError>;
+    fn unsubscribe(
+        &mut self,
+        id: &Bytes,
+        headers: &Headers,
+        receipt: Option<Bytes>,
+    ) -> Result<(), BrokerError>;
 
     /// Publishes a SEND from this client.
     ///
@@ -281,6 +297,8 @@ pub trait BrokerSession: Send {
     fn send(&mut self, message: Publish, receipt: Option<Bytes>) -> Result<(), BrokerError>;
 
     /// Acknowledges (or with `nack`, rejects and redelivers) a message.
+    /// `headers` are the ACK's or NACK's own, for broker options (a relay
+    /// passes RabbitMQ's `requeue:false`; the embedded broker has none).
     ///
     /// # Errors
     ///
@@ -289,6 +307,7 @@ pub trait BrokerSession: Send {
         &mut self,
         target: &AckTarget,
         nack: bool,
+        headers: &Headers,
         receipt: Option<Bytes>,
     ) -> Result<(), BrokerError>;
 

@@ -163,6 +163,7 @@ impl Session {
             login,
             passcode,
             host,
+            user: user.clone(),
         };
         let broker = self.server.broker.open_session(context).await?;
         self.connected = Some(Connected {

@@ -518,7 +518,7 @@ impl Session {
         let owed = match &kind {
             SubscriptionKind::App => receipt,
             SubscriptionKind::Broker | SubscriptionKind::User => {
-                connected.broker.unsubscribe(&id, receipt)?;
+                connected.broker.unsubscribe(&id, &frame.headers, receipt)?;
                 None
             }
         };
@@ -654,9 +654,12 @@ impl Session {
             }
             command => {
                 let target = ack_target(&frame, version)?;
-                self.connected_mut()?
-                    .broker
-                    .ack(&target, command == Command::Nack, receipt)?;
+                self.connected_mut()?.broker.ack(
+                    &target,
+                    command == Command::Nack,
+                    &frame.headers,
+                    receipt,
+                )?;
                 return Ok(None);
             }
         }

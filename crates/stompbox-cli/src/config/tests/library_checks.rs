@@ -264,12 +264,14 @@ fn relay_header_lists_reach_the_relay() {
         ("broker.kind", "\"relay\""),
         ("relay.subscribe_headers", "[\"x-queue-name\", \"durable\"]"),
         ("relay.send_headers", "[\"persistent\"]"),
+        ("relay.ack_headers", "[\"requeue\", \"x-reason\"]"),
     ]);
     for settings in [file, vars, flags] {
         let relay = settings.server.relay.clone().expect("relay on");
         let (subscribe, send) = (relay.subscribe_headers.clone(), relay.send_headers.clone());
         assert_eq!(subscribe, ["x-queue-name", "durable"]);
         assert_eq!(send, ["persistent"]);
+        assert_eq!(relay.ack_headers, ["requeue", "x-reason"]);
         // --check shows them, and loads back.
         let shown = toml::to_string(&FileConfig::from_config(&settings)).expect("prints");
         assert!(shown.contains("send_headers = [\"persistent\"]"), "{shown}");
@@ -280,4 +282,12 @@ fn relay_header_lists_reach_the_relay() {
         );
     }
     from_toml(&format!("{RELAY}[relay]\nsend_headers = [\"persistent\"]")).expect("valid");
+    // Absent, ack_headers keeps the library's default; [] passes none.
+    let default = from_toml(RELAY).expect("valid");
+    assert_eq!(
+        default.server.relay.expect("relay").ack_headers,
+        ["requeue"]
+    );
+    let none = from_toml(&format!("{RELAY}[relay]\nack_headers = []")).expect("valid");
+    assert!(none.server.relay.expect("relay").ack_headers.is_empty());
 }

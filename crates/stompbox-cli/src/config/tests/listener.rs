@@ -308,6 +308,12 @@ fn relay_header_lists_are_checked() {
             "[relay]\nsend_headers = \"persistent\"",
             "relay.send_headers",
         ),
+        ("[relay]\nack_headers = [\"id\"]", "relay.ack_headers"),
+        (
+            "[relay]\nack_headers = [\"transaction\"]",
+            "relay.ack_headers",
+        ),
+        ("[relay]\nack_headers = [\"re queue\"]", "relay.ack_headers"),
     ] {
         let text = format!("{RELAY}{text}");
         let e = from_toml(&text).map(|_| ()).expect_err(&text);
@@ -315,7 +321,7 @@ fn relay_header_lists_are_checked() {
     }
     // Empty lists (the default) are fine, with the relay or without.
     from_toml(&format!(
-        "{RELAY}[relay]\nsubscribe_headers = []\nsend_headers = []"
+        "{RELAY}[relay]\nsubscribe_headers = []\nsend_headers = []\nack_headers = []"
     ))
     .expect("valid");
 }

@@ -23,6 +23,7 @@ use queue::{Enqueued, Queue, QueueLimits};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use stompbox_codec::Headers;
 use subscription::{PendingSet, Source, Subscription, UnackedBudgets};
 use topic::TopicRegistry;
 
@@ -499,7 +500,12 @@ impl BrokerSession for EmbeddedSession {
         Ok(())
     }
 
-    fn unsubscribe(&mut self, id: &Bytes, receipt: Option<Bytes>) -> Result<(), BrokerError> {
+    fn unsubscribe(
+        &mut self,
+        id: &Bytes,
+        _headers: &Headers,
+        receipt: Option<Bytes>,
+    ) -> Result<(), BrokerError> {
         let subscriptions = self.subscriptions.remove(id).ok_or_else(|| {
             BrokerError::UnknownSubscription(String::from_utf8_lossy(id).into_owned())
         })?;
@@ -520,6 +526,9 @@ impl BrokerSession for EmbeddedSession {
         &mut self,
         target: &AckTarget,
         nack: bool,
+        // No broker options on ACK or NACK here: a NACKed queue message is
+        // always requeued, a topic copy always dropped.
+        _headers: &Headers,
         receipt: Option<Bytes>,
     ) -> Result<(), BrokerError> {
         let unknown = || BrokerError::UnknownAck(describe(target));

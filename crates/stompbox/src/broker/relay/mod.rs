@@ -74,7 +74,23 @@ pub struct RelayConfig {
     /// ActiveMQ `selector`, `activemq.subscriptionName` (durable
     /// subscriptions) and the other `activemq.` options. List a header here
     /// only if any client may set it.
+    ///
+    /// With `durable` (or `persistent`) listed, a SUBSCRIBE carrying
+    /// `durable:true` is a durable subscription: its id upstream is derived
+    /// from the user and the client's own id (see the relay's `session`
+    /// module), so the same user re-subscribing with the same id resumes it
+    /// and no two users share one; an anonymous session is refused (unless
+    /// a listed `x-queue-name` names the queue, which then decides). An
+    /// UNSUBSCRIBE passes on `durable`, `persistent` and `auto-delete` when
+    /// listed here, so `durable:true` there deletes the subscription.
     pub subscribe_headers: Vec<String>,
+    /// Client ACK and NACK headers passed on to the broker, by exact
+    /// (case-sensitive) name. Default `["requeue"]`: RabbitMQ's
+    /// `requeue:false` on NACK discards (or dead-letters) a message instead
+    /// of redelivering it. The relay writes `id`, `message-id`,
+    /// `subscription` and `receipt` itself; `transaction` stays with the
+    /// session. The embedded broker ignores such headers.
+    pub ack_headers: Vec<String>,
     /// Broker-interpreted SEND headers passed on anyway, by exact
     /// (case-sensitive) name. Default none.
     ///
@@ -138,6 +154,22 @@ const OWN_SUBSCRIBE_HEADERS: [&str; 4] = [
     header::DESTINATION,
     header::ACK,
     header::RECEIPT,
+];
+
+/// UNSUBSCRIBE headers passed on when `subscribe_headers` lists them: what
+/// RabbitMQ needs to delete a durable subscription. Never `x-queue-name`:
+/// on an UNSUBSCRIBE with `durable:true` RabbitMQ deletes the queue of that
+/// name, whichever it is.
+const UNSUBSCRIBE_HEADERS: [&str; 3] = ["durable", "persistent", "auto-delete"];
+
+/// ACK and NACK headers the relay sets itself (`transaction` belongs to the
+/// session, which holds the frame until COMMIT).
+const OWN_ACK_HEADERS: [&str; 5] = [
+    header::ID,
+    header::MESSAGE_ID,
+    header::SUBSCRIPTION,
+    header::RECEIPT,
+    header::TRANSACTION,
 ];
 
 /// SEND headers that belong to the client's leg (the relay sets its own
@@ -282,16 +314,21 @@ impl RelayConfig {
         Ok(())
     }
 
-    /// Whether a header of a client's SUBSCRIBE or SEND goes on to the
-    /// broker. SUBSCRIBE: only names in `subscribe_headers` (the relay
-    /// writes `id`, `destination`, `ack` and `receipt` itself). SEND: every
-    /// name but the client leg's own, except that a header a broker acts on
-    /// needs to be in `send_headers`. Nothing else is relayed from a client.
+    /// Whether a header of a client's SUBSCRIBE, UNSUBSCRIBE, SEND, ACK or
+    /// NACK goes on to the broker. SUBSCRIBE: only names in
+    /// `subscribe_headers` (the relay writes `id`, `destination`, `ack` and
+    /// `receipt` itself). UNSUBSCRIBE: `durable`, `persistent` and
+    /// `auto-delete`, when `subscribe_headers` lists them. SEND: every name
+    /// but the client leg's own, except that a header a broker acts on needs
+    /// to be in `send_headers`. ACK and NACK: only names in `ack_headers`.
+    /// Nothing else is relayed from a client.
     pub(crate) fn forwards_header(&self, command: Command, name: &[u8]) -> bool {
         let listed = |names: &[String]| names.iter().any(|n| n.as_bytes() == name);
         let own = |names: &[&str]| names.iter().any(|n| n.as_bytes() == name);
         match command {
             Command::Subscribe => !own(&OWN_SUBSCRIBE_HEADERS) && listed(&self.subscribe_headers),
+            Command::Unsubscribe => own(&UNSUBSCRIBE_HEADERS) && listed(&self.subscribe_headers),
+            Command::Ack | Command::Nack => !own(&OWN_ACK_HEADERS) && listed(&self.ack_headers),
             Command::Send => {
                 !own(&CLIENT_LEG_HEADERS)
                     && (listed(&self.send_headers) || !broker_interpreted(name))
@@ -360,6 +397,7 @@ impl Default for RelayConfig {
             user_destination_prefix: "/exchange/amq.direct/stompbox-user.".into(),
             subscribe_headers: Vec::new(),
             send_headers: Vec::new(),
+            ack_headers: vec!["requeue".into()],
             reconnect_initial: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
@@ -584,7 +622,56 @@ mod tests {
     #[test]
     fn other_frames_forward_no_client_header() {
         let config = RelayConfig::default();
-        assert!(!config.forwards_header(Command::Ack, b"my-app-header"));
+        for command in [Command::Begin, Command::Commit, Command::Disconnect] {
+            assert!(!config.forwards_header(command, b"my-app-header"));
+        }
+    }
+
+    #[test]
+    fn ack_and_nack_pass_only_allowed_headers() {
+        let client = [
+            "id",
+            "message-id",
+            "subscription",
+            "receipt",
+            "transaction",
+            "requeue",
+            "Requeue",
+            "my-app-header",
+        ];
+        let mut config = RelayConfig::default();
+        for command in [Command::Ack, Command::Nack] {
+            assert_eq!(passes(&config, command, &client), ["requeue"]);
+        }
+        config.ack_headers = vec!["my-app-header".into(), "id".into(), "transaction".into()];
+        assert_eq!(passes(&config, Command::Nack, &client), ["my-app-header"]);
+        config.ack_headers.clear();
+        assert!(passes(&config, Command::Nack, &client).is_empty());
+    }
+
+    #[test]
+    fn unsubscribe_passes_only_the_durable_headers_subscribe_allows() {
+        let client = [
+            "id",
+            "receipt",
+            "durable",
+            "persistent",
+            "auto-delete",
+            "x-queue-name",
+            "prefetch-count",
+        ];
+        let mut config = RelayConfig::default();
+        assert!(passes(&config, Command::Unsubscribe, &client).is_empty());
+        config.subscribe_headers = vec![
+            "durable".into(),
+            "auto-delete".into(),
+            "x-queue-name".into(),
+            "prefetch-count".into(),
+        ];
+        assert_eq!(
+            passes(&config, Command::Unsubscribe, &client),
+            ["durable", "auto-delete"]
+        );
     }
 
     #[test]

@@ -1,7 +1,24 @@
 //! A client session relayed to the upstream broker over its own link.
+//!
+//! Subscription ids upstream are the relay's, not the client's: a per-session
+//! counter (`s1`, `s2`, …) for ordinary subscriptions, so that nothing a
+//! client chooses reaches the broker's syntax. A durable subscription is
+//! different: RabbitMQ names its queue after (destination, subscription id),
+//! so its id upstream must be the same each time the same client subscribes
+//! and different for every other client. It is `d-` and the SHA-256 (in hex)
+//! of the authenticated user name, length-prefixed, followed by the client's
+//! own id ([`durable_id`]): the same user re-subscribing with the same id
+//! resumes the queue, two users never meet in one, and the value is hex
+//! whatever the user or id contain. Two sessions of one user with the same
+//! id and destination are one durable subscription, sharing its messages
+//! (as two connections doing so directly to RabbitMQ would). An anonymous
+//! session has nothing that identifies it on its next connection, so its
+//! durable SUBSCRIBE is refused with an ERROR, unless it names the queue
+//! itself with an `x-queue-name` the operator lets through.
 
 use super::RelayConfig;
 use super::upstream::{self, Event, Link};
+use crate::auth::User;
 use crate::broker::{
     AckTarget, BrokerError, BrokerSession, Publish, SessionContext, SubscribeRequest,
 };
@@ -41,6 +58,8 @@ pub(crate) struct RelaySession {
     /// Client subscription id → its upstream ids (two for user destinations).
     client_subscriptions: HashMap<Bytes, Vec<Bytes>>,
     next_id: u64,
+    /// Who the client is: names its durable subscriptions.
+    user: User,
 }
 
 fn lock(maps: &Mutex<Maps>) -> MutexGuard<'_, Maps> {
@@ -67,6 +86,7 @@ impl RelaySession {
         let client = Arc::clone(&context.outbox);
         let version = context.version;
         let names = config.clone();
+        let user = context.user.clone();
         let downstream = Some(Arc::clone(&context.outbox));
         let link = upstream::open(config, version, &headers, downstream, move |event| {
             forward(event, &handler_maps, &client, version, &names);
@@ -79,6 +99,7 @@ impl RelaySession {
             maps,
             client_subscriptions: HashMap::new(),
             next_id: 0,
+            user,
         })
     }
 
@@ -132,6 +153,37 @@ impl RelaySession {
         }
         Ok(frame)
     }
+}
+
+/// The upstream id of `user`'s durable subscription `id`. The user name is
+/// length-prefixed so that no two (user, id) pairs hash the same input;
+/// hex keeps every client-chosen byte out of the broker's syntax, and the
+/// fixed length keeps RabbitMQ's consumer tag (`T_` and the id) within
+/// AMQP's 255 bytes whatever the id's length.
+fn durable_id(user: &str, id: &[u8]) -> Bytes {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    let mut hash = Sha256::new();
+    hash.update((user.len() as u64).to_be_bytes());
+    hash.update(user.as_bytes());
+    hash.update(id);
+    let mut name = String::with_capacity(2 + 64);
+    name.push_str("d-");
+    for byte in hash.finalize() {
+        let _ = write!(name, "{byte:02x}");
+    }
+    Bytes::from(name)
+}
+
+/// True for a SUBSCRIBE the broker will make durable: `durable:true` or
+/// RabbitMQ's older alias `persistent:true`, in a header the operator lets
+/// through (otherwise it is dropped and the subscription is an ordinary one).
+fn asks_durable(config: &RelayConfig, headers: &Headers) -> bool {
+    headers.iter_bytes().any(|(name, value)| {
+        matches!(name.as_ref(), b"durable" | b"persistent")
+            && value.eq_ignore_ascii_case(b"true")
+            && config.forwards_header(Command::Subscribe, name)
+    })
 }
 
 /// Passes a broker frame on to the client, rewritten for its side.
@@ -259,6 +311,27 @@ impl BrokerSession for RelaySession {
         for destination in &destinations {
             self.check_destination(destination, request.display_destination.is_some())?;
         }
+        let durable = asks_durable(&self.config, &request.frame.headers);
+        if durable {
+            if let Some(shown) = &request.display_destination {
+                return Err(BrokerError::NotAllowed(format!(
+                    "durable subscriptions are not available for user destinations such as '{shown}'"
+                )));
+            }
+            // With an allowed `x-queue-name` the client names the queue
+            // itself and can find it again; the relay's naming is moot.
+            let named = request.frame.headers.iter_bytes().any(|(name, _)| {
+                name.as_ref() == b"x-queue-name"
+                    && self.config.forwards_header(Command::Subscribe, name)
+            });
+            if !self.user.is_authenticated() && !named {
+                return Err(BrokerError::NotAllowed(format!(
+                    "a durable subscription to '{}' needs a logged-in user: an anonymous \
+                     session cannot be recognised on its next connection to resume it",
+                    request.destination
+                )));
+            }
+        }
         let ack = match request.ack {
             crate::broker::AckMode::Auto => "auto",
             crate::broker::AckMode::Client => "client",
@@ -267,7 +340,13 @@ impl BrokerSession for RelaySession {
         let mut receipt = request.receipt.clone();
         let mut ids = Vec::with_capacity(destinations.len());
         for (i, destination) in destinations.iter().enumerate() {
-            let upstream_id = self.next("s");
+            // A durable subscription has one destination (user destinations
+            // were refused above), so one derived id.
+            let upstream_id = if durable {
+                durable_id(self.user.name(), &request.id)
+            } else {
+                self.next("s")
+            };
             let mut frame = Frame::new(Command::Subscribe)
                 .header(header::DESTINATION, &self.config.broker_form(destination))
                 .header(header::ACK, ack);
@@ -301,7 +380,12 @@ impl BrokerSession for RelaySession {
         Ok(())
     }
 
-    fn unsubscribe(&mut self, id: &Bytes, receipt: Option<Bytes>) -> Result<(), BrokerError> {
+    fn unsubscribe(
+        &mut self,
+        id: &Bytes,
+        headers: &Headers,
+        receipt: Option<Bytes>,
+    ) -> Result<(), BrokerError> {
         let ids = self.client_subscriptions.remove(id).ok_or_else(|| {
             BrokerError::UnknownSubscription(String::from_utf8_lossy(id).into_owned())
         })?;
@@ -313,6 +397,13 @@ impl BrokerSession for RelaySession {
             frame
                 .headers
                 .push(Bytes::from_static(header::ID.as_bytes()), upstream_id);
+            // `durable:true` makes RabbitMQ delete a durable subscription's
+            // queue; without it the queue stays for the next SUBSCRIBE.
+            for (name, value) in headers.iter_bytes() {
+                if self.config.forwards_header(Command::Unsubscribe, name) {
+                    frame.headers.push(name.clone(), value.clone());
+                }
+            }
             let frame =
                 self.with_receipt(frame, if i + 1 == count { receipt.take() } else { None })?;
             self.upstream(&frame)?;
@@ -344,9 +435,11 @@ impl BrokerSession for RelaySession {
         &mut self,
         target: &AckTarget,
         nack: bool,
+        headers: &Headers,
         receipt: Option<Bytes>,
     ) -> Result<(), BrokerError> {
-        let mut frame = Frame::new(if nack { Command::Nack } else { Command::Ack });
+        let command = if nack { Command::Nack } else { Command::Ack };
+        let mut frame = Frame::new(command);
         match target {
             AckTarget::AckId(id) => frame
                 .headers
@@ -379,6 +472,12 @@ impl BrokerSession for RelaySession {
                 Bytes::from_static(header::MESSAGE_ID.as_bytes()),
                 message_id.clone(),
             ),
+        }
+        // Broker options such as RabbitMQ's `requeue:false`, where allowed.
+        for (name, value) in headers.iter_bytes() {
+            if self.config.forwards_header(command, name) {
+                frame.headers.push(name.clone(), value.clone());
+            }
         }
         let frame = self.with_receipt(frame, receipt)?;
         self.upstream(&frame)
@@ -436,5 +535,58 @@ impl Drop for RelaySession {
         // DISCONNECT after whatever is queued: the broker then requeues the
         // session's unacknowledged messages and drops its subscriptions.
         self.link.disconnect(self.version);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durable_ids_are_hex_and_differ_for_every_user_and_id() {
+        let pairs: [(&str, &[u8]); 6] = [
+            ("ann", b"news"),
+            ("ann", b"news2"),
+            ("ben", b"news"),
+            // The same bytes split differently between user and id.
+            ("an", b"nnews"),
+            ("ann\n", b"news"),
+            ("", b"annnews"),
+        ];
+        let ids: Vec<Bytes> = pairs.iter().map(|(u, id)| durable_id(u, id)).collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(id.len(), 2 + 64);
+            assert!(id.starts_with(b"d-"));
+            assert!(
+                id[2..]
+                    .iter()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
+            assert!(!ids[..i].contains(id), "{:?} repeats", pairs[i]);
+        }
+        // The same user and id always give the same name: that is resuming.
+        assert_eq!(durable_id("ann", b"news"), ids[0]);
+        // Whatever the client's id holds, only hex reaches the broker.
+        let odd = durable_id("ann", b"a:b\nc\\d,e?f");
+        assert!(odd[2..].iter().all(u8::is_ascii_hexdigit));
+    }
+
+    #[test]
+    fn only_an_allowed_durable_true_makes_a_subscription_durable() {
+        let headers = |name: &str, value: &str| {
+            let mut h = Headers::default();
+            h.push_str(name, value);
+            h
+        };
+        let mut config = RelayConfig::default();
+        assert!(!asks_durable(&config, &headers("durable", "true")));
+        config.subscribe_headers = vec!["durable".into()];
+        assert!(asks_durable(&config, &headers("durable", "true")));
+        assert!(!asks_durable(&config, &headers("durable", "false")));
+        // `persistent` is RabbitMQ's alias, but only when it passes too.
+        assert!(!asks_durable(&config, &headers("persistent", "true")));
+        config.subscribe_headers.push("persistent".into());
+        assert!(asks_durable(&config, &headers("persistent", "true")));
+        assert!(!asks_durable(&config, &headers("auto-delete", "true")));
     }
 }
