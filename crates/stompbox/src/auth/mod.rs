@@ -19,7 +19,7 @@ pub mod access;
 mod http_backend;
 mod jwt;
 mod password;
-mod user;
+pub(crate) mod user;
 
 pub use http_backend::{HttpAuthConfig, HttpAuthenticator};
 pub use jwt::{JwtAuthenticator, JwtConfig, JwtKey};

@@ -72,7 +72,7 @@ pub struct SessionContext {
     /// Who the session is: the verified user, or for an anonymous session
     /// the session itself. A relay names durable subscriptions after it,
     /// so that only the same user resumes one.
-    pub user: crate::auth::User,
+    pub user: crate::auth::user::User,
 }
 
 /// The limits that can refuse a message for a queue.
