@@ -5,7 +5,7 @@
 
 use crate::auth::Handshake;
 use crate::frames::StompError;
-use crate::outbox::{Backlog, Congested, OutFrame, Outbox};
+use crate::outbox::{Backlog, Congested, OutFrame, Outbox, STALL_AFTER};
 use crate::session::{Flow, Session};
 use crate::shared::ServerShared;
 use crate::transport::{Read, Transport};
@@ -108,10 +108,10 @@ pub(crate) async fn run(
                     session.drained();
                 }
                 if !batch.is_empty() {
-                    match timeout(config.send_timeout, transport.write_batch(&mut batch)).await {
+                    match write_in_time(&mut transport, &mut batch, config.send_timeout, &server.backlog).await {
                         Ok(Ok(())) => last_write = Instant::now(),
                         Ok(Err(e)) => break End::Io(e),
-                        Err(_) => break End::SlowConsumer("send time limit"),
+                        Err(why) => break End::SlowConsumer(why),
                     }
                 }
                 if outbox.is_finished() {
@@ -207,6 +207,7 @@ pub(crate) async fn run(
                     outbox: &outbox,
                     batch: &mut batch,
                     send_timeout: config.send_timeout,
+                    backlog: &server.backlog,
                     last_write: &mut last_write,
                 },
             )
@@ -287,12 +288,46 @@ async fn until_room(wait: &mut Option<RoomWait>) {
     }
 }
 
+/// Writes a batch within the send time limit. While the server-wide
+/// backlog is over its limit, a write that has not finished for
+/// [`STALL_AFTER`] also ends the connection as a slow consumer: a client
+/// that takes nothing is then holding server memory that every other
+/// connection is waiting for (each stalled subscriber with its own
+/// subscription id holds its own copy of every message), and it must not
+/// hold it for the whole send time limit.
+async fn write_in_time(
+    transport: &mut Transport,
+    batch: &mut VecDeque<OutFrame>,
+    send_timeout: Duration,
+    backlog: &Backlog,
+) -> Result<std::io::Result<()>, &'static str> {
+    let started = Instant::now();
+    let write = transport.write_batch(batch);
+    tokio::pin!(write);
+    let deadline = sleep_until(started + send_timeout);
+    tokio::pin!(deadline);
+    let mut check = tokio::time::interval_at(started + STALL_AFTER, STALL_AFTER / 4);
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut write => return Ok(result),
+            () = &mut deadline => return Err("send time limit"),
+            _ = check.tick() => {
+                if backlog.over() {
+                    return Err("stalled while the server's unwritten output is over backlog_bytes");
+                }
+            }
+        }
+    }
+}
+
 /// What writing the outbox needs.
 struct Writing<'a> {
     transport: &'a mut Transport,
     outbox: &'a Outbox,
     batch: &'a mut VecDeque<OutFrame>,
     send_timeout: Duration,
+    backlog: &'a Backlog,
     last_write: &'a mut Instant,
 }
 
@@ -320,10 +355,10 @@ async fn process_while_writing(
                     out.outbox.take_all(out.batch);
                     redispatch |= out.outbox.take_wanted();
                     if !out.batch.is_empty() {
-                        match timeout(out.send_timeout, out.transport.write_batch(out.batch)).await {
+                        match write_in_time(out.transport, out.batch, out.send_timeout, out.backlog).await {
                             Ok(Ok(())) => *out.last_write = Instant::now(),
                             Ok(Err(e)) => return Err(End::Io(e)),
-                            Err(_) => return Err(End::SlowConsumer("send time limit")),
+                            Err(why) => return Err(End::SlowConsumer(why)),
                         }
                     }
                     if out.outbox.is_finished() {
@@ -367,7 +402,10 @@ async fn process(work: &mut Processing<'_>) -> Result<Step, StompError> {
         held,
     } = work;
     loop {
-        if backlog.over() {
+        // A session not yet connected publishes nothing: its CONNECT (a
+        // small frame) is handled even while the server catches up, or the
+        // first-frame time limit would cut off a client that sent it at once.
+        if backlog.over() && session.is_connected() {
             return Ok(Step::Paused);
         }
         let next = match held.take() {

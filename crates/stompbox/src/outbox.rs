@@ -247,12 +247,7 @@ impl Congested {
             return;
         }
         let started = tokio::time::Instant::now();
-        let _ = tokio::time::timeout(self.0.limit, async {
-            for outbox in &outboxes {
-                outbox.under_pause_mark_or_stalled().await;
-            }
-        })
-        .await;
+        let _ = tokio::time::timeout(self.0.limit, until_drained_or_stalled(outboxes)).await;
         self.0.pauses.record(started.elapsed());
     }
 
@@ -276,6 +271,40 @@ impl Congested {
                 .entry(Arc::as_ptr(outbox) as usize)
                 .or_insert_with(|| Arc::clone(outbox));
         });
+    }
+}
+
+/// Resolves once every outbox is at most at its pause mark (or closed),
+/// marking stalled (and no longer waiting for) each one whose writer took
+/// nothing during a whole [`STALL_AFTER`] window. All are watched in the
+/// same windows, so many stalled subscribers cost a publisher one window,
+/// not one each.
+async fn until_drained_or_stalled(mut outboxes: Vec<Arc<Outbox>>) {
+    loop {
+        outboxes.retain(|outbox| !outbox.drained_to_pause_mark());
+        if outboxes.is_empty() {
+            return;
+        }
+        let takes: Vec<u64> = outboxes.iter().map(|o| o.lock().takes).collect();
+        let all_drained = async {
+            for outbox in &outboxes {
+                outbox.at_most(outbox.limit / PAUSE_DIVISOR).await;
+            }
+        };
+        if tokio::time::timeout(STALL_AFTER, all_drained).await.is_ok() {
+            return;
+        }
+        let mut still = Vec::with_capacity(outboxes.len());
+        for (outbox, takes) in outboxes.into_iter().zip(takes) {
+            let mut state = outbox.lock();
+            if state.takes == takes && !state.closed {
+                state.stalled = true;
+            } else {
+                drop(state);
+                still.push(outbox);
+            }
+        }
+        outboxes = still;
     }
 }
 
@@ -471,23 +500,10 @@ impl Outbox {
         self.at_most(self.limit / 2).await;
     }
 
-    /// Resolves once at most at the pause mark, or closed, or once the
-    /// writer took nothing for [`STALL_AFTER`] (the outbox is then marked
-    /// stalled, and publishers stop waiting for it).
-    async fn under_pause_mark_or_stalled(&self) {
-        loop {
-            let takes = self.lock().takes;
-            let drained =
-                tokio::time::timeout(STALL_AFTER, self.at_most(self.limit / PAUSE_DIVISOR));
-            if drained.await.is_ok() {
-                return;
-            }
-            let mut state = self.lock();
-            if state.takes == takes {
-                state.stalled = true;
-                return;
-            }
-        }
+    /// At most at the pause mark, or closed.
+    fn drained_to_pause_mark(&self) -> bool {
+        let state = self.lock();
+        state.closed || state.bytes <= self.limit / PAUSE_DIVISOR
     }
 
     async fn at_most(&self, bytes: usize) {
@@ -771,6 +787,32 @@ mod tests {
         outbox.take_all(&mut VecDeque::new());
         over_mark().await;
         assert!(congested.any());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_stalled_outboxes_hold_a_publisher_one_stall_window_in_all() {
+        let outboxes: Vec<_> = (0..20).map(|_| Arc::new(Outbox::new(800))).collect();
+        let pauses = Arc::new(PublisherPauses::default());
+        let congested = Congested::new(Duration::from_secs(10), Arc::clone(&pauses));
+        let over_mark = || async {
+            congested
+                .collect(async {
+                    for o in &outboxes {
+                        o.deliver(frame(800 / PAUSE_DIVISOR + 1)).unwrap();
+                    }
+                })
+                .await;
+        };
+        over_mark().await;
+        let started = tokio::time::Instant::now();
+        congested.wait().await;
+        let first = started.elapsed();
+        over_mark().await;
+        let again = congested.any();
+        assert!(
+            first <= STALL_AFTER * 2 && !again,
+            "20 stalled subscribers held the publisher {first:?}; noted again on next frame: {again}"
+        );
     }
 
     fn frame(n: usize) -> OutFrame {

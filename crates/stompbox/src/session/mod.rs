@@ -280,19 +280,25 @@ impl Session {
                     .transactions
                     .remove(&tx)
                     .ok_or_else(|| unknown_transaction(&tx))?;
-                let released: usize = buffered.iter().map(Frame::memory_bytes).sum();
-                connected.transaction_bytes.release(released);
                 let mut owed = receipt;
                 if command == Command::Commit {
+                    // Each frame stays counted against the transaction caps
+                    // until it is applied: a COMMIT paced by slow
+                    // subscribers still holds the frames it has not sent.
                     let count = buffered.len();
                     for (i, frame) in buffered.into_iter().enumerate() {
+                        let size = frame.memory_bytes();
                         // The last frame carries the COMMIT's receipt, so it
                         // arrives once everything before it took effect.
                         let carried = if i + 1 == count { owed.take() } else { None };
                         owed = owed.or(self.apply(frame, carried).await?);
+                        self.connected_mut()?.transaction_bytes.release(size);
                         // A COMMIT of many SENDs is paced like as many SENDs.
                         crate::outbox::Congested::wait_here().await;
                     }
+                } else {
+                    let released: usize = buffered.iter().map(Frame::memory_bytes).sum();
+                    connected.transaction_bytes.release(released);
                 }
                 owed
             }

@@ -338,3 +338,70 @@ async fn a_handler_publishing_in_a_loop_is_slowed_instead_of_cutting_subscribers
     }
     assert_eq!(server.handle.stats().slow_consumers, 0);
 }
+
+#[tokio::test]
+async fn stalled_subscribers_with_their_own_ids_are_cut_off_instead_of_pausing_the_server() {
+    if embedded_only("the server-wide backlog") {
+        return;
+    }
+    // Each stalled subscriber has its own subscription id, so each holds
+    // its own copy of every message: real memory that passes the backlog
+    // limit and pauses every connection. The send limit is far longer than
+    // the test may take, so only the stall rule can end that pause in time.
+    const SUBSCRIBERS: usize = 24;
+    let backlog_limit = 4 * 1024 * 1024;
+    let server = spawn_server(|c| {
+        c.backlog_bytes = backlog_limit;
+        c.send_timeout = Duration::from_secs(120);
+    })
+    .await;
+    let topic = unique("/topic/stalled-ids");
+    let mut stalled = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        let mut sub = server.connect(Via::Tcp).await;
+        subscribe(&mut sub, &format!("s{i}"), &topic, "auto").await;
+        stalled.push(sub);
+    }
+    let mut publisher = server.connect(Via::Tcp).await;
+    let feed = burst(&topic, 400, 60 * 1024);
+    let feeding = tokio::spawn(async move {
+        let _ = publisher.send_raw(feed).await;
+        publisher
+    });
+    // The attack has taken hold once the backlog is over its limit (or the
+    // stall rule has already cut someone off).
+    let mut took_hold = false;
+    for _ in 0..2_000 {
+        let stats = server.handle.stats();
+        if stats.backlog_bytes > backlog_limit || stats.slow_consumers > 0 {
+            took_hold = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        took_hold,
+        "the stalled subscribers never filled the backlog"
+    );
+    // A client arriving now connects and gets its messages: the stalled
+    // ones are cut off about a second after the backlog passed its limit,
+    // not at the send limit.
+    let canary_topic = unique("/topic/canary");
+    tokio::time::timeout(WAIT, async {
+        let mut canary = server.connect(Via::Ws).await;
+        subscribe(&mut canary, "c", &canary_topic, "auto").await;
+        let mut canary_publisher = server.connect(Via::Tcp).await;
+        for i in 0..5 {
+            send_receipted(&mut canary_publisher, &canary_topic, &format!("canary {i}")).await;
+            assert_eq!(
+                body(&next_message(&mut canary).await),
+                format!("canary {i}")
+            );
+        }
+    })
+    .await
+    .expect("the server stayed paused by subscribers that read nothing");
+    assert!(server.handle.stats().slow_consumers >= 1);
+    feeding.abort();
+    drop(stalled);
+}

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use stompbox_codec::Headers;
-use subscription::{PendingSet, Source, Subscription, UnackedBudgets};
+use subscription::{PendingSet, Source, Subscription, TopicHolders, UnackedBudgets};
 use topic::TopicRegistry;
 
 /// Settings of the embedded broker. Every field has a documented default.
@@ -61,9 +61,10 @@ pub struct EmbeddedConfig {
     pub max_session_unacked_bytes: usize,
     /// Most memory of topic messages delivered in client ack modes and not
     /// yet acknowledged, over the whole server; a message held by many
-    /// subscribers counts once. A topic subscriber whose delivery would go
-    /// past it is a slow consumer (a topic message cannot wait). Default
-    /// 64 MiB.
+    /// subscribers counts once. A topic message cannot wait, so at the cap
+    /// the session holding the most is cut off as a slow consumer to make
+    /// room; the cap may be passed by at most its share while it goes.
+    /// Default 64 MiB.
     pub max_total_topic_unacked_bytes: usize,
     /// Most words in a topic pattern (a routing key with a `*` or `#`
     /// word); a longer one is refused at SUBSCRIBE. Each word of a pattern
@@ -106,6 +107,8 @@ struct Shared {
     queued_bytes: Arc<Budget>,
     /// Memory of unacknowledged topic messages, each counted once.
     topic_unacked_bytes: Arc<Budget>,
+    /// Each session's share of those, to find the largest at the cap.
+    topic_holders: Arc<TopicHolders>,
     message_prefix: String,
     next_message: AtomicU64,
 }
@@ -146,6 +149,7 @@ impl EmbeddedBroker {
                 queues: Mutex::new(HashMap::new()),
                 queued_bytes,
                 topic_unacked_bytes,
+                topic_holders: Arc::default(),
                 message_prefix: format!("{epoch:x}-"),
                 next_message: AtomicU64::new(1),
             }),
@@ -285,8 +289,13 @@ impl Broker for EmbeddedBroker {
         &self,
         context: SessionContext,
     ) -> BoxFuture<'_, Result<Box<dyn BrokerSession>, BrokerError>> {
+        let topic_unacked = Arc::new(Budget::new(usize::MAX));
+        self.shared
+            .topic_holders
+            .register(&topic_unacked, &context.outbox);
         let session = EmbeddedSession {
             unacked: Arc::new(Budget::new(self.shared.config.max_session_unacked_bytes)),
+            topic_unacked,
             shared: Arc::clone(&self.shared),
             context,
             subscriptions: HashMap::new(),
@@ -346,6 +355,8 @@ struct EmbeddedSession {
     shared: Arc<Shared>,
     /// Memory of the messages this session holds unacknowledged.
     unacked: Arc<Budget>,
+    /// The topic part of it, which the server-wide topic cap compares.
+    topic_unacked: Arc<Budget>,
     context: SessionContext,
     /// By client id; a user destination has two subscriptions under one id.
     subscriptions: HashMap<Bytes, Vec<Arc<Subscription>>>,
@@ -386,6 +397,8 @@ impl EmbeddedSession {
                 pending: Mutex::new(PendingSet::new(UnackedBudgets {
                     session: Arc::clone(&self.unacked),
                     topic: Arc::clone(&self.shared.topic_unacked_bytes),
+                    session_topic: Arc::clone(&self.topic_unacked),
+                    holders: Arc::clone(&self.shared.topic_holders),
                 })),
                 cancelled: std::sync::atomic::AtomicBool::new(false),
             })
@@ -512,6 +525,11 @@ impl BrokerSession for EmbeddedSession {
         for subscription in subscriptions {
             self.remove(&subscription);
         }
+        // What those held unacknowledged went back to the session's budget,
+        // which its other queues may have been waiting for.
+        if self.unacked.take_refused() {
+            self.redispatch();
+        }
         self.answer(receipt);
         Ok(())
     }
@@ -586,6 +604,7 @@ impl Drop for EmbeddedSession {
         for subscription in subscriptions {
             self.remove(&subscription);
         }
+        self.shared.topic_holders.unregister(&self.topic_unacked);
     }
 }
 

@@ -27,14 +27,63 @@ pub(crate) struct Pending {
     shared: SharedCharge,
 }
 
+/// Every session's unacknowledged topic bytes, so that at the server-wide
+/// topic cap the session holding the most is the one cut off, not whichever
+/// subscriber happens to receive the next message.
+#[derive(Debug, Default)]
+pub(crate) struct TopicHolders {
+    /// By the address of the session's counter.
+    sessions: Mutex<std::collections::HashMap<usize, Holder>>,
+}
+
+/// One session's unacknowledged topic bytes and where to cut it off.
+type Holder = (std::sync::Weak<Budget>, std::sync::Weak<Outbox>);
+
+impl TopicHolders {
+    pub(crate) fn register(&self, held: &Arc<Budget>, outbox: &Arc<Outbox>) {
+        lock(&self.sessions).insert(
+            Arc::as_ptr(held) as usize,
+            (Arc::downgrade(held), Arc::downgrade(outbox)),
+        );
+    }
+
+    pub(crate) fn unregister(&self, held: &Arc<Budget>) {
+        lock(&self.sessions).remove(&(Arc::as_ptr(held) as usize));
+    }
+
+    /// At the server-wide cap: when another session holds more than `mine`
+    /// will after taking `need`, that session is cut off (if it is not
+    /// already going) and the caller may pass the cap by its message until
+    /// the other's memory comes back, moments later. False when the caller
+    /// itself holds the most.
+    fn make_room(&self, mine: &Arc<Budget>, need: usize) -> bool {
+        let sessions = lock(&self.sessions);
+        let largest = sessions
+            .values()
+            .filter_map(|(held, outbox)| Some((held.upgrade()?, outbox.upgrade()?)))
+            .filter(|(held, _)| !Arc::ptr_eq(held, mine))
+            .max_by_key(|(held, _)| held.used());
+        match largest {
+            Some((held, outbox)) if held.used() > mine.used().saturating_add(need) => {
+                if !outbox.is_closed() {
+                    outbox.fail_unacked(HoldRefused::Server.as_str());
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The server-wide charge of a pending message.
 #[derive(Debug)]
 enum SharedCharge {
     /// A queue message stays under the queues' budget until acknowledged.
     Queue(Arc<Budget>),
     /// A topic message is charged once to the server-wide unacknowledged
-    /// budget however many subscribers hold it.
-    Topic(Arc<Budget>),
+    /// budget however many subscribers hold it, and to the session's own
+    /// count of topic bytes (see [`TopicHolders`]).
+    Topic(Arc<Budget>, Arc<Budget>),
 }
 
 /// Which cap refused a pending entry.
@@ -77,12 +126,17 @@ impl Pending {
                 let budget = Arc::clone(&budgets.topic);
                 let mut holders = lock(&message.unacked_holders);
                 if *holders == 0 && !budget.try_take(message.memory_bytes()) {
-                    drop(holders);
-                    budgets.session.release(charge);
-                    return Err(HoldRefused::Server);
+                    if budgets.holders.make_room(&budgets.session_topic, charge) {
+                        budget.force_take(message.memory_bytes());
+                    } else {
+                        drop(holders);
+                        budgets.session.release(charge);
+                        return Err(HoldRefused::Server);
+                    }
                 }
                 *holders += 1;
-                SharedCharge::Topic(budget)
+                budgets.session_topic.force_take(charge);
+                SharedCharge::Topic(budget, Arc::clone(&budgets.session_topic))
             }
         };
         Ok(Pending {
@@ -99,7 +153,8 @@ impl Drop for Pending {
         self.session.release(self.charge);
         match &self.shared {
             SharedCharge::Queue(budget) => budget.release(self.charge),
-            SharedCharge::Topic(budget) => {
+            SharedCharge::Topic(budget, session_topic) => {
+                session_topic.release(self.charge);
                 let mut holders = lock(&self.message.unacked_holders);
                 *holders = holders.saturating_sub(1);
                 if *holders == 0 {
@@ -131,6 +186,10 @@ pub(crate) struct UnackedBudgets {
     pub(crate) session: Arc<Budget>,
     /// Unacknowledged topic bytes of the whole broker.
     pub(crate) topic: Arc<Budget>,
+    /// The session's own unacknowledged topic bytes (no cap of its own).
+    pub(crate) session_topic: Arc<Budget>,
+    /// Every session's `session_topic`, for the server-wide cap.
+    pub(crate) holders: Arc<TopicHolders>,
 }
 
 impl PendingSet {
@@ -149,6 +208,8 @@ impl Default for PendingSet {
         PendingSet::new(UnackedBudgets {
             session: Arc::new(Budget::new(usize::MAX)),
             topic: Arc::new(Budget::new(usize::MAX)),
+            session_topic: Arc::new(Budget::new(usize::MAX)),
+            holders: Arc::default(),
         })
     }
 }
