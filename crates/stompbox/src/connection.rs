@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use stompbox_codec::{Decoded, Decoder, Frame, Limits, Version};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -77,6 +77,8 @@ pub(crate) async fn run(
     let mut last_write = opened;
     let mut deadline = opened + config.connect_timeout;
     let mut heartbeats_armed = false;
+    let mut was_holding = false;
+    let heartbeat_every = AtomicU64::new(0);
     // Set while the server-wide backlog is over its limit: no new frames are
     // read or handled until the writers catch up.
     let mut paused = false;
@@ -189,10 +191,12 @@ pub(crate) async fn run(
                     let _ = outbox.push(OutFrame::with_text(Bytes::from_static(HEARTBEAT), true));
                     last_write = now;
                 }
-                deadline = next_deadline(&session, &config, last_read, last_write, now);
+                let holding = paused || congestion.is_some() || throttled.is_some();
+                deadline = next_deadline(&session, &config, last_read, last_write, now, holding);
             }
         }
         if input {
+            heartbeat_every.store(heartbeat_ms(&session), Ordering::Relaxed);
             let processed = process_while_writing(
                 Processing {
                     decoder: &mut decoder,
@@ -201,6 +205,7 @@ pub(crate) async fn run(
                     backlog: &server.backlog,
                     congested: &congested,
                     held: &mut held,
+                    heartbeat_ms: &heartbeat_every,
                 },
                 Writing {
                     transport: &mut transport,
@@ -209,6 +214,7 @@ pub(crate) async fn run(
                     send_timeout: config.send_timeout,
                     backlog: &server.backlog,
                     last_write: &mut last_write,
+                    heartbeat_ms: &heartbeat_every,
                 },
             )
             .await;
@@ -247,8 +253,29 @@ pub(crate) async fn run(
             transport.set_message_limit(config.frame_limits.max_frame_bytes.saturating_mul(4));
             // The connect deadline no longer applies; heart-beats take over.
             heartbeats_armed = true;
-            deadline = next_deadline(&session, &config, last_read, last_write, Instant::now());
+            deadline = next_deadline(
+                &session,
+                &config,
+                last_read,
+                last_write,
+                Instant::now(),
+                false,
+            );
         }
+        // A pause that ends brings the client's silence check back (from a
+        // fresh `last_read`); one that begins suspends it.
+        let holding = paused || congestion.is_some() || throttled.is_some();
+        if heartbeats_armed && holding != was_holding {
+            deadline = next_deadline(
+                &session,
+                &config,
+                last_read,
+                last_write,
+                Instant::now(),
+                holding,
+            );
+        }
+        was_holding = holding;
     };
 
     let version = session.error_version();
@@ -276,6 +303,9 @@ struct Processing<'a> {
     backlog: &'a Backlog,
     congested: &'a Congested,
     held: &'a mut Option<Frame>,
+    /// The server's heart-beat interval in ms (0: none), set once CONNECT
+    /// succeeds, for the writer running beside the processing.
+    heartbeat_ms: &'a AtomicU64,
 }
 
 /// A publisher's pause for the subscribers it congested.
@@ -329,6 +359,22 @@ struct Writing<'a> {
     send_timeout: Duration,
     backlog: &'a Backlog,
     last_write: &'a mut Instant,
+    /// See [`Processing::heartbeat_ms`].
+    heartbeat_ms: &'a AtomicU64,
+}
+
+/// Resolves when a heart-beat is due (never without heart-beats).
+async fn heartbeat_due(every_ms: u64, last_write: Instant) {
+    match every_ms {
+        0 => std::future::pending().await,
+        ms => sleep_until(last_write + Duration::from_millis(ms)).await,
+    }
+}
+
+fn heartbeat_ms(session: &Session) -> u64 {
+    session.heartbeat().send_every.map_or(0, |every| {
+        u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1)
+    })
 }
 
 /// Handles the frames read so far while still writing the outbox: a handler
@@ -365,6 +411,13 @@ async fn process_while_writing(
                         return Err(End::BrokerEnded);
                     }
                 }
+                // Handling one frame may take long (a COMMIT or a handler
+                // paced by slow subscribers): the client still gets its
+                // heart-beats meanwhile.
+                () = heartbeat_due(out.heartbeat_ms.load(Ordering::Relaxed), *out.last_write) => {
+                    let _ = out.outbox.push(OutFrame::with_text(Bytes::from_static(HEARTBEAT), true));
+                    *out.last_write = Instant::now();
+                }
             }
         }
     };
@@ -400,6 +453,7 @@ async fn process(work: &mut Processing<'_>) -> Result<Step, StompError> {
         backlog,
         congested,
         held,
+        heartbeat_ms: heartbeat_every,
     } = work;
     loop {
         // A session not yet connected publishes nothing: its CONNECT (a
@@ -426,6 +480,7 @@ async fn process(work: &mut Processing<'_>) -> Result<Step, StompError> {
                 let flow = congested.collect(session.handle(frame)).await?;
                 if !was_connected && session.is_connected() {
                     decoder.set_version(session.version());
+                    heartbeat_every.store(heartbeat_ms(session), Ordering::Relaxed);
                     decoder.set_limits(session.frame_limits());
                 }
                 if flow == Flow::Close {
@@ -439,17 +494,23 @@ async fn process(work: &mut Processing<'_>) -> Result<Step, StompError> {
     }
 }
 
+/// `holding`: the driver is not reading (paused by the server), so the
+/// client's silence is not checked, and must not set a deadline that has
+/// already passed (the timer would fire every millisecond).
 fn next_deadline(
     session: &Session,
     config: &crate::config::ServerConfig,
     last_read: Instant,
     last_write: Instant,
     now: Instant,
+    holding: bool,
 ) -> Instant {
     let heartbeat = session.heartbeat();
     // Far enough to never fire, near enough not to overflow.
     let mut deadline = now + Duration::from_secs(24 * 3600);
-    if let Some(every) = heartbeat.expect_every {
+    if let Some(every) = heartbeat.expect_every
+        && !holding
+    {
         deadline = deadline
             .min(last_read + every.mul_f64(config.heartbeat_grace) + Duration::from_millis(1));
     }

@@ -557,3 +557,46 @@ async fn a_handler_that_awaits_does_not_stop_its_clients_deliveries() {
         .expect("the session goes on after the handler");
     assert_eq!(server.handle.stats().slow_consumers, 0);
 }
+
+#[tokio::test]
+async fn a_handler_that_awaits_does_not_stop_its_clients_heart_beats() {
+    use stompbox::codec::{Decoded, Decoder, Limits};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gate = Gate::default();
+    let app = App::with_state(gate.clone()).message("/held", held);
+    let server = spawn_app(app, |c| {
+        c.heartbeat_send = std::time::Duration::from_millis(50);
+    })
+    .await;
+    let addr = server.tcp.trim_start_matches("tcp://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(
+            b"CONNECT\naccept-version:1.2\nhost:x\nheart-beat:0,50\n\n\0\
+              SEND\ndestination:/app/held\n\n\0",
+        )
+        .await
+        .expect("write");
+    tokio::time::timeout(WAIT, gate.started.notified())
+        .await
+        .expect("the handler did not start");
+    // The handler is waiting: the client must still get heart-beats, or a
+    // client that checks them (stomp.js) would drop the connection.
+    let mut decoder = Decoder::new(Limits::default());
+    let mut buf = bytes::BytesMut::new();
+    let mut heartbeats = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while heartbeats < 3 {
+        let n = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf))
+            .await
+            .expect("no heart-beats while the handler waits")
+            .expect("read");
+        assert!(n > 0, "closed");
+        while let Some(item) = decoder.decode(&mut buf).expect("decode") {
+            if matches!(item, Decoded::Heartbeat) {
+                heartbeats += 1;
+            }
+        }
+    }
+    gate.release.notify_one();
+}
