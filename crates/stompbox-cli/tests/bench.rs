@@ -555,9 +555,12 @@ fn soak_fails_and_says_why_when_the_server_refuses_its_clients() {
     assert!(result.contains(r#""ok":false,"failure":""#), "{result}");
     assert!(result.contains(" client errors"), "{result}");
     assert!(result.contains("got status code 429"), "{result}");
-    // The rest of the mix still ran, and nothing confirmed went missing.
+    // The rest of the mix still ran, and the lasting topic subscribers (who
+    // never reconnect) got everything. Queue messages may be reported
+    // missing here: the queue consumers reconnect every second and compete
+    // with the churners for the few places left, so a queue can be left
+    // without a consumer until the drain ends.
     assert!(figure(&result, "queue", "sent") > 0.0, "{result}");
-    assert_eq!(figure(&result, "queue", "lost"), 0.0, "{result}");
     assert_eq!(figure(&result, "topic", "lost"), 0.0, "{result}");
     assert!(result.ends_with(r#""ok":false}"#), "{result}");
 }
