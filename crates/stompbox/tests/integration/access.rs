@@ -76,8 +76,12 @@ async fn subscriptions_are_allowed_only_where_a_rule_allows_them() {
     let room = unique("/topic/chat.room");
     let mut guest = server.connect(Via::Ws).await;
     subscribe(&mut guest, "r", &room, "auto").await;
-    subscribe(&mut guest, "a", "/topic/announcements", "auto").await;
     subscribe(&mut guest, "e", "/user/queue/errors", "auto").await;
+    // On its own connection: through the relay every test shares the
+    // broker, and another test's announcement must not reach `guest`.
+    let mut listener = server.connect(Via::Tcp).await;
+    subscribe(&mut listener, "a", "/topic/announcements", "auto").await;
+    drop(listener);
     // A subscribe handler under /app answers once.
     subscribe_now(&mut guest, "h", "/app/history/lobby", "auto").await;
     assert_eq!(body(&next_message(&mut guest).await), "history of lobby");
