@@ -319,7 +319,8 @@ async fn until_room(wait: &mut Option<RoomWait>) {
 }
 
 /// Writes a batch within the send time limit. While the server-wide
-/// backlog is over its limit, a write that has not finished for
+/// backlog has readers paused (from passing its limit until drained to
+/// half), a write that has not finished for
 /// [`STALL_AFTER`] also ends the connection as a slow consumer: a client
 /// that takes nothing is then holding server memory that every other
 /// connection is waiting for (each stalled subscriber with its own
@@ -343,7 +344,7 @@ async fn write_in_time(
             result = &mut write => return Ok(result),
             () = &mut deadline => return Err("send time limit"),
             _ = check.tick() => {
-                if backlog.over() {
+                if backlog.pausing() {
                     return Err("stalled while the server's unwritten output is over backlog_bytes");
                 }
             }

@@ -23,6 +23,9 @@ pub struct Backlog {
     high: usize,
     low: usize,
     drained: Notify,
+    /// Set when the total passed `high`, cleared when it falls under `low`:
+    /// readers that paused stay paused in between.
+    tripped: std::sync::atomic::AtomicBool,
 }
 
 impl Backlog {
@@ -33,11 +36,15 @@ impl Backlog {
             high,
             low: high / 2,
             drained: Notify::new(),
+            tripped: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     fn add(&self, n: usize) {
-        self.bytes.fetch_add(n, Ordering::Relaxed);
+        let before = self.bytes.fetch_add(n, Ordering::Relaxed);
+        if before.saturating_add(n) > self.high {
+            self.tripped.store(true, Ordering::Relaxed);
+        }
     }
 
     fn sub(&self, n: usize) {
@@ -55,8 +62,15 @@ impl Backlog {
             Ok(before) | Err(before) => before,
         };
         if before >= self.low && before.saturating_sub(n) < self.low {
+            self.tripped.store(false, Ordering::Relaxed);
             self.drained.notify_waiters();
         }
+    }
+
+    /// True from passing the limit until drained under half of it: the
+    /// time readers that paused wait.
+    pub fn pausing(&self) -> bool {
+        self.tripped.load(Ordering::Relaxed) && self.bytes() >= self.low
     }
 
     /// Unwritten bytes now.
