@@ -1,7 +1,7 @@
 use crate::support::*;
 use bytes::Bytes;
 use stompbox::client::Client;
-use stompbox::codec::{Command, Frame, Version};
+use stompbox::codec::{Command, Frame};
 
 fn connect_frame(accept: Option<&str>) -> Frame {
     let mut frame = Frame::new(Command::Connect).header("host", "localhost");
@@ -199,16 +199,7 @@ async fn silence_before_connect_is_closed_after_the_first_frame_time_limit() {
 async fn stomp_1_0_headers_are_not_escaped_and_1_1_ones_are() {
     let server = default_server().await;
     let topic = unique("/topic/esc");
-    let mut v10 = server.open(Via::Tcp).await;
-    v10.send(&connect_frame(None)).await.expect("send");
-    assert_eq!(next(&mut v10).await.headers.get("version"), Some("1.0"));
-    v10.set_version(Version::V1_0);
-    v10.send_with_receipt(
-        Frame::new(Command::Subscribe).header("destination", &topic),
-        "s",
-    )
-    .await
-    .expect("subscribe");
+    let mut v10 = subscribe_1_0(&server, &topic).await;
     let mut v12 = server.connect(Via::Tcp).await;
     v12.send(
         &Frame::new(Command::Send)

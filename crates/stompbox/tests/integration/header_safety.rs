@@ -2,7 +2,7 @@
 
 use crate::support::*;
 use bytes::Bytes;
-use stompbox::codec::{Command, Frame, Version};
+use stompbox::codec::{Command, Frame};
 
 /// A STOMP 1.2 publisher's header name with an escaped `:` would, written
 /// raw, reach a 1.0 subscriber as a `content-length:3…` line of its own
@@ -11,18 +11,7 @@ use stompbox::codec::{Command, Frame, Version};
 async fn a_1_2_header_name_with_an_escaped_colon_forges_no_line_for_a_1_0_subscriber() {
     let server = default_server().await;
     let topic = unique("/topic/forge");
-    let mut v10 = server.open(Via::Tcp).await;
-    v10.send(&Frame::new(Command::Connect).header("host", "localhost"))
-        .await
-        .expect("send");
-    assert_eq!(next(&mut v10).await.headers.get("version"), Some("1.0"));
-    v10.set_version(Version::V1_0);
-    v10.send_with_receipt(
-        Frame::new(Command::Subscribe).header("destination", &topic),
-        "s",
-    )
-    .await
-    .expect("subscribe");
+    let mut v10 = subscribe_1_0(&server, &topic).await;
     let mut v12 = server.connect(Via::Tcp).await;
     v12.send_raw(Bytes::from(format!(
         "SEND\ndestination:{topic}\ncontent-length\\c3:\nx\\c\\nforged:1\nreceipt:r\n\nhello\0"

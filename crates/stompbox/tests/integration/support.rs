@@ -188,6 +188,68 @@ pub(crate) async fn expect_error_and_close(client: &mut Client) -> Frame {
     frame
 }
 
+/// A STOMP 1.0 client (a CONNECT without `accept-version`) subscribed to
+/// `topic` over TCP.
+pub(crate) async fn subscribe_1_0(server: &TestServer, topic: &str) -> Client {
+    let mut client = server.open(Via::Tcp).await;
+    client
+        .send(&Frame::new(Command::Connect).header("host", "localhost"))
+        .await
+        .expect("send");
+    assert_eq!(next(&mut client).await.headers.get("version"), Some("1.0"));
+    client.set_version(stompbox::codec::Version::V1_0);
+    client
+        .send_with_receipt(
+            Frame::new(Command::Subscribe).header("destination", topic),
+            "s",
+        )
+        .await
+        .expect("subscribe");
+    client
+}
+
+/// What a client that stopped reading finds once it reads again: the
+/// MESSAGEs the kernel still held for it, then how its connection ended.
+#[derive(Debug)]
+pub(crate) struct Drained {
+    pub(crate) messages: usize,
+    /// The ERROR the server sent before closing, if it got through.
+    pub(crate) error: Option<Frame>,
+    /// Nothing more arrived for `WAIT` and no ERROR came: still connected.
+    pub(crate) open: bool,
+}
+
+/// Reads everything left for `client` until its connection ends, or until
+/// nothing arrives for `WAIT`.
+pub(crate) async fn drain(client: &mut Client) -> Drained {
+    let mut messages = 0;
+    let mut error = None;
+    loop {
+        match client.next_frame_within(WAIT).await {
+            Ok(Some(frame)) if frame.command == Command::Message => messages += 1,
+            Ok(Some(frame)) if frame.command == Command::Error => error = Some(frame),
+            Ok(Some(other)) => panic!("unexpected {other:?}"),
+            Err(stompbox::client::ClientError::Io(e))
+                if e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                let open = error.is_none();
+                return Drained {
+                    messages,
+                    error,
+                    open,
+                };
+            }
+            Ok(None) | Err(_) => {
+                return Drained {
+                    messages,
+                    error,
+                    open: false,
+                };
+            }
+        }
+    }
+}
+
 pub(crate) async fn subscribe(client: &mut Client, id: &str, destination: &str, ack: &str) {
     let frame = Frame::new(Command::Subscribe)
         .header("id", id)
