@@ -22,6 +22,18 @@ use tokio::sync::watch;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RelayConfig {
+    /// How client sessions reach the broker. Default [`RelayMode::Shared`]:
+    /// a pool of `connections` links whatever the number of clients.
+    pub mode: RelayMode,
+    /// Broker links of the shared pool ([`RelayMode::Shared`]), besides the
+    /// system connection. Default 4.
+    pub connections: usize,
+    /// Unacknowledged messages the broker may hand one relayed queue (or
+    /// client-acknowledged) subscription at a time, in shared mode
+    /// (RabbitMQ's `prefetch-count`, ActiveMQ's `activemq.prefetchSize`),
+    /// so one slow client holds at most this many on a shared link.
+    /// Default 64.
+    pub prefetch: usize,
     /// Broker STOMP addresses (`host:port`), tried in order; the first that
     /// answers wins. Default `["127.0.0.1:61613"]`.
     pub addresses: Vec<String>,
@@ -382,9 +394,30 @@ impl RelayConfig {
     }
 }
 
+/// How client sessions reach the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RelayMode {
+    /// A pool of [`RelayConfig::connections`] broker links per instance.
+    /// A topic is subscribed upstream once per instance, however many
+    /// local subscribers it has, and fanned out locally; queue and
+    /// client-acknowledged subscriptions get their own upstream
+    /// subscription on the pool. Every client session uses the relay's
+    /// client login.
+    #[default]
+    Shared,
+    /// One broker connection per client session (N + 1 per instance), for
+    /// deployments where each client must log in to the broker with its own
+    /// credentials (`client_login = None`).
+    PerSession,
+}
+
 impl Default for RelayConfig {
     fn default() -> RelayConfig {
         RelayConfig {
+            mode: RelayMode::Shared,
+            connections: 4,
+            prefetch: 64,
             addresses: vec!["127.0.0.1:61613".into()],
             virtual_host: "/".into(),
             client_login: Some("guest".into()),
