@@ -426,8 +426,30 @@ impl Outbox {
         Ok(())
     }
 
+    /// Like [`Outbox::deliver`], except that a frame that would pass the
+    /// limit is refused and the outbox stays open: for a link many sessions
+    /// share (the shared relay's), where one session's burst must cost that
+    /// session its frame, not everyone their link.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::Overflow`] (nothing queued, still open) or
+    /// [`PushError::Closed`].
+    pub(crate) fn offer(self: &Arc<Self>, frame: OutFrame) -> Result<(), PushError> {
+        if self.push_or(frame, false)? {
+            Congested::note(self);
+        }
+        Ok(())
+    }
+
     /// Pushes; `Ok(true)` when the outbox is now past its pause mark.
     fn push_noting(&self, frame: OutFrame) -> Result<bool, PushError> {
+        self.push_or(frame, true)
+    }
+
+    /// Pushes; on overflow closes the outbox when `close`, else only
+    /// refuses the frame.
+    fn push_or(&self, frame: OutFrame, close: bool) -> Result<bool, PushError> {
         // Counted before a writer can see the frame, so the writer's
         // uncounting (when it drops the frame) always follows.
         if let Some(backlog) = &self.backlog {
@@ -439,7 +461,9 @@ impl Outbox {
         }
         let len = frame.bytes.len();
         if state.bytes + len > self.limit && !state.frames.is_empty() {
-            self.overflow(state);
+            if close {
+                self.overflow(state);
+            }
             return Err(PushError::Overflow);
         }
         let was_empty = state.frames.is_empty();

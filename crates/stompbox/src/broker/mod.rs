@@ -2,6 +2,7 @@
 //! handlers never know whether the embedded broker or a relay runs.
 
 pub mod embedded;
+mod message;
 pub mod relay;
 
 use crate::outbox::Outbox;

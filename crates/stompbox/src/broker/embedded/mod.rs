@@ -6,19 +6,17 @@
 //! what clients see through RabbitMQ's STOMP plugin, so an application can move
 //! to the relay without a change.
 
-mod message;
 mod queue;
 mod subscription;
 mod topic;
 
+use super::message::{self, Message};
 use super::{
     AckMode, AckTarget, BoxFuture, Broker, BrokerError, BrokerMemory, BrokerSession, Publish,
     SessionContext, SubscribeRequest,
 };
 use crate::budget::Budget;
-use crate::outbox::OutFrame;
 use bytes::{BufMut, Bytes, BytesMut};
-use message::Message;
 use queue::{Enqueued, Queue, QueueLimits};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -243,40 +241,16 @@ impl Shared {
         // The encoded tail of the message is shared by every delivery of
         // this publish, and goes with it: a message held unacknowledged
         // holds its body once, in its frame.
-        let mut tails = message::Tails::default();
-        // Subscribers in auto mode that share a subscription id and version
-        // (clients often all call theirs `sub-0`) get the very same bytes:
-        // the frame is encoded once per distinct (id, version), not per
-        // subscriber.
-        let mut last: Option<(Bytes, stompbox_codec::Version, OutFrame)> = None;
+        let mut fan_out = message::FanOut::new(message);
         registry.for_each_match(routing_key, |subscription| {
             if subscription.is_cancelled() {
                 return;
             }
             if subscription.ack != AckMode::Auto || subscription.display_destination.is_some() {
-                let _ = subscription.deliver(message, false, Some(&mut tails));
+                let _ = subscription.deliver(message, false, Some(fan_out.tails()));
                 return;
             }
-            let reusable = last.as_ref().filter(|(id, version, _)| {
-                *id == subscription.id && *version == subscription.version
-            });
-            let frame = match reusable {
-                Some((_, _, frame)) => frame.clone(),
-                None => {
-                    let frame = message.encode(
-                        message::DeliveryHeaders {
-                            subscription: &subscription.id,
-                            destination: None,
-                            ack: None,
-                            redelivered: false,
-                            version: subscription.version,
-                        },
-                        Some(&mut tails),
-                    );
-                    last = Some((subscription.id.clone(), subscription.version, frame.clone()));
-                    frame
-                }
-            };
+            let frame = fan_out.frame(&subscription.id, None, subscription.version);
             // A full outbox closes that connection as a slow consumer; the
             // other subscribers are unaffected.
             let _ = subscription.outbox.deliver(frame);

@@ -1,8 +1,8 @@
 //! Point-to-point queues: each message goes to one consumer, in turn, and is
 //! held while no consumer can take it.
 
-use super::message::Message;
 use super::subscription::{DeliveryError, HOLD_OVERHEAD, Pending, Subscription};
+use crate::broker::message::Message;
 use crate::broker::{BrokerError, QueueLimit};
 use crate::budget::Budget;
 use std::collections::VecDeque;

@@ -1,9 +1,9 @@
 //! One client subscription as the embedded broker sees it: where to deliver,
 //! how to encode, and the messages it has not acknowledged yet.
 
-use super::message::{DeliveryHeaders, Message, Tails};
 use super::queue::Queue;
 use crate::broker::AckMode;
+use crate::broker::message::{DeliveryHeaders, Message, Tails};
 use crate::budget::Budget;
 use crate::outbox::{Outbox, PushError};
 use bytes::Bytes;

@@ -6,12 +6,16 @@
 //! client's CONNECT; the server's own messages share one system connection.
 //! Receipts are answered only when the broker's own RECEIPT arrives.
 
+mod pool;
 mod session;
+mod shared_session;
 mod system;
 mod upstream;
 
 use super::{BoxFuture, Broker, BrokerError, BrokerSession, Publish, SessionContext};
+use pool::Pool;
 use session::RelaySession;
+use shared_session::SharedSession;
 use std::sync::Arc;
 use std::time::Duration;
 use stompbox_codec::{Command, header};
@@ -349,6 +353,49 @@ impl RelayConfig {
         }
     }
 
+    /// Refuses a destination outside what a session may use: a relayed
+    /// prefix for the client's own destinations, the user-destination
+    /// namespace for those the session `resolved` for a user destination.
+    /// Checked again at the last step before the broker, where the relay's
+    /// own login would reach anything.
+    pub(crate) fn check_relayed(
+        &self,
+        destination: &str,
+        resolved: bool,
+    ) -> Result<(), BrokerError> {
+        let allowed = if resolved {
+            self.is_user_destination(destination)
+        } else {
+            self.is_client_destination(destination)
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(BrokerError::InvalidDestination(format!(
+                "{destination}: not relayed to the message broker (relayed: {})",
+                self.prefixes.join(", ")
+            )))
+        }
+    }
+
+    /// The SEND for the broker: its destination in the broker's form, the
+    /// client's headers that `forwards_header` lets through, and the body.
+    pub(crate) fn send_frame(&self, message: super::Publish) -> stompbox_codec::Frame {
+        let mut frame = stompbox_codec::Frame::new(Command::Send)
+            .header(header::DESTINATION, &self.broker_form(&message.destination));
+        for (name, value) in message.frame.headers.iter_bytes() {
+            if self.forwards_header(Command::Send, name) {
+                frame.headers.push(name.clone(), value.clone());
+            }
+        }
+        frame.headers.push_str(
+            header::CONTENT_LENGTH,
+            &message.frame.body.len().to_string(),
+        );
+        frame.body = message.frame.body;
+        frame
+    }
+
     /// True for a destination clients may use: under a relayed prefix and
     /// outside the user-destination namespace.
     pub(crate) fn is_client_destination(&self, destination: &str) -> bool {
@@ -449,6 +496,8 @@ impl Default for RelayConfig {
 pub struct RelayBroker {
     config: RelayConfig,
     system: Arc<SystemConnection>,
+    /// The shared mode's links; `None` in per-session mode.
+    pool: Option<Arc<Pool>>,
     stop: watch::Sender<bool>,
 }
 
@@ -458,10 +507,13 @@ impl RelayBroker {
     pub fn start(config: RelayConfig) -> RelayBroker {
         let system = SystemConnection::new(config.clone());
         let (stop, stopped) = watch::channel(false);
+        let pool = (config.mode == RelayMode::Shared)
+            .then(|| Pool::start(config.clone(), stopped.clone()));
         tokio::spawn(Arc::clone(&system).run(stopped));
         RelayBroker {
             config,
             system,
+            pool,
             stop,
         }
     }
@@ -488,6 +540,15 @@ impl Broker for RelayBroker {
                 return Err(BrokerError::Unavailable(
                     "the message broker is unavailable; try again later".into(),
                 ));
+            }
+            if let Some(pool) = &self.pool {
+                if pool.links_up() == 0 {
+                    return Err(BrokerError::Unavailable(
+                        "the message broker is unavailable; try again later".into(),
+                    ));
+                }
+                let session = SharedSession::open(Arc::clone(pool), context);
+                return Ok(Box::new(session) as Box<dyn BrokerSession>);
             }
             let session = RelaySession::open(&self.config, context).await?;
             Ok(Box::new(session) as Box<dyn BrokerSession>)

@@ -88,7 +88,7 @@ impl RelaySession {
         let names = config.clone();
         let user = context.user.clone();
         let downstream = Some(Arc::clone(&context.outbox));
-        let link = upstream::open(config, version, &headers, downstream, move |event| {
+        let link = upstream::open(config, version, &headers, downstream, None, move |event| {
             forward(event, &handler_maps, &client, version, &names);
         })
         .await?;
@@ -160,7 +160,7 @@ impl RelaySession {
 /// hex keeps every client-chosen byte out of the broker's syntax, and the
 /// fixed length keeps RabbitMQ's consumer tag (`T_` and the id) within
 /// AMQP's 255 bytes whatever the id's length.
-fn durable_id(user: &str, id: &[u8]) -> Bytes {
+pub(super) fn durable_id(user: &str, id: &[u8]) -> Bytes {
     use sha2::{Digest, Sha256};
     use std::fmt::Write;
     let mut hash = Sha256::new();
@@ -173,6 +173,38 @@ fn durable_id(user: &str, id: &[u8]) -> Bytes {
         let _ = write!(name, "{byte:02x}");
     }
     Bytes::from(name)
+}
+
+/// Whether a SUBSCRIBE is durable (see [`asks_durable`]), refusing what
+/// cannot be: a durable user destination, and a durable subscription of an
+/// anonymous session, which nothing would recognise on its next connection,
+/// unless an allowed `x-queue-name` names the queue itself.
+pub(super) fn check_durable(
+    config: &RelayConfig,
+    user: &User,
+    request: &SubscribeRequest,
+) -> Result<bool, BrokerError> {
+    if !asks_durable(config, &request.frame.headers) {
+        return Ok(false);
+    }
+    if let Some(shown) = &request.display_destination {
+        return Err(BrokerError::NotAllowed(format!(
+            "durable subscriptions are not available for user destinations such as '{shown}'"
+        )));
+    }
+    // With an allowed `x-queue-name` the client names the queue itself and
+    // can find it again; the relay's naming is moot.
+    let named = request.frame.headers.iter_bytes().any(|(name, _)| {
+        name.as_ref() == b"x-queue-name" && config.forwards_header(Command::Subscribe, name)
+    });
+    if !user.is_authenticated() && !named {
+        return Err(BrokerError::NotAllowed(format!(
+            "a durable subscription to '{}' needs a logged-in user: an anonymous \
+             session cannot be recognised on its next connection to resume it",
+            request.destination
+        )));
+    }
+    Ok(true)
 }
 
 /// True for a SUBSCRIBE the broker will make durable: `durable:true` or
@@ -309,29 +341,10 @@ impl BrokerSession for RelaySession {
         // the last step before the broker, where the relay's own login
         // would reach anything.
         for destination in &destinations {
-            self.check_destination(destination, request.display_destination.is_some())?;
+            self.config
+                .check_relayed(destination, request.display_destination.is_some())?;
         }
-        let durable = asks_durable(&self.config, &request.frame.headers);
-        if durable {
-            if let Some(shown) = &request.display_destination {
-                return Err(BrokerError::NotAllowed(format!(
-                    "durable subscriptions are not available for user destinations such as '{shown}'"
-                )));
-            }
-            // With an allowed `x-queue-name` the client names the queue
-            // itself and can find it again; the relay's naming is moot.
-            let named = request.frame.headers.iter_bytes().any(|(name, _)| {
-                name.as_ref() == b"x-queue-name"
-                    && self.config.forwards_header(Command::Subscribe, name)
-            });
-            if !self.user.is_authenticated() && !named {
-                return Err(BrokerError::NotAllowed(format!(
-                    "a durable subscription to '{}' needs a logged-in user: an anonymous \
-                     session cannot be recognised on its next connection to resume it",
-                    request.destination
-                )));
-            }
-        }
+        let durable = check_durable(&self.config, &self.user, &request)?;
         let ack = match request.ack {
             crate::broker::AckMode::Auto => "auto",
             crate::broker::AckMode::Client => "client",
@@ -412,21 +425,8 @@ impl BrokerSession for RelaySession {
     }
 
     fn send(&mut self, message: Publish, receipt: Option<Bytes>) -> Result<(), BrokerError> {
-        self.check_destination(&message.destination, false)?;
-        let mut frame = Frame::new(Command::Send).header(
-            header::DESTINATION,
-            &self.config.broker_form(&message.destination),
-        );
-        for (name, value) in message.frame.headers.iter_bytes() {
-            if self.config.forwards_header(Command::Send, name) {
-                frame.headers.push(name.clone(), value.clone());
-            }
-        }
-        frame.headers.push_str(
-            header::CONTENT_LENGTH,
-            &message.frame.body.len().to_string(),
-        );
-        frame.body = message.frame.body;
+        self.config.check_relayed(&message.destination, false)?;
+        let frame = self.config.send_frame(message);
         let frame = self.with_receipt(frame, receipt)?;
         self.upstream(&frame)
     }
@@ -494,25 +494,6 @@ impl BrokerSession for RelaySession {
 }
 
 impl RelaySession {
-    /// Refuses a destination outside what the session may use: a relayed
-    /// prefix for the client's own destinations, the user-destination
-    /// namespace for those the session resolved for a user destination.
-    fn check_destination(&self, destination: &str, resolved: bool) -> Result<(), BrokerError> {
-        let allowed = if resolved {
-            self.config.is_user_destination(destination)
-        } else {
-            self.config.is_client_destination(destination)
-        };
-        if allowed {
-            Ok(())
-        } else {
-            Err(BrokerError::InvalidDestination(format!(
-                "{destination}: not relayed to the message broker (relayed: {})",
-                self.config.prefixes.join(", ")
-            )))
-        }
-    }
-
     /// DISCONNECT with a receipt, answered to the client only when the
     /// broker's own RECEIPT arrives (bounded by the connect timeout).
     async fn disconnect_with_receipt(&mut self, client_receipt: Bytes) {

@@ -89,6 +89,7 @@ impl SystemConnection {
                 Version::V1_2,
                 &headers,
                 None,
+                None,
                 move |event| match event {
                     Event::Frame(frame) => on_frame(&pending, frame),
                     Event::Closed(reason) => {

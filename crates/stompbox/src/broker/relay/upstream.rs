@@ -139,7 +139,8 @@ fn heartbeat_ms(d: Duration) -> u128 {
 }
 
 /// Opens a link: TCP, CONNECT with `headers`, waits for CONNECTED, then
-/// hands every later frame to `handler` on the link's own task.
+/// hands every later frame to `handler` on the link's own task, and writes
+/// `outbox` (a new one if `None`).
 /// `downstream`, when given, is the client outbox the handler feeds: while
 /// it is congested the link stops reading, so the broker (which buffers and
 /// applies its own flow control) holds messages instead of our memory.
@@ -148,6 +149,7 @@ pub(crate) async fn open(
     version: Version,
     headers: &[(&str, &str)],
     downstream: Option<Arc<Outbox>>,
+    outbox: Option<Arc<Outbox>>,
     mut handler: impl FnMut(Event) + Send + 'static,
 ) -> Result<Link, BrokerError> {
     let mut transport = dial(config).await?;
@@ -231,7 +233,9 @@ pub(crate) async fn open(
             .max(Duration::from_millis(broker_send))
     });
 
-    let outbox = Arc::new(Outbox::new(config.upstream_buffer_bytes));
+    // A given outbox may hold frames queued while connecting: they follow
+    // the CONNECT.
+    let outbox = outbox.unwrap_or_else(|| Arc::new(Outbox::new(config.upstream_buffer_bytes)));
     let task_outbox = Arc::clone(&outbox);
     let send_timeout = config.connect_timeout;
     let task = tokio::spawn(async move {

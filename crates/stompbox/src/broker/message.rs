@@ -155,6 +155,67 @@ impl Message {
     }
 }
 
+/// One message's deliveries to subscribers that acknowledge automatically:
+/// the embedded broker's topic publish and the shared relay's local fan-out
+/// of one upstream MESSAGE. The tail is encoded once per version, and
+/// consecutive subscribers that share a subscription id and version
+/// (clients often all call theirs `sub-0`) get the very same bytes.
+pub(crate) struct FanOut<'m> {
+    message: &'m Message,
+    tails: Tails,
+    last: Option<(Bytes, Option<Bytes>, Version, OutFrame)>,
+}
+
+impl<'m> FanOut<'m> {
+    pub(crate) fn new(message: &'m Message) -> FanOut<'m> {
+        FanOut {
+            message,
+            tails: Tails::default(),
+            last: None,
+        }
+    }
+
+    /// The tails shared by this publish, for deliveries this type does not
+    /// encode itself (those with an ack header).
+    pub(crate) fn tails(&mut self) -> &mut Tails {
+        &mut self.tails
+    }
+
+    /// The MESSAGE frame for one subscriber in auto mode; `display` is the
+    /// destination it shows instead of the message's (user destinations).
+    pub(crate) fn frame(
+        &mut self,
+        subscription: &Bytes,
+        display: Option<&Bytes>,
+        version: Version,
+    ) -> OutFrame {
+        if let Some((id, shown, v, frame)) = &self.last
+            && id == subscription
+            && shown.as_ref() == display
+            && *v == version
+        {
+            return frame.clone();
+        }
+        let frame = self.message.encode(
+            DeliveryHeaders {
+                subscription,
+                destination: display.map(|d| &d[..]),
+                ack: None,
+                redelivered: false,
+                version,
+            },
+            Some(&mut self.tails),
+        );
+        self.last = Some((
+            subscription.clone(),
+            display.cloned(),
+            version,
+            frame.clone(),
+        ));
+        frame
+    }
+}
+
 /// How a MESSAGE header is escaped for a subscriber of `version`.
 ///
 /// STOMP 1.0 has no escaping, but a value from a 1.1/1.2 publisher may hold a

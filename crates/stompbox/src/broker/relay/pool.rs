@@ -1,0 +1,1063 @@
+//! The shared relay's broker links: a fixed pool of reconnecting links that
+//! carry every session's SENDs and the upstream subscriptions whose
+//! messages need no acknowledgement (one per topic and instance, fanned out
+//! locally), and acknowledging links, opened on demand, for subscriptions
+//! in the client ack modes.
+//!
+//! The two kinds are apart because of what a broker does with messages a
+//! subscription received but never acknowledged when it is cancelled while
+//! its connection stays open: RabbitMQ keeps them unacknowledged on that
+//! connection until it closes (a NACK after the UNSUBSCRIBE is refused,
+//! one before it is redelivered to the same subscription). On a link that
+//! never closed they would be lost to every other consumer. So a link with
+//! such messages is *retiring*: it takes no new subscriptions and is closed
+//! once its last one ends, which hands them back to the queue. Links that
+//! carry only `ack:auto` subscriptions never hold any, so they never need
+//! to close.
+
+use super::RelayConfig;
+use super::upstream::{self, Event, Link};
+use crate::broker::message::{FanOut, Message};
+use crate::broker::{AckMode, BrokerError};
+use crate::frames::{StompError, encode, receipt_frame};
+use crate::outbox::{Outbox, PushError};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use stompbox_codec::{Command, Frame, Headers, Version, header};
+use tokio::sync::{Notify, oneshot, watch};
+
+/// Every link of the pool speaks STOMP 1.2 to the broker; messages are
+/// re-encoded for each client's own version.
+pub(super) const LINK_VERSION: Version = Version::V1_2;
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One local subscriber of a shared topic subscription.
+#[derive(Debug)]
+pub(super) struct LocalSubscriber {
+    pub(super) id: Bytes,
+    /// Shown instead of the message's destination (user destinations).
+    pub(super) display: Option<Bytes>,
+    pub(super) version: Version,
+    pub(super) outbox: Arc<Outbox>,
+    /// Set on UNSUBSCRIBE: a fan-out still holding an older subscriber
+    /// list skips it.
+    pub(super) cancelled: AtomicBool,
+}
+
+/// One upstream subscription shared by every local subscriber of one
+/// destination (or pattern) on this instance.
+#[derive(Debug)]
+pub(super) struct TopicEntry {
+    /// The destination as the broker sees it: the key of the topic map.
+    key: String,
+    link: usize,
+    state: Mutex<TopicState>,
+}
+
+#[derive(Debug)]
+struct TopicState {
+    upstream_id: Bytes,
+    /// Copy on write: a fan-out clones the `Arc` and delivers with no lock.
+    subscribers: Arc<[Arc<LocalSubscriber>]>,
+    /// The broker confirmed the upstream SUBSCRIBE (on the current link).
+    confirmed: bool,
+    /// Clients' SUBSCRIBE receipts waiting for that confirmation.
+    waiting: Vec<(Arc<Outbox>, Bytes)>,
+}
+
+/// What one client session shares with the links that deliver to it.
+#[derive(Debug)]
+pub(super) struct SessionState {
+    pub(super) outbox: Arc<Outbox>,
+    pub(super) version: Version,
+    next_tag: AtomicU64,
+    /// Delivered, not yet acknowledged messages of the session's
+    /// client-ack subscriptions, by the ack tag the client was shown.
+    pub(super) pending: Mutex<BTreeMap<u64, PendingAck>>,
+}
+
+impl SessionState {
+    pub(super) fn new(outbox: Arc<Outbox>, version: Version) -> Arc<SessionState> {
+        Arc::new(SessionState {
+            outbox,
+            version,
+            next_tag: AtomicU64::new(0),
+            pending: Mutex::new(BTreeMap::new()),
+        })
+    }
+}
+
+/// A message a client has yet to acknowledge, and how to acknowledge it
+/// upstream.
+#[derive(Debug)]
+pub(super) struct PendingAck {
+    pub(super) client_id: Bytes,
+    /// `client` mode: an ACK also acknowledges every earlier message of the
+    /// subscription.
+    pub(super) cumulative: bool,
+    /// The broker's `ack` header (the links speak 1.2).
+    pub(super) upstream_ack: Bytes,
+    pub(super) message_id: Bytes,
+    pub(super) link: Arc<AckLink>,
+}
+
+/// A subscription with an upstream subscription of its own: queues, client
+/// ack modes, durable subscriptions and those with broker options.
+#[derive(Debug)]
+pub(super) struct OwnSubscription {
+    pub(super) client_id: Bytes,
+    pub(super) display: Option<Bytes>,
+    pub(super) ack: AckMode,
+    pub(super) session: Arc<SessionState>,
+    pub(super) upstream_id: Bytes,
+    /// The upstream SUBSCRIBE, sent again when a pool link reconnects.
+    pub(super) subscribe: Frame,
+}
+
+/// Where MESSAGE frames of one upstream subscription go.
+#[derive(Debug, Clone)]
+enum Route {
+    Topic(Arc<TopicEntry>),
+    Own(Arc<OwnSubscription>),
+}
+
+/// Who waits for an upstream RECEIPT.
+#[derive(Debug)]
+enum Waiter {
+    /// A client's receipt; `done` is told when it was answered (DISCONNECT
+    /// waits for it).
+    Client {
+        outbox: Arc<Outbox>,
+        version: Version,
+        receipt: Bytes,
+        done: Option<oneshot::Sender<()>>,
+    },
+    /// A shared topic subscription's SUBSCRIBE.
+    Topic(Arc<TopicEntry>),
+}
+
+/// What every link holds, pool or acknowledging.
+#[derive(Debug, Default)]
+struct LinkState {
+    /// Frames for the broker; for an acknowledging link it exists before
+    /// the connection does, so frames queue while it opens.
+    outbox: Option<Arc<Outbox>>,
+    link: Option<Arc<Link>>,
+    routes: HashMap<Bytes, Route>,
+    receipts: HashMap<Bytes, Waiter>,
+}
+
+impl LinkState {
+    fn outbox(&self) -> Result<Arc<Outbox>, BrokerError> {
+        self.outbox
+            .clone()
+            .ok_or_else(|| BrokerError::Unavailable("the message broker is unavailable".into()))
+    }
+}
+
+/// Sends `frame` on `outbox`, refusing (not closing the shared link) when
+/// its buffer is full. Noted like a subscriber's outbox: the publishing
+/// session pauses until the broker took what it sent.
+fn offer(outbox: &Arc<Outbox>, frame: &Frame) -> Result<(), BrokerError> {
+    outbox
+        .offer(encode(frame, LINK_VERSION))
+        .map_err(|e| match e {
+            PushError::Overflow => {
+                BrokerError::Unavailable("the message broker is not keeping up".into())
+            }
+            PushError::Closed => {
+                BrokerError::Unavailable("the connection to the message broker is closed".into())
+            }
+        })
+}
+
+/// A reconnecting pool link.
+#[derive(Debug)]
+pub(super) struct PoolLink {
+    state: Mutex<LinkState>,
+    lost: Notify,
+    up: AtomicBool,
+}
+
+/// An acknowledging link: client-ack subscriptions only, opened on demand,
+/// closed when retiring and empty, never reopened (its sessions are told
+/// when it is lost, so the broker redelivers what they held).
+#[derive(Debug)]
+pub(super) struct AckLink {
+    state: Mutex<LinkState>,
+    subscriptions: AtomicUsize,
+    /// A subscription ended with messages unacknowledged: take no new ones,
+    /// close when the last goes.
+    retiring: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl AckLink {
+    /// Takes no new subscriptions from now on, and closes (handing back
+    /// what it holds unacknowledged) once it has none.
+    fn retire(&self) {
+        self.retiring.store(true, Ordering::Relaxed);
+        if self.subscriptions.load(Ordering::Relaxed) == 0 {
+            self.close();
+        }
+    }
+
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let state = lock(&self.state);
+        // DISCONNECT after everything queued; a link still opening is
+        // closed by its opener when it sees `closed`.
+        if let Some(outbox) = &state.outbox {
+            outbox.finish(encode(&Frame::new(Command::Disconnect), LINK_VERSION));
+        }
+    }
+}
+
+/// The shared relay's links and topic subscriptions.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    pub(super) config: RelayConfig,
+    links: Vec<Arc<PoolLink>>,
+    ack_links: Mutex<Vec<Arc<AckLink>>>,
+    topics: Mutex<HashMap<String, Arc<TopicEntry>>>,
+    next_id: AtomicU64,
+    next_link: AtomicUsize,
+}
+
+impl Pool {
+    pub(crate) fn start(config: RelayConfig, stop: watch::Receiver<bool>) -> Arc<Pool> {
+        let links = (0..config.connections.max(1))
+            .map(|_| {
+                Arc::new(PoolLink {
+                    state: Mutex::new(LinkState::default()),
+                    lost: Notify::new(),
+                    up: AtomicBool::new(false),
+                })
+            })
+            .collect();
+        let pool = Arc::new(Pool {
+            config,
+            links,
+            ack_links: Mutex::new(Vec::new()),
+            topics: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            next_link: AtomicUsize::new(0),
+        });
+        for index in 0..pool.links.len() {
+            tokio::spawn(keep_up(Arc::downgrade(&pool), index, stop.clone()));
+        }
+        pool
+    }
+
+    pub(super) fn next_id(&self, prefix: &str) -> Bytes {
+        Bytes::from(format!(
+            "{prefix}{}",
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    /// A pool link for a new session's SENDs or a new subscription, in turn.
+    pub(super) fn pick_link(&self) -> usize {
+        self.next_link.fetch_add(1, Ordering::Relaxed) % self.links.len()
+    }
+
+    fn login(&self) -> (String, String) {
+        (
+            self.config
+                .client_login
+                .clone()
+                .unwrap_or_else(|| self.config.system_login.clone()),
+            self.config
+                .client_passcode
+                .clone()
+                .unwrap_or_else(|| self.config.system_passcode.clone()),
+        )
+    }
+
+    /// Pool links up now, for stats and tests.
+    pub(crate) fn links_up(&self) -> usize {
+        self.links
+            .iter()
+            .filter(|l| l.up.load(Ordering::Relaxed))
+            .count()
+    }
+
+    /// Sends a frame on pool link `preferred`, or on the next one up; with a
+    /// client receipt, answered when the broker's RECEIPT arrives.
+    pub(super) fn send(
+        &self,
+        preferred: usize,
+        mut frame: Frame,
+        receipt: Option<(Arc<SessionState>, Bytes, Option<oneshot::Sender<()>>)>,
+    ) -> Result<(), BrokerError> {
+        let count = self.links.len();
+        let link = (0..count)
+            .map(|i| &self.links[(preferred + i) % count])
+            .find(|l| l.up.load(Ordering::Relaxed))
+            .unwrap_or(&self.links[preferred % count]);
+        let mut state = lock(&link.state);
+        let outbox = state.outbox()?;
+        let upstream_receipt = match receipt {
+            Some((session, client_receipt, done)) => {
+                if state.receipts.len() >= self.config.max_in_flight {
+                    return Err(BrokerError::Unavailable(format!(
+                        "too many receipts awaiting the message broker (limit {})",
+                        self.config.max_in_flight
+                    )));
+                }
+                let id = self.next_id("r");
+                state.receipts.insert(
+                    id.clone(),
+                    Waiter::Client {
+                        outbox: Arc::clone(&session.outbox),
+                        version: session.version,
+                        receipt: client_receipt,
+                        done,
+                    },
+                );
+                frame
+                    .headers
+                    .push(Bytes::from_static(header::RECEIPT.as_bytes()), id.clone());
+                Some(id)
+            }
+            None => None,
+        };
+        drop(state);
+        let sent = offer(&outbox, &frame);
+        if sent.is_err()
+            && let Some(id) = upstream_receipt
+        {
+            lock(&link.state).receipts.remove(&id);
+        }
+        sent
+    }
+
+    /// Adds a local subscriber to the shared subscription of `destination`
+    /// (broker form), subscribing upstream if it is the first. The client's
+    /// receipt is answered once the broker confirmed the subscription.
+    pub(super) fn join_topic(
+        &self,
+        destination: &str,
+        subscriber: Arc<LocalSubscriber>,
+        receipt: Option<Bytes>,
+    ) -> Result<Arc<TopicEntry>, BrokerError> {
+        let mut topics = lock(&self.topics);
+        if let Some(entry) = topics.get(destination) {
+            let entry = Arc::clone(entry);
+            drop(topics);
+            let mut state = lock(&entry.state);
+            let mut list = state.subscribers.to_vec();
+            list.push(Arc::clone(&subscriber));
+            state.subscribers = list.into();
+            if let Some(receipt) = receipt {
+                if state.confirmed {
+                    let _ = subscriber.outbox.push(receipt_frame(&receipt));
+                } else {
+                    state
+                        .waiting
+                        .push((Arc::clone(&subscriber.outbox), receipt));
+                }
+            }
+            drop(state);
+            return Ok(entry);
+        }
+        let link = self.pick_link();
+        let upstream_id = self.next_id("t");
+        let entry = Arc::new(TopicEntry {
+            key: destination.to_owned(),
+            link,
+            state: Mutex::new(TopicState {
+                upstream_id: upstream_id.clone(),
+                subscribers: vec![Arc::clone(&subscriber)].into(),
+                confirmed: false,
+                waiting: receipt
+                    .map(|r| (Arc::clone(&subscriber.outbox), r))
+                    .into_iter()
+                    .collect(),
+            }),
+        });
+        topics.insert(destination.to_owned(), Arc::clone(&entry));
+        drop(topics);
+        let link = &self.links[link];
+        let mut state = lock(&link.state);
+        state
+            .routes
+            .insert(upstream_id.clone(), Route::Topic(Arc::clone(&entry)));
+        // Sent now if the link is up; otherwise when it is (re)connected,
+        // as every route is.
+        if let Ok(outbox) = state.outbox() {
+            let (frame, receipt) = self.topic_subscribe(&entry.key, &upstream_id);
+            state
+                .receipts
+                .insert(receipt, Waiter::Topic(Arc::clone(&entry)));
+            drop(state);
+            // An overflowing link is the broker not reading at all: the
+            // heart-beats end that link and the resubscription follows.
+            let _ = offer(&outbox, &frame);
+        }
+        Ok(entry)
+    }
+
+    fn topic_subscribe(&self, destination: &str, upstream_id: &Bytes) -> (Frame, Bytes) {
+        let receipt = self.next_id("tr");
+        let mut frame = Frame::new(Command::Subscribe)
+            .header(header::DESTINATION, destination)
+            .header(header::ACK, "auto");
+        frame.headers.push(
+            Bytes::from_static(header::ID.as_bytes()),
+            upstream_id.clone(),
+        );
+        frame.headers.push(
+            Bytes::from_static(header::RECEIPT.as_bytes()),
+            receipt.clone(),
+        );
+        (frame, receipt)
+    }
+
+    /// Removes a local subscriber; the last one takes the upstream
+    /// subscription with it.
+    pub(super) fn leave_topic(&self, entry: &Arc<TopicEntry>, subscriber: &Arc<LocalSubscriber>) {
+        subscriber.cancelled.store(true, Ordering::Relaxed);
+        let mut topics = lock(&self.topics);
+        let mut state = lock(&entry.state);
+        let list: Vec<_> = state
+            .subscribers
+            .iter()
+            .filter(|s| !Arc::ptr_eq(s, subscriber))
+            .cloned()
+            .collect();
+        let last = list.is_empty();
+        state.subscribers = list.into();
+        if !last {
+            return;
+        }
+        let upstream_id = state.upstream_id.clone();
+        drop(state);
+        if topics
+            .get(&entry.key)
+            .is_some_and(|current| Arc::ptr_eq(current, entry))
+        {
+            topics.remove(&entry.key);
+        }
+        drop(topics);
+        let link = &self.links[entry.link];
+        let mut state = lock(&link.state);
+        state.routes.remove(&upstream_id);
+        if let Ok(outbox) = state.outbox() {
+            drop(state);
+            let mut frame = Frame::new(Command::Unsubscribe);
+            frame
+                .headers
+                .push(Bytes::from_static(header::ID.as_bytes()), upstream_id);
+            let _ = offer(&outbox, &frame);
+        }
+    }
+
+    /// Adds a subscription of its own on pool link `link` (`ack:auto`
+    /// upstream). The client's receipt rides on the SUBSCRIBE.
+    pub(super) fn subscribe_own(
+        &self,
+        link: usize,
+        subscription: Arc<OwnSubscription>,
+        receipt: Option<Bytes>,
+    ) -> Result<(), BrokerError> {
+        let link = &self.links[link % self.links.len()];
+        let mut state = lock(&link.state);
+        if state.routes.contains_key(&subscription.upstream_id) {
+            return Err(BrokerError::NotAllowed(
+                "this durable subscription is already active".into(),
+            ));
+        }
+        let outbox = state.outbox()?;
+        let mut frame = subscription.subscribe.clone();
+        if let Some(receipt) = receipt {
+            let id = self.next_id("r");
+            state.receipts.insert(
+                id.clone(),
+                Waiter::Client {
+                    outbox: Arc::clone(&subscription.session.outbox),
+                    version: subscription.session.version,
+                    receipt,
+                    done: None,
+                },
+            );
+            frame
+                .headers
+                .push(Bytes::from_static(header::RECEIPT.as_bytes()), id);
+        }
+        state.routes.insert(
+            subscription.upstream_id.clone(),
+            Route::Own(Arc::clone(&subscription)),
+        );
+        drop(state);
+        offer(&outbox, &frame)
+    }
+
+    /// True when pool link `link` has a route for `upstream_id` (a durable
+    /// subscription active there).
+    pub(super) fn has_route(&self, link: usize, upstream_id: &Bytes) -> bool {
+        lock(&self.links[link % self.links.len()].state)
+            .routes
+            .contains_key(upstream_id)
+    }
+
+    pub(super) fn link_count(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Ends a subscription of its own on pool link `link`.
+    pub(super) fn unsubscribe_own(
+        &self,
+        link: usize,
+        upstream_id: &Bytes,
+        frame: Frame,
+        receipt: Option<(Arc<SessionState>, Bytes)>,
+    ) -> Result<(), BrokerError> {
+        lock(&self.links[link % self.links.len()].state)
+            .routes
+            .remove(upstream_id);
+        match receipt {
+            Some((session, receipt)) => self.send(link, frame, Some((session, receipt, None))),
+            None => self.send(link, frame, None).or(Ok(())),
+        }
+    }
+
+    /// An acknowledging link with room for one more subscription (one
+    /// without `upstream_id` active, for a durable subscription's fixed id).
+    /// A new one starts connecting in the background; frames queue in its
+    /// outbox meanwhile, and if it cannot connect its sessions are told.
+    pub(super) fn ack_link(self: &Arc<Self>, upstream_id: &Bytes) -> Arc<AckLink> {
+        let mut links = lock(&self.ack_links);
+        links.retain(|l| !l.closed.load(Ordering::Relaxed));
+        if let Some(link) = links.iter().find(|l| {
+            !l.retiring.load(Ordering::Relaxed) && !lock(&l.state).routes.contains_key(upstream_id)
+        }) {
+            return Arc::clone(link);
+        }
+        let outbox = Arc::new(Outbox::new(self.config.upstream_buffer_bytes));
+        let link = Arc::new(AckLink {
+            state: Mutex::new(LinkState {
+                outbox: Some(Arc::clone(&outbox)),
+                ..LinkState::default()
+            }),
+            subscriptions: AtomicUsize::new(0),
+            retiring: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        });
+        links.push(Arc::clone(&link));
+        drop(links);
+        let (login, passcode) = self.login();
+        let config = self.config.clone();
+        let weak = Arc::downgrade(&link);
+        tokio::spawn(async move {
+            let headers = [
+                (header::HOST, config.virtual_host.as_str()),
+                (header::LOGIN, login.as_str()),
+                (header::PASSCODE, passcode.as_str()),
+            ];
+            let names = config.clone();
+            let handler_link = Weak::clone(&weak);
+            let opened = upstream::open(
+                &config,
+                LINK_VERSION,
+                &headers,
+                None,
+                Some(outbox),
+                move |event| {
+                    if let Some(link) = handler_link.upgrade() {
+                        on_ack_link_event(&link, event, &names);
+                    }
+                },
+            )
+            .await;
+            let Some(link) = weak.upgrade() else { return };
+            match opened {
+                Ok(opened) => {
+                    let opened = Arc::new(opened);
+                    lock(&link.state).link = Some(Arc::clone(&opened));
+                    // Retired while it was opening.
+                    if link.closed.load(Ordering::Relaxed) {
+                        opened.disconnect(LINK_VERSION);
+                    }
+                }
+                Err(e) => on_ack_link_event(&link, Event::Closed(Some(e.to_string())), &config),
+            }
+        });
+        link
+    }
+
+    /// Subscribes on an acknowledging link.
+    pub(super) fn subscribe_acked(
+        &self,
+        link: &Arc<AckLink>,
+        subscription: Arc<OwnSubscription>,
+        receipt: Option<Bytes>,
+    ) -> Result<(), BrokerError> {
+        let mut state = lock(&link.state);
+        let outbox = state.outbox()?;
+        let mut frame = subscription.subscribe.clone();
+        if let Some(receipt) = receipt {
+            let id = self.next_id("r");
+            state.receipts.insert(
+                id.clone(),
+                Waiter::Client {
+                    outbox: Arc::clone(&subscription.session.outbox),
+                    version: subscription.session.version,
+                    receipt,
+                    done: None,
+                },
+            );
+            frame
+                .headers
+                .push(Bytes::from_static(header::RECEIPT.as_bytes()), id);
+        }
+        state.routes.insert(
+            subscription.upstream_id.clone(),
+            Route::Own(Arc::clone(&subscription)),
+        );
+        link.subscriptions.fetch_add(1, Ordering::Relaxed);
+        drop(state);
+        offer(&outbox, &frame)
+    }
+
+    /// Sends an ACK or NACK (or another frame) on an acknowledging link.
+    pub(super) fn send_acked(
+        &self,
+        link: &AckLink,
+        mut frame: Frame,
+        receipt: Option<(Arc<SessionState>, Bytes)>,
+    ) -> Result<(), BrokerError> {
+        let mut state = lock(&link.state);
+        let outbox = state.outbox()?;
+        if let Some((session, receipt)) = receipt {
+            let id = self.next_id("r");
+            state.receipts.insert(
+                id.clone(),
+                Waiter::Client {
+                    outbox: Arc::clone(&session.outbox),
+                    version: session.version,
+                    receipt,
+                    done: None,
+                },
+            );
+            frame
+                .headers
+                .push(Bytes::from_static(header::RECEIPT.as_bytes()), id);
+        }
+        drop(state);
+        offer(&outbox, &frame)
+    }
+
+    /// Ends a subscription on an acknowledging link. `held` says whether it
+    /// still had unacknowledged messages: the link then retires. A retiring
+    /// link whose last subscription this was closes, which hands those
+    /// messages back to their queues.
+    pub(super) fn unsubscribe_acked(
+        &self,
+        link: &Arc<AckLink>,
+        upstream_id: &Bytes,
+        frame: Frame,
+        held: bool,
+        receipt: Option<(Arc<SessionState>, Bytes)>,
+    ) -> Result<(), BrokerError> {
+        if lock(&link.state).routes.remove(upstream_id).is_none() {
+            return Ok(());
+        }
+        if held {
+            link.retiring.store(true, Ordering::Relaxed);
+        }
+        let sent = self.send_acked(link, frame, receipt);
+        let left = link.subscriptions.fetch_sub(1, Ordering::Relaxed) - 1;
+        if left == 0 && link.retiring.load(Ordering::Relaxed) {
+            link.close();
+        }
+        sent
+    }
+
+    /// A new ack tag for a delivery to `session`.
+    fn tag(session: &SessionState) -> u64 {
+        session.next_tag.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// Keeps pool link `index` connected while the pool exists: connects with
+/// backoff, subscribes every route again on each new connection.
+async fn keep_up(pool: Weak<Pool>, index: usize, mut stop: watch::Receiver<bool>) {
+    let mut attempt = 0u32;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let Some(strong) = pool.upgrade() else { return };
+        let config = strong.config.clone();
+        let link = Arc::clone(&strong.links[index]);
+        let (login, passcode) = strong.login();
+        drop(strong);
+        let headers = [
+            (header::HOST, config.virtual_host.as_str()),
+            (header::LOGIN, login.as_str()),
+            (header::PASSCODE, passcode.as_str()),
+        ];
+        let weak = Weak::clone(&pool);
+        let opened = upstream::open(&config, LINK_VERSION, &headers, None, None, move |event| {
+            if let Some(pool) = weak.upgrade() {
+                on_pool_link_event(&pool, index, event);
+            }
+        })
+        .await;
+        let delay = match opened {
+            Ok(opened) => {
+                let up_since = tokio::time::Instant::now();
+                let Some(strong) = pool.upgrade() else { return };
+                resubscribe(&strong, &link, Arc::new(opened));
+                link.up.store(true, Ordering::Relaxed);
+                drop(strong);
+                tracing::debug!(link = index, "relay pool link up");
+                tokio::select! {
+                    () = link.lost.notified() => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+                link.up.store(false, Ordering::Relaxed);
+                let taken = {
+                    let mut state = lock(&link.state);
+                    state.outbox = None;
+                    state.link.take()
+                };
+                if let Some(upstream) = taken {
+                    upstream.disconnect(LINK_VERSION);
+                }
+                if *stop.borrow() {
+                    return;
+                }
+                tracing::warn!(
+                    link = index,
+                    "relay pool link to the broker lost; reconnecting"
+                );
+                if up_since.elapsed() >= config.reconnect_max {
+                    attempt = 0;
+                }
+                super::system::backoff(&config, attempt)
+            }
+            Err(e) => {
+                tracing::debug!(link = index, error = %e, attempt, "relay pool link connect failed");
+                super::system::backoff(&config, attempt)
+            }
+        };
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Installs a new connection and subscribes every route on it again:
+/// shared topics (their waiting receipts answered on confirmation) and
+/// subscriptions of their own, which on a pool link are all `ack:auto`.
+fn resubscribe(pool: &Pool, link: &PoolLink, opened: Arc<Link>) {
+    let mut state = lock(&link.state);
+    state.outbox = Some(Arc::clone(&opened.outbox));
+    state.link = Some(Arc::clone(&opened));
+    let routes: Vec<(Bytes, Route)> = state
+        .routes
+        .iter()
+        .map(|(id, route)| (id.clone(), route.clone()))
+        .collect();
+    let mut frames = Vec::with_capacity(routes.len());
+    for (id, route) in routes {
+        match route {
+            Route::Topic(entry) => {
+                let (frame, receipt) = pool.topic_subscribe(&entry.key, &id);
+                state.receipts.insert(receipt, Waiter::Topic(entry));
+                frames.push(frame);
+            }
+            Route::Own(own) => frames.push(own.subscribe.clone()),
+        }
+    }
+    drop(state);
+    for frame in frames {
+        // Pushed as is: at most one frame per route, and a link that cannot
+        // take them is lost again at once.
+        let _ = opened.outbox.push(encode(&frame, LINK_VERSION));
+    }
+}
+
+fn on_pool_link_event(pool: &Pool, index: usize, event: Event) {
+    let link = &pool.links[index];
+    match event {
+        Event::Frame(frame) => on_frame(&link.state, frame, None, &pool.config),
+        Event::Closed(reason) => {
+            let mut state = lock(&link.state);
+            state.outbox = None;
+            state.link = None;
+            let receipts: Vec<Waiter> = state.receipts.drain().map(|(_, w)| w).collect();
+            for entry in state.routes.values().filter_map(|r| match r {
+                Route::Topic(entry) => Some(entry),
+                Route::Own(_) => None,
+            }) {
+                lock(&entry.state).confirmed = false;
+            }
+            drop(state);
+            // A client waiting for a receipt cannot know whether its frame
+            // reached the broker: it is told, and reconnects. Shared topics
+            // and ack:auto subscriptions stay and are subscribed again.
+            for waiter in receipts {
+                if let Waiter::Client {
+                    outbox,
+                    version,
+                    receipt,
+                    ..
+                } = waiter
+                {
+                    let mut error = StompError::new(
+                        "the connection to the message broker was lost before it confirmed \
+                         this frame; reconnect and send it again if it matters",
+                    );
+                    error.receipt_id = Some(receipt);
+                    outbox.finish(error.to_frame(version));
+                }
+            }
+            if reason.is_some() {
+                link.lost.notify_one();
+            }
+        }
+    }
+}
+
+fn on_ack_link_event(link: &Arc<AckLink>, event: Event, names: &RelayConfig) {
+    match event {
+        Event::Frame(frame) => on_frame(&link.state, frame, Some(link), names),
+        Event::Closed(reason) => {
+            link.closed.store(true, Ordering::Relaxed);
+            let mut state = lock(&link.state);
+            state.outbox = None;
+            state.link = None;
+            let routes: Vec<Route> = state.routes.drain().map(|(_, r)| r).collect();
+            let receipts: Vec<Waiter> = state.receipts.drain().map(|(_, w)| w).collect();
+            drop(state);
+            if reason.is_none() {
+                return;
+            }
+            tracing::info!(reason = ?reason, "relay acknowledging link to the broker lost");
+            // Its sessions held messages the broker now redelivers: they end
+            // with an ERROR rather than acknowledge what is gone.
+            let mut told: Vec<Arc<Outbox>> = Vec::new();
+            for route in routes {
+                if let Route::Own(own) = route
+                    && !told.iter().any(|o| Arc::ptr_eq(o, &own.session.outbox))
+                {
+                    let error = StompError::new(
+                        "the connection to the message broker was lost; unacknowledged \
+                         messages will be redelivered; reconnect",
+                    );
+                    own.session
+                        .outbox
+                        .finish(error.to_frame(own.session.version));
+                    told.push(Arc::clone(&own.session.outbox));
+                }
+            }
+            for waiter in receipts {
+                if let Waiter::Client {
+                    outbox, version, ..
+                } = waiter
+                    && !told.iter().any(|o| Arc::ptr_eq(o, &outbox))
+                {
+                    let error =
+                        StompError::new("the connection to the message broker was lost; reconnect");
+                    outbox.finish(error.to_frame(version));
+                }
+            }
+        }
+    }
+}
+
+/// A frame from the broker on any link.
+fn on_frame(
+    state: &Mutex<LinkState>,
+    frame: Frame,
+    ack_link: Option<&Arc<AckLink>>,
+    names: &RelayConfig,
+) {
+    match frame.command {
+        Command::Message => {
+            let Some(upstream_id) = frame.headers.get_bytes(header::SUBSCRIPTION) else {
+                return;
+            };
+            // A MESSAGE for a route already gone is dropped: on a pool link
+            // it needed no acknowledgement; on an acknowledging link the
+            // link retires and its closing hands it back.
+            let Some(route) = lock(state).routes.get(upstream_id).cloned() else {
+                if let Some(link) = ack_link {
+                    link.retire();
+                }
+                return;
+            };
+            match route {
+                Route::Topic(entry) => fan_out(&entry, frame, names),
+                Route::Own(own) => deliver_own(&own, frame, ack_link, names),
+            }
+        }
+        Command::Receipt => {
+            let Some(id) = frame.headers.get_bytes(header::RECEIPT_ID) else {
+                return;
+            };
+            let waiter = lock(state).receipts.remove(id);
+            match waiter {
+                Some(Waiter::Client {
+                    outbox,
+                    receipt,
+                    done,
+                    ..
+                }) => {
+                    let _ = outbox.push(receipt_frame(&receipt));
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                }
+                Some(Waiter::Topic(entry)) => {
+                    let mut topic = lock(&entry.state);
+                    topic.confirmed = true;
+                    for (outbox, receipt) in topic.waiting.drain(..) {
+                        let _ = outbox.push(receipt_frame(&receipt));
+                    }
+                }
+                None => {}
+            }
+        }
+        Command::Error => {
+            // The broker closes the link after an ERROR; whoever waited for
+            // the frame it answers is told why, the rest when the link goes.
+            let message = frame
+                .headers
+                .get(header::MESSAGE)
+                .unwrap_or("error from the message broker")
+                .to_owned();
+            tracing::warn!(%message, "message broker sent ERROR on a relay pool link");
+            let waiter = frame
+                .headers
+                .get_bytes(header::RECEIPT_ID)
+                .and_then(|id| lock(state).receipts.remove(id));
+            if let Some(Waiter::Client {
+                outbox,
+                version,
+                receipt,
+                ..
+            }) = waiter
+            {
+                let mut error = StompError::new(format!("message broker: {message}"));
+                error.receipt_id = Some(receipt);
+                outbox.finish(error.to_frame(version));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// One upstream MESSAGE to every local subscriber of a shared topic, by
+/// the embedded broker's fan-out: encoded once per version, pushed to each
+/// outbox. A full outbox ends that client as a slow consumer; the link goes
+/// on reading.
+fn fan_out(entry: &TopicEntry, frame: Frame, names: &RelayConfig) {
+    let subscribers = Arc::clone(&lock(&entry.state).subscribers);
+    if subscribers.is_empty() {
+        return;
+    }
+    let message_id = frame
+        .headers
+        .get_bytes(header::MESSAGE_ID)
+        .cloned()
+        .unwrap_or_default();
+    let destination = names
+        .client_form(frame.headers.get(header::DESTINATION).unwrap_or_default())
+        .into_owned();
+    let message = Message::new(message_id, &destination, frame);
+    let mut fan_out = FanOut::new(&message);
+    for subscriber in subscribers.iter() {
+        if subscriber.cancelled.load(Ordering::Relaxed) {
+            continue;
+        }
+        let out = fan_out.frame(
+            &subscriber.id,
+            subscriber.display.as_ref(),
+            subscriber.version,
+        );
+        let _ = subscriber.outbox.push(out);
+    }
+}
+
+/// A MESSAGE of a subscription of its own, rewritten for its client: the
+/// client's subscription id, the destination it named, and for client ack
+/// modes an ack tag of this relay's, mapped back on ACK.
+fn deliver_own(
+    own: &OwnSubscription,
+    frame: Frame,
+    ack_link: Option<&Arc<AckLink>>,
+    names: &RelayConfig,
+) {
+    let session = &own.session;
+    let tag = match (own.ack, ack_link) {
+        (AckMode::Auto, _) | (_, None) => None,
+        (mode, Some(link)) => {
+            let Some(upstream_ack) = frame.headers.get_bytes(header::ACK).cloned() else {
+                return;
+            };
+            let tag = Pool::tag(session);
+            lock(&session.pending).insert(
+                tag,
+                PendingAck {
+                    client_id: own.client_id.clone(),
+                    cumulative: mode == AckMode::Client,
+                    upstream_ack,
+                    message_id: frame
+                        .headers
+                        .get_bytes(header::MESSAGE_ID)
+                        .cloned()
+                        .unwrap_or_default(),
+                    link: Arc::clone(link),
+                },
+            );
+            Some(tag)
+        }
+    };
+    let mut headers = Headers::with_capacity(frame.headers.len() + 1);
+    headers.push(
+        Bytes::from_static(header::SUBSCRIPTION.as_bytes()),
+        own.client_id.clone(),
+    );
+    if let Some(tag) = tag
+        && session.version == Version::V1_2
+    {
+        headers.push_str(header::ACK, &tag.to_string());
+    }
+    for (name, value) in frame.headers.iter_bytes() {
+        match name.as_ref() {
+            b"subscription" | b"receipt" | b"ack" => {}
+            b"destination" => match &own.display {
+                Some(display) => headers.push(name.clone(), display.clone()),
+                None => match names.client_form(std::str::from_utf8(value).unwrap_or_default()) {
+                    std::borrow::Cow::Borrowed(_) => headers.push(name.clone(), value.clone()),
+                    std::borrow::Cow::Owned(decoded) => {
+                        headers.push(name.clone(), Bytes::from(decoded));
+                    }
+                },
+            },
+            _ => headers.push(name.clone(), value.clone()),
+        }
+    }
+    if frame.headers.get(header::CONTENT_LENGTH).is_none() {
+        headers.push_str(header::CONTENT_LENGTH, &frame.body.len().to_string());
+    }
+    let message = Frame {
+        command: Command::Message,
+        headers,
+        body: frame.body,
+    };
+    let _ = session.outbox.push(encode(&message, session.version));
+}

@@ -1,0 +1,415 @@
+//! A client session of the shared relay: no broker connection of its own.
+//!
+//! Its SENDs go on one pool link (chosen at CONNECT, so they stay in
+//! order). A subscription in `ack:auto` mode to a destination every
+//! subscriber gets a copy of (`/topic/…`, `/exchange/…`, a user
+//! destination) with no broker options joins the instance's one upstream
+//! subscription of that destination, fanned out locally. Other `ack:auto`
+//! subscriptions (queues, durable or with broker options) get an upstream
+//! subscription of their own on a pool link. Subscriptions in the client
+//! ack modes get one on an acknowledging link, with `prefetch` so that the
+//! broker hands a slow client only so many at a time, and ack tags of the
+//! relay's own, mapped back to the broker's on ACK and NACK.
+
+use super::RelayConfig;
+use super::pool::{
+    AckLink, LocalSubscriber, OwnSubscription, Pool, SessionState, TopicEntry, lock,
+};
+use super::session::{check_durable, durable_id};
+use crate::auth::User;
+use crate::broker::{
+    AckMode, AckTarget, BoxFuture, BrokerError, BrokerSession, Publish, SessionContext,
+    SubscribeRequest,
+};
+use crate::frames::receipt_frame;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use stompbox_codec::{Command, Frame, Headers, header};
+
+/// One upstream side of a client subscription (a user destination has two).
+#[derive(Debug)]
+enum Held {
+    Topic {
+        entry: Arc<TopicEntry>,
+        subscriber: Arc<LocalSubscriber>,
+    },
+    Own {
+        link: usize,
+        upstream_id: Bytes,
+    },
+    Acked {
+        link: Arc<AckLink>,
+        upstream_id: Bytes,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct SharedSession {
+    pool: Arc<Pool>,
+    state: Arc<SessionState>,
+    /// The pool link this session's SENDs go on.
+    link: usize,
+    user: User,
+    subscriptions: HashMap<Bytes, Vec<Held>>,
+}
+
+/// True for a destination where every subscriber gets its own copy, so one
+/// upstream subscription can serve all of an instance's subscribers.
+fn fans_out(config: &RelayConfig, destination: &str) -> bool {
+    destination.starts_with("/topic/")
+        || destination.starts_with("/exchange/")
+        || config.is_user_destination(destination)
+}
+
+impl SharedSession {
+    pub(crate) fn open(pool: Arc<Pool>, context: SessionContext) -> SharedSession {
+        let link = pool.pick_link();
+        SharedSession {
+            state: SessionState::new(context.outbox, context.version),
+            pool,
+            link,
+            user: context.user,
+            subscriptions: HashMap::new(),
+        }
+    }
+
+    fn config(&self) -> &RelayConfig {
+        &self.pool.config
+    }
+
+    /// The upstream SUBSCRIBE of a subscription of its own.
+    fn subscribe_frame(&self, request: &SubscribeRequest, destination: &str, id: &Bytes) -> Frame {
+        let acked = request.ack != AckMode::Auto;
+        let mut frame = Frame::new(Command::Subscribe)
+            .header(header::DESTINATION, &self.config().broker_form(destination))
+            .header(
+                header::ACK,
+                if acked { "client-individual" } else { "auto" },
+            );
+        frame
+            .headers
+            .push(Bytes::from_static(header::ID.as_bytes()), id.clone());
+        if acked {
+            // RabbitMQ's and ActiveMQ's names for the same bound; each
+            // broker ignores the other's.
+            let prefetch = self.config().prefetch.max(1).to_string();
+            frame.headers.push_str("prefetch-count", &prefetch);
+            frame.headers.push_str("activemq.prefetchSize", &prefetch);
+        }
+        for (name, value) in request.frame.headers.iter_bytes() {
+            if self.config().forwards_header(Command::Subscribe, name) {
+                frame.headers.push(name.clone(), value.clone());
+            }
+        }
+        frame
+    }
+
+    /// Ends one upstream side; `receipt` rides on its last frame.
+    fn release(&self, client_id: &Bytes, held: Held, headers: &Headers, receipt: Option<Bytes>) {
+        let unsubscribe = |upstream_id: Bytes| {
+            let mut frame = Frame::new(Command::Unsubscribe);
+            frame
+                .headers
+                .push(Bytes::from_static(header::ID.as_bytes()), upstream_id);
+            // `durable:true` makes RabbitMQ delete a durable subscription.
+            for (name, value) in headers.iter_bytes() {
+                if self.config().forwards_header(Command::Unsubscribe, name) {
+                    frame.headers.push(name.clone(), value.clone());
+                }
+            }
+            frame
+        };
+        let with = |receipt: Option<Bytes>| receipt.map(|r| (Arc::clone(&self.state), r));
+        match held {
+            Held::Topic { entry, subscriber } => {
+                self.pool.leave_topic(&entry, &subscriber);
+                // Delivery to this subscriber stopped above.
+                if let Some(receipt) = receipt {
+                    let _ = self.state.outbox.push(receipt_frame(&receipt));
+                }
+            }
+            Held::Own { link, upstream_id } => {
+                let frame = unsubscribe(upstream_id.clone());
+                let _ = self
+                    .pool
+                    .unsubscribe_own(link, &upstream_id, frame, with(receipt));
+            }
+            Held::Acked { link, upstream_id } => {
+                let frame = unsubscribe(upstream_id.clone());
+                let held = self.forget_pending(&link, client_id);
+                let _ =
+                    self.pool
+                        .unsubscribe_acked(&link, &upstream_id, frame, held, with(receipt));
+            }
+        }
+    }
+
+    /// Drops this session's record of the unacknowledged messages of one
+    /// client subscription on `link`; true when there were any (the broker
+    /// still holds them for the link).
+    fn forget_pending(&self, link: &Arc<AckLink>, client_id: &Bytes) -> bool {
+        let mut pending = lock(&self.state.pending);
+        let before = pending.len();
+        pending.retain(|_, p| !(Arc::ptr_eq(&p.link, link) && p.client_id == *client_id));
+        pending.len() != before
+    }
+
+    fn teardown(&mut self) {
+        let none = Headers::default();
+        for (id, helds) in std::mem::take(&mut self.subscriptions) {
+            for held in helds {
+                self.release(&id, held, &none, None);
+            }
+        }
+        lock(&self.state.pending).clear();
+    }
+}
+
+impl BrokerSession for SharedSession {
+    fn subscribe(&mut self, request: SubscribeRequest) -> Result<(), BrokerError> {
+        let resolved = request.display_destination.is_some();
+        if !resolved {
+            self.config().check_wildcards(&request.destination)?;
+        }
+        let destinations: Vec<String> = std::iter::once(request.destination.clone())
+            .chain(request.also.clone())
+            .collect();
+        for destination in &destinations {
+            self.config().check_relayed(destination, resolved)?;
+        }
+        let durable = check_durable(self.config(), &self.user, &request)?;
+        let options = request
+            .frame
+            .headers
+            .iter_bytes()
+            .any(|(name, _)| self.config().forwards_header(Command::Subscribe, name));
+        let display = request
+            .display_destination
+            .as_ref()
+            .map(|d| Bytes::copy_from_slice(d.as_bytes()));
+        let mut receipt = request.receipt.clone();
+        let mut helds = Vec::with_capacity(destinations.len());
+        let count = destinations.len();
+        for (i, destination) in destinations.iter().enumerate() {
+            let last_receipt = if i + 1 == count { receipt.take() } else { None };
+            let held = if request.ack == AckMode::Auto
+                && !durable
+                && !options
+                && fans_out(self.config(), destination)
+            {
+                let subscriber = Arc::new(LocalSubscriber {
+                    id: request.id.clone(),
+                    display: display.clone(),
+                    version: self.state.version,
+                    outbox: Arc::clone(&self.state.outbox),
+                    cancelled: AtomicBool::new(false),
+                });
+                let key = self.config().broker_form(destination).into_owned();
+                let entry = self
+                    .pool
+                    .join_topic(&key, Arc::clone(&subscriber), last_receipt)?;
+                Held::Topic { entry, subscriber }
+            } else {
+                let upstream_id = if durable {
+                    durable_id(self.user.name(), &request.id)
+                } else {
+                    self.pool.next_id("s")
+                };
+                let own = |upstream_id: &Bytes| {
+                    Arc::new(OwnSubscription {
+                        client_id: request.id.clone(),
+                        display: display.clone(),
+                        ack: request.ack,
+                        session: Arc::clone(&self.state),
+                        upstream_id: upstream_id.clone(),
+                        subscribe: self.subscribe_frame(&request, destination, upstream_id),
+                    })
+                };
+                if request.ack == AckMode::Auto {
+                    // A durable subscription's id is fixed: another session
+                    // of the same user may hold it on one link, not on all.
+                    let count = self.pool.link_count();
+                    let link = (0..count)
+                        .map(|k| (self.link + k) % count)
+                        .find(|&k| !self.pool.has_route(k, &upstream_id))
+                        .ok_or_else(|| {
+                            BrokerError::NotAllowed(format!(
+                                "this durable subscription is already active {count} times \
+                                 on this server"
+                            ))
+                        })?;
+                    self.pool
+                        .subscribe_own(link, own(&upstream_id), last_receipt)?;
+                    Held::Own { link, upstream_id }
+                } else {
+                    let link = self.pool.ack_link(&upstream_id);
+                    self.pool
+                        .subscribe_acked(&link, own(&upstream_id), last_receipt)?;
+                    Held::Acked { link, upstream_id }
+                }
+            };
+            helds.push(held);
+        }
+        self.subscriptions.insert(request.id, helds);
+        Ok(())
+    }
+
+    fn unsubscribe(
+        &mut self,
+        id: &Bytes,
+        headers: &Headers,
+        receipt: Option<Bytes>,
+    ) -> Result<(), BrokerError> {
+        let Some(helds) = self.subscriptions.remove(id) else {
+            return Err(BrokerError::UnknownSubscription(
+                String::from_utf8_lossy(id).into_owned(),
+            ));
+        };
+        let mut receipt = receipt;
+        let count = helds.len();
+        for (i, held) in helds.into_iter().enumerate() {
+            let r = if i + 1 == count { receipt.take() } else { None };
+            self.release(id, held, headers, r);
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, message: Publish, receipt: Option<Bytes>) -> Result<(), BrokerError> {
+        self.config().check_relayed(&message.destination, false)?;
+        let frame = self.config().send_frame(message);
+        self.pool.send(
+            self.link,
+            frame,
+            receipt.map(|r| (Arc::clone(&self.state), r, None)),
+        )
+    }
+
+    fn ack(
+        &mut self,
+        target: &AckTarget,
+        nack: bool,
+        headers: &Headers,
+        receipt: Option<Bytes>,
+    ) -> Result<(), BrokerError> {
+        let mut pending = lock(&self.state.pending);
+        let tag = match target {
+            AckTarget::AckId(id) => std::str::from_utf8(id)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .filter(|t| pending.contains_key(t)),
+            AckTarget::MessageOnSubscription {
+                message_id,
+                subscription,
+            } => pending
+                .iter()
+                .find(|(_, p)| p.message_id == message_id && p.client_id == subscription)
+                .map(|(t, _)| *t),
+            AckTarget::MessageId(message_id) => pending
+                .iter()
+                .find(|(_, p)| p.message_id == message_id)
+                .map(|(t, _)| *t),
+        };
+        let Some(tag) = tag else {
+            return Err(BrokerError::UnknownAck(match target {
+                AckTarget::AckId(id) => format!("ack id '{}'", String::from_utf8_lossy(id)),
+                AckTarget::MessageOnSubscription {
+                    message_id,
+                    subscription,
+                } => format!(
+                    "message '{}' on subscription '{}'",
+                    String::from_utf8_lossy(message_id),
+                    String::from_utf8_lossy(subscription)
+                ),
+                AckTarget::MessageId(m) => format!("message '{}'", String::from_utf8_lossy(m)),
+            }));
+        };
+        // In `client` mode an ACK or NACK covers every earlier message of
+        // the subscription too.
+        let (client_id, cumulative) = pending
+            .get(&tag)
+            .map(|p| (p.client_id.clone(), p.cumulative))
+            .unwrap_or_default();
+        let tags: Vec<u64> = if cumulative {
+            pending
+                .range(..=tag)
+                .filter(|(_, p)| p.client_id == client_id)
+                .map(|(t, _)| *t)
+                .collect()
+        } else {
+            vec![tag]
+        };
+        let settled: Vec<_> = tags.iter().filter_map(|t| pending.remove(t)).collect();
+        drop(pending);
+        let command = if nack { Command::Nack } else { Command::Ack };
+        let mut receipt = receipt;
+        let count = settled.len();
+        let mut result = Ok(());
+        for (i, entry) in settled.into_iter().enumerate() {
+            let mut frame = Frame::new(command);
+            frame.headers.push(
+                Bytes::from_static(header::ID.as_bytes()),
+                entry.upstream_ack,
+            );
+            // Broker options such as RabbitMQ's `requeue:false`, where allowed.
+            for (name, value) in headers.iter_bytes() {
+                if self.config().forwards_header(command, name) {
+                    frame.headers.push(name.clone(), value.clone());
+                }
+            }
+            let r = if i + 1 == count { receipt.take() } else { None };
+            let sent =
+                self.pool
+                    .send_acked(&entry.link, frame, r.map(|r| (Arc::clone(&self.state), r)));
+            if sent.is_err() {
+                result = sent;
+            }
+        }
+        result
+    }
+
+    fn disconnect(&mut self, receipt: Option<Bytes>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.teardown();
+            let Some(receipt) = receipt else { return };
+            // The receipt must follow everything this session sent before:
+            // an empty transaction on its link, whose ABORT the broker
+            // answers after the frames ahead of it.
+            let tx = self.pool.next_id("x");
+            let begin = Frame::new(Command::Begin);
+            let mut begin = begin;
+            begin.headers.push(
+                Bytes::from_static(header::TRANSACTION.as_bytes()),
+                tx.clone(),
+            );
+            let mut abort = Frame::new(Command::Abort);
+            abort
+                .headers
+                .push(Bytes::from_static(header::TRANSACTION.as_bytes()), tx);
+            let (done, confirmed) = tokio::sync::oneshot::channel();
+            let sent = self.pool.send(self.link, begin, None).and_then(|()| {
+                self.pool.send(
+                    self.link,
+                    abort,
+                    Some((Arc::clone(&self.state), receipt.clone(), Some(done))),
+                )
+            });
+            match sent {
+                Ok(()) => {
+                    let _ = tokio::time::timeout(self.pool.config.connect_timeout, confirmed).await;
+                }
+                // Nothing can be in flight on a link that is down.
+                Err(_) => {
+                    let _ = self.state.outbox.push(receipt_frame(&receipt));
+                }
+            }
+        })
+    }
+}
+
+impl Drop for SharedSession {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
