@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: starts the brokers the tests
 # need, installs the third-party test clients, then runs every Rust test,
-# and the broker integration suite once more against each relay target.
+# and the broker integration suite once more against each relay target, in
+# each relay mode.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,6 +12,11 @@ scripts/install-test-deps.sh
 cargo test --workspace --all-targets --locked
 # Doc tests are not part of --all-targets.
 cargo test --workspace --doc --locked
-# The same integration suite, relayed to RabbitMQ and to ActiveMQ.
-STOMPBOX_TEST_BROKER=rabbitmq cargo test -p stompbox --test integration --locked
-STOMPBOX_TEST_BROKER=activemq cargo test -p stompbox --test integration --locked
+# The same integration suite, relayed to RabbitMQ and to ActiveMQ, through
+# the shared pool (the default) and with a broker connection per session.
+for broker in rabbitmq activemq; do
+    for mode in shared per-session; do
+        STOMPBOX_TEST_BROKER=$broker STOMPBOX_TEST_RELAY_MODE=$mode \
+            cargo test -p stompbox --test integration --locked
+    done
+done

@@ -875,3 +875,107 @@ fn app_settings_that_cannot_work_stop_start_up_naming_the_field() {
         "{err}"
     );
 }
+
+#[test]
+fn relay_mode_settings_reach_check_from_flags_and_environment() {
+    // --check needs no broker: it shows what `serve` would use.
+    let (status, out, err) = run(&["serve", "--check", "--set", "broker.kind=relay"], &[]);
+    assert!(status.success(), "{err}");
+    for expected in [
+        "mode = \"shared\"\n",
+        "connections = 4\n",
+        "prefetch = 64\n",
+    ] {
+        assert!(out.contains(expected), "no {expected:?} in\n{out}");
+    }
+
+    let (status, out, err) = run(
+        &[
+            "serve",
+            "--check",
+            "--set",
+            "broker.kind=relay",
+            "--set",
+            "relay.mode=per-session",
+            "--set",
+            "relay.connections=8",
+        ],
+        &[
+            ("STOMPBOX_RELAY_PREFETCH", "1000"),
+            // Each client's own login: only per-session can pass it.
+            ("STOMPBOX_RELAY_CLIENT_LOGIN", ""),
+        ],
+    );
+    assert!(status.success(), "{err}");
+    for expected in [
+        "mode = \"per-session\"\n",
+        "connections = 8\n",
+        "prefetch = 1000\n",
+        "client_login = \"\"\n",
+    ] {
+        assert!(out.contains(expected), "no {expected:?} in\n{out}");
+    }
+}
+
+#[test]
+fn invalid_relay_mode_settings_stop_start_up_naming_the_field() {
+    // Each problem from a flag or a variable: the message names the field
+    // and where it was set.
+    for (flags, env, expected) in [
+        (
+            &["--set", "relay.connections=0"][..],
+            &[][..],
+            "relay.connections: must be at least 1 (got 0); set by --set relay.connections",
+        ),
+        (
+            &[],
+            &[("STOMPBOX_RELAY_CONNECTIONS", "65")],
+            "relay.connections: must be at most 64 (got 65); set by environment variable \
+             STOMPBOX_RELAY_CONNECTIONS",
+        ),
+        (
+            &["--set", "relay.prefetch=0"],
+            &[],
+            "relay.prefetch: must be at least 1 (got 0)",
+        ),
+        (
+            &[],
+            &[("STOMPBOX_RELAY_PREFETCH", "65536")],
+            "relay.prefetch: must be at most 65535 (got 65536)",
+        ),
+        (
+            &["--set", "relay.mode=pooled"],
+            &[],
+            "relay.mode: unknown relay mode \"pooled\"; use \"shared\" or \"per-session\"",
+        ),
+    ] {
+        let mut args = vec![
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--set",
+            "broker.kind=relay",
+        ];
+        args.extend_from_slice(flags);
+        let (status, out, err) = run(&args, env);
+        assert!(!status.success(), "{args:?} {env:?}: {out}");
+        assert!(!out.contains("listening"), "{out}");
+        assert!(err.contains(expected), "{args:?} {env:?}: {err}");
+    }
+
+    // The shared pool logs in once, so it cannot pass each client's own
+    // login: the error names both fields, and where the mode came from.
+    let file = config_file(
+        "[broker]\nkind = \"relay\"\n[relay]\nmode = \"shared\"\nclient_login = \"\"\n",
+    );
+    let path = file.to_str().expect("UTF-8");
+    let (status, out, err) = run(&["serve", "--config", path, "--http", "127.0.0.1:0"], &[]);
+    assert!(!status.success());
+    assert!(!out.contains("listening"), "{out}");
+    assert!(
+        err.contains("relay.mode: \"shared\" cannot be used with relay.client_login = \"\"")
+            && err.contains("the shared pool logs in once")
+            && err.contains(path),
+        "{err}"
+    );
+}

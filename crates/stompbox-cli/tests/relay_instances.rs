@@ -1,7 +1,8 @@
 //! Two `stompbox serve` processes relaying to one RabbitMQ share one
 //! message space: the chat demo's replies, plain topic messages and user
 //! destinations reach clients of both instances, whichever instance the
-//! sender is connected to.
+//! sender is connected to. The test runs once per relay mode: the shared
+//! pool (the default) and a broker connection per client session.
 //!
 //! Needs RabbitMQ's STOMP plugin on 127.0.0.1:61613 (guest/guest;
 //! `scripts/services.sh` starts it). Without it the test is skipped, except
@@ -98,7 +99,7 @@ fn pipe_lines(
 impl Instance {
     /// Starts an instance and waits until it listens and its broker is
     /// available, so that a CONNECT is not refused.
-    async fn start(name: &'static str, via: Via, users: &str) -> Instance {
+    async fn start(name: &'static str, via: Via, mode: &str, users: &str) -> Instance {
         let mut command = Command::new(env!("CARGO_BIN_EXE_stompbox"));
         command.args(["serve", "--http", "127.0.0.1:0"]);
         // The developer's own STOMPBOX_* or RUST_LOG must not change the test.
@@ -116,6 +117,8 @@ impl Instance {
                     "--set",
                     &format!("relay.addresses={BROKER}"),
                     "--set",
+                    &format!("relay.mode={mode}"),
+                    "--set",
                     &format!("auth.users={users}"),
                 ]);
             }
@@ -123,6 +126,7 @@ impl Instance {
                 command
                     .env("STOMPBOX_BROKER_KIND", "relay")
                     .env("STOMPBOX_RELAY_ADDRESSES", BROKER)
+                    .env("STOMPBOX_RELAY_MODE", mode)
                     .env("STOMPBOX_AUTH_USERS", users);
             }
         }
@@ -304,16 +308,26 @@ async fn receive_all(client: &mut Client, who: &str, expected: &[(&str, &str)]) 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_share_one_message_space_through_the_relay() {
+async fn two_instances_share_one_message_space_through_the_shared_relay() {
+    two_instances_in("shared").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_message_space_through_per_session_relays() {
+    two_instances_in("per-session").await;
+}
+
+/// The test with both instances in relay mode `mode` (`relay.mode`).
+async fn two_instances_in(mode: &str) {
     if !rabbitmq_up() {
         return;
     }
-    tokio::time::timeout(WHOLE, two_instances())
+    tokio::time::timeout(WHOLE, two_instances(mode))
         .await
-        .expect("the relay instances test took longer than 90 s");
+        .unwrap_or_else(|_| panic!("the relay instances test ({mode}) took longer than 90 s"));
 }
 
-async fn two_instances() {
+async fn two_instances(mode: &str) {
     let run = unique();
     let topic = format!("/topic/x-{run}");
     let chat_text = format!("hello from one {run}");
@@ -321,8 +335,8 @@ async fn two_instances() {
     let direct = format!("for bob only {run}");
 
     let users = users();
-    let one = Instance::start("instance 1", Via::Flags, &users).await;
-    let two = Instance::start("instance 2", Via::Env, &users).await;
+    let one = Instance::start("instance 1", Via::Flags, mode, &users).await;
+    let two = Instance::start("instance 2", Via::Env, mode, &users).await;
 
     // alice on instance 1, bob on instance 2; both in room 1 and on the topic.
     let mut alice = connect(&one, "alice").await;

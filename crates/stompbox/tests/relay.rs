@@ -3,12 +3,13 @@
 //! reach through the relay's own broker login (destinations, SUBSCRIBE and
 //! SEND headers). The outage tests stop and start RabbitMQ's application, so
 //! every test function here holds [`BROKER`] for its whole run; each is
-//! bounded in time.
+//! bounded in time. The tests of two instances and of RabbitMQ going away
+//! run in both relay modes ([`MODES`]).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 use stompbox::auth::{AuthError, Authenticator, ConnectRequest, Identity};
-use stompbox::broker::relay::RelayConfig;
+use stompbox::broker::relay::{RelayConfig, RelayMode};
 use stompbox::client::{Client, ClientError};
 use stompbox::codec::{Command, Frame};
 use stompbox::{Server, ServerConfig, ServerHandle};
@@ -29,11 +30,19 @@ fn rabbitmq_up() -> bool {
     false
 }
 
-/// A server relaying to RabbitMQ that lets clients mark messages
+/// Both relay modes: the tests of more than one instance, and of RabbitMQ
+/// restarting, run in each.
+const MODES: [RelayMode; 2] = [RelayMode::Shared, RelayMode::PerSession];
+
+/// A server relaying to RabbitMQ in `mode` that lets clients mark messages
 /// `persistent`, as one must for messages to survive a broker restart (the
 /// relay drops the header by default).
-async fn durable_relay_server() -> (ServerHandle, String) {
-    relay_server_with(|relay| relay.send_headers = vec!["persistent".into()]).await
+async fn durable_relay_server(mode: RelayMode) -> (ServerHandle, String) {
+    relay_server_with(|relay| {
+        relay.mode = mode;
+        relay.send_headers = vec!["persistent".into()];
+    })
+    .await
 }
 
 /// A server relaying to RabbitMQ with `configure` applied to its relay
@@ -160,11 +169,14 @@ async fn relay_durability_and_broker_outage() {
         return;
     }
     let _broker = BROKER.lock().await;
-    tokio::time::timeout(Duration::from_secs(240), async {
+    tokio::time::timeout(Duration::from_secs(400), async {
         the_first_reachable_address_wins().await;
         an_idle_client_keeps_its_broker_link_alive().await;
-        durable_messages_cross_instances_and_survive_a_restart().await;
-        nothing_receipted_is_lost_when_the_broker_goes_away().await;
+        for mode in MODES {
+            println!("relay mode {mode:?}");
+            durable_messages_cross_instances_and_survive_a_restart(mode).await;
+            nothing_receipted_is_lost_when_the_broker_goes_away(mode).await;
+        }
     })
     .await
     .expect("relay tests took too long");
@@ -221,10 +233,10 @@ async fn an_idle_client_keeps_its_broker_link_alive() {
 
 /// A persistent message sent through instance 1 while nobody consumes is
 /// delivered through instance 2; restarting instance 1 loses nothing.
-async fn durable_messages_cross_instances_and_survive_a_restart() {
+async fn durable_messages_cross_instances_and_survive_a_restart(mode: RelayMode) {
     let queue = unique("/queue/durable-");
-    let (one, one_url) = durable_relay_server().await;
-    let (two, two_url) = durable_relay_server().await;
+    let (one, one_url) = durable_relay_server(mode).await;
+    let (two, two_url) = durable_relay_server(mode).await;
     let mut producer = connect(&one_url).await;
     let mut sent = BTreeSet::new();
     for i in 0..20 {
@@ -238,7 +250,7 @@ async fn durable_messages_cross_instances_and_survive_a_restart() {
     drop(producer);
     // Instance 1 restarts: a new server process would see the same broker.
     one.shutdown().await.expect("shutdown");
-    let (one_again, one_again_url) = durable_relay_server().await;
+    let (one_again, one_again_url) = durable_relay_server(mode).await;
     let seen = drain(&two_url, &queue, &sent).await;
     assert!(sent.is_subset(&seen));
     // And the other way round, through the restarted instance.
@@ -256,9 +268,9 @@ async fn durable_messages_cross_instances_and_survive_a_restart() {
 /// RabbitMQ stops mid-traffic: clients are told and disconnected, the
 /// server stays up and refuses new sessions, the system connection comes
 /// back by itself, clients reconnect, and every receipted message arrives.
-async fn nothing_receipted_is_lost_when_the_broker_goes_away() {
+async fn nothing_receipted_is_lost_when_the_broker_goes_away(mode: RelayMode) {
     let queue = unique("/queue/outage-");
-    let (server, url) = durable_relay_server().await;
+    let (server, url) = durable_relay_server(mode).await;
     let mut receipted = BTreeSet::new();
     let mut producer = connect(&url).await;
     for i in 0..50 {
@@ -363,7 +375,7 @@ async fn nothing_receipted_is_lost_when_the_broker_goes_away() {
     let seen = drain(&url, &queue, &expected).await;
     let lost: Vec<_> = expected.difference(&seen).collect();
     println!(
-        "outage: {} receipted, {} acknowledged before the outage, {} received after, {} lost",
+        "outage ({mode:?}): {} receipted, {} acknowledged before the outage, {} received after, {} lost",
         receipted.len(),
         acked.len(),
         seen.len(),

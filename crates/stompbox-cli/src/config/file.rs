@@ -7,7 +7,7 @@
 use super::Settings;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use stompbox::broker::relay::RelayConfig;
+use stompbox::broker::relay::{RelayConfig, RelayMode};
 use toml::Table;
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -196,6 +196,10 @@ pub(super) struct BrokerSection {
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, expecting = "a table of [relay] settings")]
 pub(super) struct RelaySection {
+    /// "shared" or "per-session".
+    pub(super) mode: Option<String>,
+    pub(super) connections: Option<usize>,
+    pub(super) prefetch: Option<usize>,
     pub(super) addresses: Option<Vec<String>>,
     pub(super) virtual_host: Option<String>,
     /// Empty: pass the client's own login.
@@ -232,6 +236,9 @@ impl RelaySection {
         let (subscribe_headers, send_headers) =
             (r.subscribe_headers.clone(), r.send_headers.clone());
         RelaySection {
+            mode: Some(mode_name(r.mode)),
+            connections: Some(r.connections),
+            prefetch: Some(r.prefetch),
             addresses: Some(r.addresses.clone()),
             virtual_host: Some(r.virtual_host.clone()),
             client_login: Some(r.client_login.clone().unwrap_or_default()),
@@ -261,6 +268,17 @@ impl RelaySection {
                     .unwrap_or_default(),
             ),
         }
+    }
+}
+
+/// The name of a relay mode in `relay.mode`.
+pub(super) fn mode_name(mode: RelayMode) -> String {
+    match mode {
+        RelayMode::Shared => "shared".to_owned(),
+        RelayMode::PerSession => "per-session".to_owned(),
+        // The enum is non-exhaustive; a mode this binary cannot name yet is
+        // still shown, if not in a form `relay.mode` accepts.
+        other => format!("{other:?}"),
     }
 }
 

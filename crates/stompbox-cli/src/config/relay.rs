@@ -4,7 +4,14 @@ use super::check::{Check, interval};
 use super::file::{RelaySection, millis};
 use std::path::PathBuf;
 use std::time::Duration;
-use stompbox::broker::relay::{RelayConfig, RelayTls};
+use stompbox::broker::relay::{RelayConfig, RelayMode, RelayTls};
+
+/// Most broker links a shared pool may hold: the pool exists to keep an
+/// instance's broker connections few, and a link carries many sessions.
+const MAX_CONNECTIONS: usize = 64;
+/// Most unacknowledged messages per relayed subscription: RabbitMQ's
+/// `prefetch-count` is a 16-bit AMQP field.
+const MAX_PREFETCH: usize = 65535;
 
 /// Warnings about relay settings that are valid but probably not meant:
 /// well-known ports of other protocols, TLS and ports that disagree, and
@@ -80,14 +87,15 @@ pub(super) fn relay(check: &mut Check, r: RelaySection, frame: usize) -> RelayCo
     if let Some(passcode) = r.client_passcode {
         c.client_passcode = (!passcode.is_empty()).then_some(passcode);
     }
+    relay_mode(check, &mut c, r.mode, r.connections, r.prefetch);
     if let Some(login) = r.system_login {
         c.system_login = login;
     }
     if let Some(passcode) = r.system_passcode {
         c.system_passcode = passcode;
     }
-    // One broker connection per client session: heart-beats faster than a
-    // second would multiply into real load on the broker.
+    // Per session, one broker connection per client: heart-beats faster
+    // than a second would multiply into real load on the broker.
     if let Some(ms) = r.heartbeat_send_ms {
         c.heartbeat_send = interval(check, "relay.heartbeat_send_ms", ms, 1000);
     }
@@ -189,6 +197,53 @@ pub(super) fn relay(check: &mut Check, r: RelaySection, frame: usize) -> RelayCo
     }
     c.tls = relay_tls(check, r.tls, r.tls_server_name, r.tls_ca_file);
     c
+}
+
+/// `relay.mode`, `relay.connections` and `relay.prefetch`. Called after the
+/// client login and passcode are read: the shared pool logs in once, with
+/// them, so it cannot pass on each client's own.
+fn relay_mode(
+    check: &mut Check,
+    c: &mut RelayConfig,
+    mode: Option<String>,
+    connections: Option<usize>,
+    prefetch: Option<usize>,
+) {
+    if let Some(mode) = mode {
+        match mode.trim() {
+            "shared" => c.mode = RelayMode::Shared,
+            "per-session" => c.mode = RelayMode::PerSession,
+            other => check.fail(
+                "relay.mode",
+                format!("unknown relay mode \"{other}\"; use \"shared\" or \"per-session\""),
+            ),
+        }
+    }
+    if c.mode == RelayMode::Shared {
+        for (key, own) in [
+            ("relay.client_login", c.client_login.is_none()),
+            ("relay.client_passcode", c.client_passcode.is_none()),
+        ] {
+            if own {
+                check.fail(
+                    "relay.mode",
+                    format!(
+                        "\"shared\" cannot be used with {key} = \"\": per-session passes each \
+                         client's own login; the shared pool logs in once. Set relay.mode = \
+                         \"per-session\", or give {key} the relay's own"
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(n) = connections {
+        c.connections = check.at_least("relay.connections", n, 1);
+        check.at_most("relay.connections", n, MAX_CONNECTIONS);
+    }
+    if let Some(n) = prefetch {
+        c.prefetch = check.at_least("relay.prefetch", n, 1);
+        check.at_most("relay.prefetch", n, MAX_PREFETCH);
+    }
 }
 
 /// TLS is on only with `relay.tls = true`: one switch, so a stray

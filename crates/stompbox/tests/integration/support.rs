@@ -3,6 +3,7 @@
 use std::time::Duration;
 use stompbox::ServerConfig;
 use stompbox::auth::{AuthError, Authenticator, ConnectRequest, Identity};
+use stompbox::broker::relay::RelayMode;
 use stompbox::client::Client;
 use stompbox::codec::{Command, Frame};
 
@@ -334,9 +335,23 @@ pub(crate) fn test_broker() -> TestBroker {
     }
 }
 
+/// How a relayed run reaches the broker: `STOMPBOX_TEST_RELAY_MODE` is
+/// `shared` (the default) or `per-session`; the test command runs the
+/// relayed suite once in each. The embedded broker ignores it.
+pub(crate) fn test_relay_mode() -> RelayMode {
+    match std::env::var("STOMPBOX_TEST_RELAY_MODE").as_deref() {
+        Ok("shared") | Err(_) => RelayMode::Shared,
+        Ok("per-session") => RelayMode::PerSession,
+        Ok(other) => {
+            panic!("unknown STOMPBOX_TEST_RELAY_MODE '{other}' (shared, per-session)")
+        }
+    }
+}
+
 impl TestBroker {
     fn relay(self) -> Option<stompbox::broker::relay::RelayConfig> {
         let mut relay = stompbox::broker::relay::RelayConfig::default();
+        relay.mode = test_relay_mode();
         match self {
             TestBroker::Embedded => return None,
             TestBroker::RabbitMq => {

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use stompbox::ServerConfig;
 use stompbox::broker::embedded::EmbeddedConfig;
-use stompbox::broker::relay::RelayConfig;
+use stompbox::broker::relay::{RelayConfig, RelayMode};
 use toml::{Table, Value};
 
 pub(super) fn env(vars: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
@@ -561,6 +561,10 @@ fn every_relay_key_reaches_the_relay_config() {
                 "rabbit-1.internal:61614, [::1]:61614",
             ),
             ("STOMPBOX_RELAY_VIRTUAL_HOST", "prod"),
+            // Each client's own login needs a connection of its own.
+            ("STOMPBOX_RELAY_MODE", "per-session"),
+            ("STOMPBOX_RELAY_CONNECTIONS", "2"),
+            ("STOMPBOX_RELAY_PREFETCH", "500"),
             ("STOMPBOX_RELAY_CLIENT_LOGIN", ""),
             ("STOMPBOX_RELAY_CLIENT_PASSCODE", ""),
             ("STOMPBOX_RELAY_SYSTEM_LOGIN", "stompbox"),
@@ -587,6 +591,9 @@ fn every_relay_key_reaches_the_relay_config() {
     let r = settings.server.relay.clone().expect("relay on");
     assert_eq!(r.addresses, ["rabbit-1.internal:61614", "[::1]:61614"]);
     assert_eq!(r.virtual_host, "prod");
+    assert_eq!(r.mode, RelayMode::PerSession);
+    assert_eq!(r.connections, 2);
+    assert_eq!(r.prefetch, 500);
     assert_eq!(r.client_login, None);
     assert_eq!(r.client_passcode, None);
     assert_eq!(r.system_login, "stompbox");
@@ -708,6 +715,13 @@ fn relay_sanity_rules() {
             "relay.max_frame_bytes",
         ),
         ("[relay]\nmax_in_flight = 0", "relay.max_in_flight"),
+        ("[relay]\nmode = \"pooled\"", "relay.mode"),
+        ("[relay]\nmode = 1", "relay.mode"),
+        ("[relay]\nconnections = 0", "relay.connections"),
+        ("[relay]\nconnections = 65", "relay.connections"),
+        ("[relay]\nconnections = -1", "relay.connections"),
+        ("[relay]\nprefetch = 0", "relay.prefetch"),
+        ("[relay]\nprefetch = 65536", "relay.prefetch"),
         (
             "[relay]\ntls_ca_file = \"/etc/ca.pem\"",
             "relay.tls_ca_file",
@@ -760,6 +774,26 @@ fn relay_sanity_rules() {
         notes.len() == 2 && notes[0].contains("AMQP") && notes[1].contains("Web-STOMP"),
         "{notes:?}"
     );
+}
+
+#[test]
+fn the_shared_pool_cannot_pass_each_clients_own_login() {
+    for key in ["client_login", "client_passcode"] {
+        let text = format!("{RELAY}[relay]\n{key} = \"\"");
+        let e = from_toml(&text).map(|_| ()).expect_err(&text);
+        assert!(
+            e.contains("\"relay.mode\"")
+                && e.contains(&format!("relay.{key} = \\\"\\\""))
+                && e.contains("the shared pool logs in once"),
+            "{e}"
+        );
+        let per_session = from_toml(&format!("{text}\nmode = \"per-session\""))
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(
+            per_session.server.relay.expect("relay on").mode,
+            RelayMode::PerSession
+        );
+    }
 }
 
 #[test]
