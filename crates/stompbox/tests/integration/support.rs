@@ -388,6 +388,18 @@ pub(crate) fn not_on_activemq(what: &str) -> bool {
     true
 }
 
+/// True (and says why) when a test is about publishers paced by the
+/// subscribers they feed, which the shared relay does not do: its links
+/// never stop reading for one local subscriber, so a subscriber absorbs a
+/// burst in its outbox or is cut off (README, "The relay").
+pub(crate) fn not_through_shared_relay(what: &str) -> bool {
+    if test_broker() == TestBroker::Embedded || test_relay_mode() != RelayMode::Shared {
+        return false;
+    }
+    println!("not run through the shared relay: {what}");
+    true
+}
+
 /// True (and says why) when a test exercises something only the embedded
 /// broker has, such as its own configurable limits.
 pub(crate) fn embedded_only(what: &str) -> bool {

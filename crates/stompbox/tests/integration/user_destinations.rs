@@ -137,7 +137,10 @@ async fn one_session_of_a_user_can_be_addressed_alone() {
 
 #[tokio::test]
 async fn clients_cannot_reach_other_users_destinations_directly() {
-    let server = spawn_authenticated(users_app(), |_| {}).await;
+    // The snoop's `#` sees every test's topic traffic on a shared broker;
+    // through the shared relay nothing paces that for it, so its outbox
+    // must hold the suite's floods.
+    let server = spawn_authenticated(users_app(), |c| c.outbox_bytes = 256 * 1024 * 1024).await;
     // Wildcards over every topic do not see user messages: with the
     // embedded broker and RabbitMQ they live elsewhere; with ActiveMQ they
     // are topics, so such a pattern is refused.

@@ -79,6 +79,19 @@ pub(super) struct SessionState {
     /// Delivered, not yet acknowledged messages of the session's
     /// client-ack subscriptions, by the ack tag the client was shown.
     pub(super) pending: Mutex<BTreeMap<u64, PendingAck>>,
+    /// Upstream acks of `ack:auto` queue deliveries held back while the
+    /// client's outbox is over half full: the broker then sends no more
+    /// than `prefetch` ahead of what the client has taken. Sent when it
+    /// drains.
+    pub(super) deferred: Mutex<Vec<DeferredAck>>,
+}
+
+/// An upstream ack the relay owes for an `ack:auto` queue delivery.
+#[derive(Debug)]
+pub(super) struct DeferredAck {
+    pub(super) client_id: Bytes,
+    pub(super) upstream_ack: Bytes,
+    pub(super) link: Arc<AckLink>,
 }
 
 impl SessionState {
@@ -88,6 +101,7 @@ impl SessionState {
             version,
             next_tag: AtomicU64::new(0),
             pending: Mutex::new(BTreeMap::new()),
+            deferred: Mutex::new(Vec::new()),
         })
     }
 }
@@ -139,6 +153,9 @@ enum Waiter {
     },
     /// A shared topic subscription's SUBSCRIBE.
     Topic(Arc<TopicEntry>),
+    /// Everything sent on the link before this point was taken (a
+    /// DISCONNECT's receipt waits for it on each link the session used).
+    Flush(oneshot::Sender<()>),
 }
 
 /// What every link holds, pool or acknowledging.
@@ -198,6 +215,20 @@ pub(super) struct AckLink {
 }
 
 impl AckLink {
+    /// Acknowledges one delivery upstream, with no receipt.
+    pub(super) fn ack(&self, upstream_ack: Bytes) {
+        let Ok(outbox) = lock(&self.state).outbox() else {
+            return;
+        };
+        let mut frame = Frame::new(Command::Ack);
+        frame
+            .headers
+            .push(Bytes::from_static(header::ID.as_bytes()), upstream_ack);
+        // Refused only when the broker stopped reading, which its heart-beats
+        // turn into a lost link, redelivering.
+        let _ = offer(&outbox, &frame);
+    }
+
     /// Takes no new subscriptions from now on, and closes (handing back
     /// what it holds unacknowledged) once it has none.
     fn retire(&self) {
@@ -228,7 +259,6 @@ pub(crate) struct Pool {
     ack_links: Mutex<Vec<Arc<AckLink>>>,
     topics: Mutex<HashMap<String, Arc<TopicEntry>>>,
     next_id: AtomicU64,
-    next_link: AtomicUsize,
 }
 
 impl Pool {
@@ -248,7 +278,6 @@ impl Pool {
             ack_links: Mutex::new(Vec::new()),
             topics: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
-            next_link: AtomicUsize::new(0),
         });
         for index in 0..pool.links.len() {
             tokio::spawn(keep_up(Arc::downgrade(&pool), index, stop.clone()));
@@ -263,9 +292,53 @@ impl Pool {
         ))
     }
 
-    /// A pool link for a new session's SENDs or a new subscription, in turn.
-    pub(super) fn pick_link(&self) -> usize {
-        self.next_link.fetch_add(1, Ordering::Relaxed) % self.links.len()
+    /// The pool link for a destination (broker form). SENDs to it and its
+    /// shared subscription go on the same link, so a RECEIPT never
+    /// overtakes the MESSAGE its SEND caused on this instance, and one
+    /// destination's messages keep their order.
+    pub(super) fn link_for(&self, destination: &str) -> usize {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hasher: BuildHasherDefault<std::collections::hash_map::DefaultHasher> =
+            BuildHasherDefault::default();
+        (hasher.hash_one(destination) % self.links.len() as u64) as usize
+    }
+
+    /// Waits until every frame sent before on pool link `link` was taken by
+    /// the broker (an empty transaction, whose ABORT it answers in order),
+    /// bounded by the connect timeout. At once if the link is down: nothing
+    /// can be in flight there.
+    pub(super) async fn flush(&self, link: usize) {
+        let link = &self.links[link % self.links.len()];
+        let tx = self.next_id("x");
+        let mut begin = Frame::new(Command::Begin);
+        begin.headers.push(
+            Bytes::from_static(header::TRANSACTION.as_bytes()),
+            tx.clone(),
+        );
+        let mut abort = Frame::new(Command::Abort);
+        abort
+            .headers
+            .push(Bytes::from_static(header::TRANSACTION.as_bytes()), tx);
+        let receipt = self.next_id("f");
+        abort.headers.push(
+            Bytes::from_static(header::RECEIPT.as_bytes()),
+            receipt.clone(),
+        );
+        let (done, confirmed) = oneshot::channel();
+        let outbox = {
+            let mut state = lock(&link.state);
+            let Ok(outbox) = state.outbox() else { return };
+            state.receipts.insert(receipt.clone(), Waiter::Flush(done));
+            outbox
+        };
+        if offer(&outbox, &begin)
+            .and_then(|()| offer(&outbox, &abort))
+            .is_err()
+        {
+            lock(&link.state).receipts.remove(&receipt);
+            return;
+        }
+        let _ = tokio::time::timeout(self.config.connect_timeout, confirmed).await;
     }
 
     fn login(&self) -> (String, String) {
@@ -368,7 +441,7 @@ impl Pool {
             drop(state);
             return Ok(entry);
         }
-        let link = self.pick_link();
+        let link = self.link_for(destination);
         let upstream_id = self.next_id("t");
         let entry = Arc::new(TopicEntry {
             key: destination.to_owned(),
@@ -921,6 +994,9 @@ fn on_frame(
                         let _ = done.send(());
                     }
                 }
+                Some(Waiter::Flush(done)) => {
+                    let _ = done.send(());
+                }
                 Some(Waiter::Topic(entry)) => {
                     let mut topic = lock(&entry.state);
                     topic.confirmed = true;
@@ -1002,6 +1078,16 @@ fn deliver_own(
     names: &RelayConfig,
 ) {
     let session = &own.session;
+    // `ack:auto` on an acknowledging link: a queue consumer, acknowledged
+    // upstream once its message is in the client's outbox.
+    let auto_ack = match (own.ack, ack_link) {
+        (AckMode::Auto, Some(link)) => frame
+            .headers
+            .get_bytes(header::ACK)
+            .cloned()
+            .map(|ack| (Arc::clone(link), ack)),
+        _ => None,
+    };
     let tag = match (own.ack, ack_link) {
         (AckMode::Auto, _) | (_, None) => None,
         (mode, Some(link)) => {
@@ -1059,5 +1145,24 @@ fn deliver_own(
         headers,
         body: frame.body,
     };
-    let _ = session.outbox.push(encode(&message, session.version));
+    if session
+        .outbox
+        .push(encode(&message, session.version))
+        .is_err()
+    {
+        // Cut off: the link retires when this subscription goes, and the
+        // broker redelivers what was not acknowledged.
+        return;
+    }
+    if let Some((link, upstream_ack)) = auto_ack {
+        if session.outbox.half_full(true) {
+            lock(&session.deferred).push(DeferredAck {
+                client_id: own.client_id.clone(),
+                upstream_ack,
+                link,
+            });
+        } else {
+            link.ack(upstream_ack);
+        }
+    }
 }

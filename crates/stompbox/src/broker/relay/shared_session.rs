@@ -49,8 +49,9 @@ enum Held {
 pub(crate) struct SharedSession {
     pool: Arc<Pool>,
     state: Arc<SessionState>,
-    /// The pool link this session's SENDs go on.
-    link: usize,
+    /// Pool links this session sent on (a bit each): its DISCONNECT's
+    /// receipt waits for them.
+    used_links: u64,
     user: User,
     subscriptions: HashMap<Bytes, Vec<Held>>,
 }
@@ -65,11 +66,10 @@ fn fans_out(config: &RelayConfig, destination: &str) -> bool {
 
 impl SharedSession {
     pub(crate) fn open(pool: Arc<Pool>, context: SessionContext) -> SharedSession {
-        let link = pool.pick_link();
         SharedSession {
             state: SessionState::new(context.outbox, context.version),
             pool,
-            link,
+            used_links: 0,
             user: context.user,
             subscriptions: HashMap::new(),
         }
@@ -81,7 +81,7 @@ impl SharedSession {
 
     /// The upstream SUBSCRIBE of a subscription of its own.
     fn subscribe_frame(&self, request: &SubscribeRequest, destination: &str, id: &Bytes) -> Frame {
-        let acked = request.ack != AckMode::Auto;
+        let acked = request.ack != AckMode::Auto || !fans_out(self.config(), destination);
         let mut frame = Frame::new(Command::Subscribe)
             .header(header::DESTINATION, &self.config().broker_form(destination))
             .header(
@@ -138,6 +138,18 @@ impl SharedSession {
             }
             Held::Acked { link, upstream_id } => {
                 let frame = unsubscribe(upstream_id.clone());
+                // What an `ack:auto` consumer's outbox took is delivered.
+                let owed: Vec<_> = {
+                    let mut deferred = lock(&self.state.deferred);
+                    let (mine, rest) = std::mem::take(&mut *deferred)
+                        .into_iter()
+                        .partition(|d| d.client_id == *client_id && Arc::ptr_eq(&d.link, &link));
+                    *deferred = rest;
+                    mine
+                };
+                for owed in owed {
+                    owed.link.ack(owed.upstream_ack);
+                }
                 let held = self.forget_pending(&link, client_id);
                 let _ =
                     self.pool
@@ -168,6 +180,13 @@ impl SharedSession {
 }
 
 impl BrokerSession for SharedSession {
+    fn drained(&mut self) {
+        let owed = std::mem::take(&mut *lock(&self.state.deferred));
+        for owed in owed {
+            owed.link.ack(owed.upstream_ack);
+        }
+    }
+
     fn subscribe(&mut self, request: SubscribeRequest) -> Result<(), BrokerError> {
         let resolved = request.display_destination.is_some();
         if !resolved {
@@ -194,11 +213,8 @@ impl BrokerSession for SharedSession {
         let count = destinations.len();
         for (i, destination) in destinations.iter().enumerate() {
             let last_receipt = if i + 1 == count { receipt.take() } else { None };
-            let held = if request.ack == AckMode::Auto
-                && !durable
-                && !options
-                && fans_out(self.config(), destination)
-            {
+            let fan_out = fans_out(self.config(), destination);
+            let held = if request.ack == AckMode::Auto && !durable && !options && fan_out {
                 let subscriber = Arc::new(LocalSubscriber {
                     id: request.id.clone(),
                     display: display.clone(),
@@ -227,12 +243,13 @@ impl BrokerSession for SharedSession {
                         subscribe: self.subscribe_frame(&request, destination, upstream_id),
                     })
                 };
-                if request.ack == AckMode::Auto {
+                if request.ack == AckMode::Auto && fan_out {
                     // A durable subscription's id is fixed: another session
                     // of the same user may hold it on one link, not on all.
                     let count = self.pool.link_count();
+                    let first = self.pool.link_for(destination);
                     let link = (0..count)
-                        .map(|k| (self.link + k) % count)
+                        .map(|k| (first + k) % count)
                         .find(|&k| !self.pool.has_route(k, &upstream_id))
                         .ok_or_else(|| {
                             BrokerError::NotAllowed(format!(
@@ -278,9 +295,13 @@ impl BrokerSession for SharedSession {
 
     fn send(&mut self, message: Publish, receipt: Option<Bytes>) -> Result<(), BrokerError> {
         self.config().check_relayed(&message.destination, false)?;
+        let link = self
+            .pool
+            .link_for(&self.config().broker_form(&message.destination));
+        self.used_links |= 1 << (link % 64);
         let frame = self.config().send_frame(message);
         self.pool.send(
-            self.link,
+            link,
             frame,
             receipt.map(|r| (Arc::clone(&self.state), r, None)),
         )
@@ -373,37 +394,12 @@ impl BrokerSession for SharedSession {
         Box::pin(async move {
             self.teardown();
             let Some(receipt) = receipt else { return };
-            // The receipt must follow everything this session sent before:
-            // an empty transaction on its link, whose ABORT the broker
-            // answers after the frames ahead of it.
-            let tx = self.pool.next_id("x");
-            let begin = Frame::new(Command::Begin);
-            let mut begin = begin;
-            begin.headers.push(
-                Bytes::from_static(header::TRANSACTION.as_bytes()),
-                tx.clone(),
-            );
-            let mut abort = Frame::new(Command::Abort);
-            abort
-                .headers
-                .push(Bytes::from_static(header::TRANSACTION.as_bytes()), tx);
-            let (done, confirmed) = tokio::sync::oneshot::channel();
-            let sent = self.pool.send(self.link, begin, None).and_then(|()| {
-                self.pool.send(
-                    self.link,
-                    abort,
-                    Some((Arc::clone(&self.state), receipt.clone(), Some(done))),
-                )
-            });
-            match sent {
-                Ok(()) => {
-                    let _ = tokio::time::timeout(self.pool.config.connect_timeout, confirmed).await;
-                }
-                // Nothing can be in flight on a link that is down.
-                Err(_) => {
-                    let _ = self.state.outbox.push(receipt_frame(&receipt));
-                }
-            }
+            // The receipt follows everything this session sent before.
+            let flushes = (0..self.pool.link_count())
+                .filter(|k| self.used_links & (1 << (k % 64)) != 0)
+                .map(|k| self.pool.flush(k));
+            futures_util::future::join_all(flushes).await;
+            let _ = self.state.outbox.push(receipt_frame(&receipt));
         })
     }
 }
