@@ -693,11 +693,13 @@ where
             if common.relay || relay_mode.is_some_and(|mode| mode != RelayModeArg::Embedded) {
                 server_args.extend(["--set".to_owned(), "broker.kind=relay".to_owned()]);
             }
+            server_args.extend(spawn.args.iter().cloned());
+            server_args.extend(common.server_args.iter().cloned());
+            // Last, so that it wins over a relay.mode among the --server-arg
+            // ones, as it does in relay_shape.
             if let Some(mode) = relay_mode.filter(|&mode| mode != RelayModeArg::Embedded) {
                 server_args.extend(["--set".to_owned(), format!("relay.mode={}", mode.name())]);
             }
-            server_args.extend(spawn.args.iter().cloned());
-            server_args.extend(common.server_args.iter().cloned());
             let mut label = match relay_mode {
                 Some(mode) if relayed => format!("spawned-relay-{}", mode.name()),
                 Some(mode) => format!("spawned-{}", mode.name()),
@@ -857,5 +859,51 @@ fn failed(out: Out, json: report::Json, reason: String) -> Outcome {
         json: json
             .with("ok", report::Json::Bool(false))
             .with("failure", report::Json::Str(reason)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn settings_are_found_among_server_arguments() {
+        let list = args(&[
+            "--set",
+            "relay.mode=per-session",
+            "--config",
+            "x.toml",
+            "--set=relay.connections=\"2\"",
+            "--set",
+            "relay.mode=shared",
+            "--set",
+            "relay.modes=no",
+        ]);
+        // The last one wins, as for `serve`; a longer key is another key.
+        assert_eq!(setting(&list, "relay.mode"), Some("shared"));
+        assert_eq!(setting(&list, "relay.connections"), Some("2"));
+        assert_eq!(setting(&list, "relay.prefetch"), None);
+    }
+
+    #[test]
+    fn relay_shape_from_the_flag_the_arguments_or_the_defaults() {
+        assert_eq!(relay_shape(None, &[]), (true, 4));
+        let per_session = args(&[
+            "--set",
+            "relay.mode=per-session",
+            "--set",
+            "relay.connections=8",
+        ]);
+        assert_eq!(relay_shape(None, &per_session), (false, 8));
+        // --relay-mode is passed after the --server-arg ones, so it decides.
+        assert_eq!(
+            relay_shape(Some(RelayModeArg::Shared), &per_session),
+            (true, 8)
+        );
+        assert_eq!(relay_shape(Some(RelayModeArg::PerSession), &[]), (false, 4));
     }
 }
