@@ -2,6 +2,12 @@
 //! --compare-rules`, `bench soak` and `bench patterns`: tiny runs whose
 //! RESULT line must say what happened.
 //! No timing is asserted; a loaded machine only makes them slower.
+//!
+//! The relay benches (`--relay`, `--relay-mode`, `fanout --instances`,
+//! `idle --rabbitmqctl`) need RabbitMQ: STOMP on 127.0.0.1:61613 and
+//! Web-STOMP on 15674, guest/guest (`scripts/services.sh` starts it).
+//! Without it those tests are skipped with the reason, except under
+//! `CI=true`, where they fail.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -696,4 +702,278 @@ fn stalled_measures_the_canary_before_and_during() {
     );
     assert!(result.contains(r#""canary_p99_ratio":"#), "{result}");
     assert!(result.ends_with(r#""ok":true}"#), "{result}");
+}
+
+/// RabbitMQ's STOMP and Web-STOMP ports.
+const RABBITMQ_STOMP: &str = "127.0.0.1:61613";
+const RABBITMQ_WEB_STOMP: &str = "ws://127.0.0.1:15674/ws";
+
+/// True when RabbitMQ answers on its STOMP and Web-STOMP ports; otherwise
+/// says why the test is skipped (or fails, under CI).
+fn rabbitmq_up() -> bool {
+    let answers = |addr: &str| {
+        let addr: std::net::SocketAddr = addr.parse().expect("an IP:port");
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+    };
+    if answers(RABBITMQ_STOMP) && answers("127.0.0.1:15674") {
+        return true;
+    }
+    let reason = "RabbitMQ is not answering on 61613 (STOMP) and 15674 (Web-STOMP); \
+                  scripts/services.sh starts it";
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{reason}");
+    eprintln!("skipping: {reason}");
+    false
+}
+
+/// The RESULT line as JSON.
+fn result_json(stdout: &str) -> serde_json::Value {
+    let line = result_line(stdout);
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("RESULT is not JSON ({e}): {line}"))
+}
+
+/// The target called `label` in a RESULT.
+fn target<'a>(result: &'a serde_json::Value, label: &str) -> &'a serde_json::Value {
+    result["targets"]
+        .as_array()
+        .and_then(|targets| targets.iter().find(|t| t["target"] == label))
+        .unwrap_or_else(|| panic!("no target {label} in {result}"))
+}
+
+fn uint(value: &serde_json::Value, key: &str) -> u64 {
+    value[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} is not a whole number in {value}"))
+}
+
+/// A relaying target's broker connections with its clients connected:
+/// what its mode allows, when the mode is in force. A shared relay whose
+/// mode is not in force (the probe saw a broker connection per client)
+/// holds one per client, as per-session does.
+fn assert_broker_connections(target: &serde_json::Value, clients: u64, instances: u64) {
+    let during = uint(target, "broker_connections_during");
+    assert_eq!(
+        uint(target, "broker_connections_before"),
+        instances,
+        "{target}"
+    );
+    match target["relay_mode"].as_str() {
+        Some("per-session") => {
+            assert_eq!(during, clients + instances, "{target}");
+            assert_eq!(uint(target, "broker_connections_expected"), during);
+        }
+        Some("shared") => {
+            let pool = uint(target, "relay_connections");
+            assert_eq!(
+                uint(target, "broker_connections_expected"),
+                instances * (pool + 1),
+                "{target}"
+            );
+            match target["shared_in_force"].as_bool() {
+                Some(true) => assert!(during <= instances * (pool + 1), "{target}"),
+                Some(false) => assert_eq!(during, clients + instances, "{target}"),
+                None => panic!("no shared_in_force in {target}"),
+            }
+        }
+        other => panic!("relay_mode {other:?} in {target}"),
+    }
+}
+
+#[test]
+fn roundtrip_compares_relay_modes_in_one_run() {
+    if !rabbitmq_up() {
+        return;
+    }
+    let (status, out, err) = run(&[
+        "bench",
+        "roundtrip",
+        "--spawn",
+        "--relay-mode",
+        "embedded,shared",
+        "--relay-mode",
+        "per-session",
+        "--clients",
+        "3",
+        "--secs",
+        "1",
+        "--warmup-secs",
+        "0",
+        "--duration-secs",
+        "30",
+        "--json-only",
+    ]);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    let result = result_json(&out);
+    let labels: Vec<&str> = result["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .filter_map(|t| t["target"].as_str())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "spawned-embedded",
+            "spawned-relay-shared",
+            "spawned-relay-per-session"
+        ]
+    );
+    let embedded = target(&result, "spawned-embedded");
+    assert!(embedded["relay_mode"].is_null(), "{embedded}");
+    for label in ["spawned-relay-shared", "spawned-relay-per-session"] {
+        let relayed = target(&result, label);
+        assert_broker_connections(relayed, 3, 1);
+        assert!(uint(relayed, "counted") > 0, "{relayed}");
+        assert_eq!(uint(relayed, "unanswered"), 0, "{relayed}");
+    }
+    // Both relay modes against the first target, the embedded broker.
+    let comparison = &result["comparison"];
+    assert_eq!(comparison["reference"], "spawned-embedded", "{comparison}");
+    assert_eq!(comparison["figure"], "round_trips_per_sec", "{comparison}");
+    let ratios = comparison["ratios"].as_array().expect("ratios");
+    assert_eq!(ratios.len(), 2, "{comparison}");
+    for row in ratios {
+        assert!(row["ratio"].as_f64().is_some_and(|r| r > 0.0), "{row}");
+    }
+    assert_eq!(result["ok"], true, "{result}");
+}
+
+#[test]
+fn fanout_spreads_subscribers_over_two_relaying_instances() {
+    if !rabbitmq_up() {
+        return;
+    }
+    let (status, out, err) = run(&[
+        "bench",
+        "fanout",
+        "--spawn",
+        "--relay",
+        "--instances",
+        "2",
+        "--url",
+        RABBITMQ_WEB_STOMP,
+        "--login",
+        "guest",
+        "--passcode",
+        "guest",
+        "--subscribers",
+        "9",
+        "--messages",
+        "40",
+        "--duration-secs",
+        "40",
+    ]);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    assert!(
+        out.contains("and instance pid "),
+        "the second instance is announced: {out}"
+    );
+    let result = result_json(&out);
+    assert_eq!(result["params"]["instances"], 2, "{result}");
+    let spread = target(&result, "spawned-relay-2-instances");
+    assert_eq!(uint(spread, "instances"), 2, "{spread}");
+    // Subscriber i on instance i mod 2; the publisher on the first.
+    assert_eq!(
+        spread["subscribers_per_instance"],
+        serde_json::json!([5, 4])
+    );
+    // Every message crossed the broker to the second instance's subscribers.
+    for t in [spread, target(&result, RABBITMQ_WEB_STOMP)] {
+        assert_eq!(uint(t, "delivered"), 360, "{t}");
+        assert_eq!(uint(t, "lost"), 0, "{t}");
+    }
+    assert_broker_connections(spread, 10, 2);
+    assert!(spread["peers_cpu_secs"].as_f64().is_some(), "{spread}");
+    // The relayed figure against RabbitMQ Web-STOMP directly.
+    let comparison = &result["comparison"];
+    assert_eq!(comparison["reference"], RABBITMQ_WEB_STOMP, "{comparison}");
+    let ratios = comparison["ratios"].as_array().expect("ratios");
+    assert_eq!(ratios.len(), 1, "{comparison}");
+    assert_eq!(ratios[0]["target"], "spawned-relay-2-instances");
+    assert!(
+        ratios[0]["ratio"].as_f64().is_some_and(|r| r > 0.0),
+        "{comparison}"
+    );
+    assert_eq!(result["ok"], true, "{result}");
+}
+
+#[test]
+fn fanout_instances_need_spawned_relays() {
+    for args in [
+        &["--spawn", "--instances", "2"][..],
+        &[
+            "--spawn",
+            "--relay-mode",
+            "shared,embedded",
+            "--instances",
+            "2",
+        ][..],
+        &["--url", "ws://127.0.0.1:9/ws", "--instances", "2"][..],
+    ] {
+        let mut all = vec!["bench", "fanout"];
+        all.extend_from_slice(args);
+        let (status, _, err) = run(&all);
+        assert!(!status.success(), "{args:?}");
+        assert!(
+            err.contains("--instances is about relaying servers --spawn starts"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn idle_counts_broker_connections_and_rabbitmq_memory() {
+    if !rabbitmq_up() {
+        return;
+    }
+    // RabbitMQ's own figures when its rabbitmqctl can be run here.
+    let rabbitmqctl = Command::new("rabbitmqctl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !rabbitmqctl {
+        eprintln!("rabbitmqctl does not run here: RabbitMQ's memory figures are not checked");
+    }
+    let mut args = vec![
+        "bench",
+        "idle",
+        "--spawn",
+        "--relay",
+        "--connections",
+        "20",
+        "--same-topic",
+        "--settle-secs",
+        "1",
+        "--duration-secs",
+        "40",
+        "--json-only",
+    ];
+    if rabbitmqctl {
+        args.extend(["--rabbitmqctl", "rabbitmqctl"]);
+    }
+    let (status, out, err) = run(&args);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    let result = result_json(&out);
+    assert_eq!(result["params"]["same_topic"], true, "{result}");
+    let idle = target(&result, "spawned-relay");
+    assert_eq!(uint(idle, "established"), 20, "{idle}");
+    assert_broker_connections(idle, 20, 1);
+    if rabbitmqctl {
+        let rabbit = &idle["rabbitmq"];
+        for when in ["before", "with_clients"] {
+            for key in ["erlang_bytes", "rss_bytes", "sockets_used"] {
+                assert!(rabbit[when][key].is_u64(), "{when}.{key}: {rabbit}");
+            }
+        }
+        // The relay's broker connections are RabbitMQ sockets too (other
+        // tests' connections come and go, so no exact count).
+        assert!(
+            uint(&rabbit["with_clients"], "sockets_used")
+                >= uint(idle, "broker_connections_during"),
+            "{idle}"
+        );
+        assert!(rabbit["rss_kib_per_client"].is_f64(), "{rabbit}");
+    }
+    assert_eq!(result["ok"], true, "{result}");
 }

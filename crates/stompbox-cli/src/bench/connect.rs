@@ -320,6 +320,7 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<(), String> {
                     method.name().to_owned()
                 },
                 args: config.map(ConfigFile::args).unwrap_or_default(),
+                instances: 1,
             });
             plans.push(plan);
         }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use std::io::Write;
 use stompbox::ServerConfig;
 use stompbox::app::{App, Payload, SendToUser};
-use stompbox::broker::relay::RelayConfig;
+use stompbox::broker::relay::{RelayConfig, RelayMode};
 use stompbox::codec::{Headers, header};
 
 /// Where the handler is, below the application prefix `/app`.
@@ -30,7 +30,8 @@ pub(crate) struct ServeEchoArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     http: String,
     /// A setting as for `stompbox serve --set`; repeatable. Known keys:
-    /// broker.kind, relay.addresses, relay.virtual_host, relay.client_login,
+    /// broker.kind, relay.mode, relay.connections, relay.prefetch,
+    /// relay.addresses, relay.virtual_host, relay.client_login,
     /// relay.client_passcode, relay.system_login, relay.system_passcode,
     /// relay.max_in_flight, limits.backlog_bytes, limits.outbox_bytes,
     /// server.max_connections.
@@ -42,8 +43,11 @@ pub(crate) struct ServeEchoArgs {
 }
 
 /// The keys this server understands, as `section.key`.
-const KEYS: [&str; 11] = [
+const KEYS: [&str; 14] = [
     "broker.kind",
+    "relay.mode",
+    "relay.connections",
+    "relay.prefetch",
     "relay.addresses",
     "relay.virtual_host",
     "relay.client_login",
@@ -117,6 +121,15 @@ fn settings(http: &str, settings: &[(String, String, String)]) -> Result<ServerC
                     return Err(bad("expected at least one host:port"));
                 }
             }
+            "relay.mode" => {
+                relay.mode = match text(value).as_str() {
+                    "shared" => RelayMode::Shared,
+                    "per-session" => RelayMode::PerSession,
+                    _ => return Err(bad("expected \"shared\" or \"per-session\"")),
+                };
+            }
+            "relay.connections" => relay.connections = number()?.max(1),
+            "relay.prefetch" => relay.prefetch = number()?.max(1),
             "relay.virtual_host" => relay.virtual_host = text(value),
             "relay.client_login" => {
                 relay.client_login = Some(text(value)).filter(|s| !s.is_empty());
@@ -312,6 +325,18 @@ mod tests {
             .relay
             .expect("relay on");
         assert_eq!(relay.addresses, ["a:1", "b:2"]);
+        assert_eq!(relay.mode, RelayMode::Shared);
+        let relay = set(&[
+            "broker.kind=relay",
+            "relay.mode=\"per-session\"",
+            "relay.connections=2",
+            "relay.prefetch=16",
+        ])
+        .expect("mode")
+        .relay
+        .expect("relay on");
+        assert_eq!(relay.mode, RelayMode::PerSession);
+        assert_eq!((relay.connections, relay.prefetch), (2, 16));
     }
 
     #[test]
@@ -333,6 +358,10 @@ mod tests {
             (&["relay.addresses=x:1"][..], "broker.kind is not"),
             (&["server.tcp=127.0.0.1:1"][..], "not a setting"),
             (&["limits.outbox_bytes=lots"][..], "whole number"),
+            (
+                &["broker.kind=relay", "relay.mode=pooled"][..],
+                "per-session",
+            ),
             (&["broker.kind"][..], "SECTION.KEY=VALUE"),
         ] {
             let e = set(pairs).expect_err("refused");

@@ -73,6 +73,12 @@ pub(crate) struct FanoutArgs {
     /// the ratio of the means and each round's.
     #[arg(long, value_name = "R", default_value_t = 1)]
     compare_rounds: usize,
+    /// With --spawn and a relay (--relay or --relay-mode): start this many
+    /// relaying servers on the same broker for each spawned target; the
+    /// publisher is on the first, subscriber i on instance i mod N, so
+    /// every message crosses the broker to reach the other instances.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    instances: usize,
 }
 
 /// Every run's topic is this prefix and a random suffix of hex digits.
@@ -198,6 +204,7 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
         .with("heartbeat_ms", Json::uint(args.heartbeat_ms))
         .with("compare_rules", Json::uint(args.compare_rules as u64))
         .with("compare_rounds", Json::uint(args.compare_rounds as u64))
+        .with("instances", Json::uint(args.instances as u64))
         .with("duration_secs", Json::uint(args.target.duration_secs));
     let rules = args.compare_rules;
     let rounds = args.compare_rounds;
@@ -209,6 +216,26 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
     }
     if rounds == 0 {
         return Err("bench fanout: --compare-rounds must be > 0".into());
+    }
+    if args.instances == 0 {
+        return Err("bench fanout: --instances must be > 0".into());
+    }
+    // Embedded instances would each be a message space of their own.
+    let all_relay = super::relayed(&args.target)
+        || (!args.target.relay_modes.is_empty()
+            && !args
+                .target
+                .relay_modes
+                .contains(&super::RelayModeArg::Embedded));
+    if args.instances > 1 && !(args.target.spawn && all_relay) {
+        return Err(
+            "bench fanout: --instances is about relaying servers --spawn starts; give --spawn and \
+             --relay (or --relay-mode shared/per-session only)"
+                .into(),
+        );
+    }
+    if args.instances > 1 && rules > 0 {
+        return Err("bench fanout: --instances and --compare-rules do not go together".into());
     }
     // Kept until the run ends: the rules servers read it at start-up.
     let rules_file = if rules > 0 {
@@ -223,7 +250,10 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
     let mut spawns = Vec::new();
     let mut kinds: Vec<(u64, usize)> = Vec::new();
     match &rules_file {
-        None => spawns.push(Spawn::default()),
+        None => spawns.push(Spawn {
+            instances: args.instances,
+            ..Spawn::default()
+        }),
         Some(file) => {
             for round in 1..=rounds {
                 let (plain, with_rules) = if rounds > 1 {
@@ -237,10 +267,12 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
                 let none = Spawn {
                     variant: plain,
                     args: Vec::new(),
+                    instances: 1,
                 };
                 let with = Spawn {
                     variant: with_rules,
                     args: file.args(),
+                    instances: 1,
                 };
                 // Odd rounds without rules first, even rounds with: a
                 // machine getting slower or faster favours neither.
@@ -258,13 +290,20 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
     }
     let args = Arc::new(args);
     let common = args.target.clone();
+    let urls = common.urls.clone();
     super::run_targets_with(
         "fanout",
         &["serve"],
         &common,
         params,
         &spawns,
-        compare_rules,
+        |results, out| {
+            if rules > 0 {
+                compare_rules(results, out)
+            } else {
+                super::compare_with_reference(results, "deliveries_per_sec", &urls, "fanout", out)
+            }
+        },
         |target, out| {
             let args = Arc::clone(&args);
             // Which spawned server it is, when rules are compared.
@@ -517,19 +556,50 @@ async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
         Err(outcome) => return outcome,
     };
 
-    // Subscribers, each confirmed by a RECEIPT.
+    // The instances subscribers are spread over: this one and its peers.
+    let mut endpoints = vec![Arc::clone(&endpoint)];
+    for peer in &target.peers {
+        match super::conn::Endpoint::resolve(
+            &peer.url,
+            &args.target.vhost,
+            args.target.login.as_deref(),
+            args.target.passcode.as_deref(),
+        )
+        .await
+        {
+            Ok(peer) => endpoints.push(peer),
+            Err(e) => return failed(out, json, format!("instance {}: {e}", peer.url)),
+        }
+    }
+
+    // Subscribers, each confirmed by a RECEIPT; with several instances,
+    // as even a share on each as the count allows (subscriber i on
+    // instance i mod N).
     let setup_started = Instant::now();
-    let fleet = Fleet {
-        count: args.subscribers,
-        concurrency: args.connect_concurrency,
-        heartbeat: heartbeat_period(args),
-        limit: Duration::from_secs(args.target.connect_timeout_secs),
-        deadline,
-        what: "subscribers",
-    };
-    let (subscribers, setup_errors) = connect_all(&endpoint, fleet, |_| topic.clone()).await;
+    let mut subscribers = Vec::with_capacity(args.subscribers);
+    let mut setup_errors = Errors::default();
+    let mut per_instance = Vec::with_capacity(endpoints.len());
+    for (k, endpoint) in endpoints.iter().enumerate() {
+        let count = (args.subscribers + endpoints.len() - 1 - k) / endpoints.len();
+        let fleet = Fleet {
+            count,
+            concurrency: args.connect_concurrency,
+            heartbeat: heartbeat_period(args),
+            limit: Duration::from_secs(args.target.connect_timeout_secs),
+            deadline,
+            what: "subscribers",
+        };
+        let (conns, errors) = connect_all(endpoint, fleet, |_| topic.clone()).await;
+        per_instance.push(Json::uint(conns.len() as u64));
+        subscribers.extend(conns);
+        setup_errors.merge(&errors);
+    }
     let setup_secs = setup_started.elapsed().as_secs_f64();
     let ready = subscribers.len();
+    let mut json = json;
+    if endpoints.len() > 1 {
+        json = json.with("subscribers_per_instance", Json::Arr(per_instance));
+    }
     let json = json
         .with("subscribers_ready", Json::uint(subscribers.len() as u64))
         .with("setup_secs", Json::Num(setup_secs))
@@ -570,18 +640,8 @@ async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
             }
         };
 
-    let broker_during = target.broker_connections();
-    if let (Some(before), Some(during)) = (broker_before, broker_during) {
-        say!(
-            out,
-            "server's broker connections: {before} before the clients, {during} with {} clients connected (expected {})",
-            ready + 1,
-            ready as u64 + 2
-        );
-    }
-    let json = json
-        .with("broker_connections_before", Json::opt_uint(broker_before))
-        .with("broker_connections_during", Json::opt_uint(broker_during));
+    let json =
+        super::report_broker_connections(&target, broker_before, ready as u64 + 1, json, out);
 
     // Readers first, so that every subscriber is draining its socket
     // before the first message is published.
@@ -614,6 +674,7 @@ async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
         deadline,
     };
     let cpu = CpuMark::now(target.pid);
+    let peers_cpu = target.peers_cpu();
     let broker_cpu = target.broker_cpu();
     let mut pub_stats = PubStats::default();
     let mut publisher = publisher;
@@ -669,6 +730,7 @@ async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
     }
     let (cpu_json, cpu_line) = cpu.since(target.pid);
     let broker_cpu = super::broker_cpu_since(&target, broker_cpu);
+    let peers_cpu = target.peers_cpu_since(peers_cpu);
     let server_rss = target.pid.and_then(rss_kib);
     publisher.close().await;
 
@@ -729,6 +791,9 @@ async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
     );
     say!(out, "latency (publish → receive): {}", latency.summary_ms());
     say!(out, "{cpu_line}");
+    if let Some(secs) = peers_cpu {
+        say!(out, "CPU of the other instances: {secs:.2} s");
+    }
     if let Some(secs) = broker_cpu {
         say!(out, "CPU of the broker behind the relay: {secs:.2} s");
     }
@@ -794,6 +859,7 @@ async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
         .with("latency", latency.to_json_ms())
         .with("subscriber_errors", errors.to_json())
         .with("cpu", cpu_json)
+        .with("peers_cpu_secs", Json::opt_num(peers_cpu))
         .with("broker_cpu_secs", Json::opt_num(broker_cpu))
         .with("server_rss_kib", Json::opt_uint(server_rss));
     Outcome { ok, json }

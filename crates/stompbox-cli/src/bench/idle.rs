@@ -1,7 +1,7 @@
 //! `stompbox bench idle`: many idle, subscribed connections, and what they
 //! cost the server in resident memory.
 
-use super::conn::{Endpoint, subscribed, unexpected};
+use super::conn::{subscribed, unexpected};
 use super::report::{CpuMark, Errors, Json, open_files_limit, own_rss_kib, random_u64, rss_kib};
 use super::{Out, Outcome, Target, TargetArgs};
 use std::net::{IpAddr, Ipv4Addr};
@@ -38,6 +38,17 @@ pub(crate) struct IdleArgs {
     /// Keep the connections open this many seconds after measuring.
     #[arg(long, default_value_t = 0)]
     hold_secs: u64,
+    /// Every connection subscribes to one and the same topic, instead of
+    /// a topic of its own: for a shared relay, one upstream subscription
+    /// instead of one per client.
+    #[arg(long)]
+    same_topic: bool,
+    /// RabbitMQ's `rabbitmqctl` (a path, or a name on PATH): its memory
+    /// figures (`status --formatter json`: the Erlang VM's total, its RSS,
+    /// queue processes) and open sockets are read before connecting and
+    /// with every client connected. A failing call is reported, not fatal.
+    #[arg(long, value_name = "PATH")]
+    rabbitmqctl: Option<String>,
 }
 
 /// Descriptors the bench needs besides its connections (runtime, stdio,
@@ -67,6 +78,7 @@ pub(crate) async fn run(args: IdleArgs) -> Result<(), String> {
             Json::uint(args.connect_concurrency as u64),
         )
         .with("per_source", Json::uint(args.per_source as u64))
+        .with("same_topic", Json::Bool(args.same_topic))
         .with("duration_secs", Json::uint(args.target.duration_secs));
     let args = Arc::new(args);
     let common = args.target.clone();
@@ -115,42 +127,27 @@ async fn measure(target: Target, args: &IdleArgs, out: Out) -> Outcome {
     let run_id = random_u64();
     say!(
         out,
-        "\n== idle on {}: {} connections, each subscribed to its own topic",
+        "\n== idle on {}: {} connections, each subscribed to {}",
         target.label,
-        args.connections
+        args.connections,
+        if args.same_topic {
+            "the same topic"
+        } else {
+            "its own topic"
+        }
     );
-    let mut json = Json::obj()
-        .with("target", Json::str(target.label.as_str()))
-        .with("url", Json::str(target.url.as_str()))
-        .with("server_pid", Json::opt_uint(target.pid.map(u64::from)));
     if target.pid.is_none() {
         say!(
             out,
             "no server pid (--server-pid or --spawn): connections only, no memory figures"
         );
     }
-    let endpoint = async {
-        target.check_fds(&args.target, args.connections as u64)?;
-        Endpoint::resolve(
-            &target.url,
-            &args.target.vhost,
-            args.target.login.as_deref(),
-            args.target.passcode.as_deref(),
-        )
+    let (mut json, broker_before, endpoint) = match target
+        .prepare(&args.target, args.connections as u64, out)
         .await
-    }
-    .await;
-    let endpoint = match endpoint {
-        Ok(endpoint) => endpoint,
-        Err(e) => {
-            say!(out, "FAILED: {e}");
-            return Outcome {
-                ok: false,
-                json: json
-                    .with("ok", Json::Bool(false))
-                    .with("failure", Json::Str(e)),
-            };
-        }
+    {
+        Ok(prepared) => prepared,
+        Err(outcome) => return outcome,
     };
     // Source rotation only makes sense towards a loopback server; anywhere
     // else the kernel's own choice of source address is the right one.
@@ -168,6 +165,16 @@ async fn measure(target: Target, args: &IdleArgs, out: Out) -> Outcome {
     if let Some(kib) = baseline {
         say!(out, "server RSS before: {:.1} MiB", kib as f64 / 1024.0);
     }
+    // The broker behind a relay: its RSS, and RabbitMQ's own figures.
+    let broker_pid = target.upstream.and_then(|u| u.pid);
+    let broker_rss_before = match broker_pid {
+        Some(pid) => settled_rss(pid, Duration::from_secs(args.settle_secs.min(5))).await,
+        None => None,
+    };
+    let rabbit_before = match &args.rabbitmqctl {
+        Some(program) => Some(rabbitmq_status_now(program.clone()).await),
+        None => None,
+    };
 
     let connect_started = Instant::now();
     let cpu = CpuMark::now(target.pid);
@@ -184,10 +191,15 @@ async fn measure(target: Target, args: &IdleArgs, out: Out) -> Outcome {
         let dropped = Arc::clone(&dropped);
         let source = base.map(|base| source_for(base, i, args.per_source));
         let limit = Duration::from_secs(args.target.connect_timeout_secs);
+        let same_topic = args.same_topic;
         holders.spawn(async move {
             let setup = async {
                 let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
-                let destination = format!("/topic/bench-idle-{run_id:016x}-{i}");
+                let destination = if same_topic {
+                    format!("/topic/bench-idle-{run_id:016x}")
+                } else {
+                    format!("/topic/bench-idle-{run_id:016x}-{i}")
+                };
                 subscribed(
                     &endpoint,
                     source,
@@ -286,6 +298,36 @@ async fn measure(target: Target, args: &IdleArgs, out: Out) -> Outcome {
     if let Some(per_conn) = bench_per_conn {
         say!(out, "bench's own RSS grew {per_conn:.1} KiB per connection");
     }
+    json = super::report_broker_connections(&target, broker_before, established, json, out);
+    let broker_rss = match broker_pid {
+        Some(pid) => settled_rss(pid, Duration::from_secs(args.settle_secs)).await,
+        None => None,
+    };
+    let broker_per_conn = kib_per_conn(broker_rss_before, broker_rss, established);
+    if let (Some(before), Some(after), Some(per_conn)) =
+        (broker_rss_before, broker_rss, broker_per_conn)
+    {
+        say!(
+            out,
+            "broker RSS: {:.1} MiB before, {:.1} MiB with {established} connections → {per_conn:.1} KiB per connection",
+            before as f64 / 1024.0,
+            after as f64 / 1024.0
+        );
+    }
+    json = json
+        .with("broker_rss_before_kib", Json::opt_uint(broker_rss_before))
+        .with("broker_rss_settled_kib", Json::opt_uint(broker_rss))
+        .with("broker_rss_per_conn_kib", Json::opt_num(broker_per_conn));
+    if let Some(before) = rabbit_before {
+        let after = match &args.rabbitmqctl {
+            Some(program) => Some(rabbitmq_status_now(program.clone()).await),
+            None => None,
+        };
+        json = json.with(
+            "rabbitmq",
+            rabbitmq_report(&before, after.as_ref(), established, out),
+        );
+    }
     if args.hold_secs > 0 {
         say!(out, "holding for {} s", args.hold_secs);
         tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
@@ -353,9 +395,135 @@ async fn measure(target: Target, args: &IdleArgs, out: Out) -> Outcome {
     Outcome { ok, json }
 }
 
+/// What `rabbitmqctl status` says about RabbitMQ's memory and sockets.
+#[derive(Debug, Default, PartialEq)]
+struct RabbitStatus {
+    /// Memory the Erlang VM has allocated, in bytes.
+    erlang_bytes: Option<u64>,
+    /// The VM's resident set as RabbitMQ reads it, in bytes.
+    rss_bytes: Option<u64>,
+    /// Memory of queue processes (one per queue: a relayed topic
+    /// subscription is a queue), in bytes.
+    queue_procs_bytes: Option<u64>,
+    /// Open sockets (client connections of every protocol).
+    sockets_used: Option<u64>,
+}
+
+/// Runs `rabbitmqctl status --formatter json` (blocking this task's thread
+/// for the half second it takes).
+async fn rabbitmq_status_now(program: String) -> Result<RabbitStatus, String> {
+    let run = move || {
+        let output = std::process::Command::new(&program)
+            .args(["status", "--formatter", "json"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "{program} status: {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        parse_rabbitmq_status(&String::from_utf8_lossy(&output.stdout))
+    };
+    tokio::task::spawn_blocking(run)
+        .await
+        .map_err(|e| format!("rabbitmqctl task: {e}"))?
+}
+
+/// The figures of [`RabbitStatus`] from `status --formatter json`.
+fn parse_rabbitmq_status(text: &str) -> Result<RabbitStatus, String> {
+    let value: serde_json::Value = serde_json::from_str(text.trim())
+        .map_err(|e| format!("rabbitmqctl status is not JSON: {e}"))?;
+    let memory = &value["memory"];
+    Ok(RabbitStatus {
+        erlang_bytes: memory["total"]["erlang"].as_u64(),
+        rss_bytes: memory["total"]["rss"].as_u64(),
+        queue_procs_bytes: memory["queue_procs"].as_u64(),
+        sockets_used: value["file_descriptors"]["sockets_used"].as_u64(),
+    })
+}
+
+/// The RESULT's `rabbitmq` object: before, with the clients, and the
+/// growth per client; says it too.
+fn rabbitmq_report(
+    before: &Result<RabbitStatus, String>,
+    after: Option<&Result<RabbitStatus, String>>,
+    clients: u64,
+    out: Out,
+) -> Json {
+    let (before, after) = match (before, after) {
+        (Ok(before), Some(Ok(after))) => (before, after),
+        (Err(e), _) | (_, Some(Err(e))) => {
+            say!(out, "rabbitmqctl: {e}");
+            return Json::obj().with("error", Json::str(e.as_str()));
+        }
+        (_, None) => return Json::Null,
+    };
+    let mib = |bytes: Option<u64>| bytes.map(|b| b as f64 / (1024.0 * 1024.0));
+    let growth_kib = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) if clients > 0 => Some((b as f64 - a as f64) / 1024.0 / clients as f64),
+        _ => None,
+    };
+    let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+    say!(
+        out,
+        "RabbitMQ (rabbitmqctl status): Erlang memory {} → {} MiB ({} KiB per client), RSS {} → {} MiB, queue processes {} → {} MiB, sockets {} → {}",
+        show(mib(before.erlang_bytes)),
+        show(mib(after.erlang_bytes)),
+        show(growth_kib(before.erlang_bytes, after.erlang_bytes)),
+        show(mib(before.rss_bytes)),
+        show(mib(after.rss_bytes)),
+        show(mib(before.queue_procs_bytes)),
+        show(mib(after.queue_procs_bytes)),
+        before
+            .sockets_used
+            .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+        after
+            .sockets_used
+            .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+    );
+    let figures = |s: &RabbitStatus| {
+        Json::obj()
+            .with("erlang_bytes", Json::opt_uint(s.erlang_bytes))
+            .with("rss_bytes", Json::opt_uint(s.rss_bytes))
+            .with("queue_procs_bytes", Json::opt_uint(s.queue_procs_bytes))
+            .with("sockets_used", Json::opt_uint(s.sockets_used))
+    };
+    Json::obj()
+        .with("before", figures(before))
+        .with("with_clients", figures(after))
+        .with(
+            "erlang_kib_per_client",
+            Json::opt_num(growth_kib(before.erlang_bytes, after.erlang_bytes)),
+        )
+        .with(
+            "rss_kib_per_client",
+            Json::opt_num(growth_kib(before.rss_bytes, after.rss_bytes)),
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_rabbitmq_status() {
+        let text = r#"{"memory":{"queue_procs":4096,"total":{"erlang":71807760,"rss":136900608,"allocated":48361472}},
+            "file_descriptors":{"sockets_limit":832,"sockets_used":5}}"#;
+        assert_eq!(
+            parse_rabbitmq_status(text),
+            Ok(RabbitStatus {
+                erlang_bytes: Some(71_807_760),
+                rss_bytes: Some(136_900_608),
+                queue_procs_bytes: Some(4096),
+                sockets_used: Some(5),
+            })
+        );
+        assert_eq!(parse_rabbitmq_status("{}"), Ok(RabbitStatus::default()));
+        assert!(parse_rabbitmq_status("Error: unable to connect").is_err());
+    }
 
     #[test]
     fn rotates_source_addresses() {

@@ -132,6 +132,7 @@ pub(crate) async fn run(mut args: MemoryArgs) -> Result<(), String> {
                 .iter()
                 .flat_map(|cap| ["--set".to_owned(), cap.clone()])
                 .collect(),
+            instances: 1,
         })
         .collect();
     let args = Arc::new(args);

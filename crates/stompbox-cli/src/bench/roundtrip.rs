@@ -89,11 +89,16 @@ pub(crate) async fn run(args: RoundtripArgs) -> Result<(), String> {
         .with("duration_secs", Json::uint(args.target.duration_secs));
     let args = Arc::new(args);
     let common = args.target.clone();
-    super::run_targets(
+    let urls = common.urls.clone();
+    super::run_targets_with(
         "roundtrip",
         &["bench", "serve-echo"],
         &common,
         params,
+        &[super::Spawn::default()],
+        |results, out| {
+            super::compare_with_reference(results, "round_trips_per_sec", &urls, "roundtrip", out)
+        },
         |target, out| {
             let args = Arc::clone(&args);
             async move { measure(target, &args, out).await }
@@ -191,20 +196,10 @@ async fn measure(target: Target, args: &RoundtripArgs, out: Out) -> Outcome {
         "clients ready: {ready}/{} in {setup_secs:.2} s",
         args.clients
     );
-    let broker_during = target.broker_connections();
-    if let (Some(before), Some(during)) = (broker_before, broker_during) {
-        say!(
-            out,
-            "server's broker connections: {before} before the clients, {during} with {ready} clients connected (expected {})",
-            ready + 1
-        );
-    }
-    let json = json
+    let json = super::report_broker_connections(&target, broker_before, ready as u64, json, out)
         .with("clients_ready", Json::uint(ready as u64))
         .with("setup_secs", Json::Num(setup_secs))
-        .with("setup_errors", setup_errors.to_json())
-        .with("broker_connections_before", Json::opt_uint(broker_before))
-        .with("broker_connections_during", Json::opt_uint(broker_during));
+        .with("setup_errors", setup_errors.to_json());
     if !setup_errors.is_empty() {
         for line in setup_errors.lines() {
             say!(out, "  setup error: {line}");
