@@ -42,15 +42,18 @@ async fn without_an_authenticator_a_login_is_not_an_identity() {
     // The issue this closes: `login:alice` with no passcode used to be
     // alice, and read alice's private messages.
     let server = default_server().await;
+    // A name of its own: through a relay user destinations are the
+    // broker's, shared with every other test's "alice".
+    let alice = unique("alice-");
     for via in BOTH {
-        let (mut claimed, connected) = Client::connect(server.url(via), &[("login", "alice")])
+        let (mut claimed, connected) = Client::connect(server.url(via), &[("login", &alice)])
             .await
             .expect("anonymous sessions are let in");
         let session = session_of(&connected);
         subscribe(&mut claimed, "n", "/user/queue/notes", "auto").await;
         let messaging = server.handle.messaging();
         messaging
-            .send_to_user("alice", "/queue/notes", "alice's secret")
+            .send_to_user(&alice, "/queue/notes", "alice's secret")
             .await
             .expect("send to alice");
         messaging

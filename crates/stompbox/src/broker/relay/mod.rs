@@ -498,6 +498,8 @@ pub struct RelayBroker {
     system: Arc<SystemConnection>,
     /// The shared mode's links; `None` in per-session mode.
     pool: Option<Arc<Pool>>,
+    /// The system connection is up, and in shared mode a pool link too.
+    available: watch::Receiver<bool>,
     stop: watch::Sender<bool>,
 }
 
@@ -509,19 +511,47 @@ impl RelayBroker {
         let (stop, stopped) = watch::channel(false);
         let pool = (config.mode == RelayMode::Shared)
             .then(|| Pool::start(config.clone(), stopped.clone()));
+        let available = match &pool {
+            Some(pool) => both_up(system.availability(), pool.watch_links(), stopped.clone()),
+            None => system.availability(),
+        };
         tokio::spawn(Arc::clone(&system).run(stopped));
         RelayBroker {
             config,
             system,
             pool,
+            available,
             stop,
         }
     }
 
-    /// Watches the broker's availability (the system connection's state).
+    /// Watches the broker's availability: the system connection is up,
+    /// and in shared mode at least one pool link.
     pub fn availability(&self) -> watch::Receiver<bool> {
-        self.system.availability()
+        self.available.clone()
     }
+}
+
+/// True while the system connection and at least one pool link are up.
+fn both_up(
+    mut system: watch::Receiver<bool>,
+    mut links: watch::Receiver<usize>,
+    mut stop: watch::Receiver<bool>,
+) -> watch::Receiver<bool> {
+    let (sender, receiver) = watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            let up = *system.borrow_and_update() && *links.borrow_and_update() > 0;
+            sender.send_replace(up);
+            tokio::select! {
+                changed = system.changed() => if changed.is_err() { break },
+                changed = links.changed() => if changed.is_err() { break },
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        sender.send_replace(false);
+    });
+    receiver
 }
 
 impl Drop for RelayBroker {
@@ -536,17 +566,12 @@ impl Broker for RelayBroker {
         context: SessionContext,
     ) -> BoxFuture<'_, Result<Box<dyn BrokerSession>, BrokerError>> {
         Box::pin(async move {
-            if !self.system.is_available() {
+            if !*self.available.borrow() {
                 return Err(BrokerError::Unavailable(
                     "the message broker is unavailable; try again later".into(),
                 ));
             }
             if let Some(pool) = &self.pool {
-                if pool.links_up() == 0 {
-                    return Err(BrokerError::Unavailable(
-                        "the message broker is unavailable; try again later".into(),
-                    ));
-                }
                 let session = SharedSession::open(Arc::clone(pool), context);
                 return Ok(Box::new(session) as Box<dyn BrokerSession>);
             }
@@ -582,7 +607,7 @@ impl Broker for RelayBroker {
     }
 
     fn availability(&self) -> watch::Receiver<bool> {
-        self.system.availability()
+        self.available.clone()
     }
 
     fn prefixes(&self) -> Vec<String> {

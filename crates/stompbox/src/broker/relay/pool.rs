@@ -67,7 +67,33 @@ struct TopicState {
     /// The broker confirmed the upstream SUBSCRIBE (on the current link).
     confirmed: bool,
     /// Clients' SUBSCRIBE receipts waiting for that confirmation.
-    waiting: Vec<(Arc<Outbox>, Bytes)>,
+    waiting: Vec<Arc<ReceiptJoin>>,
+}
+
+/// A client's SUBSCRIBE receipt, answered once every upstream side of the
+/// subscription (a user destination has two, maybe on two links) is
+/// confirmed.
+#[derive(Debug)]
+pub(super) struct ReceiptJoin {
+    remaining: AtomicUsize,
+    outbox: Arc<Outbox>,
+    receipt: Bytes,
+}
+
+impl ReceiptJoin {
+    pub(super) fn new(sides: usize, outbox: Arc<Outbox>, receipt: Bytes) -> Arc<ReceiptJoin> {
+        Arc::new(ReceiptJoin {
+            remaining: AtomicUsize::new(sides),
+            outbox,
+            receipt,
+        })
+    }
+
+    fn done(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _ = self.outbox.push(receipt_frame(&self.receipt));
+        }
+    }
 }
 
 /// What one client session shares with the links that deliver to it.
@@ -153,6 +179,8 @@ enum Waiter {
     },
     /// A shared topic subscription's SUBSCRIBE.
     Topic(Arc<TopicEntry>),
+    /// One side of a client's SUBSCRIBE.
+    Join(Arc<ReceiptJoin>),
     /// Everything sent on the link before this point was taken (a
     /// DISCONNECT's receipt waits for it on each link the session used).
     Flush(oneshot::Sender<()>),
@@ -259,6 +287,8 @@ pub(crate) struct Pool {
     ack_links: Mutex<Vec<Arc<AckLink>>>,
     topics: Mutex<HashMap<String, Arc<TopicEntry>>>,
     next_id: AtomicU64,
+    /// Pool links up now.
+    up: watch::Sender<usize>,
 }
 
 impl Pool {
@@ -278,6 +308,7 @@ impl Pool {
             ack_links: Mutex::new(Vec::new()),
             topics: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
+            up: watch::channel(0).0,
         });
         for index in 0..pool.links.len() {
             tokio::spawn(keep_up(Arc::downgrade(&pool), index, stop.clone()));
@@ -354,12 +385,18 @@ impl Pool {
         )
     }
 
-    /// Pool links up now, for stats and tests.
-    pub(crate) fn links_up(&self) -> usize {
-        self.links
+    /// Watches the number of pool links up.
+    pub(crate) fn watch_links(&self) -> watch::Receiver<usize> {
+        self.up.subscribe()
+    }
+
+    fn count_links(&self) {
+        let up = self
+            .links
             .iter()
             .filter(|l| l.up.load(Ordering::Relaxed))
-            .count()
+            .count();
+        self.up.send_replace(up);
     }
 
     /// Sends a frame on pool link `preferred`, or on the next one up; with a
@@ -413,13 +450,15 @@ impl Pool {
     }
 
     /// Adds a local subscriber to the shared subscription of `destination`
-    /// (broker form), subscribing upstream if it is the first. The client's
+    /// (broker form), subscribing upstream on pool link `link` if it is the
+    /// first. The client's
     /// receipt is answered once the broker confirmed the subscription.
     pub(super) fn join_topic(
         &self,
         destination: &str,
+        link: usize,
         subscriber: Arc<LocalSubscriber>,
-        receipt: Option<Bytes>,
+        receipt: Option<Arc<ReceiptJoin>>,
     ) -> Result<Arc<TopicEntry>, BrokerError> {
         let mut topics = lock(&self.topics);
         if let Some(entry) = topics.get(destination) {
@@ -431,17 +470,14 @@ impl Pool {
             state.subscribers = list.into();
             if let Some(receipt) = receipt {
                 if state.confirmed {
-                    let _ = subscriber.outbox.push(receipt_frame(&receipt));
+                    receipt.done();
                 } else {
-                    state
-                        .waiting
-                        .push((Arc::clone(&subscriber.outbox), receipt));
+                    state.waiting.push(receipt);
                 }
             }
             drop(state);
             return Ok(entry);
         }
-        let link = self.link_for(destination);
         let upstream_id = self.next_id("t");
         let entry = Arc::new(TopicEntry {
             key: destination.to_owned(),
@@ -450,10 +486,7 @@ impl Pool {
                 upstream_id: upstream_id.clone(),
                 subscribers: vec![Arc::clone(&subscriber)].into(),
                 confirmed: false,
-                waiting: receipt
-                    .map(|r| (Arc::clone(&subscriber.outbox), r))
-                    .into_iter()
-                    .collect(),
+                waiting: receipt.into_iter().collect(),
             }),
         });
         topics.insert(destination.to_owned(), Arc::clone(&entry));
@@ -539,7 +572,7 @@ impl Pool {
         &self,
         link: usize,
         subscription: Arc<OwnSubscription>,
-        receipt: Option<Bytes>,
+        receipt: Option<Arc<ReceiptJoin>>,
     ) -> Result<(), BrokerError> {
         let link = &self.links[link % self.links.len()];
         let mut state = lock(&link.state);
@@ -552,15 +585,7 @@ impl Pool {
         let mut frame = subscription.subscribe.clone();
         if let Some(receipt) = receipt {
             let id = self.next_id("r");
-            state.receipts.insert(
-                id.clone(),
-                Waiter::Client {
-                    outbox: Arc::clone(&subscription.session.outbox),
-                    version: subscription.session.version,
-                    receipt,
-                    done: None,
-                },
-            );
+            state.receipts.insert(id.clone(), Waiter::Join(receipt));
             frame
                 .headers
                 .push(Bytes::from_static(header::RECEIPT.as_bytes()), id);
@@ -671,22 +696,14 @@ impl Pool {
         &self,
         link: &Arc<AckLink>,
         subscription: Arc<OwnSubscription>,
-        receipt: Option<Bytes>,
+        receipt: Option<Arc<ReceiptJoin>>,
     ) -> Result<(), BrokerError> {
         let mut state = lock(&link.state);
         let outbox = state.outbox()?;
         let mut frame = subscription.subscribe.clone();
         if let Some(receipt) = receipt {
             let id = self.next_id("r");
-            state.receipts.insert(
-                id.clone(),
-                Waiter::Client {
-                    outbox: Arc::clone(&subscription.session.outbox),
-                    version: subscription.session.version,
-                    receipt,
-                    done: None,
-                },
-            );
+            state.receipts.insert(id.clone(), Waiter::Join(receipt));
             frame
                 .headers
                 .push(Bytes::from_static(header::RECEIPT.as_bytes()), id);
@@ -791,6 +808,7 @@ async fn keep_up(pool: Weak<Pool>, index: usize, mut stop: watch::Receiver<bool>
                 let Some(strong) = pool.upgrade() else { return };
                 resubscribe(&strong, &link, Arc::new(opened));
                 link.up.store(true, Ordering::Relaxed);
+                strong.count_links();
                 drop(strong);
                 tracing::debug!(link = index, "relay pool link up");
                 tokio::select! {
@@ -798,6 +816,9 @@ async fn keep_up(pool: Weak<Pool>, index: usize, mut stop: watch::Receiver<bool>
                     _ = stop.wait_for(|s| *s) => {}
                 }
                 link.up.store(false, Ordering::Relaxed);
+                if let Some(strong) = pool.upgrade() {
+                    strong.count_links();
+                }
                 let taken = {
                     let mut state = lock(&link.state);
                     state.outbox = None;
@@ -997,11 +1018,12 @@ fn on_frame(
                 Some(Waiter::Flush(done)) => {
                     let _ = done.send(());
                 }
+                Some(Waiter::Join(receipt)) => receipt.done(),
                 Some(Waiter::Topic(entry)) => {
                     let mut topic = lock(&entry.state);
                     topic.confirmed = true;
-                    for (outbox, receipt) in topic.waiting.drain(..) {
-                        let _ = outbox.push(receipt_frame(&receipt));
+                    for receipt in topic.waiting.drain(..) {
+                        receipt.done();
                     }
                 }
                 None => {}

@@ -13,7 +13,7 @@
 
 use super::RelayConfig;
 use super::pool::{
-    AckLink, LocalSubscriber, OwnSubscription, Pool, SessionState, TopicEntry, lock,
+    AckLink, LocalSubscriber, OwnSubscription, Pool, ReceiptJoin, SessionState, TopicEntry, lock,
 };
 use super::session::{check_durable, durable_id};
 use crate::auth::User;
@@ -208,11 +208,19 @@ impl BrokerSession for SharedSession {
             .display_destination
             .as_ref()
             .map(|d| Bytes::copy_from_slice(d.as_bytes()));
-        let mut receipt = request.receipt.clone();
+        let receipt = request
+            .receipt
+            .clone()
+            .map(|r| ReceiptJoin::new(destinations.len(), Arc::clone(&self.state.outbox), r));
         let mut helds = Vec::with_capacity(destinations.len());
-        let count = destinations.len();
-        for (i, destination) in destinations.iter().enumerate() {
-            let last_receipt = if i + 1 == count { receipt.take() } else { None };
+        // Every side on the link of the first: a user destination's two
+        // (the user's and the session's) then keep the order in which the
+        // server sent to them.
+        let home = self
+            .pool
+            .link_for(&self.config().broker_form(&request.destination));
+        for destination in &destinations {
+            let last_receipt = receipt.clone();
             let fan_out = fans_out(self.config(), destination);
             let held = if request.ack == AckMode::Auto && !durable && !options && fan_out {
                 let subscriber = Arc::new(LocalSubscriber {
@@ -223,9 +231,9 @@ impl BrokerSession for SharedSession {
                     cancelled: AtomicBool::new(false),
                 });
                 let key = self.config().broker_form(destination).into_owned();
-                let entry = self
-                    .pool
-                    .join_topic(&key, Arc::clone(&subscriber), last_receipt)?;
+                let entry =
+                    self.pool
+                        .join_topic(&key, home, Arc::clone(&subscriber), last_receipt)?;
                 Held::Topic { entry, subscriber }
             } else {
                 let upstream_id = if durable {
@@ -247,9 +255,8 @@ impl BrokerSession for SharedSession {
                     // A durable subscription's id is fixed: another session
                     // of the same user may hold it on one link, not on all.
                     let count = self.pool.link_count();
-                    let first = self.pool.link_for(destination);
                     let link = (0..count)
-                        .map(|k| (first + k) % count)
+                        .map(|k| (home + k) % count)
                         .find(|&k| !self.pool.has_route(k, &upstream_id))
                         .ok_or_else(|| {
                             BrokerError::NotAllowed(format!(
