@@ -163,6 +163,18 @@ async fn rabbitmqctl(args: &[&str]) {
     assert!(status.success(), "rabbitmqctl {args:?} failed");
 }
 
+/// Starts RabbitMQ's application again however the test that stopped it
+/// ends, so that a failure cannot leave the broker down for every later test.
+struct StartAppOnDrop;
+
+impl Drop for StartAppOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .arg("start_app")
+            .status();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_durability_and_broker_outage() {
     if !rabbitmq_up() {
@@ -329,14 +341,35 @@ async fn nothing_receipted_is_lost_when_the_broker_goes_away(mode: RelayMode) {
         }
     }
 
+    // A topic subscriber: through the shared relay it stays connected
+    // across the outage and is subscribed again when the broker is back.
+    let topic = unique("/topic/outage-");
+    let mut watcher = connect(&url).await;
+    watcher
+        .send_with_receipt(
+            Frame::new(Command::Subscribe)
+                .header("id", "w")
+                .header("destination", &topic),
+            "w",
+        )
+        .await
+        .expect("subscribe");
+
     let mut availability = server.broker_availability();
+    let _restart = StartAppOnDrop;
     rabbitmqctl(&["stop_app"]).await;
     tokio::time::timeout(WAIT, availability.wait_for(|up| !*up))
         .await
         .expect("availability never went down")
         .expect("availability");
-    // Connected clients are told and disconnected.
-    for client in [&mut producer, &mut consumer] {
+    // Clients that held what only the lost connection knew (its own link,
+    // or unacknowledged messages) are told and disconnected.
+    let mut told_clients = vec![&mut consumer];
+    if mode == RelayMode::PerSession {
+        told_clients.push(&mut producer);
+        told_clients.push(&mut watcher);
+    }
+    for client in told_clients {
         let told = loop {
             match client.next_frame_within(WAIT).await {
                 Ok(Some(f)) if f.command == Command::Error => break true,
@@ -345,6 +378,14 @@ async fn nothing_receipted_is_lost_when_the_broker_goes_away(mode: RelayMode) {
             }
         };
         assert!(told, "client was not sent an ERROR");
+    }
+    if mode == RelayMode::Shared {
+        // A producer on the shared pool learns of the outage when it sends.
+        let error = producer
+            .send_with_receipt(persistent(&queue, "during"), "d")
+            .await
+            .expect_err("a SEND during the outage");
+        assert!(error.to_string().contains("unavailable"), "{error}");
     }
     // The server is up, refuses new sessions clearly, and the messaging
     // handle returns the error instead of dropping the message.
@@ -361,6 +402,30 @@ async fn nothing_receipted_is_lost_when_the_broker_goes_away(mode: RelayMode) {
         .await
         .expect("system connection did not recover")
         .expect("availability");
+    if mode == RelayMode::Shared {
+        // The watcher's topic is subscribed again once its pool link is
+        // back (availability needs only one): what is published from then
+        // on reaches it, on the connection it never left.
+        let seen = tokio::time::timeout(WAIT, async {
+            let mut n = 0;
+            loop {
+                n += 1;
+                server
+                    .messaging()
+                    .publish(&topic, format!("back-{n}"))
+                    .await
+                    .expect("publish after the outage");
+                match watcher.next_frame_within(Duration::from_millis(200)).await {
+                    Ok(Some(frame)) => break frame,
+                    Ok(None) => panic!("the watcher was disconnected"),
+                    Err(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("the watcher's topic was not subscribed again");
+        assert_eq!(seen.command, Command::Message, "{seen:?}");
+    }
     // Clients reconnect and traffic resumes.
     let mut producer = connect(&url).await;
     for i in 0..50 {
