@@ -1169,3 +1169,302 @@ async fn relay_nack_with_requeue_false_is_not_redelivered() {
     })
     .await;
 }
+
+/// A server relaying to RabbitMQ through the shared pool, with `configure`
+/// applied to the rest of its settings.
+async fn shared_relay_server(
+    configure: impl FnOnce(&mut ServerConfig),
+    relay: impl FnOnce(&mut RelayConfig),
+) -> (ServerHandle, String) {
+    let mut config = ServerConfig::default();
+    config.http_addr = "127.0.0.1:0".parse().expect("addr");
+    config.auth.allow_anonymous = true;
+    let mut relay_config = RelayConfig::default();
+    relay_config.mode = RelayMode::Shared;
+    relay(&mut relay_config);
+    config.relay = Some(relay_config);
+    configure(&mut config);
+    let handle = Server::builder(config).bind().await.expect("bind").spawn();
+    let mut available = handle.broker_availability();
+    tokio::time::timeout(WAIT, available.wait_for(|up| *up))
+        .await
+        .expect("broker not available")
+        .expect("availability");
+    let ws = format!("ws://{}/ws", handle.http_addr().expect("addr"));
+    (handle, ws)
+}
+
+fn subscribe_frame(id: &str, destination: &str, ack: &str) -> Frame {
+    Frame::new(Command::Subscribe)
+        .header("id", id)
+        .header("destination", destination)
+        .header("ack", ack)
+}
+
+/// The issue's point: 1,000 local subscribers of one topic cost RabbitMQ
+/// one subscription (one queue bound to the topic), every one of them gets
+/// each message, and the last to leave takes the upstream subscription
+/// with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_relay_serves_a_thousand_local_subscribers_with_one_upstream_subscription() {
+    with_broker(async {
+        let key = unique("fanout.thousand.");
+        let _cleanup = DeleteBoundQueues(key.clone());
+        let topic = format!("/topic/{key}");
+        // Every client of the test comes from one address.
+        let (server, url) = shared_relay_server(
+            |c| {
+                c.connects_per_address_per_sec = 0;
+                c.max_connections_per_address = 0;
+            },
+            |_| {},
+        )
+        .await;
+        let mut subscribers = Vec::with_capacity(1000);
+        for i in 0..1000 {
+            let mut client = connect(&url).await;
+            client
+                .send_with_receipt(subscribe_frame("s", &topic, "auto"), &format!("s{i}"))
+                .await
+                .expect("subscribe");
+            subscribers.push(client);
+        }
+        assert_eq!(
+            queues_bound_to(&key).await.len(),
+            1,
+            "RabbitMQ should see one subscription for 1,000 local subscribers"
+        );
+        for n in 0..3 {
+            server
+                .messaging()
+                .publish(&topic, format!("m{n}"))
+                .await
+                .expect("publish");
+        }
+        for client in &mut subscribers {
+            for n in 0..3 {
+                assert_eq!(
+                    next_message(client).await.body.as_ref(),
+                    format!("m{n}").as_bytes()
+                );
+            }
+        }
+        let mut last = subscribers.pop().expect("a subscriber");
+        for client in &mut subscribers {
+            client
+                .send_with_receipt(Frame::new(Command::Unsubscribe).header("id", "s"), "u")
+                .await
+                .expect("unsubscribe");
+        }
+        assert_eq!(
+            queues_bound_to(&key).await.len(),
+            1,
+            "one subscriber is left"
+        );
+        // Its receipt comes once the broker cancelled the subscription.
+        last.send_with_receipt(Frame::new(Command::Unsubscribe).header("id", "s"), "u")
+            .await
+            .expect("unsubscribe");
+        assert!(
+            queues_bound_to(&key).await.is_empty(),
+            "the last local subscriber left, the upstream subscription stayed"
+        );
+        server.shutdown().await.expect("shutdown");
+    })
+    .await;
+}
+
+/// A local subscriber that stops reading is cut off by its own outbox
+/// limit; the shared link never waits for it, so the other subscriber of
+/// the same topic gets every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_local_subscriber_does_not_delay_others_on_the_shared_link() {
+    with_broker(async {
+        let key = unique("fanout.stalled.");
+        let topic = format!("/topic/{key}");
+        let (server, url) = shared_relay_server(
+            |c| c.outbox_bytes = 64 * 1024,
+            |relay| {
+                relay.connections = 1;
+            },
+        )
+        .await;
+        let mut stalled = connect(&url).await;
+        stalled
+            .send_with_receipt(subscribe_frame("s", &topic, "auto"), "s")
+            .await
+            .expect("subscribe");
+        let mut reader = connect(&url).await;
+        reader
+            .send_with_receipt(subscribe_frame("r", &topic, "auto"), "r")
+            .await
+            .expect("subscribe");
+        // 32 MiB: more than the stalled client's socket buffers and outbox
+        // can hold, so it must be cut off long before the end.
+        const COUNT: usize = 2000;
+        let body = "x".repeat(16 * 1024);
+        let publisher = {
+            let messaging = server.messaging();
+            let topic = topic.clone();
+            tokio::spawn(async move {
+                for n in 0..COUNT {
+                    messaging
+                        .publish(&topic, format!("{n}:{body}"))
+                        .await
+                        .expect("publish");
+                }
+            })
+        };
+        for n in 0..COUNT {
+            let m = next_message(&mut reader).await;
+            assert!(
+                m.body.starts_with(format!("{n}:").as_bytes()),
+                "out of order or missing at {n}"
+            );
+        }
+        publisher.await.expect("publisher");
+        assert!(
+            server.stats().slow_consumers >= 1,
+            "the stalled subscriber was not cut off"
+        );
+        // What reached the stalled client before the cut ends in an ERROR.
+        let told = loop {
+            match stalled.next_frame_within(WAIT).await {
+                Ok(Some(f)) if f.command == Command::Error => break true,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break false,
+            }
+        };
+        assert!(told, "the stalled subscriber got no ERROR");
+        server.shutdown().await.expect("shutdown");
+    })
+    .await;
+}
+
+/// A client-acknowledging consumer that leaves (UNSUBSCRIBE, or its
+/// connection closing) with messages it never acknowledged: RabbitMQ
+/// keeps those on the broker connection that received them until it
+/// closes, so the shared relay's acknowledging link retires and closes,
+/// and another consumer gets them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_messages_return_to_the_queue_when_a_consumer_leaves() {
+    with_broker(async {
+        let (server, url) = shared_relay_server(|_| {}, |_| {}).await;
+        for by_disconnect in [false, true] {
+            let queue = unique("/queue/shared-unacked-");
+            let mut producer = connect(&url).await;
+            let sent: BTreeSet<String> = (0..5).map(|n| format!("m{n}")).collect();
+            for body in &sent {
+                producer
+                    .send_with_receipt(
+                        Frame::new(Command::Send)
+                            .header("destination", &queue)
+                            .body(body.clone()),
+                        body,
+                    )
+                    .await
+                    .expect("send");
+            }
+            let mut leaving = connect(&url).await;
+            leaving
+                .send_with_receipt(subscribe_frame("q", &queue, "client-individual"), "q")
+                .await
+                .expect("subscribe");
+            for _ in 0..sent.len() {
+                next_message(&mut leaving).await;
+            }
+            if by_disconnect {
+                drop(leaving);
+            } else {
+                leaving
+                    .send_with_receipt(Frame::new(Command::Unsubscribe).header("id", "q"), "u")
+                    .await
+                    .expect("unsubscribe");
+            }
+            let mut other = connect(&url).await;
+            other
+                .send_with_receipt(subscribe_frame("q", &queue, "client-individual"), "q")
+                .await
+                .expect("subscribe");
+            let mut seen = BTreeSet::new();
+            while seen.len() < sent.len() {
+                let m = next_message(&mut other).await;
+                assert_eq!(m.headers.get("redelivered"), Some("true"), "{m:?}");
+                let ack = m.headers.get("ack").expect("ack").to_owned();
+                other
+                    .send(&Frame::new(Command::Ack).header("id", &ack))
+                    .await
+                    .expect("ack");
+                seen.insert(String::from_utf8_lossy(&m.body).into_owned());
+            }
+            assert_eq!(seen, sent, "by disconnect: {by_disconnect}");
+        }
+        server.shutdown().await.expect("shutdown");
+    })
+    .await;
+}
+
+/// `relay.prefetch` bounds what the broker hands one client-acknowledging
+/// subscription: a consumer that acknowledges nothing holds that many, and
+/// the rest go to another consumer of the queue. ACKs through the relay's
+/// own ack ids reach the broker (acknowledged messages never come back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_bounds_what_a_slow_consumer_holds() {
+    with_broker(async {
+        let (server, url) = shared_relay_server(|_| {}, |relay| relay.prefetch = 3).await;
+        let queue = unique("/queue/shared-prefetch-");
+        let mut holder = connect(&url).await;
+        holder
+            .send_with_receipt(subscribe_frame("h", &queue, "client"), "h")
+            .await
+            .expect("subscribe");
+        let mut producer = connect(&url).await;
+        for n in 0..10 {
+            producer
+                .send_with_receipt(
+                    Frame::new(Command::Send)
+                        .header("destination", &queue)
+                        .body(format!("m{n}")),
+                    &format!("p{n}"),
+                )
+                .await
+                .expect("send");
+        }
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(next_message(&mut holder).await);
+        }
+        let mut other = connect(&url).await;
+        other
+            .send_with_receipt(subscribe_frame("o", &queue, "auto"), "o")
+            .await
+            .expect("subscribe");
+        for _ in 0..7 {
+            let m = next_message(&mut other).await;
+            assert!(
+                !held.iter().any(|h| h.body == m.body),
+                "a held message went to another consumer: {m:?}"
+            );
+        }
+        // `client` mode: one ACK of the last acknowledges all three; the
+        // broker forgets them, so nobody gets them again.
+        let ack = held[2].headers.get("ack").expect("ack").to_owned();
+        holder
+            .send_with_receipt(Frame::new(Command::Ack).header("id", &ack), "a")
+            .await
+            .expect("ack");
+        drop(holder);
+        producer
+            .send_with_receipt(
+                Frame::new(Command::Send)
+                    .header("destination", &queue)
+                    .body("marker"),
+                "marker",
+            )
+            .await
+            .expect("send");
+        assert_eq!(next_message(&mut other).await.body.as_ref(), b"marker");
+        server.shutdown().await.expect("shutdown");
+    })
+    .await;
+}

@@ -463,7 +463,8 @@ impl Pool {
         let mut topics = lock(&self.topics);
         if let Some(entry) = topics.get(destination) {
             let entry = Arc::clone(entry);
-            drop(topics);
+            // The map stays locked until the subscriber is in: the last
+            // subscriber leaving takes the entry out under the same lock.
             let mut state = lock(&entry.state);
             let mut list = state.subscribers.to_vec();
             list.push(Arc::clone(&subscriber));
@@ -476,6 +477,7 @@ impl Pool {
                 }
             }
             drop(state);
+            drop(topics);
             return Ok(entry);
         }
         let upstream_id = self.next_id("t");
@@ -528,8 +530,19 @@ impl Pool {
     }
 
     /// Removes a local subscriber; the last one takes the upstream
-    /// subscription with it.
-    pub(super) fn leave_topic(&self, entry: &Arc<TopicEntry>, subscriber: &Arc<LocalSubscriber>) {
+    /// subscription with it, and its client's `receipt` waits for the
+    /// broker's. Others are answered at once: delivery to them stopped here.
+    pub(super) fn leave_topic(
+        &self,
+        entry: &Arc<TopicEntry>,
+        subscriber: &Arc<LocalSubscriber>,
+        receipt: Option<Bytes>,
+    ) {
+        let answer_now = |receipt: Option<Bytes>| {
+            if let Some(receipt) = receipt {
+                let _ = subscriber.outbox.push(receipt_frame(&receipt));
+            }
+        };
         subscriber.cancelled.store(true, Ordering::Relaxed);
         let mut topics = lock(&self.topics);
         let mut state = lock(&entry.state);
@@ -542,6 +555,7 @@ impl Pool {
         let last = list.is_empty();
         state.subscribers = list.into();
         if !last {
+            answer_now(receipt);
             return;
         }
         let upstream_id = state.upstream_id.clone();
@@ -556,13 +570,36 @@ impl Pool {
         let link = &self.links[entry.link];
         let mut state = lock(&link.state);
         state.routes.remove(&upstream_id);
-        if let Ok(outbox) = state.outbox() {
-            drop(state);
-            let mut frame = Frame::new(Command::Unsubscribe);
+        let Ok(outbox) = state.outbox() else {
+            answer_now(receipt);
+            return;
+        };
+        let mut frame = Frame::new(Command::Unsubscribe);
+        frame
+            .headers
+            .push(Bytes::from_static(header::ID.as_bytes()), upstream_id);
+        let upstream_receipt = receipt.as_ref().map(|receipt| {
+            let id = self.next_id("r");
+            state.receipts.insert(
+                id.clone(),
+                Waiter::Client {
+                    outbox: Arc::clone(&subscriber.outbox),
+                    version: subscriber.version,
+                    receipt: receipt.clone(),
+                    done: None,
+                },
+            );
             frame
                 .headers
-                .push(Bytes::from_static(header::ID.as_bytes()), upstream_id);
-            let _ = offer(&outbox, &frame);
+                .push(Bytes::from_static(header::RECEIPT.as_bytes()), id.clone());
+            id
+        });
+        drop(state);
+        if offer(&outbox, &frame).is_err() {
+            if let Some(id) = upstream_receipt {
+                lock(&link.state).receipts.remove(&id);
+            }
+            answer_now(receipt);
         }
     }
 

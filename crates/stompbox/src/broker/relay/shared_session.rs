@@ -124,11 +124,7 @@ impl SharedSession {
         let with = |receipt: Option<Bytes>| receipt.map(|r| (Arc::clone(&self.state), r));
         match held {
             Held::Topic { entry, subscriber } => {
-                self.pool.leave_topic(&entry, &subscriber);
-                // Delivery to this subscriber stopped above.
-                if let Some(receipt) = receipt {
-                    let _ = self.state.outbox.push(receipt_frame(&receipt));
-                }
+                self.pool.leave_topic(&entry, &subscriber, receipt);
             }
             Held::Own { link, upstream_id } => {
                 let frame = unsubscribe(upstream_id.clone());
