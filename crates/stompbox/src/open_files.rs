@@ -1,12 +1,13 @@
 //! The process's open-file limit, and how many connections fit under it.
 //!
-//! Every client connection costs a file descriptor (two with the relay: the
-//! client's socket and its own link to the broker). A server allowed more
+//! Every client connection costs a file descriptor (two with the relay's
+//! per-session mode: the client's socket and its own link to the broker). A server allowed more
 //! connections than descriptors does not refuse the surplus cleanly: its
 //! `accept` fails and the clients wait unanswered. So `max_connections` is
 //! lowered to what the limit allows, and a connection past it gets HTTP 503
 //! or a STOMP ERROR.
 
+use crate::broker::relay::RelayMode;
 use crate::config::ServerConfig;
 use std::io;
 
@@ -85,9 +86,13 @@ fn open_file_limit() -> Option<u64> {
     }
 }
 
-/// What one client connection costs in descriptors.
+/// What one client connection costs in descriptors: its socket, and in
+/// the relay's per-session mode its own link to the broker.
 fn descriptors_per_client(config: &ServerConfig) -> u64 {
-    if config.relay.is_some() { 2 } else { 1 }
+    match &config.relay {
+        Some(relay) if relay.mode == RelayMode::PerSession => 2,
+        _ => 1,
+    }
 }
 
 /// Descriptors kept for what is not a client: the fixed reserve, and each
@@ -98,7 +103,14 @@ fn reserved(config: &ServerConfig) -> u64 {
         .http
         .as_ref()
         .map_or(0, |http| http.max_in_flight);
-    RESERVED_DESCRIPTORS.saturating_add(u64::try_from(auth_requests).unwrap_or(u64::MAX))
+    // The shared relay's pool and as many acknowledging links.
+    let relay_links = match &config.relay {
+        Some(relay) if relay.mode == RelayMode::Shared => relay.connections.max(1) * 2,
+        _ => 0,
+    };
+    RESERVED_DESCRIPTORS
+        .saturating_add(u64::try_from(auth_requests).unwrap_or(u64::MAX))
+        .saturating_add(u64::try_from(relay_links).unwrap_or(u64::MAX))
 }
 
 /// The most connections that fit in `limit` descriptors at `per_client`
@@ -110,9 +122,10 @@ fn capacity(limit: u64, reserved: u64, per_client: u64) -> usize {
 
 impl ServerConfig {
     /// `max_connections` as it applies: lowered to what the process's
-    /// open-file limit allows (one descriptor per client with the embedded
-    /// broker, two with the relay, and a reserve of 64 for the rest, plus
-    /// `max_in_flight` with an HTTP authentication service).
+    /// open-file limit allows (one descriptor per client, two with the
+    /// relay's per-session mode, and a reserve of 64 for the rest, plus
+    /// `max_in_flight` with an HTTP authentication service and twice
+    /// `relay.connections` with the shared relay).
     /// [`Server`](crate::Server) applies it when binding.
     pub fn effective_max_connections(&self) -> usize {
         match open_file_limit() {
@@ -161,6 +174,22 @@ mod tests {
         // so the server still answers (and the log says why it is so few).
         assert_eq!(capacity(10, 64, 1), 1);
         assert_eq!(reserved(&ServerConfig::default()), 64);
+    }
+
+    #[test]
+    fn the_shared_relay_costs_its_links_not_a_link_per_client() {
+        use crate::broker::relay::{RelayConfig, RelayMode};
+        let mut config = ServerConfig::default();
+        assert_eq!(descriptors_per_client(&config), 1);
+        let mut relay = RelayConfig::default();
+        relay.connections = 4;
+        config.relay = Some(relay.clone());
+        assert_eq!(descriptors_per_client(&config), 1);
+        assert_eq!(reserved(&config), 64 + 8);
+        relay.mode = RelayMode::PerSession;
+        config.relay = Some(relay);
+        assert_eq!(descriptors_per_client(&config), 2);
+        assert_eq!(reserved(&config), 64);
     }
 
     #[test]

@@ -664,17 +664,40 @@ impl Pool {
         }
     }
 
-    /// An acknowledging link with room for one more subscription (one
-    /// without `upstream_id` active, for a durable subscription's fixed id).
-    /// A new one starts connecting in the background; frames queue in its
-    /// outbox meanwhile, and if it cannot connect its sessions are told.
-    pub(super) fn ack_link(self: &Arc<Self>, upstream_id: &Bytes) -> Arc<AckLink> {
+    /// An acknowledging link for one more subscription (one without
+    /// `upstream_id` active, for a durable subscription's fixed id): one
+    /// that is not retiring, else a new one, up to `relay.connections` of
+    /// them; past that, the retiring one with the fewest subscriptions (its
+    /// held messages then wait longer for it to close). A new one starts
+    /// connecting in the background; frames queue in its outbox meanwhile,
+    /// and if it cannot connect its sessions are told.
+    pub(super) fn ack_link(
+        self: &Arc<Self>,
+        upstream_id: &Bytes,
+    ) -> Result<Arc<AckLink>, BrokerError> {
         let mut links = lock(&self.ack_links);
         links.retain(|l| !l.closed.load(Ordering::Relaxed));
-        if let Some(link) = links.iter().find(|l| {
-            !l.retiring.load(Ordering::Relaxed) && !lock(&l.state).routes.contains_key(upstream_id)
-        }) {
-            return Arc::clone(link);
+        let free = |l: &&Arc<AckLink>| !lock(&l.state).routes.contains_key(upstream_id);
+        if let Some(link) = links
+            .iter()
+            .filter(free)
+            .find(|l| !l.retiring.load(Ordering::Relaxed))
+        {
+            return Ok(Arc::clone(link));
+        }
+        if links.len() >= self.config.connections.max(1) {
+            return links
+                .iter()
+                .filter(free)
+                .min_by_key(|l| l.subscriptions.load(Ordering::Relaxed))
+                .cloned()
+                .ok_or_else(|| {
+                    BrokerError::NotAllowed(
+                        "this durable subscription is already active on every broker \
+                         connection of this server"
+                            .into(),
+                    )
+                });
         }
         let outbox = Arc::new(Outbox::new(self.config.upstream_buffer_bytes));
         let link = Arc::new(AckLink {
@@ -725,7 +748,7 @@ impl Pool {
                 Err(e) => on_ack_link_event(&link, Event::Closed(Some(e.to_string())), &config),
             }
         });
-        link
+        Ok(link)
     }
 
     /// Subscribes on an acknowledging link.
