@@ -181,8 +181,10 @@ mod tests {
         use crate::broker::relay::{RelayConfig, RelayMode};
         let mut config = ServerConfig::default();
         assert_eq!(descriptors_per_client(&config), 1);
-        let mut relay = RelayConfig::default();
-        relay.connections = 4;
+        let mut relay = RelayConfig {
+            connections: 4,
+            ..RelayConfig::default()
+        };
         config.relay = Some(relay.clone());
         assert_eq!(descriptors_per_client(&config), 1);
         assert_eq!(reserved(&config), 64 + 8);
