@@ -1299,9 +1299,9 @@ async fn a_stalled_local_subscriber_does_not_delay_others_on_the_shared_link() {
             .send_with_receipt(subscribe_frame("r", &topic, "auto"), "r")
             .await
             .expect("subscribe");
-        // 32 MiB: more than the stalled client's socket buffers and outbox
+        // 64 MiB: more than the stalled client's socket buffers and outbox
         // can hold, so it must be cut off long before the end.
-        const COUNT: usize = 2000;
+        const COUNT: usize = 4000;
         let body = "x".repeat(16 * 1024);
         let publisher = {
             let messaging = server.messaging();
@@ -1323,19 +1323,23 @@ async fn a_stalled_local_subscriber_does_not_delay_others_on_the_shared_link() {
             );
         }
         publisher.await.expect("publisher");
-        assert!(
-            server.stats().slow_consumers >= 1,
-            "the stalled subscriber was not cut off"
-        );
-        // What reached the stalled client before the cut ends in an ERROR.
-        let told = loop {
+        // The stalled client's connection ends (its outbox overflowed, or its
+        // write stalled past the send time limit): reading now, it finds
+        // what had reached it, then an ERROR or the close.
+        let ended = loop {
             match stalled.next_frame_within(WAIT).await {
                 Ok(Some(f)) if f.command == Command::Error => break true,
                 Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break false,
+                Ok(None) => break true,
+                Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => break false,
+                Err(_) => break true,
             }
         };
-        assert!(told, "the stalled subscriber got no ERROR");
+        assert!(ended, "the stalled subscriber is still connected");
+        assert!(
+            server.stats().slow_consumers >= 1,
+            "the stalled subscriber was not counted as a slow consumer"
+        );
         server.shutdown().await.expect("shutdown");
     })
     .await;
