@@ -336,9 +336,9 @@ impl Pool {
 
     /// Waits until every frame sent before on pool link `link` was taken by
     /// the broker (an empty transaction, whose ABORT it answers in order),
-    /// bounded by the connect timeout. At once if the link is down: nothing
-    /// can be in flight there.
-    pub(super) async fn flush(&self, link: usize) {
+    /// bounded by the connect timeout; false when that could not be
+    /// confirmed (the link is down, or the broker did not answer in time).
+    pub(super) async fn flush(&self, link: usize) -> bool {
         let link = &self.links[link % self.links.len()];
         let tx = self.next_id("x");
         let mut begin = Frame::new(Command::Begin);
@@ -358,7 +358,9 @@ impl Pool {
         let (done, confirmed) = oneshot::channel();
         let outbox = {
             let mut state = lock(&link.state);
-            let Ok(outbox) = state.outbox() else { return };
+            let Ok(outbox) = state.outbox() else {
+                return false;
+            };
             state.receipts.insert(receipt.clone(), Waiter::Flush(done));
             outbox
         };
@@ -367,9 +369,16 @@ impl Pool {
             .is_err()
         {
             lock(&link.state).receipts.remove(&receipt);
-            return;
+            return false;
         }
-        let _ = tokio::time::timeout(self.config.connect_timeout, confirmed).await;
+        let confirmed = matches!(
+            tokio::time::timeout(self.config.connect_timeout, confirmed).await,
+            Ok(Ok(()))
+        );
+        if !confirmed {
+            lock(&link.state).receipts.remove(&receipt);
+        }
+        confirmed
     }
 
     fn login(&self) -> (String, String) {

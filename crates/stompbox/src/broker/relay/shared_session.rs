@@ -401,8 +401,12 @@ impl BrokerSession for SharedSession {
             let flushes = (0..self.pool.link_count())
                 .filter(|k| self.used_links & (1 << (k % 64)) != 0)
                 .map(|k| self.pool.flush(k));
-            futures_util::future::join_all(flushes).await;
-            let _ = self.state.outbox.push(receipt_frame(&receipt));
+            // Unconfirmed, the client gets no RECEIPT: the relay does not
+            // vouch for what the broker never acknowledged.
+            let confirmed = futures_util::future::join_all(flushes).await;
+            if confirmed.into_iter().all(|c| c) {
+                let _ = self.state.outbox.push(receipt_frame(&receipt));
+            }
         })
     }
 }
