@@ -342,7 +342,9 @@ async fn a_queue_deeper_than_an_outbox_drains_to_a_consumer_that_keeps_up() {
             let m = next_message(&mut consumer).await;
             assert!(
                 body(&m).starts_with(&format!("{i}:")),
-                "{ack}: message {i} missing"
+                "{ack}: message {i} missing, got {:?} (redelivered {:?})",
+                body(&m).get(..12),
+                m.headers.get("redelivered")
             );
             if ack != "auto" {
                 consumer
