@@ -883,9 +883,12 @@ impl Drop for DeleteBoundQueues {
 
 /// A relay that lets clients make durable subscriptions, with users
 /// logging in through [`Logins`].
-async fn durable_subscriptions_server() -> (ServerHandle, String) {
+async fn durable_subscriptions_server(mode: RelayMode) -> (ServerHandle, String) {
     start(
-        |relay| relay.subscribe_headers = vec!["durable".into(), "auto-delete".into()],
+        |relay| {
+            relay.mode = mode;
+            relay.subscribe_headers = vec!["durable".into(), "auto-delete".into()];
+        },
         true,
     )
     .await
@@ -923,56 +926,59 @@ async fn with_broker(test: impl std::future::Future<Output = ()>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_durable_subscription_resumes_on_the_next_connection() {
     with_broker(async {
-        let key = unique("dsub.resume.");
-        let _cleanup = DeleteBoundQueues(key.clone());
-        let topic = format!("/topic/{key}");
-        let (server, url) = durable_subscriptions_server().await;
-        let mut publisher = connect(&url).await;
+        for mode in MODES {
+            println!("relay mode {mode:?}");
+            let key = unique("dsub.resume.");
+            let _cleanup = DeleteBoundQueues(key.clone());
+            let topic = format!("/topic/{key}");
+            let (server, url) = durable_subscriptions_server(mode).await;
+            let mut publisher = connect(&url).await;
 
-        let mut ann = login(&url, "ann").await;
-        ann.send_with_receipt(durable_subscribe("news", &topic), "s")
-            .await
-            .expect("durable subscribe");
-        publisher
-            .send_with_receipt(text(&topic, "before"), "p0")
-            .await
-            .expect("publish");
-        assert_eq!(next_message(&mut ann).await.body.as_ref(), b"before");
-        // A plain UNSUBSCRIBE keeps a durable subscription (RabbitMQ's rule).
-        ann.send_with_receipt(Frame::new(Command::Unsubscribe).header("id", "news"), "u")
-            .await
-            .expect("unsubscribe");
-        ann.send_with_receipt(Frame::new(Command::Disconnect), "bye")
-            .await
-            .expect("disconnect");
-
-        for (i, body) in ["away-1", "away-2"].into_iter().enumerate() {
-            publisher
-                .send_with_receipt(text(&topic, body), &format!("p{}", i + 1))
+            let mut ann = login(&url, "ann").await;
+            ann.send_with_receipt(durable_subscribe("news", &topic), "s")
                 .await
-                .expect("publish while away");
-        }
+                .expect("durable subscribe");
+            publisher
+                .send_with_receipt(text(&topic, "before"), "p0")
+                .await
+                .expect("publish");
+            assert_eq!(next_message(&mut ann).await.body.as_ref(), b"before");
+            // A plain UNSUBSCRIBE keeps a durable subscription (RabbitMQ's rule).
+            ann.send_with_receipt(Frame::new(Command::Unsubscribe).header("id", "news"), "u")
+                .await
+                .expect("unsubscribe");
+            ann.send_with_receipt(Frame::new(Command::Disconnect), "bye")
+                .await
+                .expect("disconnect");
 
-        let mut ann = login(&url, "ann").await;
-        ann.send_with_receipt(
-            Frame::new(Command::Subscribe)
-                .header("id", "other")
-                .header("destination", &format!("/topic/{}", unique("dsub.other."))),
-            "o",
-        )
-        .await
-        .expect("another subscription first");
-        // No receipt: the waiting messages may come before it would.
-        ann.send(&durable_subscribe("news", &topic))
+            for (i, body) in ["away-1", "away-2"].into_iter().enumerate() {
+                publisher
+                    .send_with_receipt(text(&topic, body), &format!("p{}", i + 1))
+                    .await
+                    .expect("publish while away");
+            }
+
+            let mut ann = login(&url, "ann").await;
+            ann.send_with_receipt(
+                Frame::new(Command::Subscribe)
+                    .header("id", "other")
+                    .header("destination", &format!("/topic/{}", unique("dsub.other."))),
+                "o",
+            )
             .await
-            .expect("subscribe again");
-        for body in ["away-1", "away-2"] {
-            let m = next_message(&mut ann).await;
-            assert_eq!(m.body.as_ref(), body.as_bytes(), "{m:?}");
-            assert_eq!(m.headers.get("subscription"), Some("news"), "{m:?}");
+            .expect("another subscription first");
+            // No receipt: the waiting messages may come before it would.
+            ann.send(&durable_subscribe("news", &topic))
+                .await
+                .expect("subscribe again");
+            for body in ["away-1", "away-2"] {
+                let m = next_message(&mut ann).await;
+                assert_eq!(m.body.as_ref(), body.as_bytes(), "{m:?}");
+                assert_eq!(m.headers.get("subscription"), Some("news"), "{m:?}");
+            }
+            assert_eq!(queues_bound_to(&key).await.len(), 1);
+            server.shutdown().await.expect("shutdown");
         }
-        assert_eq!(queues_bound_to(&key).await.len(), 1);
-        server.shutdown().await.expect("shutdown");
     })
     .await;
 }
@@ -982,37 +988,40 @@ async fn relay_durable_subscription_resumes_on_the_next_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_durable_subscriptions_of_two_users_never_share_a_queue() {
     with_broker(async {
-        let key = unique("dsub.users.");
-        let _cleanup = DeleteBoundQueues(key.clone());
-        let topic = format!("/topic/{key}");
-        let (server, url) = durable_subscriptions_server().await;
-        let mut ann = login(&url, "ann").await;
-        let mut ben = login(&url, "ben").await;
-        for client in [&mut ann, &mut ben] {
-            client
-                .send_with_receipt(durable_subscribe("feed", &topic), "s")
-                .await
-                .expect("durable subscribe");
-        }
-        assert_eq!(
-            queues_bound_to(&key).await.len(),
-            2,
-            "ann and ben must not share one durable queue"
-        );
-        let mut publisher = connect(&url).await;
-        for i in 0..4 {
-            publisher
-                .send_with_receipt(text(&topic, &format!("m{i}")), &format!("p{i}"))
-                .await
-                .expect("publish");
-        }
-        for client in [&mut ann, &mut ben] {
-            for i in 0..4 {
-                let m = next_message(client).await;
-                assert_eq!(m.body.as_ref(), format!("m{i}").as_bytes(), "{m:?}");
+        for mode in MODES {
+            println!("relay mode {mode:?}");
+            let key = unique("dsub.users.");
+            let _cleanup = DeleteBoundQueues(key.clone());
+            let topic = format!("/topic/{key}");
+            let (server, url) = durable_subscriptions_server(mode).await;
+            let mut ann = login(&url, "ann").await;
+            let mut ben = login(&url, "ben").await;
+            for client in [&mut ann, &mut ben] {
+                client
+                    .send_with_receipt(durable_subscribe("feed", &topic), "s")
+                    .await
+                    .expect("durable subscribe");
             }
+            assert_eq!(
+                queues_bound_to(&key).await.len(),
+                2,
+                "ann and ben must not share one durable queue"
+            );
+            let mut publisher = connect(&url).await;
+            for i in 0..4 {
+                publisher
+                    .send_with_receipt(text(&topic, &format!("m{i}")), &format!("p{i}"))
+                    .await
+                    .expect("publish");
+            }
+            for client in [&mut ann, &mut ben] {
+                for i in 0..4 {
+                    let m = next_message(client).await;
+                    assert_eq!(m.body.as_ref(), format!("m{i}").as_bytes(), "{m:?}");
+                }
+            }
+            server.shutdown().await.expect("shutdown");
         }
-        server.shutdown().await.expect("shutdown");
     })
     .await;
 }
@@ -1022,50 +1031,53 @@ async fn relay_durable_subscriptions_of_two_users_never_share_a_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_unsubscribe_with_durable_deletes_the_subscription() {
     with_broker(async {
-        let key = unique("dsub.delete.");
-        let _cleanup = DeleteBoundQueues(key.clone());
-        let topic = format!("/topic/{key}");
-        let (server, url) = durable_subscriptions_server().await;
-        let mut ann = login(&url, "ann").await;
-        ann.send_with_receipt(durable_subscribe("news", &topic), "s")
+        for mode in MODES {
+            println!("relay mode {mode:?}");
+            let key = unique("dsub.delete.");
+            let _cleanup = DeleteBoundQueues(key.clone());
+            let topic = format!("/topic/{key}");
+            let (server, url) = durable_subscriptions_server(mode).await;
+            let mut ann = login(&url, "ann").await;
+            ann.send_with_receipt(durable_subscribe("news", &topic), "s")
+                .await
+                .expect("durable subscribe");
+            assert_eq!(queues_bound_to(&key).await.len(), 1);
+            ann.send_with_receipt(
+                Frame::new(Command::Unsubscribe)
+                    .header("id", "news")
+                    .header("durable", "true"),
+                "u",
+            )
             .await
-            .expect("durable subscribe");
-        assert_eq!(queues_bound_to(&key).await.len(), 1);
-        ann.send_with_receipt(
-            Frame::new(Command::Unsubscribe)
-                .header("id", "news")
-                .header("durable", "true"),
-            "u",
-        )
-        .await
-        .expect("unsubscribe durable:true");
-        // The RECEIPT came after RabbitMQ deleted the queue.
-        let left = queues_bound_to(&key).await;
-        assert!(left.is_empty(), "durable queue left behind: {left:?}");
-        // Published with no subscription: nobody keeps it, so a new durable
-        // subscription does not get it.
-        let mut publisher = connect(&url).await;
-        publisher
-            .send_with_receipt(text(&topic, "old"), "p0")
+            .expect("unsubscribe durable:true");
+            // The RECEIPT came after RabbitMQ deleted the queue.
+            let left = queues_bound_to(&key).await;
+            assert!(left.is_empty(), "durable queue left behind: {left:?}");
+            // Published with no subscription: nobody keeps it, so a new durable
+            // subscription does not get it.
+            let mut publisher = connect(&url).await;
+            publisher
+                .send_with_receipt(text(&topic, "old"), "p0")
+                .await
+                .expect("publish");
+            ann.send_with_receipt(durable_subscribe("news", &topic), "s2")
+                .await
+                .expect("subscribe again");
+            publisher
+                .send_with_receipt(text(&topic, "new"), "p1")
+                .await
+                .expect("publish");
+            assert_eq!(next_message(&mut ann).await.body.as_ref(), b"new");
+            ann.send_with_receipt(
+                Frame::new(Command::Unsubscribe)
+                    .header("id", "news")
+                    .header("durable", "true"),
+                "u2",
+            )
             .await
-            .expect("publish");
-        ann.send_with_receipt(durable_subscribe("news", &topic), "s2")
-            .await
-            .expect("subscribe again");
-        publisher
-            .send_with_receipt(text(&topic, "new"), "p1")
-            .await
-            .expect("publish");
-        assert_eq!(next_message(&mut ann).await.body.as_ref(), b"new");
-        ann.send_with_receipt(
-            Frame::new(Command::Unsubscribe)
-                .header("id", "news")
-                .header("durable", "true"),
-            "u2",
-        )
-        .await
-        .expect("unsubscribe durable:true");
-        server.shutdown().await.expect("shutdown");
+            .expect("unsubscribe durable:true");
+            server.shutdown().await.expect("shutdown");
+        }
     })
     .await;
 }
@@ -1077,33 +1089,36 @@ async fn relay_unsubscribe_with_durable_deletes_the_subscription() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_durable_subscriptions_need_a_user() {
     with_broker(async {
-        let key = unique("dsub.anon.");
-        let _cleanup = DeleteBoundQueues(key.clone());
-        let topic = format!("/topic/{key}");
-        let (server, url) = durable_subscriptions_server().await;
-        let mut anonymous = connect(&url).await;
-        expect_refused(
-            &mut anonymous,
-            durable_subscribe("s", &topic),
-            "logged-in user",
-        )
-        .await;
-        let mut ann = login(&url, "ann").await;
-        let user_destination = Frame::new(Command::Subscribe)
-            .header("id", "u")
-            .header("destination", "/user/queue/inbox")
-            .header("durable", "true");
-        expect_refused(&mut ann, user_destination, "/user/queue/inbox").await;
-        assert!(queues_bound_to(&key).await.is_empty());
-        server.shutdown().await.expect("shutdown");
+        for mode in MODES {
+            println!("relay mode {mode:?}");
+            let key = unique("dsub.anon.");
+            let _cleanup = DeleteBoundQueues(key.clone());
+            let topic = format!("/topic/{key}");
+            let (server, url) = durable_subscriptions_server(mode).await;
+            let mut anonymous = connect(&url).await;
+            expect_refused(
+                &mut anonymous,
+                durable_subscribe("s", &topic),
+                "logged-in user",
+            )
+            .await;
+            let mut ann = login(&url, "ann").await;
+            let user_destination = Frame::new(Command::Subscribe)
+                .header("id", "u")
+                .header("destination", "/user/queue/inbox")
+                .header("durable", "true");
+            expect_refused(&mut ann, user_destination, "/user/queue/inbox").await;
+            assert!(queues_bound_to(&key).await.is_empty());
+            server.shutdown().await.expect("shutdown");
 
-        let (server, url) = relay_server_with(|_| {}).await;
-        let mut anonymous = connect(&url).await;
-        anonymous
-            .send_with_receipt(durable_subscribe("s", &topic), "s")
-            .await
-            .expect("durable not allowed: an ordinary subscription");
-        server.shutdown().await.expect("shutdown");
+            let (server, url) = relay_server_with(|_| {}).await;
+            let mut anonymous = connect(&url).await;
+            anonymous
+                .send_with_receipt(durable_subscribe("s", &topic), "s")
+                .await
+                .expect("durable not allowed: an ordinary subscription");
+            server.shutdown().await.expect("shutdown");
+        }
     })
     .await;
 }
@@ -1114,58 +1129,61 @@ async fn relay_durable_subscriptions_need_a_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_nack_with_requeue_false_is_not_redelivered() {
     with_broker(async {
-        let name = unique("stompbox-test-nack-");
-        let _cleanup = DeleteQueue(name.clone());
-        let queue = format!("/queue/{name}");
-        let (server, url) = relay_server_with(|_| {}).await;
-        let mut client = connect(&url).await;
-        for body in ["again", "drop"] {
+        for mode in MODES {
+            println!("relay mode {mode:?}");
+            let name = unique("stompbox-test-nack-");
+            let _cleanup = DeleteQueue(name.clone());
+            let queue = format!("/queue/{name}");
+            let (server, url) = relay_server_with(|relay| relay.mode = mode).await;
+            let mut client = connect(&url).await;
+            for body in ["again", "drop"] {
+                client
+                    .send_with_receipt(text(&queue, body), body)
+                    .await
+                    .expect("send");
+            }
             client
-                .send_with_receipt(text(&queue, body), body)
+                .send(
+                    &Frame::new(Command::Subscribe)
+                        .header("id", "q")
+                        .header("destination", &queue)
+                        .header("ack", "client-individual"),
+                )
                 .await
-                .expect("send");
+                .expect("subscribe");
+            let again = next_message(&mut client).await;
+            assert_eq!(again.body.as_ref(), b"again");
+            let drop_it = next_message(&mut client).await;
+            assert_eq!(drop_it.body.as_ref(), b"drop");
+            let ack_id = |m: &Frame| m.headers.get("ack").expect("ack header").to_owned();
+            client
+                .send(&Frame::new(Command::Nack).header("id", &ack_id(&again)))
+                .await
+                .expect("nack");
+            let redelivered = next_message(&mut client).await;
+            assert_eq!(redelivered.body.as_ref(), b"again", "{redelivered:?}");
+            client
+                .send(&Frame::new(Command::Ack).header("id", &ack_id(&redelivered)))
+                .await
+                .expect("ack");
+            client
+                .send(
+                    &Frame::new(Command::Nack)
+                        .header("id", &ack_id(&drop_it))
+                        .header("requeue", "false"),
+                )
+                .await
+                .expect("nack requeue:false");
+            // Sent on the same broker link after the NACK, so RabbitMQ has
+            // handled the NACK first: the next delivery is this one, not "drop".
+            client
+                .send(&text(&queue, "marker"))
+                .await
+                .expect("send marker");
+            let next = next_message(&mut client).await;
+            assert_eq!(next.body.as_ref(), b"marker", "{next:?}");
+            server.shutdown().await.expect("shutdown");
         }
-        client
-            .send(
-                &Frame::new(Command::Subscribe)
-                    .header("id", "q")
-                    .header("destination", &queue)
-                    .header("ack", "client-individual"),
-            )
-            .await
-            .expect("subscribe");
-        let again = next_message(&mut client).await;
-        assert_eq!(again.body.as_ref(), b"again");
-        let drop_it = next_message(&mut client).await;
-        assert_eq!(drop_it.body.as_ref(), b"drop");
-        let ack_id = |m: &Frame| m.headers.get("ack").expect("ack header").to_owned();
-        client
-            .send(&Frame::new(Command::Nack).header("id", &ack_id(&again)))
-            .await
-            .expect("nack");
-        let redelivered = next_message(&mut client).await;
-        assert_eq!(redelivered.body.as_ref(), b"again", "{redelivered:?}");
-        client
-            .send(&Frame::new(Command::Ack).header("id", &ack_id(&redelivered)))
-            .await
-            .expect("ack");
-        client
-            .send(
-                &Frame::new(Command::Nack)
-                    .header("id", &ack_id(&drop_it))
-                    .header("requeue", "false"),
-            )
-            .await
-            .expect("nack requeue:false");
-        // Sent on the same broker link after the NACK, so RabbitMQ has
-        // handled the NACK first: the next delivery is this one, not "drop".
-        client
-            .send(&text(&queue, "marker"))
-            .await
-            .expect("send marker");
-        let next = next_message(&mut client).await;
-        assert_eq!(next.body.as_ref(), b"marker", "{next:?}");
-        server.shutdown().await.expect("shutdown");
     })
     .await;
 }
