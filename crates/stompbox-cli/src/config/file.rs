@@ -200,6 +200,7 @@ pub(super) struct RelaySection {
     pub(super) mode: Option<String>,
     pub(super) connections: Option<usize>,
     pub(super) prefetch: Option<usize>,
+    pub(super) retire_timeout_ms: Option<u64>,
     pub(super) addresses: Option<Vec<String>>,
     pub(super) virtual_host: Option<String>,
     /// Empty: pass the client's own login.
@@ -239,6 +240,7 @@ impl RelaySection {
             mode: Some(mode_name(r.mode)),
             connections: Some(r.connections),
             prefetch: Some(r.prefetch),
+            retire_timeout_ms: Some(millis(r.retire_timeout)),
             addresses: Some(r.addresses.clone()),
             virtual_host: Some(r.virtual_host.clone()),
             client_login: Some(r.client_login.clone().unwrap_or_default()),

@@ -163,6 +163,10 @@ pub(super) fn relay(check: &mut Check, r: RelaySection, frame: usize) -> RelayCo
         c.connect_timeout =
             Duration::from_millis(check.at_least("relay.connect_timeout_ms", ms, 100));
     }
+    if let Some(ms) = r.retire_timeout_ms {
+        c.retire_timeout =
+            Duration::from_millis(check.at_least("relay.retire_timeout_ms", ms, 1000));
+    }
     if let Some(ms) = r.publish_timeout_ms {
         c.publish_timeout =
             Duration::from_millis(check.at_least("relay.publish_timeout_ms", ms, 100));

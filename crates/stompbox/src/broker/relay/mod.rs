@@ -38,6 +38,13 @@ pub struct RelayConfig {
     /// so one slow client holds at most this many on a shared link.
     /// Default 64.
     pub prefetch: usize,
+    /// Longest an acknowledging link of the shared pool keeps messages a
+    /// departed client left unacknowledged. RabbitMQ hands those back only
+    /// when the connection that received them closes, so such a link takes
+    /// no new subscriptions and closes when its last one ends, or after
+    /// this long at the latest: the clients still on it then get an ERROR
+    /// (their own unacknowledged messages are redelivered too). Default 30 s.
+    pub retire_timeout: Duration,
     /// Broker STOMP addresses (`host:port`), tried in order; the first that
     /// answers wins. Default `["127.0.0.1:61613"]`.
     pub addresses: Vec<String>,
@@ -465,6 +472,7 @@ impl Default for RelayConfig {
             mode: RelayMode::Shared,
             connections: 4,
             prefetch: 64,
+            retire_timeout: Duration::from_secs(30),
             addresses: vec!["127.0.0.1:61613".into()],
             virtual_host: "/".into(),
             client_login: Some("guest".into()),
