@@ -1468,3 +1468,70 @@ async fn prefetch_bounds_what_a_slow_consumer_holds() {
     })
     .await;
 }
+
+/// A name RabbitMQ refuses with an ERROR that closes the connection it came
+/// on (a queue under its reserved `amq.` prefix, an empty name) is refused by
+/// the relay itself: through the shared relay that connection carries other
+/// clients' frames and subscriptions. With one pool link that reconnects
+/// slowly, a bystander's SEND right after must still be confirmed and reach
+/// the topic's subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_rabbitmq_refuses_does_not_take_a_shared_link_down() {
+    with_broker(async {
+        let (server, url) = shared_relay_server(
+            |_| {},
+            |relay| {
+                relay.connections = 1;
+                relay.reconnect_initial = Duration::from_secs(10);
+                relay.reconnect_max = Duration::from_secs(10);
+            },
+        )
+        .await;
+        let topic = unique("/topic/shared-bystander-");
+        let mut subscriber = connect(&url).await;
+        subscriber
+            .send_with_receipt(subscribe_frame("t", &topic, "auto"), "t")
+            .await
+            .expect("subscribe");
+        let reserved = unique("/queue/amq.relay-");
+        let mut attacker = connect(&url).await;
+        expect_refused(
+            &mut attacker,
+            Frame::new(Command::Send)
+                .header("destination", &reserved)
+                .body("x"),
+            &reserved,
+        )
+        .await;
+        let mut attacker = connect(&url).await;
+        expect_refused(
+            &mut attacker,
+            subscribe_frame("q", &reserved, "client-individual"),
+            &reserved,
+        )
+        .await;
+        let mut attacker = connect(&url).await;
+        expect_refused(
+            &mut attacker,
+            Frame::new(Command::Send)
+                .header("destination", "/queue/")
+                .body("x"),
+            "/queue/",
+        )
+        .await;
+        let mut bystander = connect(&url).await;
+        bystander
+            .send_with_receipt(text(&topic, "still here"), "s")
+            .await
+            .expect("a bystander's SEND after the refused frames");
+        assert_eq!(
+            message_with_body(&mut subscriber, "still here")
+                .await
+                .body
+                .as_ref(),
+            b"still here"
+        );
+        server.shutdown().await.expect("shutdown");
+    })
+    .await;
+}

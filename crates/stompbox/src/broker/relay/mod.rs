@@ -366,7 +366,7 @@ impl RelayConfig {
         let allowed = if resolved {
             self.is_user_destination(destination)
         } else {
-            self.is_client_destination(destination)
+            self.is_client_destination(destination) && !rabbitmq_refuses(destination)
         };
         if allowed {
             Ok(())
@@ -439,6 +439,20 @@ impl RelayConfig {
         }
         destination.into()
     }
+}
+
+/// True for a name RabbitMQ answers with an ERROR that closes the whole
+/// connection: an empty queue or topic name, or a queue under its reserved
+/// `amq.` prefix (which it refuses to declare). Through the shared relay
+/// that connection carries every client's frames, so such a name must never
+/// reach it; no client can mean one.
+fn rabbitmq_refuses(destination: &str) -> bool {
+    ["/topic/", "/queue/", "/amq/queue/"]
+        .iter()
+        .any(|prefix| destination.strip_prefix(prefix).is_some_and(str::is_empty))
+        || destination
+            .strip_prefix("/queue/")
+            .is_some_and(|name| name.starts_with("amq."))
 }
 
 /// How client sessions reach the broker.
