@@ -632,7 +632,11 @@ impl Pool {
             Route::Own(Arc::clone(&subscription)),
         );
         drop(state);
-        offer(&outbox, &frame)
+        let sent = offer(&outbox, &frame);
+        if sent.is_err() {
+            lock(&link.state).routes.remove(&subscription.upstream_id);
+        }
+        sent
     }
 
     /// True when pool link `link` has a route for `upstream_id` (a durable
@@ -751,7 +755,21 @@ impl Pool {
         );
         link.subscriptions.fetch_add(1, Ordering::Relaxed);
         drop(state);
-        offer(&outbox, &frame)
+        let sent = offer(&outbox, &frame);
+        if sent.is_err()
+            && lock(&link.state)
+                .routes
+                .remove(&subscription.upstream_id)
+                .is_some()
+        {
+            // Not subscribed: the link must not wait for it to close.
+            if link.subscriptions.fetch_sub(1, Ordering::Relaxed) == 1
+                && link.retiring.load(Ordering::Relaxed)
+            {
+                link.close();
+            }
+        }
+        sent
     }
 
     /// Sends an ACK or NACK (or another frame) on an acknowledging link.

@@ -218,59 +218,76 @@ impl BrokerSession for SharedSession {
         for destination in &destinations {
             let last_receipt = receipt.clone();
             let fan_out = fans_out(self.config(), destination);
-            let held = if request.ack == AckMode::Auto && !durable && !options && fan_out {
-                let subscriber = Arc::new(LocalSubscriber {
-                    id: request.id.clone(),
-                    display: display.clone(),
-                    version: self.state.version,
-                    outbox: Arc::clone(&self.state.outbox),
-                    cancelled: AtomicBool::new(false),
-                });
-                let key = self.config().broker_form(destination).into_owned();
-                let entry =
-                    self.pool
-                        .join_topic(&key, home, Arc::clone(&subscriber), last_receipt)?;
-                Held::Topic { entry, subscriber }
-            } else {
-                let upstream_id = if durable {
-                    durable_id(self.user.name(), &request.id)
-                } else {
-                    self.pool.next_id("s")
-                };
-                let own = |upstream_id: &Bytes| {
-                    Arc::new(OwnSubscription {
-                        client_id: request.id.clone(),
-                        display: display.clone(),
-                        ack: request.ack,
-                        session: Arc::clone(&self.state),
-                        upstream_id: upstream_id.clone(),
-                        subscribe: self.subscribe_frame(&request, destination, upstream_id),
-                    })
-                };
-                if request.ack == AckMode::Auto && fan_out {
-                    // A durable subscription's id is fixed: another session
-                    // of the same user may hold it on one link, not on all.
-                    let count = self.pool.link_count();
-                    let link = (0..count)
-                        .map(|k| (home + k) % count)
-                        .find(|&k| !self.pool.has_route(k, &upstream_id))
-                        .ok_or_else(|| {
-                            BrokerError::NotAllowed(format!(
-                                "this durable subscription is already active {count} times \
+            let held = (|| -> Result<Held, BrokerError> {
+                Ok(
+                    if request.ack == AckMode::Auto && !durable && !options && fan_out {
+                        let subscriber = Arc::new(LocalSubscriber {
+                            id: request.id.clone(),
+                            display: display.clone(),
+                            version: self.state.version,
+                            outbox: Arc::clone(&self.state.outbox),
+                            cancelled: AtomicBool::new(false),
+                        });
+                        let key = self.config().broker_form(destination).into_owned();
+                        let entry = self.pool.join_topic(
+                            &key,
+                            home,
+                            Arc::clone(&subscriber),
+                            last_receipt,
+                        )?;
+                        Held::Topic { entry, subscriber }
+                    } else {
+                        let upstream_id = if durable {
+                            durable_id(self.user.name(), &request.id)
+                        } else {
+                            self.pool.next_id("s")
+                        };
+                        let own = |upstream_id: &Bytes| {
+                            Arc::new(OwnSubscription {
+                                client_id: request.id.clone(),
+                                display: display.clone(),
+                                ack: request.ack,
+                                session: Arc::clone(&self.state),
+                                upstream_id: upstream_id.clone(),
+                                subscribe: self.subscribe_frame(&request, destination, upstream_id),
+                            })
+                        };
+                        if request.ack == AckMode::Auto && fan_out {
+                            // A durable subscription's id is fixed: another session
+                            // of the same user may hold it on one link, not on all.
+                            let count = self.pool.link_count();
+                            let link = (0..count)
+                                .map(|k| (home + k) % count)
+                                .find(|&k| !self.pool.has_route(k, &upstream_id))
+                                .ok_or_else(|| {
+                                    BrokerError::NotAllowed(format!(
+                                        "this durable subscription is already active {count} times \
                                  on this server"
-                            ))
-                        })?;
-                    self.pool
-                        .subscribe_own(link, own(&upstream_id), last_receipt)?;
-                    Held::Own { link, upstream_id }
-                } else {
-                    let link = self.pool.ack_link(&upstream_id);
-                    self.pool
-                        .subscribe_acked(&link, own(&upstream_id), last_receipt)?;
-                    Held::Acked { link, upstream_id }
+                                    ))
+                                })?;
+                            self.pool
+                                .subscribe_own(link, own(&upstream_id), last_receipt)?;
+                            Held::Own { link, upstream_id }
+                        } else {
+                            let link = self.pool.ack_link(&upstream_id);
+                            self.pool
+                                .subscribe_acked(&link, own(&upstream_id), last_receipt)?;
+                            Held::Acked { link, upstream_id }
+                        }
+                    },
+                )
+            })();
+            match held {
+                Ok(held) => helds.push(held),
+                Err(e) => {
+                    // The sides already subscribed would otherwise stay
+                    // upstream (and hold their link) with no one to end them.
+                    for held in helds {
+                        self.release(&request.id, held, &Headers::default(), None);
+                    }
+                    return Err(e);
                 }
-            };
-            helds.push(held);
+            }
         }
         self.subscriptions.insert(request.id, helds);
         Ok(())
