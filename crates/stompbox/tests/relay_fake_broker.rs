@@ -100,3 +100,72 @@ async fn a_disconnect_receipt_waits_for_the_brokers_own() {
     }
     server.shutdown().await.expect("shutdown");
 }
+
+/// A broker that hangs up on every SUBSCRIBE: a shared relay's pool link is
+/// lost before the broker confirmed a subscription of its own (one with a
+/// broker option), and the client waiting for that SUBSCRIBE's receipt is
+/// told so, instead of waiting for a receipt that will never come.
+#[tokio::test]
+async fn a_subscribe_receipt_lost_with_its_pool_link_is_answered_with_an_error() {
+    use stompbox::codec::{Command, Frame};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if stream.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = stream
+                    .write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
+                    .await;
+                loop {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 || buf[..n].windows(10).any(|w| w == b"SUBSCRIBE\n") {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut config = ServerConfig::default();
+    config.http_addr = "127.0.0.1:0".parse().expect("addr");
+    config.auth.allow_anonymous = true;
+    let mut relay = RelayConfig::default();
+    relay.addresses = vec![address];
+    relay.mode = stompbox::broker::relay::RelayMode::Shared;
+    relay.connections = 1;
+    relay.subscribe_headers = vec!["x-option".into()];
+    relay.reconnect_initial = Duration::from_secs(5);
+    relay.reconnect_max = Duration::from_secs(5);
+    config.relay = Some(relay);
+    let server = Server::bind(config).await.expect("bind").spawn();
+    let mut available = server.broker_availability();
+    tokio::time::timeout(Duration::from_secs(10), available.wait_for(|up| *up))
+        .await
+        .expect("fake broker not available")
+        .expect("availability");
+    let url = format!("ws://{}/ws", server.http_addr().expect("addr"));
+    let (mut client, _) = stompbox::client::Client::connect(&url, &[])
+        .await
+        .expect("connect");
+    client
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("id", "s")
+                .header("destination", "/topic/fake.option")
+                .header("x-option", "1")
+                .header("receipt", "sub"),
+        )
+        .await
+        .expect("send");
+    let frame = client
+        .next_frame_within(Duration::from_secs(3))
+        .await
+        .expect("no answer to the SUBSCRIBE's receipt")
+        .expect("closed without an answer");
+    assert_eq!(frame.command, Command::Error, "{frame:?}");
+    assert_eq!(frame.headers.get("receipt-id"), Some("sub"), "{frame:?}");
+    server.shutdown().await.expect("shutdown");
+}

@@ -77,14 +77,21 @@ struct TopicState {
 pub(super) struct ReceiptJoin {
     remaining: AtomicUsize,
     outbox: Arc<Outbox>,
+    version: Version,
     receipt: Bytes,
 }
 
 impl ReceiptJoin {
-    pub(super) fn new(sides: usize, outbox: Arc<Outbox>, receipt: Bytes) -> Arc<ReceiptJoin> {
+    pub(super) fn new(
+        sides: usize,
+        outbox: Arc<Outbox>,
+        version: Version,
+        receipt: Bytes,
+    ) -> Arc<ReceiptJoin> {
         Arc::new(ReceiptJoin {
             remaining: AtomicUsize::new(sides),
             outbox,
+            version,
             receipt,
         })
     }
@@ -958,20 +965,27 @@ fn on_pool_link_event(pool: &Pool, index: usize, event: Event) {
             // reached the broker: it is told, and reconnects. Shared topics
             // and ack:auto subscriptions stay and are subscribed again.
             for waiter in receipts {
-                if let Waiter::Client {
-                    outbox,
-                    version,
-                    receipt,
-                    ..
-                } = waiter
-                {
-                    let mut error = StompError::new(
-                        "the connection to the message broker was lost before it confirmed \
-                         this frame; reconnect and send it again if it matters",
-                    );
-                    error.receipt_id = Some(receipt);
-                    outbox.finish(error.to_frame(version));
-                }
+                let (outbox, version, receipt) = match waiter {
+                    Waiter::Client {
+                        outbox,
+                        version,
+                        receipt,
+                        ..
+                    } => (outbox, version, receipt),
+                    // A SUBSCRIBE of a subscription of its own: subscribed
+                    // again on the next link, but without the receipt, which
+                    // would otherwise never come.
+                    Waiter::Join(join) => {
+                        (Arc::clone(&join.outbox), join.version, join.receipt.clone())
+                    }
+                    Waiter::Topic(_) | Waiter::Flush(_) => continue,
+                };
+                let mut error = StompError::new(
+                    "the connection to the message broker was lost before it confirmed \
+                     this frame; reconnect and send it again if it matters",
+                );
+                error.receipt_id = Some(receipt);
+                outbox.finish(error.to_frame(version));
             }
             if reason.is_some() {
                 link.lost.notify_one();

@@ -204,10 +204,14 @@ impl BrokerSession for SharedSession {
             .display_destination
             .as_ref()
             .map(|d| Bytes::copy_from_slice(d.as_bytes()));
-        let receipt = request
-            .receipt
-            .clone()
-            .map(|r| ReceiptJoin::new(destinations.len(), Arc::clone(&self.state.outbox), r));
+        let receipt = request.receipt.clone().map(|r| {
+            ReceiptJoin::new(
+                destinations.len(),
+                Arc::clone(&self.state.outbox),
+                self.state.version,
+                r,
+            )
+        });
         let mut helds = Vec::with_capacity(destinations.len());
         // Every side on the link of the first: a user destination's two
         // (the user's and the session's) then keep the order in which the
