@@ -346,7 +346,17 @@ impl Pool {
     /// bounded by the connect timeout. At once if the link is down: nothing
     /// can be in flight there.
     pub(super) async fn flush(&self, link: usize) {
-        let link = &self.links[link % self.links.len()];
+        self.flush_state(&self.links[link % self.links.len()].state)
+            .await;
+    }
+
+    /// As [`Pool::flush`], for an acknowledging link: the ACKs and NACKs a
+    /// session sent there.
+    pub(super) async fn flush_acked(&self, link: &AckLink) {
+        self.flush_state(&link.state).await;
+    }
+
+    async fn flush_state(&self, link: &Mutex<LinkState>) {
         let tx = self.next_id("x");
         let mut begin = Frame::new(Command::Begin);
         begin.headers.push(
@@ -364,7 +374,7 @@ impl Pool {
         );
         let (done, confirmed) = oneshot::channel();
         let outbox = {
-            let mut state = lock(&link.state);
+            let mut state = lock(link);
             let Ok(outbox) = state.outbox() else { return };
             state.receipts.insert(receipt.clone(), Waiter::Flush(done));
             outbox
@@ -373,7 +383,7 @@ impl Pool {
             .and_then(|()| offer(&outbox, &abort))
             .is_err()
         {
-            lock(&link.state).receipts.remove(&receipt);
+            lock(link).receipts.remove(&receipt);
             return;
         }
         let _ = tokio::time::timeout(self.config.connect_timeout, confirmed).await;

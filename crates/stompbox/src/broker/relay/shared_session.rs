@@ -52,6 +52,9 @@ pub(crate) struct SharedSession {
     /// Pool links this session sent on (a bit each): its DISCONNECT's
     /// receipt waits for them.
     used_links: u64,
+    /// Acknowledging links this session sent ACK or NACK on: its
+    /// DISCONNECT's receipt waits for them too.
+    used_ack_links: Vec<Arc<AckLink>>,
     user: User,
     subscriptions: HashMap<Bytes, Vec<Held>>,
 }
@@ -70,6 +73,7 @@ impl SharedSession {
             state: SessionState::new(context.outbox, context.version),
             pool,
             used_links: 0,
+            used_ack_links: Vec::new(),
             user: context.user,
             subscriptions: HashMap::new(),
         }
@@ -407,6 +411,13 @@ impl BrokerSession for SharedSession {
             let sent =
                 self.pool
                     .send_acked(&entry.link, frame, r.map(|r| (Arc::clone(&self.state), r)));
+            if !self
+                .used_ack_links
+                .iter()
+                .any(|l| Arc::ptr_eq(l, &entry.link))
+            {
+                self.used_ack_links.push(Arc::clone(&entry.link));
+            }
             if sent.is_err() {
                 result = sent;
             }
@@ -422,7 +433,12 @@ impl BrokerSession for SharedSession {
             let flushes = (0..self.pool.link_count())
                 .filter(|k| self.used_links & (1 << (k % 64)) != 0)
                 .map(|k| self.pool.flush(k));
-            futures_util::future::join_all(flushes).await;
+            let acked = self.used_ack_links.iter().map(|l| self.pool.flush_acked(l));
+            futures_util::future::join(
+                futures_util::future::join_all(flushes),
+                futures_util::future::join_all(acked),
+            )
+            .await;
             let _ = self.state.outbox.push(receipt_frame(&receipt));
         })
     }
