@@ -1585,3 +1585,80 @@ async fn unacknowledged_messages_return_while_another_subscription_keeps_the_lin
     })
     .await;
 }
+
+/// Messages unacknowledged on RabbitMQ's side of `queue` (its name without
+/// `/queue/`).
+async fn unacknowledged_in(queue: &str) -> usize {
+    let output = tokio::process::Command::new("rabbitmqctl")
+        .args([
+            "--quiet",
+            "list_queues",
+            "--no-table-headers",
+            "name",
+            "messages_unacknowledged",
+        ])
+        .output()
+        .await
+        .expect("rabbitmqctl");
+    assert!(output.status.success(), "rabbitmqctl list_queues failed");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some(queue)).then(|| words.next()?.parse().ok())?
+        })
+        .next()
+        .unwrap_or_default()
+}
+
+/// An `ack:auto` queue consumer cut off as a slow consumer while the
+/// broker still delivers to it: what its outbox could not take is never
+/// acknowledged upstream, so the acknowledging link must close once the
+/// consumer is gone, handing those messages back. Before, the link stayed
+/// (nothing marked it retiring) and they stayed unacknowledged for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_auto_ack_consumer_leaves_no_message_stranded() {
+    with_broker(async {
+        let (server, url) = shared_relay_server(|c| c.outbox_bytes = 256 * 1024, |_| {}).await;
+        let name = unique("shared-stranded-");
+        let _cleanup = DeleteQueue(name.clone());
+        let queue = format!("/queue/{name}");
+        let body = "x".repeat(512 * 1024);
+        for n in 0..40 {
+            server
+                .messaging()
+                .publish(&queue, format!("{n}:{body}"))
+                .await
+                .expect("publish");
+        }
+        let mut stalled = connect(&url).await;
+        stalled
+            .send_with_receipt(subscribe_frame("q", &queue, "auto"), "q")
+            .await
+            .expect("subscribe");
+        // It reads nothing until it is cut off; then what reached it, to
+        // the end of its connection.
+        tokio::time::timeout(WAIT, async {
+            while server.stats().slow_consumers == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the stalled consumer was not cut off");
+        while let Ok(Some(_)) = stalled.next_frame_within(WAIT).await {}
+        drop(stalled);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let unacked = unacknowledged_in(&name).await;
+            if unacked == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{unacked} messages stay unacknowledged after their consumer is gone"
+            );
+        }
+        server.shutdown().await.expect("shutdown");
+    })
+    .await;
+}

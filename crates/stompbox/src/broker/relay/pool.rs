@@ -1252,7 +1252,13 @@ fn deliver_own(
         .is_err()
     {
         // Cut off: the link retires when this subscription goes, and the
-        // broker redelivers what was not acknowledged.
+        // broker redelivers what was not acknowledged. A client-ack
+        // delivery is in `pending`, so its session's leaving retires the
+        // link; an `ack:auto` one is in no record, so retire it here, or it
+        // stays unacknowledged on a link that never closes.
+        if let Some((link, _)) = auto_ack {
+            link.retire();
+        }
         return;
     }
     if let Some((link, upstream_ack)) = auto_ack {
