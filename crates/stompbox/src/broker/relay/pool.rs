@@ -749,14 +749,38 @@ impl Pool {
         link
     }
 
-    /// Subscribes on an acknowledging link.
+    /// Subscribes on an acknowledging link with room for it; returns the
+    /// link.
     pub(super) fn subscribe_acked(
+        self: &Arc<Self>,
+        upstream_id: &Bytes,
+        subscription: Arc<OwnSubscription>,
+        receipt: Option<Arc<ReceiptJoin>>,
+    ) -> Result<Arc<AckLink>, BrokerError> {
+        // The link chosen may retire and close (a MESSAGE for a route just
+        // gone) before the subscription is on it: then on a new one.
+        let mut attempts = 0;
+        loop {
+            let link = self.ack_link(upstream_id);
+            match self.subscribe_on(&link, Arc::clone(&subscription), receipt.clone()) {
+                Err(_) if link.closed.load(Ordering::Relaxed) && attempts < 2 => attempts += 1,
+                result => return result.map(|()| link),
+            }
+        }
+    }
+
+    fn subscribe_on(
         &self,
         link: &Arc<AckLink>,
         subscription: Arc<OwnSubscription>,
         receipt: Option<Arc<ReceiptJoin>>,
     ) -> Result<(), BrokerError> {
         let mut state = lock(&link.state);
+        if link.closed.load(Ordering::Relaxed) {
+            return Err(BrokerError::Unavailable(
+                "the connection to the message broker is closed".into(),
+            ));
+        }
         let outbox = state.outbox()?;
         let mut frame = subscription.subscribe.clone();
         if let Some(receipt) = receipt {

@@ -277,9 +277,11 @@ impl BrokerSession for SharedSession {
                                 .subscribe_own(link, own(&upstream_id), last_receipt)?;
                             Held::Own { link, upstream_id }
                         } else {
-                            let link = self.pool.ack_link(&upstream_id);
-                            self.pool
-                                .subscribe_acked(&link, own(&upstream_id), last_receipt)?;
+                            let link = self.pool.subscribe_acked(
+                                &upstream_id,
+                                own(&upstream_id),
+                                last_receipt,
+                            )?;
                             Held::Acked { link, upstream_id }
                         }
                     },
