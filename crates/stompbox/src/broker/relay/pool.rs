@@ -343,20 +343,21 @@ impl Pool {
 
     /// Waits until every frame sent before on pool link `link` was taken by
     /// the broker (an empty transaction, whose ABORT it answers in order),
-    /// bounded by the connect timeout. At once if the link is down: nothing
-    /// can be in flight there.
-    pub(super) async fn flush(&self, link: usize) {
+    /// bounded by the connect timeout. True when the broker confirmed it;
+    /// false at once if the link is down (what was sent on it may be lost
+    /// with it) or when the broker did not answer in time.
+    pub(super) async fn flush(&self, link: usize) -> bool {
         self.flush_state(&self.links[link % self.links.len()].state)
-            .await;
+            .await
     }
 
     /// As [`Pool::flush`], for an acknowledging link: the ACKs and NACKs a
     /// session sent there.
-    pub(super) async fn flush_acked(&self, link: &AckLink) {
-        self.flush_state(&link.state).await;
+    pub(super) async fn flush_acked(&self, link: &AckLink) -> bool {
+        self.flush_state(&link.state).await
     }
 
-    async fn flush_state(&self, link: &Mutex<LinkState>) {
+    async fn flush_state(&self, link: &Mutex<LinkState>) -> bool {
         let tx = self.next_id("x");
         let mut begin = Frame::new(Command::Begin);
         begin.headers.push(
@@ -375,7 +376,9 @@ impl Pool {
         let (done, confirmed) = oneshot::channel();
         let outbox = {
             let mut state = lock(link);
-            let Ok(outbox) = state.outbox() else { return };
+            let Ok(outbox) = state.outbox() else {
+                return false;
+            };
             state.receipts.insert(receipt.clone(), Waiter::Flush(done));
             outbox
         };
@@ -384,9 +387,15 @@ impl Pool {
             .is_err()
         {
             lock(link).receipts.remove(&receipt);
-            return;
+            // An acknowledging link we closed ourselves (retired, its last
+            // subscription gone) sent its DISCONNECT after everything else,
+            // which the broker takes in order before it closes.
+            return outbox.is_finished();
         }
-        let _ = tokio::time::timeout(self.config.connect_timeout, confirmed).await;
+        matches!(
+            tokio::time::timeout(self.config.connect_timeout, confirmed).await,
+            Ok(Ok(()))
+        )
     }
 
     fn login(&self) -> (String, String) {

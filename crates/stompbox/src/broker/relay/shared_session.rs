@@ -436,12 +436,16 @@ impl BrokerSession for SharedSession {
                 .filter(|k| self.used_links & (1 << (k % 64)) != 0)
                 .map(|k| self.pool.flush(k));
             let acked = self.used_ack_links.iter().map(|l| self.pool.flush_acked(l));
-            futures_util::future::join(
+            let (flushed, acked) = futures_util::future::join(
                 futures_util::future::join_all(flushes),
                 futures_util::future::join_all(acked),
             )
             .await;
-            let _ = self.state.outbox.push(receipt_frame(&receipt));
+            // No receipt the broker did not earn: a link lost or silent may
+            // have lost what the session sent on it.
+            if flushed.into_iter().chain(acked).all(|confirmed| confirmed) {
+                let _ = self.state.outbox.push(receipt_frame(&receipt));
+            }
         })
     }
 }
