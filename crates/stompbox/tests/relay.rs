@@ -1519,6 +1519,19 @@ async fn a_name_rabbitmq_refuses_does_not_take_a_shared_link_down() {
             "/queue/",
         )
         .await;
+        // RabbitMQ refuses a SEND with a `message-id`: the relay drops it.
+        let mut sender = connect(&url).await;
+        sender
+            .send_with_receipt(text(&topic, "with an id").header("message-id", "mine"), "m")
+            .await
+            .expect("a SEND with a message-id");
+        assert_eq!(
+            message_with_body(&mut subscriber, "with an id")
+                .await
+                .body
+                .as_ref(),
+            b"with an id"
+        );
         let mut bystander = connect(&url).await;
         bystander
             .send_with_receipt(text(&topic, "still here"), "s")

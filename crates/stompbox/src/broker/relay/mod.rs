@@ -190,12 +190,15 @@ const OWN_ACK_HEADERS: [&str; 5] = [
 
 /// SEND headers that belong to the client's leg (the relay sets its own
 /// `destination`, `receipt` and `content-length`; transactions are kept by
-/// the session, not the broker).
-const CLIENT_LEG_HEADERS: [&str; 4] = [
+/// the session, not the broker), and `message-id`, which the broker sets:
+/// RabbitMQ answers a SEND carrying it with an ERROR and closes the
+/// connection, which in the shared mode every client is on.
+const CLIENT_LEG_HEADERS: [&str; 5] = [
     header::DESTINATION,
     header::RECEIPT,
     header::TRANSACTION,
     header::CONTENT_LENGTH,
+    header::MESSAGE_ID,
 ];
 
 /// SEND headers that a broker acts on instead of carrying them to the
