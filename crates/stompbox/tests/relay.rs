@@ -1491,3 +1491,210 @@ async fn prefetch_bounds_what_a_slow_consumer_holds() {
     })
     .await;
 }
+
+/// A name RabbitMQ refuses with an ERROR that closes the connection it came
+/// on (a queue under its reserved `amq.` prefix, an empty name) is refused by
+/// the relay itself: through the shared relay that connection carries other
+/// clients' frames and subscriptions. With one pool link that reconnects
+/// slowly, a bystander's SEND right after must still be confirmed and reach
+/// the topic's subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_rabbitmq_refuses_does_not_take_a_shared_link_down() {
+    with_broker(async {
+        let (server, url) = shared_relay_server(
+            |_| {},
+            |relay| {
+                relay.connections = 1;
+                relay.reconnect_initial = Duration::from_secs(10);
+                relay.reconnect_max = Duration::from_secs(10);
+            },
+        )
+        .await;
+        let topic = unique("/topic/shared-bystander-");
+        let mut subscriber = connect(&url).await;
+        subscriber
+            .send_with_receipt(subscribe_frame("t", &topic, "auto"), "t")
+            .await
+            .expect("subscribe");
+        let reserved = unique("/queue/amq.relay-");
+        let mut attacker = connect(&url).await;
+        expect_refused(
+            &mut attacker,
+            Frame::new(Command::Send)
+                .header("destination", &reserved)
+                .body("x"),
+            &reserved,
+        )
+        .await;
+        let mut attacker = connect(&url).await;
+        expect_refused(
+            &mut attacker,
+            subscribe_frame("q", &reserved, "client-individual"),
+            &reserved,
+        )
+        .await;
+        let mut attacker = connect(&url).await;
+        expect_refused(
+            &mut attacker,
+            Frame::new(Command::Send)
+                .header("destination", "/queue/")
+                .body("x"),
+            "/queue/",
+        )
+        .await;
+        // RabbitMQ refuses a SEND with a `message-id`: the relay drops it.
+        let mut sender = connect(&url).await;
+        sender
+            .send_with_receipt(text(&topic, "with an id").header("message-id", "mine"), "m")
+            .await
+            .expect("a SEND with a message-id");
+        assert_eq!(
+            message_with_body(&mut subscriber, "with an id")
+                .await
+                .body
+                .as_ref(),
+            b"with an id"
+        );
+        let mut bystander = connect(&url).await;
+        bystander
+            .send_with_receipt(text(&topic, "still here"), "s")
+            .await
+            .expect("a bystander's SEND after the refused frames");
+        assert_eq!(
+            message_with_body(&mut subscriber, "still here")
+                .await
+                .body
+                .as_ref(),
+            b"still here"
+        );
+        server.shutdown().await.expect("shutdown");
+    })
+    .await;
+}
+
+/// A consumer that leaves with unacknowledged messages while another
+/// client's subscription shares its acknowledging link: the messages must
+/// go back to the queue then, not when that other (long-lived) subscription
+/// ends. Today they stay held by the retiring link (see `pool.rs`,
+/// `AckLink::retire`) for as long as any subscription on it lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known bug of the shared relay: a retiring acknowledging link holds a departed consumer's messages while other subscriptions keep it open"]
+async fn unacknowledged_messages_return_while_another_subscription_keeps_the_link() {
+    with_broker(async {
+        let (server, url) = shared_relay_server(|_| {}, |_| {}).await;
+        let mut keeper = connect(&url).await;
+        keeper
+            .send_with_receipt(
+                subscribe_frame("k", &unique("/queue/shared-keeper-"), "client-individual"),
+                "k",
+            )
+            .await
+            .expect("subscribe");
+        let queue = unique("/queue/shared-held-");
+        let mut producer = connect(&url).await;
+        for n in 0..3 {
+            producer
+                .send_with_receipt(text(&queue, &format!("m{n}")), &format!("p{n}"))
+                .await
+                .expect("send");
+        }
+        let mut leaving = connect(&url).await;
+        leaving
+            .send_with_receipt(subscribe_frame("q", &queue, "client-individual"), "q")
+            .await
+            .expect("subscribe");
+        for _ in 0..3 {
+            next_message(&mut leaving).await;
+        }
+        drop(leaving);
+        let mut other = connect(&url).await;
+        other
+            .send_with_receipt(subscribe_frame("q", &queue, "client-individual"), "q")
+            .await
+            .expect("subscribe");
+        for _ in 0..3 {
+            let m = next_message(&mut other).await;
+            assert_eq!(m.headers.get("redelivered"), Some("true"), "{m:?}");
+        }
+        drop(keeper);
+        server.shutdown().await.expect("shutdown");
+    })
+    .await;
+}
+
+/// Messages unacknowledged on RabbitMQ's side of `queue` (its name without
+/// `/queue/`).
+async fn unacknowledged_in(queue: &str) -> usize {
+    let output = tokio::process::Command::new("rabbitmqctl")
+        .args([
+            "--quiet",
+            "list_queues",
+            "--no-table-headers",
+            "name",
+            "messages_unacknowledged",
+        ])
+        .output()
+        .await
+        .expect("rabbitmqctl");
+    assert!(output.status.success(), "rabbitmqctl list_queues failed");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some(queue)).then(|| words.next()?.parse().ok())?
+        })
+        .next()
+        .unwrap_or_default()
+}
+
+/// An `ack:auto` queue consumer cut off as a slow consumer while the
+/// broker still delivers to it: what its outbox could not take is never
+/// acknowledged upstream, so the acknowledging link must close once the
+/// consumer is gone, handing those messages back. Before, the link stayed
+/// (nothing marked it retiring) and they stayed unacknowledged for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_auto_ack_consumer_leaves_no_message_stranded() {
+    with_broker(async {
+        let (server, url) = shared_relay_server(|c| c.outbox_bytes = 256 * 1024, |_| {}).await;
+        let name = unique("shared-stranded-");
+        let _cleanup = DeleteQueue(name.clone());
+        let queue = format!("/queue/{name}");
+        let body = "x".repeat(512 * 1024);
+        for n in 0..40 {
+            server
+                .messaging()
+                .publish(&queue, format!("{n}:{body}"))
+                .await
+                .expect("publish");
+        }
+        let mut stalled = connect(&url).await;
+        stalled
+            .send_with_receipt(subscribe_frame("q", &queue, "auto"), "q")
+            .await
+            .expect("subscribe");
+        // It reads nothing until it is cut off; then what reached it, to
+        // the end of its connection.
+        tokio::time::timeout(WAIT, async {
+            while server.stats().slow_consumers == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the stalled consumer was not cut off");
+        while let Ok(Some(_)) = stalled.next_frame_within(WAIT).await {}
+        drop(stalled);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let unacked = unacknowledged_in(&name).await;
+            if unacked == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{unacked} messages stay unacknowledged after their consumer is gone"
+            );
+        }
+        server.shutdown().await.expect("shutdown");
+    })
+    .await;
+}

@@ -35,7 +35,8 @@ async fn a_broker_that_drops_every_connection_is_retried_with_backoff() {
     relay.addresses = vec![address];
     relay.reconnect_initial = Duration::from_millis(200);
     relay.reconnect_max = Duration::from_secs(1);
-    // The system link and one pool link, each reconnecting on its own.
+    // Two reconnecting links: the system connection and one pool link of
+    // the shared mode.
     relay.connections = 1;
     config.relay = Some(relay);
     let server = Server::bind(config).await.expect("bind").spawn();
@@ -43,8 +44,8 @@ async fn a_broker_that_drops_every_connection_is_retried_with_backoff() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let count = accepted.load(Ordering::Relaxed);
     server.shutdown().await.expect("shutdown");
-    // Doubling from 100–200 ms up to 1 s allows at most a handful per link;
-    // a tight loop makes thousands.
+    // Doubling from 100–200 ms up to 1 s allows at most a handful per
+    // link; a tight loop makes thousands.
     assert!((4..=30).contains(&count), "{count} connections in 2 s");
 }
 
@@ -93,6 +94,16 @@ async fn disconnect_receipt_waits_for_the_broker(mode: RelayMode) {
     let (mut client, _) = stompbox::client::Client::connect(&url, &[])
         .await
         .expect("connect");
+    // Something for the broker to confirm: through the shared relay a
+    // session that sent nothing has nothing to wait for.
+    client
+        .send(
+            &stompbox::codec::Frame::new(stompbox::codec::Command::Send)
+                .header("destination", "/topic/fake.unconfirmed")
+                .body("x"),
+        )
+        .await
+        .expect("send");
     client
         .send(
             &stompbox::codec::Frame::new(stompbox::codec::Command::Send)
@@ -114,6 +125,182 @@ async fn disconnect_receipt_waits_for_the_broker(mode: RelayMode) {
             frame.command,
             stompbox::codec::Command::Receipt,
             "a RECEIPT the broker never sent"
+        );
+    }
+    server.shutdown().await.expect("shutdown");
+}
+
+/// A broker that hangs up on every SUBSCRIBE: a shared relay's pool link is
+/// lost before the broker confirmed a subscription of its own (one with a
+/// broker option), and the client waiting for that SUBSCRIBE's receipt is
+/// told so, instead of waiting for a receipt that will never come.
+#[tokio::test]
+async fn a_subscribe_receipt_lost_with_its_pool_link_is_answered_with_an_error() {
+    use stompbox::codec::{Command, Frame};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if stream.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = stream
+                    .write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
+                    .await;
+                loop {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 || buf[..n].windows(10).any(|w| w == b"SUBSCRIBE\n") {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut config = ServerConfig::default();
+    config.http_addr = "127.0.0.1:0".parse().expect("addr");
+    config.auth.allow_anonymous = true;
+    let mut relay = RelayConfig::default();
+    relay.addresses = vec![address];
+    relay.mode = stompbox::broker::relay::RelayMode::Shared;
+    relay.connections = 1;
+    relay.subscribe_headers = vec!["x-option".into()];
+    relay.reconnect_initial = Duration::from_secs(5);
+    relay.reconnect_max = Duration::from_secs(5);
+    config.relay = Some(relay);
+    let server = Server::bind(config).await.expect("bind").spawn();
+    let mut available = server.broker_availability();
+    tokio::time::timeout(Duration::from_secs(10), available.wait_for(|up| *up))
+        .await
+        .expect("fake broker not available")
+        .expect("availability");
+    let url = format!("ws://{}/ws", server.http_addr().expect("addr"));
+    let (mut client, _) = stompbox::client::Client::connect(&url, &[])
+        .await
+        .expect("connect");
+    client
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("id", "s")
+                .header("destination", "/topic/fake.option")
+                .header("x-option", "1")
+                .header("receipt", "sub"),
+        )
+        .await
+        .expect("send");
+    let frame = client
+        .next_frame_within(Duration::from_secs(3))
+        .await
+        .expect("no answer to the SUBSCRIBE's receipt")
+        .expect("closed without an answer");
+    assert_eq!(frame.command, Command::Error, "{frame:?}");
+    assert_eq!(frame.headers.get("receipt-id"), Some("sub"), "{frame:?}");
+    server.shutdown().await.expect("shutdown");
+}
+
+/// A broker that confirms a SUBSCRIBE, delivers one message to it, and then
+/// answers nothing: through the shared relay the client's ACK goes on an
+/// acknowledging link, and its DISCONNECT's receipt must wait for the broker
+/// to have taken that ACK (which it never confirms here), as it waits for
+/// the session's SENDs.
+#[tokio::test]
+async fn a_disconnect_receipt_waits_for_the_acks_the_session_sent() {
+    use stompbox::codec::{Command, Frame};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                if stream.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = stream
+                    .write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
+                    .await;
+                loop {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    for frame in text.split('\0') {
+                        let frame = frame.trim_start_matches(['\n', '\r']);
+                        if !frame.starts_with("SUBSCRIBE\n") {
+                            continue;
+                        }
+                        let header = |name: &str| {
+                            frame
+                                .lines()
+                                .find_map(|l| l.strip_prefix(name))
+                                .unwrap_or_default()
+                                .to_owned()
+                        };
+                        let (id, receipt) = (header("id:"), header("receipt:"));
+                        let reply = format!(
+                            "RECEIPT\nreceipt-id:{receipt}\n\n\0MESSAGE\nsubscription:{id}\n\
+                             destination:/queue/fake\nmessage-id:m1\nack:a1\n\nbody\0"
+                        );
+                        let _ = stream.write_all(reply.as_bytes()).await;
+                    }
+                }
+            });
+        }
+    });
+    let mut config = ServerConfig::default();
+    config.http_addr = "127.0.0.1:0".parse().expect("addr");
+    config.auth.allow_anonymous = true;
+    let mut relay = RelayConfig::default();
+    relay.addresses = vec![address];
+    relay.mode = stompbox::broker::relay::RelayMode::Shared;
+    relay.connect_timeout = Duration::from_secs(30);
+    config.relay = Some(relay);
+    let server = Server::bind(config).await.expect("bind").spawn();
+    let mut available = server.broker_availability();
+    tokio::time::timeout(Duration::from_secs(10), available.wait_for(|up| *up))
+        .await
+        .expect("fake broker not available")
+        .expect("availability");
+    let url = format!("ws://{}/ws", server.http_addr().expect("addr"));
+    let (mut client, _) = stompbox::client::Client::connect(&url, &[])
+        .await
+        .expect("connect");
+    client
+        .send_with_receipt(
+            Frame::new(Command::Subscribe)
+                .header("id", "s")
+                .header("destination", "/queue/fake")
+                .header("ack", "client-individual"),
+            "sub",
+        )
+        .await
+        .expect("subscribe");
+    let message = loop {
+        let frame = client
+            .next_frame_within(Duration::from_secs(10))
+            .await
+            .expect("read")
+            .expect("closed");
+        if frame.command == Command::Message {
+            break frame;
+        }
+    };
+    let ack = message.headers.get("ack").expect("ack header").to_owned();
+    client
+        .send(&Frame::new(Command::Ack).header("id", &ack))
+        .await
+        .expect("ack");
+    client
+        .send(&Frame::new(Command::Disconnect).header("receipt", "bye"))
+        .await
+        .expect("disconnect");
+    // The broker never confirms the ACK: no RECEIPT within the wait.
+    if let Ok(Some(frame)) = client.next_frame_within(Duration::from_secs(2)).await {
+        assert_ne!(
+            frame.command,
+            Command::Receipt,
+            "a DISCONNECT receipt before the broker took the session's ACK"
         );
     }
     server.shutdown().await.expect("shutdown");

@@ -197,12 +197,15 @@ const OWN_ACK_HEADERS: [&str; 5] = [
 
 /// SEND headers that belong to the client's leg (the relay sets its own
 /// `destination`, `receipt` and `content-length`; transactions are kept by
-/// the session, not the broker).
-const CLIENT_LEG_HEADERS: [&str; 4] = [
+/// the session, not the broker), and `message-id`, which the broker sets:
+/// RabbitMQ answers a SEND carrying it with an ERROR and closes the
+/// connection, which in the shared mode every client is on.
+const CLIENT_LEG_HEADERS: [&str; 5] = [
     header::DESTINATION,
     header::RECEIPT,
     header::TRANSACTION,
     header::CONTENT_LENGTH,
+    header::MESSAGE_ID,
 ];
 
 /// SEND headers that a broker acts on instead of carrying them to the
@@ -373,7 +376,7 @@ impl RelayConfig {
         let allowed = if resolved {
             self.is_user_destination(destination)
         } else {
-            self.is_client_destination(destination)
+            self.is_client_destination(destination) && !rabbitmq_refuses(destination)
         };
         if allowed {
             Ok(())
@@ -446,6 +449,20 @@ impl RelayConfig {
         }
         destination.into()
     }
+}
+
+/// True for a name RabbitMQ answers with an ERROR that closes the whole
+/// connection: an empty queue or topic name, or a queue under its reserved
+/// `amq.` prefix (which it refuses to declare). Through the shared relay
+/// that connection carries every client's frames, so such a name must never
+/// reach it; no client can mean one.
+fn rabbitmq_refuses(destination: &str) -> bool {
+    ["/topic/", "/queue/", "/amq/queue/"]
+        .iter()
+        .any(|prefix| destination.strip_prefix(prefix).is_some_and(str::is_empty))
+        || destination
+            .strip_prefix("/queue/")
+            .is_some_and(|name| name.starts_with("amq."))
 }
 
 /// How client sessions reach the broker.

@@ -77,14 +77,21 @@ struct TopicState {
 pub(super) struct ReceiptJoin {
     remaining: AtomicUsize,
     outbox: Arc<Outbox>,
+    version: Version,
     receipt: Bytes,
 }
 
 impl ReceiptJoin {
-    pub(super) fn new(sides: usize, outbox: Arc<Outbox>, receipt: Bytes) -> Arc<ReceiptJoin> {
+    pub(super) fn new(
+        sides: usize,
+        outbox: Arc<Outbox>,
+        version: Version,
+        receipt: Bytes,
+    ) -> Arc<ReceiptJoin> {
         Arc::new(ReceiptJoin {
             remaining: AtomicUsize::new(sides),
             outbox,
+            version,
             receipt,
         })
     }
@@ -336,10 +343,21 @@ impl Pool {
 
     /// Waits until every frame sent before on pool link `link` was taken by
     /// the broker (an empty transaction, whose ABORT it answers in order),
-    /// bounded by the connect timeout; false when that could not be
-    /// confirmed (the link is down, or the broker did not answer in time).
+    /// bounded by the connect timeout. True when the broker confirmed it;
+    /// false at once if the link is down (what was sent on it may be lost
+    /// with it) or when the broker did not answer in time.
     pub(super) async fn flush(&self, link: usize) -> bool {
-        let link = &self.links[link % self.links.len()];
+        self.flush_state(&self.links[link % self.links.len()].state)
+            .await
+    }
+
+    /// As [`Pool::flush`], for an acknowledging link: the ACKs and NACKs a
+    /// session sent there.
+    pub(super) async fn flush_acked(&self, link: &AckLink) -> bool {
+        self.flush_state(&link.state).await
+    }
+
+    async fn flush_state(&self, link: &Mutex<LinkState>) -> bool {
         let tx = self.next_id("x");
         let mut begin = Frame::new(Command::Begin);
         begin.headers.push(
@@ -357,7 +375,7 @@ impl Pool {
         );
         let (done, confirmed) = oneshot::channel();
         let outbox = {
-            let mut state = lock(&link.state);
+            let mut state = lock(link);
             let Ok(outbox) = state.outbox() else {
                 return false;
             };
@@ -368,15 +386,18 @@ impl Pool {
             .and_then(|()| offer(&outbox, &abort))
             .is_err()
         {
-            lock(&link.state).receipts.remove(&receipt);
-            return false;
+            lock(link).receipts.remove(&receipt);
+            // An acknowledging link we closed ourselves (retired, its last
+            // subscription gone) sent its DISCONNECT after everything else,
+            // which the broker takes in order before it closes.
+            return outbox.is_finished();
         }
         let confirmed = matches!(
             tokio::time::timeout(self.config.connect_timeout, confirmed).await,
             Ok(Ok(()))
         );
         if !confirmed {
-            lock(&link.state).receipts.remove(&receipt);
+            lock(link).receipts.remove(&receipt);
         }
         confirmed
     }
@@ -641,7 +662,11 @@ impl Pool {
             Route::Own(Arc::clone(&subscription)),
         );
         drop(state);
-        offer(&outbox, &frame)
+        let sent = offer(&outbox, &frame);
+        if sent.is_err() {
+            lock(&link.state).routes.remove(&subscription.upstream_id);
+        }
+        sent
     }
 
     /// True when pool link `link` has a route for `upstream_id` (a durable
@@ -760,14 +785,38 @@ impl Pool {
         Ok(link)
     }
 
-    /// Subscribes on an acknowledging link.
+    /// Subscribes on an acknowledging link with room for it; returns the
+    /// link.
     pub(super) fn subscribe_acked(
+        self: &Arc<Self>,
+        upstream_id: &Bytes,
+        subscription: Arc<OwnSubscription>,
+        receipt: Option<Arc<ReceiptJoin>>,
+    ) -> Result<Arc<AckLink>, BrokerError> {
+        // The link chosen may retire and close (a MESSAGE for a route just
+        // gone) before the subscription is on it: then on a new one.
+        let mut attempts = 0;
+        loop {
+            let link = self.ack_link(upstream_id)?;
+            match self.subscribe_on(&link, Arc::clone(&subscription), receipt.clone()) {
+                Err(_) if link.closed.load(Ordering::Relaxed) && attempts < 2 => attempts += 1,
+                result => return result.map(|()| link),
+            }
+        }
+    }
+
+    fn subscribe_on(
         &self,
         link: &Arc<AckLink>,
         subscription: Arc<OwnSubscription>,
         receipt: Option<Arc<ReceiptJoin>>,
     ) -> Result<(), BrokerError> {
         let mut state = lock(&link.state);
+        if link.closed.load(Ordering::Relaxed) {
+            return Err(BrokerError::Unavailable(
+                "the connection to the message broker is closed".into(),
+            ));
+        }
         let outbox = state.outbox()?;
         let mut frame = subscription.subscribe.clone();
         if let Some(receipt) = receipt {
@@ -783,7 +832,21 @@ impl Pool {
         );
         link.subscriptions.fetch_add(1, Ordering::Relaxed);
         drop(state);
-        offer(&outbox, &frame)
+        let sent = offer(&outbox, &frame);
+        if sent.is_err()
+            && lock(&link.state)
+                .routes
+                .remove(&subscription.upstream_id)
+                .is_some()
+        {
+            // Not subscribed: the link must not wait for it to close.
+            if link.subscriptions.fetch_sub(1, Ordering::Relaxed) == 1
+                && link.retiring.load(Ordering::Relaxed)
+            {
+                link.close();
+            }
+        }
+        sent
     }
 
     /// Sends an ACK or NACK (or another frame) on an acknowledging link.
@@ -972,20 +1035,27 @@ fn on_pool_link_event(pool: &Pool, index: usize, event: Event) {
             // reached the broker: it is told, and reconnects. Shared topics
             // and ack:auto subscriptions stay and are subscribed again.
             for waiter in receipts {
-                if let Waiter::Client {
-                    outbox,
-                    version,
-                    receipt,
-                    ..
-                } = waiter
-                {
-                    let mut error = StompError::new(
-                        "the connection to the message broker was lost before it confirmed \
-                         this frame; reconnect and send it again if it matters",
-                    );
-                    error.receipt_id = Some(receipt);
-                    outbox.finish(error.to_frame(version));
-                }
+                let (outbox, version, receipt) = match waiter {
+                    Waiter::Client {
+                        outbox,
+                        version,
+                        receipt,
+                        ..
+                    } => (outbox, version, receipt),
+                    // A SUBSCRIBE of a subscription of its own: subscribed
+                    // again on the next link, but without the receipt, which
+                    // would otherwise never come.
+                    Waiter::Join(join) => {
+                        (Arc::clone(&join.outbox), join.version, join.receipt.clone())
+                    }
+                    Waiter::Topic(_) | Waiter::Flush(_) => continue,
+                };
+                let mut error = StompError::new(
+                    "the connection to the message broker was lost before it confirmed \
+                     this frame; reconnect and send it again if it matters",
+                );
+                error.receipt_id = Some(receipt);
+                outbox.finish(error.to_frame(version));
             }
             if reason.is_some() {
                 link.lost.notify_one();
@@ -1242,7 +1312,13 @@ fn deliver_own(
         .is_err()
     {
         // Cut off: the link retires when this subscription goes, and the
-        // broker redelivers what was not acknowledged.
+        // broker redelivers what was not acknowledged. A client-ack
+        // delivery is in `pending`, so its session's leaving retires the
+        // link; an `ack:auto` one is in no record, so retire it here, or it
+        // stays unacknowledged on a link that never closes.
+        if let Some((link, _)) = auto_ack {
+            link.retire();
+        }
         return;
     }
     if let Some((link, upstream_ack)) = auto_ack {

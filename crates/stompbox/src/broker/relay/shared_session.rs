@@ -52,6 +52,9 @@ pub(crate) struct SharedSession {
     /// Pool links this session sent on (a bit each): its DISCONNECT's
     /// receipt waits for them.
     used_links: u64,
+    /// Acknowledging links this session sent ACK or NACK on: its
+    /// DISCONNECT's receipt waits for them too.
+    used_ack_links: Vec<Arc<AckLink>>,
     user: User,
     subscriptions: HashMap<Bytes, Vec<Held>>,
 }
@@ -70,6 +73,7 @@ impl SharedSession {
             state: SessionState::new(context.outbox, context.version),
             pool,
             used_links: 0,
+            used_ack_links: Vec::new(),
             user: context.user,
             subscriptions: HashMap::new(),
         }
@@ -204,10 +208,14 @@ impl BrokerSession for SharedSession {
             .display_destination
             .as_ref()
             .map(|d| Bytes::copy_from_slice(d.as_bytes()));
-        let receipt = request
-            .receipt
-            .clone()
-            .map(|r| ReceiptJoin::new(destinations.len(), Arc::clone(&self.state.outbox), r));
+        let receipt = request.receipt.clone().map(|r| {
+            ReceiptJoin::new(
+                destinations.len(),
+                Arc::clone(&self.state.outbox),
+                self.state.version,
+                r,
+            )
+        });
         let mut helds = Vec::with_capacity(destinations.len());
         // Every side on the link of the first: a user destination's two
         // (the user's and the session's) then keep the order in which the
@@ -218,59 +226,78 @@ impl BrokerSession for SharedSession {
         for destination in &destinations {
             let last_receipt = receipt.clone();
             let fan_out = fans_out(self.config(), destination);
-            let held = if request.ack == AckMode::Auto && !durable && !options && fan_out {
-                let subscriber = Arc::new(LocalSubscriber {
-                    id: request.id.clone(),
-                    display: display.clone(),
-                    version: self.state.version,
-                    outbox: Arc::clone(&self.state.outbox),
-                    cancelled: AtomicBool::new(false),
-                });
-                let key = self.config().broker_form(destination).into_owned();
-                let entry =
-                    self.pool
-                        .join_topic(&key, home, Arc::clone(&subscriber), last_receipt)?;
-                Held::Topic { entry, subscriber }
-            } else {
-                let upstream_id = if durable {
-                    durable_id(self.user.name(), &request.id)
-                } else {
-                    self.pool.next_id("s")
-                };
-                let own = |upstream_id: &Bytes| {
-                    Arc::new(OwnSubscription {
-                        client_id: request.id.clone(),
-                        display: display.clone(),
-                        ack: request.ack,
-                        session: Arc::clone(&self.state),
-                        upstream_id: upstream_id.clone(),
-                        subscribe: self.subscribe_frame(&request, destination, upstream_id),
-                    })
-                };
-                if request.ack == AckMode::Auto && fan_out {
-                    // A durable subscription's id is fixed: another session
-                    // of the same user may hold it on one link, not on all.
-                    let count = self.pool.link_count();
-                    let link = (0..count)
-                        .map(|k| (home + k) % count)
-                        .find(|&k| !self.pool.has_route(k, &upstream_id))
-                        .ok_or_else(|| {
-                            BrokerError::NotAllowed(format!(
-                                "this durable subscription is already active {count} times \
+            let held = (|| -> Result<Held, BrokerError> {
+                Ok(
+                    if request.ack == AckMode::Auto && !durable && !options && fan_out {
+                        let subscriber = Arc::new(LocalSubscriber {
+                            id: request.id.clone(),
+                            display: display.clone(),
+                            version: self.state.version,
+                            outbox: Arc::clone(&self.state.outbox),
+                            cancelled: AtomicBool::new(false),
+                        });
+                        let key = self.config().broker_form(destination).into_owned();
+                        let entry = self.pool.join_topic(
+                            &key,
+                            home,
+                            Arc::clone(&subscriber),
+                            last_receipt,
+                        )?;
+                        Held::Topic { entry, subscriber }
+                    } else {
+                        let upstream_id = if durable {
+                            durable_id(self.user.name(), &request.id)
+                        } else {
+                            self.pool.next_id("s")
+                        };
+                        let own = |upstream_id: &Bytes| {
+                            Arc::new(OwnSubscription {
+                                client_id: request.id.clone(),
+                                display: display.clone(),
+                                ack: request.ack,
+                                session: Arc::clone(&self.state),
+                                upstream_id: upstream_id.clone(),
+                                subscribe: self.subscribe_frame(&request, destination, upstream_id),
+                            })
+                        };
+                        if request.ack == AckMode::Auto && fan_out {
+                            // A durable subscription's id is fixed: another session
+                            // of the same user may hold it on one link, not on all.
+                            let count = self.pool.link_count();
+                            let link = (0..count)
+                                .map(|k| (home + k) % count)
+                                .find(|&k| !self.pool.has_route(k, &upstream_id))
+                                .ok_or_else(|| {
+                                    BrokerError::NotAllowed(format!(
+                                        "this durable subscription is already active {count} times \
                                  on this server"
-                            ))
-                        })?;
-                    self.pool
-                        .subscribe_own(link, own(&upstream_id), last_receipt)?;
-                    Held::Own { link, upstream_id }
-                } else {
-                    let link = self.pool.ack_link(&upstream_id)?;
-                    self.pool
-                        .subscribe_acked(&link, own(&upstream_id), last_receipt)?;
-                    Held::Acked { link, upstream_id }
+                                    ))
+                                })?;
+                            self.pool
+                                .subscribe_own(link, own(&upstream_id), last_receipt)?;
+                            Held::Own { link, upstream_id }
+                        } else {
+                            let link = self.pool.subscribe_acked(
+                                &upstream_id,
+                                own(&upstream_id),
+                                last_receipt,
+                            )?;
+                            Held::Acked { link, upstream_id }
+                        }
+                    },
+                )
+            })();
+            match held {
+                Ok(held) => helds.push(held),
+                Err(e) => {
+                    // The sides already subscribed would otherwise stay
+                    // upstream (and hold their link) with no one to end them.
+                    for held in helds {
+                        self.release(&request.id, held, &Headers::default(), None);
+                    }
+                    return Err(e);
                 }
-            };
-            helds.push(held);
+            }
         }
         self.subscriptions.insert(request.id, helds);
         Ok(())
@@ -386,6 +413,13 @@ impl BrokerSession for SharedSession {
             let sent =
                 self.pool
                     .send_acked(&entry.link, frame, r.map(|r| (Arc::clone(&self.state), r)));
+            if !self
+                .used_ack_links
+                .iter()
+                .any(|l| Arc::ptr_eq(l, &entry.link))
+            {
+                self.used_ack_links.push(Arc::clone(&entry.link));
+            }
             if sent.is_err() {
                 result = sent;
             }
@@ -401,10 +435,15 @@ impl BrokerSession for SharedSession {
             let flushes = (0..self.pool.link_count())
                 .filter(|k| self.used_links & (1 << (k % 64)) != 0)
                 .map(|k| self.pool.flush(k));
-            // Unconfirmed, the client gets no RECEIPT: the relay does not
-            // vouch for what the broker never acknowledged.
-            let confirmed = futures_util::future::join_all(flushes).await;
-            if confirmed.into_iter().all(|c| c) {
+            let acked = self.used_ack_links.iter().map(|l| self.pool.flush_acked(l));
+            let (flushed, acked) = futures_util::future::join(
+                futures_util::future::join_all(flushes),
+                futures_util::future::join_all(acked),
+            )
+            .await;
+            // No receipt the broker did not earn: a link lost or silent may
+            // have lost what the session sent on it.
+            if flushed.into_iter().chain(acked).all(|confirmed| confirmed) {
                 let _ = self.state.outbox.push(receipt_frame(&receipt));
             }
         })
