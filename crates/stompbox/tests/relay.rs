@@ -1573,15 +1573,18 @@ async fn a_name_rabbitmq_refuses_does_not_take_a_shared_link_down() {
 }
 
 /// A consumer that leaves with unacknowledged messages while another
-/// client's subscription shares its acknowledging link: the messages must
-/// go back to the queue then, not when that other (long-lived) subscription
-/// ends. Today they stay held by the retiring link (see `pool.rs`,
-/// `AckLink::retire`) for as long as any subscription on it lives.
+/// client's subscription shares its acknowledging link: RabbitMQ hands the
+/// messages back only when that link closes, so the retiring link closes
+/// after `relay.retire_timeout` even though the other subscription lives;
+/// its client is told with an ERROR.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug of the shared relay: a retiring acknowledging link holds a departed consumer's messages while other subscriptions keep it open"]
 async fn unacknowledged_messages_return_while_another_subscription_keeps_the_link() {
     with_broker(async {
-        let (server, url) = shared_relay_server(|_| {}, |_| {}).await;
+        let (server, url) = shared_relay_server(
+            |_| {},
+            |relay| relay.retire_timeout = Duration::from_secs(1),
+        )
+        .await;
         let mut keeper = connect(&url).await;
         keeper
             .send_with_receipt(
@@ -1616,7 +1619,15 @@ async fn unacknowledged_messages_return_while_another_subscription_keeps_the_lin
             let m = next_message(&mut other).await;
             assert_eq!(m.headers.get("redelivered"), Some("true"), "{m:?}");
         }
-        drop(keeper);
+        // The keeper's subscription was on the link that closed.
+        let told = loop {
+            match keeper.next_frame_within(WAIT).await {
+                Ok(Some(f)) if f.command == Command::Error => break true,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break false,
+            }
+        };
+        assert!(told, "the keeper was not told its link closed");
         server.shutdown().await.expect("shutdown");
     })
     .await;

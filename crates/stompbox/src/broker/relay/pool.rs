@@ -244,9 +244,10 @@ pub(super) struct AckLink {
     state: Mutex<LinkState>,
     subscriptions: AtomicUsize,
     /// A subscription ended with messages unacknowledged: take no new ones,
-    /// close when the last goes.
+    /// close when the last goes, or `retire_timeout` after this was set.
     retiring: AtomicBool,
     closed: AtomicBool,
+    retire_timeout: std::time::Duration,
 }
 
 impl AckLink {
@@ -266,11 +267,55 @@ impl AckLink {
 
     /// Takes no new subscriptions from now on, and closes (handing back
     /// what it holds unacknowledged) once it has none.
-    fn retire(&self) {
-        self.retiring.store(true, Ordering::Relaxed);
+    fn retire(self: &Arc<Self>) {
+        self.start_retiring();
         if self.subscriptions.load(Ordering::Relaxed) == 0 {
             self.close();
         }
+    }
+
+    /// Marks the link retiring. The first time, a timer closes it after
+    /// `retire_timeout` if subscriptions still keep it open: what a
+    /// departed client left unacknowledged is held no longer than that.
+    fn start_retiring(self: &Arc<Self>) {
+        if self.retiring.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let timeout = self.retire_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(link) = weak.upgrade()
+                && !link.closed.load(Ordering::Relaxed)
+            {
+                link.close_telling_sessions();
+            }
+        });
+    }
+
+    /// Closes a retiring link that subscriptions still keep open: their
+    /// sessions get an ERROR, and the broker redelivers everything the link
+    /// held unacknowledged, theirs included.
+    fn close_telling_sessions(&self) {
+        let (routes, receipts) = {
+            let mut state = lock(&self.state);
+            (
+                state.routes.drain().map(|(_, r)| r).collect::<Vec<_>>(),
+                state.receipts.drain().map(|(_, w)| w).collect::<Vec<_>>(),
+            )
+        };
+        tracing::info!(
+            subscriptions = routes.len(),
+            "relay acknowledging link closed after relay.retire_timeout to hand back \
+             unacknowledged messages"
+        );
+        tell_sessions(
+            routes,
+            receipts,
+            "the relay closed its broker connection to hand back messages another client \
+             left unacknowledged; your unacknowledged messages will be redelivered; reconnect",
+        );
+        self.close();
     }
 
     fn close(&self) {
@@ -742,6 +787,7 @@ impl Pool {
             subscriptions: AtomicUsize::new(0),
             retiring: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            retire_timeout: self.config.retire_timeout,
         });
         links.push(Arc::clone(&link));
         drop(links);
@@ -893,7 +939,7 @@ impl Pool {
             return Ok(());
         }
         if held {
-            link.retiring.store(true, Ordering::Relaxed);
+            link.start_retiring();
         }
         let sent = self.send_acked(link, frame, receipt);
         let left = link.subscriptions.fetch_sub(1, Ordering::Relaxed) - 1;
@@ -1079,34 +1125,39 @@ fn on_ack_link_event(link: &Arc<AckLink>, event: Event, names: &RelayConfig) {
                 return;
             }
             tracing::info!(reason = ?reason, "relay acknowledging link to the broker lost");
-            // Its sessions held messages the broker now redelivers: they end
-            // with an ERROR rather than acknowledge what is gone.
-            let mut told: Vec<Arc<Outbox>> = Vec::new();
-            for route in routes {
-                if let Route::Own(own) = route
-                    && !told.iter().any(|o| Arc::ptr_eq(o, &own.session.outbox))
-                {
-                    let error = StompError::new(
-                        "the connection to the message broker was lost; unacknowledged \
-                         messages will be redelivered; reconnect",
-                    );
-                    own.session
-                        .outbox
-                        .finish(error.to_frame(own.session.version));
-                    told.push(Arc::clone(&own.session.outbox));
-                }
-            }
-            for waiter in receipts {
-                if let Waiter::Client {
-                    outbox, version, ..
-                } = waiter
-                    && !told.iter().any(|o| Arc::ptr_eq(o, &outbox))
-                {
-                    let error =
-                        StompError::new("the connection to the message broker was lost; reconnect");
-                    outbox.finish(error.to_frame(version));
-                }
-            }
+            tell_sessions(
+                routes,
+                receipts,
+                "the connection to the message broker was lost; unacknowledged messages \
+                 will be redelivered; reconnect",
+            );
+        }
+    }
+}
+
+/// Ends, with an ERROR saying `why`, every session with a subscription
+/// (`routes`) or a receipt (`receipts`) on an acknowledging link that is
+/// going: the broker redelivers what they held, which they must not
+/// acknowledge on a connection that is gone.
+fn tell_sessions(routes: Vec<Route>, receipts: Vec<Waiter>, why: &str) {
+    let mut told: Vec<Arc<Outbox>> = Vec::new();
+    let mut tell = |outbox: &Arc<Outbox>, version: Version| {
+        if !told.iter().any(|o| Arc::ptr_eq(o, outbox)) {
+            outbox.finish(StompError::new(why).to_frame(version));
+            told.push(Arc::clone(outbox));
+        }
+    };
+    for route in routes {
+        if let Route::Own(own) = route {
+            tell(&own.session.outbox, own.session.version);
+        }
+    }
+    for waiter in receipts {
+        if let Waiter::Client {
+            outbox, version, ..
+        } = waiter
+        {
+            tell(&outbox, version);
         }
     }
 }
