@@ -479,14 +479,27 @@ impl Pool {
     pub(super) fn send(
         &self,
         preferred: usize,
-        mut frame: Frame,
+        frame: Frame,
         receipt: Option<(Arc<SessionState>, Bytes, Option<oneshot::Sender<()>>)>,
     ) -> Result<(), BrokerError> {
         let count = self.links.len();
         let link = (0..count)
-            .map(|i| &self.links[(preferred + i) % count])
-            .find(|l| l.up.load(Ordering::Relaxed))
-            .unwrap_or(&self.links[preferred % count]);
+            .map(|i| (preferred + i) % count)
+            .find(|&i| self.links[i].up.load(Ordering::Relaxed))
+            .unwrap_or(preferred % count);
+        self.send_on(link, frame, receipt)
+    }
+
+    /// Sends a frame on pool link `link` and no other: for frames that name
+    /// something of that link's (an UNSUBSCRIBE), which on another link
+    /// would be an error that closes it.
+    fn send_on(
+        &self,
+        link: usize,
+        mut frame: Frame,
+        receipt: Option<(Arc<SessionState>, Bytes, Option<oneshot::Sender<()>>)>,
+    ) -> Result<(), BrokerError> {
+        let link = &self.links[link % self.links.len()];
         let mut state = lock(&link.state);
         let outbox = state.outbox()?;
         let upstream_receipt = match receipt {
@@ -734,12 +747,24 @@ impl Pool {
         frame: Frame,
         receipt: Option<(Arc<SessionState>, Bytes)>,
     ) -> Result<(), BrokerError> {
-        lock(&self.links[link % self.links.len()].state)
-            .routes
-            .remove(upstream_id);
+        let down = {
+            let mut state = lock(&self.links[link % self.links.len()].state);
+            state.routes.remove(upstream_id);
+            state.outbox.is_none()
+        };
+        // A link that is down holds no subscription: without its route it
+        // is not subscribed again, and there is nothing to cancel. Never on
+        // another link: RabbitMQ answers an UNSUBSCRIBE of an id it does not
+        // know there with an ERROR and closes that link.
+        if down {
+            if let Some((session, receipt)) = receipt {
+                let _ = session.outbox.push(receipt_frame(&receipt));
+            }
+            return Ok(());
+        }
         match receipt {
-            Some((session, receipt)) => self.send(link, frame, Some((session, receipt, None))),
-            None => self.send(link, frame, None).or(Ok(())),
+            Some((session, receipt)) => self.send_on(link, frame, Some((session, receipt, None))),
+            None => self.send_on(link, frame, None).or(Ok(())),
         }
     }
 
