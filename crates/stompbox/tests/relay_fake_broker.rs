@@ -305,3 +305,132 @@ async fn a_disconnect_receipt_waits_for_the_acks_the_session_sent() {
     }
     server.shutdown().await.expect("shutdown");
 }
+
+/// A broker that confirms every receipted frame and hangs up on a SEND whose
+/// body is `die`: through the shared relay the session that sent on the lost
+/// pool link (without a receipt, so nothing else would tell it) gets an
+/// ERROR, while a session that only subscribed stays connected, and a
+/// sender whose frames the broker confirmed before (a checkpoint) does too.
+#[tokio::test]
+async fn a_lost_pool_link_ends_only_the_sessions_that_may_have_lost_a_send() {
+    use stompbox::codec::{Command, Frame};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                if stream.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = stream
+                    .write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
+                    .await;
+                let mut pending = String::new();
+                loop {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    while let Some(end) = pending.find('\0') {
+                        let frame: String = pending.drain(..=end).collect();
+                        let frame = frame.trim_start_matches(['\n', '\r']);
+                        if frame.starts_with("SEND\n") && frame.ends_with("\n\ndie\0") {
+                            return;
+                        }
+                        if let Some(receipt) =
+                            frame.lines().find_map(|l| l.strip_prefix("receipt:"))
+                        {
+                            let reply = format!("RECEIPT\nreceipt-id:{receipt}\n\n\0");
+                            let _ = stream.write_all(reply.as_bytes()).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let mut config = ServerConfig::default();
+    config.http_addr = "127.0.0.1:0".parse().expect("addr");
+    config.auth.allow_anonymous = true;
+    let mut relay = RelayConfig::default();
+    relay.addresses = vec![address];
+    relay.mode = RelayMode::Shared;
+    relay.connections = 1;
+    relay.reconnect_initial = Duration::from_millis(100);
+    relay.reconnect_max = Duration::from_millis(200);
+    config.relay = Some(relay);
+    let server = Server::bind(config).await.expect("bind").spawn();
+    let mut available = server.broker_availability();
+    tokio::time::timeout(Duration::from_secs(10), available.wait_for(|up| *up))
+        .await
+        .expect("fake broker not available")
+        .expect("availability");
+    let url = format!("ws://{}/ws", server.http_addr().expect("addr"));
+    let connect = || async {
+        stompbox::client::Client::connect(&url, &[])
+            .await
+            .expect("connect")
+            .0
+    };
+    let mut listener_only = connect().await;
+    listener_only
+        .send_with_receipt(
+            Frame::new(Command::Subscribe)
+                .header("id", "s")
+                .header("destination", "/topic/fake.listen"),
+            "s",
+        )
+        .await
+        .expect("subscribe");
+    // A sender whose SEND the broker has confirmed since: a checkpoint
+    // (once a second) or its own receipt.
+    let mut confirmed = connect().await;
+    confirmed
+        .send_with_receipt(
+            Frame::new(Command::Send)
+                .header("destination", "/topic/fake.ok")
+                .body("fine"),
+            "c",
+        )
+        .await
+        .expect("receipted send");
+    // Its RECEIPT came: the broker has everything it sent, and a lost link
+    // costs it nothing. (A sender without receipts is cleared the same way
+    // by the relay's checkpoint, an empty transaction once a second.)
+    let mut doomed = connect().await;
+    doomed
+        .send(
+            &Frame::new(Command::Send)
+                .header("destination", "/topic/fake.die")
+                .body("die"),
+        )
+        .await
+        .expect("send");
+    let told = doomed
+        .next_frame_within(Duration::from_secs(10))
+        .await
+        .expect("no answer")
+        .expect("closed without an ERROR");
+    assert_eq!(told.command, Command::Error, "{told:?}");
+    assert!(
+        told.headers
+            .get("message")
+            .is_some_and(|m| m.contains("may not have arrived")),
+        "{told:?}"
+    );
+    // The others are still there: each can still have a SUBSCRIBE confirmed
+    // once the link is back.
+    for (client, id) in [(&mut listener_only, "again-1"), (&mut confirmed, "again-2")] {
+        client
+            .send_with_receipt(
+                Frame::new(Command::Subscribe)
+                    .header("id", id)
+                    .header("destination", "/topic/fake.after"),
+                id,
+            )
+            .await
+            .expect("still connected after the link was lost");
+    }
+    server.shutdown().await.expect("shutdown");
+}

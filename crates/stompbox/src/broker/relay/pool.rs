@@ -32,6 +32,10 @@ use tokio::sync::{Notify, oneshot, watch};
 /// re-encoded for each client's own version.
 pub(super) const LINK_VERSION: Version = Version::V1_2;
 
+/// How often a pool link that sessions sent on asks the broker to confirm
+/// what it has (see [`Pool::checkpoint`]).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -117,6 +121,20 @@ pub(super) struct SessionState {
     /// than `prefetch` ahead of what the client has taken. Sent when it
     /// drains.
     pub(super) deferred: Mutex<Vec<DeferredAck>>,
+    /// Receipts this session awaits from the broker on pool links: its
+    /// share of a link's `max_in_flight × 16`, so a few pipelining clients
+    /// cannot take every other session's receipts.
+    receipts_in_flight: Arc<AtomicUsize>,
+}
+
+/// One receipt a session awaits, counted in its share until dropped.
+#[derive(Debug)]
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// An upstream ack the relay owes for an `ack:auto` queue delivery.
@@ -135,6 +153,7 @@ impl SessionState {
             next_tag: AtomicU64::new(0),
             pending: Mutex::new(BTreeMap::new()),
             deferred: Mutex::new(Vec::new()),
+            receipts_in_flight: Arc::new(AtomicUsize::new(0)),
         })
     }
 }
@@ -183,6 +202,12 @@ enum Waiter {
         version: Version,
         receipt: Bytes,
         done: Option<oneshot::Sender<()>>,
+        /// The session's count of receipts in flight, where one is kept.
+        _slot: Option<InFlight>,
+        /// A SEND's session (by address) and its number on the link: when
+        /// that was the session's last SEND there, the broker now has all
+        /// it sent, and the session need not be told if the link is lost.
+        sent: Option<(usize, u64)>,
     },
     /// A shared topic subscription's SUBSCRIBE.
     Topic(Arc<TopicEntry>),
@@ -202,6 +227,13 @@ struct LinkState {
     link: Option<Arc<Link>>,
     routes: HashMap<Bytes, Route>,
     receipts: HashMap<Bytes, Waiter>,
+    /// Sessions that sent on this connection (by address) since the
+    /// broker last confirmed everything before a checkpoint, with the
+    /// number of their last SEND: if it is lost, what they sent since may
+    /// be lost with it, so they are told.
+    senders: HashMap<usize, (Weak<SessionState>, u64)>,
+    /// SENDs of sessions on this link so far.
+    sends: u64,
 }
 
 impl LinkState {
@@ -474,42 +506,92 @@ impl Pool {
         self.up.send_replace(up);
     }
 
-    /// Sends a frame on pool link `preferred`, or on the next one up; with a
-    /// client receipt, answered when the broker's RECEIPT arrives.
-    pub(super) fn send(
+    /// A client session's SEND, on pool link `preferred` or the next one
+    /// up; returns the link it went on. The session is remembered there,
+    /// so that it is told if that link is lost.
+    pub(super) fn send_from(
         &self,
         preferred: usize,
         frame: Frame,
-        receipt: Option<(Arc<SessionState>, Bytes, Option<oneshot::Sender<()>>)>,
-    ) -> Result<(), BrokerError> {
+        session: &Arc<SessionState>,
+        receipt: Option<Bytes>,
+    ) -> Result<usize, BrokerError> {
         let count = self.links.len();
         let link = (0..count)
             .map(|i| (preferred + i) % count)
             .find(|&i| self.links[i].up.load(Ordering::Relaxed))
             .unwrap_or(preferred % count);
-        self.send_on(link, frame, receipt)
+        let sent = {
+            let mut state = lock(&self.links[link].state);
+            state.sends += 1;
+            let sends = state.sends;
+            let key = Arc::as_ptr(session) as usize;
+            state.senders.insert(key, (Arc::downgrade(session), sends));
+            (key, sends)
+        };
+        self.send_on(
+            link,
+            frame,
+            receipt.map(|r| (Arc::clone(session), r, None)),
+            Some(sent),
+        )?;
+        Ok(link)
     }
 
-    /// Sends a frame on pool link `link` and no other: for frames that name
-    /// something of that link's (an UNSUBSCRIBE), which on another link
-    /// would be an error that closes it.
+    /// Once a second on a link sessions sent on: when the broker confirms
+    /// everything sent so far, those sessions have nothing left to lose
+    /// with the link, and a later outage leaves them connected.
+    async fn checkpoint(&self, link: usize) {
+        let sent = {
+            let state = lock(&self.links[link].state);
+            if state.senders.is_empty() {
+                return;
+            }
+            state.sends
+        };
+        if self.flush(link).await {
+            lock(&self.links[link].state)
+                .senders
+                .retain(|_, (_, last)| *last > sent);
+        }
+    }
+
+    /// Forgets a session that ends, on each pool link it sent on.
+    pub(super) fn forget_sender(&self, links: u64, session: &Arc<SessionState>) {
+        for (k, link) in self.links.iter().enumerate() {
+            if links & (1 << (k % 64)) != 0 {
+                lock(&link.state)
+                    .senders
+                    .remove(&(Arc::as_ptr(session) as usize));
+            }
+        }
+    }
+
     fn send_on(
         &self,
         link: usize,
         mut frame: Frame,
         receipt: Option<(Arc<SessionState>, Bytes, Option<oneshot::Sender<()>>)>,
+        sent: Option<(usize, u64)>,
     ) -> Result<(), BrokerError> {
         let link = &self.links[link % self.links.len()];
         let mut state = lock(&link.state);
         let outbox = state.outbox()?;
         let upstream_receipt = match receipt {
             Some((session, client_receipt, done)) => {
-                if state.receipts.len() >= self.config.max_in_flight {
+                // Bounded per session (as a per-session link would be) and,
+                // as a backstop for memory, per link.
+                let mine = session.receipts_in_flight.load(Ordering::Relaxed);
+                if mine >= self.config.max_in_flight
+                    || state.receipts.len() >= self.config.max_in_flight.saturating_mul(16)
+                {
                     return Err(BrokerError::Unavailable(format!(
-                        "too many receipts awaiting the message broker (limit {})",
+                        "too many receipts awaiting the message broker (limit {} per session)",
                         self.config.max_in_flight
                     )));
                 }
+                session.receipts_in_flight.fetch_add(1, Ordering::Relaxed);
+                let slot = InFlight(Arc::clone(&session.receipts_in_flight));
                 let id = self.next_id("r");
                 state.receipts.insert(
                     id.clone(),
@@ -518,6 +600,8 @@ impl Pool {
                         version: session.version,
                         receipt: client_receipt,
                         done,
+                        _slot: Some(slot),
+                        sent,
                     },
                 );
                 frame
@@ -675,6 +759,8 @@ impl Pool {
                     version: subscriber.version,
                     receipt: receipt.clone(),
                     done: None,
+                    _slot: None,
+                    sent: None,
                 },
             );
             frame
@@ -763,8 +849,10 @@ impl Pool {
             return Ok(());
         }
         match receipt {
-            Some((session, receipt)) => self.send_on(link, frame, Some((session, receipt, None))),
-            None => self.send_on(link, frame, None).or(Ok(())),
+            Some((session, receipt)) => {
+                self.send_on(link, frame, Some((session, receipt, None)), None)
+            }
+            None => self.send_on(link, frame, None, None).or(Ok(())),
         }
     }
 
@@ -938,6 +1026,8 @@ impl Pool {
                     version: session.version,
                     receipt,
                     done: None,
+                    _slot: None,
+                    sent: None,
                 },
             );
             frame
@@ -1014,9 +1104,23 @@ async fn keep_up(pool: Weak<Pool>, index: usize, mut stop: watch::Receiver<bool>
                 strong.count_links();
                 drop(strong);
                 tracing::debug!(link = index, "relay pool link up");
-                tokio::select! {
-                    () = link.lost.notified() => {}
-                    _ = stop.wait_for(|s| *s) => {}
+                let mut checkpoints = tokio::time::interval(CHECKPOINT_EVERY);
+                checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    let checkpoint = tokio::select! {
+                        () = link.lost.notified() => false,
+                        stopped = stop.wait_for(|s| *s) => {
+                            drop(stopped);
+                            false
+                        }
+                        _ = checkpoints.tick() => true,
+                    };
+                    if !checkpoint {
+                        break;
+                    }
+                    if let Some(strong) = pool.upgrade() {
+                        strong.checkpoint(index).await;
+                    }
                 }
                 link.up.store(false, Ordering::Relaxed);
                 if let Some(strong) = pool.upgrade() {
@@ -1095,6 +1199,11 @@ fn on_pool_link_event(pool: &Pool, index: usize, event: Event) {
             state.outbox = None;
             state.link = None;
             let receipts: Vec<Waiter> = state.receipts.drain().map(|(_, w)| w).collect();
+            let senders: Vec<Arc<SessionState>> = state
+                .senders
+                .drain()
+                .filter_map(|(_, (s, _))| s.upgrade())
+                .collect();
             for entry in state.routes.values().filter_map(|r| match r {
                 Route::Topic(entry) => Some(entry),
                 Route::Own(_) => None,
@@ -1127,6 +1236,17 @@ fn on_pool_link_event(pool: &Pool, index: usize, event: Event) {
                 );
                 error.receipt_id = Some(receipt);
                 outbox.finish(error.to_frame(version));
+            }
+            // Sessions that sent on it without a receipt: the broker may not
+            // have had what they sent last. They are told, as a session
+            // whose own link was lost is in per-session mode. (Those told
+            // above are finished already; finishing again does nothing.)
+            for session in senders {
+                let error = StompError::new(
+                    "the connection to the message broker was lost; messages sent \
+                     without a receipt may not have arrived; reconnect",
+                );
+                session.outbox.finish(error.to_frame(session.version));
             }
             if reason.is_some() {
                 link.lost.notify_one();
@@ -1223,8 +1343,19 @@ fn on_frame(
                     outbox,
                     receipt,
                     done,
+                    sent,
                     ..
                 }) => {
+                    if let Some((session, number)) = sent {
+                        let mut state = lock(state);
+                        if state
+                            .senders
+                            .get(&session)
+                            .is_some_and(|(_, last)| *last == number)
+                        {
+                            state.senders.remove(&session);
+                        }
+                    }
                     let _ = outbox.push(receipt_frame(&receipt));
                     if let Some(done) = done {
                         let _ = done.send(());

@@ -328,13 +328,10 @@ impl BrokerSession for SharedSession {
         let link = self
             .pool
             .link_for(&self.config().broker_form(&message.destination));
-        self.used_links |= 1 << (link % 64);
         let frame = self.config().send_frame(message);
-        self.pool.send(
-            link,
-            frame,
-            receipt.map(|r| (Arc::clone(&self.state), r, None)),
-        )
+        let sent_on = self.pool.send_from(link, frame, &self.state, receipt)?;
+        self.used_links |= 1 << (sent_on % 64);
+        Ok(())
     }
 
     fn ack(
@@ -453,5 +450,6 @@ impl BrokerSession for SharedSession {
 impl Drop for SharedSession {
     fn drop(&mut self) {
         self.teardown();
+        self.pool.forget_sender(self.used_links, &self.state);
     }
 }
