@@ -148,7 +148,10 @@ pub struct RelayConfig {
     pub max_frame_bytes: usize,
     /// Unsent bytes buffered per upstream connection. Default 512 KiB.
     pub upstream_buffer_bytes: usize,
-    /// Server-originated messages awaiting the broker's receipt. Default 10,000.
+    /// Receipts awaiting the broker at once: server-originated messages on
+    /// the system connection, and each client session's (in shared mode
+    /// also 16 times this per pool link, as a bound on memory). Default
+    /// 10,000.
     pub max_in_flight: usize,
     /// TLS to the broker; plain TCP when `None` (the default).
     pub tls: Option<RelayTls>,
