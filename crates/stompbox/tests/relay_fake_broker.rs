@@ -434,3 +434,133 @@ async fn a_lost_pool_link_ends_only_the_sessions_that_may_have_lost_a_send() {
     }
     server.shutdown().await.expect("shutdown");
 }
+
+/// A broker that confirms every receipted frame, delivers two messages to
+/// each SUBSCRIBE and hangs up on DISCONNECT. Through the shared relay a
+/// client ACKs one message on its acknowledging link and unsubscribes with
+/// the other unacknowledged: the link retires and the relay closes it,
+/// after the ACK. The client's DISCONNECT receipt is then owed (the broker
+/// took the ACK before it closed); it was never given, as the relay asked
+/// a link that no longer existed to confirm it.
+#[tokio::test]
+async fn a_disconnect_receipt_comes_after_the_acknowledging_link_it_used_was_closed() {
+    use stompbox::codec::{Command, Frame};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                if stream.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = stream
+                    .write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
+                    .await;
+                let mut pending = String::new();
+                loop {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    while let Some(end) = pending.find('\0') {
+                        let frame: String = pending.drain(..=end).collect();
+                        let frame = frame.trim_start_matches(['\n', '\r']);
+                        let header = |name: &str| {
+                            frame
+                                .lines()
+                                .find_map(|l| l.strip_prefix(name))
+                                .map(str::to_owned)
+                        };
+                        if frame.starts_with("DISCONNECT\n") {
+                            drop(stream);
+                            let _ = closed_tx.send(());
+                            return;
+                        }
+                        let mut reply = String::new();
+                        if let Some(receipt) = header("receipt:") {
+                            reply.push_str(&format!("RECEIPT\nreceipt-id:{receipt}\n\n\0"));
+                        }
+                        if frame.starts_with("SUBSCRIBE\n") {
+                            let id = header("id:").unwrap_or_default();
+                            for n in 1..=2 {
+                                reply.push_str(&format!(
+                                    "MESSAGE\nsubscription:{id}\ndestination:/queue/fake\n\
+                                     message-id:m{n}\nack:a{n}\n\nbody\0"
+                                ));
+                            }
+                        }
+                        let _ = stream.write_all(reply.as_bytes()).await;
+                    }
+                }
+            });
+        }
+    });
+    let mut config = ServerConfig::default();
+    config.http_addr = "127.0.0.1:0".parse().expect("addr");
+    config.auth.allow_anonymous = true;
+    let mut relay = RelayConfig::default();
+    relay.addresses = vec![address];
+    relay.mode = RelayMode::Shared;
+    relay.connections = 1;
+    config.relay = Some(relay);
+    let server = Server::bind(config).await.expect("bind").spawn();
+    let mut available = server.broker_availability();
+    tokio::time::timeout(Duration::from_secs(10), available.wait_for(|up| *up))
+        .await
+        .expect("fake broker not available")
+        .expect("availability");
+    let url = format!("ws://{}/ws", server.http_addr().expect("addr"));
+    let (mut client, _) = stompbox::client::Client::connect(&url, &[])
+        .await
+        .expect("connect");
+    client
+        .send_with_receipt(
+            Frame::new(Command::Subscribe)
+                .header("id", "s")
+                .header("destination", "/queue/fake")
+                .header("ack", "client-individual"),
+            "sub",
+        )
+        .await
+        .expect("subscribe");
+    let mut acks = Vec::new();
+    while acks.len() < 2 {
+        let frame = client
+            .next_frame_within(Duration::from_secs(10))
+            .await
+            .expect("read")
+            .expect("closed");
+        if frame.command == Command::Message {
+            acks.push(frame.headers.get("ack").expect("ack header").to_owned());
+        }
+    }
+    client
+        .send(&Frame::new(Command::Ack).header("id", &acks[0]))
+        .await
+        .expect("ack");
+    client
+        .send_with_receipt(Frame::new(Command::Unsubscribe).header("id", "s"), "unsub")
+        .await
+        .expect("unsubscribe");
+    // The acknowledging link, retired with one message held, is closed.
+    tokio::time::timeout(Duration::from_secs(10), closed_rx.recv())
+        .await
+        .expect("the retired acknowledging link was not closed")
+        .expect("fake broker");
+    client
+        .send(&Frame::new(Command::Disconnect).header("receipt", "bye"))
+        .await
+        .expect("disconnect");
+    let frame = client
+        .next_frame_within(Duration::from_secs(10))
+        .await
+        .expect("read")
+        .expect("closed without the DISCONNECT's receipt");
+    assert_eq!(frame.command, Command::Receipt, "{frame:?}");
+    assert_eq!(frame.headers.get("receipt-id"), Some("bye"));
+    server.shutdown().await.expect("shutdown");
+}

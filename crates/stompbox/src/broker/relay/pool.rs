@@ -279,6 +279,9 @@ pub(super) struct AckLink {
     /// close when the last goes, or `retire_timeout` after this was set.
     retiring: AtomicBool,
     closed: AtomicBool,
+    /// The connection ended other than by the relay's DISCONNECT (or never
+    /// opened): what was sent on it may not have reached the broker.
+    lost: AtomicBool,
     retire_timeout: std::time::Duration,
 }
 
@@ -431,6 +434,12 @@ impl Pool {
     /// As [`Pool::flush`], for an acknowledging link: the ACKs and NACKs a
     /// session sent there.
     pub(super) async fn flush_acked(&self, link: &AckLink) -> bool {
+        // A link the relay closed sent its DISCONNECT after everything
+        // else, which the broker takes in order before it closes; once
+        // gone, there is no connection left to ask.
+        if link.closed.load(Ordering::Acquire) {
+            return !link.lost.load(Ordering::Acquire);
+        }
         self.flush_state(&link.state).await
     }
 
@@ -900,6 +909,7 @@ impl Pool {
             subscriptions: AtomicUsize::new(0),
             retiring: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
             retire_timeout: self.config.retire_timeout,
         });
         links.push(Arc::clone(&link));
@@ -1259,7 +1269,10 @@ fn on_ack_link_event(link: &Arc<AckLink>, event: Event, names: &RelayConfig) {
     match event {
         Event::Frame(frame) => on_frame(&link.state, frame, Some(link), names),
         Event::Closed(reason) => {
-            link.closed.store(true, Ordering::Relaxed);
+            if reason.is_some() {
+                link.lost.store(true, Ordering::Release);
+            }
+            link.closed.store(true, Ordering::Release);
             let mut state = lock(&link.state);
             state.outbox = None;
             state.link = None;
