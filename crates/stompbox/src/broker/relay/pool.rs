@@ -1279,7 +1279,11 @@ fn on_ack_link_event(link: &Arc<AckLink>, event: Event, names: &RelayConfig) {
             let routes: Vec<Route> = state.routes.drain().map(|(_, r)| r).collect();
             let receipts: Vec<Waiter> = state.receipts.drain().map(|(_, w)| w).collect();
             drop(state);
-            if reason.is_none() {
+            // The relay closes a link once it has no subscription left, but
+            // one can land on it meanwhile (its session chose the link while
+            // another's UNSUBSCRIBE was closing it): its client is told,
+            // instead of waiting on a subscription no broker serves.
+            if reason.is_none() && !routes.iter().any(|r| matches!(r, Route::Own(_))) {
                 return;
             }
             tracing::info!(reason = ?reason, "relay acknowledging link to the broker lost");
@@ -1551,5 +1555,56 @@ fn deliver_own(
         } else {
             link.ack(upstream_ack);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack_link() -> Arc<AckLink> {
+        Arc::new(AckLink {
+            state: Mutex::new(LinkState::default()),
+            subscriptions: AtomicUsize::new(0),
+            retiring: AtomicBool::new(true),
+            closed: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
+            retire_timeout: std::time::Duration::from_secs(30),
+        })
+    }
+
+    /// A subscription that landed on an acknowledging link while the relay
+    /// closed it (its last other subscription just gone) is served by no
+    /// broker once the link is closed: its client gets an ERROR.
+    #[test]
+    fn a_subscription_left_on_a_link_the_relay_closed_ends_its_session() {
+        let link = ack_link();
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let session = SessionState::new(Arc::clone(&outbox), Version::V1_2);
+        let upstream_id = Bytes::from_static(b"s1");
+        lock(&link.state).routes.insert(
+            upstream_id.clone(),
+            Route::Own(Arc::new(OwnSubscription {
+                client_id: Bytes::from_static(b"sub"),
+                display: None,
+                ack: AckMode::ClientIndividual,
+                session,
+                upstream_id,
+                subscribe: Frame::new(Command::Subscribe),
+            })),
+        );
+        on_ack_link_event(&link, Event::Closed(None), &RelayConfig::default());
+        assert!(outbox.is_finished(), "the late subscriber was not told");
+    }
+
+    /// A link the relay closed with nothing on it tells no one.
+    #[test]
+    fn an_empty_link_the_relay_closed_ends_no_session() {
+        let link = ack_link();
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let _session = SessionState::new(Arc::clone(&outbox), Version::V1_2);
+        on_ack_link_event(&link, Event::Closed(None), &RelayConfig::default());
+        assert!(!outbox.is_finished());
+        assert!(link.closed.load(Ordering::Relaxed));
     }
 }
