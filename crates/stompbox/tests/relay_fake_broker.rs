@@ -564,3 +564,145 @@ async fn a_disconnect_receipt_comes_after_the_acknowledging_link_it_used_was_clo
     assert_eq!(frame.headers.get("receipt-id"), Some("bye"));
     server.shutdown().await.expect("shutdown");
 }
+
+/// A broker that floods each SUBSCRIBE with messages and counts the ACKs it
+/// gets for a subscription after its UNSUBSCRIBE (RabbitMQ refuses those
+/// with an ERROR, and the message stays unacknowledged on that connection).
+/// Through the shared relay, queue consumers in `ack:auto` mode unsubscribe
+/// while their acknowledging link still delivers: the relay acknowledged
+/// deliveries it had begun before the UNSUBSCRIBE after it, stranding them
+/// on a link that had no reason to close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_ack_follows_the_unsubscribe_of_its_subscription() {
+    use stompbox::codec::{Command, Frame};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    let late_acks = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&late_acks);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let late_acks = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                if stream.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = stream
+                    .write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
+                    .await;
+                let mut pending = String::new();
+                let mut gone: Vec<String> = Vec::new();
+                loop {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    while let Some(end) = pending.find('\0') {
+                        let frame: String = pending.drain(..=end).collect();
+                        let frame = frame.trim_start_matches(['\n', '\r']);
+                        let header = |name: &str| {
+                            frame
+                                .lines()
+                                .find_map(|l| l.strip_prefix(name))
+                                .map(str::to_owned)
+                        };
+                        if frame.starts_with("DISCONNECT\n") {
+                            return;
+                        }
+                        let id = header("id:").unwrap_or_default();
+                        if frame.starts_with("UNSUBSCRIBE\n") {
+                            gone.push(id.clone());
+                        }
+                        if frame.starts_with("ACK\n")
+                            && gone.iter().any(|g| id.starts_with(&format!("{g}-")))
+                        {
+                            late_acks.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let mut reply = String::new();
+                        if let Some(receipt) = header("receipt:") {
+                            reply.push_str(&format!("RECEIPT\nreceipt-id:{receipt}\n\n\0"));
+                        }
+                        if frame.starts_with("SUBSCRIBE\n") {
+                            for n in 0..2000 {
+                                reply.push_str(&format!(
+                                    "MESSAGE\nsubscription:{id}\ndestination:/queue/fake\n\
+                                     message-id:{id}-{n}\nack:{id}-{n}\n\nbody\0"
+                                ));
+                            }
+                        }
+                        let _ = stream.write_all(reply.as_bytes()).await;
+                    }
+                }
+            });
+        }
+    });
+    let mut config = ServerConfig::default();
+    config.http_addr = "127.0.0.1:0".parse().expect("addr");
+    config.auth.allow_anonymous = true;
+    let mut relay = RelayConfig::default();
+    relay.addresses = vec![address];
+    relay.mode = RelayMode::Shared;
+    relay.connections = 1;
+    config.relay = Some(relay);
+    let server = Server::bind(config).await.expect("bind").spawn();
+    let mut available = server.broker_availability();
+    tokio::time::timeout(Duration::from_secs(10), available.wait_for(|up| *up))
+        .await
+        .expect("fake broker not available")
+        .expect("availability");
+    let url = format!("ws://{}/ws", server.http_addr().expect("addr"));
+    for round in 0..200 {
+        let (mut client, _) = stompbox::client::Client::connect(&url, &[])
+            .await
+            .expect("connect");
+        client
+            .send(
+                &Frame::new(Command::Subscribe)
+                    .header("id", "s")
+                    .header("destination", "/queue/fake"),
+            )
+            .await
+            .expect("subscribe");
+        loop {
+            let frame = client
+                .next_frame_within(Duration::from_secs(10))
+                .await
+                .expect("read")
+                .expect("closed");
+            if frame.command == Command::Message {
+                break;
+            }
+        }
+        client
+            .send(
+                &Frame::new(Command::Unsubscribe)
+                    .header("id", "s")
+                    .header("receipt", "unsub"),
+            )
+            .await
+            .expect("unsubscribe");
+        // Messages delivered before the UNSUBSCRIBE come first.
+        loop {
+            let frame = client
+                .next_frame_within(Duration::from_secs(10))
+                .await
+                .expect("read")
+                .unwrap_or_else(|| panic!("closed before the receipt in round {round}"));
+            match frame.command {
+                Command::Message => {}
+                Command::Receipt => break,
+                other => panic!("{other} in round {round}: {frame:?}"),
+            }
+        }
+    }
+    // The broker answered each UNSUBSCRIBE after reading what came before
+    // it on that link; ACKs of a subscription after its UNSUBSCRIBE from
+    // earlier rounds were counted when it read them.
+    assert_eq!(
+        late_acks.load(Ordering::Relaxed),
+        0,
+        "ACKs after their subscription's UNSUBSCRIBE"
+    );
+    server.shutdown().await.expect("shutdown");
+}

@@ -260,6 +260,17 @@ fn offer(outbox: &Arc<Outbox>, frame: &Frame) -> Result<(), BrokerError> {
         })
 }
 
+/// Acknowledges one delivery upstream on `outbox`, with no receipt.
+fn ack_on(outbox: &Arc<Outbox>, upstream_ack: Bytes) {
+    let mut frame = Frame::new(Command::Ack);
+    frame
+        .headers
+        .push(Bytes::from_static(header::ID.as_bytes()), upstream_ack);
+    // Refused only when the broker stopped reading, which its heart-beats
+    // turn into a lost link, redelivering.
+    let _ = offer(outbox, &frame);
+}
+
 /// A reconnecting pool link.
 #[derive(Debug)]
 pub(super) struct PoolLink {
@@ -291,13 +302,7 @@ impl AckLink {
         let Ok(outbox) = lock(&self.state).outbox() else {
             return;
         };
-        let mut frame = Frame::new(Command::Ack);
-        frame
-            .headers
-            .push(Bytes::from_static(header::ID.as_bytes()), upstream_ack);
-        // Refused only when the broker stopped reading, which its heart-beats
-        // turn into a lost link, redelivering.
-        let _ = offer(&outbox, &frame);
+        ack_on(&outbox, upstream_ack);
     }
 
     /// Takes no new subscriptions from now on, and closes (handing back
@@ -1048,25 +1053,56 @@ impl Pool {
         offer(&outbox, &frame)
     }
 
-    /// Ends a subscription on an acknowledging link. `held` says whether it
-    /// still had unacknowledged messages: the link then retires. A retiring
-    /// link whose last subscription this was closes, which hands those
-    /// messages back to their queues.
+    /// Ends a subscription on an acknowledging link. `settle` runs once
+    /// its route is gone, under the link's lock, so that no delivery of it
+    /// is recorded after: it gives the upstream acks the session still owes
+    /// (sent before the UNSUBSCRIBE: RabbitMQ refuses them after it) and
+    /// whether unacknowledged messages remain, which retires the link. A
+    /// retiring link whose last subscription this was closes, which hands
+    /// those messages back to their queues.
     pub(super) fn unsubscribe_acked(
         &self,
         link: &Arc<AckLink>,
         upstream_id: &Bytes,
-        frame: Frame,
-        held: bool,
+        mut frame: Frame,
+        settle: impl FnOnce() -> (Vec<Bytes>, bool),
         receipt: Option<(Arc<SessionState>, Bytes)>,
     ) -> Result<(), BrokerError> {
-        if lock(&link.state).routes.remove(upstream_id).is_none() {
+        let mut state = lock(&link.state);
+        let subscribed = state.routes.remove(upstream_id).is_some();
+        // The session's records go either way: a link that lost the
+        // subscription (lost itself, or closed) takes no ACK for it.
+        let (owed, held) = settle();
+        if !subscribed {
             return Ok(());
         }
+        let sent = state.outbox().and_then(|outbox| {
+            for upstream_ack in owed {
+                ack_on(&outbox, upstream_ack);
+            }
+            if let Some((session, receipt)) = receipt {
+                let id = self.next_id("r");
+                state.receipts.insert(
+                    id.clone(),
+                    Waiter::Client {
+                        outbox: Arc::clone(&session.outbox),
+                        version: session.version,
+                        receipt,
+                        done: None,
+                        _slot: None,
+                        sent: None,
+                    },
+                );
+                frame
+                    .headers
+                    .push(Bytes::from_static(header::RECEIPT.as_bytes()), id);
+            }
+            offer(&outbox, &frame)
+        });
+        drop(state);
         if held {
             link.start_retiring();
         }
-        let sent = self.send_acked(link, frame, receipt);
         let left = link.subscriptions.fetch_sub(1, Ordering::Relaxed) - 1;
         if left == 0 && link.retiring.load(Ordering::Relaxed) {
             link.close();
@@ -1479,6 +1515,15 @@ fn deliver_own(
             let Some(upstream_ack) = frame.headers.get_bytes(header::ACK).cloned() else {
                 return;
             };
+            // Recorded only while the subscription is on the link: its
+            // UNSUBSCRIBE takes the route and then the records under the
+            // same lock, so a delivery it missed retires the link instead.
+            let state = lock(&link.state);
+            if !serves(&state, own) {
+                drop(state);
+                link.retire();
+                return;
+            }
             let tag = Pool::tag(session);
             lock(&session.pending).insert(
                 tag,
@@ -1494,6 +1539,7 @@ fn deliver_own(
                     link: Arc::clone(link),
                 },
             );
+            drop(state);
             Some(tag)
         }
     };
@@ -1546,16 +1592,33 @@ fn deliver_own(
         return;
     }
     if let Some((link, upstream_ack)) = auto_ack {
+        // Under the link's lock, as the UNSUBSCRIBE is sent: an ACK after it
+        // is refused, leaving the message unacknowledged on a link that
+        // need never close, so a subscription gone meanwhile retires it.
+        let state = lock(&link.state);
+        if !serves(&state, own) {
+            drop(state);
+            link.retire();
+            return;
+        }
         if session.outbox.half_full(true) {
             lock(&session.deferred).push(DeferredAck {
                 client_id: own.client_id.clone(),
                 upstream_ack,
-                link,
+                link: Arc::clone(&link),
             });
-        } else {
-            link.ack(upstream_ack);
+        } else if let Ok(outbox) = state.outbox() {
+            ack_on(&outbox, upstream_ack);
         }
     }
+}
+
+/// True while `own` is subscribed on the link whose state this is.
+fn serves(state: &LinkState, own: &OwnSubscription) -> bool {
+    matches!(
+        state.routes.get(&own.upstream_id),
+        Some(Route::Own(current)) if std::ptr::eq(Arc::as_ptr(current), own)
+    )
 }
 
 #[cfg(test)]

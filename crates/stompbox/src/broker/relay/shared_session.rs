@@ -139,21 +139,21 @@ impl SharedSession {
             Held::Acked { link, upstream_id } => {
                 let frame = unsubscribe(upstream_id.clone());
                 // What an `ack:auto` consumer's outbox took is delivered.
-                let owed: Vec<_> = {
-                    let mut deferred = lock(&self.state.deferred);
-                    let (mine, rest) = std::mem::take(&mut *deferred)
-                        .into_iter()
-                        .partition(|d| d.client_id == *client_id && Arc::ptr_eq(&d.link, &link));
-                    *deferred = rest;
-                    mine
+                let settle = || {
+                    let owed = {
+                        let mut deferred = lock(&self.state.deferred);
+                        let (mine, rest): (Vec<_>, Vec<_>) =
+                            std::mem::take(&mut *deferred).into_iter().partition(|d| {
+                                d.client_id == *client_id && Arc::ptr_eq(&d.link, &link)
+                            });
+                        *deferred = rest;
+                        mine.into_iter().map(|d| d.upstream_ack).collect()
+                    };
+                    (owed, self.forget_pending(&link, client_id))
                 };
-                for owed in owed {
-                    owed.link.ack(owed.upstream_ack);
-                }
-                let held = self.forget_pending(&link, client_id);
                 let _ =
                     self.pool
-                        .unsubscribe_acked(&link, &upstream_id, frame, held, with(receipt));
+                        .unsubscribe_acked(&link, &upstream_id, frame, settle, with(receipt));
             }
         }
     }
