@@ -103,9 +103,10 @@ fn reserved(config: &ServerConfig) -> u64 {
         .http
         .as_ref()
         .map_or(0, |http| http.max_in_flight);
-    // The shared relay's pool and as many acknowledging links.
+    // The shared relay's pool, and twice as many acknowledging links (in
+    // use and retiring).
     let relay_links = match &config.relay {
-        Some(relay) if relay.mode == RelayMode::Shared => relay.connections.max(1) * 2,
+        Some(relay) if relay.mode == RelayMode::Shared => relay.connections.max(1) * 3,
         _ => 0,
     };
     RESERVED_DESCRIPTORS
@@ -124,7 +125,7 @@ impl ServerConfig {
     /// `max_connections` as it applies: lowered to what the process's
     /// open-file limit allows (one descriptor per client, two with the
     /// relay's per-session mode, and a reserve of 64 for the rest, plus
-    /// `max_in_flight` with an HTTP authentication service and twice
+    /// `max_in_flight` with an HTTP authentication service and three times
     /// `relay.connections` with the shared relay).
     /// [`Server`](crate::Server) applies it when binding.
     pub fn effective_max_connections(&self) -> usize {
@@ -187,7 +188,7 @@ mod tests {
         };
         config.relay = Some(relay.clone());
         assert_eq!(descriptors_per_client(&config), 1);
-        assert_eq!(reserved(&config), 64 + 8);
+        assert_eq!(reserved(&config), 64 + 12);
         relay.mode = RelayMode::PerSession;
         config.relay = Some(relay);
         assert_eq!(descriptors_per_client(&config), 2);

@@ -872,9 +872,11 @@ impl Pool {
 
     /// An acknowledging link for one more subscription (one without
     /// `upstream_id` active, for a durable subscription's fixed id): one
-    /// that is not retiring, else a new one, up to `relay.connections` of
-    /// them; past that, the retiring one with the fewest subscriptions (its
-    /// held messages then wait longer for it to close). A new one starts
+    /// that is not retiring, else a new one. Links in use are at most
+    /// `relay.connections`, and retiring ones (closing within
+    /// `retire_timeout`) at most as many again, so a subscription goes on a
+    /// retiring link, to be ended when it closes, only when both are full;
+    /// then on the one with the fewest subscriptions. A new one starts
     /// connecting in the background; frames queue in its outbox meanwhile,
     /// and if it cannot connect its sessions are told.
     pub(super) fn ack_link(
@@ -891,7 +893,12 @@ impl Pool {
         {
             return Ok(Arc::clone(link));
         }
-        if links.len() >= self.config.connections.max(1) {
+        let cap = self.config.connections.max(1);
+        let in_use = links
+            .iter()
+            .filter(|l| !l.retiring.load(Ordering::Relaxed))
+            .count();
+        if in_use >= cap || links.len() >= cap * 2 {
             return links
                 .iter()
                 .filter(free)
