@@ -409,6 +409,58 @@ impl RelayConfig {
         frame
     }
 
+    /// A broker's MESSAGE as its client sees it: the client's subscription
+    /// id, the destination it named (`display` for user destinations, else
+    /// the broker's name decoded), no upstream receipt (RabbitMQ copies the
+    /// publisher's into MESSAGE frames), and a content-length. `ack`: keep
+    /// the broker's ack header (`None`), or put the relay's own in its place
+    /// (`Some`; `Some(None)` for none, a client of STOMP 1.0 or 1.1).
+    pub(crate) fn client_message(
+        &self,
+        frame: stompbox_codec::Frame,
+        client_id: bytes::Bytes,
+        display: Option<&bytes::Bytes>,
+        ack: Option<Option<String>>,
+    ) -> stompbox_codec::Frame {
+        use bytes::Bytes;
+        let mut headers = stompbox_codec::Headers::with_capacity(frame.headers.len() + 1);
+        headers.push(
+            Bytes::from_static(header::SUBSCRIPTION.as_bytes()),
+            client_id,
+        );
+        if let Some(Some(ack)) = &ack {
+            headers.push_str(header::ACK, ack);
+        }
+        for (name, value) in frame.headers.iter_bytes() {
+            match name.as_ref() {
+                b"subscription" | b"receipt" => {}
+                b"ack" if ack.is_some() => {}
+                b"destination" => match display {
+                    Some(display) => headers.push(name.clone(), display.clone()),
+                    None => {
+                        match self.client_form(std::str::from_utf8(value).unwrap_or_default()) {
+                            std::borrow::Cow::Borrowed(_) => {
+                                headers.push(name.clone(), value.clone())
+                            }
+                            std::borrow::Cow::Owned(decoded) => {
+                                headers.push(name.clone(), Bytes::from(decoded));
+                            }
+                        }
+                    }
+                },
+                _ => headers.push(name.clone(), value.clone()),
+            }
+        }
+        if frame.headers.get(header::CONTENT_LENGTH).is_none() {
+            headers.push_str(header::CONTENT_LENGTH, &frame.body.len().to_string());
+        }
+        stompbox_codec::Frame {
+            command: Command::Message,
+            headers,
+            body: frame.body,
+        }
+    }
+
     /// True for a destination clients may use: under a relayed prefix and
     /// outside the user-destination namespace.
     pub(crate) fn is_client_destination(&self, destination: &str) -> bool {

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use stompbox_codec::{Command, Frame, Headers, Version, header};
+use stompbox_codec::{Command, Frame, Version, header};
 use tokio::sync::{Notify, oneshot, watch};
 
 /// Every link of the pool speaks STOMP 1.2 to the broker; messages are
@@ -237,6 +237,29 @@ struct LinkState {
 }
 
 impl LinkState {
+    /// Routes a subscription of its own here; returns the outbox and its
+    /// upstream SUBSCRIBE, with `receipt` (the upstream id and the client's
+    /// join) attached.
+    fn route_own(
+        &mut self,
+        subscription: &Arc<OwnSubscription>,
+        receipt: Option<(Bytes, Arc<ReceiptJoin>)>,
+    ) -> Result<(Arc<Outbox>, Frame), BrokerError> {
+        let outbox = self.outbox()?;
+        let mut frame = subscription.subscribe.clone();
+        if let Some((id, receipt)) = receipt {
+            self.receipts.insert(id.clone(), Waiter::Join(receipt));
+            frame
+                .headers
+                .push(Bytes::from_static(header::RECEIPT.as_bytes()), id);
+        }
+        self.routes.insert(
+            subscription.upstream_id.clone(),
+            Route::Own(Arc::clone(subscription)),
+        );
+        Ok((outbox, frame))
+    }
+
     fn outbox(&self) -> Result<Arc<Outbox>, BrokerError> {
         self.outbox
             .clone()
@@ -806,19 +829,8 @@ impl Pool {
                 "this durable subscription is already active".into(),
             ));
         }
-        let outbox = state.outbox()?;
-        let mut frame = subscription.subscribe.clone();
-        if let Some(receipt) = receipt {
-            let id = self.next_id("r");
-            state.receipts.insert(id.clone(), Waiter::Join(receipt));
-            frame
-                .headers
-                .push(Bytes::from_static(header::RECEIPT.as_bytes()), id);
-        }
-        state.routes.insert(
-            subscription.upstream_id.clone(),
-            Route::Own(Arc::clone(&subscription)),
-        );
+        let (outbox, frame) =
+            state.route_own(&subscription, receipt.map(|r| (self.next_id("r"), r)))?;
         drop(state);
         let sent = offer(&outbox, &frame);
         if sent.is_err() {
@@ -998,19 +1010,8 @@ impl Pool {
                 "the connection to the message broker is closed".into(),
             ));
         }
-        let outbox = state.outbox()?;
-        let mut frame = subscription.subscribe.clone();
-        if let Some(receipt) = receipt {
-            let id = self.next_id("r");
-            state.receipts.insert(id.clone(), Waiter::Join(receipt));
-            frame
-                .headers
-                .push(Bytes::from_static(header::RECEIPT.as_bytes()), id);
-        }
-        state.routes.insert(
-            subscription.upstream_id.clone(),
-            Route::Own(Arc::clone(&subscription)),
-        );
+        let (outbox, frame) =
+            state.route_own(&subscription, receipt.map(|r| (self.next_id("r"), r)))?;
         link.subscriptions.fetch_add(1, Ordering::Relaxed);
         drop(state);
         let sent = offer(&outbox, &frame);
@@ -1550,39 +1551,15 @@ fn deliver_own(
             Some(tag)
         }
     };
-    let mut headers = Headers::with_capacity(frame.headers.len() + 1);
-    headers.push(
-        Bytes::from_static(header::SUBSCRIPTION.as_bytes()),
+    let ack = tag
+        .filter(|_| session.version == Version::V1_2)
+        .map(|tag| tag.to_string());
+    let message = names.client_message(
+        frame,
         own.client_id.clone(),
+        own.display.as_ref(),
+        Some(ack),
     );
-    if let Some(tag) = tag
-        && session.version == Version::V1_2
-    {
-        headers.push_str(header::ACK, &tag.to_string());
-    }
-    for (name, value) in frame.headers.iter_bytes() {
-        match name.as_ref() {
-            b"subscription" | b"receipt" | b"ack" => {}
-            b"destination" => match &own.display {
-                Some(display) => headers.push(name.clone(), display.clone()),
-                None => match names.client_form(std::str::from_utf8(value).unwrap_or_default()) {
-                    std::borrow::Cow::Borrowed(_) => headers.push(name.clone(), value.clone()),
-                    std::borrow::Cow::Owned(decoded) => {
-                        headers.push(name.clone(), Bytes::from(decoded));
-                    }
-                },
-            },
-            _ => headers.push(name.clone(), value.clone()),
-        }
-    }
-    if frame.headers.get(header::CONTENT_LENGTH).is_none() {
-        headers.push_str(header::CONTENT_LENGTH, &frame.body.len().to_string());
-    }
-    let message = Frame {
-        command: Command::Message,
-        headers,
-        body: frame.body,
-    };
     if session
         .outbox
         .push(encode(&message, session.version))

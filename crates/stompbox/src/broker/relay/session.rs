@@ -251,41 +251,7 @@ fn forward(
                 };
                 (route.client_id.clone(), route.display_destination.clone())
             };
-            let mut headers = Headers::with_capacity(frame.headers.len());
-            headers.push(
-                Bytes::from_static(header::SUBSCRIPTION.as_bytes()),
-                client_id,
-            );
-            for (name, value) in frame.headers.iter_bytes() {
-                match name.as_ref() {
-                    // RabbitMQ copies the publisher's (upstream) receipt id
-                    // into MESSAGE frames; it means nothing to subscribers.
-                    b"subscription" | b"receipt" => {}
-                    b"destination" => match &display {
-                        Some(display) => headers.push(name.clone(), display.clone()),
-                        None => {
-                            let text = std::str::from_utf8(value).unwrap_or_default();
-                            match names.client_form(text) {
-                                std::borrow::Cow::Borrowed(_) => {
-                                    headers.push(name.clone(), value.clone())
-                                }
-                                std::borrow::Cow::Owned(decoded) => {
-                                    headers.push(name.clone(), Bytes::from(decoded))
-                                }
-                            }
-                        }
-                    },
-                    _ => headers.push(name.clone(), value.clone()),
-                }
-            }
-            if frame.headers.get(header::CONTENT_LENGTH).is_none() {
-                headers.push_str(header::CONTENT_LENGTH, &frame.body.len().to_string());
-            }
-            let message = Frame {
-                command: Command::Message,
-                headers,
-                body: frame.body,
-            };
+            let message = names.client_message(frame, client_id, display.as_ref(), None);
             // A full client outbox makes the client a slow consumer, as with
             // the embedded broker; its driver closes it.
             let _ = client.push(encode(&message, version));
