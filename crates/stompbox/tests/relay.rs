@@ -12,7 +12,7 @@ use stompbox::auth::{AuthError, Authenticator, ConnectRequest, Identity};
 use stompbox::broker::relay::{RelayConfig, RelayMode};
 use stompbox::client::{Client, ClientError};
 use stompbox::codec::{Command, Frame};
-use stompbox::{Server, ServerConfig, ServerHandle};
+use stompbox::{Server, ServerBuilder, ServerConfig, ServerHandle};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -85,6 +85,12 @@ async fn start(configure: impl FnOnce(&mut RelayConfig), logins: bool) -> (Serve
     if logins {
         builder = builder.authenticator(Logins);
     }
+    serve(builder).await
+}
+
+/// Spawns the server `builder` makes, once it reaches the broker; returns
+/// it and its WebSocket URL.
+async fn serve(builder: ServerBuilder) -> (ServerHandle, String) {
     let handle = builder.bind().await.expect("bind").spawn();
     let mut available = handle.broker_availability();
     tokio::time::timeout(WAIT, available.wait_for(|up| *up))
@@ -370,14 +376,7 @@ async fn nothing_receipted_is_lost_when_the_broker_goes_away(mode: RelayMode) {
         told_clients.push(&mut watcher);
     }
     for client in told_clients {
-        let told = loop {
-            match client.next_frame_within(WAIT).await {
-                Ok(Some(f)) if f.command == Command::Error => break true,
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break false,
-            }
-        };
-        assert!(told, "client was not sent an ERROR");
+        assert!(told_an_error(client).await, "client was not sent an ERROR");
     }
     if mode == RelayMode::Shared {
         // A producer on the shared pool learns of the outage when it sends.
@@ -469,6 +468,18 @@ async fn next_message(client: &mut Client) -> Frame {
             Command::Message => return frame,
             Command::Receipt => {}
             other => panic!("expected MESSAGE, got {other}: {frame:?}"),
+        }
+    }
+}
+
+/// Whether an ERROR comes on `client` before its connection ends or it
+/// stays quiet for [`WAIT`], passing over other frames.
+async fn told_an_error(client: &mut Client) -> bool {
+    loop {
+        match client.next_frame_within(WAIT).await {
+            Ok(Some(f)) if f.command == Command::Error => return true,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return false,
         }
     }
 }
@@ -914,6 +925,40 @@ fn text(destination: &str, body: &str) -> Frame {
         .body(body.to_owned())
 }
 
+/// Runs `test` once in each relay mode, as [`with_broker`] runs one test.
+async fn in_each_mode<F, Fut>(test: F)
+where
+    F: Fn(RelayMode) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    with_broker(async {
+        for mode in MODES {
+            println!("relay mode {mode:?}");
+            test(mode).await;
+        }
+    })
+    .await;
+}
+
+/// Runs `test` as [`in_each_mode`] does, each time with a routing key of
+/// its own (`prefix` and a unique suffix), its topic, and a server from
+/// [`durable_subscriptions_server`]; the key's queues are deleted after.
+async fn in_each_durable_case<F, Fut>(prefix: &str, test: F)
+where
+    F: Fn(String, String, ServerHandle, String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let test = &test;
+    in_each_mode(|mode| async move {
+        let key = unique(prefix);
+        let _cleanup = DeleteBoundQueues(key.clone());
+        let topic = format!("/topic/{key}");
+        let (server, url) = durable_subscriptions_server(mode).await;
+        test(key, topic, server, url).await;
+    })
+    .await;
+}
+
 /// Runs one durable-subscription test holding [`BROKER`], bounded in time.
 async fn with_broker(test: impl std::future::Future<Output = ()>) {
     if !rabbitmq_up() {
@@ -931,60 +976,53 @@ async fn with_broker(test: impl std::future::Future<Output = ()>) {
 /// on the new connection come in another order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_durable_subscription_resumes_on_the_next_connection() {
-    with_broker(async {
-        for mode in MODES {
-            println!("relay mode {mode:?}");
-            let key = unique("dsub.resume.");
-            let _cleanup = DeleteBoundQueues(key.clone());
-            let topic = format!("/topic/{key}");
-            let (server, url) = durable_subscriptions_server(mode).await;
-            let mut publisher = connect(&url).await;
+    in_each_durable_case("dsub.resume.", |key, topic, server, url| async move {
+        let mut publisher = connect(&url).await;
 
-            let mut ann = login(&url, "ann").await;
-            ann.send_with_receipt(durable_subscribe("news", &topic), "s")
-                .await
-                .expect("durable subscribe");
-            publisher
-                .send_with_receipt(text(&topic, "before"), "p0")
-                .await
-                .expect("publish");
-            assert_eq!(next_message(&mut ann).await.body.as_ref(), b"before");
-            // A plain UNSUBSCRIBE keeps a durable subscription (RabbitMQ's rule).
-            ann.send_with_receipt(Frame::new(Command::Unsubscribe).header("id", "news"), "u")
-                .await
-                .expect("unsubscribe");
-            ann.send_with_receipt(Frame::new(Command::Disconnect), "bye")
-                .await
-                .expect("disconnect");
-
-            for (i, body) in ["away-1", "away-2"].into_iter().enumerate() {
-                publisher
-                    .send_with_receipt(text(&topic, body), &format!("p{}", i + 1))
-                    .await
-                    .expect("publish while away");
-            }
-
-            let mut ann = login(&url, "ann").await;
-            ann.send_with_receipt(
-                Frame::new(Command::Subscribe)
-                    .header("id", "other")
-                    .header("destination", &format!("/topic/{}", unique("dsub.other."))),
-                "o",
-            )
+        let mut ann = login(&url, "ann").await;
+        ann.send_with_receipt(durable_subscribe("news", &topic), "s")
             .await
-            .expect("another subscription first");
-            // No receipt: the waiting messages may come before it would.
-            ann.send(&durable_subscribe("news", &topic))
+            .expect("durable subscribe");
+        publisher
+            .send_with_receipt(text(&topic, "before"), "p0")
+            .await
+            .expect("publish");
+        assert_eq!(next_message(&mut ann).await.body.as_ref(), b"before");
+        // A plain UNSUBSCRIBE keeps a durable subscription (RabbitMQ's rule).
+        ann.send_with_receipt(Frame::new(Command::Unsubscribe).header("id", "news"), "u")
+            .await
+            .expect("unsubscribe");
+        ann.send_with_receipt(Frame::new(Command::Disconnect), "bye")
+            .await
+            .expect("disconnect");
+
+        for (i, body) in ["away-1", "away-2"].into_iter().enumerate() {
+            publisher
+                .send_with_receipt(text(&topic, body), &format!("p{}", i + 1))
                 .await
-                .expect("subscribe again");
-            for body in ["away-1", "away-2"] {
-                let m = next_message(&mut ann).await;
-                assert_eq!(m.body.as_ref(), body.as_bytes(), "{m:?}");
-                assert_eq!(m.headers.get("subscription"), Some("news"), "{m:?}");
-            }
-            assert_eq!(queues_bound_to(&key).await.len(), 1);
-            server.shutdown().await.expect("shutdown");
+                .expect("publish while away");
         }
+
+        let mut ann = login(&url, "ann").await;
+        ann.send_with_receipt(
+            Frame::new(Command::Subscribe)
+                .header("id", "other")
+                .header("destination", &format!("/topic/{}", unique("dsub.other."))),
+            "o",
+        )
+        .await
+        .expect("another subscription first");
+        // No receipt: the waiting messages may come before it would.
+        ann.send(&durable_subscribe("news", &topic))
+            .await
+            .expect("subscribe again");
+        for body in ["away-1", "away-2"] {
+            let m = next_message(&mut ann).await;
+            assert_eq!(m.body.as_ref(), body.as_bytes(), "{m:?}");
+            assert_eq!(m.headers.get("subscription"), Some("news"), "{m:?}");
+        }
+        assert_eq!(queues_bound_to(&key).await.len(), 1);
+        server.shutdown().await.expect("shutdown");
     })
     .await;
 }
@@ -993,41 +1031,34 @@ async fn relay_durable_subscription_resumes_on_the_next_connection() {
 /// queue each, and each gets every message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_durable_subscriptions_of_two_users_never_share_a_queue() {
-    with_broker(async {
-        for mode in MODES {
-            println!("relay mode {mode:?}");
-            let key = unique("dsub.users.");
-            let _cleanup = DeleteBoundQueues(key.clone());
-            let topic = format!("/topic/{key}");
-            let (server, url) = durable_subscriptions_server(mode).await;
-            let mut ann = login(&url, "ann").await;
-            let mut ben = login(&url, "ben").await;
-            for client in [&mut ann, &mut ben] {
-                client
-                    .send_with_receipt(durable_subscribe("feed", &topic), "s")
-                    .await
-                    .expect("durable subscribe");
-            }
-            assert_eq!(
-                queues_bound_to(&key).await.len(),
-                2,
-                "ann and ben must not share one durable queue"
-            );
-            let mut publisher = connect(&url).await;
-            for i in 0..4 {
-                publisher
-                    .send_with_receipt(text(&topic, &format!("m{i}")), &format!("p{i}"))
-                    .await
-                    .expect("publish");
-            }
-            for client in [&mut ann, &mut ben] {
-                for i in 0..4 {
-                    let m = next_message(client).await;
-                    assert_eq!(m.body.as_ref(), format!("m{i}").as_bytes(), "{m:?}");
-                }
-            }
-            server.shutdown().await.expect("shutdown");
+    in_each_durable_case("dsub.users.", |key, topic, server, url| async move {
+        let mut ann = login(&url, "ann").await;
+        let mut ben = login(&url, "ben").await;
+        for client in [&mut ann, &mut ben] {
+            client
+                .send_with_receipt(durable_subscribe("feed", &topic), "s")
+                .await
+                .expect("durable subscribe");
         }
+        assert_eq!(
+            queues_bound_to(&key).await.len(),
+            2,
+            "ann and ben must not share one durable queue"
+        );
+        let mut publisher = connect(&url).await;
+        for i in 0..4 {
+            publisher
+                .send_with_receipt(text(&topic, &format!("m{i}")), &format!("p{i}"))
+                .await
+                .expect("publish");
+        }
+        for client in [&mut ann, &mut ben] {
+            for i in 0..4 {
+                let m = next_message(client).await;
+                assert_eq!(m.body.as_ref(), format!("m{i}").as_bytes(), "{m:?}");
+            }
+        }
+        server.shutdown().await.expect("shutdown");
     })
     .await;
 }
@@ -1036,54 +1067,47 @@ async fn relay_durable_subscriptions_of_two_users_never_share_a_queue() {
 /// on the broker; a new durable subscription then starts empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_unsubscribe_with_durable_deletes_the_subscription() {
-    with_broker(async {
-        for mode in MODES {
-            println!("relay mode {mode:?}");
-            let key = unique("dsub.delete.");
-            let _cleanup = DeleteBoundQueues(key.clone());
-            let topic = format!("/topic/{key}");
-            let (server, url) = durable_subscriptions_server(mode).await;
-            let mut ann = login(&url, "ann").await;
-            ann.send_with_receipt(durable_subscribe("news", &topic), "s")
-                .await
-                .expect("durable subscribe");
-            assert_eq!(queues_bound_to(&key).await.len(), 1);
-            ann.send_with_receipt(
-                Frame::new(Command::Unsubscribe)
-                    .header("id", "news")
-                    .header("durable", "true"),
-                "u",
-            )
+    in_each_durable_case("dsub.delete.", |key, topic, server, url| async move {
+        let mut ann = login(&url, "ann").await;
+        ann.send_with_receipt(durable_subscribe("news", &topic), "s")
             .await
-            .expect("unsubscribe durable:true");
-            // The RECEIPT came after RabbitMQ deleted the queue.
-            let left = queues_bound_to(&key).await;
-            assert!(left.is_empty(), "durable queue left behind: {left:?}");
-            // Published with no subscription: nobody keeps it, so a new durable
-            // subscription does not get it.
-            let mut publisher = connect(&url).await;
-            publisher
-                .send_with_receipt(text(&topic, "old"), "p0")
-                .await
-                .expect("publish");
-            ann.send_with_receipt(durable_subscribe("news", &topic), "s2")
-                .await
-                .expect("subscribe again");
-            publisher
-                .send_with_receipt(text(&topic, "new"), "p1")
-                .await
-                .expect("publish");
-            assert_eq!(next_message(&mut ann).await.body.as_ref(), b"new");
-            ann.send_with_receipt(
-                Frame::new(Command::Unsubscribe)
-                    .header("id", "news")
-                    .header("durable", "true"),
-                "u2",
-            )
+            .expect("durable subscribe");
+        assert_eq!(queues_bound_to(&key).await.len(), 1);
+        ann.send_with_receipt(
+            Frame::new(Command::Unsubscribe)
+                .header("id", "news")
+                .header("durable", "true"),
+            "u",
+        )
+        .await
+        .expect("unsubscribe durable:true");
+        // The RECEIPT came after RabbitMQ deleted the queue.
+        let left = queues_bound_to(&key).await;
+        assert!(left.is_empty(), "durable queue left behind: {left:?}");
+        // Published with no subscription: nobody keeps it, so a new durable
+        // subscription does not get it.
+        let mut publisher = connect(&url).await;
+        publisher
+            .send_with_receipt(text(&topic, "old"), "p0")
             .await
-            .expect("unsubscribe durable:true");
-            server.shutdown().await.expect("shutdown");
-        }
+            .expect("publish");
+        ann.send_with_receipt(durable_subscribe("news", &topic), "s2")
+            .await
+            .expect("subscribe again");
+        publisher
+            .send_with_receipt(text(&topic, "new"), "p1")
+            .await
+            .expect("publish");
+        assert_eq!(next_message(&mut ann).await.body.as_ref(), b"new");
+        ann.send_with_receipt(
+            Frame::new(Command::Unsubscribe)
+                .header("id", "news")
+                .header("durable", "true"),
+            "u2",
+        )
+        .await
+        .expect("unsubscribe durable:true");
+        server.shutdown().await.expect("shutdown");
     })
     .await;
 }
@@ -1094,37 +1118,30 @@ async fn relay_unsubscribe_with_durable_deletes_the_subscription() {
 /// header is dropped and the subscription is an ordinary one, as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_durable_subscriptions_need_a_user() {
-    with_broker(async {
-        for mode in MODES {
-            println!("relay mode {mode:?}");
-            let key = unique("dsub.anon.");
-            let _cleanup = DeleteBoundQueues(key.clone());
-            let topic = format!("/topic/{key}");
-            let (server, url) = durable_subscriptions_server(mode).await;
-            let mut anonymous = connect(&url).await;
-            expect_refused(
-                &mut anonymous,
-                durable_subscribe("s", &topic),
-                "logged-in user",
-            )
-            .await;
-            let mut ann = login(&url, "ann").await;
-            let user_destination = Frame::new(Command::Subscribe)
-                .header("id", "u")
-                .header("destination", "/user/queue/inbox")
-                .header("durable", "true");
-            expect_refused(&mut ann, user_destination, "/user/queue/inbox").await;
-            assert!(queues_bound_to(&key).await.is_empty());
-            server.shutdown().await.expect("shutdown");
+    in_each_durable_case("dsub.anon.", |key, topic, server, url| async move {
+        let mut anonymous = connect(&url).await;
+        expect_refused(
+            &mut anonymous,
+            durable_subscribe("s", &topic),
+            "logged-in user",
+        )
+        .await;
+        let mut ann = login(&url, "ann").await;
+        let user_destination = Frame::new(Command::Subscribe)
+            .header("id", "u")
+            .header("destination", "/user/queue/inbox")
+            .header("durable", "true");
+        expect_refused(&mut ann, user_destination, "/user/queue/inbox").await;
+        assert!(queues_bound_to(&key).await.is_empty());
+        server.shutdown().await.expect("shutdown");
 
-            let (server, url) = relay_server_with(|_| {}).await;
-            let mut anonymous = connect(&url).await;
-            anonymous
-                .send_with_receipt(durable_subscribe("s", &topic), "s")
-                .await
-                .expect("durable not allowed: an ordinary subscription");
-            server.shutdown().await.expect("shutdown");
-        }
+        let (server, url) = relay_server_with(|_| {}).await;
+        let mut anonymous = connect(&url).await;
+        anonymous
+            .send_with_receipt(durable_subscribe("s", &topic), "s")
+            .await
+            .expect("durable not allowed: an ordinary subscription");
+        server.shutdown().await.expect("shutdown");
     })
     .await;
 }
@@ -1134,62 +1151,54 @@ async fn relay_durable_subscriptions_need_a_user() {
 /// redelivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_nack_with_requeue_false_is_not_redelivered() {
-    with_broker(async {
-        for mode in MODES {
-            println!("relay mode {mode:?}");
-            let name = unique("stompbox-test-nack-");
-            let _cleanup = DeleteQueue(name.clone());
-            let queue = format!("/queue/{name}");
-            let (server, url) = relay_server_with(|relay| relay.mode = mode).await;
-            let mut client = connect(&url).await;
-            for body in ["again", "drop"] {
-                client
-                    .send_with_receipt(text(&queue, body), body)
-                    .await
-                    .expect("send");
-            }
-            client
-                .send(
-                    &Frame::new(Command::Subscribe)
-                        .header("id", "q")
-                        .header("destination", &queue)
-                        .header("ack", "client-individual"),
-                )
-                .await
-                .expect("subscribe");
-            let again = next_message(&mut client).await;
-            assert_eq!(again.body.as_ref(), b"again");
-            let drop_it = next_message(&mut client).await;
-            assert_eq!(drop_it.body.as_ref(), b"drop");
-            let ack_id = |m: &Frame| m.headers.get("ack").expect("ack header").to_owned();
-            client
-                .send(&Frame::new(Command::Nack).header("id", &ack_id(&again)))
-                .await
-                .expect("nack");
-            let redelivered = next_message(&mut client).await;
-            assert_eq!(redelivered.body.as_ref(), b"again", "{redelivered:?}");
-            client
-                .send(&Frame::new(Command::Ack).header("id", &ack_id(&redelivered)))
-                .await
-                .expect("ack");
-            client
-                .send(
-                    &Frame::new(Command::Nack)
-                        .header("id", &ack_id(&drop_it))
-                        .header("requeue", "false"),
-                )
-                .await
-                .expect("nack requeue:false");
-            // Sent on the same broker link after the NACK, so RabbitMQ has
-            // handled the NACK first: the next delivery is this one, not "drop".
-            client
-                .send(&text(&queue, "marker"))
-                .await
-                .expect("send marker");
-            let next = next_message(&mut client).await;
-            assert_eq!(next.body.as_ref(), b"marker", "{next:?}");
-            server.shutdown().await.expect("shutdown");
-        }
+    in_each_mode(|mode| async move {
+        let name = unique("stompbox-test-nack-");
+        let _cleanup = DeleteQueue(name.clone());
+        let queue = format!("/queue/{name}");
+        let (server, url) = relay_server_with(|relay| relay.mode = mode).await;
+        let mut client = connect(&url).await;
+        send_each(&mut client, &queue, ["again", "drop"]).await;
+        client
+            .send(
+                &Frame::new(Command::Subscribe)
+                    .header("id", "q")
+                    .header("destination", &queue)
+                    .header("ack", "client-individual"),
+            )
+            .await
+            .expect("subscribe");
+        let again = next_message(&mut client).await;
+        assert_eq!(again.body.as_ref(), b"again");
+        let drop_it = next_message(&mut client).await;
+        assert_eq!(drop_it.body.as_ref(), b"drop");
+        let ack_id = |m: &Frame| m.headers.get("ack").expect("ack header").to_owned();
+        client
+            .send(&Frame::new(Command::Nack).header("id", &ack_id(&again)))
+            .await
+            .expect("nack");
+        let redelivered = next_message(&mut client).await;
+        assert_eq!(redelivered.body.as_ref(), b"again", "{redelivered:?}");
+        client
+            .send(&Frame::new(Command::Ack).header("id", &ack_id(&redelivered)))
+            .await
+            .expect("ack");
+        client
+            .send(
+                &Frame::new(Command::Nack)
+                    .header("id", &ack_id(&drop_it))
+                    .header("requeue", "false"),
+            )
+            .await
+            .expect("nack requeue:false");
+        // Sent on the same broker link after the NACK, so RabbitMQ has
+        // handled the NACK first: the next delivery is this one, not "drop".
+        client
+            .send(&text(&queue, "marker"))
+            .await
+            .expect("send marker");
+        let next = next_message(&mut client).await;
+        assert_eq!(next.body.as_ref(), b"marker", "{next:?}");
+        server.shutdown().await.expect("shutdown");
     })
     .await;
 }
@@ -1208,14 +1217,7 @@ async fn shared_relay_server(
     relay(&mut relay_config);
     config.relay = Some(relay_config);
     configure(&mut config);
-    let handle = Server::builder(config).bind().await.expect("bind").spawn();
-    let mut available = handle.broker_availability();
-    tokio::time::timeout(WAIT, available.wait_for(|up| *up))
-        .await
-        .expect("broker not available")
-        .expect("availability");
-    let ws = format!("ws://{}/ws", handle.http_addr().expect("addr"));
-    (handle, ws)
+    serve(Server::builder(config)).await
 }
 
 fn subscribe_frame(id: &str, destination: &str, ack: &str) -> Frame {
@@ -1223,6 +1225,38 @@ fn subscribe_frame(id: &str, destination: &str, ack: &str) -> Frame {
         .header("id", id)
         .header("destination", destination)
         .header("ack", ack)
+}
+
+/// Subscribes `client` to `destination` as subscription `id`, with `id`
+/// as the receipt it waits for.
+async fn subscribe(client: &mut Client, id: &str, destination: &str, ack: &str) {
+    client
+        .send_with_receipt(subscribe_frame(id, destination, ack), id)
+        .await
+        .expect("subscribe");
+}
+
+/// A new client of `url`, subscribed as [`subscribe`] does.
+async fn connect_subscribed(url: &str, id: &str, destination: &str, ack: &str) -> Client {
+    let mut client = connect(url).await;
+    subscribe(&mut client, id, destination, ack).await;
+    client
+}
+
+/// Sends each of `bodies` to `destination` from `client`, each with its
+/// body as the receipt it waits for.
+async fn send_each(
+    client: &mut Client,
+    destination: &str,
+    bodies: impl IntoIterator<Item = impl AsRef<str>>,
+) {
+    for body in bodies {
+        let body = body.as_ref();
+        client
+            .send_with_receipt(text(destination, body), body)
+            .await
+            .expect("send");
+    }
 }
 
 /// The issue's point: 1,000 local subscribers of one topic cost RabbitMQ
@@ -1313,16 +1347,8 @@ async fn a_stalled_local_subscriber_does_not_delay_others_on_the_shared_link() {
             },
         )
         .await;
-        let mut stalled = connect(&url).await;
-        stalled
-            .send_with_receipt(subscribe_frame("s", &topic, "auto"), "s")
-            .await
-            .expect("subscribe");
-        let mut reader = connect(&url).await;
-        reader
-            .send_with_receipt(subscribe_frame("r", &topic, "auto"), "r")
-            .await
-            .expect("subscribe");
+        let mut stalled = connect_subscribed(&url, "s", &topic, "auto").await;
+        let mut reader = connect_subscribed(&url, "r", &topic, "auto").await;
         // 64 MiB: more than the stalled client's socket buffers and outbox
         // can hold, so it must be cut off long before the end.
         const COUNT: usize = 4000;
@@ -1383,22 +1409,8 @@ async fn unacknowledged_messages_return_to_the_queue_when_a_consumer_leaves() {
             let queue = unique("/queue/shared-unacked-");
             let mut producer = connect(&url).await;
             let sent: BTreeSet<String> = (0..5).map(|n| format!("m{n}")).collect();
-            for body in &sent {
-                producer
-                    .send_with_receipt(
-                        Frame::new(Command::Send)
-                            .header("destination", &queue)
-                            .body(body.clone()),
-                        body,
-                    )
-                    .await
-                    .expect("send");
-            }
-            let mut leaving = connect(&url).await;
-            leaving
-                .send_with_receipt(subscribe_frame("q", &queue, "client-individual"), "q")
-                .await
-                .expect("subscribe");
+            send_each(&mut producer, &queue, &sent).await;
+            let mut leaving = connect_subscribed(&url, "q", &queue, "client-individual").await;
             for _ in 0..sent.len() {
                 next_message(&mut leaving).await;
             }
@@ -1410,11 +1422,7 @@ async fn unacknowledged_messages_return_to_the_queue_when_a_consumer_leaves() {
                     .await
                     .expect("unsubscribe");
             }
-            let mut other = connect(&url).await;
-            other
-                .send_with_receipt(subscribe_frame("q", &queue, "client-individual"), "q")
-                .await
-                .expect("subscribe");
+            let mut other = connect_subscribed(&url, "q", &queue, "client-individual").await;
             let mut seen = BTreeSet::new();
             while seen.len() < sent.len() {
                 let m = next_message(&mut other).await;
@@ -1442,32 +1450,14 @@ async fn prefetch_bounds_what_a_slow_consumer_holds() {
     with_broker(async {
         let (server, url) = shared_relay_server(|_| {}, |relay| relay.prefetch = 3).await;
         let queue = unique("/queue/shared-prefetch-");
-        let mut holder = connect(&url).await;
-        holder
-            .send_with_receipt(subscribe_frame("h", &queue, "client"), "h")
-            .await
-            .expect("subscribe");
+        let mut holder = connect_subscribed(&url, "h", &queue, "client").await;
         let mut producer = connect(&url).await;
-        for n in 0..10 {
-            producer
-                .send_with_receipt(
-                    Frame::new(Command::Send)
-                        .header("destination", &queue)
-                        .body(format!("m{n}")),
-                    &format!("p{n}"),
-                )
-                .await
-                .expect("send");
-        }
+        send_each(&mut producer, &queue, (0..10).map(|n| format!("m{n}"))).await;
         let mut held = Vec::new();
         for _ in 0..3 {
             held.push(next_message(&mut holder).await);
         }
-        let mut other = connect(&url).await;
-        other
-            .send_with_receipt(subscribe_frame("o", &queue, "auto"), "o")
-            .await
-            .expect("subscribe");
+        let mut other = connect_subscribed(&url, "o", &queue, "auto").await;
         for _ in 0..7 {
             let m = next_message(&mut other).await;
             assert!(
@@ -1483,15 +1473,7 @@ async fn prefetch_bounds_what_a_slow_consumer_holds() {
             .await
             .expect("ack");
         drop(holder);
-        producer
-            .send_with_receipt(
-                Frame::new(Command::Send)
-                    .header("destination", &queue)
-                    .body("marker"),
-                "marker",
-            )
-            .await
-            .expect("send");
+        send_each(&mut producer, &queue, ["marker"]).await;
         assert_eq!(next_message(&mut other).await.body.as_ref(), b"marker");
         server.shutdown().await.expect("shutdown");
     })
@@ -1517,11 +1499,7 @@ async fn a_name_rabbitmq_refuses_does_not_take_a_shared_link_down() {
         )
         .await;
         let topic = unique("/topic/shared-bystander-");
-        let mut subscriber = connect(&url).await;
-        subscriber
-            .send_with_receipt(subscribe_frame("t", &topic, "auto"), "t")
-            .await
-            .expect("subscribe");
+        let mut subscriber = connect_subscribed(&url, "t", &topic, "auto").await;
         let reserved = unique("/queue/amq.relay-");
         let mut attacker = connect(&url).await;
         expect_refused(
@@ -1592,48 +1570,26 @@ async fn unacknowledged_messages_return_while_another_subscription_keeps_the_lin
         )
         .await;
         let mut keeper = connect(&url).await;
-        keeper
-            .send_with_receipt(
-                subscribe_frame("k", &unique("/queue/shared-keeper-"), "client-individual"),
-                "k",
-            )
-            .await
-            .expect("subscribe");
+        let kept = unique("/queue/shared-keeper-");
+        subscribe(&mut keeper, "k", &kept, "client-individual").await;
         let queue = unique("/queue/shared-held-");
         let mut producer = connect(&url).await;
-        for n in 0..3 {
-            producer
-                .send_with_receipt(text(&queue, &format!("m{n}")), &format!("p{n}"))
-                .await
-                .expect("send");
-        }
-        let mut leaving = connect(&url).await;
-        leaving
-            .send_with_receipt(subscribe_frame("q", &queue, "client-individual"), "q")
-            .await
-            .expect("subscribe");
+        send_each(&mut producer, &queue, (0..3).map(|n| format!("m{n}"))).await;
+        let mut leaving = connect_subscribed(&url, "q", &queue, "client-individual").await;
         for _ in 0..3 {
             next_message(&mut leaving).await;
         }
         drop(leaving);
-        let mut other = connect(&url).await;
-        other
-            .send_with_receipt(subscribe_frame("q", &queue, "client-individual"), "q")
-            .await
-            .expect("subscribe");
+        let mut other = connect_subscribed(&url, "q", &queue, "client-individual").await;
         for _ in 0..3 {
             let m = next_message(&mut other).await;
             assert_eq!(m.headers.get("redelivered"), Some("true"), "{m:?}");
         }
         // The keeper's subscription was on the link that closed.
-        let told = loop {
-            match keeper.next_frame_within(WAIT).await {
-                Ok(Some(f)) if f.command == Command::Error => break true,
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break false,
-            }
-        };
-        assert!(told, "the keeper was not told its link closed");
+        assert!(
+            told_an_error(&mut keeper).await,
+            "the keeper was not told its link closed"
+        );
         server.shutdown().await.expect("shutdown");
     })
     .await;
@@ -1684,11 +1640,7 @@ async fn a_cut_off_auto_ack_consumer_leaves_no_message_stranded() {
                 .await
                 .expect("publish");
         }
-        let mut stalled = connect(&url).await;
-        stalled
-            .send_with_receipt(subscribe_frame("q", &queue, "auto"), "q")
-            .await
-            .expect("subscribe");
+        let mut stalled = connect_subscribed(&url, "q", &queue, "auto").await;
         // It reads nothing until it is cut off; then what reached it, to
         // the end of its connection.
         tokio::time::timeout(WAIT, async {

@@ -6,40 +6,189 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use stompbox::broker::relay::{RelayConfig, RelayMode};
-use stompbox::{Server, ServerConfig};
+use stompbox::{Server, ServerConfig, ServerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-#[tokio::test]
-async fn a_broker_that_drops_every_connection_is_retried_with_backoff() {
+/// What a fake broker does after reading one frame.
+enum Reply {
+    Nothing,
+    Send(String),
+    /// Hang up on the relay.
+    Close,
+}
+
+/// A fake STOMP broker on loopback; returns its address. For each accepted
+/// connection `connection` is called once and gives the handler of that
+/// connection's frames (each without its NUL and leading heart-beat EOLs),
+/// or `None` to hang up right after CONNECTED. The CONNECT itself is read
+/// and answered here.
+async fn fake_broker<H>(connection: impl Fn() -> Option<H> + Send + 'static) -> String
+where
+    H: FnMut(&str) -> Reply + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("addr").to_string();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&accepted);
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::Relaxed);
+            let handler = connection();
             tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                // Read the CONNECT, answer CONNECTED, then hang up.
-                let _ = stream.read(&mut buf).await;
+                let mut buf = vec![0u8; 65536];
+                if stream.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
                 let _ = stream
                     .write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
                     .await;
+                let Some(mut on_frame) = handler else {
+                    return;
+                };
+                let mut pending = String::new();
+                loop {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    while let Some(end) = pending.find('\0') {
+                        let frame: String = pending.drain(..=end).collect();
+                        let frame = frame[..end].trim_start_matches(['\n', '\r']);
+                        match on_frame(frame) {
+                            Reply::Nothing => {}
+                            Reply::Send(reply) => {
+                                let _ = stream.write_all(reply.as_bytes()).await;
+                            }
+                            Reply::Close => return,
+                        }
+                    }
+                }
             });
         }
     });
+    address
+}
+
+/// As [`fake_broker`], with one stateless handler for every connection.
+async fn fake_broker_answering(on_frame: fn(&str) -> Reply) -> String {
+    fake_broker(move || Some(on_frame)).await
+}
+
+/// The value of a fake broker's frame header `name`.
+fn header(frame: &str, name: &str) -> Option<String> {
+    let prefix = format!("{name}:");
+    frame
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .map(str::to_owned)
+}
+
+/// A RECEIPT for the frame's `receipt` header, if it has one.
+fn receipt_for(frame: &str) -> String {
+    header(frame, "receipt")
+        .map(|receipt| format!("RECEIPT\nreceipt-id:{receipt}\n\n\0"))
+        .unwrap_or_default()
+}
+
+/// A server relaying to the broker at `address`, configured by `configure`.
+async fn relay_to(
+    address: String,
+    configure: impl FnOnce(&mut ServerConfig, &mut RelayConfig),
+) -> ServerHandle {
     let mut config = ServerConfig::default();
     config.http_addr = "127.0.0.1:0".parse().expect("addr");
     let mut relay = RelayConfig::default();
     relay.addresses = vec![address];
-    relay.reconnect_initial = Duration::from_millis(200);
-    relay.reconnect_max = Duration::from_secs(1);
-    // Two reconnecting links: the system connection and one pool link of
-    // the shared mode.
-    relay.connections = 1;
+    configure(&mut config, &mut relay);
     config.relay = Some(relay);
-    let server = Server::bind(config).await.expect("bind").spawn();
+    Server::bind(config).await.expect("bind").spawn()
+}
+
+/// As [`relay_to`], once the relay has reached the broker; with the URL
+/// clients connect to.
+async fn relay_server(
+    address: String,
+    configure: impl FnOnce(&mut ServerConfig, &mut RelayConfig),
+) -> (ServerHandle, String) {
+    let server = relay_to(address, configure).await;
+    let mut available = server.broker_availability();
+    tokio::time::timeout(Duration::from_secs(10), available.wait_for(|up| *up))
+        .await
+        .expect("fake broker not available")
+        .expect("availability");
+    let url = format!("ws://{}/ws", server.http_addr().expect("addr"));
+    (server, url)
+}
+
+/// As [`relay_server`], for anonymous clients through a shared relay with one
+/// pool link.
+async fn shared_relay_server(
+    address: String,
+    configure: impl FnOnce(&mut RelayConfig),
+) -> (ServerHandle, String) {
+    relay_server(address, |config, relay| {
+        config.auth.allow_anonymous = true;
+        relay.mode = RelayMode::Shared;
+        relay.connections = 1;
+        configure(relay);
+    })
+    .await
+}
+
+/// Subscribes `client` to `/queue/fake` with client-individual acks, as
+/// subscription `s`, and waits for the receipt.
+async fn subscribe_client_individual(client: &mut stompbox::client::Client) {
+    use stompbox::codec::{Command, Frame};
+    client
+        .send_with_receipt(
+            Frame::new(Command::Subscribe)
+                .header("id", "s")
+                .header("destination", "/queue/fake")
+                .header("ack", "client-individual"),
+            "sub",
+        )
+        .await
+        .expect("subscribe");
+}
+
+/// The next MESSAGE `client` receives, passing over other frames.
+async fn next_message(client: &mut stompbox::client::Client) -> stompbox::codec::Frame {
+    loop {
+        let frame = client
+            .next_frame_within(Duration::from_secs(10))
+            .await
+            .expect("read")
+            .expect("closed");
+        if frame.command == stompbox::codec::Command::Message {
+            return frame;
+        }
+    }
+}
+
+async fn connect(url: &str) -> stompbox::client::Client {
+    stompbox::client::Client::connect(url, &[])
+        .await
+        .expect("connect")
+        .0
+}
+
+#[tokio::test]
+async fn a_broker_that_drops_every_connection_is_retried_with_backoff() {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    // Answer CONNECTED, then hang up.
+    let address = fake_broker(move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+        None::<fn(&str) -> Reply>
+    })
+    .await;
+    let server = relay_to(address, |_, relay| {
+        relay.reconnect_initial = Duration::from_millis(200);
+        relay.reconnect_max = Duration::from_secs(1);
+        // Two reconnecting links: the system connection and one pool link of
+        // the shared mode.
+        relay.connections = 1;
+    })
+    .await;
     // The window is what is measured: how many connections in 2 s.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let count = accepted.load(Ordering::Relaxed);
@@ -60,58 +209,26 @@ async fn a_disconnect_receipt_waits_for_the_brokers_own() {
 }
 
 async fn disconnect_receipt_waits_for_the_broker(mode: RelayMode) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                if stream.read(&mut buf).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                let _ = stream
-                    .write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
-                    .await;
-                // Swallow everything else, answer nothing.
-                while stream.read(&mut buf).await.unwrap_or(0) > 0 {}
-            });
-        }
-    });
-    let mut config = ServerConfig::default();
-    config.http_addr = "127.0.0.1:0".parse().expect("addr");
-    let mut relay = RelayConfig::default();
-    relay.addresses = vec![address];
-    relay.connect_timeout = Duration::from_millis(500);
-    relay.mode = mode;
-    config.relay = Some(relay);
-    let server = Server::bind(config).await.expect("bind").spawn();
-    let mut available = server.broker_availability();
-    tokio::time::timeout(Duration::from_secs(10), available.wait_for(|up| *up))
-        .await
-        .expect("fake broker not available")
-        .expect("availability");
-    let url = format!("ws://{}/ws", server.http_addr().expect("addr"));
-    let (mut client, _) = stompbox::client::Client::connect(&url, &[])
-        .await
-        .expect("connect");
+    // Swallow everything, answer nothing.
+    let address = fake_broker_answering(|_| Reply::Nothing).await;
+    let (server, url) = relay_server(address, |_, relay| {
+        relay.connect_timeout = Duration::from_millis(500);
+        relay.mode = mode;
+    })
+    .await;
+    let mut client = connect(&url).await;
     // Something for the broker to confirm: through the shared relay a
     // session that sent nothing has nothing to wait for.
-    client
-        .send(
-            &stompbox::codec::Frame::new(stompbox::codec::Command::Send)
-                .header("destination", "/topic/fake.unconfirmed")
-                .body("x"),
-        )
-        .await
-        .expect("send");
-    client
-        .send(
-            &stompbox::codec::Frame::new(stompbox::codec::Command::Send)
-                .header("destination", "/topic/anything")
-                .body("x"),
-        )
-        .await
-        .expect("send");
+    for destination in ["/topic/fake.unconfirmed", "/topic/anything"] {
+        client
+            .send(
+                &stompbox::codec::Frame::new(stompbox::codec::Command::Send)
+                    .header("destination", destination)
+                    .body("x"),
+            )
+            .await
+            .expect("send");
+    }
     client
         .send(
             &stompbox::codec::Frame::new(stompbox::codec::Command::Disconnect)
@@ -137,48 +254,21 @@ async fn disconnect_receipt_waits_for_the_broker(mode: RelayMode) {
 #[tokio::test]
 async fn a_subscribe_receipt_lost_with_its_pool_link_is_answered_with_an_error() {
     use stompbox::codec::{Command, Frame};
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                if stream.read(&mut buf).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                let _ = stream
-                    .write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
-                    .await;
-                loop {
-                    let n = stream.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 || buf[..n].windows(10).any(|w| w == b"SUBSCRIBE\n") {
-                        return;
-                    }
-                }
-            });
+    let address = fake_broker_answering(|frame| {
+        if frame.starts_with("SUBSCRIBE\n") {
+            Reply::Close
+        } else {
+            Reply::Nothing
         }
-    });
-    let mut config = ServerConfig::default();
-    config.http_addr = "127.0.0.1:0".parse().expect("addr");
-    config.auth.allow_anonymous = true;
-    let mut relay = RelayConfig::default();
-    relay.addresses = vec![address];
-    relay.mode = stompbox::broker::relay::RelayMode::Shared;
-    relay.connections = 1;
-    relay.subscribe_headers = vec!["x-option".into()];
-    relay.reconnect_initial = Duration::from_secs(5);
-    relay.reconnect_max = Duration::from_secs(5);
-    config.relay = Some(relay);
-    let server = Server::bind(config).await.expect("bind").spawn();
-    let mut available = server.broker_availability();
-    tokio::time::timeout(Duration::from_secs(10), available.wait_for(|up| *up))
-        .await
-        .expect("fake broker not available")
-        .expect("availability");
-    let url = format!("ws://{}/ws", server.http_addr().expect("addr"));
-    let (mut client, _) = stompbox::client::Client::connect(&url, &[])
-        .await
-        .expect("connect");
+    })
+    .await;
+    let (server, url) = shared_relay_server(address, |relay| {
+        relay.subscribe_headers = vec!["x-option".into()];
+        relay.reconnect_initial = Duration::from_secs(5);
+        relay.reconnect_max = Duration::from_secs(5);
+    })
+    .await;
+    let mut client = connect(&url).await;
     client
         .send(
             &Frame::new(Command::Subscribe)
@@ -207,85 +297,27 @@ async fn a_subscribe_receipt_lost_with_its_pool_link_is_answered_with_an_error()
 #[tokio::test]
 async fn a_disconnect_receipt_waits_for_the_acks_the_session_sent() {
     use stompbox::codec::{Command, Frame};
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                if stream.read(&mut buf).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                let _ = stream
-                    .write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
-                    .await;
-                loop {
-                    let n = stream.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    for frame in text.split('\0') {
-                        let frame = frame.trim_start_matches(['\n', '\r']);
-                        if !frame.starts_with("SUBSCRIBE\n") {
-                            continue;
-                        }
-                        let header = |name: &str| {
-                            frame
-                                .lines()
-                                .find_map(|l| l.strip_prefix(name))
-                                .unwrap_or_default()
-                                .to_owned()
-                        };
-                        let (id, receipt) = (header("id:"), header("receipt:"));
-                        let reply = format!(
-                            "RECEIPT\nreceipt-id:{receipt}\n\n\0MESSAGE\nsubscription:{id}\n\
-                             destination:/queue/fake\nmessage-id:m1\nack:a1\n\nbody\0"
-                        );
-                        let _ = stream.write_all(reply.as_bytes()).await;
-                    }
-                }
-            });
+    let address = fake_broker_answering(|frame| {
+        if !frame.starts_with("SUBSCRIBE\n") {
+            return Reply::Nothing;
         }
-    });
-    let mut config = ServerConfig::default();
-    config.http_addr = "127.0.0.1:0".parse().expect("addr");
-    config.auth.allow_anonymous = true;
-    let mut relay = RelayConfig::default();
-    relay.addresses = vec![address];
-    relay.mode = stompbox::broker::relay::RelayMode::Shared;
-    relay.connect_timeout = Duration::from_secs(30);
-    config.relay = Some(relay);
-    let server = Server::bind(config).await.expect("bind").spawn();
-    let mut available = server.broker_availability();
-    tokio::time::timeout(Duration::from_secs(10), available.wait_for(|up| *up))
-        .await
-        .expect("fake broker not available")
-        .expect("availability");
-    let url = format!("ws://{}/ws", server.http_addr().expect("addr"));
-    let (mut client, _) = stompbox::client::Client::connect(&url, &[])
-        .await
-        .expect("connect");
-    client
-        .send_with_receipt(
-            Frame::new(Command::Subscribe)
-                .header("id", "s")
-                .header("destination", "/queue/fake")
-                .header("ack", "client-individual"),
-            "sub",
-        )
-        .await
-        .expect("subscribe");
-    let message = loop {
-        let frame = client
-            .next_frame_within(Duration::from_secs(10))
-            .await
-            .expect("read")
-            .expect("closed");
-        if frame.command == Command::Message {
-            break frame;
-        }
-    };
+        let id = header(frame, "id").unwrap_or_default();
+        let receipt = header(frame, "receipt").unwrap_or_default();
+        Reply::Send(format!(
+            "RECEIPT\nreceipt-id:{receipt}\n\n\0MESSAGE\nsubscription:{id}\n\
+             destination:/queue/fake\nmessage-id:m1\nack:a1\n\nbody\0"
+        ))
+    })
+    .await;
+    let (server, url) = relay_server(address, |config, relay| {
+        config.auth.allow_anonymous = true;
+        relay.mode = RelayMode::Shared;
+        relay.connect_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut client = connect(&url).await;
+    subscribe_client_individual(&mut client).await;
+    let message = next_message(&mut client).await;
     let ack = message.headers.get("ack").expect("ack header").to_owned();
     client
         .send(&Frame::new(Command::Ack).header("id", &ack))
@@ -314,66 +346,20 @@ async fn a_disconnect_receipt_waits_for_the_acks_the_session_sent() {
 #[tokio::test]
 async fn a_lost_pool_link_ends_only_the_sessions_that_may_have_lost_a_send() {
     use stompbox::codec::{Command, Frame};
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                if stream.read(&mut buf).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                let _ = stream
-                    .write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
-                    .await;
-                let mut pending = String::new();
-                loop {
-                    let n = stream.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    pending.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    while let Some(end) = pending.find('\0') {
-                        let frame: String = pending.drain(..=end).collect();
-                        let frame = frame.trim_start_matches(['\n', '\r']);
-                        if frame.starts_with("SEND\n") && frame.ends_with("\n\ndie\0") {
-                            return;
-                        }
-                        if let Some(receipt) =
-                            frame.lines().find_map(|l| l.strip_prefix("receipt:"))
-                        {
-                            let reply = format!("RECEIPT\nreceipt-id:{receipt}\n\n\0");
-                            let _ = stream.write_all(reply.as_bytes()).await;
-                        }
-                    }
-                }
-            });
+    let address = fake_broker_answering(|frame| {
+        if frame.starts_with("SEND\n") && frame.ends_with("\n\ndie") {
+            Reply::Close
+        } else {
+            Reply::Send(receipt_for(frame))
         }
-    });
-    let mut config = ServerConfig::default();
-    config.http_addr = "127.0.0.1:0".parse().expect("addr");
-    config.auth.allow_anonymous = true;
-    let mut relay = RelayConfig::default();
-    relay.addresses = vec![address];
-    relay.mode = RelayMode::Shared;
-    relay.connections = 1;
-    relay.reconnect_initial = Duration::from_millis(100);
-    relay.reconnect_max = Duration::from_millis(200);
-    config.relay = Some(relay);
-    let server = Server::bind(config).await.expect("bind").spawn();
-    let mut available = server.broker_availability();
-    tokio::time::timeout(Duration::from_secs(10), available.wait_for(|up| *up))
-        .await
-        .expect("fake broker not available")
-        .expect("availability");
-    let url = format!("ws://{}/ws", server.http_addr().expect("addr"));
-    let connect = || async {
-        stompbox::client::Client::connect(&url, &[])
-            .await
-            .expect("connect")
-            .0
-    };
-    let mut listener_only = connect().await;
+    })
+    .await;
+    let (server, url) = shared_relay_server(address, |relay| {
+        relay.reconnect_initial = Duration::from_millis(100);
+        relay.reconnect_max = Duration::from_millis(200);
+    })
+    .await;
+    let mut listener_only = connect(&url).await;
     listener_only
         .send_with_receipt(
             Frame::new(Command::Subscribe)
@@ -385,7 +371,7 @@ async fn a_lost_pool_link_ends_only_the_sessions_that_may_have_lost_a_send() {
         .expect("subscribe");
     // A sender whose SEND the broker has confirmed since: a checkpoint
     // (once a second) or its own receipt.
-    let mut confirmed = connect().await;
+    let mut confirmed = connect(&url).await;
     confirmed
         .send_with_receipt(
             Frame::new(Command::Send)
@@ -398,7 +384,7 @@ async fn a_lost_pool_link_ends_only_the_sessions_that_may_have_lost_a_send() {
     // Its RECEIPT came: the broker has everything it sent, and a lost link
     // costs it nothing. (A sender without receipts is cleared the same way
     // by the relay's checkpoint, an empty transaction once a second.)
-    let mut doomed = connect().await;
+    let mut doomed = connect(&url).await;
     doomed
         .send(
             &Frame::new(Command::Send)
@@ -445,98 +431,35 @@ async fn a_lost_pool_link_ends_only_the_sessions_that_may_have_lost_a_send() {
 #[tokio::test]
 async fn a_disconnect_receipt_comes_after_the_acknowledging_link_it_used_was_closed() {
     use stompbox::codec::{Command, Frame};
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("addr").to_string();
     let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let closed_tx = closed_tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                if stream.read(&mut buf).await.unwrap_or(0) == 0 {
-                    return;
+    let address = fake_broker(move || {
+        let closed_tx = closed_tx.clone();
+        Some(move |frame: &str| {
+            if frame.starts_with("DISCONNECT\n") {
+                let _ = closed_tx.send(());
+                return Reply::Close;
+            }
+            let mut reply = receipt_for(frame);
+            if frame.starts_with("SUBSCRIBE\n") {
+                let id = header(frame, "id").unwrap_or_default();
+                for n in 1..=2 {
+                    reply.push_str(&format!(
+                        "MESSAGE\nsubscription:{id}\ndestination:/queue/fake\n\
+                         message-id:m{n}\nack:a{n}\n\nbody\0"
+                    ));
                 }
-                let _ = stream
-                    .write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
-                    .await;
-                let mut pending = String::new();
-                loop {
-                    let n = stream.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    pending.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    while let Some(end) = pending.find('\0') {
-                        let frame: String = pending.drain(..=end).collect();
-                        let frame = frame.trim_start_matches(['\n', '\r']);
-                        let header = |name: &str| {
-                            frame
-                                .lines()
-                                .find_map(|l| l.strip_prefix(name))
-                                .map(str::to_owned)
-                        };
-                        if frame.starts_with("DISCONNECT\n") {
-                            drop(stream);
-                            let _ = closed_tx.send(());
-                            return;
-                        }
-                        let mut reply = String::new();
-                        if let Some(receipt) = header("receipt:") {
-                            reply.push_str(&format!("RECEIPT\nreceipt-id:{receipt}\n\n\0"));
-                        }
-                        if frame.starts_with("SUBSCRIBE\n") {
-                            let id = header("id:").unwrap_or_default();
-                            for n in 1..=2 {
-                                reply.push_str(&format!(
-                                    "MESSAGE\nsubscription:{id}\ndestination:/queue/fake\n\
-                                     message-id:m{n}\nack:a{n}\n\nbody\0"
-                                ));
-                            }
-                        }
-                        let _ = stream.write_all(reply.as_bytes()).await;
-                    }
-                }
-            });
-        }
-    });
-    let mut config = ServerConfig::default();
-    config.http_addr = "127.0.0.1:0".parse().expect("addr");
-    config.auth.allow_anonymous = true;
-    let mut relay = RelayConfig::default();
-    relay.addresses = vec![address];
-    relay.mode = RelayMode::Shared;
-    relay.connections = 1;
-    config.relay = Some(relay);
-    let server = Server::bind(config).await.expect("bind").spawn();
-    let mut available = server.broker_availability();
-    tokio::time::timeout(Duration::from_secs(10), available.wait_for(|up| *up))
-        .await
-        .expect("fake broker not available")
-        .expect("availability");
-    let url = format!("ws://{}/ws", server.http_addr().expect("addr"));
-    let (mut client, _) = stompbox::client::Client::connect(&url, &[])
-        .await
-        .expect("connect");
-    client
-        .send_with_receipt(
-            Frame::new(Command::Subscribe)
-                .header("id", "s")
-                .header("destination", "/queue/fake")
-                .header("ack", "client-individual"),
-            "sub",
-        )
-        .await
-        .expect("subscribe");
+            }
+            Reply::Send(reply)
+        })
+    })
+    .await;
+    let (server, url) = shared_relay_server(address, |_| {}).await;
+    let mut client = connect(&url).await;
+    subscribe_client_individual(&mut client).await;
     let mut acks = Vec::new();
     while acks.len() < 2 {
-        let frame = client
-            .next_frame_within(Duration::from_secs(10))
-            .await
-            .expect("read")
-            .expect("closed");
-        if frame.command == Command::Message {
-            acks.push(frame.headers.get("ack").expect("ack header").to_owned());
-        }
+        let message = next_message(&mut client).await;
+        acks.push(message.headers.get("ack").expect("ack header").to_owned());
     }
     client
         .send(&Frame::new(Command::Ack).header("id", &acks[0]))
@@ -575,87 +498,38 @@ async fn a_disconnect_receipt_comes_after_the_acknowledging_link_it_used_was_clo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_ack_follows_the_unsubscribe_of_its_subscription() {
     use stompbox::codec::{Command, Frame};
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("addr").to_string();
     let late_acks = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&late_acks);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let late_acks = Arc::clone(&counted);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                if stream.read(&mut buf).await.unwrap_or(0) == 0 {
-                    return;
+    let address = fake_broker(move || {
+        let late_acks = Arc::clone(&counted);
+        let mut gone: Vec<String> = Vec::new();
+        Some(move |frame: &str| {
+            if frame.starts_with("DISCONNECT\n") {
+                return Reply::Close;
+            }
+            let id = header(frame, "id").unwrap_or_default();
+            if frame.starts_with("UNSUBSCRIBE\n") {
+                gone.push(id.clone());
+            }
+            if frame.starts_with("ACK\n") && gone.iter().any(|g| id.starts_with(&format!("{g}-"))) {
+                late_acks.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut reply = receipt_for(frame);
+            if frame.starts_with("SUBSCRIBE\n") {
+                for n in 0..2000 {
+                    reply.push_str(&format!(
+                        "MESSAGE\nsubscription:{id}\ndestination:/queue/fake\n\
+                         message-id:{id}-{n}\nack:{id}-{n}\n\nbody\0"
+                    ));
                 }
-                let _ = stream
-                    .write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
-                    .await;
-                let mut pending = String::new();
-                let mut gone: Vec<String> = Vec::new();
-                loop {
-                    let n = stream.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    pending.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    while let Some(end) = pending.find('\0') {
-                        let frame: String = pending.drain(..=end).collect();
-                        let frame = frame.trim_start_matches(['\n', '\r']);
-                        let header = |name: &str| {
-                            frame
-                                .lines()
-                                .find_map(|l| l.strip_prefix(name))
-                                .map(str::to_owned)
-                        };
-                        if frame.starts_with("DISCONNECT\n") {
-                            return;
-                        }
-                        let id = header("id:").unwrap_or_default();
-                        if frame.starts_with("UNSUBSCRIBE\n") {
-                            gone.push(id.clone());
-                        }
-                        if frame.starts_with("ACK\n")
-                            && gone.iter().any(|g| id.starts_with(&format!("{g}-")))
-                        {
-                            late_acks.fetch_add(1, Ordering::Relaxed);
-                        }
-                        let mut reply = String::new();
-                        if let Some(receipt) = header("receipt:") {
-                            reply.push_str(&format!("RECEIPT\nreceipt-id:{receipt}\n\n\0"));
-                        }
-                        if frame.starts_with("SUBSCRIBE\n") {
-                            for n in 0..2000 {
-                                reply.push_str(&format!(
-                                    "MESSAGE\nsubscription:{id}\ndestination:/queue/fake\n\
-                                     message-id:{id}-{n}\nack:{id}-{n}\n\nbody\0"
-                                ));
-                            }
-                        }
-                        let _ = stream.write_all(reply.as_bytes()).await;
-                    }
-                }
-            });
-        }
-    });
-    let mut config = ServerConfig::default();
-    config.http_addr = "127.0.0.1:0".parse().expect("addr");
-    config.auth.allow_anonymous = true;
-    let mut relay = RelayConfig::default();
-    relay.addresses = vec![address];
-    relay.mode = RelayMode::Shared;
-    relay.connections = 1;
-    config.relay = Some(relay);
-    let server = Server::bind(config).await.expect("bind").spawn();
-    let mut available = server.broker_availability();
-    tokio::time::timeout(Duration::from_secs(10), available.wait_for(|up| *up))
-        .await
-        .expect("fake broker not available")
-        .expect("availability");
-    let url = format!("ws://{}/ws", server.http_addr().expect("addr"));
+            }
+            Reply::Send(reply)
+        })
+    })
+    .await;
+    let (server, url) = shared_relay_server(address, |_| {}).await;
     for round in 0..200 {
-        let (mut client, _) = stompbox::client::Client::connect(&url, &[])
-            .await
-            .expect("connect");
+        let mut client = connect(&url).await;
         client
             .send(
                 &Frame::new(Command::Subscribe)
@@ -664,16 +538,7 @@ async fn no_ack_follows_the_unsubscribe_of_its_subscription() {
             )
             .await
             .expect("subscribe");
-        loop {
-            let frame = client
-                .next_frame_within(Duration::from_secs(10))
-                .await
-                .expect("read")
-                .expect("closed");
-            if frame.command == Command::Message {
-                break;
-            }
-        }
+        next_message(&mut client).await;
         client
             .send(
                 &Frame::new(Command::Unsubscribe)
