@@ -841,6 +841,13 @@ impl Pool {
 
     /// True when pool link `link` has a route for `upstream_id` (a durable
     /// subscription active there).
+    /// True while pool link `link` is connected.
+    pub(super) fn link_up(&self, link: usize) -> bool {
+        self.links[link % self.links.len()]
+            .up
+            .load(Ordering::Relaxed)
+    }
+
     pub(super) fn has_route(&self, link: usize, upstream_id: &Bytes) -> bool {
         lock(&self.links[link % self.links.len()].state)
             .routes

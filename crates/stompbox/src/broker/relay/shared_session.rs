@@ -263,10 +263,14 @@ impl BrokerSession for SharedSession {
                         if request.ack == AckMode::Auto && fan_out {
                             // A durable subscription's id is fixed: another session
                             // of the same user may hold it on one link, not on all.
+                            // On a link that is up (a subscription of its
+                            // own is sent at once, not when a link comes
+                            // back), preferring its destination's.
                             let count = self.pool.link_count();
                             let link = (0..count)
                                 .map(|k| (home + k) % count)
-                                .find(|&k| !self.pool.has_route(k, &upstream_id))
+                                .filter(|&k| !self.pool.has_route(k, &upstream_id))
+                                .min_by_key(|&k| !self.pool.link_up(k))
                                 .ok_or_else(|| {
                                     BrokerError::NotAllowed(format!(
                                         "this durable subscription is already active {count} times \
