@@ -237,6 +237,31 @@ struct LinkState {
 }
 
 impl LinkState {
+    /// Attaches upstream receipt `id` to `frame`; the broker's RECEIPT for
+    /// it answers the client's `receipt`.
+    fn await_receipt(
+        &mut self,
+        id: Bytes,
+        session: &SessionState,
+        receipt: Bytes,
+        frame: &mut Frame,
+    ) {
+        self.receipts.insert(
+            id.clone(),
+            Waiter::Client {
+                outbox: Arc::clone(&session.outbox),
+                version: session.version,
+                receipt,
+                done: None,
+                _slot: None,
+                sent: None,
+            },
+        );
+        frame
+            .headers
+            .push(Bytes::from_static(header::RECEIPT.as_bytes()), id);
+    }
+
     /// Routes a subscription of its own here; returns the outbox and its
     /// upstream SUBSCRIBE, with `receipt` (the upstream id and the client's
     /// join) attached.
@@ -1048,21 +1073,7 @@ impl Pool {
         let mut state = lock(&link.state);
         let outbox = state.outbox()?;
         if let Some((session, receipt)) = receipt {
-            let id = self.next_id("r");
-            state.receipts.insert(
-                id.clone(),
-                Waiter::Client {
-                    outbox: Arc::clone(&session.outbox),
-                    version: session.version,
-                    receipt,
-                    done: None,
-                    _slot: None,
-                    sent: None,
-                },
-            );
-            frame
-                .headers
-                .push(Bytes::from_static(header::RECEIPT.as_bytes()), id);
+            state.await_receipt(self.next_id("r"), &session, receipt, &mut frame);
         }
         drop(state);
         offer(&outbox, &frame)
@@ -1096,21 +1107,7 @@ impl Pool {
                 ack_on(&outbox, upstream_ack);
             }
             if let Some((session, receipt)) = receipt {
-                let id = self.next_id("r");
-                state.receipts.insert(
-                    id.clone(),
-                    Waiter::Client {
-                        outbox: Arc::clone(&session.outbox),
-                        version: session.version,
-                        receipt,
-                        done: None,
-                        _slot: None,
-                        sent: None,
-                    },
-                );
-                frame
-                    .headers
-                    .push(Bytes::from_static(header::RECEIPT.as_bytes()), id);
+                state.await_receipt(self.next_id("r"), &session, receipt, &mut frame);
             }
             offer(&outbox, &frame)
         });
