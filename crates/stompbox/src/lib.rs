@@ -21,6 +21,7 @@ mod frames;
 mod http_api;
 mod listener;
 mod open_files;
+mod ops;
 mod origin;
 mod outbox;
 mod router;

@@ -9,7 +9,8 @@ use crate::broker::embedded::EmbeddedBroker;
 use crate::broker::relay::RelayBroker;
 use crate::budget::Budget;
 use crate::config::ServerConfig;
-use crate::listener::{accept_tcp, listen, serve_http};
+use crate::listener::{HttpRouters, accept_tcp, listen, serve_http};
+use crate::ops;
 use crate::origin::OriginPolicy;
 use crate::outbox::Backlog;
 use crate::shared::ServerShared;
@@ -108,7 +109,9 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
     }
 
     /// Serves `routes` (an axum router: pages, REST endpoints) on the same
-    /// HTTP listener as the WebSocket endpoint.
+    /// HTTP listener as the WebSocket endpoint. The server's own paths
+    /// (the WebSocket path, `/health/live`, `/health/ready`,
+    /// `/api/publish` when enabled) are taken.
     #[must_use]
     pub fn routes(mut self, routes: Router) -> ServerBuilder<S> {
         self.routes = self.routes.merge(routes);
@@ -254,10 +257,15 @@ impl Server {
         self.tcp.as_ref().and_then(|t| t.local_addr().ok())
     }
 
-    /// Runs until `signal` resolves, then shuts down gracefully: stops
-    /// accepting, closes every session (WebSocket close code 1001) after
+    /// Runs until `signal` resolves, then shuts down gracefully: refuses
+    /// new sessions, closes every session (WebSocket close code 1001) after
     /// flushing its outbox, and returns once all connections are gone or
-    /// the shutdown timeout passed.
+    /// the shutdown timeout passed. Until then the HTTP listener still
+    /// answers `GET /health/ready` (503, "shutting down") and
+    /// `GET /health/live` (200), and nothing else (503).
+    ///
+    /// Every `stats_interval` (unless zero) it logs a line of its headline
+    /// figures at target `stompbox::stats`.
     ///
     /// # Errors
     ///
@@ -268,23 +276,40 @@ impl Server {
     ) -> io::Result<()> {
         let shared = self.shared;
         let mut stop = shared.shutdown.subscribe();
-        let mut router = Router::new().route(&shared.config.ws_path, get(ws_upgrade));
+        let mut router = Router::new()
+            .route(&shared.config.ws_path, get(ws_upgrade))
+            .merge(ops::health::routes());
         if !shared.api_tokens.is_empty() {
             router = router.route(
                 "/api/publish",
                 axum::routing::post(crate::http_api::publish),
             );
         }
-        let router = router.with_state(Arc::clone(&shared)).merge(self.routes);
+        let routers = HttpRouters {
+            serving: router.with_state(Arc::clone(&shared)).merge(self.routes),
+            draining: ops::health::draining_router(Arc::clone(&shared)),
+        };
+        // Closes the HTTP listener once the drain is over; until then it
+        // answers health probes (readiness: 503).
+        let (closed, closed_signal) = watch::channel(false);
         let http = tokio::spawn(serve_http(
             self.http,
             Arc::clone(&shared),
-            router,
+            routers,
             stop.clone(),
+            closed_signal,
         ));
         let tcp: Option<JoinHandle<()>> = self
             .tcp
             .map(|listener| tokio::spawn(accept_tcp(listener, Arc::clone(&shared))));
+        let stats_log = (!shared.config.stats_interval.is_zero()).then(|| {
+            let source = Arc::clone(&shared);
+            tokio::spawn(ops::stats_log::run(
+                shared.config.stats_interval,
+                move || (stats(&source), *source.broker.availability().borrow()),
+                stop.clone(),
+            ))
+        });
         tokio::select! {
             () = signal => {}
             _ = stop.wait_for(|s| *s) => {}
@@ -303,6 +328,10 @@ impl Server {
         if let Some(tcp) = tcp {
             tcp.abort();
         }
+        if let Some(stats_log) = stats_log {
+            stats_log.abort();
+        }
+        closed.send_replace(true);
         http.await.map_err(io::Error::other)
     }
 
