@@ -27,6 +27,7 @@ mod router;
 mod server;
 mod session;
 mod shared;
+mod telemetry;
 mod tls;
 mod transport;
 mod upgrade;

@@ -34,6 +34,21 @@ pub struct Stats {
     /// Open client connections: sessions, and HTTP connections not (yet)
     /// upgraded, as counted against `max_connections`.
     pub connections: usize,
+    /// Connected STOMP sessions (past CONNECT).
+    pub sessions: usize,
+    /// Subscriptions those sessions hold.
+    pub subscriptions: usize,
+    /// SEND frames received from clients since start.
+    pub messages_in: u64,
+    /// Messages the server published itself since start: application
+    /// handlers' replies, `Messaging`, the HTTP publish API.
+    pub messages_published_by_server: u64,
+    /// MESSAGE frames written to clients since start.
+    pub messages_out: u64,
+    /// Bytes read from clients (STOMP bytes, WebSocket payloads) since start.
+    pub bytes_in: u64,
+    /// Bytes of frames written to clients since start.
+    pub bytes_out: u64,
     /// Clients disconnected as slow consumers since start.
     pub slow_consumers: u64,
     /// Memory of queue messages, waiting or unacknowledged, as counted
@@ -194,7 +209,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
                 app: self.app.into_runtime(),
                 messaging,
                 shutdown,
-                slow_consumers: AtomicU64::new(0),
+                telemetry: Arc::default(),
                 publisher_pauses: Arc::default(),
                 subscription_holds: AtomicU64::new(0),
                 backlog: Arc::new(Backlog::new(backlog_bytes)),
@@ -341,9 +356,25 @@ impl Server {
 
 fn stats(shared: &ServerShared) -> Stats {
     let memory = shared.broker.memory();
+    let totals = shared.telemetry.sessions.totals();
+    let mut sessions = 0;
+    let mut subscriptions = 0;
+    shared.telemetry.sessions.for_each(|entry| {
+        if entry.connected().is_some() {
+            sessions += 1;
+            subscriptions += entry.subscriptions();
+        }
+    });
     Stats {
+        sessions,
+        subscriptions,
+        messages_in: totals.messages_in,
+        messages_published_by_server: shared.messaging.published(),
+        messages_out: totals.messages_out,
+        bytes_in: totals.bytes_in,
+        bytes_out: totals.bytes_out,
         connections: shared.config.max_connections - shared.connections.available_permits(),
-        slow_consumers: shared.slow_consumers.load(Ordering::Relaxed),
+        slow_consumers: shared.telemetry.slow_consumers_total(),
         queue_bytes: memory.queue_bytes,
         topic_unacked_bytes: memory.topic_unacked_bytes,
         transaction_bytes: shared.transaction_bytes.used(),
