@@ -1,0 +1,3 @@
+//! What operators reach over HTTP: the Prometheus endpoint.
+
+pub(crate) mod metrics;
