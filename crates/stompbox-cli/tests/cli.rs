@@ -1003,15 +1003,28 @@ fn json_logs_carry_the_stats_line_as_numbers() {
     );
     let mut sub = Proc::spawn(&["subscribe", "--url", server.ws(), "-d", "/topic/x"], &[]);
     sub.line_with(Stream::Err, "subscribed to /topic/x");
-    // Lines from before the subscriber connected may count none; one of
-    // the next, a second apart, counts it.
+    let (status, _, err) = run(
+        &["send", "--url", server.ws(), "-d", "/topic/x", "counted"],
+        &[],
+    );
+    assert!(status.success(), "{err}");
+    sub.line_with(Stream::Out, "counted");
+    // Lines from before may count less; one of the next, a second apart,
+    // counts the subscriber's session and the message both ways.
+    let at_least_one = |stats: &serde_json::Value, key: &str| stats[key].as_u64() >= Some(1);
     let stats = loop {
         let line = server.proc.line_with(Stream::Err, "stompbox::stats");
         let stats = json_line(&line);
-        if stats["connections"].as_u64().unwrap_or(0) >= 1 {
+        if ["sessions", "subscriptions", "messages_in", "messages_out"]
+            .iter()
+            .all(|key| at_least_one(&stats, key))
+        {
             break stats;
         }
     };
+    assert!(at_least_one(&stats, "connections"), "{stats}");
+    assert!(at_least_one(&stats, "bytes_in"), "{stats}");
+    assert!(at_least_one(&stats, "bytes_out"), "{stats}");
     assert_eq!(stats["target"], "stompbox::stats", "{stats}");
     assert_eq!(stats["level"], "INFO", "{stats}");
     assert_eq!(stats["message"], "stats", "{stats}");
@@ -1020,6 +1033,7 @@ fn json_logs_carry_the_stats_line_as_numbers() {
         "sessions",
         "subscriptions",
         "messages_in",
+        "messages_by_server",
         "messages_out",
         "bytes_in",
         "bytes_out",
@@ -1035,6 +1049,7 @@ fn json_logs_carry_the_stats_line_as_numbers() {
     for rate in [
         "interval_secs",
         "messages_in_per_sec",
+        "messages_by_server_per_sec",
         "messages_out_per_sec",
         "bytes_in_per_sec",
         "bytes_out_per_sec",

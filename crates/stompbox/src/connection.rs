@@ -4,10 +4,11 @@
 //! wrong.
 
 use crate::auth::Handshake;
-use crate::frames::StompError;
+use crate::frames::{ErrorReason, StompError};
 use crate::outbox::{Backlog, Congested, OutFrame, Outbox, STALL_AFTER};
 use crate::session::{Flow, Session};
 use crate::shared::ServerShared;
+use crate::telemetry::{Registered, SessionEntry, Telemetry};
 use crate::transport::{Read, Transport};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -16,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use stompbox_codec::{Decoded, Decoder, Frame, Limits, Version};
+use stompbox_codec::{Command, DecodeError, Decoded, Decoder, Frame, Limits, Version};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_websockets::CloseCode;
 
@@ -32,6 +33,8 @@ enum End {
     SlowConsumer(&'static str),
     Shutdown,
     BrokerEnded,
+    /// An operator disconnected the session (the name is who).
+    Kicked(String),
     Io(std::io::Error),
 }
 
@@ -53,10 +56,18 @@ pub(crate) async fn run(
         Arc::clone(&server.backlog),
     ));
     let session_id: Arc<str> = server.next_session_id().into();
+    let registered = server.telemetry.register(
+        Arc::clone(&session_id),
+        handshake.remote_addr,
+        transport.kind(),
+        Arc::clone(&outbox),
+    );
+    let entry = Arc::clone(&registered.entry);
+    let telemetry = &server.telemetry;
     let mut session = Session::new(
         Arc::clone(&server),
         Arc::clone(&outbox),
-        Arc::clone(&session_id),
+        Arc::clone(&entry),
         pinned_version,
         handshake,
     );
@@ -97,6 +108,7 @@ pub(crate) async fn run(
     let end = loop {
         // Set when there is input to handle: just read, or held while paused.
         let mut input = false;
+        let buffered = read_buf.len();
         tokio::select! {
             biased;
             () = stopped(&mut shutdown) => break End::Shutdown,
@@ -110,6 +122,7 @@ pub(crate) async fn run(
                     session.drained();
                 }
                 if !batch.is_empty() {
+                    entry.writing(&batch);
                     match write_in_time(&mut transport, &mut batch, config.send_timeout, &server.backlog).await {
                         Ok(Ok(())) => last_write = Instant::now(),
                         Ok(Err(e)) => break End::Io(e),
@@ -117,9 +130,9 @@ pub(crate) async fn run(
                     }
                 }
                 if outbox.is_finished() {
-                    // The broker ended the session (its ERROR was the last
-                    // frame written).
-                    break End::BrokerEnded;
+                    // The broker or an operator ended the session (its
+                    // ERROR was the last frame written).
+                    break ended_on_purpose(&entry);
                 }
             }
             () = server.backlog.drained(), if paused => {
@@ -146,13 +159,15 @@ pub(crate) async fn run(
                         let e = StompError::new(format!(
                             "frame too large: more than {} bytes",
                             decoder.limits().max_frame_bytes
-                        ));
-                        send_error(&mut transport, &outbox, &mut batch, &e, session.error_version()).await;
+                        ))
+                        .because(ErrorReason::FrameTooLarge);
+                        send_error(&mut transport, &outbox, &mut batch, &e, session.error_version(), &entry, telemetry).await;
                         break End::ProtocolError(e.message);
                     }
                     Ok(Read::Violation(why)) => break End::WebSocketViolation(why),
                     Err(e) => break End::Io(e),
                 }
+                entry.read(read_buf.len().saturating_sub(buffered));
                 last_read = Instant::now();
                 input = true;
             }
@@ -161,15 +176,17 @@ pub(crate) async fn run(
                 if !session.is_connected() {
                     let e = StompError::new(format!(
                         "no CONNECT frame within {} s", config.connect_timeout.as_secs()
-                    ));
-                    send_error(&mut transport, &outbox, &mut batch, &e, session.error_version()).await;
+                    ))
+                    .because(ErrorReason::ConnectTimeout);
+                    send_error(&mut transport, &outbox, &mut batch, &e, session.error_version(), &entry, telemetry).await;
                     break End::ProtocolError(e.message);
                 }
                 if session.expires_at().is_some_and(|at| now >= at) {
                     let e = StompError::new(
                         "access refused: the session's credentials expired; reconnect with fresh ones",
-                    );
-                    send_error(&mut transport, &outbox, &mut batch, &e, session.error_version()).await;
+                    )
+                    .because(ErrorReason::CredentialsExpired);
+                    send_error(&mut transport, &outbox, &mut batch, &e, session.error_version(), &entry, telemetry).await;
                     break End::ProtocolError(e.message);
                 }
                 let heartbeat = session.heartbeat();
@@ -181,8 +198,9 @@ pub(crate) async fn run(
                 {
                         let e = StompError::new(format!(
                             "no heart-beat or frame received for {} ms", now.duration_since(last_read).as_millis()
-                        ));
-                        send_error(&mut transport, &outbox, &mut batch, &e, session.error_version()).await;
+                        ))
+                        .because(ErrorReason::HeartbeatTimeout);
+                        send_error(&mut transport, &outbox, &mut batch, &e, session.error_version(), &entry, telemetry).await;
                         break End::ProtocolError(e.message);
                 }
                 if let Some(every) = heartbeat.send_every
@@ -206,6 +224,8 @@ pub(crate) async fn run(
                     congested: &congested,
                     held: &mut held,
                     heartbeat_ms: &heartbeat_every,
+                    entry: &entry,
+                    telemetry,
                 },
                 Writing {
                     transport: &mut transport,
@@ -215,6 +235,7 @@ pub(crate) async fn run(
                     backlog: &server.backlog,
                     last_write: &mut last_write,
                     heartbeat_ms: &heartbeat_every,
+                    entry: &entry,
                 },
             )
             .await;
@@ -235,6 +256,8 @@ pub(crate) async fn run(
                         &mut batch,
                         &e,
                         session.error_version(),
+                        &entry,
+                        telemetry,
                     )
                     .await;
                     break End::ProtocolError(e.message);
@@ -284,8 +307,25 @@ pub(crate) async fn run(
     // disconnect hook runs without waiting for the client.
     session.end().await;
     drop(session);
-    finish(&mut transport, &outbox, &mut batch, &end, version, &server).await;
+    finish(
+        &mut transport,
+        &outbox,
+        &mut batch,
+        &end,
+        version,
+        &server,
+        registered,
+    )
+    .await;
     log_end(&end, &session_id, &peer);
+}
+
+/// How a session whose outbox was finished on purpose ended.
+fn ended_on_purpose(entry: &SessionEntry) -> End {
+    match entry.kicked_by() {
+        Some(by) => End::Kicked(by.to_owned()),
+        None => End::BrokerEnded,
+    }
 }
 
 async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
@@ -306,6 +346,8 @@ struct Processing<'a> {
     /// The server's heart-beat interval in ms (0: none), set once CONNECT
     /// succeeds, for the writer running beside the processing.
     heartbeat_ms: &'a AtomicU64,
+    entry: &'a SessionEntry,
+    telemetry: &'a Telemetry,
 }
 
 /// A publisher's pause for the subscribers it congested.
@@ -362,6 +404,7 @@ struct Writing<'a> {
     last_write: &'a mut Instant,
     /// See [`Processing::heartbeat_ms`].
     heartbeat_ms: &'a AtomicU64,
+    entry: &'a SessionEntry,
 }
 
 /// Resolves when a heart-beat is due (never without heart-beats).
@@ -402,6 +445,7 @@ async fn process_while_writing(
                     out.outbox.take_all(out.batch);
                     redispatch |= out.outbox.take_wanted();
                     if !out.batch.is_empty() {
+                        out.entry.writing(out.batch);
                         match write_in_time(out.transport, out.batch, out.send_timeout, out.backlog).await {
                             Ok(Ok(())) => *out.last_write = Instant::now(),
                             Ok(Err(e)) => return Err(End::Io(e)),
@@ -409,7 +453,7 @@ async fn process_while_writing(
                         }
                     }
                     if out.outbox.is_finished() {
-                        return Err(End::BrokerEnded);
+                        return Err(ended_on_purpose(out.entry));
                     }
                 }
                 // Handling one frame may take long (a COMMIT or a handler
@@ -455,6 +499,8 @@ async fn process(work: &mut Processing<'_>) -> Result<Step, StompError> {
         congested,
         held,
         heartbeat_ms: heartbeat_every,
+        entry,
+        telemetry,
     } = work;
     loop {
         // A session not yet connected publishes nothing: its CONNECT (a
@@ -465,14 +511,24 @@ async fn process(work: &mut Processing<'_>) -> Result<Step, StompError> {
         }
         let next = match held.take() {
             Some(frame) => Some(Decoded::Frame(frame)),
-            None => decoder
-                .decode(buf)
-                .map_err(|e| StompError::new(e.to_string()))?,
+            None => decoder.decode(buf).map_err(|e| {
+                let reason = match e {
+                    DecodeError::FrameTooLarge { .. }
+                    | DecodeError::HeaderLineTooLong { .. }
+                    | DecodeError::TooManyHeaders { .. } => ErrorReason::FrameTooLarge,
+                    _ => ErrorReason::Protocol,
+                };
+                StompError::new(e.to_string()).because(reason)
+            })?,
         };
         match next {
             None => return Ok(Step::Continue),
             Some(Decoded::Heartbeat) => {}
             Some(Decoded::Frame(frame)) => {
+                telemetry.frame_received(frame.command);
+                if frame.command == Command::Send {
+                    entry.message_in();
+                }
                 if let Some(until) = session.hold_until(&frame, Instant::now()) {
                     **held = Some(frame);
                     return Ok(Step::Throttled(until));
@@ -533,10 +589,14 @@ async fn send_error(
     batch: &mut VecDeque<OutFrame>,
     error: &StompError,
     version: Version,
+    entry: &SessionEntry,
+    telemetry: &Telemetry,
 ) {
+    telemetry.error_sent(error.reason);
     outbox.close();
     outbox.take_all(batch);
     batch.push_back(error.to_frame(version));
+    entry.writing(batch);
     let _ = timeout(FAREWELL_TIMEOUT, transport.write_batch(batch)).await;
 }
 
@@ -547,7 +607,11 @@ async fn finish(
     end: &End,
     version: Version,
     server: &ServerShared,
+    registered: Registered,
 ) {
+    // The session leaves the registry before the client sees its socket
+    // close: whoever watched it go finds it gone from the figures too.
+    let entry = Arc::clone(&registered.entry);
     let config = &server.config;
     match end {
         End::Disconnected | End::Shutdown => {
@@ -562,11 +626,21 @@ async fn finish(
             };
             outbox.close();
             outbox.take_all(batch);
+            entry.writing(batch);
             let _ = timeout(limit, transport.write_batch(batch)).await;
+            drop(registered);
             let _ = timeout(FAREWELL_TIMEOUT, transport.close(code, reason)).await;
         }
-        End::SlowConsumer(_) => {
-            server.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        End::SlowConsumer(why) => {
+            let reason = if outbox.unacked_cap().is_some() {
+                "unacked_limit"
+            } else if *why == "send time limit" || why.starts_with("stalled") {
+                "send_timeout"
+            } else {
+                "outbox_full"
+            };
+            server.telemetry.slow_consumer(reason);
+            server.telemetry.error_sent(ErrorReason::SlowConsumer);
             outbox.close();
             batch.clear();
             let error = match outbox.unacked_cap() {
@@ -579,20 +653,30 @@ async fn finish(
             };
             batch.push_back(error.to_frame(version));
             let _ = timeout(FAREWELL_TIMEOUT, transport.write_batch(batch)).await;
+            drop(registered);
             let _ = timeout(
                 FAREWELL_TIMEOUT,
                 transport.close(CloseCode::POLICY_VIOLATION, "slow consumer"),
             )
             .await;
         }
-        End::ProtocolError(_) | End::BrokerEnded | End::WebSocketViolation(_) => {
+        End::ProtocolError(_) | End::BrokerEnded | End::Kicked(_) | End::WebSocketViolation(_) => {
+            match end {
+                End::BrokerEnded => server.telemetry.error_sent(ErrorReason::Broker),
+                End::Kicked(_) => server.telemetry.error_sent(ErrorReason::Administrator),
+                _ => {}
+            }
+            drop(registered);
             let _ = timeout(
                 FAREWELL_TIMEOUT,
                 transport.close(CloseCode::NORMAL_CLOSURE, ""),
             )
             .await;
         }
-        End::ClientClosed | End::Io(_) => outbox.close(),
+        End::ClientClosed | End::Io(_) => {
+            drop(registered);
+            outbox.close();
+        }
     }
 }
 
@@ -613,6 +697,9 @@ fn log_end(end: &End, session: &str, peer: &str) {
         End::Io(e) => tracing::debug!(%session, %peer, error = %e, "connection failed"),
         End::BrokerEnded => {
             tracing::info!(%session, %peer, "connection closed by the message broker")
+        }
+        End::Kicked(by) => {
+            tracing::info!(%session, %peer, by = %by, "session disconnected by an administrator")
         }
     }
 }

@@ -8,6 +8,71 @@ use crate::outbox::OutFrame;
 use bytes::{Bytes, BytesMut};
 use stompbox_codec::{Command, Frame, Version, encode_frame, header};
 
+/// Why a session ended with an ERROR, as counted for operators (a small
+/// fixed set, so a metric labelled by it stays small).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorReason {
+    /// A frame that breaks STOMP, or is not allowed in the session's state.
+    Protocol,
+    /// A frame past the size, header count or header line limits.
+    FrameTooLarge,
+    /// No CONNECT within `connect_timeout`.
+    ConnectTimeout,
+    /// No heart-beat or frame within the agreed interval and grace.
+    HeartbeatTimeout,
+    /// CONNECT refused: credentials, or a limit on logins or sessions.
+    Authentication,
+    /// A SEND or SUBSCRIBE the access rules refuse.
+    AccessDenied,
+    /// The session's credential expired.
+    CredentialsExpired,
+    /// A limit of the server (subscriptions, transactions, queues, rates).
+    Limit,
+    /// The message broker refused or failed.
+    Broker,
+    /// Cut off for not reading (or not acknowledging) fast enough.
+    SlowConsumer,
+    /// Refused by the application (a hook or handler).
+    Application,
+    /// Disconnected by an operator.
+    Administrator,
+}
+
+impl ErrorReason {
+    pub(crate) const ALL: [ErrorReason; 12] = [
+        ErrorReason::Protocol,
+        ErrorReason::FrameTooLarge,
+        ErrorReason::ConnectTimeout,
+        ErrorReason::HeartbeatTimeout,
+        ErrorReason::Authentication,
+        ErrorReason::AccessDenied,
+        ErrorReason::CredentialsExpired,
+        ErrorReason::Limit,
+        ErrorReason::Broker,
+        ErrorReason::SlowConsumer,
+        ErrorReason::Application,
+        ErrorReason::Administrator,
+    ];
+
+    /// The label value.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            ErrorReason::Protocol => "protocol",
+            ErrorReason::FrameTooLarge => "frame_too_large",
+            ErrorReason::ConnectTimeout => "connect_timeout",
+            ErrorReason::HeartbeatTimeout => "heartbeat_timeout",
+            ErrorReason::Authentication => "authentication",
+            ErrorReason::AccessDenied => "access_denied",
+            ErrorReason::CredentialsExpired => "credentials_expired",
+            ErrorReason::Limit => "limit",
+            ErrorReason::Broker => "broker",
+            ErrorReason::SlowConsumer => "slow_consumer",
+            ErrorReason::Application => "application",
+            ErrorReason::Administrator => "administrator",
+        }
+    }
+}
+
 /// A protocol error: the client is sent an ERROR frame with this message,
 /// then disconnected.
 #[derive(Debug, Clone)]
@@ -15,6 +80,7 @@ pub(crate) struct StompError {
     pub(crate) message: String,
     pub(crate) receipt_id: Option<Bytes>,
     pub(crate) version_header: Option<String>,
+    pub(crate) reason: ErrorReason,
 }
 
 impl StompError {
@@ -23,7 +89,15 @@ impl StompError {
             message: message.into(),
             receipt_id: None,
             version_header: None,
+            reason: ErrorReason::Protocol,
         }
+    }
+
+    /// The same error, counted under `reason`.
+    #[must_use]
+    pub(crate) fn because(mut self, reason: ErrorReason) -> StompError {
+        self.reason = reason;
+        self
     }
 
     /// The ERROR frame, encoded for the connection's version.

@@ -28,12 +28,13 @@ mod router;
 mod server;
 mod session;
 mod shared;
+mod telemetry;
 mod tls;
 mod transport;
 mod upgrade;
 
 pub use admission::IpNetwork;
-pub use config::{ApiToken, ServerConfig, TlsConfig};
+pub use config::{ApiToken, MetricsConfig, ServerConfig, TlsConfig};
 pub use open_files::{OpenFileLimit, raise_open_file_limit};
 pub use outbox::{Backlog, OutFrame, Outbox, PushError};
 pub use server::{Server, ServerBuilder, ServerHandle, Stats};

@@ -5,6 +5,7 @@
 //! that does not arrive in time, or a kept-alive HTTP connection left idle,
 //! closes it.
 
+use crate::admission::AddressPermit;
 use crate::auth::Handshake;
 use crate::connection;
 use crate::shared::ServerShared;
@@ -190,42 +191,48 @@ async fn tls_handshake(
 trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
-/// Most connections served at once while the server drains (health probes
-/// from load balancers and orchestrators, a handful each). They are not in
-/// the connection budget, which the drain is waiting to get back whole.
-const DRAINING_CONNECTIONS: usize = 64;
+/// Most connections served at once outside the connection budget: on the
+/// operators' listener, and on the main one while the server drains
+/// (health probes and scrapes, a handful each). The drain is waiting to
+/// get the budget back whole, and an operator's scrape must not take a
+/// client's place or be refused for one.
+const UNCOUNTED_CONNECTIONS: usize = 64;
 
 /// How long connections still open when the listener closes (after the
 /// drain) may take to finish their answer before they are cut.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// What the HTTP listener serves: `serving` while the server runs, and
-/// `draining` (the health endpoints, 503 for the rest) from the moment a
-/// graceful shutdown begins until the listener closes.
-pub(crate) struct HttpRouters {
-    pub(crate) serving: Router,
-    pub(crate) draining: Router,
+/// Which HTTP listener, and what it serves.
+pub(crate) enum HttpListener {
+    /// The clients' listener: `serving` while the server runs, each
+    /// connection counted against `max_connections`; from the moment a
+    /// graceful shutdown begins, `draining` (the operators' endpoints, 503
+    /// for the rest), one request per connection, outside the budget.
+    Main { serving: Router, draining: Router },
+    /// The operators' listener (`metrics.addr`): the same router until it
+    /// closes, outside the budget.
+    Operators(Router),
 }
 
-/// Serves HTTP on `listener` until `closed` turns true. From the moment
-/// `stop` turns true (the graceful shutdown began) it goes on accepting,
-/// but new connections get the draining router, one request each, outside
-/// the connection budget: a load balancer's readiness probe then reads
-/// "shutting down" instead of meeting a closed port, and liveness holds
-/// until the drain is over. Connections accepted before close after their
-/// request in progress (WebSocket sessions, by then their own tasks, close
-/// on the same signal).
+/// Serves HTTP on `listener` until `closed` turns true (after the drain).
+/// On the main listener, once `stop` turns true (the graceful shutdown
+/// began) new connections get the draining router: a load balancer's
+/// readiness probe then reads "shutting down" instead of meeting a closed
+/// port, and liveness holds until the drain is over. Connections accepted
+/// before close after their request in progress (WebSocket sessions, by
+/// then their own tasks, close on the same signal).
 pub(crate) async fn serve_http(
     listener: TcpListener,
     shared: Arc<ServerShared>,
-    routers: HttpRouters,
+    kind: HttpListener,
     stop: watch::Receiver<bool>,
     mut closed: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
     let mut backoff = AcceptBackoff::default();
     let mut refusals = Refusals::default();
-    let draining_places = Arc::new(Semaphore::new(DRAINING_CONNECTIONS));
+    let uncounted_places = Arc::new(Semaphore::new(UNCOUNTED_CONNECTIONS));
+    let until_closed = closed.clone();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = accept(&listener, &mut backoff) => accepted,
@@ -233,7 +240,6 @@ pub(crate) async fn serve_http(
         };
         // Reap finished connection tasks so the set stays small.
         while connections.try_join_next().is_some() {}
-        let draining = *stop.borrow();
         let trusted = shared
             .config
             .trusted_proxies
@@ -255,29 +261,36 @@ pub(crate) async fn serve_http(
                 }
             }
         };
-        if draining {
-            let Ok(place) = Arc::clone(&draining_places).try_acquire_owned() else {
-                tokio::spawn(refuse(
+        let serving = match &kind {
+            HttpListener::Main { serving, .. } if !*stop.borrow() => serving,
+            HttpListener::Main { draining, .. } => {
+                let (router, busy) = (draining.clone(), "server shutting down");
+                spawn_uncounted(
+                    &mut connections,
+                    &uncounted_places,
+                    &shared,
                     stream,
-                    http_refusal("503 Service Unavailable", "server shutting down"),
-                ));
-                continue;
-            };
-            let shared = Arc::clone(&shared);
-            let router = routers.draining.clone();
-            connections.spawn(async move {
-                let info = ConnectionInfo {
-                    tls: shared.tls.is_some(),
+                    peer,
                     address_permit,
-                    permit: None,
-                };
-                if let Some(io) = accept_io(stream, peer, &shared).await {
-                    serve_connection(io, peer, info, router, &shared, Mode::Draining).await;
-                }
-                drop(place);
-            });
-            continue;
-        }
+                    (router, Mode::Draining, busy),
+                );
+                continue;
+            }
+            HttpListener::Operators(router) => {
+                let busy = "too many connections to the operators' listener";
+                let mode = Mode::Serving(until_closed.clone());
+                spawn_uncounted(
+                    &mut connections,
+                    &uncounted_places,
+                    &shared,
+                    stream,
+                    peer,
+                    address_permit,
+                    (router.clone(), mode, busy),
+                );
+                continue;
+            }
+        };
         // Counted from here, not from the upgrade: an HTTP socket costs a
         // descriptor whether or not it ever becomes a session. The place is
         // handed on to the WebSocket session, so it is counted once.
@@ -295,7 +308,7 @@ pub(crate) async fn serve_http(
             continue;
         };
         let shared = Arc::clone(&shared);
-        let router = routers.serving.clone();
+        let router = serving.clone();
         let stop = stop.clone();
         connections.spawn(async move {
             let Some(io) = accept_io(stream, peer, &shared).await else {
@@ -317,6 +330,38 @@ pub(crate) async fn serve_http(
     })
     .await;
     connections.abort_all();
+}
+
+/// Serves a connection outside the connection budget, within
+/// [`UNCOUNTED_CONNECTIONS`]; past it, 503 with `busy`.
+fn spawn_uncounted(
+    connections: &mut JoinSet<()>,
+    places: &Arc<Semaphore>,
+    shared: &Arc<ServerShared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    address_permit: Option<Arc<AddressPermit>>,
+    (router, mode, busy): (Router, Mode, &'static str),
+) {
+    let Ok(place) = Arc::clone(places).try_acquire_owned() else {
+        tokio::spawn(refuse(
+            stream,
+            http_refusal("503 Service Unavailable", busy),
+        ));
+        return;
+    };
+    let shared = Arc::clone(shared);
+    connections.spawn(async move {
+        let info = ConnectionInfo {
+            tls: shared.tls.is_some(),
+            address_permit,
+            permit: None,
+        };
+        if let Some(io) = accept_io(stream, peer, &shared).await {
+            serve_connection(io, peer, info, router, &shared, mode).await;
+        }
+        drop(place);
+    });
 }
 
 /// The connection's byte stream, after the TLS handshake when there is TLS.

@@ -9,7 +9,7 @@ use crate::broker::embedded::EmbeddedBroker;
 use crate::broker::relay::RelayBroker;
 use crate::budget::Budget;
 use crate::config::ServerConfig;
-use crate::listener::{HttpRouters, accept_tcp, listen, serve_http};
+use crate::listener::{HttpListener, accept_tcp, listen, serve_http};
 use crate::ops;
 use crate::origin::OriginPolicy;
 use crate::outbox::Backlog;
@@ -35,6 +35,21 @@ pub struct Stats {
     /// Open client connections: sessions, and HTTP connections not (yet)
     /// upgraded, as counted against `max_connections`.
     pub connections: usize,
+    /// Connected STOMP sessions (past CONNECT).
+    pub sessions: usize,
+    /// Subscriptions those sessions hold.
+    pub subscriptions: usize,
+    /// SEND frames received from clients since start.
+    pub messages_in: u64,
+    /// Messages the server published itself since start: application
+    /// handlers' replies, `Messaging`, the HTTP publish API.
+    pub messages_published_by_server: u64,
+    /// MESSAGE frames written to clients since start.
+    pub messages_out: u64,
+    /// Bytes read from clients (STOMP bytes, WebSocket payloads) since start.
+    pub bytes_in: u64,
+    /// Bytes of frames written to clients since start.
+    pub bytes_out: u64,
     /// Clients disconnected as slow consumers since start.
     pub slow_consumers: u64,
     /// Memory of queue messages, waiting or unacknowledged, as counted
@@ -65,6 +80,8 @@ pub struct Server {
     shared: Arc<ServerShared>,
     http: TcpListener,
     tcp: Option<TcpListener>,
+    /// `metrics.addr`: `/metrics` and the health endpoints, for operators.
+    ops: Option<TcpListener>,
     routes: Router,
 }
 
@@ -179,6 +196,10 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
             Some(addr) => Some(listen(addr)?),
             None => None,
         };
+        let ops = match config.metrics.addr {
+            Some(addr) => Some(listen(addr)?),
+            None => None,
+        };
         let backlog_bytes = config.backlog_bytes;
         let addresses = AddressLimits::new(
             config.max_connections_per_address,
@@ -197,7 +218,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
                 app: self.app.into_runtime(),
                 messaging,
                 shutdown,
-                slow_consumers: AtomicU64::new(0),
+                telemetry: Arc::default(),
                 publisher_pauses: Arc::default(),
                 subscription_holds: AtomicU64::new(0),
                 backlog: Arc::new(Backlog::new(backlog_bytes)),
@@ -211,6 +232,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
             }),
             http,
             tcp,
+            ops,
             routes: self.routes,
         })
     }
@@ -257,6 +279,11 @@ impl Server {
         self.tcp.as_ref().and_then(|t| t.local_addr().ok())
     }
 
+    /// The address of the operators' listener (`metrics.addr`), when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().and_then(|t| t.local_addr().ok())
+    }
+
     /// Runs until `signal` resolves, then shuts down gracefully: refuses
     /// new sessions, closes every session (WebSocket close code 1001) after
     /// flushing its outbox, and returns once all connections are gone or
@@ -276,29 +303,48 @@ impl Server {
     ) -> io::Result<()> {
         let shared = self.shared;
         let mut stop = shared.shutdown.subscribe();
-        let mut router = Router::new()
-            .route(&shared.config.ws_path, get(ws_upgrade))
-            .merge(ops::health::routes());
+        let mut router = Router::new().route(&shared.config.ws_path, get(ws_upgrade));
         if !shared.api_tokens.is_empty() {
             router = router.route(
                 "/api/publish",
                 axum::routing::post(crate::http_api::publish),
             );
         }
-        let routers = HttpRouters {
-            serving: router.with_state(Arc::clone(&shared)).merge(self.routes),
-            draining: ops::health::draining_router(Arc::clone(&shared)),
+        // The operators' endpoints, on the main listener (also while it
+        // drains) and on the operators' own.
+        let mut operators = ops::health::routes();
+        if shared.config.metrics.enabled {
+            operators = operators.route("/metrics", get(crate::ops::metrics::serve));
+        }
+        let operators = operators.with_state(Arc::clone(&shared));
+        let main = HttpListener::Main {
+            serving: router
+                .with_state(Arc::clone(&shared))
+                .merge(operators.clone())
+                .merge(self.routes),
+            draining: ops::health::draining(operators.clone()),
         };
-        // Closes the HTTP listener once the drain is over; until then it
-        // answers health probes (readiness: 503).
+        // Closes the HTTP listeners once the drain is over; until then they
+        // answer the operators' endpoints (readiness: 503).
         let (closed, closed_signal) = watch::channel(false);
         let http = tokio::spawn(serve_http(
             self.http,
             Arc::clone(&shared),
-            routers,
+            main,
             stop.clone(),
-            closed_signal,
+            closed_signal.clone(),
         ));
+        // The operators' listener answers until the drain is over, so a
+        // scrape or a probe still sees the shutdown as it happens.
+        let ops = self.ops.map(|listener| {
+            tokio::spawn(serve_http(
+                listener,
+                Arc::clone(&shared),
+                HttpListener::Operators(operators),
+                stop.clone(),
+                closed_signal,
+            ))
+        });
         let tcp: Option<JoinHandle<()>> = self
             .tcp
             .map(|listener| tokio::spawn(accept_tcp(listener, Arc::clone(&shared))));
@@ -332,7 +378,11 @@ impl Server {
             stats_log.abort();
         }
         closed.send_replace(true);
-        http.await.map_err(io::Error::other)
+        let result = http.await.map_err(io::Error::other);
+        if let Some(ops) = ops {
+            let _ = ops.await;
+        }
+        result
     }
 
     /// Starts the server on the current runtime and returns a handle to
@@ -341,11 +391,13 @@ impl Server {
         let shared = Arc::clone(&self.shared);
         let http_addr = self.http.local_addr().ok();
         let tcp_addr = self.tcp_addr();
+        let metrics_addr = self.metrics_addr();
         let task = tokio::spawn(self.run_until(std::future::pending()));
         ServerHandle {
             shared,
             http_addr,
             tcp_addr,
+            metrics_addr,
             task,
         }
     }
@@ -370,9 +422,25 @@ impl Server {
 
 fn stats(shared: &ServerShared) -> Stats {
     let memory = shared.broker.memory();
+    let totals = shared.telemetry.sessions.totals();
+    let mut sessions = 0;
+    let mut subscriptions = 0;
+    shared.telemetry.sessions.for_each(|entry| {
+        if entry.connected().is_some() {
+            sessions += 1;
+            subscriptions += entry.subscriptions();
+        }
+    });
     Stats {
+        sessions,
+        subscriptions,
+        messages_in: totals.messages_in,
+        messages_published_by_server: shared.messaging.published(),
+        messages_out: totals.messages_out,
+        bytes_in: totals.bytes_in,
+        bytes_out: totals.bytes_out,
         connections: shared.config.max_connections - shared.connections.available_permits(),
-        slow_consumers: shared.slow_consumers.load(Ordering::Relaxed),
+        slow_consumers: shared.telemetry.slow_consumers_total(),
         queue_bytes: memory.queue_bytes,
         topic_unacked_bytes: memory.topic_unacked_bytes,
         transaction_bytes: shared.transaction_bytes.used(),
@@ -389,6 +457,7 @@ pub struct ServerHandle {
     shared: Arc<ServerShared>,
     http_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     task: JoinHandle<io::Result<()>>,
 }
 
@@ -412,6 +481,11 @@ impl ServerHandle {
     /// The plain TCP address, when enabled.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp_addr
+    }
+
+    /// The address of the operators' listener (`metrics.addr`), when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Current counters.

@@ -11,6 +11,7 @@ use crate::budget::Budget;
 use crate::config::ServerConfig;
 use crate::origin::OriginPolicy;
 use crate::outbox::{Backlog, PublisherPauses};
+use crate::telemetry::Telemetry;
 use crate::tls::ServerTls;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -23,7 +24,8 @@ pub(crate) struct ServerShared {
     pub(crate) app: AppRuntime,
     pub(crate) messaging: Messaging,
     pub(crate) shutdown: watch::Sender<bool>,
-    pub(crate) slow_consumers: AtomicU64,
+    /// Open connections and the server's counters, for operators.
+    pub(crate) telemetry: Arc<Telemetry>,
     pub(crate) publisher_pauses: Arc<PublisherPauses>,
     /// SUBSCRIBE/UNSUBSCRIBE frames held for their session's rate.
     pub(crate) subscription_holds: AtomicU64,

@@ -42,6 +42,9 @@ const RESERVED: [&str; 6] = [
 struct Inner {
     broker: Arc<dyn Broker>,
     user_prefix: String,
+    /// Messages the broker accepted from here (handlers' replies, the HTTP
+    /// API, the application's own tasks), for operators.
+    published: std::sync::atomic::AtomicU64,
 }
 
 /// A cloneable handle to publish from handlers, HTTP routes or background
@@ -102,8 +105,22 @@ impl Messaging {
             inner: Arc::new(Inner {
                 broker,
                 user_prefix: user_prefix.trim_end_matches('/').to_owned(),
+                published: std::sync::atomic::AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Messages published through this handle (and its clones) since start.
+    pub(crate) fn published(&self) -> u64 {
+        self.inner
+            .published
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_published(&self) {
+        self.inner
+            .published
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Publishes to a broker destination (`/topic/…`, `/queue/…`), or to a
@@ -148,6 +165,7 @@ impl Messaging {
                 frame,
             })
             .await?;
+        self.count_published();
         // Called from a session's handler or hook, a loop of publishes waits
         // for the subscribers it congests, as that session's SENDs would.
         crate::outbox::Congested::wait_here().await;
@@ -235,6 +253,7 @@ impl Messaging {
                 frame,
             })
             .await?;
+        self.count_published();
         crate::outbox::Congested::wait_here().await;
         Ok(())
     }

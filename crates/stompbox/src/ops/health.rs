@@ -87,24 +87,22 @@ async fn ready(State(shared): State<Arc<ServerShared>>) -> Response {
     }
 }
 
-/// The two endpoints, for the main router and for the one served during a
-/// graceful shutdown.
+/// The two endpoints, for the main listener (while it runs and while it
+/// drains) and the operators' own.
 pub(crate) fn routes() -> Router<Arc<ServerShared>> {
     Router::new()
         .route(LIVE_PATH, get(live))
         .route(READY_PATH, get(ready))
 }
 
-/// What the HTTP listener serves while the server drains: the health
-/// endpoints, and 503 for everything else (no new WebSocket sessions, API
-/// requests or pages on a node that is leaving).
-pub(crate) fn draining_router(shared: Arc<ServerShared>) -> Router {
-    routes()
-        .fallback(|| async {
-            answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &serde_json::json!({ "error": "server shutting down" }),
-            )
-        })
-        .with_state(shared)
+/// What the main HTTP listener serves while the server drains: the
+/// operators' endpoints (`operators`), and 503 for everything else (no new
+/// WebSocket sessions, API requests or pages on a node that is leaving).
+pub(crate) fn draining(operators: Router) -> Router {
+    operators.fallback(|| async {
+        answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "error": "server shutting down" }),
+        )
+    })
 }

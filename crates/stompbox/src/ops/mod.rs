@@ -1,7 +1,7 @@
-//! What an operator runs a server with: health endpoints for load
-//! balancers and orchestrators, and the periodic stats log line. At the top
-//! of the layering with `http_api.rs`: it reads `ServerShared` and is wired
-//! in by `server.rs`.
+//! What operators reach: `GET /metrics`, the health endpoints for load
+//! balancers and orchestrators, and the periodic stats log line. Wired in
+//! by `server.rs`.
 
 pub(crate) mod health;
+pub(crate) mod metrics;
 pub(crate) mod stats_log;

@@ -17,6 +17,9 @@ pub(crate) struct StatsLine {
     /// Seconds the rates are over.
     pub(crate) interval_secs: f64,
     pub(crate) messages_in_per_sec: f64,
+    /// Messages the server published itself (handlers' replies,
+    /// `Messaging`, the HTTP API).
+    pub(crate) messages_by_server_per_sec: f64,
     pub(crate) messages_out_per_sec: f64,
     pub(crate) bytes_in_per_sec: f64,
     pub(crate) bytes_out_per_sec: f64,
@@ -25,24 +28,6 @@ pub(crate) struct StatsLine {
     /// Publisher pauses that began in the interval.
     pub(crate) publisher_pauses: u64,
     pub(crate) broker_available: bool,
-}
-
-/// The session and traffic figures of [`Stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Traffic {
-    sessions: usize,
-    subscriptions: usize,
-    messages_in: u64,
-    messages_out: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-}
-
-// MERGE-POINT(telemetry): `Stats` gains sessions, subscriptions,
-// messages_in/out and bytes_in/out on main; until they are merged here
-// these read as zero.
-fn traffic(_stats: &Stats) -> Traffic {
-    Traffic::default()
 }
 
 /// Per second, to one decimal: a log line is read by people, and a finer
@@ -67,13 +52,17 @@ impl StatsLine {
         broker_available: bool,
     ) -> StatsLine {
         let secs = elapsed.as_secs_f64();
-        let (t0, t1) = (traffic(before), traffic(&now));
         StatsLine {
             interval_secs: (secs * 10.0).round() / 10.0,
-            messages_in_per_sec: rate(t0.messages_in, t1.messages_in, secs),
-            messages_out_per_sec: rate(t0.messages_out, t1.messages_out, secs),
-            bytes_in_per_sec: rate(t0.bytes_in, t1.bytes_in, secs),
-            bytes_out_per_sec: rate(t0.bytes_out, t1.bytes_out, secs),
+            messages_in_per_sec: rate(before.messages_in, now.messages_in, secs),
+            messages_by_server_per_sec: rate(
+                before.messages_published_by_server,
+                now.messages_published_by_server,
+                secs,
+            ),
+            messages_out_per_sec: rate(before.messages_out, now.messages_out, secs),
+            bytes_in_per_sec: rate(before.bytes_in, now.bytes_in, secs),
+            bytes_out_per_sec: rate(before.bytes_out, now.bytes_out, secs),
             slow_consumers: now.slow_consumers.saturating_sub(before.slow_consumers),
             publisher_pauses: now.publisher_pauses.saturating_sub(before.publisher_pauses),
             broker_available,
@@ -83,20 +72,21 @@ impl StatsLine {
 
     fn log(&self) {
         let s = &self.stats;
-        let t = traffic(s);
         tracing::info!(
             target: "stompbox::stats",
             interval_secs = self.interval_secs,
             connections = s.connections,
-            sessions = t.sessions,
-            subscriptions = t.subscriptions,
-            messages_in = t.messages_in,
+            sessions = s.sessions,
+            subscriptions = s.subscriptions,
+            messages_in = s.messages_in,
             messages_in_per_sec = self.messages_in_per_sec,
-            messages_out = t.messages_out,
+            messages_by_server = s.messages_published_by_server,
+            messages_by_server_per_sec = self.messages_by_server_per_sec,
+            messages_out = s.messages_out,
             messages_out_per_sec = self.messages_out_per_sec,
-            bytes_in = t.bytes_in,
+            bytes_in = s.bytes_in,
             bytes_in_per_sec = self.bytes_in_per_sec,
-            bytes_out = t.bytes_out,
+            bytes_out = s.bytes_out,
             bytes_out_per_sec = self.bytes_out_per_sec,
             backlog_bytes = s.backlog_bytes,
             queue_bytes = s.queue_bytes,

@@ -7,7 +7,7 @@ use super::{Connected, Flow, Heartbeat, SERVER_NAME, Session};
 use crate::app::ConnectInfo;
 use crate::auth::{AuthError, ConnectRequest};
 use crate::broker::SessionContext;
-use crate::frames::{StompError, encode};
+use crate::frames::{ErrorReason, StompError, encode};
 use crate::router;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,6 +49,7 @@ impl Session {
                     ),
                     receipt_id: None,
                     version_header: Some(pinned.to_string()),
+                    reason: ErrorReason::Protocol,
                 });
             }
             None => accepted.iter().copied().max().ok_or_else(|| StompError {
@@ -56,6 +57,7 @@ impl Session {
                     .into(),
                 receipt_id: None,
                 version_header: Some("1.0,1.1,1.2".into()),
+                reason: ErrorReason::Protocol,
             })?,
         };
         let (client_send, client_want) = match frame.headers.get(header::HEART_BEAT) {
@@ -83,7 +85,8 @@ impl Session {
             tracing::info!(session = %self.session_id, %remote, "CONNECT refused: too many attempts from one address");
             return Err(StompError::new(
                 "too many CONNECT attempts from your address; wait a few seconds before trying again",
-            ));
+            )
+            .because(ErrorReason::Limit));
         }
         let request = ConnectRequest {
             session_id: Arc::clone(&self.session_id),
@@ -93,9 +96,11 @@ impl Session {
         let counted = carries_credentials(&request);
         if counted && !self.server.addresses.login_begins(remote.ip()) {
             tracing::info!(session = %self.session_id, %remote, "CONNECT refused: too many failed logins from one address");
+            self.server.telemetry.auth_failed("too_many_failed_logins");
             return Err(StompError::new(
                 "access refused: too many failed logins from your address; try again in a minute",
-            ));
+            )
+            .because(ErrorReason::Authentication));
         }
         let (user, expires) =
             match Session::authenticate(&self.server, &self.session_id, &request).await {
@@ -119,8 +124,10 @@ impl Session {
                         "authentication failed"
                     );
                     // Each wrong guess costs the guesser this long.
+                    self.server.telemetry.auth_failed(e.reason());
                     tokio::time::sleep(config.auth.failure_delay).await;
-                    return Err(StompError::new(format!("access refused: {e}")));
+                    return Err(StompError::new(format!("access refused: {e}"))
+                        .because(ErrorReason::Authentication));
                 }
             };
         drop(request);
@@ -128,10 +135,12 @@ impl Session {
             let limit = config.auth.max_sessions_per_user;
             let slot = self.server.user_sessions.try_add(user.name(), limit);
             if slot.is_none() {
+                self.server.telemetry.auth_failed("too_many_user_sessions");
                 return Err(StompError::new(format!(
                     "access refused: user '{}' already has {limit} sessions on this server (the limit)",
                     user.name()
-                )));
+                ))
+                .because(ErrorReason::Authentication));
             }
             slot
         } else {
@@ -148,7 +157,9 @@ impl Session {
             };
             match router::guarded(hook(info)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(reject)) => return Err(StompError::new(reject.0)),
+                Ok(Err(reject)) => {
+                    return Err(StompError::new(reject.0).because(ErrorReason::Application));
+                }
                 Err(()) => {
                     return Err(StompError::new(
                         "the server could not accept the connection",
@@ -166,6 +177,10 @@ impl Session {
             user: user.clone(),
         };
         let broker = self.server.broker.open_session(context).await?;
+        self.entry.set_connected(
+            user.is_authenticated().then(|| user.name().to_owned()),
+            version,
+        );
         self.connected = Some(Connected {
             version,
             user,

@@ -5,7 +5,7 @@ use super::Session;
 use crate::app::SendInfo;
 use crate::auth::access::Operation;
 use crate::auth::{AuthError, ConnectRequest, User};
-use crate::frames::StompError;
+use crate::frames::{ErrorReason, StompError};
 use crate::router::{self, Target};
 use crate::shared::ServerShared;
 use bytes::Bytes;
@@ -108,7 +108,8 @@ impl Session {
                 return Err(StompError::new(format!(
                     "access refused: {command} '{destination}' is not allowed for {}; sending to another user needs a login",
                     who()
-                )));
+                ))
+                .because(ErrorReason::AccessDenied));
             }
             return Ok(());
         }
@@ -118,7 +119,8 @@ impl Session {
             Err(StompError::new(format!(
                 "access refused: {command} '{destination}' is not allowed for {}",
                 who()
-            )))
+            ))
+            .because(ErrorReason::AccessDenied))
         }
     }
 
@@ -146,7 +148,9 @@ impl Session {
             };
             match router::guarded(hook(info)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(reject)) => return Err(StompError::new(reject.0)),
+                Ok(Err(reject)) => {
+                    return Err(StompError::new(reject.0).because(ErrorReason::Application));
+                }
                 Err(()) => {
                     return Err(StompError::new(format!(
                         "sending to '{destination}' failed"

@@ -8,7 +8,7 @@ use crate::app::{SessionInfo, SubscriptionInfo, User};
 use crate::auth::Handshake;
 use crate::auth::access::Operation;
 use crate::broker::{AckMode, AckTarget, BrokerError, BrokerSession, Publish, SubscribeRequest};
-use crate::frames::{StompError, receipt_frame};
+use crate::frames::{ErrorReason, StompError, receipt_frame};
 use crate::outbox::{OutFrame, Outbox};
 use crate::router::{self, Target};
 
@@ -17,6 +17,7 @@ mod connect;
 mod identity;
 
 use crate::shared::ServerShared;
+use crate::telemetry::SessionEntry;
 use bytes::Bytes;
 use churn::SubscriptionRate;
 pub use identity::SENDER_HEADER;
@@ -35,7 +36,15 @@ pub const SERVER_NAME: &str = concat!("stompbox/", env!("CARGO_PKG_VERSION"));
 // module stays below the broker.
 impl From<BrokerError> for StompError {
     fn from(e: BrokerError) -> StompError {
-        StompError::new(e.to_string())
+        let reason = match e {
+            BrokerError::QueueFull { .. }
+            | BrokerError::TooManyDestinations { .. }
+            | BrokerError::PatternTooLong { .. }
+            | BrokerError::TooManyWildcardSubscriptions { .. } => ErrorReason::Limit,
+            BrokerError::Unavailable(_) | BrokerError::Refused(_) => ErrorReason::Broker,
+            _ => ErrorReason::Protocol,
+        };
+        StompError::new(e.to_string()).because(reason)
     }
 }
 
@@ -92,6 +101,8 @@ pub(crate) struct Session {
     server: Arc<ServerShared>,
     outbox: Arc<Outbox>,
     session_id: Arc<str>,
+    /// The session as operators see it (the admin page, metrics).
+    entry: Arc<SessionEntry>,
     pinned_version: Option<Version>,
     /// What the handshake carried; taken by CONNECT, so an idle session
     /// does not keep the headers.
@@ -124,13 +135,14 @@ impl Session {
     pub(crate) fn new(
         server: Arc<ServerShared>,
         outbox: Arc<Outbox>,
-        session_id: Arc<str>,
+        entry: Arc<SessionEntry>,
         pinned_version: Option<Version>,
         handshake: Handshake,
     ) -> Session {
         Session {
             outbox,
-            session_id,
+            session_id: Arc::clone(&entry.id),
+            entry,
             pinned_version,
             handshake: Some(Arc::new(handshake)),
             heartbeat: Heartbeat::default(),
@@ -387,7 +399,8 @@ impl Session {
             return Err(StompError::new(format!(
                 "too many subscriptions on this connection (limit {})",
                 config.max_subscriptions
-            )));
+            ))
+            .because(ErrorReason::Limit));
         }
         let target = router::classify_subscribe(&server, &destination)?;
         let user = connected.user.clone();
@@ -401,7 +414,9 @@ impl Session {
             };
             match router::guarded(hook(info)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(reject)) => return Err(StompError::new(reject.0)),
+                Ok(Err(reject)) => {
+                    return Err(StompError::new(reject.0).because(ErrorReason::Application));
+                }
                 Err(()) => {
                     return Err(StompError::new(format!(
                         "subscription to '{destination}' failed"
@@ -490,9 +505,10 @@ impl Session {
                 )));
             }
         };
-        self.connected_mut()?
-            .subscriptions
-            .insert(id, (kind, destination));
+        let subscriptions = &mut self.connected_mut()?.subscriptions;
+        subscriptions.insert(id, (kind, destination));
+        let count = subscriptions.len();
+        self.entry.set_subscriptions(count);
         Ok(owed)
     }
 
@@ -514,6 +530,7 @@ impl Session {
             (Version::V1_0, None) => required_bytes(frame, header::DESTINATION)?,
             _ => required_bytes(frame, header::ID)?,
         };
+        let entry = Arc::clone(&self.entry);
         let connected = self.connected_mut()?;
         let Some((kind, destination)) = connected.subscriptions.remove(&id) else {
             return Err(StompError::new(format!(
@@ -521,6 +538,7 @@ impl Session {
                 String::from_utf8_lossy(&id)
             )));
         };
+        entry.set_subscriptions(connected.subscriptions.len());
         let owed = match &kind {
             SubscriptionKind::App => receipt,
             SubscriptionKind::Broker | SubscriptionKind::User => {
@@ -551,9 +569,10 @@ impl Session {
             )));
         }
         if connected.transactions.len() >= max {
-            return Err(StompError::new(format!(
-                "too many open transactions (limit {max})"
-            )));
+            return Err(
+                StompError::new(format!("too many open transactions (limit {max})"))
+                    .because(ErrorReason::Limit),
+            );
         }
         connected.transactions.insert(tx, Vec::new());
         Ok(())
@@ -579,19 +598,22 @@ impl Session {
             return Err(StompError::new(format!(
                 "transaction '{}' holds too many frames (max_transaction_frames = {max})",
                 String::from_utf8_lossy(&tx)
-            )));
+            ))
+            .because(ErrorReason::Limit));
         }
         if held + size > max_bytes {
             return Err(StompError::new(format!(
                 "this session's open transactions hold too much memory \
                  (max_transaction_bytes = {max_bytes})"
-            )));
+            ))
+            .because(ErrorReason::Limit));
         }
         if !connected.transaction_bytes.try_take(size) {
             return Err(StompError::new(format!(
                 "open transactions of the whole server hold too much memory \
                  (max_total_transaction_bytes = {max_total})"
-            )));
+            ))
+            .because(ErrorReason::Limit));
         }
         buffered.push(frame);
         Ok(())

@@ -116,9 +116,11 @@ async fn readiness_fails_at_once_when_a_graceful_shutdown_begins_and_liveness_ho
         // The test, not a timer, ends the drain: by reading.
         c.send_timeout = Duration::from_secs(60);
         c.shutdown_timeout = Duration::from_secs(60);
+        c.metrics.addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     })
     .await;
     let addr = server.handle.http_addr().expect("http addr");
+    let operators = server.handle.metrics_addr().expect("operators' listener");
     let topic = unique("/topic/draining");
     let mut subscriber = server.connect(Via::Ws).await;
     subscribe(&mut subscriber, "s", &topic, "auto").await;
@@ -146,8 +148,22 @@ async fn readiness_fails_at_once_when_a_graceful_shutdown_begins_and_liveness_ho
     }
     let shutdown = tokio::spawn(shutdown);
 
-    assert_not_ready(&get(addr, "/health/ready").await, "shutting down");
-    assert_live(&get(addr, "/health/live").await);
+    // On both listeners: the main one answers probes (and scrapes) during
+    // the drain, the operators' one as always.
+    for listener in [addr, operators] {
+        assert_not_ready(&get(listener, "/health/ready").await, "shutting down");
+        assert_live(&get(listener, "/health/live").await);
+        let scrape = get(listener, "/metrics").await;
+        assert_eq!(scrape.status, 200, "{scrape:?}");
+        // The draining session is still there.
+        assert!(
+            scrape
+                .body
+                .contains("stompbox_sessions{transport=\"websocket\",version=\"1.2\"} 1"),
+            "{}",
+            scrape.body
+        );
+    }
     // No new sessions on a draining node.
     let upgrade = request(
         addr,

@@ -16,6 +16,7 @@ mod http_api;
 mod http_limits;
 mod identity;
 mod memory;
+mod metrics;
 mod pubsub;
 mod queue;
 mod shutdown;
