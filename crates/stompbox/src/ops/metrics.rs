@@ -271,6 +271,104 @@ pub(crate) fn render(shared: &ServerShared) -> String {
         "Memory of frames held by open transactions (under max_total_transaction_bytes).",
         shared.transaction_bytes.used() as f64,
     );
+    let broker = shared.broker.stats();
+    scrape.gauge(
+        "stompbox_destinations",
+        "Destinations the broker holds now: topics with subscribers, wildcard patterns, queues.",
+        broker.destinations as f64,
+    );
+    scrape.gauge(
+        "stompbox_queues",
+        "Queues the broker holds now.",
+        broker.queues as f64,
+    );
+    scrape.gauge(
+        "stompbox_broker_subscriptions",
+        "Subscriptions the broker holds (a user destination is two: the user's and the session's).",
+        broker.subscriptions as f64,
+    );
+    scrape.gauge(
+        "stompbox_queue_messages_ready",
+        "Messages waiting in queues for a consumer, all queues (embedded broker).",
+        broker.queue_messages_ready as f64,
+    );
+    scrape.gauge(
+        "stompbox_queue_messages_unacked",
+        "Queue messages delivered and not yet acknowledged, all queues (embedded broker).",
+        broker.queue_messages_unacked as f64,
+    );
+    scrape.gauge(
+        "stompbox_topic_messages_unacked",
+        "Topic messages delivered in a client ack mode and not yet acknowledged (embedded broker).",
+        broker.topic_messages_unacked as f64,
+    );
+    if let Some(relay) = &broker.relay {
+        scrape.gauges(
+            "stompbox_relay_info",
+            "The relay's mode (always 1).",
+            &["mode"],
+            [(vec![relay.mode], 1.0)],
+        );
+        scrape.gauge(
+            "stompbox_relay_broker_connections",
+            "Connections to the external broker open now.",
+            relay.broker_connections as f64,
+        );
+        scrape.gauge(
+            "stompbox_relay_links_up",
+            "Shared relay pool links connected now.",
+            relay.links_up as f64,
+        );
+        scrape.gauge(
+            "stompbox_relay_links",
+            "Shared relay pool links configured (relay.connections).",
+            relay.links_total as f64,
+        );
+        scrape.counter(
+            "stompbox_relay_reconnects_total",
+            "Links to the external broker connected again after being lost.",
+            relay.reconnects as f64,
+        );
+        scrape.counter(
+            "stompbox_relay_connection_failures_total",
+            "Attempts to connect to the external broker that failed.",
+            relay.connection_failures as f64,
+        );
+        scrape.gauge(
+            "stompbox_relay_upstream_subscriptions",
+            "Subscriptions the relay holds at the external broker.",
+            relay.upstream_subscriptions as f64,
+        );
+    }
+    if config.metrics.per_destination {
+        let destinations = shared
+            .broker
+            .destinations(config.metrics.max_destination_series);
+        scrape.gauges(
+            "stompbox_destination_subscribers",
+            "Subscribers of a destination (consumers of a queue), for the busiest metrics.max_destination_series destinations.",
+            &["destination", "kind"],
+            destinations
+                .iter()
+                .map(|d| (vec![d.name.as_str(), d.kind.as_str()], d.subscribers as f64)),
+        );
+        scrape.gauges(
+            "stompbox_destination_messages_ready",
+            "Messages waiting in a queue, for the busiest destinations.",
+            &["destination", "kind"],
+            destinations
+                .iter()
+                .map(|d| (vec![d.name.as_str(), d.kind.as_str()], d.ready as f64)),
+        );
+        scrape.gauges(
+            "stompbox_destination_messages_unacked",
+            "Messages of a destination delivered and not yet acknowledged, for the busiest destinations.",
+            &["destination", "kind"],
+            destinations
+                .iter()
+                .map(|d| (vec![d.name.as_str(), d.kind.as_str()], d.unacked as f64)),
+        );
+    }
     scrape.gauge(
         "stompbox_broker_up",
         "1 while the message broker can be reached (always 1 for the embedded broker).",

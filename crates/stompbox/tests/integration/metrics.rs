@@ -347,3 +347,43 @@ fn required_tool(name: &str) -> Option<std::path::PathBuf> {
     }
     found
 }
+
+#[tokio::test]
+async fn queue_depth_is_exposed_in_total_and_for_the_busiest_destinations_only() {
+    if embedded_only("per-destination queue depth") {
+        return;
+    }
+    let server = spawn_server(|c| {
+        c.metrics.per_destination = true;
+        c.metrics.max_destination_series = 1;
+    })
+    .await;
+    let deep = unique("/queue/metrics-deep");
+    let shallow = unique("/queue/metrics-shallow");
+    let mut producer = server.connect(Via::Tcp).await;
+    for i in 0..3 {
+        send_receipted(&mut producer, &deep, &format!("d{i}")).await;
+    }
+    send_receipted(&mut producer, &shallow, "s0").await;
+    let metrics = scrape(&server).await;
+    assert_eq!(metrics.value("stompbox_queue_messages_ready"), 4.0);
+    assert_eq!(metrics.value("stompbox_queues"), 2.0);
+    assert_eq!(
+        metrics.value(&format!(
+            r#"stompbox_destination_messages_ready{{destination="{deep}",kind="queue"}}"#
+        )),
+        3.0
+    );
+    // Capped at one series: the shallow queue has none.
+    assert!(!metrics.0.contains(&shallow), "{}", metrics.0);
+
+    // A consumer in client mode holds what it was given unacknowledged.
+    let mut consumer = server.connect(Via::Ws).await;
+    subscribe_now(&mut consumer, "c", &deep, "client-individual").await;
+    for _ in 0..3 {
+        next_message(&mut consumer).await;
+    }
+    let metrics = scrape(&server).await;
+    assert_eq!(metrics.value("stompbox_queue_messages_ready"), 1.0);
+    assert_eq!(metrics.value("stompbox_queue_messages_unacked"), 3.0);
+}
