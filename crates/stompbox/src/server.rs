@@ -13,7 +13,7 @@ use crate::listener::{HttpListener, accept_tcp, listen, serve_http};
 use crate::ops;
 use crate::origin::OriginPolicy;
 use crate::outbox::Backlog;
-use crate::shared::ServerShared;
+use crate::shared::{ServerShared, Stats};
 use crate::tls::{ServerTls, TlsReloader};
 use crate::upgrade::ws_upgrade;
 use axum::Router;
@@ -22,58 +22,11 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
-
-/// Counters an operator may want, read with [`Server::stats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Open client connections: sessions, and HTTP connections not (yet)
-    /// upgraded, as counted against `max_connections`.
-    pub connections: usize,
-    /// Connected STOMP sessions (past CONNECT).
-    pub sessions: usize,
-    /// Subscriptions those sessions hold.
-    pub subscriptions: usize,
-    /// SEND frames received from clients since start.
-    pub messages_in: u64,
-    /// Messages the server published itself since start: application
-    /// handlers' replies, `Messaging`, the HTTP publish API.
-    pub messages_published_by_server: u64,
-    /// MESSAGE frames written to clients since start.
-    pub messages_out: u64,
-    /// Bytes read from clients (STOMP bytes, WebSocket payloads) since start.
-    pub bytes_in: u64,
-    /// Bytes of frames written to clients since start.
-    pub bytes_out: u64,
-    /// Clients disconnected as slow consumers since start.
-    pub slow_consumers: u64,
-    /// Memory of queue messages, waiting or unacknowledged, as counted
-    /// against `max_total_queue_bytes` (embedded broker).
-    pub queue_bytes: usize,
-    /// Memory of unacknowledged topic messages, as counted against
-    /// `max_total_topic_unacked_bytes` (embedded broker).
-    pub topic_unacked_bytes: usize,
-    /// Memory of frames held by open transactions, as counted against
-    /// `max_total_transaction_bytes`.
-    pub transaction_bytes: usize,
-    /// Times a client's frames were held back because what it published
-    /// left a subscriber's outbox (or, with the relay, its own link to the
-    /// broker) past its pause mark (an eighth of `outbox_bytes`), since start.
-    pub publisher_pauses: u64,
-    /// Time those pauses lasted, in all.
-    pub publisher_paused: Duration,
-    /// Bytes of encoded frames not yet written, across every connection;
-    /// a frame shared by many subscribers counts once.
-    pub backlog_bytes: usize,
-    /// Times a session's SUBSCRIBE or UNSUBSCRIBE was held back for coming
-    /// faster than `subscriptions_per_sec`, since start.
-    pub subscription_holds: u64,
-}
 
 /// A bound, not yet running, stompbox server.
 pub struct Server {
@@ -212,6 +165,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
         Ok(Server {
             shared: Arc::new(ServerShared {
                 connections: Arc::new(Semaphore::new(config.max_connections)),
+                open_connections: Arc::default(),
                 api_requests: Semaphore::new(config.max_concurrent_api_requests),
                 config: Arc::new(config),
                 broker,
@@ -352,7 +306,7 @@ impl Server {
             let source = Arc::clone(&shared);
             tokio::spawn(ops::stats_log::run(
                 shared.config.stats_interval,
-                move || (stats(&source), *source.broker.availability().borrow()),
+                move || (source.stats(), *source.broker.availability().borrow()),
                 stop.clone(),
             ))
         });
@@ -404,7 +358,7 @@ impl Server {
 
     /// Current counters.
     pub fn stats(&self) -> Stats {
-        stats(&self.shared)
+        self.shared.stats()
     }
 
     /// Whether the message broker can be reached, as a value to watch
@@ -439,37 +393,6 @@ impl Server {
     /// SIGHUP), when the server has TLS; sessions already open go on.
     pub fn tls_reloader(&self) -> Option<TlsReloader> {
         self.shared.tls.as_ref().map(|t| t.reloader.clone())
-    }
-}
-
-fn stats(shared: &ServerShared) -> Stats {
-    let memory = shared.broker.memory();
-    let totals = shared.telemetry.sessions.totals();
-    let mut sessions = 0;
-    let mut subscriptions = 0;
-    shared.telemetry.sessions.for_each(|entry| {
-        if entry.connected().is_some() {
-            sessions += 1;
-            subscriptions += entry.subscriptions();
-        }
-    });
-    Stats {
-        sessions,
-        subscriptions,
-        messages_in: totals.messages_in,
-        messages_published_by_server: shared.messaging.published(),
-        messages_out: totals.messages_out,
-        bytes_in: totals.bytes_in,
-        bytes_out: totals.bytes_out,
-        connections: shared.config.max_connections - shared.connections.available_permits(),
-        slow_consumers: shared.telemetry.slow_consumers_total(),
-        queue_bytes: memory.queue_bytes,
-        topic_unacked_bytes: memory.topic_unacked_bytes,
-        transaction_bytes: shared.transaction_bytes.used(),
-        publisher_pauses: shared.publisher_pauses.count(),
-        publisher_paused: shared.publisher_pauses.total(),
-        backlog_bytes: shared.backlog.bytes(),
-        subscription_holds: shared.subscription_holds.load(Ordering::Relaxed),
     }
 }
 
@@ -512,7 +435,7 @@ impl ServerHandle {
 
     /// Current counters.
     pub fn stats(&self) -> Stats {
-        stats(&self.shared)
+        self.shared.stats()
     }
 
     /// What the message broker holds now (see [`Broker::stats`]).

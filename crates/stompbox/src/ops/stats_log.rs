@@ -4,7 +4,7 @@
 //! The figures are structured fields (target `stompbox::stats`), so a JSON
 //! log format turns each line into an object a log pipeline can graph.
 
-use crate::server::Stats;
+use crate::shared::Stats;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
