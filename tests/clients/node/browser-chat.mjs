@@ -268,6 +268,8 @@ async function withoutAccounts() {
   ok("the page asks for a nickname, says nicknames are not verified, and shows alice's as such");
   check(JSON.stringify(await emptyNotice(alice)) === JSON.stringify(["No messages in room 1 yet."]), `alice's empty room shows ${JSON.stringify(await emptyNotice(alice))}`);
   ok("a room without messages says so");
+  const welcomes = await alice.page.$$eval("#messages li.notice", (els) => els.filter((el) => el.textContent === "You are in room 1 as alice.").length);
+  check(welcomes === 1, `"You are in room 1 as alice." shown ${welcomes} times`);
   for (const hidden of ["#join", "#name", "#room", "#nickname-note"]) {
     check(!(await visible(alice, hidden)), `${hidden} still shows after joining`);
   }
@@ -304,6 +306,11 @@ async function withoutAccounts() {
   }
   ok('"No messages in room 1 yet." went away with the first message');
 
+  const names = await authors(alice);
+  check(names.length === 2 && names.every((n) => !n.verified && !n.marked), `names marked as verified: ${JSON.stringify(names)}`);
+  check((await alice.page.$$("#messages .verified")).length === 0, "a verified mark in a chat of nicknames");
+  ok("no nickname carries the verified mark, in messages or notices");
+
   step = "sending a link";
   await say(alice, "Docs at https://example.com/docs?page=2. Not javascript:alert(1) nor <b>bold</b>");
   await waitForMessage(bob, "Docs at https://example.com/docs?page=2. Not javascript:alert(1) nor <b>bold</b>");
@@ -316,10 +323,6 @@ async function withoutAccounts() {
   );
   check((await bob.page.$$("#messages li.message .text b")).length === 0, "markup in a message became an element");
   ok("a link in a message is clickable (https only, noopener noreferrer); markup stays text");
-  const names = await authors(alice);
-  check(names.length === 2 && names.every((n) => !n.verified && !n.marked), `names marked as verified: ${JSON.stringify(names)}`);
-  check((await alice.page.$$("#messages .verified")).length === 0, "a verified mark in a chat of nicknames");
-  ok("no nickname carries the verified mark, in messages or notices");
 
   step = "talking in room 2";
   await say(carol, "Room 2 only");
@@ -330,6 +333,10 @@ async function withoutAccounts() {
   ok("carol saw nothing from room 1; room 1 nothing from room 2");
 
   step = "opening a room";
+  await carol.page.fill("#new-room-name", "no spaces");
+  await carol.page.press("#new-room-name", "Enter");
+  await carol.page.waitForFunction(() => document.getElementById("room-error").textContent.includes("A room is 1 to 32"));
+  check((await carol.page.textContent("#room-title")) === "Room 2", "a bad room name moved carol");
   await carol.page.fill("#new-room-name", "garden");
   await carol.page.press("#new-room-name", "Enter");
   await inRoom(carol);
