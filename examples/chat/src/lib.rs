@@ -387,12 +387,17 @@ impl Presence {
     }
 }
 
+/// Rooms remembered as changed between two flushes of snapshots.
+const MAX_PENDING_ROOMS: usize = 2 * MAX_OPEN_ROOMS;
+
 /// Rooms whose presence changed since the last snapshots, and whether the
 /// room list did.
 #[derive(Default)]
 struct Pending {
-    /// At most twice [`MAX_OPEN_ROOMS`]: see [`ChatState::changed`].
+    /// At most [`MAX_PENDING_ROOMS`]: see [`ChatState::changed`].
     rooms: HashSet<String>,
+    /// More rooms changed than `rooms` holds: send every open room.
+    every_open_room: bool,
     room_list: bool,
     /// A task is waiting to publish them.
     scheduled: bool,
@@ -458,7 +463,7 @@ impl ChatState {
     }
 
     /// Gives the chat the server's messaging handle, for the join and leave
-    /// notices its hooks publish.
+    /// notices and the presence and room-list snapshots its hooks publish.
     ///
     /// Hooks, unlike handlers, are not given a [`Messaging`], and the handle
     /// only exists once the server is built from the app: so the app is
@@ -553,12 +558,17 @@ impl ChatState {
     fn changed(&self, room: &str, still_open: bool) {
         let schedule = {
             let mut pending = lock(&self.inner.pending);
-            // Rooms still open are at most MAX_OPEN_ROOMS; rooms that just
-            // emptied are kept up to as many again. Past that an emptied
-            // room gets no last snapshot, and nobody misses it: whoever
-            // watched it from the page was in it, and has left.
-            if still_open || pending.rooms.len() < MAX_OPEN_ROOMS {
-                pending.rooms.insert(room.to_owned());
+            // Bounded, though room names come from clients: past the
+            // bound the flush sends every open room (at most MAX_OPEN_ROOMS)
+            // instead, and an emptied room gets no last snapshot. Nobody
+            // misses that one: whoever watched it from the page was in it,
+            // and has left.
+            if !pending.rooms.contains(room) {
+                if pending.rooms.len() < MAX_PENDING_ROOMS {
+                    pending.rooms.insert(room.to_owned());
+                } else if still_open {
+                    pending.every_open_room = true;
+                }
             }
             pending.room_list = true;
             !std::mem::replace(&mut pending.scheduled, true)
@@ -587,14 +597,18 @@ impl ChatState {
 
     /// Publishes the snapshots of everything that changed.
     async fn flush(&self) {
-        let (rooms, room_list) = {
+        let (mut rooms, room_list, every_open_room) = {
             let mut pending = lock(&self.inner.pending);
             pending.scheduled = false;
             (
                 std::mem::take(&mut pending.rooms),
                 std::mem::take(&mut pending.room_list),
+                std::mem::take(&mut pending.every_open_room),
             )
         };
+        if every_open_room {
+            rooms.extend(lock(&self.inner.presence).open.keys().cloned());
+        }
         for room in rooms {
             let snapshot = lock(&self.inner.presence).snapshot(&room);
             let topic = format!("{PRESENCE_TOPIC_PREFIX}{room}");
@@ -935,7 +949,8 @@ fn is_chat_topic(destination: &str) -> bool {
 }
 
 /// The chat application. Call [`ChatState::attach`] with the server's
-/// messaging handle once it is bound, for join and leave notices.
+/// messaging handle once it is bound, for join and leave notices, presence
+/// and the room list.
 pub fn app(chat: &ChatState) -> App<ChatState> {
     // Hooks are plain closures (they take no extractors), so each captures
     // its own clone of the state.
@@ -1166,6 +1181,18 @@ mod tests {
         assert!(!presence.leave("1", "again"));
         assert_eq!(presence.version, version + 1);
         assert!(!presence.leave("nowhere", "s0"));
+    }
+
+    #[test]
+    fn rooms_waiting_for_a_snapshot_are_bounded() {
+        let chat = ChatState::new();
+        for i in 0..MAX_PENDING_ROOMS + 50 {
+            chat.changed(&format!("r{i}"), i % 2 == 0);
+        }
+        let pending = lock(&chat.inner.pending);
+        assert_eq!(pending.rooms.len(), MAX_PENDING_ROOMS);
+        // The open rooms past the bound are not lost: all open rooms go out.
+        assert!(pending.every_open_room && pending.room_list);
     }
 
     #[test]
