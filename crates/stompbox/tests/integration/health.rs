@@ -266,6 +266,9 @@ async fn readiness_follows_the_relays_broker_through_an_outage_and_liveness_does
     let addr = server.handle.http_addr().expect("http addr");
     let mut available = server.handle.broker_availability();
     assert_ready(&get(addr, "/health/ready").await);
+    let before = get(addr, "/metrics").await.body;
+    assert_eq!(series(&before, "stompbox_broker_up"), 1.0);
+    assert_eq!(series(&before, "stompbox_relay_links_up"), 1.0);
 
     broker.up.send_replace(false);
     tokio::time::timeout(WAIT, available.wait_for(|up| !*up))
@@ -277,6 +280,9 @@ async fn readiness_follows_the_relays_broker_through_an_outage_and_liveness_does
         "message broker unavailable",
     );
     assert_live(&get(addr, "/health/live").await);
+    let during = get(addr, "/metrics").await.body;
+    assert_eq!(series(&during, "stompbox_broker_up"), 0.0);
+    assert_eq!(series(&during, "stompbox_ready"), 0.0);
 
     broker.up.send_replace(true);
     tokio::time::timeout(WAIT, available.wait_for(|up| *up))
@@ -284,5 +290,25 @@ async fn readiness_follows_the_relays_broker_through_an_outage_and_liveness_does
         .expect("the relay did not reconnect")
         .expect("availability");
     assert_ready(&get(addr, "/health/ready").await);
+    let after = get(addr, "/metrics").await.body;
+    assert_eq!(series(&after, "stompbox_broker_up"), 1.0);
+    assert_eq!(series(&after, "stompbox_ready"), 1.0);
+    // The system link and the pool link were both lost and found again.
+    assert!(
+        series(&after, "stompbox_relay_reconnects_total")
+            >= series(&before, "stompbox_relay_reconnects_total") + 1.0,
+        "{after}"
+    );
     server.handle.shutdown().await.expect("shutdown");
+}
+
+/// The value of an unlabelled series in a scrape.
+fn series(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            (series == name).then(|| value.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no {name} in:\n{exposition}"))
 }
