@@ -673,7 +673,22 @@ async fn finish(
             )
             .await;
         }
-        End::ClientClosed | End::Io(_) => {
+        End::ClientClosed => {
+            drop(registered);
+            outbox.close();
+            // A WebSocket client that sent a Close frame is owed one back
+            // with its code (RFC 6455 §5.5.1), or it sees an unclean close
+            // (1006); the WebSocket layer queued it on reading theirs, and
+            // closing sends it. A TCP peer has gone: nothing is owed.
+            if let Transport::WebSocket(_) = transport {
+                let _ = timeout(
+                    FAREWELL_TIMEOUT,
+                    transport.close(CloseCode::NORMAL_CLOSURE, ""),
+                )
+                .await;
+            }
+        }
+        End::Io(_) => {
             drop(registered);
             outbox.close();
         }
