@@ -46,7 +46,7 @@ const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) async fn run(
     mut transport: Transport,
     server: Arc<ServerShared>,
-    pinned_version: Option<Version>,
+    subprotocol_versions: Option<Vec<Version>>,
     handshake: Handshake,
 ) {
     let peer = handshake.remote_addr.to_string();
@@ -68,7 +68,7 @@ pub(crate) async fn run(
         Arc::clone(&server),
         Arc::clone(&outbox),
         Arc::clone(&entry),
-        pinned_version,
+        subprotocol_versions,
         handshake,
     );
     // Until CONNECT succeeds a client is nobody: it may send only a small

@@ -40,18 +40,28 @@ impl Session {
             None => vec![Version::V1_0],
             Some(list) => list.split(',').filter_map(Version::parse).collect(),
         };
-        let version = match self.pinned_version {
-            Some(pinned) if accepted.contains(&pinned) => pinned,
-            Some(pinned) => {
-                return Err(StompError {
-                    message: format!(
-                        "the WebSocket subprotocol chose STOMP {pinned}, which the CONNECT frame's accept-version does not include"
-                    ),
-                    receipt_id: None,
-                    version_header: Some(pinned.to_string()),
-                    reason: ErrorReason::Protocol,
-                });
-            }
+        let version = match &self.subprotocol_versions {
+            // The `101` named the newest subprotocol offered, before CONNECT
+            // could be seen; any other version the client offered is agreed
+            // too, so CONNECT decides among those (as RabbitMQ, ActiveMQ and
+            // Spring decide by CONNECT alone).
+            Some(offered) => accepted
+                .iter()
+                .copied()
+                .filter(|v| offered.contains(v))
+                .max()
+                .ok_or_else(|| {
+                    let offered: Vec<&str> = offered.iter().rev().map(|v| v.as_str()).collect();
+                    StompError {
+                        message: format!(
+                            "the CONNECT frame's accept-version shares no version with the WebSocket subprotocols offered (STOMP {})",
+                            offered.join(", ")
+                        ),
+                        receipt_id: None,
+                        version_header: Some(offered.join(",")),
+                        reason: ErrorReason::Protocol,
+                    }
+                })?,
             None => accepted.iter().copied().max().ok_or_else(|| StompError {
                 message: "no supported STOMP version in accept-version (supported: 1.0,1.1,1.2)"
                     .into(),

@@ -103,7 +103,9 @@ pub(crate) struct Session {
     session_id: Arc<str>,
     /// The session as operators see it (the admin page, metrics).
     entry: Arc<SessionEntry>,
-    pinned_version: Option<Version>,
+    /// The STOMP versions of the WebSocket subprotocols the client offered
+    /// (newest first); `None` over TCP or when it offered none of ours.
+    subprotocol_versions: Option<Vec<Version>>,
     /// What the handshake carried; taken by CONNECT, so an idle session
     /// does not keep the headers.
     handshake: Option<Arc<Handshake>>,
@@ -136,14 +138,14 @@ impl Session {
         server: Arc<ServerShared>,
         outbox: Arc<Outbox>,
         entry: Arc<SessionEntry>,
-        pinned_version: Option<Version>,
+        subprotocol_versions: Option<Vec<Version>>,
         handshake: Handshake,
     ) -> Session {
         Session {
             outbox,
             session_id: Arc::clone(&entry.id),
             entry,
-            pinned_version,
+            subprotocol_versions,
             handshake: Some(Arc::new(handshake)),
             heartbeat: Heartbeat::default(),
             connected: None,
@@ -174,12 +176,17 @@ impl Session {
         until
     }
 
-    /// The version frames are encoded in; before CONNECT, the pinned one or 1.2.
+    /// The version frames are encoded in; before CONNECT, the subprotocol
+    /// the `101` named, or 1.2.
     pub(crate) fn version(&self) -> Version {
         self.connected
             .as_ref()
             .map(|c| c.version)
-            .or(self.pinned_version)
+            .or_else(|| {
+                self.subprotocol_versions
+                    .as_ref()
+                    .and_then(|offered| offered.first().copied())
+            })
             .unwrap_or(Version::V1_2)
     }
 
