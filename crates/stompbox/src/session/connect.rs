@@ -21,11 +21,18 @@ fn parse_heartbeat(value: &str) -> Option<(u64, u64)> {
     Some((cx.trim().parse().ok()?, cy.trim().parse().ok()?))
 }
 
-fn negotiate(ours: Duration, theirs_ms: u64) -> Option<Duration> {
-    if ours.is_zero() || theirs_ms == 0 {
+/// One direction of heart-beats: the interval the client asked for (or
+/// offered), but not shorter than `floor`; none when the server turned that
+/// direction off (`enabled` zero) or the client wants none (`theirs_ms`
+/// zero). The result is also what CONNECTED states for that direction, so
+/// the client's own calculation (the larger of the two sides' values)
+/// arrives at the same interval.
+fn negotiate(enabled: Duration, floor: Duration, theirs_ms: u64) -> Option<Duration> {
+    if enabled.is_zero() || theirs_ms == 0 {
         None
     } else {
-        Some(ours.max(Duration::from_millis(theirs_ms)))
+        let floor = floor.max(Duration::from_millis(1));
+        Some(floor.max(Duration::from_millis(theirs_ms)))
     }
 }
 
@@ -81,8 +88,8 @@ impl Session {
         };
         let config = &self.server.config;
         self.heartbeat = Heartbeat {
-            send_every: negotiate(config.heartbeat_send, client_want),
-            expect_every: negotiate(config.heartbeat_receive, client_send),
+            send_every: negotiate(config.heartbeat_send, config.heartbeat_min, client_want),
+            expect_every: negotiate(config.heartbeat_receive, config.heartbeat_min, client_send),
         };
         let login = frame.headers.get(header::LOGIN).map(str::to_owned);
         let passcode = frame.headers.get(header::PASSCODE).map(str::to_owned);
@@ -204,10 +211,18 @@ impl Session {
             transaction_bytes: crate::budget::Held::new(Arc::clone(&self.server.transaction_bytes)),
             last_send_allowed: None,
         });
+        // A direction the client turned off still states the server's
+        // setting, which tells the client what it could have had.
         let heart_beat = format!(
             "{},{}",
-            config.heartbeat_send.as_millis(),
-            config.heartbeat_receive.as_millis()
+            self.heartbeat
+                .send_every
+                .unwrap_or(config.heartbeat_send)
+                .as_millis(),
+            self.heartbeat
+                .expect_every
+                .unwrap_or(config.heartbeat_receive)
+                .as_millis()
         );
         let connected = Frame::new(Command::Connected)
             .header(header::VERSION, version.as_str())
@@ -216,5 +231,25 @@ impl Session {
             .header(header::HEART_BEAT, &heart_beat);
         self.push(encode(&connected, version));
         Ok(Flow::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::negotiate;
+    use std::time::Duration;
+
+    #[test]
+    fn heart_beats_follow_the_client_down_to_the_floor() {
+        let on = Duration::from_secs(10);
+        let floor = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        assert_eq!(negotiate(on, floor, 1000), Some(ms(1000)));
+        assert_eq!(negotiate(on, floor, 30_000), Some(ms(30_000)));
+        assert_eq!(negotiate(on, floor, 100), Some(floor));
+        assert_eq!(negotiate(on, floor, 0), None);
+        assert_eq!(negotiate(Duration::ZERO, floor, 1000), None);
+        assert_eq!(negotiate(on, Duration::ZERO, 0), None);
+        assert_eq!(negotiate(on, Duration::ZERO, 1), Some(ms(1)));
     }
 }

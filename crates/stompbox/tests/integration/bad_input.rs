@@ -164,8 +164,11 @@ async fn a_frame_that_never_ends_is_refused_at_the_size_limit() {
 
 #[tokio::test]
 async fn a_frame_that_stops_midway_is_closed_by_the_heart_beat_check() {
-    let server =
-        spawn_server(|c| c.heartbeat_receive = std::time::Duration::from_millis(100)).await;
+    let server = spawn_server(|c| {
+        c.heartbeat_receive = std::time::Duration::from_millis(100);
+        c.heartbeat_min = std::time::Duration::from_millis(100);
+    })
+    .await;
     let mut bystander = Bystander::new(&server).await;
     let (mut client, _) = Client::connect(&server.tcp, &[("heart-beat", "100,0")])
         .await
