@@ -68,10 +68,11 @@ pub(crate) struct FanoutArgs {
     /// writes that server's --config itself.
     #[arg(long, value_name = "N", default_value_t = 0)]
     compare_rules: usize,
-    /// With --compare-rules: measure both servers this many times, each on
-    /// a freshly started server, alternating which goes first (without
-    /// rules first in odd rounds, with rules first in even ones), and report
-    /// the ratio of the means and each round's.
+    /// With --compare-rules or --metrics: measure both servers this many
+    /// times, each on a freshly started server, alternating which goes
+    /// first (without rules, or the first --metrics value, first in odd
+    /// rounds; the other in even ones), and report the ratio of the means
+    /// and each round's.
     #[arg(long, value_name = "R", default_value_t = 1)]
     compare_rounds: usize,
     /// With --spawn and a relay (--relay or --relay-mode): start this many
@@ -84,8 +85,9 @@ pub(crate) struct FanoutArgs {
     /// order (comma-separated): `on` serves /metrics (metrics.enabled =
     /// true) and the bench scrapes it every second during the measurement,
     /// as Prometheus would; `off` sets metrics.enabled = false. Reports
-    /// deliveries/s of both and their ratio. Without it the server keeps its
-    /// own setting and nobody scrapes.
+    /// deliveries/s of both and their ratio (--compare-rounds repeats the
+    /// pair). Without it the server keeps its own setting and nobody
+    /// scrapes.
     #[arg(long = "metrics", value_name = "STATE", value_delimiter = ',')]
     metrics: Vec<MetricsArg>,
 }
@@ -285,14 +287,30 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
     // The servers to start, with their rule counts and rounds.
     let mut spawns = Vec::new();
     let mut kinds: Vec<(u64, usize)> = Vec::new();
+    // With --metrics: each spawned server's state and round.
+    let mut metric_kinds: Vec<(MetricsArg, usize)> = Vec::new();
     match &rules_file {
         None if !metrics.is_empty() => {
-            for state in &metrics {
-                spawns.push(Spawn {
-                    variant: format!("metrics-{}", state.name()),
-                    args: state.server_args(),
-                    instances: args.instances,
-                });
+            for round in 1..=rounds {
+                // As for the rules: a machine getting slower or faster
+                // favours neither.
+                let mut order = metrics.clone();
+                if round % 2 == 0 {
+                    order.reverse();
+                }
+                for state in order {
+                    let variant = if rounds > 1 {
+                        format!("metrics-{}-round-{round}", state.name())
+                    } else {
+                        format!("metrics-{}", state.name())
+                    };
+                    spawns.push(Spawn {
+                        variant,
+                        args: state.server_args(),
+                        instances: args.instances,
+                    });
+                    metric_kinds.push((state, round));
+                }
             }
         }
         None => spawns.push(Spawn {
@@ -355,7 +373,8 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
             let args = Arc::clone(&args);
             // Which spawned server it is, when rules are compared.
             let kind = target.spawn.and_then(|i| kinds.get(i)).copied();
-            let metrics_state = target.spawn.and_then(|i| metrics.get(i)).copied();
+            let metric_kind = target.spawn.and_then(|i| metric_kinds.get(i)).copied();
+            let metrics_state = metric_kind.map(|(state, _)| state);
             async move {
                 // A comparison with rules that are not in force would
                 // compare the plain server with itself.
@@ -387,8 +406,11 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
                     Some(MetricsArg::On) => measure_scraped(target, &args, out).await,
                     _ => measure(target, &args, out).await,
                 };
-                if let Some(state) = metrics_state {
-                    outcome.json = outcome.json.with("metrics", Json::str(state.name()));
+                if let Some((state, round)) = metric_kind {
+                    outcome.json = outcome
+                        .json
+                        .with("metrics", Json::str(state.name()))
+                        .with("round", Json::uint(round as u64));
                 }
                 if let Some((n, round)) = kind {
                     outcome.json = outcome

@@ -190,45 +190,85 @@ async fn scrape(addr: &str) -> Result<usize, String> {
 }
 
 /// With `--metrics on,off`: deliveries/s with metrics scraped against
-/// without, and the server's CPU.
+/// without, and the server's CPU; with several rounds, the ratio of the
+/// means and each round's.
 pub(crate) fn compare(results: &[Json], out: super::Out) -> Option<Json> {
     let state = |r: &Json| r.get("metrics").and_then(Json::as_str).map(str::to_owned);
-    let find = |name: &str| results.iter().find(|r| state(r).as_deref() == Some(name));
-    let (on, off) = (find("on")?, find("off")?);
+    let of = |name: &str| -> Vec<&Json> {
+        results
+            .iter()
+            .filter(|r| state(r).as_deref() == Some(name))
+            .collect()
+    };
+    let (on, off) = (of("on"), of("off"));
+    if on.is_empty() || off.is_empty() {
+        return None;
+    }
     let rate = |r: &Json| r.get("deliveries_per_sec").and_then(Json::as_f64);
     let cpu = |r: &Json| {
         r.get("cpu")
             .and_then(|c| c.get("server_cpu_secs"))
             .and_then(Json::as_f64)
     };
+    // The mean of a figure over targets; `None` if any lacks it.
+    let mean = |targets: &[&Json], figure: &dyn Fn(&Json) -> Option<f64>| {
+        let values: Option<Vec<f64>> = targets.iter().map(|r| figure(r)).collect();
+        values.map(|v| v.iter().sum::<f64>() / v.len() as f64)
+    };
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
     };
-    let rate_ratio = ratio(rate(on), rate(off));
-    let cpu_ratio = ratio(cpu(on), cpu(off));
+    let (on_rate, off_rate) = (mean(&on, &rate), mean(&off, &rate));
+    let rate_ratio = ratio(on_rate, off_rate);
+    let cpu_ratio = ratio(mean(&on, &cpu), mean(&off, &cpu));
+    let round = |r: &Json| r.get("round").and_then(Json::as_f64);
+    let round_ratios: Vec<Option<f64>> = on
+        .iter()
+        .map(|o| {
+            let partner = off.iter().find(|r| round(r) == round(o))?;
+            ratio(rate(o), rate(partner))
+        })
+        .collect();
     let show = |v: Option<f64>, digits: usize| {
         v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
     };
+    let rounds = on.len();
     say!(
         out,
-        "\n== fanout: metrics on (scraped every {} s) against off, same run: {} vs {} deliveries/s, ratio {} ({}); server CPU ratio {}",
+        "\n== fanout: metrics on (scraped every {} s) against off (same run{}): {} vs {} deliveries/s, ratio {} ({}){}; server CPU ratio {}",
         SCRAPE_EVERY.as_secs(),
-        show(rate(on), 0),
-        show(rate(off), 0),
+        if rounds > 1 {
+            format!(", means of {rounds} rounds")
+        } else {
+            String::new()
+        },
+        show(on_rate, 0),
+        show(off_rate, 0),
         show(rate_ratio, 3),
         rate_ratio.map_or_else(
             || "-".to_owned(),
             |r| format!("{:+.1} %", (r - 1.0) * 100.0)
         ),
+        if rounds > 1 {
+            let each: Vec<String> = round_ratios.iter().map(|r| show(*r, 3)).collect();
+            format!(", per round {}", each.join(" "))
+        } else {
+            String::new()
+        },
         show(cpu_ratio, 3),
     );
     Some(
         Json::obj()
-            .with("deliveries_per_sec_metrics_on", Json::opt_num(rate(on)))
-            .with("deliveries_per_sec_metrics_off", Json::opt_num(rate(off)))
+            .with("deliveries_per_sec_metrics_on", Json::opt_num(on_rate))
+            .with("deliveries_per_sec_metrics_off", Json::opt_num(off_rate))
             .with("deliveries_per_sec_ratio", Json::opt_num(rate_ratio))
-            .with("server_cpu_ratio", Json::opt_num(cpu_ratio)),
+            .with("server_cpu_ratio", Json::opt_num(cpu_ratio))
+            .with("rounds", Json::uint(rounds as u64))
+            .with(
+                "round_ratios",
+                Json::Arr(round_ratios.into_iter().map(Json::opt_num).collect()),
+            ),
     )
 }
 
@@ -261,21 +301,35 @@ mod tests {
 
     #[test]
     fn the_comparison_is_on_against_off() {
-        let target = |state: &str, rate: f64, cpu: f64| {
+        let target = |state: &str, round: u64, rate: f64, cpu: f64| {
             Json::obj()
                 .with("metrics", Json::str(state))
+                .with("round", Json::uint(round))
                 .with("deliveries_per_sec", Json::Num(rate))
                 .with("cpu", Json::obj().with("server_cpu_secs", Json::Num(cpu)))
         };
         let out = super::super::Out { quiet: true };
-        let results = [target("off", 200.0, 2.0), target("on", 150.0, 3.0)];
+        let figure = |c: &Json, key: &str| c.get(key).and_then(Json::as_f64);
+        let results = [target("off", 1, 200.0, 2.0), target("on", 1, 150.0, 3.0)];
         let comparison = compare(&results, out).expect("both measured");
-        let ratio = comparison
-            .get("deliveries_per_sec_ratio")
-            .and_then(Json::as_f64);
-        assert_eq!(ratio, Some(0.75));
-        let cpu = comparison.get("server_cpu_ratio").and_then(Json::as_f64);
-        assert_eq!(cpu, Some(1.5));
+        assert_eq!(figure(&comparison, "deliveries_per_sec_ratio"), Some(0.75));
+        assert_eq!(figure(&comparison, "server_cpu_ratio"), Some(1.5));
         assert!(compare(&results[..1], out).is_none());
+        // Two rounds, the second in the other order: means, and each
+        // round's own pair.
+        let results = [
+            target("on", 1, 100.0, 1.0),
+            target("off", 1, 200.0, 1.0),
+            target("off", 2, 100.0, 1.0),
+            target("on", 2, 200.0, 1.0),
+        ];
+        let comparison = compare(&results, out).expect("both measured");
+        assert_eq!(figure(&comparison, "deliveries_per_sec_ratio"), Some(1.0));
+        assert_eq!(figure(&comparison, "rounds"), Some(2.0));
+        let rounds = match comparison.get("round_ratios") {
+            Some(Json::Arr(each)) => each.iter().map(Json::as_f64).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(rounds, [Some(0.5), Some(2.0)]);
     }
 }
