@@ -6,6 +6,10 @@
 #   - Chromium:             Debian's package, at /usr/bin/chromium, which the
 #                           browser test drives (playwright never downloads one)
 #   - tests/clients/python: a venv at target/test-venv with requirements.txt
+#   - Prometheus:           Debian's package, /usr/bin/prometheus and
+#                           /usr/bin/promtool, which the Prometheus test runs
+#                           (crates/stompbox-cli/tests/prometheus.rs); no
+#                           service is left running
 #
 # Idempotent and cheap when nothing changed: each install leaves a stamp
 # holding the hash of the file it installed from, and is skipped (without
@@ -51,6 +55,46 @@ if [ -x /usr/bin/chromium ]; then
   say "chromium: $(/usr/bin/chromium --version 2>/dev/null | head -n 1 || echo present)"
 else
   apt_install chromium
+fi
+
+# ---------------------------------------------------------------- prometheus
+
+# The Prometheus test starts its own server on a free port and scrapes a
+# `stompbox serve` it started; a packaged daemon on 9090 (or the node
+# exporter on 9100, which the package recommends) would only be in the way.
+# So: no recommends, and services kept from starting during the install
+# (policy-rc.d, the Debian way; a container usually has one already). Under
+# systemd the unit is stopped and disabled afterwards.
+if [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; then
+  say "prometheus: $(/usr/bin/prometheus --version 2>&1 | head -n 1)"
+else
+  prometheus_was_running=
+  pgrep -x prometheus >/dev/null 2>&1 && prometheus_was_running=1
+  policy=/usr/sbin/policy-rc.d
+  own_policy=
+  if [ "$(id -u)" -eq 0 ] && [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# install-test-deps.sh: no services started during the install\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    own_policy=1
+    trap 'rm -f "$policy"' EXIT
+  fi
+  apt_install --no-install-recommends prometheus
+  if [ -n "$own_policy" ]; then
+    rm -f "$policy"
+    trap - EXIT
+  fi
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    for unit in prometheus prometheus-node-exporter; do
+      if systemctl is-enabled --quiet "$unit" 2>/dev/null || systemctl is-active --quiet "$unit" 2>/dev/null; then
+        say "prometheus: stopping and disabling the $unit service"
+        systemctl disable --now --quiet "$unit" || true
+      fi
+    done
+  fi
+  if [ -z "$prometheus_was_running" ] && pgrep -x prometheus >/dev/null 2>&1; then
+    say "WARNING: a prometheus process is running after the install (pgrep -a prometheus); it is not needed by the tests"
+  fi
+  say "prometheus: $(/usr/bin/prometheus --version 2>&1 | head -n 1)"
 fi
 
 # ---------------------------------------------------------------- node

@@ -26,6 +26,7 @@ mod memory;
 mod patterns;
 mod report;
 mod roundtrip;
+mod scrape;
 mod server;
 mod soak;
 

@@ -967,3 +967,115 @@ fn idle_counts_broker_connections_and_rabbitmq_memory() {
     }
     assert_eq!(result["ok"], true, "{result}");
 }
+
+#[test]
+fn fanout_measures_metrics_scraped_and_off_in_one_run() {
+    let (status, out, err) = run(&[
+        "bench",
+        "fanout",
+        "--spawn",
+        "--subscribers",
+        "5",
+        "--messages",
+        "50",
+        "--metrics",
+        "on,off",
+        "--compare-rounds",
+        "2",
+    ]);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    assert_eq!(
+        count(&out, "metrics off: GET /metrics answered 404"),
+        2,
+        "{out}"
+    );
+    let result = result_json(&out);
+    // The second round in the other order.
+    let labels: Vec<&str> = result["targets"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|t| t["target"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        labels,
+        [
+            "spawned-metrics-on-round-1",
+            "spawned-metrics-off-round-1",
+            "spawned-metrics-off-round-2",
+            "spawned-metrics-on-round-2"
+        ],
+        "{result}"
+    );
+    for round in [1, 2] {
+        let on = target(&result, &format!("spawned-metrics-on-round-{round}"));
+        let off = target(&result, &format!("spawned-metrics-off-round-{round}"));
+        assert_eq!(on["metrics"], "on", "{on}");
+        assert_eq!(off["metrics"], "off", "{off}");
+        assert_eq!(uint(on, "round"), round, "{on}");
+        // The first scrape is at once, so even a short run has one.
+        let scrapes = &on["scrapes"];
+        assert!(uint(scrapes, "scrapes") >= 1, "{scrapes}");
+        assert_eq!(scrapes["errors"], serde_json::json!([]), "{scrapes}");
+        assert!(uint(scrapes, "bytes") > 1000, "{scrapes}");
+        assert!(off.get("scrapes").is_none(), "{off}");
+        for t in [on, off] {
+            assert_eq!(uint(t, "delivered"), 250, "{t}");
+            assert_eq!(uint(t, "lost"), 0, "{t}");
+        }
+    }
+    let comparison = &result["comparison"];
+    let ratio = comparison["deliveries_per_sec_ratio"].as_f64();
+    assert!(ratio.is_some_and(|r| r > 0.0), "{result}");
+    assert_eq!(uint(comparison, "rounds"), 2, "{comparison}");
+    assert_eq!(
+        comparison["round_ratios"].as_array().map(Vec::len),
+        Some(2),
+        "{comparison}"
+    );
+    assert_eq!(result["ok"], true, "{result}");
+}
+
+#[test]
+fn fanout_fails_when_metrics_cannot_be_scraped() {
+    // The --server-arg comes last, so this "on" server serves no /metrics.
+    let (status, out, _) = run(&[
+        "bench",
+        "fanout",
+        "--spawn",
+        "--subscribers",
+        "2",
+        "--messages",
+        "20",
+        "--metrics",
+        "on",
+        "--server-arg=--set",
+        "--server-arg=metrics.enabled=false",
+    ]);
+    assert!(!status.success(), "{out}");
+    let result = result_json(&out);
+    let on = target(&result, "spawned-metrics-on");
+    assert_eq!(on["ok"], false, "{on}");
+    assert!(
+        on["failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("scrapes of /metrics failed")),
+        "{on}"
+    );
+    assert_eq!(on["scrapes"]["errors"][0]["error"], "HTTP 404", "{on}");
+}
+
+#[test]
+fn fanout_metrics_needs_spawn() {
+    let (status, _, err) = run(&[
+        "bench",
+        "fanout",
+        "--url",
+        "ws://127.0.0.1:9/ws",
+        "--metrics",
+        "on,off",
+    ]);
+    assert!(!status.success());
+    assert!(
+        err.contains("--metrics is about the servers --spawn starts"),
+        "{err}"
+    );
+}

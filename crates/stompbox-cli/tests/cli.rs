@@ -1127,3 +1127,103 @@ fn the_deployment_example_config_and_unit_pass_check_together() {
     );
     assert_eq!(unit_setting(&unit, "LimitNOFILE"), "65536");
 }
+
+#[test]
+fn check_shows_the_metrics_section_with_the_token_redacted() {
+    let token = "metrics-check-token-0123456789";
+    let (status, out, err) = run(
+        &[
+            "serve",
+            "--check",
+            "--set",
+            "metrics.addr=127.0.0.1:9464",
+            "--set",
+            "metrics.max_destination_series=500",
+        ],
+        &[("STOMPBOX_METRICS_TOKEN", token)],
+    );
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains(
+            "[metrics]\nenabled = true\naddr = \"127.0.0.1:9464\"\ntoken = \"(set; not shown)\"\n\
+             per_destination = false\nmax_destination_series = 500\n"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains(token), "{out}");
+    assert!(!err.contains(token), "{err}");
+}
+
+#[test]
+fn invalid_metrics_settings_stop_start_up_naming_the_field() {
+    for (flags, env, expected) in [
+        (
+            &["--set", "metrics.max_destination_series=0"][..],
+            &[][..],
+            "metrics.max_destination_series: must be at least 1 (got 0); set by --set \
+             metrics.max_destination_series",
+        ),
+        (
+            &[],
+            &[("STOMPBOX_METRICS_MAX_DESTINATION_SERIES", "20000")],
+            "metrics.max_destination_series: must be at most 10000 (got 20000); set by \
+             environment variable STOMPBOX_METRICS_MAX_DESTINATION_SERIES",
+        ),
+        (
+            &["--set", "metrics.addr=metrics.internal"],
+            &[],
+            "metrics.addr: expected IP:port",
+        ),
+        (
+            &[],
+            &[("STOMPBOX_METRICS_TOKEN", "short")],
+            "metrics.token: must be at least 16 characters (got 5)",
+        ),
+        (
+            &["--set", "metrics.enabled=maybe"],
+            &[],
+            "metrics.enabled: invalid type",
+        ),
+    ] {
+        let mut args = vec!["serve", "--http", "127.0.0.1:0"];
+        args.extend_from_slice(flags);
+        let (status, out, err) = run(&args, env);
+        assert!(!status.success(), "{args:?} {env:?}: {out}");
+        assert!(!out.contains("listening"), "{out}");
+        assert!(err.contains(expected), "{args:?} {env:?}: {err}");
+    }
+}
+
+#[test]
+fn metrics_on_a_listener_of_its_own_ask_for_the_token() {
+    let token = "metrics-serve-token-0123456789";
+    let server = Server::start(
+        &["--http", "127.0.0.1:0", "--set", "metrics.addr=127.0.0.1:0"],
+        &[("STOMPBOX_METRICS_TOKEN", token)],
+    );
+    let metrics = server
+        .fields
+        .get("metrics")
+        .unwrap_or_else(|| panic!("no metrics= on the listening line: {:?}", server.fields))
+        .clone();
+    assert_ne!(metrics, server.fields["http"]);
+    let (status, response) = http_request(&metrics, "GET", "/metrics", &[], "");
+    assert_eq!(status, 401, "{response}");
+    let bearer = format!("Authorization: Bearer {token}");
+    let (status, response) = http_request(&metrics, "GET", "/metrics", &[&bearer], "");
+    assert_eq!(status, 200, "{response}");
+    assert!(response.contains("\nstompbox_sessions{"), "{response}");
+    let (status, err) = server.stop();
+    assert!(status.success(), "{err}");
+    assert!(!err.contains(token), "the token was logged:\n{err}");
+    assert!(err.contains("Prometheus metrics at"), "{err}");
+
+    // Without metrics.addr the line is as before.
+    let server = Server::start(&["--http", "127.0.0.1:0"], &[]);
+    assert!(
+        !server.fields.contains_key("metrics"),
+        "{:?}",
+        server.fields
+    );
+    server.stop();
+}

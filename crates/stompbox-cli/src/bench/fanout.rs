@@ -9,6 +9,7 @@
 
 use super::conn::{Conn, Delivery, Fleet, close_all, connect_all, unexpected};
 use super::report::{CpuMark, Errors, Histogram, Json, random_u64, rss_kib};
+use super::scrape::{self, MetricsArg};
 use super::server::{ConfigFile, toml_str};
 use super::{Out, Outcome, Spawn, Target, TargetArgs, failed, micros, since};
 use bytes::Bytes;
@@ -67,10 +68,11 @@ pub(crate) struct FanoutArgs {
     /// writes that server's --config itself.
     #[arg(long, value_name = "N", default_value_t = 0)]
     compare_rules: usize,
-    /// With --compare-rules: measure both servers this many times, each on
-    /// a freshly started server, alternating which goes first (without
-    /// rules first in odd rounds, with rules first in even ones), and report
-    /// the ratio of the means and each round's.
+    /// With --compare-rules or --metrics: measure both servers this many
+    /// times, each on a freshly started server, alternating which goes
+    /// first (without rules, or the first --metrics value, first in odd
+    /// rounds; the other in even ones), and report the ratio of the means
+    /// and each round's.
     #[arg(long, value_name = "R", default_value_t = 1)]
     compare_rounds: usize,
     /// With --spawn and a relay (--relay or --relay-mode): start this many
@@ -79,6 +81,15 @@ pub(crate) struct FanoutArgs {
     /// every message crosses the broker to reach the other instances.
     #[arg(long, value_name = "N", default_value_t = 1)]
     instances: usize,
+    /// With --spawn: measure one freshly started server per value, in this
+    /// order (comma-separated): `on` serves /metrics (metrics.enabled =
+    /// true) and the bench scrapes it every second during the measurement,
+    /// as Prometheus would; `off` sets metrics.enabled = false. Reports
+    /// deliveries/s of both and their ratio (--compare-rounds repeats the
+    /// pair). Without it the server keeps its own setting and nobody
+    /// scrapes.
+    #[arg(long = "metrics", value_name = "STATE", value_delimiter = ',')]
+    metrics: Vec<MetricsArg>,
 }
 
 /// Every run's topic is this prefix and a random suffix of hex digits.
@@ -205,6 +216,10 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
         .with("compare_rules", Json::uint(args.compare_rules as u64))
         .with("compare_rounds", Json::uint(args.compare_rounds as u64))
         .with("instances", Json::uint(args.instances as u64))
+        .with(
+            "metrics",
+            Json::Arr(args.metrics.iter().map(|m| Json::str(m.name())).collect()),
+        )
         .with("duration_secs", Json::uint(args.target.duration_secs));
     let rules = args.compare_rules;
     let rounds = args.compare_rounds;
@@ -237,6 +252,29 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
     if args.instances > 1 && rules > 0 {
         return Err("bench fanout: --instances and --compare-rules do not go together".into());
     }
+    let metrics = args.metrics.clone();
+    if !metrics.is_empty() {
+        if !args.target.spawn {
+            return Err(
+                "bench fanout: --metrics is about the servers --spawn starts; give --spawn too"
+                    .into(),
+            );
+        }
+        if rules > 0 {
+            return Err("bench fanout: --metrics and --compare-rules do not go together".into());
+        }
+        // The comparison pairs one server with metrics and one without.
+        if args.target.relay_modes.len() > 1 {
+            return Err("bench fanout: --metrics takes one --relay-mode at most".into());
+        }
+        if metrics
+            .iter()
+            .enumerate()
+            .any(|(i, m)| metrics[..i].contains(m))
+        {
+            return Err("bench fanout: --metrics lists each of on and off at most once".into());
+        }
+    }
     // Kept until the run ends: the rules servers read it at start-up.
     let rules_file = if rules > 0 {
         Some(ConfigFile::write(
@@ -249,7 +287,32 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
     // The servers to start, with their rule counts and rounds.
     let mut spawns = Vec::new();
     let mut kinds: Vec<(u64, usize)> = Vec::new();
+    // With --metrics: each spawned server's state and round.
+    let mut metric_kinds: Vec<(MetricsArg, usize)> = Vec::new();
     match &rules_file {
+        None if !metrics.is_empty() => {
+            for round in 1..=rounds {
+                // As for the rules: a machine getting slower or faster
+                // favours neither.
+                let mut order = metrics.clone();
+                if round % 2 == 0 {
+                    order.reverse();
+                }
+                for state in order {
+                    let variant = if rounds > 1 {
+                        format!("metrics-{}-round-{round}", state.name())
+                    } else {
+                        format!("metrics-{}", state.name())
+                    };
+                    spawns.push(Spawn {
+                        variant,
+                        args: state.server_args(),
+                        instances: args.instances,
+                    });
+                    metric_kinds.push((state, round));
+                }
+            }
+        }
         None => spawns.push(Spawn {
             instances: args.instances,
             ..Spawn::default()
@@ -300,6 +363,8 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
         |results, out| {
             if rules > 0 {
                 compare_rules(results, out)
+            } else if !metrics.is_empty() {
+                scrape::compare(results, out)
             } else {
                 super::compare_with_reference(results, "deliveries_per_sec", &urls, "fanout", out)
             }
@@ -308,6 +373,8 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
             let args = Arc::clone(&args);
             // Which spawned server it is, when rules are compared.
             let kind = target.spawn.and_then(|i| kinds.get(i)).copied();
+            let metric_kind = target.spawn.and_then(|i| metric_kinds.get(i)).copied();
+            let metrics_state = metric_kind.map(|(state, _)| state);
             async move {
                 // A comparison with rules that are not in force would
                 // compare the plain server with itself.
@@ -326,7 +393,25 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
                         "access rules in force: a SUBSCRIBE that no rule allows was refused"
                     );
                 }
-                let mut outcome = measure(target, &args, out).await;
+                if metrics_state == Some(MetricsArg::Off) {
+                    if let Err(e) = scrape::check_off(&target.url).await {
+                        let json = Json::obj()
+                            .with("target", Json::str(target.label.as_str()))
+                            .with("metrics", Json::str("off"));
+                        return failed(out, json, e);
+                    }
+                    say!(out, "metrics off: GET /metrics answered 404");
+                }
+                let mut outcome = match metrics_state {
+                    Some(MetricsArg::On) => measure_scraped(target, &args, out).await,
+                    _ => measure(target, &args, out).await,
+                };
+                if let Some((state, round)) = metric_kind {
+                    outcome.json = outcome
+                        .json
+                        .with("metrics", Json::str(state.name()))
+                        .with("round", Json::uint(round as u64));
+                }
                 if let Some((n, round)) = kind {
                     outcome.json = outcome
                         .json
@@ -338,6 +423,54 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
         },
     )
     .await
+}
+
+/// [`measure`] while the target's `/metrics` is scraped every second; a
+/// failed scrape fails the measurement, as the figures would then not be
+/// those of a scraped server.
+async fn measure_scraped(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
+    let addr = match scrape::http_addr(&target.url) {
+        Ok(addr) => addr,
+        Err(e) => {
+            let json = Json::obj().with("target", Json::str(target.label.as_str()));
+            return failed(out, json, e);
+        }
+    };
+    let (stop, stopped) = watch::channel(false);
+    let scraper = scrape::start(addr, stopped);
+    let mut outcome = measure(target, args, out).await;
+    let _ = stop.send(true);
+    let scrapes = match scraper.await {
+        Ok(scrapes) => scrapes,
+        Err(e) => {
+            let mut scrapes = scrape::Scrapes::default();
+            scrapes.errors.add(format!("the scraper failed: {e}"));
+            scrapes
+        }
+    };
+    say!(out, "{}", scrapes.line());
+    for line in scrapes.errors.lines() {
+        say!(out, "  scrape error: {line}");
+    }
+    if !scrapes.errors.is_empty() || scrapes.ok == 0 {
+        let reason = format!(
+            "{} of {} scrapes of /metrics failed",
+            scrapes.errors.total(),
+            scrapes.ok + scrapes.errors.total()
+        );
+        say!(out, "FAILED: {reason}");
+        let failure = match outcome.json.get("failure").and_then(Json::as_str) {
+            Some(earlier) => format!("{earlier}; {reason}"),
+            None => reason,
+        };
+        outcome.ok = false;
+        outcome.json = outcome
+            .json
+            .set("ok", Json::Bool(false))
+            .set("failure", Json::Str(failure));
+    }
+    outcome.json = outcome.json.with("scrapes", scrapes.to_json());
+    outcome
 }
 
 /// Checks that the server refuses a SUBSCRIBE no rule allows: the rules of

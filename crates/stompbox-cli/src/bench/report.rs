@@ -78,6 +78,18 @@ impl Json {
         }
         self
     }
+
+    /// Sets a member of an object, replacing the one of that name if any.
+    #[must_use]
+    pub(crate) fn set(mut self, key: &'static str, value: Json) -> Json {
+        if let Json::Obj(members) = &mut self {
+            match members.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, old)) => *old = value,
+                None => members.push((key, value)),
+            }
+        }
+        self
+    }
 }
 
 fn write_json_str(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {

@@ -13,7 +13,7 @@ use toml::Table;
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a table of sections ([server], [auth], [app], [limits], [heartbeat], [broker], [relay], [demo])"
+    expecting = "a table of sections ([server], [auth], [app], [limits], [heartbeat], [broker], [relay], [demo], [metrics])"
 )]
 pub(super) struct FileConfig {
     #[serde(default)]
@@ -33,6 +33,8 @@ pub(super) struct FileConfig {
     pub(super) relay: Option<RelaySection>,
     #[serde(default)]
     pub(super) demo: DemoSection,
+    #[serde(default)]
+    pub(super) metrics: MetricsSection,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -140,6 +142,21 @@ pub(super) struct AppSection {
 #[serde(deny_unknown_fields, expecting = "a table of [demo] settings")]
 pub(super) struct DemoSection {
     pub(super) chat: Option<bool>,
+}
+
+/// `[metrics]`: the settings of [`stompbox::MetricsConfig`]. `addr` and
+/// `token` are empty strings when off, as an absent value could not be
+/// listed as a key.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table of [metrics] settings")]
+pub(super) struct MetricsSection {
+    pub(super) enabled: Option<bool>,
+    /// Empty: /metrics only on server.http.
+    pub(super) addr: Option<String>,
+    /// Empty: no token asked for.
+    pub(super) token: Option<String>,
+    pub(super) per_destination: Option<bool>,
+    pub(super) max_destination_series: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -388,6 +405,7 @@ impl FileConfig {
             demo: DemoSection {
                 chat: Some(settings.demo_chat),
             },
+            metrics: MetricsSection::from_config(&c.metrics),
         }
     }
 

@@ -14,6 +14,7 @@ mod check;
 mod file;
 mod layers;
 mod listener;
+mod metrics;
 mod relay;
 #[cfg(test)]
 mod tests;
@@ -120,8 +121,8 @@ const BROKER_AVAILABLE_LINE: &str = "stompbox broker available";
 const BROKER_UNAVAILABLE_LINE: &str = "stompbox broker unavailable";
 
 impl Settings {
-    /// A copy safe to print: API tokens, passcodes, the JWT secret and
-    /// password hashes are secrets. (A hash lets whoever sees it try
+    /// A copy safe to print: API tokens, the metrics token, passcodes, the
+    /// JWT secret and password hashes are secrets. (A hash lets whoever sees it try
     /// passwords offline.)
     fn redacted(&self) -> Settings {
         let mut copy = self.clone();
@@ -146,6 +147,9 @@ impl Settings {
             for user in &mut passwords.users {
                 user.password_hash = REDACTED.to_owned();
             }
+        }
+        if copy.server.metrics.token.is_some() {
+            copy.server.metrics.token = Some(REDACTED.to_owned());
         }
         if let Some(relay) = &mut copy.server.relay {
             if relay.client_passcode.is_some() {
@@ -250,12 +254,14 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
     let tcp = server
         .tcp_addr()
         .map_or_else(|| "off".to_owned(), |a| a.to_string());
-    print_line(&listening_line(
-        &http.to_string(),
-        &ws_path,
-        &tcp,
-        config.tls.is_some(),
-    ));
+    let mut line = listening_line(&http.to_string(), &ws_path, &tcp, config.tls.is_some());
+    // Only with a listener of its own, so the line is unchanged otherwise;
+    // with port 0 this is the one place the bound port shows.
+    let metrics_addr = server.metrics_addr();
+    if let Some(addr) = metrics_addr {
+        line.push_str(&format!(" metrics={addr}"));
+    }
+    print_line(&line);
     if let Some(availability) = availability {
         tokio::spawn(announce_availability(availability));
     }
@@ -271,6 +277,18 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     if config.api_token.is_some() || !config.api_tokens.is_empty() {
         tracing::info!("HTTP publish API at {web}://{http}/api/publish");
+    }
+    if config.metrics.enabled {
+        let at = metrics_addr.map_or_else(
+            || format!("{web}://{http}/metrics"),
+            |addr| format!("{web}://{addr}/metrics"),
+        );
+        let token = if config.metrics.token.is_some() {
+            "Bearer token required"
+        } else {
+            "no token (metrics.token)"
+        };
+        tracing::info!("Prometheus metrics at {at}, {token}");
     }
     server
         .run_until(shutdown)

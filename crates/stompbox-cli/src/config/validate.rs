@@ -6,6 +6,7 @@ use super::auth::auth_config;
 use super::check::{Check, MIN_TOKEN_CHARS, Problems, as_dir, interval, overlap};
 use super::file::{BrokerSection, FileConfig};
 use super::listener;
+use super::metrics::metrics;
 use super::relay::relay;
 use std::time::Duration;
 use stompbox::ServerConfig;
@@ -30,6 +31,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Problems> {
         broker,
         relay: relay_section,
         demo,
+        metrics: metrics_section,
     } = file;
 
     // [server]
@@ -390,6 +392,18 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Problems> {
             );
         }
     }
+
+    // [metrics]
+    let listeners: Vec<(&'static str, std::net::SocketAddr)> =
+        std::iter::once(("server.http", c.http_addr))
+            .chain(c.tcp_addr.map(|tcp| ("server.tcp", tcp)))
+            .collect();
+    c.metrics = metrics(
+        &mut check,
+        metrics_section,
+        &listeners,
+        c.api_token.as_deref(),
+    );
 
     if check.problems.is_empty() {
         Ok(Settings {
