@@ -4,9 +4,9 @@
 use crate::admission::{AddressLimits, UserSessions};
 use crate::app::{App, Messaging};
 use crate::auth::Authenticator;
-use crate::broker::Broker;
 use crate::broker::embedded::EmbeddedBroker;
 use crate::broker::relay::RelayBroker;
+use crate::broker::{Broker, BrokerError, BrokerStats, DestinationStats};
 use crate::budget::Budget;
 use crate::config::ServerConfig;
 use crate::listener::{accept_tcp, listen, serve_http};
@@ -347,6 +347,28 @@ impl Server {
         self.shared.broker.availability()
     }
 
+    /// What the message broker holds now (see [`Broker::stats`]).
+    pub fn broker_stats(&self) -> BrokerStats {
+        self.shared.broker.stats()
+    }
+
+    /// The broker's busiest `limit` destinations (see
+    /// [`Broker::destinations`]).
+    pub fn broker_destinations(&self, limit: usize) -> Vec<DestinationStats> {
+        self.shared.broker.destinations(limit)
+    }
+
+    /// Removes the messages waiting in a queue (see [`Broker::purge`]);
+    /// answers how many.
+    ///
+    /// # Errors
+    ///
+    /// The broker's refusal: not a queue, no such queue, or a broker that
+    /// cannot purge (the relay).
+    pub async fn purge_queue(&self, destination: &str) -> Result<usize, BrokerError> {
+        self.shared.broker.purge(destination).await
+    }
+
     /// Reloads the TLS certificate and key from their files (say on
     /// SIGHUP), when the server has TLS; sessions already open go on.
     pub fn tls_reloader(&self) -> Option<TlsReloader> {
@@ -419,6 +441,28 @@ impl ServerHandle {
     /// Current counters.
     pub fn stats(&self) -> Stats {
         stats(&self.shared)
+    }
+
+    /// What the message broker holds now (see [`Broker::stats`]).
+    pub fn broker_stats(&self) -> BrokerStats {
+        self.shared.broker.stats()
+    }
+
+    /// The broker's busiest `limit` destinations (see
+    /// [`Broker::destinations`]).
+    pub fn broker_destinations(&self, limit: usize) -> Vec<DestinationStats> {
+        self.shared.broker.destinations(limit)
+    }
+
+    /// Removes the messages waiting in a queue (see [`Broker::purge`]);
+    /// answers how many.
+    ///
+    /// # Errors
+    ///
+    /// The broker's refusal: not a queue, no such queue, or a broker that
+    /// cannot purge (the relay).
+    pub async fn purge_queue(&self, destination: &str) -> Result<usize, BrokerError> {
+        self.shared.broker.purge(destination).await
     }
 
     /// Reloads the TLS certificate and key from their files, when the

@@ -4,6 +4,9 @@
 pub mod embedded;
 mod message;
 pub mod relay;
+mod stats;
+
+pub use stats::{BrokerStats, DestinationKind, DestinationStats, RelayStats};
 
 use crate::outbox::Outbox;
 use bytes::Bytes;
@@ -175,9 +178,15 @@ pub enum BrokerError {
     #[error("message broker refused: {0}")]
     Refused(String),
     /// A request this session cannot make, with the reason (relay only: a
-    /// durable subscription of an anonymous session).
+    /// durable subscription of an anonymous session), or an operation the
+    /// broker does not offer (a relay cannot purge a queue).
     #[error("{0}")]
     NotAllowed(String),
+    /// A destination the broker does not hold (an operator's purge of a
+    /// queue that does not exist, or no longer: an embedded queue goes
+    /// once it is empty and unconsumed).
+    #[error("no destination '{0}' on this broker")]
+    UnknownDestination(String),
 }
 
 /// A subscription request, validated by the session.
@@ -256,6 +265,41 @@ pub trait Broker: Send + Sync + 'static {
     fn check_destination(&self, destination: &str) -> Result<(), BrokerError> {
         let _ = destination;
         Ok(())
+    }
+
+    /// What the broker holds now, for an operator (metrics, the admin
+    /// page). Cheap enough to call every second. The default (a broker
+    /// that keeps no figures) is all zeros.
+    fn stats(&self) -> BrokerStats {
+        BrokerStats::default()
+    }
+
+    /// At most `limit` destinations, the busiest first: by waiting plus
+    /// unacknowledged messages, then subscribers, then name, so that a cap
+    /// keeps the ones an operator cares about. It walks the destinations
+    /// (bounded in memory by `limit`), so call it for a capped listing, not
+    /// on every publish. The default lists none.
+    fn destinations(&self, limit: usize) -> Vec<DestinationStats> {
+        let _ = limit;
+        Vec::new()
+    }
+
+    /// Removes the messages waiting in a queue, as RabbitMQ's purge does:
+    /// messages delivered and not yet acknowledged stay with their
+    /// consumers (and come back on NACK or disconnect). Answers how many
+    /// were removed.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError::InvalidDestination`] for a destination that is not a
+    /// queue, [`BrokerError::UnknownDestination`] for a queue the broker
+    /// does not hold, and [`BrokerError::NotAllowed`] from a broker that
+    /// cannot purge (the default, and the relay: STOMP has no purge).
+    fn purge<'a>(&'a self, destination: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        let refused = BrokerError::NotAllowed(format!(
+            "this broker cannot purge '{destination}': purge it in the broker's own console"
+        ));
+        Box::pin(std::future::ready(Err(refused)))
     }
 }
 

@@ -7,20 +7,22 @@
 //! to the relay without a change.
 
 mod queue;
+mod stats;
 mod subscription;
 mod topic;
 
 use super::message::{self, Message};
 use super::{
-    AckMode, AckTarget, BoxFuture, Broker, BrokerError, BrokerMemory, BrokerSession, Publish,
-    SessionContext, SubscribeRequest,
+    AckMode, AckTarget, BoxFuture, Broker, BrokerError, BrokerMemory, BrokerSession, BrokerStats,
+    DestinationStats, Publish, SessionContext, SubscribeRequest,
 };
 use crate::budget::Budget;
 use bytes::{BufMut, Bytes, BytesMut};
 use queue::{Enqueued, Queue, QueueLimits};
+use stats::Counters;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use stompbox_codec::Headers;
 use subscription::{PendingSet, Source, Subscription, TopicHolders, UnackedBudgets};
 use topic::TopicRegistry;
@@ -109,6 +111,8 @@ struct Shared {
     topic_holders: Arc<TopicHolders>,
     message_prefix: String,
     next_message: AtomicU64,
+    /// Figures for an operator, kept as things change.
+    counters: Arc<Counters>,
 }
 
 /// The embedded in-memory broker.
@@ -150,6 +154,7 @@ impl EmbeddedBroker {
                 topic_holders: Arc::default(),
                 message_prefix: format!("{epoch:x}-"),
                 next_message: AtomicU64::new(1),
+                counters: Arc::default(),
             }),
         }
     }
@@ -175,8 +180,12 @@ impl Shared {
             .then_some(Kind::Queue)
     }
 
+    fn lock_queues(&self) -> MutexGuard<'_, HashMap<Box<str>, Arc<Queue>>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn queue(&self, name: &str) -> Result<Arc<Queue>, BrokerError> {
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queues = self.lock_queues();
         if let Some(queue) = queues.get(name) {
             return Ok(Arc::clone(queue));
         }
@@ -191,16 +200,25 @@ impl Shared {
                 max_messages: self.config.max_queue_messages,
                 max_bytes: self.config.max_queue_bytes,
                 total: Arc::clone(&self.queued_bytes),
+                counters: Arc::clone(&self.counters),
             },
         ));
         queues.insert(name.into(), Arc::clone(&queue));
+        self.counters.queues.fetch_add(1, Ordering::Relaxed);
         Ok(queue)
     }
 
     fn drop_queue_if_unused(&self, queue: &Queue) {
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        if queue.delete_if_unused() {
+        let mut queues = self.lock_queues();
+        // Only the queue registered under its name is counted out: a stale
+        // handle's queue left the registry already.
+        if queue.delete_if_unused()
+            && queues
+                .get(&queue.name)
+                .is_some_and(|q| std::ptr::eq(&**q, queue))
+        {
             queues.remove(&queue.name);
+            self.counters.queues.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -312,6 +330,22 @@ impl Broker for EmbeddedBroker {
         }
     }
 
+    fn stats(&self) -> BrokerStats {
+        self.shared.stats()
+    }
+
+    fn destinations(&self, limit: usize) -> Vec<DestinationStats> {
+        self.shared.destinations(limit)
+    }
+
+    /// Purges a queue by its name (`/queue/jobs`). A user destination
+    /// answers `Ok(0)`: messages for a user go straight to its sessions and
+    /// never wait. An unknown queue is
+    /// [`BrokerError::UnknownDestination`].
+    fn purge<'a>(&'a self, destination: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        Box::pin(std::future::ready(self.shared.purge(destination)))
+    }
+
     fn prefixes(&self) -> Vec<String> {
         let config = &self.shared.config;
         config
@@ -373,6 +407,7 @@ impl EmbeddedSession {
                     topic: Arc::clone(&self.shared.topic_unacked_bytes),
                     session_topic: Arc::clone(&self.topic_unacked),
                     holders: Arc::clone(&self.shared.topic_holders),
+                    counters: Arc::clone(&self.shared.counters),
                 })),
                 cancelled: std::sync::atomic::AtomicBool::new(false),
             })
@@ -410,12 +445,20 @@ impl EmbeddedSession {
             None => return Err(BrokerError::InvalidDestination(destination.to_owned())),
         };
         self.by_key.insert(key, request.id.clone());
+        self.shared
+            .counters
+            .subscriptions
+            .fetch_add(1, Ordering::Relaxed);
         Ok(subscription)
     }
 
     fn remove(&mut self, subscription: &Arc<Subscription>) {
         subscription.cancel();
         self.by_key.remove(&subscription.key);
+        self.shared
+            .counters
+            .subscriptions
+            .fetch_sub(1, Ordering::Relaxed);
         match &subscription.source {
             Source::Topic { routing_key } => {
                 if topic::is_pattern(routing_key) {

@@ -1,11 +1,13 @@
 //! Point-to-point queues: each message goes to one consumer, in turn, and is
 //! held while no consumer can take it.
 
+use super::stats::Counters;
 use super::subscription::{DeliveryError, HOLD_OVERHEAD, Pending, Subscription};
 use crate::broker::message::Message;
 use crate::broker::{BrokerError, QueueLimit};
 use crate::budget::Budget;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Debug)]
@@ -35,6 +37,8 @@ pub(crate) struct QueueLimits {
     /// Memory of every queue message of the broker from SEND until it is
     /// acknowledged (waiting or delivered and unacknowledged), shared.
     pub(crate) total: Arc<Budget>,
+    /// The broker's figures for an operator.
+    pub(crate) counters: Arc<Counters>,
 }
 
 /// What a waiting message counts against the limits.
@@ -47,6 +51,18 @@ pub(crate) struct Queue {
     pub(crate) name: Box<str>,
     limits: QueueLimits,
     state: Mutex<State>,
+    /// Messages of this queue delivered and not yet acknowledged; kept by
+    /// their pending entries, outside the state lock.
+    unacked: AtomicUsize,
+}
+
+/// One queue's figures at one moment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueFigures {
+    pub(crate) consumers: usize,
+    pub(crate) ready: usize,
+    pub(crate) ready_bytes: usize,
+    pub(crate) unacked: usize,
 }
 
 /// The outcome of an enqueue.
@@ -63,6 +79,7 @@ impl Queue {
             name: name.into(),
             limits,
             state: Mutex::new(State::default()),
+            unacked: AtomicUsize::new(0),
         }
     }
 
@@ -97,6 +114,7 @@ impl Queue {
             message,
             redelivered: false,
         });
+        self.limits.counters.ready.fetch_add(1, Ordering::Relaxed);
         dispatch(&mut state, &self.limits);
         Ok(Enqueued::Done)
     }
@@ -139,6 +157,56 @@ impl Queue {
         dispatch(&mut self.lock(), &self.limits);
     }
 
+    /// A message of this queue was delivered in a client ack mode and is
+    /// pending until acknowledged.
+    pub(crate) fn unacked_added(&self) {
+        self.unacked.fetch_add(1, Ordering::Relaxed);
+        self.limits
+            .counters
+            .queue_unacked
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A pending message of this queue went (acknowledged, requeued, or its
+    /// subscription closed).
+    pub(crate) fn unacked_removed(&self) {
+        self.unacked.fetch_sub(1, Ordering::Relaxed);
+        self.limits
+            .counters
+            .queue_unacked
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Removes every waiting message and gives back its memory; the
+    /// delivered, unacknowledged ones stay with their consumers. Returns
+    /// how many went.
+    pub(crate) fn purge(&self) -> usize {
+        let removed = {
+            let mut state = self.lock();
+            let removed = std::mem::take(&mut state.ready);
+            self.limits.total.release(state.ready_bytes);
+            state.ready_bytes = 0;
+            removed
+        };
+        self.limits
+            .counters
+            .ready
+            .fetch_sub(removed.len(), Ordering::Relaxed);
+        // The messages themselves are freed here, with no lock held.
+        removed.len()
+    }
+
+    /// Consumers, waiting messages and unacknowledged ones now.
+    pub(crate) fn figures(&self) -> QueueFigures {
+        let state = self.lock();
+        QueueFigures {
+            consumers: state.consumers.len(),
+            ready: state.ready.len(),
+            ready_bytes: state.ready_bytes,
+            unacked: self.unacked.load(Ordering::Relaxed),
+        }
+    }
+
     /// Marks the queue deleted if nothing is in it and nobody consumes it.
     pub(crate) fn delete_if_unused(&self) -> bool {
         let mut state = self.lock();
@@ -153,6 +221,10 @@ impl Queue {
 /// moment: they were accepted once and must not be lost. Their memory moves
 /// from the pending entry back to the queue.
 fn requeue_front(state: &mut State, pending: Vec<Pending>, limits: &QueueLimits) {
+    limits
+        .counters
+        .ready
+        .fetch_add(pending.len(), Ordering::Relaxed);
     for p in pending.into_iter().rev() {
         let message = Arc::clone(&p.message);
         let size = held(&message);
@@ -188,6 +260,7 @@ fn dispatch(state: &mut State, limits: &QueueLimits) {
                 // charge of the queues' budget; the waiting one goes.
                 state.ready_bytes -= size;
                 limits.total.release(size);
+                limits.counters.ready.fetch_sub(1, Ordering::Relaxed);
                 state.next = (index + 1) % count;
             }
             Err(DeliveryError::Full) => {

@@ -2,12 +2,14 @@
 //! how to encode, and the messages it has not acknowledged yet.
 
 use super::queue::Queue;
+use super::stats::Counters;
 use crate::broker::AckMode;
 use crate::broker::message::{DeliveryHeaders, Message, Tails};
 use crate::budget::Budget;
 use crate::outbox::{Outbox, PushError};
 use bytes::Bytes;
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use stompbox_codec::Version;
 
@@ -78,12 +80,18 @@ impl TopicHolders {
 /// The server-wide charge of a pending message.
 #[derive(Debug)]
 enum SharedCharge {
-    /// A queue message stays under the queues' budget until acknowledged.
-    Queue(Arc<Budget>),
+    /// A queue message stays under the queues' budget until acknowledged,
+    /// and counts among its queue's unacknowledged messages.
+    Queue(Arc<Queue>),
     /// A topic message is charged once to the server-wide unacknowledged
     /// budget however many subscribers hold it, and to the session's own
-    /// count of topic bytes (see [`TopicHolders`]).
-    Topic(Arc<Budget>, Arc<Budget>),
+    /// count of topic bytes (see [`TopicHolders`]); each holder counts
+    /// once in the broker's unacknowledged topic deliveries.
+    Topic {
+        budget: Arc<Budget>,
+        session_topic: Arc<Budget>,
+        counters: Arc<Counters>,
+    },
 }
 
 /// Which cap refused a pending entry.
@@ -118,9 +126,9 @@ impl Pending {
             // Accepted once under the queues' budget at SEND: it must not
             // be refused now, only moved from ready to pending.
             Source::Queue(queue) => {
-                let budget = Arc::clone(queue.budget());
-                budget.force_take(charge);
-                SharedCharge::Queue(budget)
+                queue.budget().force_take(charge);
+                queue.unacked_added();
+                SharedCharge::Queue(Arc::clone(queue))
             }
             Source::Topic { .. } | Source::User { .. } => {
                 let budget = Arc::clone(&budgets.topic);
@@ -136,7 +144,12 @@ impl Pending {
                 }
                 *holders += 1;
                 budgets.session_topic.force_take(charge);
-                SharedCharge::Topic(budget, Arc::clone(&budgets.session_topic))
+                budgets.counters.topic_unacked.fetch_add(1, Relaxed);
+                SharedCharge::Topic {
+                    budget,
+                    session_topic: Arc::clone(&budgets.session_topic),
+                    counters: Arc::clone(&budgets.counters),
+                }
             }
         };
         Ok(Pending {
@@ -152,8 +165,16 @@ impl Drop for Pending {
     fn drop(&mut self) {
         self.session.release(self.charge);
         match &self.shared {
-            SharedCharge::Queue(budget) => budget.release(self.charge),
-            SharedCharge::Topic(budget, session_topic) => {
+            SharedCharge::Queue(queue) => {
+                queue.budget().release(self.charge);
+                queue.unacked_removed();
+            }
+            SharedCharge::Topic {
+                budget,
+                session_topic,
+                counters,
+            } => {
+                counters.topic_unacked.fetch_sub(1, Relaxed);
                 session_topic.release(self.charge);
                 let mut holders = lock(&self.message.unacked_holders);
                 *holders = holders.saturating_sub(1);
@@ -190,6 +211,8 @@ pub(crate) struct UnackedBudgets {
     pub(crate) session_topic: Arc<Budget>,
     /// Every session's `session_topic`, for the server-wide cap.
     pub(crate) holders: Arc<TopicHolders>,
+    /// The broker's figures for an operator.
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl PendingSet {
@@ -210,6 +233,7 @@ impl Default for PendingSet {
             topic: Arc::new(Budget::new(usize::MAX)),
             session_topic: Arc::new(Budget::new(usize::MAX)),
             holders: Arc::default(),
+            counters: Arc::default(),
         })
     }
 }
@@ -406,6 +430,15 @@ impl Subscription {
             .iter()
             .find(|(_, p)| p.message.id.as_ref() == message_id)
             .map(|(tag, _)| *tag)
+    }
+
+    /// Messages delivered to this subscription and not yet acknowledged;
+    /// nothing to look up in `ack:auto` mode, which holds none.
+    pub(crate) fn unacked(&self) -> usize {
+        if self.ack == AckMode::Auto {
+            return 0;
+        }
+        self.pending().by_tag.len()
     }
 
     /// Takes every pending message, oldest first (on unsubscribe or close).

@@ -10,9 +10,10 @@
 //! trie under the write lock; a publish collects its matches under a short
 //! read lock and delivers with no lock held.
 
-use super::subscription::Subscription;
+use super::subscription::{Source, Subscription};
 use few::Few;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 mod few;
@@ -50,37 +51,47 @@ impl Node {
     }
 
     /// Removes `subscription` from the end of `path`, then every node the
-    /// removal left empty, so memory goes back. True when `self` is empty.
-    /// The recursion is as deep as the pattern has words, which the session
+    /// removal left empty, so memory goes back. True when `self` is empty;
+    /// `ended` is set when the pattern lost its last subscriber. The
+    /// recursion is as deep as the pattern has words, which the session
     /// caps (`EmbeddedConfig::max_pattern_words`).
-    fn remove(&mut self, path: &[Word<'_>], subscription: usize) -> bool {
+    fn remove(&mut self, path: &[Word<'_>], subscription: usize, ended: &mut bool) -> bool {
         match path.split_first() {
             None => {
-                self.subscriptions.remove(&subscription);
+                *ended = self.subscriptions.remove(&subscription).is_some()
+                    && self.subscriptions.is_empty();
             }
             Some((Word::Literal(w), rest)) => {
                 if let Some(child) = self.literal.get_mut(*w)
-                    && child.remove(rest, subscription)
+                    && child.remove(rest, subscription, ended)
                 {
                     self.literal.remove(*w);
                 }
             }
             Some((Word::Star, rest)) => {
                 if let Some(child) = &mut self.star
-                    && child.remove(rest, subscription)
+                    && child.remove(rest, subscription, ended)
                 {
                     self.star = None;
                 }
             }
             Some((Word::Hash, rest)) => {
                 if let Some(child) = &mut self.hash
-                    && child.remove(rest, subscription)
+                    && child.remove(rest, subscription, ended)
                 {
                     self.hash = None;
                 }
             }
         }
         self.is_empty()
+    }
+
+    fn children(&self) -> impl Iterator<Item = &Node> {
+        self.literal
+            .values()
+            .map(|b| &**b)
+            .chain(self.star.as_deref())
+            .chain(self.hash.as_deref())
     }
 }
 
@@ -203,6 +214,22 @@ fn dedup_hash_nodes(reached: &mut Reached<'_>) {
 #[derive(Debug, Default)]
 pub(crate) struct TopicRegistry {
     inner: RwLock<Registry>,
+    /// Exact routing keys with subscribers, and patterns (canonical) with
+    /// subscribers: changed under the write lock, read without any lock.
+    keys: AtomicUsize,
+    patterns: AtomicUsize,
+}
+
+/// One destination of a registry, for an operator.
+#[derive(Debug)]
+pub(crate) struct TopicFigures<'a> {
+    /// The routing key; for a pattern, the (least, by name) one its
+    /// subscribers subscribed with, as equivalent spellings (`#.#`, `#`)
+    /// share one entry.
+    pub(crate) routing_key: &'a str,
+    pub(crate) pattern: bool,
+    pub(crate) subscribers: usize,
+    pub(crate) unacked: usize,
 }
 
 /// True when a routing key has a `*` or `#` word, which makes a subscription
@@ -238,6 +265,9 @@ impl TopicRegistry {
                 node = node.child_mut(word);
             }
             let identity = identity(&subscription);
+            if node.subscriptions.is_empty() {
+                self.patterns.fetch_add(1, Ordering::Relaxed);
+            }
             node.subscriptions
                 .get_or_insert_with(&identity, || identity, || subscription);
         } else {
@@ -253,7 +283,13 @@ impl TopicRegistry {
                 .into_iter()
                 .chain([subscription])
                 .collect();
-            registry.exact.insert(routing_key.into(), list.into());
+            if registry
+                .exact
+                .insert(routing_key.into(), list.into())
+                .is_none()
+            {
+                self.keys.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -261,7 +297,13 @@ impl TopicRegistry {
         if is_pattern(routing_key) {
             let path = canonical(routing_key);
             let mut registry = self.write();
-            registry.patterns.remove(&path, identity(subscription));
+            let mut ended = false;
+            registry
+                .patterns
+                .remove(&path, identity(subscription), &mut ended);
+            if ended {
+                self.patterns.fetch_sub(1, Ordering::Relaxed);
+            }
             return;
         }
         let mut registry = self.write();
@@ -273,9 +315,52 @@ impl TopicRegistry {
                 .collect();
             if list.is_empty() {
                 registry.exact.remove(routing_key);
+                self.keys.fetch_sub(1, Ordering::Relaxed);
             } else {
                 registry.exact.insert(routing_key.into(), list.into());
             }
+        }
+    }
+
+    /// Routing keys and patterns with subscribers now, counted as they
+    /// come and go (no lock).
+    pub(crate) fn destination_count(&self) -> usize {
+        self.keys.load(Ordering::Relaxed) + self.patterns.load(Ordering::Relaxed)
+    }
+
+    /// Calls `visit` for every routing key and pattern with subscribers,
+    /// under the read lock: publishes go on meanwhile, subscribes and
+    /// unsubscribes wait. The work is one step per key, trie node and
+    /// client-ack subscriber (whose pending messages are counted); nothing
+    /// is allocated but the walk's stack.
+    pub(crate) fn for_each_destination(&self, mut visit: impl FnMut(TopicFigures<'_>)) {
+        let registry = self.read();
+        for (key, subscribers) in &registry.exact {
+            visit(TopicFigures {
+                routing_key: key,
+                pattern: false,
+                subscribers: subscribers.len(),
+                unacked: subscribers.iter().map(|s| s.unacked()).sum(),
+            });
+        }
+        let mut stack = vec![&registry.patterns];
+        while let Some(node) = stack.pop() {
+            stack.extend(node.children());
+            let name = node
+                .subscriptions
+                .values()
+                .filter_map(|s| match &s.source {
+                    Source::Topic { routing_key } => Some(&**routing_key),
+                    _ => None,
+                })
+                .min();
+            let Some(name) = name else { continue };
+            visit(TopicFigures {
+                routing_key: name,
+                pattern: true,
+                subscribers: node.subscriptions.values().count(),
+                unacked: node.subscriptions.values().map(|s| s.unacked()).sum(),
+            });
         }
     }
 

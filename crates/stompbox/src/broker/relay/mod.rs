@@ -9,14 +9,21 @@
 mod pool;
 mod session;
 mod shared_session;
+mod stats;
 mod system;
 mod upstream;
 
-use super::{BoxFuture, Broker, BrokerError, BrokerSession, Publish, SessionContext};
+use super::stats::Busiest;
+use super::{
+    BoxFuture, Broker, BrokerError, BrokerSession, BrokerStats, DestinationKind, DestinationStats,
+    Publish, RelayStats, SessionContext,
+};
 use pool::Pool;
 use session::RelaySession;
 use shared_session::SharedSession;
+use stats::RelayCounters;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use stompbox_codec::{Command, header};
 use system::SystemConnection;
@@ -581,16 +588,18 @@ pub struct RelayBroker {
     /// The system connection is up, and in shared mode a pool link too.
     available: watch::Receiver<bool>,
     stop: watch::Sender<bool>,
+    counters: Arc<RelayCounters>,
 }
 
 impl RelayBroker {
     /// Starts the relay: the system connection begins connecting (and
     /// retrying) in the background.
     pub fn start(config: RelayConfig) -> RelayBroker {
-        let system = SystemConnection::new(config.clone());
+        let counters = Arc::new(RelayCounters::default());
+        let system = SystemConnection::new(config.clone(), Arc::clone(&counters));
         let (stop, stopped) = watch::channel(false);
         let pool = (config.mode == RelayMode::Shared)
-            .then(|| Pool::start(config.clone(), stopped.clone()));
+            .then(|| Pool::start(config.clone(), Arc::clone(&counters), stopped.clone()));
         let available = match &pool {
             Some(pool) => both_up(system.availability(), pool.watch_links(), stopped.clone()),
             None => system.availability(),
@@ -602,6 +611,7 @@ impl RelayBroker {
             pool,
             available,
             stop,
+            counters,
         }
     }
 
@@ -655,7 +665,7 @@ impl Broker for RelayBroker {
                 let session = SharedSession::open(Arc::clone(pool), context);
                 return Ok(Box::new(session) as Box<dyn BrokerSession>);
             }
-            let session = RelaySession::open(&self.config, context).await?;
+            let session = RelaySession::open(&self.config, &self.counters, context).await?;
             Ok(Box::new(session) as Box<dyn BrokerSession>)
         })
     }
@@ -692,6 +702,82 @@ impl Broker for RelayBroker {
 
     fn prefixes(&self) -> Vec<String> {
         self.config.prefixes.clone()
+    }
+
+    /// The relay's links and what it holds at the broker. Queues live in
+    /// the broker, so `queues` and the message counts are 0; in shared
+    /// mode `destinations` counts the shared topic subscriptions.
+    fn stats(&self) -> BrokerStats {
+        let c = &self.counters;
+        let subscriptions = c.subscriptions.load(Ordering::Relaxed);
+        let mut relay = RelayStats {
+            available: *self.available.borrow(),
+            broker_connections: c.broker_connections.load(Ordering::Relaxed),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+            connection_failures: c.connection_failures.load(Ordering::Relaxed),
+            ..RelayStats::default()
+        };
+        let mut destinations = 0;
+        match &self.pool {
+            Some(pool) => {
+                let figures = pool.figures();
+                relay.mode = "shared";
+                relay.links_up = figures.links_up;
+                relay.links_total = figures.links_total;
+                relay.upstream_subscriptions = figures.upstream_subscriptions;
+                relay.relayed_topic_subscribers = c.topic_subscribers.load(Ordering::Relaxed);
+                destinations = figures.topics;
+            }
+            None => {
+                relay.mode = "per-session";
+                relay.upstream_subscriptions = subscriptions;
+            }
+        }
+        BrokerStats {
+            destinations,
+            subscriptions,
+            relay: Some(relay),
+            ..BrokerStats::default()
+        }
+    }
+
+    /// In shared mode, the shared topic subscriptions with their local
+    /// subscribers. Queues and their depths live in the broker (its own
+    /// console shows them): they are not listed, and a topic's `ready` and
+    /// `unacked` are 0 (client-ack topic subscriptions have upstream
+    /// subscriptions of their own, not listed either). Nothing in
+    /// per-session mode, where each session's subscriptions are its own.
+    fn destinations(&self, limit: usize) -> Vec<DestinationStats> {
+        let Some(pool) = &self.pool else {
+            return Vec::new();
+        };
+        if limit == 0 {
+            return Vec::new();
+        }
+        let mut busiest = Busiest::new(limit);
+        pool.for_each_topic(|name, subscribers| {
+            if !busiest.admits(0, subscribers) {
+                return;
+            }
+            let kind = if self.config.is_user_destination(name) {
+                DestinationKind::User
+            } else if name.split(['.', '/']).any(|w| w == "*" || w == "#") {
+                DestinationKind::Pattern
+            } else {
+                DestinationKind::Topic
+            };
+            busiest.offer(DestinationStats::new(name, kind, subscribers));
+        });
+        busiest.into_sorted()
+    }
+
+    /// STOMP has no purge: refused with [`BrokerError::NotAllowed`].
+    fn purge<'a>(&'a self, destination: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        let refused = BrokerError::NotAllowed(format!(
+            "cannot purge '{destination}' through the relay (STOMP has no purge): purge it in \
+             the broker's own console (e.g. RabbitMQ management)"
+        ));
+        Box::pin(std::future::ready(Err(refused)))
     }
 }
 

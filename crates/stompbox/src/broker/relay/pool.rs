@@ -16,6 +16,7 @@
 //! to close.
 
 use super::RelayConfig;
+use super::stats::RelayCounters;
 use super::upstream::{self, Event, Link};
 use crate::broker::message::{FanOut, Message};
 use crate::broker::{AckMode, BrokerError};
@@ -429,10 +430,26 @@ pub(crate) struct Pool {
     next_id: AtomicU64,
     /// Pool links up now.
     up: watch::Sender<usize>,
+    pub(super) counters: Arc<RelayCounters>,
+}
+
+/// The pool's side of the relay's figures.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PoolFigures {
+    pub(super) links_up: usize,
+    pub(super) links_total: usize,
+    /// Shared topic subscriptions (destinations and patterns).
+    pub(super) topics: usize,
+    /// Routes on connected links: what the broker holds for this relay.
+    pub(super) upstream_subscriptions: usize,
 }
 
 impl Pool {
-    pub(crate) fn start(config: RelayConfig, stop: watch::Receiver<bool>) -> Arc<Pool> {
+    pub(crate) fn start(
+        config: RelayConfig,
+        counters: Arc<RelayCounters>,
+        stop: watch::Receiver<bool>,
+    ) -> Arc<Pool> {
         let links = (0..config.connections.max(1))
             .map(|_| {
                 Arc::new(PoolLink {
@@ -449,6 +466,7 @@ impl Pool {
             topics: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             up: watch::channel(0).0,
+            counters,
         });
         for index in 0..pool.links.len() {
             tokio::spawn(keep_up(Arc::downgrade(&pool), index, stop.clone()));
@@ -552,6 +570,44 @@ impl Pool {
                 .clone()
                 .unwrap_or_else(|| self.config.system_passcode.clone()),
         )
+    }
+
+    /// Links and subscriptions now. Locks each link (at most
+    /// `3 × relay.connections` of them) and the topic map, one at a time
+    /// and briefly.
+    pub(super) fn figures(&self) -> PoolFigures {
+        let connected_routes = |state: &Mutex<LinkState>| {
+            let state = lock(state);
+            if state.link.is_some() {
+                state.routes.len()
+            } else {
+                0
+            }
+        };
+        let ack_links: Vec<_> = lock(&self.ack_links).clone();
+        let upstream_subscriptions = self
+            .links
+            .iter()
+            .map(|l| connected_routes(&l.state))
+            .chain(ack_links.iter().map(|l| connected_routes(&l.state)))
+            .sum();
+        PoolFigures {
+            links_up: *self.up.borrow(),
+            links_total: self.links.len(),
+            topics: lock(&self.topics).len(),
+            upstream_subscriptions,
+        }
+    }
+
+    /// Calls `visit` with each shared topic subscription's destination (as
+    /// clients name it) and its local subscribers, under the topic map's
+    /// lock.
+    pub(super) fn for_each_topic(&self, mut visit: impl FnMut(&str, usize)) {
+        let topics = lock(&self.topics);
+        for entry in topics.values() {
+            let subscribers = lock(&entry.state).subscribers.len();
+            visit(&self.config.client_form(&entry.key), subscribers);
+        }
     }
 
     /// Watches the number of pool links up.
@@ -703,6 +759,9 @@ impl Pool {
             let mut list = state.subscribers.to_vec();
             list.push(Arc::clone(&subscriber));
             state.subscribers = list.into();
+            self.counters
+                .topic_subscribers
+                .fetch_add(1, Ordering::Relaxed);
             if let Some(receipt) = receipt {
                 if state.confirmed {
                     receipt.done();
@@ -727,6 +786,9 @@ impl Pool {
         });
         topics.insert(destination.to_owned(), Arc::clone(&entry));
         drop(topics);
+        self.counters
+            .topic_subscribers
+            .fetch_add(1, Ordering::Relaxed);
         let link = &self.links[link];
         let mut state = lock(&link.state);
         state
@@ -786,6 +848,11 @@ impl Pool {
             .filter(|s| !Arc::ptr_eq(s, subscriber))
             .cloned()
             .collect();
+        if list.len() < state.subscribers.len() {
+            self.counters
+                .topic_subscribers
+                .fetch_sub(1, Ordering::Relaxed);
+        }
         let last = list.is_empty();
         state.subscribers = list.into();
         if !last {
@@ -972,6 +1039,7 @@ impl Pool {
         drop(links);
         let (login, passcode) = self.login();
         let config = self.config.clone();
+        let counters = Arc::clone(&self.counters);
         let weak = Arc::downgrade(&link);
         tokio::spawn(async move {
             let headers = [
@@ -983,6 +1051,7 @@ impl Pool {
             let handler_link = Weak::clone(&weak);
             let opened = upstream::open(
                 &config,
+                &counters,
                 LINK_VERSION,
                 &headers,
                 None,
@@ -1132,6 +1201,8 @@ impl Pool {
 /// backoff, subscribes every route again on each new connection.
 async fn keep_up(pool: Weak<Pool>, index: usize, mut stop: watch::Receiver<bool>) {
     let mut attempt = 0u32;
+    // Set once the link was lost: its next connection is a reconnect.
+    let mut lost = false;
     loop {
         if *stop.borrow() {
             return;
@@ -1140,6 +1211,7 @@ async fn keep_up(pool: Weak<Pool>, index: usize, mut stop: watch::Receiver<bool>
         let config = strong.config.clone();
         let link = Arc::clone(&strong.links[index]);
         let (login, passcode) = strong.login();
+        let counters = Arc::clone(&strong.counters);
         drop(strong);
         let headers = [
             (header::HOST, config.virtual_host.as_str()),
@@ -1147,14 +1219,25 @@ async fn keep_up(pool: Weak<Pool>, index: usize, mut stop: watch::Receiver<bool>
             (header::PASSCODE, passcode.as_str()),
         ];
         let weak = Weak::clone(&pool);
-        let opened = upstream::open(&config, LINK_VERSION, &headers, None, None, move |event| {
-            if let Some(pool) = weak.upgrade() {
-                on_pool_link_event(&pool, index, event);
-            }
-        })
+        let opened = upstream::open(
+            &config,
+            &counters,
+            LINK_VERSION,
+            &headers,
+            None,
+            None,
+            move |event| {
+                if let Some(pool) = weak.upgrade() {
+                    on_pool_link_event(&pool, index, event);
+                }
+            },
+        )
         .await;
         let delay = match opened {
             Ok(opened) => {
+                if lost {
+                    counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
                 let up_since = tokio::time::Instant::now();
                 let Some(strong) = pool.upgrade() else { return };
                 resubscribe(&strong, &link, Arc::new(opened));
@@ -1199,6 +1282,7 @@ async fn keep_up(pool: Weak<Pool>, index: usize, mut stop: watch::Receiver<bool>
                     link = index,
                     "relay pool link to the broker lost; reconnecting"
                 );
+                lost = true;
                 if up_since.elapsed() >= config.reconnect_max {
                     attempt = 0;
                 }

@@ -17,6 +17,7 @@
 //! itself with an `x-queue-name` the operator lets through.
 
 use super::RelayConfig;
+use super::stats::{RelayCounters, SessionSubscriptions};
 use super::upstream::{self, Event, Link};
 use crate::auth::User;
 use crate::broker::{
@@ -60,6 +61,8 @@ pub(crate) struct RelaySession {
     next_id: u64,
     /// Who the client is: names its durable subscriptions.
     user: User,
+    /// Its upstream subscriptions, in the relay's figures.
+    counted: SessionSubscriptions,
 }
 
 fn lock(maps: &Mutex<Maps>) -> MutexGuard<'_, Maps> {
@@ -69,6 +72,7 @@ fn lock(maps: &Mutex<Maps>) -> MutexGuard<'_, Maps> {
 impl RelaySession {
     pub(crate) async fn open(
         config: &RelayConfig,
+        counters: &Arc<RelayCounters>,
         context: SessionContext,
     ) -> Result<RelaySession, BrokerError> {
         let login = config.client_login.clone().or(context.login.clone());
@@ -88,9 +92,17 @@ impl RelaySession {
         let names = config.clone();
         let user = context.user.clone();
         let downstream = Some(Arc::clone(&context.outbox));
-        let link = upstream::open(config, version, &headers, downstream, None, move |event| {
-            forward(event, &handler_maps, &client, version, &names);
-        })
+        let link = upstream::open(
+            config,
+            counters,
+            version,
+            &headers,
+            downstream,
+            None,
+            move |event| {
+                forward(event, &handler_maps, &client, version, &names);
+            },
+        )
         .await?;
         Ok(RelaySession {
             config: config.clone(),
@@ -100,6 +112,7 @@ impl RelaySession {
             client_subscriptions: HashMap::new(),
             next_id: 0,
             user,
+            counted: SessionSubscriptions::new(counters),
         })
     }
 
@@ -355,6 +368,7 @@ impl BrokerSession for RelaySession {
             self.upstream(&frame)?;
             ids.push(upstream_id);
         }
+        self.counted.add(ids.len());
         self.client_subscriptions.insert(request.id, ids);
         Ok(())
     }
@@ -370,6 +384,7 @@ impl BrokerSession for RelaySession {
         })?;
         let mut receipt = receipt;
         let count = ids.len();
+        self.counted.remove(count);
         for (i, upstream_id) in ids.into_iter().enumerate() {
             lock(&self.maps).subscriptions.remove(&upstream_id);
             let mut frame = Frame::new(Command::Unsubscribe);

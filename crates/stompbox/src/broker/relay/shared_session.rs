@@ -16,6 +16,7 @@ use super::pool::{
     AckLink, LocalSubscriber, OwnSubscription, Pool, ReceiptJoin, SessionState, TopicEntry, lock,
 };
 use super::session::{check_durable, durable_id};
+use super::stats::SessionSubscriptions;
 use crate::auth::User;
 use crate::broker::{
     AckMode, AckTarget, BoxFuture, BrokerError, BrokerSession, Publish, SessionContext,
@@ -57,6 +58,8 @@ pub(crate) struct SharedSession {
     used_ack_links: Vec<Arc<AckLink>>,
     user: User,
     subscriptions: HashMap<Bytes, Vec<Held>>,
+    /// Their sides, in the relay's figures.
+    counted: SessionSubscriptions,
 }
 
 /// True for a destination where every subscriber gets its own copy, so one
@@ -69,6 +72,7 @@ fn fans_out(config: &RelayConfig, destination: &str) -> bool {
 
 impl SharedSession {
     pub(crate) fn open(pool: Arc<Pool>, context: SessionContext) -> SharedSession {
+        let counted = SessionSubscriptions::new(&pool.counters);
         SharedSession {
             state: SessionState::new(context.outbox, context.version),
             pool,
@@ -76,6 +80,7 @@ impl SharedSession {
             used_ack_links: Vec::new(),
             user: context.user,
             subscriptions: HashMap::new(),
+            counted,
         }
     }
 
@@ -171,6 +176,7 @@ impl SharedSession {
     fn teardown(&mut self) {
         let none = Headers::default();
         for (id, helds) in std::mem::take(&mut self.subscriptions) {
+            self.counted.remove(helds.len());
             for held in helds {
                 self.release(&id, held, &none, None);
             }
@@ -303,6 +309,7 @@ impl BrokerSession for SharedSession {
                 }
             }
         }
+        self.counted.add(helds.len());
         self.subscriptions.insert(request.id, helds);
         Ok(())
     }
@@ -320,6 +327,7 @@ impl BrokerSession for SharedSession {
         };
         let mut receipt = receipt;
         let count = helds.len();
+        self.counted.remove(count);
         for (i, held) in helds.into_iter().enumerate() {
             let r = if i + 1 == count { receipt.take() } else { None };
             self.release(id, held, headers, r);

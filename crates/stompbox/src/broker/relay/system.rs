@@ -4,6 +4,7 @@
 //! the broker's availability.
 
 use super::RelayConfig;
+use super::stats::RelayCounters;
 use super::upstream::{self, Event, Link};
 use crate::broker::{BrokerError, Publish};
 use crate::frames::encode;
@@ -22,6 +23,7 @@ type Pending = HashMap<Bytes, oneshot::Sender<Result<(), BrokerError>>>;
 #[derive(Debug)]
 pub(crate) struct SystemConnection {
     config: RelayConfig,
+    counters: Arc<RelayCounters>,
     available: watch::Sender<bool>,
     link: Mutex<Option<Arc<Link>>>,
     pending: Arc<Mutex<Pending>>,
@@ -51,9 +53,10 @@ pub(crate) fn backoff(config: &RelayConfig, attempt: u32) -> Duration {
 }
 
 impl SystemConnection {
-    pub(crate) fn new(config: RelayConfig) -> Arc<SystemConnection> {
+    pub(crate) fn new(config: RelayConfig, counters: Arc<RelayCounters>) -> Arc<SystemConnection> {
         Arc::new(SystemConnection {
             config,
+            counters,
             available: watch::channel(false).0,
             link: Mutex::new(None),
             pending: Arc::new(Mutex::new(HashMap::new())),
@@ -73,6 +76,8 @@ impl SystemConnection {
     /// Keeps the link up for as long as `stop` is not set.
     pub(crate) async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut attempt = 0u32;
+        // Set once a link was lost: the next one up is a reconnect.
+        let mut lost = false;
         loop {
             if *stop.borrow() {
                 break;
@@ -86,6 +91,7 @@ impl SystemConnection {
             let me = Arc::downgrade(&self);
             let opened = upstream::open(
                 &self.config,
+                &self.counters,
                 Version::V1_2,
                 &headers,
                 None,
@@ -103,6 +109,9 @@ impl SystemConnection {
             .await;
             match opened {
                 Ok(link) => {
+                    if lost {
+                        self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
                     let up_since = tokio::time::Instant::now();
                     *lock(&self.link) = Some(Arc::new(link));
                     self.available.send_replace(true);
@@ -119,6 +128,7 @@ impl SystemConnection {
                         break;
                     }
                     tracing::warn!("message broker unavailable (system connection lost)");
+                    lost = true;
                     // Only a link that stayed up for a while resets the
                     // backoff: a broker that accepts and then drops us at
                     // once must not be hammered in a tight loop.

@@ -4,6 +4,7 @@
 //! heart-beats in both directions.
 
 use super::RelayConfig;
+use super::stats::{OpenConnection, RelayCounters};
 use crate::broker::BrokerError;
 use crate::frames::encode;
 use crate::outbox::{OutFrame, Outbox};
@@ -144,8 +145,32 @@ fn heartbeat_ms(d: Duration) -> u128 {
 /// `downstream`, when given, is the client outbox the handler feeds: while
 /// it is congested the link stops reading, so the broker (which buffers and
 /// applies its own flow control) holds messages instead of our memory.
+/// The link is counted in `counters` while its connection is open, and a
+/// failure to open it as a connection failure.
 pub(crate) async fn open(
     config: &RelayConfig,
+    counters: &Arc<RelayCounters>,
+    version: Version,
+    headers: &[(&str, &str)],
+    downstream: Option<Arc<Outbox>>,
+    outbox: Option<Arc<Outbox>>,
+    handler: impl FnMut(Event) + Send + 'static,
+) -> Result<Link, BrokerError> {
+    let opened = establish(
+        config, counters, version, headers, downstream, outbox, handler,
+    )
+    .await;
+    if opened.is_err() {
+        counters
+            .connection_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    opened
+}
+
+async fn establish(
+    config: &RelayConfig,
+    counters: &Arc<RelayCounters>,
     version: Version,
     headers: &[(&str, &str)],
     downstream: Option<Arc<Outbox>>,
@@ -153,6 +178,7 @@ pub(crate) async fn open(
     mut handler: impl FnMut(Event) + Send + 'static,
 ) -> Result<Link, BrokerError> {
     let mut transport = dial(config).await?;
+    let connection = OpenConnection::new(counters);
     let mut connect = Frame::new(Command::Connect)
         .header(header::ACCEPT_VERSION, version.as_str())
         .header(
@@ -239,6 +265,8 @@ pub(crate) async fn open(
     let task_outbox = Arc::clone(&outbox);
     let send_timeout = config.connect_timeout;
     let task = tokio::spawn(async move {
+        // Counted open until the task ends (or is aborted with the link).
+        let _connection = connection;
         let reason = drive(
             transport,
             decoder,

@@ -263,3 +263,62 @@ fn unrelated_patterns_add_no_work_to_a_publish() {
     assert!(crowded <= alone + 4 * shapes.len(), "{alone} → {crowded}");
     assert!(work(&registry, "weather.eu") <= 3 * shapes.len());
 }
+
+/// A subscription to `routing_key`, as the broker makes one.
+fn subscription_to(key: u64, routing_key: &str) -> Arc<Subscription> {
+    let mut made = subscription(key);
+    if let Some(s) = Arc::get_mut(&mut made) {
+        s.source = super::super::subscription::Source::Topic {
+            routing_key: routing_key.into(),
+        };
+    }
+    made
+}
+
+fn destinations(registry: &TopicRegistry) -> Vec<(String, bool, usize)> {
+    let mut seen = Vec::new();
+    registry
+        .for_each_destination(|d| seen.push((d.routing_key.to_owned(), d.pattern, d.subscribers)));
+    seen.sort();
+    seen
+}
+
+#[test]
+fn destinations_are_counted_as_keys_and_patterns_come_and_go() {
+    let registry = TopicRegistry::default();
+    let subs = [
+        subscription_to(1, "a.b"),
+        subscription_to(2, "a.b"),
+        subscription_to(3, "a.#.#"),
+        subscription_to(4, "a.#"),
+        subscription_to(5, "*.b"),
+    ];
+    for s in &subs {
+        let Source::Topic { routing_key } = &s.source else {
+            unreachable!("made as topic subscriptions")
+        };
+        registry.add(routing_key, Arc::clone(s));
+    }
+    // `a.#.#` and `a.#` are one pattern, named as the least spelling.
+    assert_eq!(registry.destination_count(), 3);
+    assert_eq!(
+        destinations(&registry),
+        [
+            ("*.b".to_owned(), true, 1),
+            ("a.#".to_owned(), true, 2),
+            ("a.b".to_owned(), false, 2)
+        ]
+    );
+    registry.remove("a.b", &subs[0]);
+    registry.remove("a.#.#", &subs[2]);
+    assert_eq!(registry.destination_count(), 3);
+    registry.remove("a.b", &subs[1]);
+    registry.remove("a.#", &subs[3]);
+    // Removing what is not there changes nothing.
+    registry.remove("a.#", &subs[3]);
+    registry.remove("a.b", &subs[1]);
+    assert_eq!(registry.destination_count(), 1);
+    registry.remove("*.b", &subs[4]);
+    assert_eq!(registry.destination_count(), 0);
+    assert!(destinations(&registry).is_empty());
+}
