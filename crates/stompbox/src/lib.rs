@@ -21,6 +21,7 @@ mod frames;
 mod http_api;
 mod listener;
 mod open_files;
+mod ops;
 mod origin;
 mod outbox;
 mod router;
@@ -33,7 +34,7 @@ mod transport;
 mod upgrade;
 
 pub use admission::IpNetwork;
-pub use config::{ApiToken, ServerConfig, TlsConfig};
+pub use config::{AdminConfig, ApiToken, ServerConfig, TlsConfig};
 pub use open_files::{OpenFileLimit, raise_open_file_limit};
 pub use outbox::{Backlog, OutFrame, Outbox, PushError};
 pub use server::{Server, ServerBuilder, ServerHandle, Stats};

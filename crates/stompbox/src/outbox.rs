@@ -627,6 +627,11 @@ impl Outbox {
         self.lock().overflowed
     }
 
+    /// Bytes of frames queued and not yet taken by the writer.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
     /// Resolves when frames were queued (or the outbox closed) since the last
     /// time this resolved. Cancel-safe: a wake-up is stored as a permit.
     pub async fn ready(&self) {

@@ -171,6 +171,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
                 "max_concurrent_api_requests must be at least 1".into(),
             ));
         }
+        crate::ops::admin::check_config(&config, authenticator.is_some()).map_err(invalid)?;
         if config.http_idle_timeout.is_zero() {
             return Err(invalid("http_idle_timeout must be more than zero".into()));
         }
@@ -289,6 +290,9 @@ impl Server {
                 "/api/publish",
                 axum::routing::post(crate::http_api::publish),
             );
+        }
+        if let Some(admin) = crate::ops::admin::routes(&shared, stats) {
+            router = router.merge(admin);
         }
         let router = router.with_state(Arc::clone(&shared)).merge(self.routes);
         let http = tokio::spawn(serve_http(
