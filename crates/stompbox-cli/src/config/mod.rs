@@ -108,6 +108,9 @@ impl Settings {
         for token in &mut copy.server.api_tokens {
             token.token = REDACTED.to_owned();
         }
+        if copy.server.admin.token.is_some() {
+            copy.server.admin.token = Some(REDACTED.to_owned());
+        }
         if let Some(jwt) = &mut copy.server.auth.jwt
             && matches!(jwt.key, JwtKey::Secret(_))
         {
@@ -248,6 +251,9 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     if config.api_token.is_some() || !config.api_tokens.is_empty() {
         tracing::info!("HTTP publish API at {web}://{http}/api/publish");
+    }
+    if config.admin.enabled() {
+        tracing::info!("admin page at {web}://{http}/admin");
     }
     server
         .run_until(shutdown)

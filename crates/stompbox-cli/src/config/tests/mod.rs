@@ -509,7 +509,8 @@ fn several_problems_are_listed_together() {
 fn known_keys_cover_every_section() {
     let known = known();
     let sections: Vec<&String> = known.keys().collect();
-    assert_eq!(sections.len(), 8, "{sections:?}");
+    assert_eq!(sections.len(), 9, "{sections:?}");
+    assert!(env_key("STOMPBOX_ADMIN_TOKEN", &known).is_some());
     assert!(env_key("STOMPBOX_RELAY_ADDRESSES", &known).is_some());
     assert!(env_key("STOMPBOX_RELAY_TLS_CA_FILE", &known).is_some());
     assert!(env_key("STOMPBOX_RELAY_SYSTEM_PASSCODE", &known).is_some());
