@@ -47,7 +47,11 @@
   }
   function since(ms) {
     if (ms === null || ms === undefined) return 'connecting';
-    return new Date(ms).toLocaleString();
+    const at = new Date(ms);
+    // The date only when it is not today's.
+    return at.toDateString() === new Date().toDateString()
+      ? at.toLocaleTimeString()
+      : at.toLocaleString();
   }
 
   function setText(element, text) {
