@@ -202,13 +202,13 @@ async fn operator(admin: &Admin, request: &http::request::Parts) -> Result<Opera
 }
 
 /// The value of query parameter `name` as a count within `max`; `default`
-/// when absent.
+/// when absent; the answer refusing the request when not a number.
 fn limit(
     request: &http::request::Parts,
     name: &str,
     default: usize,
     max: usize,
-) -> Result<usize, Response> {
+) -> Result<usize, Box<Response>> {
     let query = request.uri.query().unwrap_or_default();
     let Some(value) = query
         .split('&')
@@ -216,13 +216,12 @@ fn limit(
     else {
         return Ok(default);
     };
-    match value.parse::<usize>() {
-        Ok(n) => Ok(n.min(max)),
-        Err(_) => Err(error(
+    value.parse::<usize>().map(|n| n.min(max)).map_err(|_| {
+        Box::new(error(
             StatusCode::BAD_REQUEST,
             &format!("{name} must be a number from 0 to {max}"),
-        )),
-    }
+        ))
+    })
 }
 
 async fn page(State(admin): State<Arc<Admin>>) -> Response {
@@ -279,7 +278,7 @@ async fn sessions(State(admin): State<Arc<Admin>>, request: Request) -> Response
         snapshot::MAX_SESSIONS,
     ) {
         Ok(limit) => json(StatusCode::OK, &snapshot::sessions(&admin.shared, limit)),
-        Err(bad) => bad,
+        Err(bad) => *bad,
     }
 }
 
@@ -298,7 +297,7 @@ async fn destinations(State(admin): State<Arc<Admin>>, request: Request) -> Resp
             StatusCode::OK,
             &snapshot::destinations(&admin.shared, limit),
         ),
-        Err(bad) => bad,
+        Err(bad) => *bad,
     }
 }
 
@@ -463,7 +462,7 @@ async fn events(State(admin): State<Arc<Admin>>, request: Request) -> Response {
         snapshot::MAX_SESSIONS,
     ) {
         Ok(n) => n,
-        Err(bad) => return bad,
+        Err(bad) => return *bad,
     };
     let destinations = match limit(
         &parts,
@@ -472,7 +471,7 @@ async fn events(State(admin): State<Arc<Admin>>, request: Request) -> Response {
         snapshot::MAX_DESTINATIONS,
     ) {
         Ok(n) => n,
-        Err(bad) => return bad,
+        Err(bad) => return *bad,
     };
     let Ok(place) = Arc::clone(&admin.streams).try_acquire_owned() else {
         tracing::info!(operator = %operator.name, address = %operator.address, "admin: event stream refused: all places taken");
