@@ -288,6 +288,17 @@ async fn admin_api_refuses_missing_and_wrong_credentials() {
     let overview = answer.json();
     assert!(overview["uptime_seconds"].is_u64(), "{overview}");
     assert_eq!(overview["broker"]["available"], true);
+    // The relay's links, for a relayed server only.
+    let relay = &overview["broker"]["relay"];
+    if test_broker() == TestBroker::Embedded {
+        assert_eq!(*relay, Value::Null);
+    } else {
+        assert_eq!(relay["available"], true, "{overview}");
+        assert!(
+            relay["broker_connections"].as_u64() >= Some(1),
+            "{overview}"
+        );
+    }
 
     // The page itself is the login form, under a strict policy.
     let page = call(&server, "GET", "/admin", None, None).await;
@@ -641,4 +652,56 @@ async fn users_with_the_admin_role_log_in_with_their_password() {
     .await;
     assert_eq!(answer.status, 200);
     expect_error_and_close(&mut client).await;
+}
+
+fn jwt_for(sub: &str, roles: &[&str], lifetime: u64, secret: &[u8]) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + lifetime;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({ "sub": sub, "exp": exp, "roles": roles }),
+        &jsonwebtoken::EncodingKey::from_secret(secret).expect("key"),
+    )
+    .expect("encode")
+}
+
+#[tokio::test]
+async fn admins_log_in_with_a_jwt_and_its_event_stream_ends_when_it_expires() {
+    const SECRET: &[u8] = b"an hs256 secret for the admin tests";
+    let server = spawn_server(|c| {
+        let mut jwt =
+            stompbox::auth::JwtConfig::new(stompbox::auth::JwtKey::Secret(SECRET.to_vec()));
+        jwt.leeway = Duration::ZERO;
+        c.auth.jwt = Some(jwt);
+        c.auth.failure_delay = Duration::ZERO;
+        c.admin.role = Some("admin".into());
+    })
+    .await;
+    let admin = bearer(&jwt_for("ops-olga", &["admin"], 600, SECRET));
+    let ok = call(&server, "GET", "/admin/api/overview", Some(&admin), None).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let reader = bearer(&jwt_for("rita", &["reader"], 600, SECRET));
+    let forbidden = call(&server, "GET", "/admin/api/overview", Some(&reader), None).await;
+    assert_eq!(forbidden.status, 403, "{}", forbidden.body);
+    let forged = bearer(&jwt_for(
+        "mallory",
+        &["admin"],
+        600,
+        b"another secret entirely",
+    ));
+    let refused = call(&server, "GET", "/admin/api/overview", Some(&forged), None).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+
+    // A stream lasts as long as the credential it was opened with.
+    let short = bearer(&jwt_for("ops-olga", &["admin"], 3, SECRET));
+    let (status, events) = Events::open(&server, &short).await;
+    assert_eq!(status, 200);
+    let mut events = events.expect("stream");
+    events.next().await.expect("a first snapshot");
+    tokio::time::timeout(WAIT, async { while events.next().await.is_some() {} })
+        .await
+        .expect("the stream outlived its token");
 }
