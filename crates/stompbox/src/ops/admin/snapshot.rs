@@ -5,7 +5,7 @@
 use crate::broker::{BrokerStats, DestinationStats, RelayStats};
 use crate::server::Stats;
 use crate::shared::ServerShared;
-use crate::telemetry::SessionEntry;
+use crate::telemetry::{SessionEntry, SessionRegistry};
 use serde::Serialize;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -208,11 +208,15 @@ impl<K: Ord, R> Ord for Ranked<K, R> {
 /// sorting bounded by `limit`, and a row built only for a session that
 /// enters the listing.
 pub(super) fn sessions(shared: &ServerShared, limit: usize) -> SessionList {
+    sessions_of(&shared.telemetry.sessions, limit)
+}
+
+fn sessions_of(registry: &SessionRegistry, limit: usize) -> SessionList {
     type Key = (usize, Reverse<SystemTime>);
     let mut top: BinaryHeap<Reverse<Ranked<Key, SessionRow>>> =
         BinaryHeap::with_capacity(limit.min(MAX_SESSIONS) + 1);
     let mut total = 0;
-    shared.telemetry.sessions.for_each(|entry| {
+    registry.for_each(|entry| {
         total += 1;
         if limit == 0 {
             return;
@@ -350,5 +354,44 @@ impl Snapshots {
             sessions: sessions(shared, sessions_limit),
             destinations: destinations(shared, destinations_limit),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::{OutFrame, Outbox};
+    use crate::telemetry::Telemetry;
+    use bytes::Bytes;
+    use std::sync::Arc;
+
+    #[test]
+    fn sessions_are_listed_fullest_outbox_first_then_oldest_within_the_limit() {
+        let telemetry = Arc::new(Telemetry::default());
+        let mut held = Vec::new();
+        for (id, queued) in [("a", 0), ("b", 100), ("c", 50), ("d", 0)] {
+            let outbox = Arc::new(Outbox::new(1024));
+            if queued > 0 {
+                outbox
+                    .push(OutFrame::new(Bytes::from(vec![b'x'; queued])))
+                    .expect("room");
+            }
+            held.push(telemetry.register(
+                id.into(),
+                "127.0.0.1:1".parse().expect("addr"),
+                "tcp",
+                outbox,
+            ));
+        }
+        let ids = |list: &SessionList| -> Vec<String> {
+            list.sessions.iter().map(|s| s.id.clone()).collect()
+        };
+        let all = sessions_of(&telemetry.sessions, 10);
+        assert_eq!(all.total, 4);
+        assert_eq!(ids(&all), ["b", "c", "a", "d"]);
+        assert_eq!(all.sessions[0].outbox_bytes, 100);
+        let two = sessions_of(&telemetry.sessions, 2);
+        assert_eq!((two.total, ids(&two)), (4, vec!["b".into(), "c".into()]));
+        assert!(sessions_of(&telemetry.sessions, 0).sessions.is_empty());
     }
 }
