@@ -91,6 +91,52 @@ impl std::fmt::Debug for AdminConfig {
     }
 }
 
+/// The Prometheus endpoint, `GET /metrics`.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MetricsConfig {
+    /// Whether `/metrics` is served. Default `true`.
+    pub enabled: bool,
+    /// A listener of its own for `/metrics` and the health endpoints (say
+    /// on an internal interface), besides the main HTTP listener. Default
+    /// `None`.
+    pub addr: Option<std::net::SocketAddr>,
+    /// A secret Prometheus must send as `Authorization: Bearer <token>`
+    /// (its `authorization` scrape setting); without one `/metrics` is open
+    /// to whoever reaches the listener. Default `None`.
+    pub token: Option<String>,
+    /// Series per destination (subscribers, queue depth), for the busiest
+    /// `max_destination_series` destinations only, so a server with many
+    /// destinations does not flood Prometheus. Default `false`.
+    pub per_destination: bool,
+    /// Most destinations with series of their own. Default 100.
+    pub max_destination_series: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> MetricsConfig {
+        MetricsConfig {
+            enabled: true,
+            addr: None,
+            token: None,
+            per_destination: false,
+            max_destination_series: 100,
+        }
+    }
+}
+
+impl std::fmt::Debug for MetricsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsConfig")
+            .field("enabled", &self.enabled)
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("per_destination", &self.per_destination)
+            .field("max_destination_series", &self.max_destination_series)
+            .finish()
+    }
+}
+
 /// Everything a [`Server`](crate::Server) needs. Every field has a default,
 /// listed on the field.
 #[derive(Debug, Clone)]
@@ -210,6 +256,8 @@ pub struct ServerConfig {
     /// Relay to an external STOMP broker instead of the embedded one.
     /// Default `None`.
     pub relay: Option<RelayConfig>,
+    /// The Prometheus endpoint. Default: on, on the main listener, open.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for ServerConfig {
@@ -251,6 +299,7 @@ impl Default for ServerConfig {
             user_prefix: "/user".into(),
             embedded: EmbeddedConfig::default(),
             relay: None,
+            metrics: MetricsConfig::default(),
         }
     }
 }

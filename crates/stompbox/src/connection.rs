@@ -8,7 +8,7 @@ use crate::frames::{ErrorReason, StompError};
 use crate::outbox::{Backlog, Congested, OutFrame, Outbox, STALL_AFTER};
 use crate::session::{Flow, Session};
 use crate::shared::ServerShared;
-use crate::telemetry::{SessionEntry, Telemetry};
+use crate::telemetry::{Registered, SessionEntry, Telemetry};
 use crate::transport::{Read, Transport};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -314,11 +314,10 @@ pub(crate) async fn run(
         &end,
         version,
         &server,
-        &entry,
+        registered,
     )
     .await;
     log_end(&end, &session_id, &peer);
-    drop(registered);
 }
 
 /// How a session whose outbox was finished on purpose ended.
@@ -608,8 +607,11 @@ async fn finish(
     end: &End,
     version: Version,
     server: &ServerShared,
-    entry: &SessionEntry,
+    registered: Registered,
 ) {
+    // The session leaves the registry before the client sees its socket
+    // close: whoever watched it go finds it gone from the figures too.
+    let entry = Arc::clone(&registered.entry);
     let config = &server.config;
     match end {
         End::Disconnected | End::Shutdown => {
@@ -626,6 +628,7 @@ async fn finish(
             outbox.take_all(batch);
             entry.writing(batch);
             let _ = timeout(limit, transport.write_batch(batch)).await;
+            drop(registered);
             let _ = timeout(FAREWELL_TIMEOUT, transport.close(code, reason)).await;
         }
         End::SlowConsumer(why) => {
@@ -650,6 +653,7 @@ async fn finish(
             };
             batch.push_back(error.to_frame(version));
             let _ = timeout(FAREWELL_TIMEOUT, transport.write_batch(batch)).await;
+            drop(registered);
             let _ = timeout(
                 FAREWELL_TIMEOUT,
                 transport.close(CloseCode::POLICY_VIOLATION, "slow consumer"),
@@ -662,13 +666,17 @@ async fn finish(
                 End::Kicked(_) => server.telemetry.error_sent(ErrorReason::Administrator),
                 _ => {}
             }
+            drop(registered);
             let _ = timeout(
                 FAREWELL_TIMEOUT,
                 transport.close(CloseCode::NORMAL_CLOSURE, ""),
             )
             .await;
         }
-        End::ClientClosed | End::Io(_) => outbox.close(),
+        End::ClientClosed | End::Io(_) => {
+            drop(registered);
+            outbox.close();
+        }
     }
 }
 

@@ -612,6 +612,11 @@ impl Outbox {
         self.room.notify_waiters();
     }
 
+    /// Bytes of frames queued and not yet taken by the writer.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
     /// True after [`Outbox::finish`].
     pub fn is_finished(&self) -> bool {
         self.lock().finished

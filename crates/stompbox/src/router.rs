@@ -141,7 +141,7 @@ pub(crate) async fn run_handler(
     session_id: &std::sync::Arc<str>,
     user: &User,
 ) -> Result<Reply, StompError> {
-    let Some((handler, vars)) = server.app.find(subscribe, path) else {
+    let Some((handler, vars, route)) = server.app.find(subscribe, path) else {
         return Err(StompError::new(format!(
             "no application handler for {} '{destination}'",
             if subscribe { "SUBSCRIBE to" } else { "SEND to" }
@@ -156,7 +156,12 @@ pub(crate) async fn run_handler(
         user.clone(),
         server.messaging.clone(),
     );
-    Ok(guarded(handler(context)).await.unwrap_or_else(|()| {
+    let started = std::time::Instant::now();
+    let reply = guarded(handler(context)).await;
+    server
+        .telemetry
+        .handler_finished(subscribe, route, started.elapsed());
+    Ok(reply.unwrap_or_else(|()| {
         Reply::Error(format!("internal error while handling '{destination}'"))
     }))
 }

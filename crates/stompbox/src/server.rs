@@ -79,6 +79,8 @@ pub struct Server {
     shared: Arc<ServerShared>,
     http: TcpListener,
     tcp: Option<TcpListener>,
+    /// `metrics.addr`: `/metrics` and the health endpoints, for operators.
+    ops: Option<TcpListener>,
     routes: Router,
 }
 
@@ -192,6 +194,10 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
             Some(addr) => Some(listen(addr)?),
             None => None,
         };
+        let ops = match config.metrics.addr {
+            Some(addr) => Some(listen(addr)?),
+            None => None,
+        };
         let backlog_bytes = config.backlog_bytes;
         let addresses = AddressLimits::new(
             config.max_connections_per_address,
@@ -224,6 +230,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
             }),
             http,
             tcp,
+            ops,
             routes: self.routes,
         })
     }
@@ -270,6 +277,11 @@ impl Server {
         self.tcp.as_ref().and_then(|t| t.local_addr().ok())
     }
 
+    /// The address of the operators' listener (`metrics.addr`), when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().and_then(|t| t.local_addr().ok())
+    }
+
     /// Runs until `signal` resolves, then shuts down gracefully: stops
     /// accepting, closes every session (WebSocket close code 1001) after
     /// flushing its outbox, and returns once all connections are gone or
@@ -291,6 +303,9 @@ impl Server {
                 axum::routing::post(crate::http_api::publish),
             );
         }
+        if shared.config.metrics.enabled {
+            router = router.route("/metrics", get(crate::ops::metrics::serve));
+        }
         if let Some(admin) = crate::ops::admin::routes(&shared, stats) {
             router = router.merge(admin);
         }
@@ -301,6 +316,21 @@ impl Server {
             router,
             stop.clone(),
         ));
+        // The operators' listener answers until the drain is over, so a
+        // scrape or a probe still sees the shutdown as it happens.
+        let (ops_stop, ops_stopped) = watch::channel(false);
+        let ops = self.ops.map(|listener| {
+            let mut router = Router::new();
+            if shared.config.metrics.enabled {
+                router = router.route("/metrics", get(crate::ops::metrics::serve));
+            }
+            tokio::spawn(serve_http(
+                listener,
+                Arc::clone(&shared),
+                router.with_state(Arc::clone(&shared)),
+                ops_stopped,
+            ))
+        });
         let tcp: Option<JoinHandle<()>> = self
             .tcp
             .map(|listener| tokio::spawn(accept_tcp(listener, Arc::clone(&shared))));
@@ -322,7 +352,12 @@ impl Server {
         if let Some(tcp) = tcp {
             tcp.abort();
         }
-        http.await.map_err(io::Error::other)
+        let result = http.await.map_err(io::Error::other);
+        ops_stop.send_replace(true);
+        if let Some(ops) = ops {
+            let _ = ops.await;
+        }
+        result
     }
 
     /// Starts the server on the current runtime and returns a handle to
@@ -331,11 +366,13 @@ impl Server {
         let shared = Arc::clone(&self.shared);
         let http_addr = self.http.local_addr().ok();
         let tcp_addr = self.tcp_addr();
+        let metrics_addr = self.metrics_addr();
         let task = tokio::spawn(self.run_until(std::future::pending()));
         ServerHandle {
             shared,
             http_addr,
             tcp_addr,
+            metrics_addr,
             task,
         }
     }
@@ -417,6 +454,7 @@ pub struct ServerHandle {
     shared: Arc<ServerShared>,
     http_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     task: JoinHandle<io::Result<()>>,
 }
 
@@ -440,6 +478,11 @@ impl ServerHandle {
     /// The plain TCP address, when enabled.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp_addr
+    }
+
+    /// The address of the operators' listener (`metrics.addr`), when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Current counters.

@@ -76,6 +76,9 @@ pub(crate) struct Telemetry {
     auth_failures: [AtomicU64; AUTH_FAILURE_REASONS.len()],
     slow_consumers: [AtomicU64; SLOW_CONSUMER_REASONS.len()],
     opened: [AtomicU64; TRANSPORTS.len()],
+    /// Time application handlers took, by kind (`message`, `subscribe`)
+    /// and route template: as many series as the application has routes.
+    pub(crate) handler_latency: prometheus::HistogramVec,
     /// When the server was built, for `process_start_time_seconds` and uptime.
     pub(crate) started: SystemTime,
 }
@@ -89,6 +92,7 @@ impl Default for Telemetry {
             auth_failures: Default::default(),
             slow_consumers: Default::default(),
             opened: Default::default(),
+            handler_latency: handler_latency(),
             started: SystemTime::now(),
         }
     }
@@ -100,7 +104,31 @@ impl std::fmt::Debug for Telemetry {
     }
 }
 
+fn handler_latency() -> prometheus::HistogramVec {
+    let options = prometheus::HistogramOpts::new(
+        "stompbox_handler_duration_seconds",
+        "Time application handlers took to answer, by kind (message: a SEND, subscribe: a SUBSCRIBE) and route.",
+    )
+    .buckets(vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]);
+    // The name, help and labels are constants that the crate accepts.
+    prometheus::HistogramVec::new(options, &["kind", "route"])
+        .expect("constant histogram options are valid")
+}
+
 impl Telemetry {
+    /// An application handler answered after `took`.
+    pub(crate) fn handler_finished(&self, subscribe: bool, route: &str, took: std::time::Duration) {
+        let kind = if subscribe { "subscribe" } else { "message" };
+        if let Ok(histogram) = self
+            .handler_latency
+            .get_metric_with_label_values(&[kind, route])
+        {
+            histogram.observe(took.as_secs_f64());
+        }
+    }
+
     pub(crate) fn frame_received(&self, command: Command) {
         if let Some(i) = command_index(command) {
             self.frames_received[i].fetch_add(1, Ordering::Relaxed);

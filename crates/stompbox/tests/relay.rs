@@ -1667,3 +1667,107 @@ async fn a_cut_off_auto_ack_consumer_leaves_no_message_stranded() {
     })
     .await;
 }
+
+/// The relay's figures, once `ready` holds of them: they move on the
+/// relay's own tasks (a link connecting, an acknowledging link opening),
+/// with no frame to the client to wait for.
+async fn relay_figures_once(
+    server: &ServerHandle,
+    ready: impl Fn(&stompbox::broker::BrokerStats, &stompbox::broker::RelayStats) -> bool,
+) -> stompbox::broker::RelayStats {
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            let stats = server.broker_stats();
+            let relay = stats.relay.clone().expect("relay figures");
+            if ready(&stats, &relay) {
+                return relay;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("relay figures never ready: {:?}", server.broker_stats()))
+}
+
+/// Against RabbitMQ, in each mode: the relay counts its open connections to
+/// the broker, its pool links, and the subscriptions it holds there, as
+/// clients subscribe and leave; it lists its shared topics, and refuses to
+/// purge (STOMP has no purge).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_figures_follow_links_and_subscriptions() {
+    in_each_mode(|mode| async move {
+        let name = unique("stompbox-test-figures-");
+        let _cleanup = DeleteQueue(name.clone());
+        let _bound = DeleteBoundQueues(name.clone());
+        let queue = format!("/queue/{name}");
+        let topic = format!("/topic/{name}");
+        let (server, url) = relay_server_with(|relay| {
+            relay.mode = mode;
+            relay.connections = 2;
+        })
+        .await;
+        let shared = mode == RelayMode::Shared;
+        // Available needs one pool link; the other may still be connecting.
+        let relay = relay_figures_once(&server, |_, r| r.links_up == r.links_total).await;
+        assert!(relay.available);
+        assert_eq!(relay.mode, if shared { "shared" } else { "per-session" });
+        let links = if shared { 2 } else { 0 };
+        assert_eq!((relay.links_up, relay.links_total), (links, links));
+        // The system link, and the pool links.
+        assert_eq!(relay.broker_connections, 1 + links);
+        assert_eq!((relay.reconnects, relay.connection_failures), (0, 0));
+
+        let mut client = connect(&url).await;
+        subscribe(&mut client, "t", &topic, "auto").await;
+        subscribe(&mut client, "q", &queue, "client-individual").await;
+        // Shared: an acknowledging link opened for the client-ack queue
+        // subscription; per-session: the client's own link.
+        let relay = relay_figures_once(&server, |s, r| {
+            s.subscriptions == 2 && r.upstream_subscriptions == 2
+        })
+        .await;
+        assert_eq!(relay.broker_connections, 1 + links + 1);
+        if shared {
+            assert_eq!(relay.relayed_topic_subscribers, 1);
+            let listed = server.broker_destinations(100);
+            assert_eq!(
+                listed
+                    .iter()
+                    .map(|d| (d.name.as_str(), d.subscribers))
+                    .collect::<Vec<_>>(),
+                [(topic.as_str(), 1)]
+            );
+        } else {
+            assert!(server.broker_destinations(100).is_empty());
+        }
+
+        client
+            .send_with_receipt(Frame::new(Command::Unsubscribe).header("id", "t"), "u")
+            .await
+            .expect("unsubscribe");
+        let stats = server.broker_stats();
+        assert_eq!(stats.subscriptions, 1);
+        let relay = stats.relay.expect("relay figures");
+        assert_eq!(relay.upstream_subscriptions, 1);
+        assert_eq!(relay.relayed_topic_subscribers, 0);
+        assert!(matches!(
+            server.purge_queue(&queue).await,
+            Err(stompbox::broker::BrokerError::NotAllowed(why)) if why.contains("console")
+        ));
+
+        client
+            .send_with_receipt(Frame::new(Command::Disconnect), "bye")
+            .await
+            .expect("disconnect");
+        // Shared: the acknowledging link stays for the next client;
+        // per-session: the client's link closes.
+        let open = 1 + links + usize::from(shared);
+        let relay = relay_figures_once(&server, |s, r| {
+            s.subscriptions == 0 && r.upstream_subscriptions == 0 && r.broker_connections == open
+        })
+        .await;
+        assert_eq!((relay.reconnects, relay.connection_failures), (0, 0));
+        server.shutdown().await.expect("shutdown");
+    })
+    .await;
+}

@@ -571,3 +571,146 @@ async fn no_ack_follows_the_unsubscribe_of_its_subscription() {
     );
     server.shutdown().await.expect("shutdown");
 }
+
+/// The relay's figures (`broker_stats`), once `ready` holds of them; the
+/// figures move on the relay's own tasks, with no frame to wait for.
+async fn relay_stats_once(
+    server: &ServerHandle,
+    ready: impl Fn(&stompbox::broker::RelayStats) -> bool,
+) -> stompbox::broker::RelayStats {
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let relay = server.broker_stats().relay.expect("relay figures");
+            if ready(&relay) {
+                return relay;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("relay figures never ready: {:?}", server.broker_stats()))
+}
+
+/// A broker that confirms everything and hangs up on a SEND to
+/// `/topic/fake.hangup`: the shared relay's figures count its open links,
+/// the shared topic subscription and its local subscribers, and the pool
+/// link lost and connected again as one reconnect.
+#[tokio::test]
+async fn relay_figures_count_open_links_subscriptions_and_a_reconnect() {
+    use stompbox::codec::{Command, Frame};
+    let address = fake_broker_answering(|frame| {
+        if frame.starts_with("SEND\n")
+            && header(frame, "destination").as_deref() == Some("/topic/fake.hangup")
+        {
+            Reply::Close
+        } else {
+            Reply::Send(receipt_for(frame))
+        }
+    })
+    .await;
+    let (server, url) = shared_relay_server(address, |relay| {
+        relay.reconnect_initial = Duration::from_millis(50);
+        relay.reconnect_max = Duration::from_millis(200);
+    })
+    .await;
+    let relay = relay_stats_once(&server, |r| r.links_up == 1).await;
+    assert_eq!(relay.mode, "shared");
+    assert!(relay.available);
+    assert_eq!((relay.links_up, relay.links_total), (1, 1));
+    // The system link and the pool link.
+    assert_eq!(relay.broker_connections, 2);
+    assert_eq!((relay.reconnects, relay.connection_failures), (0, 0));
+
+    let mut subscribers = Vec::new();
+    for _ in 0..2 {
+        let mut client = connect(&url).await;
+        client
+            .send_with_receipt(
+                Frame::new(Command::Subscribe)
+                    .header("id", "s")
+                    .header("destination", "/topic/fake.news")
+                    .header("ack", "auto"),
+                "sub",
+            )
+            .await
+            .expect("subscribe");
+        subscribers.push(client);
+    }
+    let stats = server.broker_stats();
+    assert_eq!((stats.subscriptions, stats.destinations), (2, 1));
+    let relay = stats.relay.expect("relay figures");
+    assert_eq!(relay.upstream_subscriptions, 1);
+    assert_eq!(relay.relayed_topic_subscribers, 2);
+    let listed = server.broker_destinations(10);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].name.as_str(), listed[0].subscribers),
+        ("/topic/fake.news", 2)
+    );
+
+    let mut sender = connect(&url).await;
+    sender
+        .send(
+            &Frame::new(Command::Send)
+                .header("destination", "/topic/fake.hangup")
+                .body("bye"),
+        )
+        .await
+        .expect("send");
+    let relay = relay_stats_once(&server, |r| {
+        r.reconnects == 1 && r.links_up == 1 && r.broker_connections == 2
+    })
+    .await;
+    assert_eq!(relay.connection_failures, 0);
+    // The topic subscription is subscribed again on the new link, and its
+    // local subscribers stayed.
+    let relay = relay_stats_once(&server, |r| r.upstream_subscriptions == 1).await;
+    assert_eq!(relay.relayed_topic_subscribers, 2);
+
+    for mut client in subscribers {
+        client
+            .send_with_receipt(Frame::new(Command::Unsubscribe).header("id", "s"), "u")
+            .await
+            .expect("unsubscribe");
+    }
+    let stats = server.broker_stats();
+    assert_eq!((stats.subscriptions, stats.destinations), (0, 0));
+    let relay = stats.relay.expect("relay figures");
+    assert_eq!(
+        (
+            relay.upstream_subscriptions,
+            relay.relayed_topic_subscribers
+        ),
+        (0, 0)
+    );
+    assert!(server.broker_destinations(10).is_empty());
+    assert!(matches!(
+        server.purge_queue("/queue/fake").await,
+        Err(stompbox::broker::BrokerError::NotAllowed(why)) if why.contains("console")
+    ));
+    server.shutdown().await.expect("shutdown");
+}
+
+/// Nothing listens at the broker's address: every link's attempts fail and
+/// are counted, and no connection is open.
+#[tokio::test]
+async fn failed_connects_to_an_absent_broker_are_counted() {
+    let address = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        listener.local_addr().expect("addr").to_string()
+    };
+    let server = relay_to(address, |_, relay| {
+        relay.connections = 1;
+        relay.reconnect_initial = Duration::from_millis(50);
+        relay.reconnect_max = Duration::from_millis(200);
+    })
+    .await;
+    // The system link and the pool link each failed at least once.
+    let relay = relay_stats_once(&server, |r| r.connection_failures >= 2).await;
+    assert!(!relay.available);
+    assert_eq!(
+        (relay.broker_connections, relay.links_up, relay.reconnects),
+        (0, 0, 0)
+    );
+    server.shutdown().await.expect("shutdown");
+}

@@ -324,8 +324,13 @@ pub(crate) struct AppRuntime {
 }
 
 impl AppRuntime {
-    /// The handler for `path` and its path variables.
-    pub(crate) fn find(&self, subscribe: bool, path: &str) -> Option<(BoxedHandler, PathVars)> {
+    /// The handler for `path`, its path variables, and its route template
+    /// (which labels the handler's latency).
+    pub(crate) fn find(
+        &self,
+        subscribe: bool,
+        path: &str,
+    ) -> Option<(BoxedHandler, PathVars, &str)> {
         let routes = if subscribe {
             &self.subscribe_routes
         } else {
@@ -334,7 +339,7 @@ impl AppRuntime {
         routes.iter().find_map(|r| {
             r.template
                 .matches(path)
-                .map(|vars| (Arc::clone(&r.handler), vars))
+                .map(|vars| (Arc::clone(&r.handler), vars, r.template.as_str()))
         })
     }
 }

@@ -110,7 +110,7 @@ impl Shared {
                 // Emptied and unconsumed, it goes, as it would after its
                 // last message was consumed.
                 self.drop_queue_if_unused(&queue);
-                tracing::info!(destination, removed, "queue purged");
+                tracing::debug!(destination, removed, "queue purged");
                 Ok(removed)
             }
             // Messages for a user go straight to that user's sessions: a
