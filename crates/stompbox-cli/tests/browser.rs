@@ -2,7 +2,11 @@
 //! and tests/clients/node/browser-chat.mjs driving Debian's Chromium through
 //! playwright-core. Without accounts: nicknames (shown as unverified), two
 //! people in room 1, one in room 2, a dropped connection, a reload with
-//! history; screenshot target/test-output/browser/chat.png. With password
+//! history; screenshot target/test-output/browser/chat.png. Then presence
+//! and rooms: each sees the other online, a room opened by name appears in
+//! the others' room lists, a dropped connection and a Leave take people off
+//! the list, links are links, "No messages … yet." goes with the first
+//! message (chat-presence.png). With password
 //! users from a config file: a refused login (chat-login-refused.png), two
 //! verified users chatting, a dropped connection logged in again, a logout
 //! (chat-login.png). The admin page (tests/clients/node/admin.mjs), with
@@ -224,7 +228,7 @@ fn the_chat_page_works_in_chromium() {
         &log,
         &[],
         "browser-chat: all checks passed",
-        &["chat.png"],
+        &["chat.png", "chat-presence.png"],
     );
 }
 

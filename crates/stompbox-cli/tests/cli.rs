@@ -979,3 +979,151 @@ fn invalid_relay_mode_settings_stop_start_up_naming_the_field() {
         "{err}"
     );
 }
+
+/// A log line as the JSON object `--log-format json` writes.
+fn json_line(line: &str) -> serde_json::Value {
+    serde_json::from_str(line.trim())
+        .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line:?}"))
+}
+
+#[test]
+fn json_logs_carry_the_stats_line_as_numbers() {
+    let mut server = Server::start(
+        &[
+            "--log-format",
+            "json",
+            "--set",
+            "server.stats_interval_ms=1000",
+            "--http",
+            "127.0.0.1:0",
+            "--tcp",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let mut sub = Proc::spawn(&["subscribe", "--url", server.ws(), "-d", "/topic/x"], &[]);
+    sub.line_with(Stream::Err, "subscribed to /topic/x");
+    let (status, _, err) = run(
+        &["send", "--url", server.ws(), "-d", "/topic/x", "counted"],
+        &[],
+    );
+    assert!(status.success(), "{err}");
+    sub.line_with(Stream::Out, "counted");
+    // Lines from before may count less; one of the next, a second apart,
+    // counts the subscriber's session and the message both ways.
+    let at_least_one = |stats: &serde_json::Value, key: &str| stats[key].as_u64() >= Some(1);
+    let stats = loop {
+        let line = server.proc.line_with(Stream::Err, "stompbox::stats");
+        let stats = json_line(&line);
+        if ["sessions", "subscriptions", "messages_in", "messages_out"]
+            .iter()
+            .all(|key| at_least_one(&stats, key))
+        {
+            break stats;
+        }
+    };
+    assert!(at_least_one(&stats, "connections"), "{stats}");
+    assert!(at_least_one(&stats, "bytes_in"), "{stats}");
+    assert!(at_least_one(&stats, "bytes_out"), "{stats}");
+    assert_eq!(stats["target"], "stompbox::stats", "{stats}");
+    assert_eq!(stats["level"], "INFO", "{stats}");
+    assert_eq!(stats["message"], "stats", "{stats}");
+    for counter in [
+        "connections",
+        "sessions",
+        "subscriptions",
+        "messages_in",
+        "messages_by_server",
+        "messages_out",
+        "bytes_in",
+        "bytes_out",
+        "backlog_bytes",
+        "queue_bytes",
+        "slow_consumers",
+        "slow_consumers_total",
+        "publisher_pauses",
+        "publisher_pauses_total",
+    ] {
+        assert!(stats[counter].is_u64(), "{counter} in {stats}");
+    }
+    for rate in [
+        "interval_secs",
+        "messages_in_per_sec",
+        "messages_by_server_per_sec",
+        "messages_out_per_sec",
+        "bytes_in_per_sec",
+        "bytes_out_per_sec",
+    ] {
+        assert!(stats[rate].is_number(), "{rate} in {stats}");
+    }
+    assert!(
+        stats["interval_secs"].as_f64().unwrap_or(0.0) > 0.5,
+        "{stats}"
+    );
+    assert_eq!(stats["broker_available"], true, "{stats}");
+    drop(sub);
+    let (status, err) = server.stop();
+    assert!(status.success(), "{err}");
+    // Every line, not only the stats, is one JSON object.
+    for line in err.lines().filter(|l| !l.trim().is_empty()) {
+        json_line(line);
+    }
+}
+
+#[test]
+fn the_log_format_can_come_from_the_environment() {
+    let mut server = Server::start(&ephemeral(), &[("STOMPBOX_LOG_FORMAT", "json")]);
+    let line = server.proc.line_with(Stream::Err, "stompbox listening");
+    assert_eq!(json_line(&line)["message"], "stompbox listening");
+    let (status, err) = server.stop();
+    assert!(status.success(), "{err}");
+
+    let (status, _, err) = run(&["serve", "--check"], &[("STOMPBOX_LOG_FORMAT", "xml")]);
+    assert!(!status.success());
+    assert!(err.contains("xml") && err.contains("json"), "{err}");
+}
+
+/// deploy/stompbox.service's ExecStart arguments (after the binary) and
+/// the value of its `key=`.
+fn unit_setting(unit: &str, key: &str) -> String {
+    unit.lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("deploy/stompbox.service has no {key}="))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn the_deployment_example_config_and_unit_pass_check_together() {
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
+    let config = format!("{deploy}/stompbox.toml");
+    let unit = std::fs::read_to_string(format!("{deploy}/stompbox.service"))
+        .expect("read deploy/stompbox.service");
+    // The unit's own command line, pointed at the example config, with
+    // --check: the flags it passes must exist too.
+    let exec = unit_setting(&unit, "ExecStart");
+    let mut args: Vec<&str> = exec.split_whitespace().skip(1).collect();
+    assert_eq!(args.first(), Some(&"serve"), "{exec}");
+    let at = args
+        .iter()
+        .position(|a| *a == "/etc/stompbox/stompbox.toml")
+        .unwrap_or_else(|| panic!("ExecStart does not read /etc/stompbox/stompbox.toml: {exec}"));
+    args[at] = &config;
+    args.push("--check");
+    let (status, out, err) = run(&args, &[]);
+    assert!(status.success(), "{err}");
+    let checked: toml::Table = toml::from_str(&out).expect("--check prints TOML");
+    let shutdown_ms = checked["server"]["shutdown_timeout_ms"]
+        .as_integer()
+        .expect("server.shutdown_timeout_ms");
+    // systemd must not SIGKILL a drain the server would still finish.
+    let stop_secs: i64 = unit_setting(&unit, "TimeoutStopSec")
+        .trim_end_matches('s')
+        .parse()
+        .expect("TimeoutStopSec in seconds, like 30s");
+    assert!(
+        stop_secs * 1000 > shutdown_ms + 1000,
+        "TimeoutStopSec={stop_secs}s does not leave room for shutdown_timeout_ms={shutdown_ms}"
+    );
+    assert_eq!(unit_setting(&unit, "LimitNOFILE"), "65536");
+}

@@ -207,6 +207,11 @@ pub struct ServerConfig {
     pub heartbeat_grace: f64,
     /// Time given to flush outboxes and close sessions on shutdown. Default 5 s.
     pub shutdown_timeout: Duration,
+    /// How often the server logs a line of its headline figures (target
+    /// `stompbox::stats`: connections, sessions, messages and bytes with
+    /// their rates over the interval, backlog, slow consumers, broker
+    /// availability); zero turns it off. Default 60 s.
+    pub stats_interval: Duration,
     /// Token for `POST /api/publish` to any destination. Default `None`.
     pub api_token: Option<String>,
     /// Tokens for `POST /api/publish`, each limited to some destinations.
@@ -283,6 +288,7 @@ impl Default for ServerConfig {
             heartbeat_receive: Duration::from_secs(10),
             heartbeat_grace: 1.5,
             shutdown_timeout: Duration::from_secs(5),
+            stats_interval: Duration::from_secs(60),
             api_token: None,
             api_tokens: Vec::new(),
             max_concurrent_api_requests: 64,

@@ -37,8 +37,9 @@ pub use admission::IpNetwork;
 pub use config::{AdminConfig, ApiToken, MetricsConfig, ServerConfig, TlsConfig};
 pub use open_files::{OpenFileLimit, raise_open_file_limit};
 pub use outbox::{Backlog, OutFrame, Outbox, PushError};
-pub use server::{Server, ServerBuilder, ServerHandle, Stats};
+pub use server::{Server, ServerBuilder, ServerHandle};
 pub use session::{SENDER_HEADER, SERVER_NAME};
+pub use shared::Stats;
 pub use stompbox_codec as codec;
 pub use tls::TlsReloader;
 

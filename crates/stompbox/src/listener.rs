@@ -5,6 +5,7 @@
 //! that does not arrive in time, or a kept-alive HTTP connection left idle,
 //! closes it.
 
+use crate::admission::AddressPermit;
 use crate::auth::Handshake;
 use crate::connection;
 use crate::shared::ServerShared;
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -190,22 +191,52 @@ async fn tls_handshake(
 trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
-/// Serves HTTP on `listener` until `stop` turns true; then lets each
-/// connection finish its request in progress (WebSocket sessions, by then
-/// their own tasks, close on the same signal).
+/// Most connections served at once outside the connection budget: on the
+/// operators' listener, and on the main one while the server drains
+/// (health probes and scrapes, a handful each). The drain is waiting to
+/// get the budget back whole, and an operator's scrape must not take a
+/// client's place or be refused for one.
+const UNCOUNTED_CONNECTIONS: usize = 64;
+
+/// How long connections still open when the listener closes (after the
+/// drain) may take to finish their answer before they are cut.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Which HTTP listener, and what it serves.
+pub(crate) enum HttpListener {
+    /// The clients' listener: `serving` while the server runs, each
+    /// connection counted against `max_connections`; from the moment a
+    /// graceful shutdown begins, `draining` (the operators' endpoints, 503
+    /// for the rest), one request per connection, outside the budget.
+    Main { serving: Router, draining: Router },
+    /// The operators' listener (`metrics.addr`): the same router until it
+    /// closes, outside the budget.
+    Operators(Router),
+}
+
+/// Serves HTTP on `listener` until `closed` turns true (after the drain).
+/// On the main listener, once `stop` turns true (the graceful shutdown
+/// began) new connections get the draining router: a load balancer's
+/// readiness probe then reads "shutting down" instead of meeting a closed
+/// port, and liveness holds until the drain is over. Connections accepted
+/// before close after their request in progress (WebSocket sessions, by
+/// then their own tasks, close on the same signal).
 pub(crate) async fn serve_http(
     listener: TcpListener,
     shared: Arc<ServerShared>,
-    router: Router,
-    mut stop: watch::Receiver<bool>,
+    kind: HttpListener,
+    stop: watch::Receiver<bool>,
+    mut closed: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
     let mut backoff = AcceptBackoff::default();
     let mut refusals = Refusals::default();
+    let uncounted_places = Arc::new(Semaphore::new(UNCOUNTED_CONNECTIONS));
+    let until_closed = closed.clone();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = accept(&listener, &mut backoff) => accepted,
-            () = stopped(&mut stop) => break,
+            () = stopped(&mut closed) => break,
         };
         // Reap finished connection tasks so the set stays small.
         while connections.try_join_next().is_some() {}
@@ -230,6 +261,36 @@ pub(crate) async fn serve_http(
                 }
             }
         };
+        let serving = match &kind {
+            HttpListener::Main { serving, .. } if !*stop.borrow() => serving,
+            HttpListener::Main { draining, .. } => {
+                let (router, busy) = (draining.clone(), "server shutting down");
+                spawn_uncounted(
+                    &mut connections,
+                    &uncounted_places,
+                    &shared,
+                    stream,
+                    peer,
+                    address_permit,
+                    (router, Mode::Draining, busy),
+                );
+                continue;
+            }
+            HttpListener::Operators(router) => {
+                let busy = "too many connections to the operators' listener";
+                let mode = Mode::Serving(until_closed.clone());
+                spawn_uncounted(
+                    &mut connections,
+                    &uncounted_places,
+                    &shared,
+                    stream,
+                    peer,
+                    address_permit,
+                    (router.clone(), mode, busy),
+                );
+                continue;
+            }
+        };
         // Counted from here, not from the upgrade: an HTTP socket costs a
         // descriptor whether or not it ever becomes a session. The place is
         // handed on to the WebSocket session, so it is counted once.
@@ -247,31 +308,84 @@ pub(crate) async fn serve_http(
             continue;
         };
         let shared = Arc::clone(&shared);
-        let router = router.clone();
+        let router = serving.clone();
         let stop = stop.clone();
         connections.spawn(async move {
-            let tls = shared.tls.as_ref().map(|t| t.http.clone());
-            let io: Box<dyn Io> = match tls {
-                None => Box::new(stream),
-                Some(acceptor) => match tls_handshake(&acceptor, stream, &shared, peer).await {
-                    Some(tls) => Box::new(tls),
-                    None => return,
-                },
+            let Some(io) = accept_io(stream, peer, &shared).await else {
+                return;
             };
             let info = ConnectionInfo {
                 tls: shared.tls.is_some(),
                 address_permit,
                 permit: Some(Arc::new(permit)),
             };
-            serve_connection(io, peer, info, router, &shared, stop).await;
+            serve_connection(io, peer, info, router, &shared, Mode::Serving(stop)).await;
         });
     }
-    // Requests in progress get the shutdown timeout to finish.
-    let _ = tokio::time::timeout(shared.config.shutdown_timeout, async {
+    // Connections accepted before the shutdown were waited for by the
+    // drain (they hold places in the budget); what is left are probes
+    // being answered, and whatever outlived the shutdown timeout.
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
         while connections.join_next().await.is_some() {}
     })
     .await;
     connections.abort_all();
+}
+
+/// Serves a connection outside the connection budget, within
+/// [`UNCOUNTED_CONNECTIONS`]; past it, 503 with `busy`.
+fn spawn_uncounted(
+    connections: &mut JoinSet<()>,
+    places: &Arc<Semaphore>,
+    shared: &Arc<ServerShared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    address_permit: Option<Arc<AddressPermit>>,
+    (router, mode, busy): (Router, Mode, &'static str),
+) {
+    let Ok(place) = Arc::clone(places).try_acquire_owned() else {
+        tokio::spawn(refuse(
+            stream,
+            http_refusal("503 Service Unavailable", busy),
+        ));
+        return;
+    };
+    let shared = Arc::clone(shared);
+    connections.spawn(async move {
+        let info = ConnectionInfo {
+            tls: shared.tls.is_some(),
+            address_permit,
+            permit: None,
+        };
+        if let Some(io) = accept_io(stream, peer, &shared).await {
+            serve_connection(io, peer, info, router, &shared, mode).await;
+        }
+        drop(place);
+    });
+}
+
+/// The connection's byte stream, after the TLS handshake when there is TLS.
+async fn accept_io(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &ServerShared,
+) -> Option<Box<dyn Io>> {
+    match shared.tls.as_ref().map(|t| t.http.clone()) {
+        None => Some(Box::new(stream)),
+        Some(acceptor) => {
+            let tls = tls_handshake(&acceptor, stream, shared, peer).await?;
+            Some(Box::new(tls))
+        }
+    }
+}
+
+/// How one HTTP connection is served.
+enum Mode {
+    /// Kept alive between requests until the shutdown signal, then closed
+    /// after the request in progress.
+    Serving(watch::Receiver<bool>),
+    /// During the drain: one request, then the connection closes.
+    Draining,
 }
 
 async fn serve_connection(
@@ -280,7 +394,7 @@ async fn serve_connection(
     info: ConnectionInfo,
     router: Router,
     shared: &ServerShared,
-    mut stop: watch::Receiver<bool>,
+    mode: Mode,
 ) {
     let first_request = Arc::new(AtomicBool::new(false));
     let service = TowerToHyperService::new(router);
@@ -293,8 +407,13 @@ async fn serve_connection(
             hyper::service::Service::call(&service, request)
         })
     };
+    let (mut stop, keep_alive) = match mode {
+        Mode::Serving(stop) => (Some(stop), true),
+        Mode::Draining => (None, false),
+    };
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
+        .keep_alive(keep_alive)
         // hyper starts this limit each time it waits for a request head: on
         // a new connection, and after each response on a kept-alive one. So
         // it is the keep-alive idle limit, and a client that says nothing,
@@ -327,12 +446,20 @@ async fn serve_connection(
                 }
                 awaiting_first = false;
             }
-            () = stopped(&mut stop) => {
+            () = stopped_if(stop.as_mut()) => {
                 connection.as_mut().graceful_shutdown();
                 let _ = connection.await;
                 return;
             }
         }
+    }
+}
+
+/// As [`stopped`], or never without a signal.
+async fn stopped_if(stop: Option<&mut watch::Receiver<bool>>) {
+    match stop {
+        Some(stop) => stopped(stop).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -342,6 +469,12 @@ pub(crate) async fn accept_tcp(listener: TcpListener, shared: Arc<ServerShared>)
     let mut refusals = Refusals::default();
     loop {
         let (stream, peer) = accept(&listener, &mut backoff).await;
+        // The drain holds the whole connection budget; say why plainly
+        // rather than "at its connection limit".
+        if *shared.shutdown.borrow() {
+            tokio::spawn(refuse(stream, stomp_refusal("server shutting down")));
+            continue;
+        }
         let address_permit = match shared.addresses.admit(peer.ip()) {
             Ok(permit) => permit,
             Err(e) => {

@@ -9,10 +9,11 @@ use crate::broker::relay::RelayBroker;
 use crate::broker::{Broker, BrokerError, BrokerStats, DestinationStats};
 use crate::budget::Budget;
 use crate::config::ServerConfig;
-use crate::listener::{accept_tcp, listen, serve_http};
+use crate::listener::{HttpListener, accept_tcp, listen, serve_http};
+use crate::ops;
 use crate::origin::OriginPolicy;
 use crate::outbox::Backlog;
-use crate::shared::ServerShared;
+use crate::shared::{ServerShared, Stats};
 use crate::tls::{ServerTls, TlsReloader};
 use crate::upgrade::ws_upgrade;
 use axum::Router;
@@ -21,58 +22,11 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
-
-/// Counters an operator may want, read with [`Server::stats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Open client connections: sessions, and HTTP connections not (yet)
-    /// upgraded, as counted against `max_connections`.
-    pub connections: usize,
-    /// Connected STOMP sessions (past CONNECT).
-    pub sessions: usize,
-    /// Subscriptions those sessions hold.
-    pub subscriptions: usize,
-    /// SEND frames received from clients since start.
-    pub messages_in: u64,
-    /// Messages the server published itself since start: application
-    /// handlers' replies, `Messaging`, the HTTP publish API.
-    pub messages_published_by_server: u64,
-    /// MESSAGE frames written to clients since start.
-    pub messages_out: u64,
-    /// Bytes read from clients (STOMP bytes, WebSocket payloads) since start.
-    pub bytes_in: u64,
-    /// Bytes of frames written to clients since start.
-    pub bytes_out: u64,
-    /// Clients disconnected as slow consumers since start.
-    pub slow_consumers: u64,
-    /// Memory of queue messages, waiting or unacknowledged, as counted
-    /// against `max_total_queue_bytes` (embedded broker).
-    pub queue_bytes: usize,
-    /// Memory of unacknowledged topic messages, as counted against
-    /// `max_total_topic_unacked_bytes` (embedded broker).
-    pub topic_unacked_bytes: usize,
-    /// Memory of frames held by open transactions, as counted against
-    /// `max_total_transaction_bytes`.
-    pub transaction_bytes: usize,
-    /// Times a client's frames were held back because what it published
-    /// left a subscriber's outbox (or, with the relay, its own link to the
-    /// broker) past its pause mark (an eighth of `outbox_bytes`), since start.
-    pub publisher_pauses: u64,
-    /// Time those pauses lasted, in all.
-    pub publisher_paused: Duration,
-    /// Bytes of encoded frames not yet written, across every connection;
-    /// a frame shared by many subscribers counts once.
-    pub backlog_bytes: usize,
-    /// Times a session's SUBSCRIBE or UNSUBSCRIBE was held back for coming
-    /// faster than `subscriptions_per_sec`, since start.
-    pub subscription_holds: u64,
-}
 
 /// A bound, not yet running, stompbox server.
 pub struct Server {
@@ -125,7 +79,9 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
     }
 
     /// Serves `routes` (an axum router: pages, REST endpoints) on the same
-    /// HTTP listener as the WebSocket endpoint.
+    /// HTTP listener as the WebSocket endpoint. The server's own paths
+    /// (the WebSocket path, `/health/live`, `/health/ready`,
+    /// `/api/publish` when enabled) are taken.
     #[must_use]
     pub fn routes(mut self, routes: Router) -> ServerBuilder<S> {
         self.routes = self.routes.merge(routes);
@@ -210,6 +166,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
         Ok(Server {
             shared: Arc::new(ServerShared {
                 connections: Arc::new(Semaphore::new(config.max_connections)),
+                open_connections: Arc::default(),
                 api_requests: Semaphore::new(config.max_concurrent_api_requests),
                 config: Arc::new(config),
                 broker,
@@ -282,10 +239,15 @@ impl Server {
         self.ops.as_ref().and_then(|t| t.local_addr().ok())
     }
 
-    /// Runs until `signal` resolves, then shuts down gracefully: stops
-    /// accepting, closes every session (WebSocket close code 1001) after
+    /// Runs until `signal` resolves, then shuts down gracefully: refuses
+    /// new sessions, closes every session (WebSocket close code 1001) after
     /// flushing its outbox, and returns once all connections are gone or
-    /// the shutdown timeout passed.
+    /// the shutdown timeout passed. Until then the HTTP listener still
+    /// answers `GET /health/ready` (503, "shutting down") and
+    /// `GET /health/live` (200), and nothing else (503).
+    ///
+    /// Every `stats_interval` (unless zero) it logs a line of its headline
+    /// figures at target `stompbox::stats`.
     ///
     /// # Errors
     ///
@@ -303,37 +265,57 @@ impl Server {
                 axum::routing::post(crate::http_api::publish),
             );
         }
-        if shared.config.metrics.enabled {
-            router = router.route("/metrics", get(crate::ops::metrics::serve));
-        }
-        if let Some(admin) = crate::ops::admin::routes(&shared, stats) {
+        // The admin page and API, on the main listener only: it is where
+        // operators' browsers come, and it is refused while draining.
+        if let Some(admin) = ops::admin::routes(&shared) {
             router = router.merge(admin);
         }
-        let router = router.with_state(Arc::clone(&shared)).merge(self.routes);
+        // The operators' endpoints, on the main listener (also while it
+        // drains) and on the operators' own.
+        let mut operators = ops::health::routes();
+        if shared.config.metrics.enabled {
+            operators = operators.route("/metrics", get(crate::ops::metrics::serve));
+        }
+        let operators = operators.with_state(Arc::clone(&shared));
+        let main = HttpListener::Main {
+            serving: router
+                .with_state(Arc::clone(&shared))
+                .merge(operators.clone())
+                .merge(self.routes),
+            draining: ops::health::draining(operators.clone()),
+        };
+        // Closes the HTTP listeners once the drain is over; until then they
+        // answer the operators' endpoints (readiness: 503).
+        let (closed, closed_signal) = watch::channel(false);
         let http = tokio::spawn(serve_http(
             self.http,
             Arc::clone(&shared),
-            router,
+            main,
             stop.clone(),
+            closed_signal.clone(),
         ));
         // The operators' listener answers until the drain is over, so a
         // scrape or a probe still sees the shutdown as it happens.
-        let (ops_stop, ops_stopped) = watch::channel(false);
         let ops = self.ops.map(|listener| {
-            let mut router = Router::new();
-            if shared.config.metrics.enabled {
-                router = router.route("/metrics", get(crate::ops::metrics::serve));
-            }
             tokio::spawn(serve_http(
                 listener,
                 Arc::clone(&shared),
-                router.with_state(Arc::clone(&shared)),
-                ops_stopped,
+                HttpListener::Operators(operators),
+                stop.clone(),
+                closed_signal,
             ))
         });
         let tcp: Option<JoinHandle<()>> = self
             .tcp
             .map(|listener| tokio::spawn(accept_tcp(listener, Arc::clone(&shared))));
+        let stats_log = (!shared.config.stats_interval.is_zero()).then(|| {
+            let source = Arc::clone(&shared);
+            tokio::spawn(ops::stats_log::run(
+                shared.config.stats_interval,
+                move || (source.stats(), *source.broker.availability().borrow()),
+                stop.clone(),
+            ))
+        });
         tokio::select! {
             () = signal => {}
             _ = stop.wait_for(|s| *s) => {}
@@ -352,8 +334,11 @@ impl Server {
         if let Some(tcp) = tcp {
             tcp.abort();
         }
+        if let Some(stats_log) = stats_log {
+            stats_log.abort();
+        }
+        closed.send_replace(true);
         let result = http.await.map_err(io::Error::other);
-        ops_stop.send_replace(true);
         if let Some(ops) = ops {
             let _ = ops.await;
         }
@@ -379,7 +364,7 @@ impl Server {
 
     /// Current counters.
     pub fn stats(&self) -> Stats {
-        stats(&self.shared)
+        self.shared.stats()
     }
 
     /// Whether the message broker can be reached, as a value to watch
@@ -414,37 +399,6 @@ impl Server {
     /// SIGHUP), when the server has TLS; sessions already open go on.
     pub fn tls_reloader(&self) -> Option<TlsReloader> {
         self.shared.tls.as_ref().map(|t| t.reloader.clone())
-    }
-}
-
-fn stats(shared: &ServerShared) -> Stats {
-    let memory = shared.broker.memory();
-    let totals = shared.telemetry.sessions.totals();
-    let mut sessions = 0;
-    let mut subscriptions = 0;
-    shared.telemetry.sessions.for_each(|entry| {
-        if entry.connected().is_some() {
-            sessions += 1;
-            subscriptions += entry.subscriptions();
-        }
-    });
-    Stats {
-        sessions,
-        subscriptions,
-        messages_in: totals.messages_in,
-        messages_published_by_server: shared.messaging.published(),
-        messages_out: totals.messages_out,
-        bytes_in: totals.bytes_in,
-        bytes_out: totals.bytes_out,
-        connections: shared.config.max_connections - shared.connections.available_permits(),
-        slow_consumers: shared.telemetry.slow_consumers_total(),
-        queue_bytes: memory.queue_bytes,
-        topic_unacked_bytes: memory.topic_unacked_bytes,
-        transaction_bytes: shared.transaction_bytes.used(),
-        publisher_pauses: shared.publisher_pauses.count(),
-        publisher_paused: shared.publisher_pauses.total(),
-        backlog_bytes: shared.backlog.bytes(),
-        subscription_holds: shared.subscription_holds.load(Ordering::Relaxed),
     }
 }
 
@@ -487,7 +441,7 @@ impl ServerHandle {
 
     /// Current counters.
     pub fn stats(&self) -> Stats {
-        stats(&self.shared)
+        self.shared.stats()
     }
 
     /// What the message broker holds now (see [`Broker::stats`]).

@@ -17,7 +17,6 @@ use hyper_util::rt::TokioIo;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use stompbox_codec::Version;
-use tokio::sync::OwnedSemaphorePermit;
 
 /// The WebSocket subprotocols, in the order the server prefers them.
 const SUBPROTOCOLS: [(&str, Version); 3] = [
@@ -37,7 +36,7 @@ pub(crate) struct ConnectionInfo {
     pub(crate) address_permit: Option<Arc<AddressPermit>>,
     /// The connection's place in the server's connection budget, taken at
     /// accept and handed on to the WebSocket session like `address_permit`.
-    pub(crate) permit: Option<Arc<OwnedSemaphorePermit>>,
+    pub(crate) permit: Option<Arc<crate::shared::Admitted>>,
 }
 
 fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {

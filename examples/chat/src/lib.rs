@@ -25,8 +25,30 @@
 //! | SUBSCRIBE   | `/app/chat/me`              | one reply: the name others see, and whether verified    |
 //! | SUBSCRIBE   | `/topic/chat/{room}`        | the room's live events; the others get a `join` notice  |
 //! | SUBSCRIBE   | `/app/chat/{room}/history`  | one reply to this subscriber: the room's last messages  |
+//! | SUBSCRIBE   | `/app/chat/{room}/presence` | one reply: who is in the room (or an error if the room cannot open) |
+//! | SUBSCRIBE   | `/topic/presence/{room}`    | who is in the room, again after each change             |
+//! | SUBSCRIBE   | `/app/chat/rooms`           | one reply: the rooms someone is in, with how many       |
+//! | SUBSCRIBE   | `/topic/rooms`              | the room list, again after each change                  |
 //! | SEND        | `/app/chat/{room}` `{"text"}` | a `message` event to everyone in the room            |
 //! | UNSUBSCRIBE, DISCONNECT |                 | a `leave` notice to the room                            |
+//!
+//! A room is open while someone is subscribed to its topic; at most
+//! [`MAX_OPEN_ROOMS`] are open at once, and a subscription that would open
+//! one more is refused (the presence reply says so first, without closing
+//! the connection, which is what the page asks before it joins). Presence
+//! lists at most [`MAX_LISTED_PEOPLE`] names per room, with the full count.
+//! Presence and room-list updates are snapshots, sent at most once per
+//! [`PRESENCE_EVERY`] for all the changes in between, so joining and leaving
+//! in a loop cannot flood anyone; each carries a `version`, and a page keeps
+//! the highest it has seen since it (re)connected.
+//!
+//! With the relay (several servers behind one broker), presence and the
+//! room list are each server's own view: every server publishes the members
+//! it sees to the shared topics, so a page sees the snapshot of whichever
+//! server published last (and may skip one whose version is lower than the
+//! last it kept), not a merge of all. Per-server presence is the accepted
+//! limit of this demo. Messages and notices reach every server through the broker,
+//! as before.
 //!
 //! A connection causes at most [`JOIN_NOTICE_BURST`] join notices at once,
 //! then one per [`JOIN_NOTICE_EVERY`]; a join past that goes unannounced,
@@ -80,6 +102,19 @@ pub const MAX_ROOMS: usize = 1_000;
 /// Room subscriptions one connection may hold at once; bounds the presence
 /// records a client can make the server keep.
 pub const MAX_ROOMS_PER_SESSION: usize = 16;
+/// Rooms with someone in them at once: the room list never grows past this,
+/// and a subscription that would open another room is refused. Names come
+/// from clients, so without it the list (sent to every page) could grow
+/// with every name anyone invents.
+pub const MAX_OPEN_ROOMS: usize = 100;
+/// Names a presence snapshot lists per room; the snapshot's `count` says
+/// how many there are in all. Who is in a room is kept for every member
+/// (it is bounded by the server's connection limit times
+/// [`MAX_ROOMS_PER_SESSION`]), but what goes out to every member is not.
+pub const MAX_LISTED_PEOPLE: usize = 50;
+/// Presence and room-list snapshots go out at most this often: every
+/// change in between is in the next one.
+pub const PRESENCE_EVERY: Duration = Duration::from_millis(200);
 
 /// Join notices one connection may cause at once; then one more per
 /// [`JOIN_NOTICE_EVERY`]. Past it, joins (and their leaves) go unannounced,
@@ -96,6 +131,10 @@ const GUEST_PREFIX: &str = "guest-";
 /// the broker's first topic prefix plus the SEND's path, so with the default
 /// `/topic/` and `/app` prefixes `/app/chat/1` publishes to `/topic/chat/1`.
 pub const ROOM_TOPIC_PREFIX: &str = "/topic/chat/";
+/// The topic of a room's presence snapshots is this plus the room name.
+pub const PRESENCE_TOPIC_PREFIX: &str = "/topic/presence/";
+/// The topic of the room list's snapshots.
+pub const ROOMS_TOPIC: &str = "/topic/rooms";
 
 /// A message someone said in a room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +196,31 @@ pub enum Event {
         /// At most [`HISTORY_LEN`] messages.
         messages: Vec<ChatMessage>,
     },
+    /// Who is in a room: the reply to a SUBSCRIBE to
+    /// `/app/chat/{room}/presence`, and on `/topic/presence/{room}` after
+    /// each change.
+    Presence {
+        /// The room.
+        room: String,
+        /// At most [`MAX_LISTED_PEOPLE`] of them, sorted by name. A user
+        /// in the room from several connections is listed once.
+        people: Vec<Person>,
+        /// How many people are in the room, listed or not.
+        count: usize,
+        /// Grows with every change on this server: of two snapshots, the
+        /// one with the higher version is the newer.
+        version: u64,
+    },
+    /// The rooms with someone in them: the reply to a SUBSCRIBE to
+    /// `/app/chat/rooms`, and on `/topic/rooms` after each change.
+    Rooms {
+        /// At most [`MAX_OPEN_ROOMS`], the busiest first.
+        rooms: Vec<RoomSummary>,
+        /// [`MAX_OPEN_ROOMS`]: when `rooms` has this many, no new room opens.
+        limit: usize,
+        /// As in [`Event::Presence`].
+        version: u64,
+    },
     /// The reply to a SUBSCRIBE to `/app/chat/me`, to that subscriber only:
     /// the name the others see for this session. A page cannot work it out
     /// itself: a verified name is whatever the authenticator vouched for,
@@ -167,6 +231,25 @@ pub enum Event {
         /// Whether it is verified, as [`ChatMessage::verified`].
         verified: bool,
     },
+}
+
+/// Someone in a room, as presence lists them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Person {
+    /// The name, as [`ChatMessage::user`] shows it.
+    pub user: String,
+    /// Whether it is verified, as [`ChatMessage::verified`].
+    #[serde(default)]
+    pub verified: bool,
+}
+
+/// A room in the room list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSummary {
+    /// The room's name.
+    pub room: String,
+    /// How many people are in it.
+    pub count: usize,
 }
 
 /// The chat's shared state: recent messages per room, who is in which
@@ -187,8 +270,9 @@ impl std::fmt::Debug for ChatState {
 #[derive(Default)]
 struct Inner {
     rooms: Mutex<Rooms>,
-    /// Session id → the room subscriptions of that session.
-    members: Mutex<HashMap<Arc<str>, Member>>,
+    presence: Mutex<Presence>,
+    /// What changed since the last snapshots went out.
+    pending: Mutex<Pending>,
     /// Session id → the nickname an anonymous session chose with its CONNECT
     /// `login`: a display name only, never an identity. One entry per
     /// connected session, removed when it ends.
@@ -209,6 +293,114 @@ struct Rooms {
 struct Room {
     messages: VecDeque<ChatMessage>,
     last_used: u64,
+}
+
+/// Who is in which room. One lock for both maps, so they always agree.
+#[derive(Default)]
+struct Presence {
+    /// Session id → the room subscriptions of that session.
+    sessions: HashMap<Arc<str>, Member>,
+    /// Open room → session id → the name it shows. A room is here exactly
+    /// while some session is subscribed to its topic; at most
+    /// [`MAX_OPEN_ROOMS`].
+    open: HashMap<String, HashMap<Arc<str>, Name>>,
+    /// Counts the changes, for the snapshots' `version`.
+    version: u64,
+}
+
+impl Presence {
+    /// `session` is in `room` from now on; false if it already was.
+    fn enter(&mut self, room: &str, session: &Arc<str>, name: &Name) -> bool {
+        let members = self.open.entry(room.to_owned()).or_default();
+        let new = members.insert(Arc::clone(session), name.clone()).is_none();
+        if new {
+            self.version += 1;
+        }
+        new
+    }
+
+    /// `session` is no longer in `room`; false if it was not.
+    fn leave(&mut self, room: &str, session: &str) -> bool {
+        let Some(members) = self.open.get_mut(room) else {
+            return false;
+        };
+        let gone = members.remove(session).is_some();
+        if members.is_empty() {
+            self.open.remove(room);
+        }
+        if gone {
+            self.version += 1;
+        }
+        gone
+    }
+
+    /// Whether a subscription to `room` may open it, with the refusal.
+    fn may_open(&self, room: &str) -> Result<(), String> {
+        if self.open.contains_key(room) || self.open.len() < MAX_OPEN_ROOMS {
+            Ok(())
+        } else {
+            Err(format!(
+                "the server already has {MAX_OPEN_ROOMS} rooms with people in them, its limit: \
+                 join one of those, or try again once one is empty"
+            ))
+        }
+    }
+
+    fn snapshot(&self, room: &str) -> Event {
+        let people: std::collections::BTreeSet<Person> = self
+            .open
+            .get(room)
+            .into_iter()
+            .flat_map(HashMap::values)
+            .map(|name| Person {
+                user: name.text.clone(),
+                verified: name.verified,
+            })
+            .collect();
+        Event::Presence {
+            room: room.to_owned(),
+            count: people.len(),
+            people: people.into_iter().take(MAX_LISTED_PEOPLE).collect(),
+            version: self.version,
+        }
+    }
+
+    fn room_list(&self) -> Event {
+        let mut rooms: Vec<RoomSummary> = self
+            .open
+            .iter()
+            .map(|(room, members)| RoomSummary {
+                room: room.clone(),
+                count: members
+                    .values()
+                    .map(|n| (&n.text, n.verified))
+                    .collect::<HashSet<_>>()
+                    .len(),
+            })
+            .collect();
+        rooms.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.room.cmp(&b.room)));
+        Event::Rooms {
+            rooms,
+            limit: MAX_OPEN_ROOMS,
+            version: self.version,
+        }
+    }
+}
+
+/// Rooms remembered as changed between two flushes of snapshots.
+const MAX_PENDING_ROOMS: usize = 2 * MAX_OPEN_ROOMS;
+
+/// Rooms whose presence changed since the last snapshots, and whether the
+/// room list did.
+#[derive(Default)]
+struct Pending {
+    /// At most [`MAX_PENDING_ROOMS`]: see [`ChatState::changed`].
+    rooms: HashSet<String>,
+    /// More rooms changed than `rooms` holds: send every open room.
+    every_open_room: bool,
+    room_list: bool,
+    /// A task is waiting to publish them.
+    scheduled: bool,
 }
 
 struct Member {
@@ -271,7 +463,7 @@ impl ChatState {
     }
 
     /// Gives the chat the server's messaging handle, for the join and leave
-    /// notices its hooks publish.
+    /// notices and the presence and room-list snapshots its hooks publish.
     ///
     /// Hooks, unlike handlers, are not given a [`Messaging`], and the handle
     /// only exists once the server is built from the app: so the app is
@@ -341,11 +533,7 @@ impl ChatState {
     /// published is logged, not fatal: the chat itself still works.
     async fn announce(&self, room: &str, event: Event) {
         let Some(messaging) = self.inner.messaging.get() else {
-            if !self.inner.warned_unattached.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "chat: no join/leave notices, as ChatState::attach was not called after bind()"
-                );
-            }
+            self.warn_unattached();
             return;
         };
         let topic = format!("{ROOM_TOPIC_PREFIX}{room}");
@@ -354,16 +542,116 @@ impl ChatState {
         }
     }
 
+    /// Publishes `event` to `topic`, quietly: a snapshot that cannot go
+    /// out (the server is shutting down, the relay is away) is superseded
+    /// by the next one anyway.
+    async fn publish_snapshot(&self, topic: &str, event: &Event) {
+        if let Some(messaging) = self.inner.messaging.get()
+            && let Err(e) = messaging.publish_json(topic, event).await
+        {
+            tracing::debug!(%topic, error = %e, "chat: could not publish a snapshot");
+        }
+    }
+
+    /// Notes that who is in `room` changed (and so the room list), and makes
+    /// sure a snapshot goes out within [`PRESENCE_EVERY`].
+    fn changed(&self, room: &str, still_open: bool) {
+        let schedule = {
+            let mut pending = lock(&self.inner.pending);
+            // Bounded, though room names come from clients: past the
+            // bound the flush sends every open room (at most MAX_OPEN_ROOMS)
+            // instead, and an emptied room gets no last snapshot. Nobody
+            // misses that one: whoever watched it from the page was in it,
+            // and has left.
+            if !pending.rooms.contains(room) {
+                if pending.rooms.len() < MAX_PENDING_ROOMS {
+                    pending.rooms.insert(room.to_owned());
+                } else if still_open {
+                    pending.every_open_room = true;
+                }
+            }
+            pending.room_list = true;
+            !std::mem::replace(&mut pending.scheduled, true)
+        };
+        if !schedule {
+            return;
+        }
+        if self.inner.messaging.get().is_none() {
+            lock(&self.inner.pending).scheduled = false;
+            self.warn_unattached();
+            return;
+        }
+        let chat = self.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(PRESENCE_EVERY).await;
+                    chat.flush().await;
+                });
+            }
+            // Hooks run on the server's runtime; this is only reachable by
+            // calling them from elsewhere, where there is no one to tell.
+            Err(_) => lock(&self.inner.pending).scheduled = false,
+        }
+    }
+
+    /// Publishes the snapshots of everything that changed.
+    async fn flush(&self) {
+        let (mut rooms, room_list, every_open_room) = {
+            let mut pending = lock(&self.inner.pending);
+            pending.scheduled = false;
+            (
+                std::mem::take(&mut pending.rooms),
+                std::mem::take(&mut pending.room_list),
+                std::mem::take(&mut pending.every_open_room),
+            )
+        };
+        if every_open_room {
+            rooms.extend(lock(&self.inner.presence).open.keys().cloned());
+        }
+        for room in rooms {
+            let snapshot = lock(&self.inner.presence).snapshot(&room);
+            let topic = format!("{PRESENCE_TOPIC_PREFIX}{room}");
+            self.publish_snapshot(&topic, &snapshot).await;
+        }
+        if room_list {
+            let snapshot = lock(&self.inner.presence).room_list();
+            self.publish_snapshot(ROOMS_TOPIC, &snapshot).await;
+        }
+    }
+
+    fn warn_unattached(&self) {
+        if !self.inner.warned_unattached.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "chat: no join/leave notices or presence, as ChatState::attach was not called after bind()"
+            );
+        }
+    }
+
+    /// Who is in `room` now, as [`Event::Presence`].
+    pub fn presence(&self, room: &str) -> Event {
+        lock(&self.inner.presence).snapshot(room)
+    }
+
+    /// The open rooms now, as [`Event::Rooms`].
+    pub fn room_list(&self) -> Event {
+        lock(&self.inner.presence).room_list()
+    }
+
     /// The subscribe hook: a subscription to a room's topic is joining it.
     async fn subscribed(&self, info: SubscriptionInfo) -> Result<(), Reject> {
         let Some(room) = room_of_topic(&info.destination) else {
+            if let Some(room) = info.destination.strip_prefix(PRESENCE_TOPIC_PREFIX) {
+                check_room(room).map_err(Reject)?;
+            }
             return Ok(());
         };
         check_room(room).map_err(Reject)?;
         let name = self.display_name(&info.user, &info.session_id);
-        let announce = {
-            let mut members = lock(&self.inner.members);
-            let member = members
+        let (announce, entered) = {
+            let mut presence = lock(&self.inner.presence);
+            let member = presence
+                .sessions
                 .entry(Arc::clone(&info.session_id))
                 .or_insert_with(|| Member::new(name.clone()));
             if member.subscriptions.len() >= MAX_ROOMS_PER_SESSION {
@@ -372,13 +660,24 @@ impl ChatState {
                 )));
             }
             let first = !member.subscriptions.values().any(|r| r == room);
+            if first {
+                presence.may_open(room).map_err(Reject)?;
+            }
+            // Looked up again: may_open needed the whole of `presence`.
+            let Some(member) = presence.sessions.get_mut(&info.session_id) else {
+                return Ok(());
+            };
             member.subscriptions.insert(info.id, room.to_owned());
             let announce = first && member.take_notice();
             if announce {
                 member.announced.insert(room.to_owned());
             }
-            announce
+            let entered = first && presence.enter(room, &info.session_id, &name);
+            (announce, entered)
         };
+        if entered {
+            self.changed(room, true);
+        }
         // A second subscription of the same session to the same room is no
         // news. The subscriber itself does not see its own join: the hook
         // runs before its subscription exists (the page says "you joined").
@@ -396,21 +695,28 @@ impl ChatState {
 
     /// The unsubscribe hook: leaving a room's topic is leaving the room.
     async fn unsubscribed(&self, info: SubscriptionInfo) {
-        let left = {
-            let mut members = lock(&self.inner.members);
-            let Some(member) = members.get_mut(&info.session_id) else {
+        let (room, left, announced, still_open) = {
+            let mut presence = lock(&self.inner.presence);
+            let Some(member) = presence.sessions.get_mut(&info.session_id) else {
                 return;
             };
             let Some(room) = member.subscriptions.remove(&info.id) else {
                 return;
             };
-            let still_in = member.subscriptions.values().any(|r| *r == room);
+            if member.subscriptions.values().any(|r| *r == room) {
+                return;
+            }
             // The member stays (until the session ends) even when in no
             // room, so that leaving does not refill its notice budget.
-            let announced = !still_in && member.announced.remove(&room);
-            announced.then(|| (room, member.name.clone()))
+            let announced = member.announced.remove(&room).then(|| member.name.clone());
+            let left = presence.leave(&room, &info.session_id);
+            let still_open = presence.open.contains_key(&room);
+            (room, left, announced, still_open)
         };
-        if let Some((room, name)) = left {
+        if left {
+            self.changed(&room, still_open);
+        }
+        if let Some(name) = announced {
             let event = Event::Leave {
                 room: room.clone(),
                 user: name.text,
@@ -424,9 +730,23 @@ impl ChatState {
     /// The disconnect hook: however a session ends, it leaves every room.
     async fn disconnected(&self, info: SessionInfo) {
         lock(&self.inner.nicknames).remove(&info.session_id);
-        let Some(member) = lock(&self.inner.members).remove(&info.session_id) else {
-            return;
+        let (member, left) = {
+            let mut presence = lock(&self.inner.presence);
+            let Some(member) = presence.sessions.remove(&info.session_id) else {
+                return;
+            };
+            let rooms: HashSet<&String> = member.subscriptions.values().collect();
+            let mut left = Vec::with_capacity(rooms.len());
+            for room in rooms {
+                if presence.leave(room, &info.session_id) {
+                    left.push((room.clone(), presence.open.contains_key(room)));
+                }
+            }
+            (member, left)
         };
+        for (room, still_open) in left {
+            self.changed(&room, still_open);
+        }
         for room in member.announced {
             let event = Event::Leave {
                 room: room.clone(),
@@ -601,8 +921,36 @@ async fn history(
     Ok(Json(Event::History { room, messages }))
 }
 
+/// SUBSCRIBE `/app/chat/{room}/presence`: who is in the room, to this
+/// subscriber. The page asks before it subscribes to a room's topic: a room
+/// that could not open is then an error here, at `/user/queue/errors`,
+/// rather than a refused subscription that ends the connection.
+async fn presence(
+    Path(room): Path<String>,
+    State(chat): State<ChatState>,
+) -> Result<Json<Event>, String> {
+    check_room(&room)?;
+    let presence = lock(&chat.inner.presence);
+    presence.may_open(&room)?;
+    Ok(Json(presence.snapshot(&room)))
+}
+
+/// SUBSCRIBE `/app/chat/rooms`: the open rooms, to this subscriber.
+async fn rooms(State(chat): State<ChatState>) -> Json<Event> {
+    Json(chat.room_list())
+}
+
+/// Whether `destination` is one the chat itself publishes to, which no
+/// client may send to.
+fn is_chat_topic(destination: &str) -> bool {
+    room_of_topic(destination).is_some()
+        || destination.starts_with(PRESENCE_TOPIC_PREFIX)
+        || destination == ROOMS_TOPIC
+}
+
 /// The chat application. Call [`ChatState::attach`] with the server's
-/// messaging handle once it is bound, for join and leave notices.
+/// messaging handle once it is bound, for join and leave notices, presence
+/// and the room list.
 pub fn app(chat: &ChatState) -> App<ChatState> {
     // Hooks are plain closures (they take no extractors), so each captures
     // its own clone of the state.
@@ -611,6 +959,9 @@ pub fn app(chat: &ChatState) -> App<ChatState> {
     App::with_state(chat.clone())
         .message("/chat/{room}", post)
         .subscribe("/chat/{room}/history", history)
+        .subscribe("/chat/{room}/presence", presence)
+        // Like "me", a subscribe route: SEND to a room named "rooms" works.
+        .subscribe("/chat/rooms", rooms)
         // A subscribe route, so no clash with SEND to a room named "me".
         .subscribe("/chat/me", me)
         .on_connect(move |info| {
@@ -632,8 +983,9 @@ pub fn app(chat: &ChatState) -> App<ChatState> {
         .on_send(|info: stompbox::app::SendInfo| async move {
             // Room events are the server's: a client posts through
             // /app/chat/{room}, where its name is the verified one. Straight
-            // to the topic it could write any name and a "verified" mark.
-            if room_of_topic(&info.destination).is_some() {
+            // to the topic it could write any name and a "verified" mark, or
+            // a made-up presence list.
+            if is_chat_topic(&info.destination) {
                 return Err(Reject::new(format!(
                     "send chat messages to /app/chat/{{room}}, not to {}",
                     quoted(&info.destination)
@@ -782,6 +1134,85 @@ mod tests {
         assert!(chat.history("r0").is_empty());
         assert_eq!(chat.history("r1").len(), 1);
         assert_eq!(lock(&chat.inner.rooms).by_name.len(), MAX_ROOMS);
+    }
+
+    #[test]
+    fn presence_lists_a_bounded_number_of_people_once_each() {
+        let mut presence = Presence::default();
+        let name = |text: &str, verified| Name {
+            text: text.to_owned(),
+            verified,
+        };
+        let extra = 10;
+        for i in 0..MAX_LISTED_PEOPLE + extra {
+            let session: Arc<str> = Arc::from(format!("s{i}"));
+            assert!(presence.enter("1", &session, &name(&format!("u{i:03}"), false)));
+        }
+        // A second connection of a listed person is not another person; a
+        // verified user of the same name is.
+        assert!(presence.enter("1", &Arc::from("again"), &name("u000", false)));
+        assert!(presence.enter("1", &Arc::from("user"), &name("u000", true)));
+        let Event::Presence { people, count, .. } = presence.snapshot("1") else {
+            panic!("not presence");
+        };
+        assert_eq!(count, MAX_LISTED_PEOPLE + extra + 1);
+        assert_eq!(people.len(), MAX_LISTED_PEOPLE);
+        assert_eq!(
+            people[..2],
+            [
+                Person {
+                    user: "u000".into(),
+                    verified: false
+                },
+                Person {
+                    user: "u000".into(),
+                    verified: true
+                }
+            ]
+        );
+        let Event::Rooms { rooms, .. } = presence.room_list() else {
+            panic!("not rooms");
+        };
+        assert_eq!(rooms[0].count, count);
+
+        // Leaving twice is one change; the last one out closes the room.
+        let version = presence.version;
+        assert!(presence.leave("1", "again"));
+        assert!(!presence.leave("1", "again"));
+        assert_eq!(presence.version, version + 1);
+        assert!(!presence.leave("nowhere", "s0"));
+    }
+
+    #[test]
+    fn rooms_waiting_for_a_snapshot_are_bounded() {
+        let chat = ChatState::new();
+        for i in 0..MAX_PENDING_ROOMS + 50 {
+            chat.changed(&format!("r{i}"), i % 2 == 0);
+        }
+        let pending = lock(&chat.inner.pending);
+        assert_eq!(pending.rooms.len(), MAX_PENDING_ROOMS);
+        // The open rooms past the bound are not lost: all open rooms go out.
+        assert!(pending.every_open_room && pending.room_list);
+    }
+
+    #[test]
+    fn open_rooms_are_bounded() {
+        let mut presence = Presence::default();
+        let who = Name {
+            text: "a".into(),
+            verified: false,
+        };
+        for i in 0..MAX_OPEN_ROOMS {
+            let room = format!("r{i}");
+            assert!(presence.may_open(&room).is_ok());
+            presence.enter(&room, &Arc::from("s"), &who);
+        }
+        let refusal = presence.may_open("new").expect_err("full");
+        assert!(refusal.contains("limit"), "{refusal}");
+        // Rooms already open stay joinable.
+        assert!(presence.may_open("r0").is_ok());
+        presence.leave("r0", "s");
+        assert!(presence.may_open("new").is_ok());
     }
 
     #[test]

@@ -10,8 +10,8 @@ use stompbox::client::{Client, ClientError};
 use stompbox::codec::{Command, Frame};
 use stompbox::{Server, ServerConfig, ServerHandle};
 use stompbox_chat::{
-    ChatMessage, ChatState, Event, HISTORY_LEN, JOIN_NOTICE_BURST, MAX_ROOMS_PER_SESSION,
-    PageSettings,
+    ChatMessage, ChatState, Event, HISTORY_LEN, JOIN_NOTICE_BURST, MAX_OPEN_ROOMS,
+    MAX_ROOMS_PER_SESSION, PageSettings, RoomSummary,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -208,6 +208,39 @@ impl Peer {
         }
     }
 
+    /// Reads events until a presence snapshot of `room` lists exactly
+    /// `want` (names, sorted), skipping the rest; returns its count.
+    async fn presence_until(&mut self, room: &str, want: &[&str]) -> usize {
+        loop {
+            if let Event::Presence {
+                room: r,
+                people,
+                count,
+                ..
+            } = self.event().await
+                && r == room
+                && people
+                    .iter()
+                    .map(|p| p.user.as_str())
+                    .eq(want.iter().copied())
+            {
+                return count;
+            }
+        }
+    }
+
+    /// Reads events until a room list satisfies `want`; returns it.
+    async fn rooms_until(&mut self, want: impl Fn(&[RoomSummary]) -> bool) -> Vec<RoomSummary> {
+        loop {
+            if let Event::Rooms { rooms, limit, .. } = self.event().await {
+                assert_eq!(limit, MAX_OPEN_ROOMS);
+                if want(&rooms) {
+                    return rooms;
+                }
+            }
+        }
+    }
+
     async fn chat_message(&mut self) -> ChatMessage {
         match self.event().await {
             Event::Message(message) => message,
@@ -385,6 +418,10 @@ async fn subscription_churn_cannot_flood_a_room_with_notices() {
     let chat = start_with_config(Accounts::Off, |c| c.subscriptions_per_sec = 0).await;
     let mut alice = Peer::join(&chat, Some("alice")).await;
     alice.subscribe("/topic/chat/1").await;
+    // Every SUBSCRIBE and UNSUBSCRIBE below changes who is in room 1 and
+    // the room list: their snapshots must not swamp alice either.
+    alice.subscribe("/topic/presence/1").await;
+    alice.subscribe("/topic/rooms").await;
     let mut mallory = Peer::join(&chat, Some("mallory")).await;
     // Alice reads nothing while the churn goes on.
     const PAIRS: usize = 1_000;
@@ -414,6 +451,7 @@ async fn subscription_churn_cannot_flood_a_room_with_notices() {
                 assert_eq!(message.text, "done");
                 break;
             }
+            Event::Presence { .. } | Event::Rooms { .. } => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -730,4 +768,211 @@ async fn clients_cannot_send_room_events_straight_to_the_topic() {
         frame.headers.get("message"),
         Some("send chat messages to /app/chat/{room}, not to '/topic/chat/lobby'")
     );
+}
+
+#[tokio::test]
+async fn presence_lists_who_is_in_a_room_through_joins_leaves_and_drops() {
+    let chat = start().await;
+    let mut alice = Peer::join(&chat, Some("alice")).await;
+    alice.subscribe("/topic/presence/1").await;
+    alice.subscribe("/topic/chat/1").await;
+    assert_eq!(alice.presence_until("1", &["alice"]).await, 1);
+
+    let mut bob = Peer::join(&chat, Some("bob")).await;
+    let sub = bob.subscribe("/topic/chat/1").await;
+    // Two connections of one name are one person.
+    let mut bob_again = Peer::join(&chat, Some("bob")).await;
+    bob_again.subscribe("/topic/chat/1").await;
+    assert_eq!(alice.presence_until("1", &["alice", "bob"]).await, 2);
+
+    // Asked for, the list comes to the asker alone, at once.
+    let mut carol = Peer::join(&chat, Some("carol")).await;
+    carol.subscribe("/app/chat/1/presence").await;
+    let Event::Presence {
+        room,
+        people,
+        count,
+        ..
+    } = carol.event().await
+    else {
+        panic!("expected presence");
+    };
+    assert_eq!((room.as_str(), count), ("1", 2));
+    assert!(people.iter().all(|p| !p.verified));
+
+    // Bob is there until his last connection leaves, by UNSUBSCRIBE or by
+    // dropping the connection.
+    bob.unsubscribe(&sub).await;
+    drop(bob_again);
+    assert_eq!(alice.presence_until("1", &["alice"]).await, 1);
+    bob.subscribe("/topic/chat/1").await;
+    assert_eq!(alice.presence_until("1", &["alice", "bob"]).await, 2);
+    drop(bob);
+    assert_eq!(alice.presence_until("1", &["alice"]).await, 1);
+
+    // Room names are checked on the presence topic too.
+    carol
+        .client
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("id", "bad")
+                .header("destination", "/topic/presence/not a room"),
+        )
+        .await
+        .expect("send");
+    let error = carol.frame().await;
+    assert_eq!(error.command, Command::Error);
+    chat.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn with_accounts_presence_shows_verified_names() {
+    let chat = start_with(Accounts::On { guests: false }).await;
+    let mut alice = Peer::join_with(&chat, &credentials("alice")).await;
+    alice.subscribe("/topic/presence/lobby").await;
+    alice.subscribe("/topic/chat/lobby").await;
+    let mut bob = Peer::join_with(&chat, &credentials("bob")).await;
+    bob.subscribe("/topic/chat/lobby").await;
+    loop {
+        if let Event::Presence { people, .. } = alice.event().await
+            && people.len() == 2
+        {
+            assert!(people.iter().all(|p| p.verified), "{people:?}");
+            break;
+        }
+    }
+    chat.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn the_room_list_follows_rooms_opening_and_emptying() {
+    let chat = start().await;
+    let mut alice = Peer::join(&chat, Some("alice")).await;
+    alice.subscribe("/topic/rooms").await;
+    alice.subscribe("/topic/chat/lobby").await;
+    alice
+        .rooms_until(|rooms| rooms == [summary("lobby", 1)])
+        .await;
+
+    let mut bob = Peer::join(&chat, Some("bob")).await;
+    bob.subscribe("/topic/chat/lobby").await;
+    let garden = bob.subscribe("/topic/chat/garden").await;
+    // The busiest room first.
+    alice
+        .rooms_until(|rooms| rooms == [summary("lobby", 2), summary("garden", 1)])
+        .await;
+
+    // Asked for, the list comes to the asker at once.
+    let mut carol = Peer::join(&chat, Some("carol")).await;
+    carol.subscribe("/app/chat/rooms").await;
+    assert!(matches!(carol.event().await, Event::Rooms { rooms, .. } if rooms.len() == 2));
+
+    // An empty room leaves the list, however its last member went.
+    bob.unsubscribe(&garden).await;
+    alice
+        .rooms_until(|rooms| rooms == [summary("lobby", 2)])
+        .await;
+    drop(bob);
+    alice
+        .rooms_until(|rooms| rooms == [summary("lobby", 1)])
+        .await;
+    chat.server.shutdown().await.expect("shutdown");
+}
+
+fn summary(room: &str, count: usize) -> RoomSummary {
+    RoomSummary {
+        room: room.to_owned(),
+        count,
+    }
+}
+
+#[tokio::test]
+async fn rooms_past_the_limit_are_refused_with_a_clear_error() {
+    let chat = start().await;
+    let mut openers = Vec::new();
+    for chunk in (0..MAX_OPEN_ROOMS)
+        .collect::<Vec<_>>()
+        .chunks(MAX_ROOMS_PER_SESSION)
+    {
+        let mut peer = Peer::join(&chat, None).await;
+        for i in chunk {
+            peer.subscribe(&format!("/topic/chat/r{i}")).await;
+        }
+        openers.push(peer);
+    }
+
+    // The page's question first: an error for the asker, connection intact.
+    let mut alice = Peer::join(&chat, Some("alice")).await;
+    alice.subscribe("/app/chat/one-more/presence").await;
+    let error = alice.error().await;
+    assert!(
+        error.contains(&format!("{MAX_OPEN_ROOMS} rooms")) && error.contains("limit"),
+        "{error}"
+    );
+    // An open room can still be joined and asked about.
+    alice.subscribe("/app/chat/r0/presence").await;
+    assert!(matches!(
+        alice.event().await,
+        Event::Presence { count: 1, .. }
+    ));
+    alice.subscribe("/topic/chat/r0").await;
+
+    // Subscribing straight to a new room's topic is refused.
+    alice
+        .client
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("id", "too-many")
+                .header("destination", "/topic/chat/one-more"),
+        )
+        .await
+        .expect("send");
+    let refused = loop {
+        let frame = alice.frame().await;
+        if frame.command == Command::Error {
+            break frame;
+        }
+    };
+    assert!(
+        refused
+            .headers
+            .get("message")
+            .is_some_and(|m| m.contains("limit")),
+        "{refused:?}"
+    );
+
+    // Once a room empties, a new one can open.
+    let mut bob = Peer::join(&chat, Some("bob")).await;
+    bob.subscribe("/topic/rooms").await;
+    drop(openers.pop());
+    bob.rooms_until(|rooms| rooms.len() < MAX_OPEN_ROOMS).await;
+    bob.subscribe("/app/chat/one-more/presence").await;
+    loop {
+        if let Event::Presence { room, count, .. } = bob.event().await {
+            assert_eq!((room.as_str(), count), ("one-more", 0));
+            break;
+        }
+    }
+    bob.subscribe("/topic/chat/one-more").await;
+    chat.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn clients_cannot_send_presence_or_room_lists() {
+    let chat = start().await;
+    for destination in ["/topic/presence/lobby", "/topic/rooms"] {
+        let mut mallory = Peer::join(&chat, Some("mallory")).await;
+        mallory
+            .client
+            .send(
+                &Frame::new(Command::Send)
+                    .header("destination", destination)
+                    .body(r#"{"type":"rooms","rooms":[],"limit":1,"version":99}"#.to_owned()),
+            )
+            .await
+            .expect("send");
+        let frame = mallory.frame().await;
+        assert_eq!(frame.command, Command::Error, "{destination}: {frame:?}");
+    }
+    chat.server.shutdown().await.expect("shutdown");
 }

@@ -13,6 +13,15 @@
 // under her and the page reconnects by itself. Bob reloads the page and gets
 // the room's history. A message the server refuses shows as an error.
 // Screenshot: <output-dir>/chat.png.
+// Presence and rooms, in the same run: once joined, the join form shrinks to
+// one line; "No messages in room 1 yet." shows until the first message;
+// alice and bob see each other in the room's presence list; the room list
+// shows rooms 1 and 2 with their counts, and carol opening a room "garden"
+// moves her there for everyone's list; a link in a message is a link
+// (http/https only, rel="noopener noreferrer") and markup stays text. Dave
+// joins (screenshot <output-dir>/chat-presence.png) and his browser goes
+// away without a word: he leaves alice's list; bob clicks Leave: he leaves
+// it too.
 //
 // With accounts (the server has these password users): the page shows a
 // login form. Joining without credentials is tried first (refused unless the
@@ -23,8 +32,8 @@
 // A refused message shows as an error. Alice's connection is dropped and
 // the page logs in again with the same credentials (kept in memory only:
 // nothing in storage or the URL). Screenshot: <output-dir>/chat-login.png.
-// Bob logs out: alice sees him leave, his page shows the form and stays
-// disconnected.
+// Bob logs out: alice sees him leave (the notice and the presence list),
+// his page shows the form and stays disconnected.
 //
 // It expects a freshly started server (room history is kept in memory), as
 // crates/stompbox-cli/tests/browser.rs starts one.
@@ -119,6 +128,24 @@ async function waitForJoinError(person, part) {
   );
 }
 
+// The names in a page's presence list, in order.
+async function waitForPeople(person, names) {
+  await person.page.waitForFunction(
+    (names) => JSON.stringify([...document.querySelectorAll("#people li[data-user]")].map((el) => el.dataset.user)) === JSON.stringify(names),
+    names,
+  );
+}
+
+// A page's room list, as [[room, count], …] in order.
+async function waitForRooms(person, rooms) {
+  await person.page.waitForFunction(
+    (rooms) => JSON.stringify([...document.querySelectorAll("#room-list li[data-room]")].map((el) => [el.dataset.room, Number(el.dataset.count)])) === JSON.stringify(rooms),
+    rooms,
+  );
+}
+
+const emptyNotice = (person) => person.page.$$eval("#messages li.empty", (els) => els.map((el) => el.textContent));
+
 // Waits until the page is connected, knows who it is, and has the room's
 // history: its subscription to the room is then in place.
 async function inRoom(person) {
@@ -167,7 +194,11 @@ async function open(name, { routeSockets = false, clock = false } = {}) {
 }
 
 async function join(name, room, options) {
-  const person = await open(name, options);
+  return enterAs(await open(name, options), room);
+}
+
+async function enterAs(person, room) {
+  const name = person.name;
   await person.page.fill("#name", name);
   await person.page.fill("#room", room);
   await person.page.click("#join-button");
@@ -223,21 +254,44 @@ function noPageErrors(people) {
 }
 
 async function withoutAccounts() {
+  step = "checking the nickname mode";
+  const alice = await open("alice", { routeSockets: true });
+  check(await visible(alice, "#name"), "no nickname field");
+  check(!(await visible(alice, "#password")), "a password field, on a server without accounts");
+  const note = await alice.page.textContent("#nickname-note");
+  check(await visible(alice, "#nickname-note") && note.includes("not verified"), `no visible "not verified" note: ${note}`);
+
   step = "joining";
-  const alice = await join("alice", "1", { routeSockets: true });
+  await enterAs(alice, "1");
+  const me = await whoami(alice);
+  check(me.shown && me.user === "alice" && !me.marked && me.text.includes("not verified"), `alice's page shows her as ${JSON.stringify(me)}`);
+  ok("the page asks for a nickname, says nicknames are not verified, and shows alice's as such");
+  check(JSON.stringify(await emptyNotice(alice)) === JSON.stringify(["No messages in room 1 yet."]), `alice's empty room shows ${JSON.stringify(await emptyNotice(alice))}`);
+  ok("a room without messages says so");
+  const welcomes = await alice.page.$$eval("#messages li.notice", (els) => els.filter((el) => el.textContent === "You are in room 1 as alice.").length);
+  check(welcomes === 1, `"You are in room 1 as alice." shown ${welcomes} times`);
+  for (const hidden of ["#join", "#name", "#room", "#nickname-note"]) {
+    check(!(await visible(alice, hidden)), `${hidden} still shows after joining`);
+  }
+  check(await visible(alice, "#logout") && (await alice.page.textContent("#logout")) === "Leave", "no Leave button after joining");
+  const card = await alice.page.$eval("#join-card", (el) => el.getBoundingClientRect().height);
+  check(card < 80, `the join card still takes ${card}px after joining`);
+  ok(`once joined, the form gives way to one line (${Math.round(card)}px) with a Leave button`);
+
   const bob = await join("bob", "1");
   const carol = await join("carol", "2");
   await waitForNotice(alice, "bob joined");
   ok("alice and bob are in room 1, carol in room 2; alice saw bob join");
 
-  step = "checking the nickname mode";
-  check(await visible(alice, "#name"), "no nickname field");
-  check(!(await visible(alice, "#password")), "a password field, on a server without accounts");
-  const note = await alice.page.textContent("#nickname-note");
-  check(await visible(alice, "#nickname-note") && note.includes("not verified"), `no visible "not verified" note: ${note}`);
-  const me = await whoami(alice);
-  check(me.shown && me.user === "alice" && !me.marked && me.text.includes("not verified"), `alice's page shows her as ${JSON.stringify(me)}`);
-  ok("the page asks for a nickname, says nicknames are not verified, and shows alice's as such");
+  step = "checking presence and the room list";
+  for (const person of [alice, bob]) {
+    await waitForPeople(person, ["alice", "bob"]);
+    const mine = await person.page.$eval("#people li.me", (el) => el.dataset.user);
+    check(mine === person.name, `${person.name}'s page marks ${mine} as itself`);
+    await waitForRooms(person, [["1", 2], ["2", 1]]);
+  }
+  await waitForPeople(carol, ["carol"]);
+  ok("alice and bob see each other online in room 1; the room list shows 1 (2) and 2 (1)");
 
   step = "talking in room 1";
   await say(alice, "Hello from alice");
@@ -247,10 +301,28 @@ async function withoutAccounts() {
     await waitForMessage(person, "Hi alice, bob here");
   }
   ok("alice and bob both see both messages");
+  for (const person of [alice, bob]) {
+    await person.page.waitForFunction(() => document.querySelector("#messages li.empty") === null);
+  }
+  ok('"No messages in room 1 yet." went away with the first message');
+
   const names = await authors(alice);
   check(names.length === 2 && names.every((n) => !n.verified && !n.marked), `names marked as verified: ${JSON.stringify(names)}`);
   check((await alice.page.$$("#messages .verified")).length === 0, "a verified mark in a chat of nicknames");
   ok("no nickname carries the verified mark, in messages or notices");
+
+  step = "sending a link";
+  await say(alice, "Docs at https://example.com/docs?page=2. Not javascript:alert(1) nor <b>bold</b>");
+  await waitForMessage(bob, "Docs at https://example.com/docs?page=2. Not javascript:alert(1) nor <b>bold</b>");
+  const links = await bob.page.$$eval("#messages li.message .text a", (els) => els.map((a) => ({
+    href: a.getAttribute("href"), text: a.textContent, rel: a.rel, target: a.target,
+  })));
+  check(
+    JSON.stringify(links) === JSON.stringify([{ href: "https://example.com/docs?page=2", text: "https://example.com/docs?page=2", rel: "noopener noreferrer", target: "_blank" }]),
+    `links in bob's page: ${JSON.stringify(links)}`,
+  );
+  check((await bob.page.$$("#messages li.message .text b")).length === 0, "markup in a message became an element");
+  ok("a link in a message is clickable (https only, noopener noreferrer); markup stays text");
 
   step = "talking in room 2";
   await say(carol, "Room 2 only");
@@ -260,11 +332,24 @@ async function withoutAccounts() {
   check(!(await messages(alice)).includes("Room 2 only"), "alice saw room 2's message");
   ok("carol saw nothing from room 1; room 1 nothing from room 2");
 
+  step = "opening a room";
+  await carol.page.fill("#new-room-name", "no spaces");
+  await carol.page.press("#new-room-name", "Enter");
+  await carol.page.waitForFunction(() => document.getElementById("room-error").textContent.includes("A room is 1 to 32"));
+  check((await carol.page.textContent("#room-title")) === "Room 2", "a bad room name moved carol");
+  await carol.page.fill("#new-room-name", "garden");
+  await carol.page.press("#new-room-name", "Enter");
+  await inRoom(carol);
+  check((await carol.page.textContent("#room-title")) === "Room garden", "carol is not in the garden");
+  await waitForRooms(alice, [["1", 2], ["garden", 1]]);
+  ok("carol opened room garden: alice's list shows it, and room 2 is gone with her");
+
   step = "losing alice's connection";
   await dropAndReconnect(alice);
   await say(bob, "Welcome back, alice");
   await waitForMessage(alice, "Welcome back, alice");
-  ok("alice's page reconnected by itself and is back in room 1");
+  await waitForPeople(alice, ["alice", "bob"]);
+  ok("alice's page reconnected by itself and is back in room 1, with its presence list");
 
   step = "reloading bob's page";
   await bob.page.reload();
@@ -284,6 +369,28 @@ async function withoutAccounts() {
   await say(alice, "See you all tomorrow!");
   await waitForMessage(alice, "See you all tomorrow!");
   await screenshot(alice, "chat.png");
+
+  step = "dave joins, and his browser goes away";
+  const dave = await join("dave", "1");
+  await waitForPeople(alice, ["alice", "bob", "dave"]);
+  await waitForRooms(alice, [["1", 3], ["garden", 1]]);
+  await say(dave, "Hi all, more at http://example.org/dave");
+  await waitForMessage(alice, "Hi all, more at http://example.org/dave");
+  await screenshot(alice, "chat-presence.png");
+  noPageErrors([dave]);
+  // No DISCONNECT: the connection just ends, as with a closed laptop lid.
+  await dave.page.context().close();
+  await waitForPeople(alice, ["alice", "bob"]);
+  await waitForRooms(alice, [["1", 2], ["garden", 1]]);
+  ok("dave's dropped connection took him off alice's presence list and the room count");
+
+  step = "bob leaves";
+  await bob.page.click("#logout");
+  await waitForPeople(alice, ["alice"]);
+  await waitForNotice(alice, "bob left");
+  check(await visible(bob, "#name") && await visible(bob, "#room"), "bob's page shows no join form after leaving");
+  check(await bob.page.isHidden("#chat"), "bob's page still shows the chat after leaving");
+  ok("bob left: he is off alice's list, and his page shows the form again");
 
   noPageErrors([alice, bob, carol]);
 }
@@ -350,6 +457,12 @@ async function withAccounts([first, second]) {
   }
   await waitForNotice(alice, `${second.user} ✓ joined`);
   ok("alice and bob logged in; each page shows its verified name; alice saw bob (verified) join");
+  for (const person of [alice, bob]) {
+    await waitForPeople(person, [first.user, second.user]);
+    const marked = await person.page.$$eval("#people li[data-user]", (els) => els.map((el) => el.dataset.verified === "true" && el.querySelector(".user + .verified") !== null));
+    check(marked.every(Boolean), `${person.name}'s presence list has unmarked names: ${JSON.stringify(marked)}`);
+  }
+  ok("both presence lists show both users, verified");
 
   step = "talking";
   await say(alice, "Hello, it is really alice");
@@ -408,6 +521,7 @@ async function withAccounts([first, second]) {
   step = "logging bob out";
   await bob.page.click("#logout");
   await waitForNotice(alice, `${second.user} ✓ left`);
+  await waitForPeople(alice, [first.user]);
   await bob.page.waitForSelector('#status[data-state="closed"]');
   check(await visible(bob, "#user") && await visible(bob, "#password"), "bob's page shows no login form after logging out");
   check(await bob.page.isHidden("#chat") && await bob.page.isHidden("#whoami"), "bob's page still shows the chat");

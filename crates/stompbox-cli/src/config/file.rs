@@ -45,6 +45,8 @@ pub(super) struct ServerSection {
     pub(super) tcp: Option<String>,
     pub(super) max_connections: Option<usize>,
     pub(super) shutdown_timeout_ms: Option<u64>,
+    /// 0 turns the stats log line off.
+    pub(super) stats_interval_ms: Option<u64>,
     /// Empty means off: an absent value could not be listed as a key.
     pub(super) api_token: Option<String>,
     pub(super) allowed_origins: Option<Vec<String>>,
@@ -322,6 +324,7 @@ impl FileConfig {
                 ),
                 max_connections: Some(c.max_connections),
                 shutdown_timeout_ms: Some(millis(c.shutdown_timeout)),
+                stats_interval_ms: Some(millis(c.stats_interval)),
                 api_token: Some(c.api_token.clone().unwrap_or_default()),
                 allowed_origins: Some(c.allowed_origins.clone()),
                 trusted_proxies: Some(c.trusted_proxies.iter().map(ToString::to_string).collect()),

@@ -3,7 +3,7 @@
 
 use super::file::{FileConfig, known_keys};
 use super::validate::validate;
-use super::{ENV_PREFIX, Settings};
+use super::{ENV_PREFIX, NOT_SETTINGS, Settings};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -97,6 +97,11 @@ impl Layers {
         let mut vars: Vec<_> = vars
             .into_iter()
             .filter(|(name, _)| name.as_encoded_bytes().starts_with(ENV_PREFIX.as_bytes()))
+            .filter(|(name, _)| {
+                !NOT_SETTINGS
+                    .iter()
+                    .any(|n| name.as_encoded_bytes() == n.as_bytes())
+            })
             .collect();
         // Deterministic: the first bad variable reported is the same every run.
         vars.sort();

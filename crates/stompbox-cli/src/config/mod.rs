@@ -37,6 +37,20 @@ use tracing_subscriber::EnvFilter;
 /// Prefix of the environment variables that configure `serve`.
 const ENV_PREFIX: &str = "STOMPBOX_";
 
+/// The environment variable of --log-format: a flag of the process, not a
+/// setting of the server, so not a key of stompbox.toml either.
+const LOG_FORMAT_VAR: &str = "STOMPBOX_LOG_FORMAT";
+
+/// Variables with the settings' prefix that are not settings.
+const NOT_SETTINGS: [&str; 1] = [LOG_FORMAT_VAR];
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Flags of `stompbox serve`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
@@ -58,6 +72,15 @@ pub(crate) struct ServeArgs {
     /// Log filter, e.g. "debug" or "info,stompbox=trace"; RUST_LOG wins over it.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log: String,
+    /// Log line format: "text" for people, "json" (one object per line,
+    /// the event's fields at the top level) for log pipelines.
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        env = LOG_FORMAT_VAR,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     /// Check the configuration, print the effective settings as TOML and exit.
     #[arg(long)]
     check: bool,
@@ -140,7 +163,7 @@ impl Settings {
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
-    init_logging(&args.log)?;
+    init_logging(&args.log, args.log_format)?;
     // Before anything is opened, and for --check too, which then shows the
     // max_connections the raised limit allows.
     match stompbox::raise_open_file_limit() {
@@ -361,7 +384,7 @@ fn plain_page(ws_path: &str) -> HttpRouter {
     )
 }
 
-fn init_logging(level: &str) -> Result<(), String> {
+fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(&directives)
             .map_err(|e| format!("invalid RUST_LOG '{directives}': {e}"))?,
@@ -369,11 +392,17 @@ fn init_logging(level: &str) -> Result<(), String> {
     };
     // Logs go to stderr: stdout carries only the listening line (and
     // --check's output), which scripts and tests parse.
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        // Fields at the top level, next to timestamp, level and target,
+        // where log pipelines look for them.
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
     Ok(())
 }
 

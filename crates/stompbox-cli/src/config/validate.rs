@@ -84,6 +84,9 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Problems> {
     if let Some(ms) = server.shutdown_timeout_ms {
         c.shutdown_timeout = Duration::from_millis(ms);
     }
+    if let Some(ms) = server.stats_interval_ms {
+        c.stats_interval = Duration::from_millis(ms);
+    }
     // The token is never quoted back: errors and logs may be seen by others.
     match server.api_token {
         None => {}

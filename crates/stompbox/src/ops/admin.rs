@@ -24,7 +24,6 @@ mod snapshot;
 
 use crate::broker::BrokerError;
 use crate::config::ServerConfig;
-use crate::server::Stats;
 use crate::shared::ServerShared;
 use auth::{Operator, Refusal};
 use axum::Router;
@@ -57,14 +56,9 @@ const MAX_ACTION_BODY: usize = 4 * 1024;
 /// How often an event stream sends a snapshot.
 const EVENT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A function that reads the server's counters (`server::stats`), handed
-/// in by the server so this module needs nothing else of it.
-pub(crate) type ReadStats = fn(&ServerShared) -> Stats;
-
 /// What the admin routes share.
 struct Admin {
     shared: Arc<ServerShared>,
-    stats: ReadStats,
     /// Places for event streams (`admin.max_event_streams`).
     streams: Arc<Semaphore>,
 }
@@ -99,7 +93,6 @@ pub(crate) fn check_config(config: &ServerConfig, authenticator: bool) -> Result
 /// The admin routes, when admin access is configured.
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>(
     shared: &Arc<ServerShared>,
-    stats: ReadStats,
 ) -> Option<Router<S>> {
     let config = &shared.config.admin;
     if !config.enabled() {
@@ -107,7 +100,6 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>(
     }
     let admin = Arc::new(Admin {
         shared: Arc::clone(shared),
-        stats,
         streams: Arc::new(Semaphore::new(config.max_event_streams)),
     });
     Some(
@@ -262,7 +254,7 @@ async fn overview(State(admin): State<Arc<Admin>>, request: Request) -> Response
     if let Err(refused) = operator(&admin, &parts).await {
         return refused;
     }
-    let stats = (admin.stats)(&admin.shared);
+    let stats = admin.shared.stats();
     json(StatusCode::OK, &snapshot::overview(&admin.shared, &stats))
 }
 
@@ -434,7 +426,7 @@ impl EventStream {
             } => return None,
             _ = self.ticks.tick() => {}
         }
-        let stats = (self.admin.stats)(&self.admin.shared);
+        let stats = self.admin.shared.stats();
         let snapshot =
             self.snapshots
                 .next(&self.admin.shared, stats, self.sessions, self.destinations);

@@ -127,7 +127,7 @@ pub(crate) fn render(shared: &ServerShared) -> String {
         largest_outbox = largest_outbox.max(entry.outbox.queued_bytes());
     });
     let totals = telemetry.sessions.totals();
-    let admitted = config.max_connections - shared.connections.available_permits();
+    let admitted = shared.open_connections();
     // An HTTP connection holds a place from accept; one that became a
     // session is counted under its transport instead.
     let http_only = admitted.saturating_sub(registered);

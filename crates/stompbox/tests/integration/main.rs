@@ -12,6 +12,7 @@ mod connect;
 mod flow_control;
 mod handshake;
 mod header_safety;
+mod health;
 mod heartbeat;
 mod http_api;
 mod http_limits;

@@ -3,8 +3,7 @@
 //! snapshots.
 
 use crate::broker::{BrokerStats, DestinationStats, RelayStats};
-use crate::server::Stats;
-use crate::shared::ServerShared;
+use crate::shared::{ServerShared, Stats};
 use crate::telemetry::{SessionEntry, SessionRegistry};
 use serde::Serialize;
 use std::cmp::{Ordering, Reverse};
