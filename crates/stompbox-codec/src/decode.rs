@@ -28,7 +28,8 @@ impl Default for Limits {
 pub enum Decoded {
     /// A complete frame.
     Frame(Frame),
-    /// One or more end-of-line bytes between frames: a heart-beat.
+    /// One or more end-of-line bytes between frames: a heart-beat. (NUL
+    /// bytes between frames are skipped as padding and are no heart-beat.)
     Heartbeat,
 }
 
@@ -121,10 +122,12 @@ impl Decoder {
         loop {
             match &mut self.state {
                 State::Idle => {
-                    let eols = leading_eols(buf);
-                    if eols > 0 {
-                        buf.advance(eols);
-                        return Ok(Some(Decoded::Heartbeat));
+                    let (padding, eol) = leading_padding(buf);
+                    if padding > 0 {
+                        buf.advance(padding);
+                        if eol {
+                            return Ok(Some(Decoded::Heartbeat));
+                        }
                     }
                     // A lone '\r' may be the start of a CRLF heart-beat.
                     if buf.is_empty() || buf[..] == b"\r"[..] {
@@ -196,13 +199,26 @@ impl Decoder {
     }
 }
 
-fn leading_eols(buf: &[u8]) -> usize {
+/// The length of the padding before the next frame, and whether it holds
+/// an end of line (a heart-beat). Besides EOLs it skips NUL bytes: some
+/// clients end a frame with an extra NUL (`\0\n`), and RabbitMQ and
+/// ActiveMQ ignore it, so a client written against them must not be
+/// refused for it.
+fn leading_padding(buf: &[u8]) -> (usize, bool) {
     let mut i = 0;
+    let mut eol = false;
     loop {
         match buf.get(i..) {
-            Some([b'\n', ..]) => i += 1,
-            Some([b'\r', b'\n', ..]) => i += 2,
-            _ => return i,
+            Some([b'\n', ..]) => {
+                i += 1;
+                eol = true;
+            }
+            Some([b'\r', b'\n', ..]) => {
+                i += 2;
+                eol = true;
+            }
+            Some([0, ..]) => i += 1,
+            _ => return (i, eol),
         }
     }
 }
@@ -386,6 +402,26 @@ mod tests {
         assert_eq!(&frame(&items[1]).body[..], b"hi");
         assert_eq!(items[2], Decoded::Heartbeat);
         assert_eq!(frame(&items[3]).command, Command::Ack);
+    }
+
+    #[test]
+    fn nul_bytes_between_frames_are_skipped() {
+        let items = decode_all(
+            b"SEND\ndestination:/a\n\nhi\0\0\n\0SUBSCRIBE\nid:1\ndestination:/b\n\n\0\0",
+            Version::V1_2,
+        )
+        .unwrap();
+        assert_eq!(items.len(), 3);
+        assert_eq!(&frame(&items[0]).body[..], b"hi");
+        // The padding held an EOL, so the peer is alive: a heart-beat.
+        assert_eq!(items[1], Decoded::Heartbeat);
+        assert_eq!(frame(&items[2]).command, Command::Subscribe);
+        // NULs alone are padding too, and no heart-beat.
+        let items = decode_all(b"\0\0ACK\nid:1\n\n\0", Version::V1_2).unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(frame(&items[0]).command, Command::Ack);
+        // A NUL inside a command is still refused.
+        assert!(decode_all(b"SUB\0SCRIBE\n\n\0", Version::V1_2).is_err());
     }
 
     #[test]

@@ -213,14 +213,18 @@ fn decode_chunked(
     (frames, None, buf)
 }
 
-/// Heart-beats between frames: each `true` is a CRLF, each `false` an LF.
-fn heartbeats() -> impl Strategy<Value = Vec<bool>> {
-    prop::collection::vec(any::<bool>(), 0..3)
+/// Padding between frames: heart-beats (an LF or a CRLF) and the stray NUL
+/// bytes some clients put after a frame's own.
+fn heartbeats() -> impl Strategy<Value = Vec<&'static [u8]>> {
+    prop::collection::vec(
+        prop::sample::select(vec![&b"\n"[..], &b"\r\n"[..], &b"\0"[..]]),
+        0..3,
+    )
 }
 
-fn push_heartbeats(wire: &mut Vec<u8>, beats: &[bool]) {
-    for &crlf in beats {
-        wire.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+fn push_heartbeats(wire: &mut Vec<u8>, beats: &[&[u8]]) {
+    for beat in beats {
+        wire.extend_from_slice(beat);
     }
 }
 

@@ -196,12 +196,23 @@ pub struct ServerConfig {
     /// past it the connection is closed. Also bounds the first request head
     /// when shorter than `connect_timeout`. Default 20 s.
     pub http_idle_timeout: Duration,
-    /// Shortest interval the server offers to send heart-beats at (the `sx`
-    /// of CONNECTED's `heart-beat`); zero turns them off. Default 10 s.
+    /// Whether the server sends heart-beats: zero turns them off. A client
+    /// that asks for them gets them at the interval it asks for, but no
+    /// more often than `heartbeat_min`; to a client that asks for none,
+    /// CONNECTED offers this interval (the `sx` of its `heart-beat`).
+    /// Default 10 s.
     pub heartbeat_send: Duration,
-    /// Interval the server asks clients to send heart-beats at (`sy`); zero
-    /// turns the check off. Default 10 s.
+    /// Whether the server checks that clients send heart-beats: zero turns
+    /// the check off. A client that offers them is held to the interval it
+    /// offers, but is not asked for them more often than `heartbeat_min`;
+    /// to a client that offers none, CONNECTED asks for this interval
+    /// (`sy`). Default 10 s.
     pub heartbeat_receive: Duration,
+    /// The shortest heart-beat interval the server agrees to, either way: a
+    /// client asking for heart-beats every 100 ms gets them every
+    /// `heartbeat_min`, so no client makes the server wake (or read) more
+    /// often than this. Zero counts as 1 ms. Default 1 s.
+    pub heartbeat_min: Duration,
     /// How long past its heart-beat promise a client may stay silent before
     /// it is disconnected, as a factor of the interval. Default 1.5.
     pub heartbeat_grace: f64,
@@ -286,6 +297,7 @@ impl Default for ServerConfig {
             http_idle_timeout: Duration::from_secs(20),
             heartbeat_send: Duration::from_secs(10),
             heartbeat_receive: Duration::from_secs(10),
+            heartbeat_min: Duration::from_secs(1),
             heartbeat_grace: 1.5,
             shutdown_timeout: Duration::from_secs(5),
             stats_interval: Duration::from_secs(60),

@@ -46,7 +46,7 @@ const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) async fn run(
     mut transport: Transport,
     server: Arc<ServerShared>,
-    pinned_version: Option<Version>,
+    subprotocol_versions: Option<Vec<Version>>,
     handshake: Handshake,
 ) {
     let peer = handshake.remote_addr.to_string();
@@ -68,7 +68,7 @@ pub(crate) async fn run(
         Arc::clone(&server),
         Arc::clone(&outbox),
         Arc::clone(&entry),
-        pinned_version,
+        subprotocol_versions,
         handshake,
     );
     // Until CONNECT succeeds a client is nobody: it may send only a small
@@ -673,7 +673,22 @@ async fn finish(
             )
             .await;
         }
-        End::ClientClosed | End::Io(_) => {
+        End::ClientClosed => {
+            drop(registered);
+            outbox.close();
+            // A WebSocket client that sent a Close frame is owed one back
+            // with its code (RFC 6455 §5.5.1), or it sees an unclean close
+            // (1006); the WebSocket layer queued it on reading theirs, and
+            // closing sends it. A TCP peer has gone: nothing is owed.
+            if let Transport::WebSocket(_) = transport {
+                let _ = timeout(
+                    FAREWELL_TIMEOUT,
+                    transport.close(CloseCode::NORMAL_CLOSURE, ""),
+                )
+                .await;
+            }
+        }
+        End::Io(_) => {
             drop(registered);
             outbox.close();
         }

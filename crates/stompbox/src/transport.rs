@@ -131,6 +131,8 @@ impl Transport {
                         }
                         return Ok(Read::Data);
                     }
+                    // The WebSocket layer has queued the echo of this
+                    // Close with the client's code; `close` sends it.
                     Some(Ok(message)) if message.is_close() => return Ok(Read::Closed),
                     // Pings are answered by the WebSocket layer itself.
                     Some(Ok(_)) => {}
@@ -164,8 +166,9 @@ impl Transport {
     }
 
     /// Closes the connection; for WebSocket with a close frame of `code`,
-    /// unless the WebSocket layer has queued its own (after a protocol
-    /// violation or a message too large), which is then the one sent.
+    /// unless the WebSocket layer has queued its own (the echo of the
+    /// client's Close, or after a protocol violation or a message too
+    /// large), which is then the one sent.
     pub(crate) async fn close(&mut self, code: CloseCode, reason: &str) {
         match self {
             Transport::WebSocket(ws) => {

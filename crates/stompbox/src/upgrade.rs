@@ -159,9 +159,16 @@ pub(crate) async fn ws_upgrade(
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
-    let chosen = SUBPROTOCOLS
+    // The `101` must name one subprotocol before CONNECT can be read: the
+    // newest offered. The others offered stay agreed, and CONNECT's
+    // accept-version picks among them.
+    let ours: Vec<&(&str, Version)> = SUBPROTOCOLS
         .iter()
-        .find(|(name, _)| offered.iter().any(|o| o.eq_ignore_ascii_case(name)));
+        .filter(|(name, _)| offered.iter().any(|o| o.eq_ignore_ascii_case(name)))
+        .collect();
+    let chosen = ours.first().copied();
+    let subprotocol_versions =
+        (!ours.is_empty()).then(|| ours.iter().map(|(_, version)| *version).collect());
     let info = request.extensions().get::<ConnectionInfo>().cloned();
     let tls = info.as_ref().is_some_and(|i| i.tls);
     let (address_permit, permit) = info
@@ -198,7 +205,6 @@ pub(crate) async fn ws_upgrade(
         uri: Some(request.uri().clone()),
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
-    let pinned = chosen.map(|(_, version)| *version);
     // Until CONNECT succeeds, a message may be only twice the frame an
     // unauthenticated client may send (the driver raises it after): a frame
     // a little too large still reaches the decoder and gets a STOMP ERROR,
@@ -222,7 +228,7 @@ pub(crate) async fn ws_upgrade(
                 connection::run(
                     Transport::WebSocket(Box::new(ws)),
                     shared,
-                    pinned,
+                    subprotocol_versions,
                     handshake,
                 )
                 .await;

@@ -248,11 +248,43 @@ async function txAbort() {
   });
 }
 
+// The WebSocket closing handshake (RFC 6455 §5.5.1): the server answers a
+// client's Close with the same code. Without that answer the client sees
+// 1006 (an unclean close), which is what a browser reports as wasClean=false.
+async function cleanClose() {
+  for (const afterConnect of [false, true]) {
+    for (const code of [1000, 4000]) {
+      const what = `close ${code} ${afterConnect ? 'after' : 'before'} CONNECT`;
+      const ws = new WebSocket(url, ['v12.stomp', 'v11.stomp', 'v10.stomp']);
+      const closed = new Promise((resolve) => ws.on('close', (got) => resolve(got)));
+      await withTimeout(new Promise((resolve, reject) => {
+        ws.on('open', resolve);
+        ws.on('error', reject);
+      }), `${what}: open`);
+      if (afterConnect) {
+        const connected = new Promise((resolve) => ws.once('message', (data) => resolve(String(data))));
+        const credentials = [
+          login !== undefined ? `login:${login}\n` : '',
+          passcode !== undefined ? `passcode:${passcode}\n` : '',
+        ].join('');
+        // No host header: RabbitMQ takes it as the virtual host's name.
+        ws.send(`CONNECT\naccept-version:1.2\nheart-beat:0,0\n${credentials}\n\0`);
+        const frame = await withTimeout(connected, `${what}: CONNECTED`);
+        check(frame.startsWith('CONNECTED'), `${what}: got ${JSON.stringify(frame.slice(0, 40))}`);
+      }
+      ws.close(code, 'bye');
+      const got = await withTimeout(closed, `${what}: the server's Close`);
+      check(got === code, `${what}: the socket closed with ${got}`);
+    }
+  }
+}
+
 const SCENARIOS = [
   ['pubsub', pubsub],
   ['queue-ack-redelivery', queueAckRedelivery],
   ['tx-commit', txCommit],
   ['tx-abort', txAbort],
+  ['clean-close', cleanClose],
 ];
 
 let failed = 0;

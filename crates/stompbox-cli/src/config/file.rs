@@ -186,6 +186,7 @@ pub(super) struct LimitsSection {
 pub(super) struct HeartbeatSection {
     pub(super) send_ms: Option<u64>,
     pub(super) receive_ms: Option<u64>,
+    pub(super) min_ms: Option<u64>,
     pub(super) grace: Option<f64>,
 }
 
@@ -384,6 +385,7 @@ impl FileConfig {
             heartbeat: HeartbeatSection {
                 send_ms: Some(millis(c.heartbeat_send)),
                 receive_ms: Some(millis(c.heartbeat_receive)),
+                min_ms: Some(millis(c.heartbeat_min)),
                 grace: Some(c.heartbeat_grace),
             },
             broker: BrokerSection {

@@ -270,6 +270,11 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Problems> {
     if let Some(ms) = heartbeat.receive_ms {
         c.heartbeat_receive = interval(&mut check, "heartbeat.receive_ms", ms, 100);
     }
+    if let Some(ms) = heartbeat.min_ms {
+        // Each agreed interval wakes the connection's timer: a floor keeps
+        // a client from making the server spin for it.
+        c.heartbeat_min = Duration::from_millis(check.at_least("heartbeat.min_ms", ms, 100));
+    }
     if let Some(grace) = heartbeat.grace {
         // Below 1.0 a client sending exactly on time would be cut off; NaN
         // and infinity would never (or always) cut anyone off.

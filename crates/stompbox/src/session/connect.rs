@@ -21,11 +21,18 @@ fn parse_heartbeat(value: &str) -> Option<(u64, u64)> {
     Some((cx.trim().parse().ok()?, cy.trim().parse().ok()?))
 }
 
-fn negotiate(ours: Duration, theirs_ms: u64) -> Option<Duration> {
-    if ours.is_zero() || theirs_ms == 0 {
+/// One direction of heart-beats: the interval the client asked for (or
+/// offered), but not shorter than `floor`; none when the server turned that
+/// direction off (`enabled` zero) or the client wants none (`theirs_ms`
+/// zero). The result is also what CONNECTED states for that direction, so
+/// the client's own calculation (the larger of the two sides' values)
+/// arrives at the same interval.
+fn negotiate(enabled: Duration, floor: Duration, theirs_ms: u64) -> Option<Duration> {
+    if enabled.is_zero() || theirs_ms == 0 {
         None
     } else {
-        Some(ours.max(Duration::from_millis(theirs_ms)))
+        let floor = floor.max(Duration::from_millis(1));
+        Some(floor.max(Duration::from_millis(theirs_ms)))
     }
 }
 
@@ -40,18 +47,28 @@ impl Session {
             None => vec![Version::V1_0],
             Some(list) => list.split(',').filter_map(Version::parse).collect(),
         };
-        let version = match self.pinned_version {
-            Some(pinned) if accepted.contains(&pinned) => pinned,
-            Some(pinned) => {
-                return Err(StompError {
-                    message: format!(
-                        "the WebSocket subprotocol chose STOMP {pinned}, which the CONNECT frame's accept-version does not include"
-                    ),
-                    receipt_id: None,
-                    version_header: Some(pinned.to_string()),
-                    reason: ErrorReason::Protocol,
-                });
-            }
+        let version = match &self.subprotocol_versions {
+            // The `101` named the newest subprotocol offered, before CONNECT
+            // could be seen; any other version the client offered is agreed
+            // too, so CONNECT decides among those (as RabbitMQ, ActiveMQ and
+            // Spring decide by CONNECT alone).
+            Some(offered) => accepted
+                .iter()
+                .copied()
+                .filter(|v| offered.contains(v))
+                .max()
+                .ok_or_else(|| {
+                    let offered: Vec<&str> = offered.iter().rev().map(|v| v.as_str()).collect();
+                    StompError {
+                        message: format!(
+                            "the CONNECT frame's accept-version shares no version with the WebSocket subprotocols offered (STOMP {})",
+                            offered.join(", ")
+                        ),
+                        receipt_id: None,
+                        version_header: Some(offered.join(",")),
+                        reason: ErrorReason::Protocol,
+                    }
+                })?,
             None => accepted.iter().copied().max().ok_or_else(|| StompError {
                 message: "no supported STOMP version in accept-version (supported: 1.0,1.1,1.2)"
                     .into(),
@@ -71,8 +88,8 @@ impl Session {
         };
         let config = &self.server.config;
         self.heartbeat = Heartbeat {
-            send_every: negotiate(config.heartbeat_send, client_want),
-            expect_every: negotiate(config.heartbeat_receive, client_send),
+            send_every: negotiate(config.heartbeat_send, config.heartbeat_min, client_want),
+            expect_every: negotiate(config.heartbeat_receive, config.heartbeat_min, client_send),
         };
         let login = frame.headers.get(header::LOGIN).map(str::to_owned);
         let passcode = frame.headers.get(header::PASSCODE).map(str::to_owned);
@@ -194,10 +211,18 @@ impl Session {
             transaction_bytes: crate::budget::Held::new(Arc::clone(&self.server.transaction_bytes)),
             last_send_allowed: None,
         });
+        // A direction the client turned off still states the server's
+        // setting, which tells the client what it could have had.
         let heart_beat = format!(
             "{},{}",
-            config.heartbeat_send.as_millis(),
-            config.heartbeat_receive.as_millis()
+            self.heartbeat
+                .send_every
+                .unwrap_or(config.heartbeat_send)
+                .as_millis(),
+            self.heartbeat
+                .expect_every
+                .unwrap_or(config.heartbeat_receive)
+                .as_millis()
         );
         let connected = Frame::new(Command::Connected)
             .header(header::VERSION, version.as_str())
@@ -206,5 +231,25 @@ impl Session {
             .header(header::HEART_BEAT, &heart_beat);
         self.push(encode(&connected, version));
         Ok(Flow::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::negotiate;
+    use std::time::Duration;
+
+    #[test]
+    fn heart_beats_follow_the_client_down_to_the_floor() {
+        let on = Duration::from_secs(10);
+        let floor = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        assert_eq!(negotiate(on, floor, 1000), Some(ms(1000)));
+        assert_eq!(negotiate(on, floor, 30_000), Some(ms(30_000)));
+        assert_eq!(negotiate(on, floor, 100), Some(floor));
+        assert_eq!(negotiate(on, floor, 0), None);
+        assert_eq!(negotiate(Duration::ZERO, floor, 1000), None);
+        assert_eq!(negotiate(on, Duration::ZERO, 0), None);
+        assert_eq!(negotiate(on, Duration::ZERO, 1), Some(ms(1)));
     }
 }

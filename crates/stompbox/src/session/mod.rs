@@ -103,7 +103,9 @@ pub(crate) struct Session {
     session_id: Arc<str>,
     /// The session as operators see it (the admin page, metrics).
     entry: Arc<SessionEntry>,
-    pinned_version: Option<Version>,
+    /// The STOMP versions of the WebSocket subprotocols the client offered
+    /// (newest first); `None` over TCP or when it offered none of ours.
+    subprotocol_versions: Option<Vec<Version>>,
     /// What the handshake carried; taken by CONNECT, so an idle session
     /// does not keep the headers.
     handshake: Option<Arc<Handshake>>,
@@ -136,14 +138,14 @@ impl Session {
         server: Arc<ServerShared>,
         outbox: Arc<Outbox>,
         entry: Arc<SessionEntry>,
-        pinned_version: Option<Version>,
+        subprotocol_versions: Option<Vec<Version>>,
         handshake: Handshake,
     ) -> Session {
         Session {
             outbox,
             session_id: Arc::clone(&entry.id),
             entry,
-            pinned_version,
+            subprotocol_versions,
             handshake: Some(Arc::new(handshake)),
             heartbeat: Heartbeat::default(),
             connected: None,
@@ -174,12 +176,17 @@ impl Session {
         until
     }
 
-    /// The version frames are encoded in; before CONNECT, the pinned one or 1.2.
+    /// The version frames are encoded in; before CONNECT, the subprotocol
+    /// the `101` named, or 1.2.
     pub(crate) fn version(&self) -> Version {
         self.connected
             .as_ref()
             .map(|c| c.version)
-            .or(self.pinned_version)
+            .or_else(|| {
+                self.subprotocol_versions
+                    .as_ref()
+                    .and_then(|offered| offered.first().copied())
+            })
             .unwrap_or(Version::V1_2)
     }
 
@@ -524,38 +531,89 @@ impl Session {
         receipt: Option<Bytes>,
     ) -> Result<Option<Bytes>, StompError> {
         let server = Arc::clone(&self.server);
-        let id = match (version, frame.headers.get_bytes(header::ID)) {
-            (_, Some(id)) => id.clone(),
-            // STOMP 1.0 may unsubscribe by destination.
-            (Version::V1_0, None) => required_bytes(frame, header::DESTINATION)?,
-            _ => required_bytes(frame, header::ID)?,
-        };
         let entry = Arc::clone(&self.entry);
         let connected = self.connected_mut()?;
-        let Some((kind, destination)) = connected.subscriptions.remove(&id) else {
-            return Err(StompError::new(format!(
-                "no subscription with id '{}'",
-                String::from_utf8_lossy(&id)
-            )));
-        };
-        entry.set_subscriptions(connected.subscriptions.len());
-        let owed = match &kind {
-            SubscriptionKind::App => receipt,
-            SubscriptionKind::Broker | SubscriptionKind::User => {
-                connected.broker.unsubscribe(&id, &frame.headers, receipt)?;
-                None
+        let ids: Vec<Bytes> = match (version, frame.headers.get_bytes(header::ID)) {
+            (_, Some(id)) => {
+                if !connected.subscriptions.contains_key(id) {
+                    return Err(StompError::new(format!(
+                        "no subscription with id '{}'",
+                        String::from_utf8_lossy(id)
+                    )));
+                }
+                vec![id.clone()]
             }
+            // STOMP 1.0 may unsubscribe by destination: every subscription
+            // to it ends, whether its SUBSCRIBE had an id or not.
+            (Version::V1_0, None) => {
+                let destination = required(frame, header::DESTINATION)?;
+                let mut ids: Vec<Bytes> = connected
+                    .subscriptions
+                    .iter()
+                    .filter(|(_, (_, to))| to == destination)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                if ids.is_empty() {
+                    return Err(StompError::new(format!(
+                        "no subscription to destination '{destination}'"
+                    )));
+                }
+                // The receipt goes with the last broker unsubscribe (see
+                // below): application subscriptions first.
+                ids.sort_by_key(|id| {
+                    !matches!(
+                        connected.subscriptions.get(id),
+                        Some((SubscriptionKind::App, _))
+                    )
+                });
+                ids
+            }
+            _ => vec![required_bytes(frame, header::ID)?],
         };
-        if let Some(hook) = &server.app.hooks.unsubscribe {
-            let info = SubscriptionInfo {
-                session_id: Arc::clone(&self.session_id),
-                user: self.connected_mut()?.user.clone(),
-                destination,
-                id: String::from_utf8_lossy(&id).into_owned(),
+        let last_broker = ids.iter().rposition(|id| {
+            !matches!(
+                connected.subscriptions.get(id),
+                Some((SubscriptionKind::App, _))
+            )
+        });
+        let mut receipt = receipt;
+        let mut ended = Vec::with_capacity(ids.len());
+        for (i, id) in ids.into_iter().enumerate() {
+            let Some((kind, destination)) = connected.subscriptions.remove(&id) else {
+                continue;
             };
-            let _ = router::guarded(hook(info)).await;
+            match kind {
+                SubscriptionKind::App => {}
+                SubscriptionKind::Broker | SubscriptionKind::User => {
+                    // The broker answers the receipt when the effect is
+                    // done; with several to end, once the last is.
+                    let this_receipt = if Some(i) == last_broker {
+                        receipt.take()
+                    } else {
+                        None
+                    };
+                    connected
+                        .broker
+                        .unsubscribe(&id, &frame.headers, this_receipt)?;
+                }
+            }
+            ended.push((id, destination));
         }
-        Ok(owed)
+        entry.set_subscriptions(connected.subscriptions.len());
+        let user = connected.user.clone();
+        if let Some(hook) = &server.app.hooks.unsubscribe {
+            for (id, destination) in ended {
+                let info = SubscriptionInfo {
+                    session_id: Arc::clone(&self.session_id),
+                    user: user.clone(),
+                    destination,
+                    id: String::from_utf8_lossy(&id).into_owned(),
+                };
+                let _ = router::guarded(hook(info)).await;
+            }
+        }
+        // What no broker took (application subscriptions only) is owed now.
+        Ok(receipt)
     }
 
     fn begin(&mut self, frame: &Frame) -> Result<(), StompError> {

@@ -582,6 +582,7 @@ async fn a_handler_that_awaits_does_not_stop_its_clients_heart_beats() {
     let app = App::with_state(gate.clone()).message("/held", held);
     let server = spawn_app(app, |c| {
         c.heartbeat_send = std::time::Duration::from_millis(50);
+        c.heartbeat_min = std::time::Duration::from_millis(50);
     })
     .await;
     let addr = server.tcp.trim_start_matches("tcp://").to_owned();

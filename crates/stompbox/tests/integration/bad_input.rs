@@ -164,8 +164,11 @@ async fn a_frame_that_never_ends_is_refused_at_the_size_limit() {
 
 #[tokio::test]
 async fn a_frame_that_stops_midway_is_closed_by_the_heart_beat_check() {
-    let server =
-        spawn_server(|c| c.heartbeat_receive = std::time::Duration::from_millis(100)).await;
+    let server = spawn_server(|c| {
+        c.heartbeat_receive = std::time::Duration::from_millis(100);
+        c.heartbeat_min = std::time::Duration::from_millis(100);
+    })
+    .await;
     let mut bystander = Bystander::new(&server).await;
     let (mut client, _) = Client::connect(&server.tcp, &[("heart-beat", "100,0")])
         .await
@@ -279,4 +282,28 @@ async fn connections_past_the_limit_are_refused() {
         refused_ws.is_err(),
         "WebSocket upgrade past the limit must fail"
     );
+}
+
+/// Some clients end a frame with an extra NUL (`…\0\n\0SUBSCRIBE…`);
+/// RabbitMQ and ActiveMQ skip it, so it is padding between frames here too,
+/// not a command that fails to parse.
+#[tokio::test]
+async fn a_stray_nul_between_frames_is_skipped_as_padding() {
+    let server = default_server().await;
+    for via in BOTH {
+        let topic = unique("/topic/nul");
+        let mut client = server.connect(via).await;
+        let raw = format!(
+            "\n\0SUBSCRIBE\nid:s\ndestination:{topic}\nreceipt:r1\n\n\0\0\0\
+             SEND\ndestination:{topic}\n\nafter padding\0\0"
+        );
+        client
+            .send_raw(Bytes::from(raw.into_bytes()))
+            .await
+            .expect("send");
+        let receipt = next(&mut client).await;
+        assert_eq!(receipt.command, Command::Receipt, "{via:?}: {receipt:?}");
+        assert_eq!(receipt.headers.get("receipt-id"), Some("r1"));
+        assert_eq!(body(&next_message(&mut client).await), "after padding");
+    }
 }

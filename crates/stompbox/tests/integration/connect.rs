@@ -85,7 +85,7 @@ async fn unsupported_versions_get_an_error_listing_supported_ones() {
 }
 
 #[tokio::test]
-async fn websocket_subprotocol_pins_the_version() {
+async fn websocket_subprotocol_is_the_newest_offered() {
     let server = default_server().await;
     // The server prefers the newest subprotocol the client offers.
     let mut client = Client::open(&server.ws, &["v10.stomp", "v11.stomp"])
@@ -99,7 +99,7 @@ async fn websocket_subprotocol_pins_the_version() {
     let connected = next(&mut client).await;
     assert_eq!(connected.headers.get("version"), Some("1.1"));
 
-    // A CONNECT that does not accept the pinned version is refused.
+    // A CONNECT sharing no version with the offered subprotocols is refused.
     let mut client = Client::open(&server.ws, &["v10.stomp"])
         .await
         .expect("open");
@@ -110,6 +110,67 @@ async fn websocket_subprotocol_pins_the_version() {
         .expect("send");
     let error = expect_error_and_close(&mut client).await;
     assert_eq!(error.headers.get("version"), Some("1.0"));
+}
+
+/// The `101` must name one subprotocol before CONNECT is read, so it names
+/// the newest offered; CONNECT then picks among every version offered, as
+/// RabbitMQ, ActiveMQ and Spring negotiate by CONNECT alone.
+#[tokio::test]
+async fn connect_picks_the_version_among_the_offered_subprotocols() {
+    let server = default_server().await;
+    let every = ["v12.stomp", "v11.stomp", "v10.stomp"];
+    for (accept, expected) in [
+        (Some("1.1"), "1.1"),
+        (Some("1.0,1.1"), "1.1"),
+        (Some("1.2,1.1"), "1.2"),
+        // No accept-version: a STOMP 1.0 client.
+        (None, "1.0"),
+    ] {
+        let mut client = Client::open(&server.ws, &every).await.expect("open");
+        assert_eq!(client.subprotocol(), Some("v12.stomp"));
+        client.send(&connect_frame(accept)).await.expect("send");
+        let connected = next(&mut client).await;
+        assert_eq!(
+            connected.command,
+            Command::Connected,
+            "accept {accept:?}: {connected:?}"
+        );
+        assert_eq!(
+            connected.headers.get("version"),
+            Some(expected),
+            "accept {accept:?}"
+        );
+    }
+    // A version the client did not offer as a subprotocol is not chosen,
+    // even when CONNECT would prefer it.
+    let mut client = Client::open(&server.ws, &["v11.stomp", "v10.stomp"])
+        .await
+        .expect("open");
+    assert_eq!(client.subprotocol(), Some("v11.stomp"));
+    client
+        .send(&connect_frame(Some("1.0,1.2")))
+        .await
+        .expect("send");
+    assert_eq!(next(&mut client).await.headers.get("version"), Some("1.0"));
+}
+
+#[tokio::test]
+async fn connect_sharing_no_version_with_the_offered_subprotocols_is_refused() {
+    let server = default_server().await;
+    let mut client = Client::open(&server.ws, &["v12.stomp", "v11.stomp"])
+        .await
+        .expect("open");
+    // No accept-version: STOMP 1.0, which the client did not offer.
+    client.send(&connect_frame(None)).await.expect("send");
+    let error = expect_error_and_close(&mut client).await;
+    assert_eq!(error.headers.get("version"), Some("1.1,1.2"));
+    assert!(
+        error
+            .headers
+            .get("message")
+            .is_some_and(|m| m.contains("subprotocols offered")),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]

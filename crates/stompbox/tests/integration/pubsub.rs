@@ -107,3 +107,62 @@ async fn receipts_come_after_the_effect() {
     assert_eq!(second.command, Command::Receipt);
     assert_eq!(second.headers.get("receipt-id"), Some("after"));
 }
+
+/// STOMP 1.0 unsubscribes by `destination` alone, whether the SUBSCRIBE
+/// carried an `id` or not; an error names the header actually sent.
+#[tokio::test]
+async fn stomp_1_0_unsubscribes_by_destination() {
+    let server = default_server().await;
+    let with_id = unique("/topic/v10-id");
+    let without_id = unique("/topic/v10-noid");
+    let later = unique("/topic/v10-later");
+    let mut v10 = subscribe_1_0(&server, &without_id).await;
+    v10.send_with_receipt(
+        Frame::new(Command::Subscribe)
+            .header("destination", &with_id)
+            .header("id", "mine"),
+        "s-id",
+    )
+    .await
+    .expect("subscribe with an id");
+    for destination in [&with_id, &without_id] {
+        v10.send_with_receipt(
+            Frame::new(Command::Unsubscribe).header("destination", destination),
+            &format!("u-{destination}"),
+        )
+        .await
+        .expect("unsubscribe by destination");
+    }
+    // Nothing more arrives from either: a message to each, then one to a
+    // new subscription, and the new one's is the first to come.
+    v10.send_with_receipt(
+        Frame::new(Command::Subscribe).header("destination", &later),
+        "s-later",
+    )
+    .await
+    .expect("subscribe");
+    let mut publisher = server.connect(Via::Tcp).await;
+    send_receipted(&mut publisher, &with_id, "to-with-id").await;
+    send_receipted(&mut publisher, &without_id, "to-without-id").await;
+    send_receipted(&mut publisher, &later, "to-later").await;
+    assert_eq!(body(&next_message(&mut v10).await), "to-later");
+
+    v10.send(&Frame::new(Command::Unsubscribe).header("destination", &with_id))
+        .await
+        .expect("send");
+    let error = expect_error_and_close(&mut v10).await;
+    assert_eq!(
+        error.headers.get("message"),
+        Some(format!("no subscription to destination '{with_id}'").as_str())
+    );
+
+    let mut v12 = server.connect(Via::Tcp).await;
+    v12.send(&Frame::new(Command::Unsubscribe).header("id", "nope"))
+        .await
+        .expect("send");
+    let error = expect_error_and_close(&mut v12).await;
+    assert_eq!(
+        error.headers.get("message"),
+        Some("no subscription with id 'nope'")
+    );
+}

@@ -280,6 +280,7 @@ fn env_overrides_file_and_flags_override_env() {
             ("STOMPBOX_SERVER_HTTP", "127.0.0.1:2000"),
             ("STOMPBOX_BROKER_TOPIC_PREFIXES", "/topic/, /exchange/"),
             ("STOMPBOX_HEARTBEAT_GRACE", "2"),
+            ("STOMPBOX_HEARTBEAT_MIN_MS", "250"),
             ("OTHER_VAR", "ignored"),
         ]),
         &[("server.ws_path".into(), "/flag".into(), "--ws-path".into())],
@@ -291,6 +292,7 @@ fn env_overrides_file_and_flags_override_env() {
     assert_eq!(config.frame_limits.max_frame_bytes, 2048);
     assert_eq!(config.embedded.topic_prefixes, ["/topic/", "/exchange/"]);
     assert!((config.heartbeat_grace - 2.0).abs() < f64::EPSILON);
+    assert_eq!(config.heartbeat_min, Duration::from_millis(250));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -385,6 +387,8 @@ fn sanity_rules() {
         ("[limits]\nframe_bytes = 1048576", "limits.outbox_bytes"),
         ("[limits]\nsend_timeout_ms = 0", "limits.send_timeout_ms"),
         ("[heartbeat]\nsend_ms = 5", "heartbeat.send_ms"),
+        ("[heartbeat]\nmin_ms = 0", "heartbeat.min_ms"),
+        ("[heartbeat]\nmin_ms = 99", "heartbeat.min_ms"),
         ("[heartbeat]\ngrace = 0.5", "heartbeat.grace"),
         ("[heartbeat]\ngrace = nan", "heartbeat.grace"),
         ("[broker]\nkind = \"kafka\"", "broker.kind"),
