@@ -9,7 +9,10 @@
 //! message (chat-presence.png). With password
 //! users from a config file: a refused login (chat-login-refused.png), two
 //! verified users chatting, a dropped connection logged in again, a logout
-//! (chat-login.png).
+//! (chat-login.png). The admin page (tests/clients/node/admin.mjs), with
+//! an admin token from STOMPBOX_ADMIN_TOKEN: refused without it, sessions
+//! appearing and leaving live, Disconnect and Purge from the page
+//! (admin-login.png, admin.png, admin-purged.png).
 //!
 //! scripts/install-test-deps.sh installs Chromium and playwright-core.
 //! Without them the test is skipped with the reason, except under CI=true,
@@ -58,9 +61,9 @@ impl Drop for Killed {
     }
 }
 
-/// `stompbox serve` on a free port, with the settings of `config` if given;
-/// returns it with its HTTP address.
-fn serve(log: &Path, config: Option<&Path>) -> (Killed, String) {
+/// `stompbox serve` on a free port, with the settings of `config` if given
+/// and the environment variables `env`; returns it with its HTTP address.
+fn serve(log: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> (Killed, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_stompbox"));
     command.args(["serve", "--http", "127.0.0.1:0"]);
     if let Some(config) = config {
@@ -73,6 +76,7 @@ fn serve(log: &Path, config: Option<&Path>) -> (Killed, String) {
         }
     }
     command.env_remove("RUST_LOG");
+    command.envs(env.iter().copied());
     let log_file = std::fs::File::create(log).expect("create the server log");
     command.stdout(Stdio::piped()).stderr(log_file);
     let mut child = command.spawn().expect("spawn stompbox serve");
@@ -139,10 +143,11 @@ fn output_dir() -> PathBuf {
     out_dir
 }
 
-/// Runs browser-chat.mjs against the server at `http` with `args` after the
-/// URL and output directory, and checks it printed `passed` and left the
-/// `screenshots` (in `out_dir`) as PNGs.
+/// Runs `script` (browser-chat.mjs, admin.mjs) against the server at
+/// `http` with `args` after the URL and output directory, and checks it
+/// printed `passed` and left the `screenshots` (in `out_dir`) as PNGs.
 fn run_scenario(
+    script: &str,
     http: &str,
     out_dir: &Path,
     log: &Path,
@@ -154,7 +159,7 @@ fn run_scenario(
     for name in screenshots {
         let _ = std::fs::remove_file(out_dir.join(name));
     }
-    let script = repo_root().join("tests/clients/node/browser-chat.mjs");
+    let script = repo_root().join("tests/clients/node").join(script);
     let mut child = Command::new("node")
         .arg(&script)
         .arg(format!("http://{http}/"))
@@ -186,12 +191,14 @@ fn run_scenario(
     let log = std::fs::read_to_string(log).unwrap_or_default();
     let Some(status) = status else {
         panic!(
-            "browser-chat.mjs still running after {SCRIPT_LIMIT:?}\n{out}\n{err}\n--- server log ---\n{log}"
+            "{} still running after {SCRIPT_LIMIT:?}\n{out}\n{err}\n--- server log ---\n{log}",
+            script.display()
         );
     };
     assert!(
         status.success(),
-        "browser-chat.mjs failed ({status}):\n{out}\n{err}\n--- server log ---\n{log}"
+        "{} failed ({status}):\n{out}\n{err}\n--- server log ---\n{log}",
+        script.display()
     );
     assert!(out.contains(passed), "{out}");
     for name in screenshots {
@@ -213,8 +220,9 @@ fn the_chat_page_works_in_chromium() {
     }
     let out_dir = output_dir();
     let log = out_dir.join("server.log");
-    let (_server, http) = serve(&log, None);
+    let (_server, http) = serve(&log, None, &[]);
     run_scenario(
+        "browser-chat.mjs",
         &http,
         &out_dir,
         &log,
@@ -312,7 +320,7 @@ fn the_chat_page_logs_users_in_in_chromium() {
 
     let out_dir = output_dir();
     let log = out_dir.join("server-accounts.log");
-    let (_server, http) = serve(&log, Some(&config));
+    let (_server, http) = serve(&log, Some(&config), &[]);
     let accounts: Vec<String> = USERS
         .iter()
         .map(|(name, password)| format!("{name}:{password}"))
@@ -320,11 +328,32 @@ fn the_chat_page_logs_users_in_in_chromium() {
     let mut args = vec!["accounts"];
     args.extend(accounts.iter().map(String::as_str));
     run_scenario(
+        "browser-chat.mjs",
         &http,
         &out_dir,
         &log,
         &args,
         "browser-chat (accounts): all checks passed",
         &["chat-login-refused.png", "chat-login.png"],
+    );
+}
+
+#[test]
+fn the_admin_page_works_in_chromium() {
+    if !browser_available() {
+        return;
+    }
+    let token = "browser-admin-token-0123456789abcdef";
+    let out_dir = output_dir();
+    let log = out_dir.join("server-admin.log");
+    let (_server, http) = serve(&log, None, &[("STOMPBOX_ADMIN_TOKEN", token)]);
+    run_scenario(
+        "admin.mjs",
+        &http,
+        &out_dir,
+        &log,
+        &[token],
+        "admin: all checks passed",
+        &["admin-login.png", "admin.png", "admin-purged.png"],
     );
 }

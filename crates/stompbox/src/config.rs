@@ -44,6 +44,53 @@ impl std::fmt::Debug for ApiToken {
     }
 }
 
+/// Who may use the admin page and API. With neither `token` nor `role` set
+/// (the default) `/admin` and `/admin/api/…` answer 404.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AdminConfig {
+    /// A secret an operator sends as `Authorization: Bearer <token>`.
+    /// Default `None`.
+    pub token: Option<String>,
+    /// Users the server's authenticator verifies and who hold this role may
+    /// use the admin page, logging in with `Authorization: Basic`
+    /// (login and password) or `Authorization: Bearer <JWT>`, as a CONNECT
+    /// would carry them. Default `None`.
+    pub role: Option<String>,
+    /// Most admin event streams (`GET /admin/api/events`, one per open
+    /// admin page) at once; one more is refused with 503. Each costs a
+    /// snapshot of the server per second. Default 8.
+    pub max_event_streams: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> AdminConfig {
+        AdminConfig {
+            token: None,
+            role: None,
+            max_event_streams: 8,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// Whether the admin page and API are on: a token or a role is set.
+    pub fn enabled(&self) -> bool {
+        self.token.is_some() || self.role.is_some()
+    }
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: say whether there is one, not what it is.
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .field("role", &self.role)
+            .field("max_event_streams", &self.max_event_streams)
+            .finish()
+    }
+}
+
 /// The Prometheus endpoint, `GET /metrics`.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -185,6 +232,10 @@ pub struct ServerConfig {
     /// one more gets HTTP 503 at once. At least 1 (0 is refused by
     /// [`ServerBuilder::bind`](crate::ServerBuilder::bind)). Default 64.
     pub max_concurrent_api_requests: usize,
+    /// Who may use the admin page (`/admin`) and its JSON API
+    /// (`/admin/api/…`). Both exist only when a token or a role is set.
+    /// Default: off.
+    pub admin: AdminConfig,
     /// Authentication and access rules. Default: no authentication (every
     /// session anonymous) and open access.
     pub auth: AuthConfig,
@@ -253,6 +304,7 @@ impl Default for ServerConfig {
             api_token: None,
             api_tokens: Vec::new(),
             max_concurrent_api_requests: 64,
+            admin: AdminConfig::default(),
             auth: AuthConfig::default(),
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),

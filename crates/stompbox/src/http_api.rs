@@ -38,7 +38,7 @@ fn reply(status: StatusCode, message: &str) -> Response {
 
 /// Compares without an early exit, so response time does not reveal how
 /// much of a guessed token was right.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

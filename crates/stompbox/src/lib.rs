@@ -34,7 +34,7 @@ mod transport;
 mod upgrade;
 
 pub use admission::IpNetwork;
-pub use config::{ApiToken, MetricsConfig, ServerConfig, TlsConfig};
+pub use config::{AdminConfig, ApiToken, MetricsConfig, ServerConfig, TlsConfig};
 pub use open_files::{OpenFileLimit, raise_open_file_limit};
 pub use outbox::{Backlog, OutFrame, Outbox, PushError};
 pub use server::{Server, ServerBuilder, ServerHandle};

@@ -612,11 +612,6 @@ impl Outbox {
         self.room.notify_waiters();
     }
 
-    /// Bytes of frames queued and not yet taken by the writer.
-    pub fn queued_bytes(&self) -> usize {
-        self.lock().bytes
-    }
-
     /// True after [`Outbox::finish`].
     pub fn is_finished(&self) -> bool {
         self.lock().finished
@@ -630,6 +625,11 @@ impl Outbox {
     /// True when the outbox closed because the consumer was too slow.
     pub fn overflowed(&self) -> bool {
         self.lock().overflowed
+    }
+
+    /// Bytes of frames queued and not yet taken by the writer.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     /// Resolves when frames were queued (or the outbox closed) since the last

@@ -129,6 +129,7 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
                 "max_concurrent_api_requests must be at least 1".into(),
             ));
         }
+        crate::ops::admin::check_config(&config, authenticator.is_some()).map_err(invalid)?;
         if config.http_idle_timeout.is_zero() {
             return Err(invalid("http_idle_timeout must be more than zero".into()));
         }
@@ -263,6 +264,11 @@ impl Server {
                 "/api/publish",
                 axum::routing::post(crate::http_api::publish),
             );
+        }
+        // The admin page and API, on the main listener only: it is where
+        // operators' browsers come, and it is refused while draining.
+        if let Some(admin) = ops::admin::routes(&shared) {
+            router = router.merge(admin);
         }
         // The operators' endpoints, on the main listener (also while it
         // drains) and on the operators' own.

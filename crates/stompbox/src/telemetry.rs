@@ -432,6 +432,7 @@ impl SessionRegistry {
     }
 
     /// Open connections.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).live.len()).sum()
     }

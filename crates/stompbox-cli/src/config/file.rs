@@ -13,13 +13,15 @@ use toml::Table;
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a table of sections ([server], [auth], [app], [limits], [heartbeat], [broker], [relay], [demo], [metrics])"
+    expecting = "a table of sections ([server], [auth], [admin], [app], [limits], [heartbeat], [broker], [relay], [demo], [metrics])"
 )]
 pub(super) struct FileConfig {
     #[serde(default)]
     pub(super) server: ServerSection,
     #[serde(default)]
     pub(super) auth: AuthSection,
+    #[serde(default)]
+    pub(super) admin: AdminSection,
     #[serde(default)]
     pub(super) app: AppSection,
     #[serde(default)]
@@ -129,6 +131,19 @@ pub(super) struct RuleEntry {
     pub(super) send: Vec<String>,
     #[serde(default)]
     pub(super) subscribe: Vec<String>,
+}
+
+/// `[admin]`: who may use the admin page and API
+/// ([`stompbox::AdminConfig`]). Empty strings are off, as an absent value
+/// could not be listed as a key.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table of [admin] settings")]
+pub(super) struct AdminSection {
+    /// Empty: no admin token.
+    pub(super) token: Option<String>,
+    /// Empty: no admin role.
+    pub(super) role: Option<String>,
+    pub(super) max_event_streams: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -354,6 +369,11 @@ impl FileConfig {
                 ),
             },
             auth: AuthSection::from_config(&c.auth, &settings.auth_source),
+            admin: AdminSection {
+                token: Some(c.admin.token.clone().unwrap_or_default()),
+                role: Some(c.admin.role.clone().unwrap_or_default()),
+                max_event_streams: Some(c.admin.max_event_streams),
+            },
             app: AppSection {
                 prefixes: Some(c.app_prefixes.clone()),
                 user_prefix: Some(c.user_prefix.clone()),

@@ -132,6 +132,9 @@ impl Settings {
         for token in &mut copy.server.api_tokens {
             token.token = REDACTED.to_owned();
         }
+        if copy.server.admin.token.is_some() {
+            copy.server.admin.token = Some(REDACTED.to_owned());
+        }
         if let Some(jwt) = &mut copy.server.auth.jwt
             && matches!(jwt.key, JwtKey::Secret(_))
         {
@@ -289,6 +292,9 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
             "no token (metrics.token)"
         };
         tracing::info!("Prometheus metrics at {at}, {token}");
+    }
+    if config.admin.enabled() {
+        tracing::info!("admin page at {web}://{http}/admin");
     }
     server
         .run_until(shutdown)

@@ -4,7 +4,7 @@
 use super::Settings;
 use super::auth::auth_config;
 use super::check::{Check, MIN_TOKEN_CHARS, Problems, as_dir, interval, overlap};
-use super::file::{BrokerSection, FileConfig};
+use super::file::{AdminSection, BrokerSection, FileConfig};
 use super::listener;
 use super::metrics::metrics;
 use super::relay::relay;
@@ -25,6 +25,7 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Problems> {
     let FileConfig {
         server,
         auth: auth_section,
+        admin,
         app,
         limits,
         heartbeat,
@@ -127,6 +128,9 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Problems> {
     // [auth]
     let (auth, auth_source) = auth_config(&mut check, auth_section);
     c.auth = auth;
+
+    // [admin]
+    admin_config(&mut check, &mut c, admin);
 
     // [app]
     if let Some(prefixes) = app.prefixes {
@@ -419,6 +423,66 @@ pub(super) fn validate(file: FileConfig) -> Result<Settings, Problems> {
 /// With the relay the embedded broker's keys would have no effect: its queue
 /// bounds would silently stop applying and its prefixes would not be the ones
 /// relayed. So they are refused rather than ignored.
+/// `[admin]`, after `[server]` and `[auth]`, which it is checked against.
+fn admin_config(check: &mut Check, c: &mut ServerConfig, admin: AdminSection) {
+    // The token is never quoted back, like server.api_token.
+    match admin.token {
+        None => {}
+        Some(token) if token.is_empty() => c.admin.token = None,
+        Some(token) => {
+            let chars = token.chars().count();
+            if chars < MIN_TOKEN_CHARS {
+                check.fail(
+                    "admin.token",
+                    format!(
+                        "must be at least {MIN_TOKEN_CHARS} characters, as it guards disconnecting \
+                         sessions and purging queues (got {chars}); e.g. `openssl rand -hex 32`, \
+                         or \"\" for off"
+                    ),
+                );
+            } else if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                check.fail(
+                    "admin.token",
+                    "must be printable ASCII without spaces, as it is sent in an Authorization \
+                     header"
+                        .to_owned(),
+                );
+            } else if c.api_token.as_deref() == Some(token.as_str())
+                || c.api_tokens.iter().any(|t| t.token == token)
+            {
+                // Whoever may publish must not thereby administer.
+                check.fail(
+                    "admin.token",
+                    "must differ from the HTTP publish API's tokens (server.api_token, \
+                     server.api_tokens)"
+                        .to_owned(),
+                );
+            }
+            c.admin.token = Some(token);
+        }
+    }
+    match admin.role {
+        None => {}
+        Some(role) if role.is_empty() => c.admin.role = None,
+        Some(role) => {
+            if !c.auth.has_methods() {
+                check.fail(
+                    "admin.role",
+                    format!(
+                        "needs an authentication method to verify users (auth.users, \
+                         auth.users_file, auth.jwt_*, auth.http_url); got role \"{role}\" \
+                         with none"
+                    ),
+                );
+            }
+            c.admin.role = Some(role);
+        }
+    }
+    if let Some(n) = admin.max_event_streams {
+        c.admin.max_event_streams = check.at_least("admin.max_event_streams", n, 1);
+    }
+}
+
 fn refuse_embedded_keys(check: &mut Check, broker: &BrokerSection) {
     for (key, set, instead) in [
         (

@@ -124,7 +124,7 @@ pub(crate) fn render(shared: &ServerShared) -> String {
             sessions[t][v] += 1;
             subscriptions += entry.subscriptions();
         }
-        largest_outbox = largest_outbox.max(entry.outbox.queued_bytes());
+        largest_outbox = largest_outbox.max(entry.outbox.bytes());
     });
     let totals = telemetry.sessions.totals();
     let admitted = shared.open_connections();

@@ -3,6 +3,7 @@
 mod support;
 
 mod access;
+mod admin;
 mod app;
 mod bad_input;
 mod broker_stats;

@@ -1,4 +1,4 @@
-//! The `[server]` keys of TLS, origins, proxies and API tokens, the
+//! The `[server]` keys of TLS, origins, proxies and API tokens, `[admin]`, the
 //! per-address `[limits]`, and the relay's header lists.
 
 use super::{
@@ -324,4 +324,50 @@ fn relay_header_lists_are_checked() {
         "{RELAY}[relay]\nsubscribe_headers = []\nsend_headers = []\nack_headers = []"
     ))
     .expect("valid");
+}
+
+#[test]
+fn admin_token_and_role_are_read_from_every_source_and_the_token_never_shown() {
+    let secret = "adm-s3cret-0123456789";
+    for settings in from_every_source(&[
+        ("admin.token", &format!("\"{secret}\"")),
+        ("admin.max_event_streams", "3"),
+    ]) {
+        assert_eq!(settings.server.admin.token.as_deref(), Some(secret));
+        assert_eq!(settings.server.admin.max_event_streams, 3);
+        assert!(settings.server.admin.enabled());
+        let printed =
+            toml::to_string(&FileConfig::from_config(&settings.redacted())).expect("prints");
+        assert!(!printed.contains(secret), "{printed}");
+        assert!(
+            printed.contains(&format!("[admin]\ntoken = \"{REDACTED}\"")),
+            "{printed}"
+        );
+        assert!(!format!("{:?}", settings.server).contains(secret));
+    }
+    let off = load(None, env(&[]), &[]).expect("defaults");
+    assert!(!off.server.admin.enabled());
+    let printed = toml::to_string(&FileConfig::from_config(&off.redacted())).expect("prints");
+    assert!(printed.contains("[admin]\ntoken = \"\""), "{printed}");
+
+    for (vars, needle) in [
+        (vec![("STOMPBOX_ADMIN_TOKEN", "tiny-secret")], "admin.token"),
+        (
+            vec![
+                ("STOMPBOX_ADMIN_TOKEN", secret),
+                ("STOMPBOX_SERVER_API_TOKEN", secret),
+            ],
+            "must differ",
+        ),
+        // A role needs an authentication method to verify anyone.
+        (vec![("STOMPBOX_ADMIN_ROLE", "admin")], "admin.role"),
+        (
+            vec![("STOMPBOX_ADMIN_MAX_EVENT_STREAMS", "0")],
+            "admin.max_event_streams",
+        ),
+    ] {
+        let e = load(None, env(&vars), &[]).map(|_| ()).expect_err(needle);
+        assert!(e.contains(needle), "{e}");
+        assert!(!e.contains(secret) && !e.contains("tiny-secret"), "{e}");
+    }
 }

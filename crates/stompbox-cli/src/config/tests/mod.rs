@@ -514,8 +514,9 @@ fn several_problems_are_listed_together() {
 fn known_keys_cover_every_section() {
     let known = known();
     let sections: Vec<&String> = known.keys().collect();
-    assert_eq!(sections.len(), 9, "{sections:?}");
+    assert_eq!(sections.len(), 10, "{sections:?}");
     assert!(env_key("STOMPBOX_METRICS_TOKEN", &known).is_some());
+    assert!(env_key("STOMPBOX_ADMIN_TOKEN", &known).is_some());
     assert!(env_key("STOMPBOX_RELAY_ADDRESSES", &known).is_some());
     assert!(env_key("STOMPBOX_RELAY_TLS_CA_FILE", &known).is_some());
     assert!(env_key("STOMPBOX_RELAY_SYSTEM_PASSCODE", &known).is_some());
