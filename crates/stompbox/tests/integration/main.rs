@@ -5,6 +5,7 @@ mod support;
 mod access;
 mod app;
 mod bad_input;
+mod broker_options;
 mod broker_stats;
 mod builtin_methods;
 mod connect;
