@@ -51,7 +51,10 @@ pub struct EmbeddedConfig {
     pub max_total_queue_bytes: usize,
     /// Most unacknowledged messages per subscription in client ack modes
     /// (the prefetch). A queue stops dispatching to a consumer at this
-    /// number; a topic subscriber past it is a slow consumer. Default 1,000.
+    /// number; a topic subscriber past it is a slow consumer. A client's
+    /// `prefetch-count` may lower it for its subscription, never raise it;
+    /// a topic subscription's messages held back past its `prefetch-count`
+    /// count here too. Default 1,000.
     pub max_unacked: usize,
     /// Most memory of the messages one session holds unacknowledged, over
     /// all its subscriptions (queue and topic), so that one connection
