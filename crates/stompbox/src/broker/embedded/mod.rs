@@ -599,6 +599,7 @@ impl BrokerSession for EmbeddedSession {
                 drop(settled);
                 queue.dispatch();
             }
+            _ if nack && requeue => subscription.redeliver(settled),
             _ => {
                 drop(settled);
                 subscription.release_held_back();
@@ -612,8 +613,6 @@ impl BrokerSession for EmbeddedSession {
         if self.unacked.take_refused() {
             self.redispatch();
         }
-        // A NACKed topic message is dropped: it was a copy for this
-        // subscriber only, and nobody else is waiting for it.
         self.answer(receipt);
         Ok(())
     }

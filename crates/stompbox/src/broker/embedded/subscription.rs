@@ -196,10 +196,11 @@ pub(crate) struct PendingSet {
     /// is a range.
     pub(crate) by_tag: BTreeMap<u64, Pending>,
     /// Topic messages past the subscription's `prefetch-count`, oldest
-    /// first, waiting for an ACK or NACK to make room: what RabbitMQ's
-    /// per-subscription queue holds. They are charged like delivered ones,
-    /// so `max_unacked` and the unacknowledged-bytes caps bound them too.
-    held_back: VecDeque<Pending>,
+    /// first, waiting for an ACK or NACK to make room, and NACKed ones
+    /// (marked redelivered) at the front: what RabbitMQ's per-subscription
+    /// queue holds. They are charged like delivered ones, so `max_unacked`
+    /// and the unacknowledged-bytes caps bound them too.
+    held_back: VecDeque<(Pending, bool)>,
     next_tag: u64,
     /// What the entries are charged to.
     budgets: UnackedBudgets,
@@ -386,7 +387,7 @@ impl Subscription {
             };
             if let Some(prefetch) = self.prefetch {
                 if pending.by_tag.len() >= prefetch || !pending.held_back.is_empty() {
-                    pending.held_back.push_back(held);
+                    pending.held_back.push_back((held, false));
                     return Ok(());
                 }
                 // Pushed under the lock, so that a message released by an
@@ -441,23 +442,34 @@ impl Subscription {
         )
     }
 
-    /// After an ACK or NACK on a topic subscription with a
-    /// `prefetch-count`: delivers held-back messages, oldest first, while
-    /// fewer than that are in flight.
+    /// After an ACK or NACK on a topic subscription: delivers held-back
+    /// messages, oldest first, while its `prefetch-count` allows.
     pub(crate) fn release_held_back(&self) {
-        let Some(prefetch) = self.prefetch else {
-            return;
-        };
+        self.release(self.pending());
+    }
+
+    /// A NACK on a topic subscription: as RabbitMQ requeues the messages in
+    /// the subscription's own queue, they go to the front of what it holds
+    /// back and are delivered again, marked redelivered, as room allows.
+    pub(crate) fn redeliver(&self, settled: Vec<Pending>) {
         let mut pending = self.pending();
-        while pending.by_tag.len() < prefetch && !self.is_cancelled() {
-            let Some(held) = pending.held_back.pop_front() else {
+        for held in settled.into_iter().rev() {
+            pending.held_back.push_front((held, true));
+        }
+        self.release(pending);
+    }
+
+    fn release(&self, mut pending: MutexGuard<'_, PendingSet>) {
+        let limit = self.prefetch.unwrap_or(self.max_unacked);
+        while pending.by_tag.len() < limit && !self.is_cancelled() {
+            let Some((held, redelivered)) = pending.held_back.pop_front() else {
                 return;
             };
             let message = Arc::clone(&held.message);
             let tag = pending.next_tag;
             pending.next_tag += 1;
             pending.by_tag.insert(tag, held);
-            let frame = self.frame(&message, tag, false, None);
+            let frame = self.frame(&message, tag, redelivered, None);
             // Like a queue's dispatch: the acknowledging session is not a
             // publisher to pause, and an overflow closes the subscriber.
             if self.outbox.push(frame).is_err() {
@@ -519,7 +531,7 @@ impl Subscription {
         let held_back = std::mem::take(&mut pending.held_back);
         std::mem::take(&mut pending.by_tag)
             .into_values()
-            .chain(held_back)
+            .chain(held_back.into_iter().map(|(held, _)| held))
             .collect()
     }
 }
