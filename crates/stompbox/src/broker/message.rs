@@ -144,9 +144,13 @@ impl Message {
         if let Some(ack) = delivery.ack {
             encode_header(b"ack", ack, escape, &mut out);
         }
-        if delivery.redelivered {
-            out.put_slice(b"redelivered:true\n");
-        }
+        // RabbitMQ writes the header on every MESSAGE, topic or queue,
+        // first delivery or not; clients that branch on it see the same.
+        out.put_slice(if delivery.redelivered {
+            b"redelivered:true\n"
+        } else {
+            b"redelivered:false\n"
+        });
         match tail {
             Some(tail) => out.put_slice(&tail),
             None => self.write_tail(delivery.version, &mut out),

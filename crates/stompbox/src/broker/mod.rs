@@ -165,6 +165,17 @@ pub enum BrokerError {
     /// ACK or NACK of a message that is not pending on this session.
     #[error("no unacknowledged message matches {0}")]
     UnknownAck(String),
+    /// A broker option header whose value the broker cannot take (the
+    /// embedded broker's `prefetch-count`).
+    #[error("invalid '{header}' header '{value}': expected {expected}")]
+    InvalidHeader {
+        /// The header's name.
+        header: &'static str,
+        /// The value sent.
+        value: String,
+        /// What the header takes, in words.
+        expected: &'static str,
+    },
     /// UNSUBSCRIBE of an unknown id.
     #[error("no subscription with id '{0}'")]
     UnknownSubscription(String),
@@ -342,8 +353,9 @@ pub trait BrokerSession: Send {
     fn send(&mut self, message: Publish, receipt: Option<Bytes>) -> Result<(), BrokerError>;
 
     /// Acknowledges (or with `nack`, rejects and redelivers) a message.
-    /// `headers` are the ACK's or NACK's own, for broker options (a relay
-    /// passes RabbitMQ's `requeue:false`; the embedded broker has none).
+    /// `headers` are the ACK's or NACK's own, for broker options: RabbitMQ's
+    /// `requeue:false` on NACK, which a relay passes on and the embedded
+    /// broker acts on itself (the message is discarded, not redelivered).
     ///
     /// # Errors
     ///

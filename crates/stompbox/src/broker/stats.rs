@@ -29,6 +29,10 @@ pub struct BrokerStats {
     /// Topic deliveries in the client ack modes not yet acknowledged (one
     /// per subscriber that holds one).
     pub topic_messages_unacked: usize,
+    /// Queue messages discarded since start by a NACK with
+    /// `requeue:false` (embedded broker: it has no dead-letter queue, so
+    /// they are dropped, as RabbitMQ does without a dead-letter exchange).
+    pub queue_messages_discarded: u64,
     /// The relay's links to its broker; `None` for the embedded broker.
     pub relay: Option<RelayStats>,
 }

@@ -302,6 +302,11 @@ pub(crate) fn render(shared: &ServerShared) -> String {
         "Topic messages delivered in a client ack mode and not yet acknowledged (embedded broker).",
         broker.topic_messages_unacked as f64,
     );
+    scrape.counter(
+        "stompbox_queue_messages_discarded_total",
+        "Queue messages dropped by a NACK with requeue:false (embedded broker).",
+        broker.queue_messages_discarded as f64,
+    );
     if let Some(relay) = &broker.relay {
         scrape.gauges(
             "stompbox_relay_info",

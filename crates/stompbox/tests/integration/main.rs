@@ -6,6 +6,7 @@ mod access;
 mod admin;
 mod app;
 mod bad_input;
+mod broker_options;
 mod broker_stats;
 mod builtin_methods;
 mod connect;

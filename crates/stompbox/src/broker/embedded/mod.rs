@@ -51,7 +51,10 @@ pub struct EmbeddedConfig {
     pub max_total_queue_bytes: usize,
     /// Most unacknowledged messages per subscription in client ack modes
     /// (the prefetch). A queue stops dispatching to a consumer at this
-    /// number; a topic subscriber past it is a slow consumer. Default 1,000.
+    /// number; a topic subscriber past it is a slow consumer. A client's
+    /// `prefetch-count` may lower it for its subscription, never raise it;
+    /// a topic subscription's messages held back past its `prefetch-count`
+    /// count here too. Default 1,000.
     pub max_unacked: usize,
     /// Most memory of the messages one session holds unacknowledged, over
     /// all its subscriptions (queue and topic), so that one connection
@@ -386,10 +389,21 @@ impl EmbeddedSession {
         &mut self,
         request: &SubscribeRequest,
         destination: &str,
+        prefetch: Option<usize>,
     ) -> Result<Arc<Subscription>, BrokerError> {
         let key = self.next_key;
         self.next_key += 1;
-        let make = |source| {
+        let max_unacked = self.shared.config.max_unacked;
+        // RabbitMQ bounds a subscription's messages in flight by its
+        // `prefetch-count`, never past the caps here. A queue holds the
+        // rest back for other consumers; a topic subscription has no queue
+        // of its own, so it holds them itself, up to `max_unacked`.
+        let limit = prefetch.filter(|&p| p < max_unacked);
+        let make = |source: Source| {
+            let (max_unacked, prefetch) = match (&source, limit) {
+                (Source::Queue(_), Some(limit)) => (limit, None),
+                (_, limit) => (max_unacked, limit),
+            };
             Arc::new(Subscription {
                 id: request.id.clone(),
                 display_destination: request
@@ -401,7 +415,8 @@ impl EmbeddedSession {
                 version: self.context.version,
                 outbox: Arc::clone(&self.context.outbox),
                 source,
-                max_unacked: self.shared.config.max_unacked,
+                max_unacked,
+                prefetch,
                 pending: Mutex::new(PendingSet::new(UnackedBudgets {
                     session: Arc::clone(&self.unacked),
                     topic: Arc::clone(&self.shared.topic_unacked_bytes),
@@ -513,9 +528,10 @@ impl EmbeddedSession {
 
 impl BrokerSession for EmbeddedSession {
     fn subscribe(&mut self, request: SubscribeRequest) -> Result<(), BrokerError> {
+        let prefetch = prefetch_count(&request)?;
         let mut made = Vec::with_capacity(2);
         for destination in std::iter::once(&request.destination).chain(request.also.as_ref()) {
-            match self.subscribe_one(&request, destination) {
+            match self.subscribe_one(&request, destination, prefetch) {
                 Ok(subscription) => made.push(subscription),
                 Err(e) => {
                     for subscription in made {
@@ -561,21 +577,33 @@ impl BrokerSession for EmbeddedSession {
         &mut self,
         target: &AckTarget,
         nack: bool,
-        // No broker options on ACK or NACK here: a NACKed queue message is
-        // always requeued, a topic copy always dropped.
-        _headers: &Headers,
+        headers: &Headers,
         receipt: Option<Bytes>,
     ) -> Result<(), BrokerError> {
         let unknown = || BrokerError::UnknownAck(describe(target));
         let (subscription, tag) = self.find_pending(target).ok_or_else(unknown)?;
         let settled = subscription.settle(tag).ok_or_else(unknown)?;
+        // RabbitMQ's `requeue:false` rejects for good. With no dead-letter
+        // queue here the message is dropped, as RabbitMQ drops it from a
+        // queue without a dead-letter exchange; the count tells an operator.
+        let requeue = !(nack && headers.get("requeue") == Some("false"));
         match &subscription.source {
-            Source::Queue(queue) if nack => queue.requeue(settled),
+            Source::Queue(queue) if nack && requeue => queue.requeue(settled),
             Source::Queue(queue) => {
+                if !requeue {
+                    self.shared
+                        .counters
+                        .discarded
+                        .fetch_add(settled.len() as u64, Ordering::Relaxed);
+                }
                 drop(settled);
                 queue.dispatch();
             }
-            _ => drop(settled),
+            _ if nack && requeue => subscription.redeliver(settled),
+            _ => {
+                drop(settled);
+                subscription.release_held_back();
+            }
         }
         // The settled messages freed room in the session's unacknowledged
         // budget. Only when that budget turned a delivery away may other
@@ -585,8 +613,6 @@ impl BrokerSession for EmbeddedSession {
         if self.unacked.take_refused() {
             self.redispatch();
         }
-        // A NACKed topic message is dropped: it was a copy for this
-        // subscriber only, and nobody else is waiting for it.
         self.answer(receipt);
         Ok(())
     }
@@ -623,6 +649,34 @@ impl Drop for EmbeddedSession {
         }
         self.shared.topic_holders.unregister(&self.topic_unacked);
     }
+}
+
+/// The `prefetch-count` of a SUBSCRIBE in a client ack mode, as RabbitMQ
+/// reads it: a whole number, 0 for no limit of its own (the broker's caps
+/// still apply). `ack:auto` ignores it, as RabbitMQ does.
+fn prefetch_count(request: &SubscribeRequest) -> Result<Option<usize>, BrokerError> {
+    const HEADER: &str = "prefetch-count";
+    if request.ack == AckMode::Auto {
+        return Ok(None);
+    }
+    let Some(value) = request.frame.headers.get_bytes(HEADER) else {
+        return Ok(None);
+    };
+    let invalid = || BrokerError::InvalidHeader {
+        header: HEADER,
+        value: String::from_utf8_lossy(value).into_owned(),
+        expected: "a whole number of messages (0 for no limit of its own)",
+    };
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return Err(invalid());
+    }
+    // All digits: only a value past `usize` fails to parse, and any such
+    // value is past every cap anyway.
+    let count = std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.parse::<usize>().ok())
+        .unwrap_or(usize::MAX);
+    Ok((count > 0).then_some(count))
 }
 
 /// Counts a wildcard subscription against a session's caps (`held` is its

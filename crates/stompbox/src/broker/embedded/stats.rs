@@ -8,7 +8,7 @@ use super::{Kind, Shared, USER_NAMESPACE};
 use crate::broker::stats::Busiest;
 use crate::broker::{BrokerError, BrokerStats, DestinationKind, DestinationStats};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Counts shared by the broker, its queues and its pending messages. Each
 /// change is one relaxed atomic add, next to work that already takes a
@@ -26,6 +26,8 @@ pub(crate) struct Counters {
     pub(crate) queue_unacked: AtomicUsize,
     /// Topic deliveries in client ack modes, not yet acknowledged.
     pub(crate) topic_unacked: AtomicUsize,
+    /// Queue messages dropped by a NACK with `requeue:false`, since start.
+    pub(crate) discarded: AtomicU64,
 }
 
 impl Shared {
@@ -41,6 +43,7 @@ impl Shared {
             queue_messages_ready: c.ready.load(Ordering::Relaxed),
             queue_messages_unacked: c.queue_unacked.load(Ordering::Relaxed),
             topic_messages_unacked: c.topic_unacked.load(Ordering::Relaxed),
+            queue_messages_discarded: c.discarded.load(Ordering::Relaxed),
             relay: None,
         }
     }

@@ -8,7 +8,7 @@ use crate::broker::message::{DeliveryHeaders, Message, Tails};
 use crate::budget::Budget;
 use crate::outbox::{Outbox, PushError};
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use stompbox_codec::Version;
@@ -195,6 +195,12 @@ pub(crate) struct PendingSet {
     /// By delivery tag, which grows with delivery order, so a cumulative ACK
     /// is a range.
     pub(crate) by_tag: BTreeMap<u64, Pending>,
+    /// Topic messages past the subscription's `prefetch-count`, oldest
+    /// first, waiting for an ACK or NACK to make room, and NACKed ones
+    /// (marked redelivered) at the front: what RabbitMQ's per-subscription
+    /// queue holds. They are charged like delivered ones, so `max_unacked`
+    /// and the unacknowledged-bytes caps bound them too.
+    held_back: VecDeque<(Pending, bool)>,
     next_tag: u64,
     /// What the entries are charged to.
     budgets: UnackedBudgets,
@@ -219,6 +225,7 @@ impl PendingSet {
     pub(crate) fn new(budgets: UnackedBudgets) -> PendingSet {
         PendingSet {
             by_tag: BTreeMap::new(),
+            held_back: VecDeque::new(),
             next_tag: 0,
             budgets,
         }
@@ -258,7 +265,14 @@ pub(crate) struct Subscription {
     pub(crate) version: Version,
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) source: Source,
+    /// Most messages held unacknowledged: in flight to the client plus,
+    /// on a topic, held back. A queue consumer's is the lesser of
+    /// `max_unacked` and its `prefetch-count`.
     pub(crate) max_unacked: usize,
+    /// A topic subscription's `prefetch-count`, when below `max_unacked`:
+    /// most messages in flight to the client; the rest wait in
+    /// `held_back`.
+    pub(crate) prefetch: Option<usize>,
     pub(crate) pending: Mutex<PendingSet>,
     /// Set on UNSUBSCRIBE, before the subscription leaves the registries: a
     /// publisher still holding an older subscriber list then skips it, so no
@@ -348,7 +362,7 @@ impl Subscription {
             // broker past its unacknowledged-topic budget: a topic message
             // cannot wait, and the subscribers holding the most are the ones
             // that reach the cap.
-            let held = if pending.by_tag.len() >= self.max_unacked {
+            let held = if pending.by_tag.len() + pending.held_back.len() >= self.max_unacked {
                 Err(HoldRefused::Prefetch)
             } else {
                 Pending::hold(&self.source, &pending.budgets, message)
@@ -371,13 +385,52 @@ impl Subscription {
                     return Err(DeliveryError::Gone);
                 }
             };
+            if let Some(prefetch) = self.prefetch {
+                if pending.by_tag.len() >= prefetch || !pending.held_back.is_empty() {
+                    pending.held_back.push_back((held, false));
+                    return Ok(());
+                }
+                // Pushed under the lock, so that a message released by an
+                // ACK on another task cannot be overtaken by a newer one.
+                let tag = pending.next_tag;
+                pending.next_tag += 1;
+                pending.by_tag.insert(tag, held);
+                let frame = self.frame(message, tag, redelivered, tails);
+                return match self.push(frame) {
+                    Ok(()) => Ok(()),
+                    Err(PushError::Closed | PushError::Overflow) => {
+                        let removed = pending.by_tag.remove(&tag);
+                        drop(removed);
+                        Err(DeliveryError::Gone)
+                    }
+                };
+            }
             let tag = pending.next_tag;
             pending.next_tag += 1;
             pending.by_tag.insert(tag, held);
             tag
         };
+        let frame = self.frame(message, tag, redelivered, tails);
+        match self.push(frame) {
+            Ok(()) => Ok(()),
+            Err(PushError::Closed | PushError::Overflow) => {
+                let removed = self.pending().by_tag.remove(&tag);
+                drop(removed);
+                Err(DeliveryError::Gone)
+            }
+        }
+    }
+
+    /// The MESSAGE frame of a client-mode delivery under `tag`.
+    fn frame(
+        &self,
+        message: &Message,
+        tag: u64,
+        redelivered: bool,
+        tails: Option<&mut Tails>,
+    ) -> crate::outbox::OutFrame {
         let ack_id = format!("{}.{}", self.key, tag);
-        let frame = message.encode(
+        message.encode(
             DeliveryHeaders {
                 subscription: &self.id,
                 destination: self.display_destination.as_deref(),
@@ -386,13 +439,43 @@ impl Subscription {
                 version: self.version,
             },
             tails,
-        );
-        match self.push(frame) {
-            Ok(()) => Ok(()),
-            Err(PushError::Closed | PushError::Overflow) => {
-                let removed = self.pending().by_tag.remove(&tag);
+        )
+    }
+
+    /// After an ACK or NACK on a topic subscription: delivers held-back
+    /// messages, oldest first, while its `prefetch-count` allows.
+    pub(crate) fn release_held_back(&self) {
+        self.release(self.pending());
+    }
+
+    /// A NACK on a topic subscription: as RabbitMQ requeues the messages in
+    /// the subscription's own queue, they go to the front of what it holds
+    /// back and are delivered again, marked redelivered, as room allows.
+    pub(crate) fn redeliver(&self, settled: Vec<Pending>) {
+        let mut pending = self.pending();
+        for held in settled.into_iter().rev() {
+            pending.held_back.push_front((held, true));
+        }
+        self.release(pending);
+    }
+
+    fn release(&self, mut pending: MutexGuard<'_, PendingSet>) {
+        let limit = self.prefetch.unwrap_or(self.max_unacked);
+        while pending.by_tag.len() < limit && !self.is_cancelled() {
+            let Some((held, redelivered)) = pending.held_back.pop_front() else {
+                return;
+            };
+            let message = Arc::clone(&held.message);
+            let tag = pending.next_tag;
+            pending.next_tag += 1;
+            pending.by_tag.insert(tag, held);
+            let frame = self.frame(&message, tag, redelivered, None);
+            // Like a queue's dispatch: the acknowledging session is not a
+            // publisher to pause, and an overflow closes the subscriber.
+            if self.outbox.push(frame).is_err() {
+                let removed = pending.by_tag.remove(&tag);
                 drop(removed);
-                Err(DeliveryError::Gone)
+                return;
             }
         }
     }
@@ -438,13 +521,17 @@ impl Subscription {
         if self.ack == AckMode::Auto {
             return 0;
         }
-        self.pending().by_tag.len()
+        let pending = self.pending();
+        pending.by_tag.len() + pending.held_back.len()
     }
 
     /// Takes every pending message, oldest first (on unsubscribe or close).
     pub(crate) fn take_pending(&self) -> Vec<Pending> {
-        std::mem::take(&mut self.pending().by_tag)
+        let mut pending = self.pending();
+        let held_back = std::mem::take(&mut pending.held_back);
+        std::mem::take(&mut pending.by_tag)
             .into_values()
+            .chain(held_back.into_iter().map(|(held, _)| held))
             .collect()
     }
 }

@@ -105,6 +105,9 @@ pub struct RelayConfig {
     /// subscriptions) and the other `activemq.` options. List a header here
     /// only if any client may set it.
     ///
+    /// A listed `prefetch-count` (which the embedded broker honours too) may
+    /// only lower `prefetch` in shared mode: the relay sends the lesser.
+    ///
     /// With `durable` (or `persistent`) listed, a SUBSCRIBE carrying
     /// `durable:true` is a durable subscription: its id upstream is derived
     /// from the user and the client's own id (see the relay's `session`
@@ -119,7 +122,7 @@ pub struct RelayConfig {
     /// `requeue:false` on NACK discards (or dead-letters) a message instead
     /// of redelivering it. The relay writes `id`, `message-id`,
     /// `subscription` and `receipt` itself; `transaction` stays with the
-    /// session. The embedded broker ignores such headers.
+    /// session. The embedded broker reads `requeue` itself and no other.
     pub ack_headers: Vec<String>,
     /// Broker-interpreted SEND headers passed on anyway, by exact
     /// (case-sensitive) name. Default none.

@@ -29,6 +29,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use stompbox_codec::{Command, Frame, Headers, header};
 
+/// RabbitMQ's per-subscription bound on unacknowledged messages.
+const PREFETCH_COUNT: &str = "prefetch-count";
 /// One upstream side of a client subscription (a user destination has two).
 #[derive(Debug)]
 enum Held {
@@ -100,14 +102,35 @@ impl SharedSession {
         frame
             .headers
             .push(Bytes::from_static(header::ID.as_bytes()), id.clone());
+        // A client's own `prefetch-count`, where the operator lets it
+        // through, may only lower the link's bound: RabbitMQ reads the
+        // first of two, so it replaces the relay's instead of following it.
+        let own_prefetch = self
+            .config()
+            .forwards_header(Command::Subscribe, PREFETCH_COUNT.as_bytes())
+            .then(|| {
+                request
+                    .frame
+                    .headers
+                    .get(PREFETCH_COUNT)?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .flatten()
+            .filter(|&count| count > 0);
         if acked {
             // RabbitMQ's and ActiveMQ's names for the same bound; each
             // broker ignores the other's.
-            let prefetch = self.config().prefetch.max(1).to_string();
-            frame.headers.push_str("prefetch-count", &prefetch);
+            let prefetch = self.config().prefetch.max(1);
+            let prefetch = own_prefetch.map_or(prefetch, |own| own.min(prefetch));
+            let prefetch = prefetch.to_string();
+            frame.headers.push_str(PREFETCH_COUNT, &prefetch);
             frame.headers.push_str("activemq.prefetchSize", &prefetch);
         }
         for (name, value) in request.frame.headers.iter_bytes() {
+            if acked && own_prefetch.is_some() && name.as_ref() == PREFETCH_COUNT.as_bytes() {
+                continue;
+            }
             if self.config().forwards_header(Command::Subscribe, name) {
                 frame.headers.push(name.clone(), value.clone());
             }

@@ -42,6 +42,7 @@ fn subscription(key: u64) -> Arc<Subscription> {
             routing_key: "x".into(),
         },
         max_unacked: 10,
+        prefetch: None,
         pending: std::sync::Mutex::default(),
         cancelled: std::sync::atomic::AtomicBool::new(false),
     })
