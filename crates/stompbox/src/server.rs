@@ -42,6 +42,23 @@ const METRICS_LISTENER: ListenerName = ListenerName {
 };
 
 /// A bound, not yet running, stompbox server.
+///
+/// [`Server::bind`] opens the listeners (so a taken port fails here, naming
+/// the listener); [`Server::run_until`] or [`Server::spawn`] then serves.
+///
+/// ```
+/// use stompbox::{Server, ServerConfig};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut config = ServerConfig::default();
+/// config.http_addr = "127.0.0.1:0".parse()?; // any free port
+/// let server = Server::bind(config).await?;
+/// println!("STOMP over WebSocket at ws://{}/ws", server.http_addr()?);
+/// let handle = server.spawn();
+/// // … clients connect …
+/// handle.shutdown().await?;
+/// # Ok(()) }
+/// ```
 pub struct Server {
     shared: Arc<ServerShared>,
     http: TcpListener,
@@ -61,6 +78,30 @@ impl std::fmt::Debug for Server {
 }
 
 /// Builds a [`Server`]: configuration, application and broker.
+///
+/// ```no_run
+/// use stompbox::app::App;
+/// use stompbox::{HttpRouter, Server, ServerConfig};
+///
+/// // SEND /app/shout with a text body: the reply goes to /topic/shout.
+/// async fn shout(text: String) -> String {
+///     text.to_uppercase()
+/// }
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let page = HttpRouter::new().route("/", axum::routing::get(|| async { "hello" }));
+/// let server = Server::builder(ServerConfig::default()) // 127.0.0.1:8080
+///     .app(App::new().message("/shout", shout))
+///     .routes(page) // served next to the WebSocket endpoint
+///     .bind()
+///     .await?;
+/// server
+///     .run_until(async {
+///         let _ = tokio::signal::ctrl_c().await;
+///     })
+///     .await
+/// # }
+/// ```
 pub struct ServerBuilder<S = ()> {
     config: ServerConfig,
     app: App<S>,
