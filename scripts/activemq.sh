@@ -9,11 +9,33 @@ say() { printf 'activemq: %s\n' "$*"; }
 
 answers() { (exec 3<>/dev/tcp/127.0.0.1/61623) 2>/dev/null; }
 
-if answers; then
-  say "already running on 127.0.0.1:61623"
+# `scripts/activemq.sh stop`: ends the instance this script started, by
+# the process id it wrote when starting it.
+if [ "${1:-start}" = stop ]; then
+  pid="$(cat "$BASE/activemq.pid" 2>/dev/null || true)"
+  if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+    say "not running (no live process in $BASE/activemq.pid)"
+    exit 0
+  fi
+  say "stopping process $pid"
+  kill "$pid"
+  deadline=$((SECONDS + 30))
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      say "ERROR: process $pid still running after 30 s"
+      exit 1
+    fi
+    sleep 0.5
+  done
+  rm -f "$BASE/activemq.pid"
   exit 0
 fi
 if ! command -v activemq >/dev/null; then
+  if [ "$(id -u)" -ne 0 ]; then
+    say "ERROR: activemq is not installed, and installing it with apt-get needs root."
+    say "Install it yourself (sudo apt-get install activemq) or run this script as root."
+    exit 1
+  fi
   say "installing activemq with apt"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq activemq
@@ -43,6 +65,8 @@ close_inherited_fds() {
     -jar /usr/share/activemq/bin/activemq.jar start "xbean:file:$BASE/conf/activemq.xml" \
     >"$BASE/activemq.log" 2>&1 </dev/null
 ) &
+# The subshell execs java, so this is ActiveMQ's own process id.
+echo $! >"$BASE/activemq.pid"
 deadline=$((SECONDS + 90))
 until answers; do
   if [ "$SECONDS" -ge "$deadline" ]; then

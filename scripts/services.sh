@@ -3,9 +3,40 @@
 # RabbitMQ with its STOMP plugin (61613) and Web-STOMP plugin (15674, the
 # reference the load tool compares against). Installs RabbitMQ with apt where
 # it is missing and starts it where it is not running.
+#
+#   scripts/services.sh        start (the default)
+#   scripts/services.sh stop   stop RabbitMQ and the ActiveMQ of scripts/activemq.sh
 set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 say() { printf 'services: %s\n' "$*"; }
+
+# apt-get needs root; say so plainly instead of failing half-way through.
+need_root_for() {
+  if [ "$(id -u)" -ne 0 ]; then
+    say "ERROR: $1 is not installed, and installing it with apt-get needs root."
+    say "Install it yourself (sudo apt-get install $1) or run this script as root."
+    exit 1
+  fi
+}
+
+case "${1:-start}" in
+  start) ;;
+  stop)
+    if command -v rabbitmqctl >/dev/null && rabbitmqctl -q status >/dev/null 2>&1; then
+      say "stopping RabbitMQ"
+      rabbitmqctl -q stop
+    else
+      say "RabbitMQ is not running"
+    fi
+    "$ROOT/scripts/activemq.sh" stop
+    exit 0
+    ;;
+  *)
+    say "usage: $0 [start|stop]"
+    exit 2
+    ;;
+esac
 
 wait_port() { # host port seconds
   local deadline=$((SECONDS + $3))
@@ -19,6 +50,7 @@ wait_port() { # host port seconds
 }
 
 if ! command -v rabbitmq-server >/dev/null; then
+  need_root_for rabbitmq-server
   say "installing rabbitmq-server with apt"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server

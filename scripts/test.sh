@@ -12,6 +12,8 @@ scripts/install-test-deps.sh
 cargo test --workspace --all-targets --locked
 # Doc tests are not part of --all-targets.
 cargo test --workspace --doc --locked
+# The README's quick-start commands, as pasted from a fresh clone.
+scripts/readme-quickstart.sh
 # The same integration suite, relayed to RabbitMQ and to ActiveMQ, through
 # the shared pool (the default) and with a broker connection per session.
 for broker in rabbitmq activemq; do

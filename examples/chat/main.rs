@@ -3,7 +3,7 @@
 //!
 //! Listens on 127.0.0.1:8080; set STOMPBOX_SERVER_HTTP (e.g. `0.0.0.0:9000`)
 //! to change that: the variable `stompbox serve` reads for the same setting
-//! (which refuses STOMPBOX_* variables that name no setting, so the example
+//! (which warns about STOMPBOX_* variables that name no setting, so the example
 //! uses no name of its own). Ctrl-C shuts down gracefully: every browser is
 //! told the server is going away (WebSocket close 1001) and reconnects once
 //! it is back.

@@ -14,6 +14,20 @@ use stompbox::codec::{Command, Frame, header};
 /// done by then, so a slow or gone server must not hold the tool up.
 const DISCONNECT_WAIT: Duration = Duration::from_secs(2);
 
+/// Where a stompbox server sends the errors of application handlers
+/// (`Err` from a handler of an `/app/…` destination): to the sending
+/// session's subscription of this destination, not as an ERROR frame.
+const ERRORS_DESTINATION: &str = "/user/queue/errors";
+/// The subscription id `send` watches that destination with.
+const ERRORS_SUBSCRIPTION: &str = "stompbox-send-errors";
+/// After the RECEIPT of a SEND to an application destination, how long an
+/// error may still be on its way: with the embedded broker it arrives
+/// before the RECEIPT, but through a relay it takes the broker's path.
+const HANDLER_ERROR_GRACE: Duration = Duration::from_millis(250);
+/// Destinations that reach the broker directly, never a handler: no
+/// handler error can follow a SEND to them, so no grace is waited.
+const BROKER_PREFIXES: [&str; 5] = ["/topic/", "/queue/", "/exchange/", "/amq/", "/temp-queue/"];
+
 /// Flags both tools share.
 #[derive(Debug, clap::Args)]
 struct Connection {
@@ -59,6 +73,12 @@ pub(crate) struct SendArgs {
     /// (a receipt is always requested; this only shows it).
     #[arg(long)]
     receipt: bool,
+    /// Do not subscribe to /user/queue/errors, where a stompbox server
+    /// reports a handler's refusal (for servers whose access rules do not
+    /// allow that subscription). By default `send` watches it when the
+    /// server is stompbox and exits non-zero with the handler's error.
+    #[arg(long)]
+    no_handler_errors: bool,
     /// The message body; read from stdin when absent.
     body: Option<String>,
 }
@@ -168,6 +188,11 @@ impl Connection {
     }
 
     async fn connect(&self) -> Result<Client, String> {
+        self.connect_with_reply().await.map(|(client, _)| client)
+    }
+
+    /// Connects and returns the CONNECTED frame too (its `server` header).
+    async fn connect_with_reply(&self) -> Result<(Client, Frame), String> {
         let mut extra = vec![(header::HOST, self.host.as_str())];
         if let Some(login) = &self.login {
             extra.push((header::LOGIN, login.as_str()));
@@ -185,7 +210,7 @@ impl Connection {
         )
         .await
         {
-            Ok(Ok((client, _connected))) => Ok(client),
+            Ok(Ok((client, connected))) => Ok((client, connected)),
             Ok(Err(e)) => Err(client_error(&self.url, e)),
             Err(_) => Err(format!(
                 "{}: no CONNECTED within {} s",
@@ -272,7 +297,26 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), String> {
         None => read_stdin().await?,
     };
 
-    let mut client = args.connection.connect().await?;
+    let (mut client, connected) = args.connection.connect_with_reply().await?;
+    // Only stompbox has the errors destination; another broker could
+    // refuse the SUBSCRIBE and end the session.
+    let watch_errors = !args.no_handler_errors
+        && connected
+            .headers
+            .get(header::SERVER)
+            .is_some_and(|s| s.starts_with("stompbox/"));
+    if watch_errors {
+        // No receipt needed: the server handles a session's frames in
+        // order, so the subscription exists before the SEND is handled.
+        let subscribe = Frame::new(Command::Subscribe)
+            .header(header::ID, ERRORS_SUBSCRIPTION)
+            .header(header::DESTINATION, ERRORS_DESTINATION)
+            .header(header::ACK, "auto");
+        client
+            .send(&subscribe)
+            .await
+            .map_err(|e| client_error(&args.connection.url, e))?;
+    }
     let mut frame = Frame::new(Command::Send).header(header::DESTINATION, &args.destination);
     if let Some(content_type) = &args.content_type {
         frame = frame.header(header::CONTENT_TYPE, content_type);
@@ -285,8 +329,40 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), String> {
     let frame = frame
         .header(header::CONTENT_LENGTH, &body.len().to_string())
         .body(body);
-    let receipt =
-        send_and_confirm(&mut client, &args.connection, frame, "send-1", |_| Ok(())).await?;
+    let receipt = send_and_confirm(
+        &mut client,
+        &args.connection,
+        frame,
+        "send-1",
+        handler_error,
+    )
+    .await
+    .map_err(|e| with_errors_hint(e, watch_errors))?;
+    let to_broker = BROKER_PREFIXES
+        .iter()
+        .any(|p| args.destination.starts_with(p));
+    if watch_errors && !to_broker {
+        let late = tokio::time::timeout(HANDLER_ERROR_GRACE, async {
+            loop {
+                match client.next_frame().await {
+                    Ok(Some(frame)) if frame.command == Command::Message => {
+                        handler_error(frame)?;
+                    }
+                    Ok(Some(frame)) if frame.command == Command::Error => {
+                        return Err(server_error(&frame));
+                    }
+                    Ok(Some(_)) => {}
+                    // The session's end is not this message's failure: its
+                    // RECEIPT came.
+                    Ok(None) | Err(_) => return Ok(()),
+                }
+            }
+        })
+        .await;
+        if let Ok(Err(e)) = late {
+            return Err(e);
+        }
+    }
     if args.receipt {
         let id = receipt.headers.get(header::RECEIPT_ID).unwrap_or_default();
         let mut out = std::io::stdout().lock();
@@ -296,6 +372,33 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), String> {
     }
     disconnect(&mut client).await;
     Ok(())
+}
+
+/// A MESSAGE on the errors subscription is a handler's refusal of the
+/// SEND (the only frame this session sent there); its body is
+/// `{"error": …, "destination": …}`.
+fn handler_error(message: Frame) -> Result<(), String> {
+    if message.headers.get(header::SUBSCRIPTION) != Some(ERRORS_SUBSCRIPTION) {
+        return Ok(());
+    }
+    let body = String::from_utf8_lossy(&message.body);
+    let error = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| body.trim_end_matches(['\n', '\0']).to_owned());
+    Err(format!("the server's handler refused the message: {error}"))
+}
+
+/// A server whose access rules do not allow subscribing to the errors
+/// destination ends the session; say how to send without it.
+fn with_errors_hint(error: String, watched: bool) -> String {
+    if watched && error.contains(ERRORS_DESTINATION) {
+        format!(
+            "{error}\n(send subscribes to {ERRORS_DESTINATION} to report handler errors; --no-handler-errors turns that off)"
+        )
+    } else {
+        error
+    }
 }
 
 async fn read_stdin() -> Result<Vec<u8>, String> {

@@ -432,6 +432,44 @@ fn send_exits_non_zero_on_a_server_error() {
     assert!(status.success(), "{err}");
 }
 
+/// The chat demo's handler refuses a body that is not its JSON; the error
+/// goes to the sender's /user/queue/errors, which `send` watches.
+#[test]
+fn send_reports_a_handlers_refusal_with_a_non_zero_exit() {
+    let server = Server::start(&ephemeral(), &[]);
+    let (status, out, err) = run(
+        &[
+            "send",
+            "--url",
+            server.ws(),
+            "-d",
+            "/app/chat/lobby",
+            "plain text",
+        ],
+        &[],
+    );
+    assert!(!status.success(), "a refused message exited 0: {out}{err}");
+    assert!(
+        err.contains("the server's handler refused the message:"),
+        "{err}"
+    );
+
+    let (status, _, err) = run(
+        &[
+            "send",
+            "--url",
+            server.ws(),
+            "-d",
+            "/app/chat/lobby",
+            r#"{"text": "hello"}"#,
+        ],
+        &[],
+    );
+    assert!(status.success(), "an accepted message failed: {err}");
+    let (status, err) = server.stop();
+    assert!(status.success(), "{err}");
+}
+
 #[test]
 fn send_reports_an_unreachable_server() {
     // Bound then dropped: nothing listens there any more.
@@ -600,11 +638,102 @@ fn unknown_keys_are_errors_naming_them() {
     assert!(err.contains("fram_bytes"), "{err}");
 
     let (status, _, err) = run(
-        &["serve", "--http", "127.0.0.1:0"],
-        &[("STOMPBOX_LIMITS_FRAME_BYTEZ", "1")],
+        &[
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--set",
+            "limits.frame_byte=1",
+        ],
+        &[],
     );
     assert!(!status.success());
-    assert!(err.contains("STOMPBOX_LIMITS_FRAME_BYTEZ"), "{err}");
+    assert!(
+        err.contains("'limits.frame_byte' is not a setting; did you mean limits.frame_bytes?"),
+        "{err}"
+    );
+}
+
+/// A variable with the settings' prefix that names none is a warning with
+/// the closest key, not fatal; the test harness's own are not mentioned.
+#[test]
+fn unknown_variables_warn_with_the_closest_key() {
+    let (status, out, err) = run(
+        &["serve", "--check"],
+        &[
+            ("STOMPBOX_LIMITS_FRAME_BYTEZ", "1"),
+            ("STOMPBOX_TEST_BROKER", "rabbitmq"),
+        ],
+    );
+    assert!(status.success(), "{err}");
+    assert!(out.contains("[limits]"), "{out}");
+    assert!(
+        err.contains(
+            "environment variable STOMPBOX_LIMITS_FRAME_BYTEZ names no setting and is ignored; \
+             did you mean STOMPBOX_LIMITS_FRAME_BYTES?"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("STOMPBOX_TEST_BROKER"), "{err}");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_asks_for_a_whole_number() {
+    let (status, _, err) = run(
+        &["serve", "--check", "--set", "limits.frame_bytes=abc"],
+        &[],
+    );
+    assert!(!status.success());
+    assert!(
+        err.contains("limits.frame_bytes") && err.contains("expected a whole number"),
+        "{err}"
+    );
+    assert!(!err.contains("usize"), "{err}");
+}
+
+#[test]
+fn listen_addresses_take_host_names() {
+    let server = Server::start(&["--http", "localhost:0", "--tcp", "off"], &[]);
+    let http: std::net::SocketAddr = server.fields["http"].parse().expect("an address");
+    assert!(http.ip().is_loopback(), "{http}");
+    let (status, err) = server.stop();
+    assert!(status.success(), "{err}");
+
+    let (status, _, err) = run(
+        &["serve", "--check", "--http", "no-such-host.invalid:8080"],
+        &[],
+    );
+    assert!(!status.success());
+    assert!(
+        err.contains("server.http")
+            && err.contains("cannot resolve host name \"no-such-host.invalid\""),
+        "{err}"
+    );
+}
+
+/// A second server on a taken port says which listener collided and how
+/// to move it.
+#[test]
+fn an_address_in_use_names_the_listener() {
+    let server = Server::start(&ephemeral(), &[]);
+    let taken = server.fields["tcp"].clone();
+    let (status, _, err) = run(&["serve", "--http", "127.0.0.1:0", "--tcp", &taken], &[]);
+    assert!(!status.success());
+    assert!(
+        err.contains(&format!("TCP listener {taken}: address already in use"))
+            && err.contains("--tcp (server.tcp)"),
+        "{err}"
+    );
+    let taken = server.fields["http"].clone();
+    let (status, _, err) = run(&["serve", "--http", &taken], &[]);
+    assert!(!status.success());
+    assert!(
+        err.contains(&format!("HTTP listener {taken}: address already in use"))
+            && err.contains("--http (server.http)"),
+        "{err}"
+    );
+    let (status, err) = server.stop();
+    assert!(status.success(), "{err}");
 }
 
 #[test]

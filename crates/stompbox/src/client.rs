@@ -116,7 +116,35 @@ fn tls_connector(ca_file: Option<&PathBuf>) -> Result<tokio_rustls::TlsConnector
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
-/// A raw STOMP connection: frames in, frames out, nothing implicit.
+/// A raw STOMP connection: frames in, frames out, nothing implicit. For
+/// tests, tools and services talking to a STOMP server (stompbox or
+/// another) over `ws://`, `wss://`, `tcp://` or `tls://`.
+///
+/// ```
+/// use stompbox::client::Client;
+/// use stompbox::codec::{Command, Frame, header};
+/// # use stompbox::{Server, ServerConfig};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let mut config = ServerConfig::default();
+/// # config.http_addr = "127.0.0.1:0".parse()?;
+/// # let server = Server::bind(config).await?;
+/// # let url = format!("ws://{}/ws", server.http_addr()?);
+/// # let handle = server.spawn();
+/// let (mut client, _connected) = Client::connect(&url, &[]).await?;
+/// let subscribe = Frame::new(Command::Subscribe)
+///     .header(header::ID, "0")
+///     .header(header::DESTINATION, "/topic/news");
+/// client.send_with_receipt(subscribe, "subscribed").await?;
+/// let send = Frame::new(Command::Send)
+///     .header(header::DESTINATION, "/topic/news")
+///     .body("hello");
+/// client.send(&send).await?;
+/// let message = client.expect(Command::Message).await?;
+/// assert_eq!(&message.body[..], b"hello");
+/// # handle.shutdown().await?;
+/// # Ok(()) }
+/// ```
 pub struct Client {
     link: Link,
     decoder: Decoder,

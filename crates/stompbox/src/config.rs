@@ -139,6 +139,20 @@ impl std::fmt::Debug for MetricsConfig {
 
 /// Everything a [`Server`](crate::Server) needs. Every field has a default,
 /// listed on the field.
+///
+/// Start from the defaults and change what differs (the struct is
+/// `#[non_exhaustive]`, so new settings do not break your code):
+///
+/// ```
+/// use stompbox::ServerConfig;
+///
+/// # fn main() -> Result<(), std::net::AddrParseError> {
+/// let mut config = ServerConfig::default();
+/// config.http_addr = "0.0.0.0:8080".parse()?;
+/// config.tcp_addr = Some("0.0.0.0:61613".parse()?); // plain STOMP over TCP too
+/// config.allowed_origins = vec!["https://chat.example.com".into()];
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {

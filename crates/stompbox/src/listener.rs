@@ -27,17 +27,50 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+/// Which listener a bind is for, so an error can say which of up to three
+/// addresses failed and which setting moves it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ListenerName {
+    /// "HTTP", "TCP", "metrics".
+    pub(crate) what: &'static str,
+    /// The `ServerConfig` field that sets its address.
+    pub(crate) setting: &'static str,
+}
+
 /// Binds with a listen queue long enough for a burst of connections (the
-/// default 128 drops SYNs when hundreds of clients reconnect at once).
-pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
+/// default 128 drops SYNs when hundreds of clients reconnect at once). An
+/// error keeps its kind and names the listener and address: a bare "Address
+/// already in use" does not say which of the listeners collided.
+pub(crate) fn listen(name: ListenerName, addr: SocketAddr) -> io::Result<TcpListener> {
+    let bind = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(4096)
     };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(4096)
+    bind().map_err(|e| {
+        let ListenerName { what, setting } = name;
+        let message = match e.kind() {
+            io::ErrorKind::AddrInUse => format!(
+                "{what} listener {addr}: address already in use; is another stompbox (or \
+                 another server) running there? Choose another address with `{setting}`"
+            ),
+            io::ErrorKind::AddrNotAvailable => format!(
+                "{what} listener {addr}: address not available on this machine; \
+                 choose one of its own addresses with `{setting}`"
+            ),
+            io::ErrorKind::PermissionDenied => format!(
+                "{what} listener {addr}: permission denied (ports below 1024 need \
+                 privileges); choose another address with `{setting}`"
+            ),
+            _ => format!("{what} listener {addr}: {e}"),
+        };
+        io::Error::new(e.kind(), message)
+    })
 }
 
 /// Events of one kind (failed accepts, refusals of one reason) are logged

@@ -9,7 +9,7 @@ use crate::broker::relay::RelayBroker;
 use crate::broker::{Broker, BrokerError, BrokerStats, DestinationStats};
 use crate::budget::Budget;
 use crate::config::ServerConfig;
-use crate::listener::{HttpListener, accept_tcp, listen, serve_http};
+use crate::listener::{HttpListener, ListenerName, accept_tcp, listen, serve_http};
 use crate::ops;
 use crate::origin::OriginPolicy;
 use crate::outbox::Backlog;
@@ -28,7 +28,37 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
+const HTTP_LISTENER: ListenerName = ListenerName {
+    what: "HTTP",
+    setting: "http_addr",
+};
+const TCP_LISTENER: ListenerName = ListenerName {
+    what: "TCP",
+    setting: "tcp_addr",
+};
+const METRICS_LISTENER: ListenerName = ListenerName {
+    what: "metrics",
+    setting: "metrics.addr",
+};
+
 /// A bound, not yet running, stompbox server.
+///
+/// [`Server::bind`] opens the listeners (so a taken port fails here, naming
+/// the listener); [`Server::run_until`] or [`Server::spawn`] then serves.
+///
+/// ```
+/// use stompbox::{Server, ServerConfig};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut config = ServerConfig::default();
+/// config.http_addr = "127.0.0.1:0".parse()?; // any free port
+/// let server = Server::bind(config).await?;
+/// println!("STOMP over WebSocket at ws://{}/ws", server.http_addr()?);
+/// let handle = server.spawn();
+/// // … clients connect …
+/// handle.shutdown().await?;
+/// # Ok(()) }
+/// ```
 pub struct Server {
     shared: Arc<ServerShared>,
     http: TcpListener,
@@ -48,6 +78,30 @@ impl std::fmt::Debug for Server {
 }
 
 /// Builds a [`Server`]: configuration, application and broker.
+///
+/// ```no_run
+/// use stompbox::app::App;
+/// use stompbox::{HttpRouter, Server, ServerConfig};
+///
+/// // SEND /app/shout with a text body: the reply goes to /topic/shout.
+/// async fn shout(text: String) -> String {
+///     text.to_uppercase()
+/// }
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let page = HttpRouter::new().route("/", axum::routing::get(|| async { "hello" }));
+/// let server = Server::builder(ServerConfig::default()) // 127.0.0.1:8080
+///     .app(App::new().message("/shout", shout))
+///     .routes(page) // served next to the WebSocket endpoint
+///     .bind()
+///     .await?;
+/// server
+///     .run_until(async {
+///         let _ = tokio::signal::ctrl_c().await;
+///     })
+///     .await
+/// # }
+/// ```
 pub struct ServerBuilder<S = ()> {
     config: ServerConfig,
     app: App<S>,
@@ -108,9 +162,12 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
     ///
     /// # Errors
     ///
-    /// When an address cannot be bound, or a setting cannot be used (a TLS
-    /// certificate or key, an authentication key, an origin): then the
-    /// error is of kind `InvalidInput` and says which.
+    /// When an address cannot be bound (the error keeps the OS error's kind,
+    /// such as `AddrInUse`, and names the listener, its address and the
+    /// setting, e.g. "HTTP listener 127.0.0.1:8080: address already in
+    /// use; … `http_addr`"), or a setting cannot be used (a TLS certificate
+    /// or key, an authentication key, an origin): then the error is of kind
+    /// `InvalidInput` and says which.
     pub async fn bind(self) -> io::Result<Server> {
         let mut config = self.config;
         // Past the descriptors there are, accept fails and clients hang;
@@ -145,13 +202,13 @@ impl<S: Clone + Send + Sync + 'static> ServerBuilder<S> {
             (None, Some(relay)) => Arc::new(RelayBroker::start(relay.clone())),
             (None, None) => Arc::new(EmbeddedBroker::new(config.embedded.clone())),
         };
-        let http = listen(config.http_addr)?;
+        let http = listen(HTTP_LISTENER, config.http_addr)?;
         let tcp = match config.tcp_addr {
-            Some(addr) => Some(listen(addr)?),
+            Some(addr) => Some(listen(TCP_LISTENER, addr)?),
             None => None,
         };
         let ops = match config.metrics.addr {
-            Some(addr) => Some(listen(addr)?),
+            Some(addr) => Some(listen(METRICS_LISTENER, addr)?),
             None => None,
         };
         let backlog_bytes = config.backlog_bytes;

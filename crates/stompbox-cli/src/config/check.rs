@@ -38,19 +38,32 @@ impl Check {
         }
     }
 
+    /// A listen address: IP:port, or host:port resolved now (the first
+    /// address the name has), so `localhost:8080` works as people type it.
     pub(super) fn addr(&mut self, key: &'static str, value: &str) -> Option<SocketAddr> {
-        match value.trim().parse() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
-                self.fail(
-                    key,
-                    format!(
-                        "expected IP:port such as 127.0.0.1:8080 or [::]:8080 (got \"{value}\")"
-                    ),
-                );
-                None
-            }
+        let value = value.trim();
+        if let Ok(addr) = value.parse() {
+            return Some(addr);
         }
+        let problem = match value.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                // Blocking, but this runs once at start-up, before anything
+                // else needs the thread.
+                match std::net::ToSocketAddrs::to_socket_addrs(value) {
+                    Ok(mut addrs) => match addrs.next() {
+                        Some(addr) => return Some(addr),
+                        None => format!("host name \"{host}\" has no address"),
+                    },
+                    Err(e) => format!("cannot resolve host name \"{host}\": {e}"),
+                }
+            }
+            _ => format!(
+                "expected IP:port or host:port such as 127.0.0.1:8080, [::]:8080 or \
+                 localhost:8080 (got \"{value}\")"
+            ),
+        };
+        self.fail(key, problem);
+        None
     }
 
     /// An application or user destination prefix: a plain path such as

@@ -31,7 +31,14 @@ impl std::fmt::Display for Origin {
 pub(super) struct Layers {
     pub(super) table: Table,
     pub(super) origins: HashMap<String, Origin>,
+    /// STOMPBOX_* variables that name no setting: logged, not fatal (see
+    /// [`Layers::add_env`]).
+    pub(super) warnings: Vec<String>,
 }
+
+/// Variables of the test harness (`STOMPBOX_TEST_BROKER`, …), which share
+/// the prefix and are often exported in the shell that also runs `serve`.
+const TEST_HARNESS_PREFIX: &str = "STOMPBOX_TEST_";
 
 impl Layers {
     /// Sets `section.key`, creating the section; a non-table section (say
@@ -89,7 +96,13 @@ impl Layers {
 
     /// Applies every STOMPBOX_* variable of `vars`. Taken as an argument so
     /// tests need not touch the process environment.
-    fn add_env(
+    ///
+    /// A variable that names no setting is a warning with the closest key,
+    /// not an error: the environment is shared with other tools (the test
+    /// harness's STOMPBOX_TEST_* are skipped silently), and one stray
+    /// export should not stop a server. A bad value of a known setting is
+    /// still an error.
+    pub(super) fn add_env(
         &mut self,
         vars: impl IntoIterator<Item = (OsString, OsString)>,
         known: &Table,
@@ -101,6 +114,9 @@ impl Layers {
                 !NOT_SETTINGS
                     .iter()
                     .any(|n| name.as_encoded_bytes() == n.as_bytes())
+                    && !name
+                        .as_encoded_bytes()
+                        .starts_with(TEST_HARNESS_PREFIX.as_bytes())
             })
             .collect();
         // Deterministic: the first bad variable reported is the same every run.
@@ -110,12 +126,19 @@ impl Layers {
             let Some(value) = value.to_str() else {
                 return Err(format!("environment variable {name} is not valid UTF-8"));
             };
-            let (section, key, default) = env_key(&name, known).ok_or_else(|| {
-                format!(
-                    "environment variable {name} does not name a setting: use {ENV_PREFIX}<SECTION>_<KEY> \
-                     with a key of stompbox.toml, e.g. {ENV_PREFIX}LIMITS_FRAME_BYTES"
-                )
-            })?;
+            let Some((section, key, default)) = env_key(&name, known) else {
+                let hint = match closest_key(&name, known, env_name) {
+                    Some(key) => format!("did you mean {}?", env_name(&key)),
+                    None => format!(
+                        "use {ENV_PREFIX}<SECTION>_<KEY> with a key of stompbox.toml, e.g. \
+                         {ENV_PREFIX}LIMITS_FRAME_BYTES"
+                    ),
+                };
+                self.warnings.push(format!(
+                    "environment variable {name} names no setting and is ignored; {hint}"
+                ));
+                continue;
+            };
             let value = parse_value(value, default);
             self.set(&section, &key, value, Origin::Env(name.clone()))?;
         }
@@ -133,10 +156,12 @@ impl Layers {
             .split_once('.')
             .and_then(|(s, k)| known.get(s)?.as_table()?.get(k).map(|d| (s, k, d)));
         let Some((section, key, default)) = default else {
-            return Err(format!(
-                "{flag}: '{path}' is not a setting: use SECTION.KEY with a key of stompbox.toml, \
-                 e.g. limits.frame_bytes"
-            ));
+            let hint = match closest_key(path, known, |key| key.to_owned()) {
+                Some(key) => format!("did you mean {key}?"),
+                None => "use SECTION.KEY with a key of stompbox.toml, e.g. limits.frame_bytes"
+                    .to_owned(),
+            };
+            return Err(format!("{flag}: '{path}' is not a setting; {hint}"));
         };
         self.set(
             section,
@@ -145,6 +170,76 @@ impl Layers {
             Origin::Flag(flag.to_owned()),
         )
     }
+}
+
+/// `limits.frame_bytes` as its variable, `STOMPBOX_LIMITS_FRAME_BYTES`.
+fn env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// The known `section.key` whose spelling (as `spell` writes it) is closest
+/// to `typed`, when it is close enough to be a typo rather than another
+/// word: at most a third of the characters differ, and at least one less
+/// than all of a short key.
+pub(super) fn closest_key(
+    typed: &str,
+    known: &Table,
+    spell: impl Fn(&str) -> String,
+) -> Option<String> {
+    let typed = typed.to_ascii_lowercase();
+    known
+        .iter()
+        .filter_map(|(section, keys)| Some((section, keys.as_table()?)))
+        .flat_map(|(section, keys)| keys.keys().map(move |key| format!("{section}.{key}")))
+        .map(|key| {
+            let distance = edit_distance(&typed, &spell(&key).to_ascii_lowercase());
+            (distance, key)
+        })
+        .filter(|(distance, _)| *distance <= (typed.chars().count() / 3).max(1))
+        .min()
+        .map(|(_, key)| key)
+}
+
+/// Levenshtein distance: insertions, deletions and substitutions, by
+/// character.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// serde's words for a mistyped value (`expected usize`) in the words of
+/// someone editing a configuration file.
+fn plain_type_words(message: &str) -> String {
+    let mut message = message.to_owned();
+    for (rust, plain) in [
+        ("expected usize", "expected a whole number (0 or more)"),
+        ("expected u64", "expected a whole number (0 or more)"),
+        ("expected u32", "expected a whole number (0 or more)"),
+        ("expected u16", "expected a whole number (0 or more)"),
+        ("expected u8", "expected a whole number (0 or more)"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+    ] {
+        // Whole words only: "expected u8" must not rewrite "expected u8x".
+        if let Some(at) = message.find(rust)
+            && !message[at + rust.len()..].starts_with(|c: char| c.is_ascii_alphanumeric())
+        {
+            message.replace_range(at..at + rust.len(), plain);
+        }
+    }
+    message
 }
 
 /// Maps `STOMPBOX_LIMITS_FRAME_BYTES` to `("limits", "frame_bytes")` and the
@@ -198,16 +293,32 @@ pub(super) fn load(
     for (path, value, flag) in flags {
         layers.add_flag(path, value, flag, &known)?;
     }
-    let Layers { table, origins } = layers;
+    let Layers {
+        table,
+        origins,
+        warnings,
+    } = layers;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     let parsed: FileConfig = serde_path_to_error::deserialize(table).map_err(|e| {
         let path = e.path().to_string();
         let from = origin_of(&origins, &path)
             .map(|o| format!("; {o}"))
             .unwrap_or_default();
-        format!(
-            "invalid configuration: {path}: {}{from}",
-            e.inner().message().trim_end()
-        )
+        let message = plain_type_words(e.inner().message().trim_end());
+        // serde lists every key of the section; the likely one first.
+        let hint = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split_once('`'))
+            .and_then(|(field, _)| {
+                let section = path.rsplit_once('.').map_or("", |(s, _)| s);
+                let typed = format!("{section}.{field}");
+                closest_key(&typed, &known, |key| key.to_owned())
+            })
+            .map(|key| format!(" (did you mean {key}?)"))
+            .unwrap_or_default();
+        format!("invalid configuration: {path}: {message}{hint}{from}")
     })?;
     validate(parsed).map_err(|problems| {
         let describe = |(key, message): &(&str, String)| match origin_of(&origins, key) {

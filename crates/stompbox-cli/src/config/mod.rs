@@ -245,12 +245,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
         let builder = Server::builder(config.clone()).routes(plain_page(&ws_path));
         with_relay(builder, relay).bind().await
     };
-    let server = bound.map_err(|e| {
-        let tcp = config
-            .tcp_addr
-            .map_or_else(|| "off".to_owned(), |a| a.to_string());
-        format!("cannot listen on http={} tcp={tcp}: {e}", config.http_addr)
-    })?;
+    let server = bound.map_err(|e| format!("cannot start: {}", in_cli_terms(&e.to_string())))?;
     let http = server
         .http_addr()
         .map_err(|e| format!("cannot read the bound HTTP address: {e}"))?;
@@ -302,6 +297,14 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("server failed: {e}"))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The library names the `ServerConfig` field that moves a listener; here
+/// the flag and the key of stompbox.toml say the same.
+fn in_cli_terms(message: &str) -> String {
+    message
+        .replace("`http_addr`", "--http (server.http)")
+        .replace("`tcp_addr`", "--tcp (server.tcp)")
 }
 
 /// The line scripts parse: `stompbox listening http=ADDR ws=ws://ADDR/PATH

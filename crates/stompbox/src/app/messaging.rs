@@ -50,6 +50,35 @@ struct Inner {
 /// A cloneable handle to publish from handlers, HTTP routes or background
 /// tasks. Works the same whichever broker runs; errors are returned, never
 /// dropped.
+///
+/// Get it from [`Server::messaging`](crate::Server::messaging), or in a
+/// handler as an extractor:
+///
+/// ```
+/// use stompbox::app::{App, Messaging, MessagingError};
+/// use stompbox::{Server, ServerConfig};
+///
+/// // SEND /app/done: tells the sender's user, in every session of theirs.
+/// async fn done(messaging: Messaging, user: stompbox::app::User) -> Result<(), MessagingError> {
+///     messaging
+///         .send_to_user(user.name(), "/queue/notices", "your export is ready")
+///         .await
+/// }
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let mut config = ServerConfig::default();
+/// # config.http_addr = "127.0.0.1:0".parse()?;
+/// let server = Server::builder(config)
+///     .app(App::new().message("/done", done))
+///     .bind()
+///     .await?;
+/// let messaging = server.messaging();
+/// // From a task of your own: every subscriber of /topic/prices gets it.
+/// messaging
+///     .publish_json("/topic/prices", &serde_json::json!({ "ACME": 12.5 }))
+///     .await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Messaging {
     inner: Arc<Inner>,

@@ -247,6 +247,25 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
     /// user is comes only from the authenticator
     /// ([`ServerBuilder::authenticator`](crate::ServerBuilder::authenticator)
     /// or the built-in methods), never from this hook.
+    ///
+    /// The CONNECT `login` is there as sent, unverified; without
+    /// authentication an application may show it as a display name
+    /// (examples/hello keeps it per session for its replies):
+    ///
+    /// ```
+    /// use stompbox::app::{App, Reject};
+    ///
+    /// let app = App::new().on_connect(|info| async move {
+    ///     if info.user.is_authenticated() {
+    ///         return Ok(());
+    ///     }
+    ///     match info.login.as_deref() {
+    ///         Some(name) if !name.is_empty() && name.len() <= 32 => Ok(()),
+    ///         _ => Err(Reject::new("send a login of 1 to 32 bytes: it is your name here")),
+    ///     }
+    /// });
+    /// # let _ = app;
+    /// ```
     #[must_use]
     pub fn on_connect<F, Fut>(mut self, hook: F) -> App<S>
     where

@@ -168,6 +168,24 @@ impl<R: IntoReply, E: Display> IntoReply for Result<R, E> {
 }
 
 /// Sends the inner reply's payload to an explicit destination.
+///
+/// ```
+/// use stompbox::app::{App, Json, Path, SendTo};
+///
+/// #[derive(serde::Deserialize, serde::Serialize)]
+/// struct Order {
+///     item: String,
+/// }
+///
+/// // SEND /app/orders/{shop}: the order goes to the shop's queue, where
+/// // its workers compete for it, instead of the default /topic/orders/….
+/// async fn place(Path(shop): Path<String>, Json(order): Json<Order>) -> SendTo<Json<Order>> {
+///     SendTo(format!("/queue/orders.{shop}"), Json(order))
+/// }
+///
+/// let app = App::new().message("/orders/{shop}", place);
+/// # let _ = app;
+/// ```
 #[derive(Debug, Clone)]
 pub struct SendTo<R>(pub String, pub R);
 
@@ -188,6 +206,24 @@ impl<R: IntoReply> IntoReply for SendTo<R> {
 /// Sends the inner reply's payload to the sending user (Spring's
 /// `@SendToUser`): by default to `/user/queue` plus the same path, to every
 /// session of the user.
+///
+/// ```
+/// use stompbox::app::{App, SendToUser, User};
+///
+/// // SUBSCRIBE /user/queue/answers, then SEND /app/ask: the answer reaches
+/// // only the asker (an anonymous asker: only the asking session).
+/// async fn ask(user: User, question: String) -> SendToUser<String> {
+///     SendToUser::new(format!("{user} asked: {question}")).at("/queue/answers")
+/// }
+///
+/// // Only the session that asked, even when the user has several open.
+/// async fn whoami(user: User) -> SendToUser<String> {
+///     SendToUser::new(user.name().to_owned()).only_this_session()
+/// }
+///
+/// let app = App::new().message("/ask", ask).message("/whoami", whoami);
+/// # let _ = app;
+/// ```
 #[derive(Debug, Clone)]
 pub struct SendToUser<R> {
     reply: R,

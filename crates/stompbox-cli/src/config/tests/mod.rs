@@ -343,10 +343,10 @@ fn bad_values_name_the_key_and_source() {
         e.contains("server.max_connections") && e.contains("STOMPBOX_SERVER_MAX_CONNECTIONS"),
         "{e}"
     );
-    let e = load(None, env(&[("STOMPBOX_LIMITS_FRAME_BYTEZ", "1")]), &[]).expect_err("unknown");
-    assert!(e.contains("STOMPBOX_LIMITS_FRAME_BYTEZ"), "{e}");
-    let e = load(None, env(&[("STOMPBOX_LIMITS", "1")]), &[]).expect_err("no key");
-    assert!(e.contains("STOMPBOX_LIMITS "), "{e}");
+    let e =
+        load(None, env(&[("STOMPBOX_LIMITS_FRAME_BYTES", "abc")]), &[]).expect_err("not a number");
+    assert!(e.contains("expected a whole number"), "{e}");
+    assert!(!e.contains("usize"), "{e}");
     let e = load(
         None,
         env(&[]),
@@ -354,6 +354,63 @@ fn bad_values_name_the_key_and_source() {
     )
     .expect_err("flag");
     assert!(e.contains("nope.x"), "{e}");
+}
+
+#[test]
+fn unknown_variables_warn_with_the_closest_key_and_test_ones_are_skipped() {
+    let known = known();
+    let mut layers = Layers::default();
+    layers
+        .add_env(
+            env(&[
+                ("STOMPBOX_LIMITS_FRAME_BYTEZ", "1"),
+                ("STOMPBOX_LIMITS", "1"),
+                ("STOMPBOX_TEST_BROKER", "rabbitmq"),
+                ("STOMPBOX_SERVER_WS_PATH", "/socket"),
+            ]),
+            &known,
+        )
+        .expect("unknown variables are not fatal");
+    assert_eq!(
+        layers.warnings,
+        [
+            "environment variable STOMPBOX_LIMITS names no setting and is ignored; use \
+             STOMPBOX_<SECTION>_<KEY> with a key of stompbox.toml, e.g. STOMPBOX_LIMITS_FRAME_BYTES",
+            "environment variable STOMPBOX_LIMITS_FRAME_BYTEZ names no setting and is ignored; \
+             did you mean STOMPBOX_LIMITS_FRAME_BYTES?",
+        ]
+    );
+    // The known one still applies.
+    assert_eq!(
+        layers.table["server"]["ws_path"],
+        Value::String("/socket".into())
+    );
+}
+
+#[test]
+fn mistyped_keys_get_the_closest_one() {
+    let e = load(
+        None,
+        env(&[]),
+        &[(
+            "limits.frame_byte".into(),
+            "1".into(),
+            "--set limits.frame_byte".into(),
+        )],
+    )
+    .expect_err("unknown flag key");
+    assert!(e.contains("did you mean limits.frame_bytes?"), "{e}");
+    let e = load(
+        None,
+        env(&[]),
+        &[("nope.x".into(), "1".into(), "--set nope.x".into())],
+    )
+    .expect_err("nothing close");
+    assert!(!e.contains("did you mean"), "{e}");
+    let file = scratch("mistyped").join("stompbox.toml");
+    std::fs::write(&file, "[limits]\nfram_bytes = 1\n").expect("write the file");
+    let e = load(Some(&file), env(&[]), &[]).expect_err("unknown key in the file");
+    assert!(e.contains("did you mean limits.frame_bytes?"), "{e}");
 }
 
 #[test]
