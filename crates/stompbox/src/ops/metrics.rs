@@ -17,7 +17,8 @@ use prometheus::core::Collector;
 use prometheus::{Encoder, Opts, Registry, TextEncoder};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
+use tokio::time::Instant;
 
 /// One scrape's registry, with a short way to add each kind of series.
 struct Scrape {
@@ -404,6 +405,11 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// The latest exposition, and when its render began.
 type Latest = Option<(Instant, Bytes)>;
 
+/// The least time between the starts of two renders: a client scraping in
+/// a loop gets its answers this much later, instead of keeping a core
+/// busy walking the sessions. Prometheus scrapes every few seconds.
+const RENDER_INTERVAL: Duration = Duration::from_millis(100);
+
 /// One render at a time, shared by the scrapes that wait for it. `/metrics`
 /// is open to anyone who reaches the listener unless a token is set, and a
 /// render walks every session: without this, a few hundred clients
@@ -427,12 +433,15 @@ impl Renders {
         {
             return Some(body.clone());
         }
+        if let Some((began, _)) = latest.as_ref() {
+            tokio::time::sleep_until(*began + RENDER_INTERVAL).await;
+        }
+        let began = Instant::now();
         // The lock goes with the render: a scraper that hangs up mid-render
         // does not let the next one start another beside it. Off the
         // runtime's worker threads, as walking every session takes a while
         // on a big server.
         tokio::task::spawn_blocking(move || {
-            let began = Instant::now();
             let body = Bytes::from(render());
             *latest = Some((began, body.clone()));
             body
@@ -539,5 +548,21 @@ mod tests {
         // A scrape after those gets a render of its own.
         let later = renders.fresh(render).await.expect("rendered");
         assert_eq!(later, Bytes::from("render 3"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scraper_in_a_loop_waits_between_renders() {
+        let renders = Renders::default();
+        let start = Instant::now();
+        for _ in 0..3 {
+            renders.fresh(String::new).await.expect("rendered");
+            // The client's next request.
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        assert!(
+            start.elapsed() >= RENDER_INTERVAL * 2,
+            "{:?}",
+            start.elapsed()
+        );
     }
 }
