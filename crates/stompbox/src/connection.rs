@@ -323,7 +323,7 @@ pub(crate) async fn run(
 /// How a session whose outbox was finished on purpose ended.
 fn ended_on_purpose(entry: &SessionEntry) -> End {
     match entry.kicked_by() {
-        Some(by) => End::Kicked(by.to_owned()),
+        Some(by) => End::Kicked(by),
         None => End::BrokerEnded,
     }
 }
