@@ -281,7 +281,7 @@ pub(crate) enum HttpListener {
     /// for the rest), one request per connection, outside the budget.
     Main { serving: Router, draining: Router },
     /// The operators' listener (`metrics.addr`): the same router until it
-    /// closes, outside the budget.
+    /// closes, one request per connection, outside the budget.
     Operators(Router),
 }
 
@@ -303,7 +303,6 @@ pub(crate) async fn serve_http(
     let mut backoff = AcceptBackoff::default();
     let mut refusals = Refusals::default();
     let uncounted = Arc::new(Uncounted::new());
-    let until_closed = closed.clone();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = accept(&listener, &mut backoff) => accepted,
@@ -343,13 +342,16 @@ pub(crate) async fn serve_http(
                     stream,
                     peer,
                     address_permit,
-                    (router, Mode::Draining, busy),
+                    (router, Mode::OneRequest, busy),
                 );
                 continue;
             }
             HttpListener::Operators(router) => {
                 let busy = "too many connections to the operators' listener";
-                let mode = Mode::Serving(until_closed.clone());
+                // One request per connection, as while draining: a
+                // connection kept alive between scrapes would hold its
+                // place with nobody able to tell it from an idle one.
+                let mode = Mode::OneRequest;
                 spawn_uncounted(
                     &mut connections,
                     &uncounted,
@@ -485,8 +487,9 @@ enum Mode {
     /// Kept alive between requests until the shutdown signal, then closed
     /// after the request in progress.
     Serving(watch::Receiver<bool>),
-    /// During the drain: one request, then the connection closes.
-    Draining,
+    /// One request, then the connection closes: outside the budget (the
+    /// operators' listener, the main one while it drains).
+    OneRequest,
 }
 
 async fn serve_connection(
@@ -510,7 +513,7 @@ async fn serve_connection(
     };
     let (mut stop, keep_alive) = match mode {
         Mode::Serving(stop) => (Some(stop), true),
-        Mode::Draining => (None, false),
+        Mode::OneRequest => (None, false),
     };
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

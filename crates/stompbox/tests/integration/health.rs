@@ -252,6 +252,34 @@ async fn sockets_that_say_nothing_during_a_drain_do_not_keep_probes_out() {
         .expect("shutdown");
 }
 
+#[tokio::test]
+async fn clients_keeping_connections_to_the_operators_listener_do_not_keep_probes_out() {
+    let server =
+        spawn_server(|c| c.metrics.addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)))).await;
+    let operators = server.handle.metrics_addr().expect("operators' listener");
+    // As many clients as there are places ask once each and keep their
+    // connection (HTTP/1.1 keeps it alive unless told otherwise).
+    let mut kept = Vec::new();
+    for _ in 0..DRAINING_PLACES {
+        let mut stream = tokio::net::TcpStream::connect(operators)
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("write");
+        let mut head = [0u8; 12];
+        tokio::time::timeout(WAIT, stream.read_exact(&mut head))
+            .await
+            .expect("answer timed out")
+            .expect("read");
+        assert_eq!(&head, b"HTTP/1.1 200");
+        kept.push(stream);
+    }
+    assert_live(&get(operators, "/health/live").await);
+    assert_ready(&get(operators, "/health/ready").await);
+}
+
 /// A STOMP broker on loopback that the test takes down and brings back:
 /// while `up` is false it drops every connection, new ones at once.
 struct FakeBroker {
