@@ -482,6 +482,24 @@ async fn accept_io(
     }
 }
 
+/// In every request's extensions. A handler whose answer is a stream with
+/// no end of its own (the admin event stream) marks it: at shutdown such a
+/// stream ends, but a client that stopped reading would never take its
+/// last bytes, and a graceful close would wait for them until the shutdown
+/// timeout, holding the drain. A marked connection gets [`CLOSE_GRACE`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EndlessAnswer(Arc<AtomicBool>);
+
+impl EndlessAnswer {
+    pub(crate) fn mark(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn marked(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// How one HTTP connection is served.
 enum Mode {
     /// Kept alive between requests until the shutdown signal, then closed
@@ -502,12 +520,15 @@ async fn serve_connection(
     first_request: Arc<AtomicBool>,
 ) {
     let service = TowerToHyperService::new(router);
+    let endless = EndlessAnswer::default();
     let service = {
         let first_request = Arc::clone(&first_request);
+        let endless = endless.clone();
         hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             first_request.store(true, Ordering::Relaxed);
             request.extensions_mut().insert(ConnectInfo(peer));
             request.extensions_mut().insert(info.clone());
+            request.extensions_mut().insert(endless.clone());
             hyper::service::Service::call(&service, request)
         })
     };
@@ -552,7 +573,13 @@ async fn serve_connection(
             }
             () = stopped_if(stop.as_mut()) => {
                 connection.as_mut().graceful_shutdown();
-                let _ = connection.await;
+                if endless.marked() {
+                    if tokio::time::timeout(CLOSE_GRACE, connection).await.is_err() {
+                        tracing::debug!(%peer, "HTTP connection closed: its endless answer was not read at shutdown");
+                    }
+                } else {
+                    let _ = connection.await;
+                }
                 return;
             }
         }
