@@ -323,7 +323,7 @@ pub(crate) async fn run(
 /// How a session whose outbox was finished on purpose ended.
 fn ended_on_purpose(entry: &SessionEntry) -> End {
     match entry.kicked_by() {
-        Some(by) => End::Kicked(by.to_owned()),
+        Some(by) => End::Kicked(by),
         None => End::BrokerEnded,
     }
 }
@@ -592,10 +592,15 @@ async fn send_error(
     entry: &SessionEntry,
     telemetry: &Telemetry,
 ) {
-    telemetry.error_sent(error.reason);
+    // A session the broker or an operator already ended has its ERROR
+    // queued last: a client gets one ERROR, never two.
+    let ended = outbox.is_finished();
     outbox.close();
     outbox.take_all(batch);
-    batch.push_back(error.to_frame(version));
+    if !ended {
+        telemetry.error_sent(error.reason);
+        batch.push_back(error.to_frame(version));
+    }
     entry.writing(batch);
     let _ = timeout(FAREWELL_TIMEOUT, transport.write_batch(batch)).await;
 }
@@ -652,6 +657,7 @@ async fn finish(
                 ),
             };
             batch.push_back(error.to_frame(version));
+            entry.writing(batch);
             let _ = timeout(FAREWELL_TIMEOUT, transport.write_batch(batch)).await;
             drop(registered);
             let _ = timeout(

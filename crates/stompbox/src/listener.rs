@@ -16,14 +16,15 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -235,6 +236,76 @@ const UNCOUNTED_CONNECTIONS: usize = 64;
 /// drain) may take to finish their answer before they are cut.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a connection that found every uncounted place taken waits for
+/// the one it made room for.
+const ROOM_WAIT: Duration = Duration::from_secs(1);
+
+/// The places for connections served outside the budget, and which of
+/// their holders have not sent a request yet.
+///
+/// When every place is taken, the holder that has been silent longest is
+/// closed for the newcomer. A probe or a scrape sends its request as soon
+/// as it connects, so sockets opened to say nothing (or a request head
+/// dribbled a byte at a time) cannot keep them out: otherwise 64 of them,
+/// opened again each `connect_timeout`, would fail every liveness probe
+/// during a drain.
+#[derive(Debug)]
+struct Uncounted {
+    places: Arc<Semaphore>,
+    /// Oldest first; an entry whose connection ended or has sent a request
+    /// is dropped on the next pass.
+    silent: Mutex<VecDeque<Weak<Silent>>>,
+}
+
+/// A connection served outside the budget, until its first request.
+#[derive(Debug, Default)]
+struct Silent {
+    /// Set by the connection when its first request head has arrived.
+    requested: Arc<AtomicBool>,
+    evicted: Notify,
+}
+
+impl Silent {
+    fn waiting(&self) -> bool {
+        !self.requested.load(Ordering::Relaxed)
+    }
+}
+
+impl Uncounted {
+    fn new() -> Uncounted {
+        Uncounted {
+            places: Arc::new(Semaphore::new(UNCOUNTED_CONNECTIONS)),
+            silent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn silent(&self) -> std::sync::MutexGuard<'_, VecDeque<Weak<Silent>>> {
+        // A push or a pop: nothing is left half done by a panic.
+        self.silent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a connection as silent until its first request.
+    fn track(&self) -> Arc<Silent> {
+        let connection = Arc::new(Silent::default());
+        let mut silent = self.silent();
+        silent.retain(|s| s.upgrade().is_some_and(|s| s.waiting()));
+        silent.push_back(Arc::downgrade(&connection));
+        connection
+    }
+
+    /// Closes the connection silent longest; false when none is.
+    fn evict_oldest(&self) -> bool {
+        let mut silent = self.silent();
+        while let Some(oldest) = silent.pop_front() {
+            if let Some(oldest) = oldest.upgrade().filter(|s| s.waiting()) {
+                oldest.evicted.notify_one();
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// Which HTTP listener, and what it serves.
 pub(crate) enum HttpListener {
     /// The clients' listener: `serving` while the server runs, each
@@ -243,7 +314,7 @@ pub(crate) enum HttpListener {
     /// for the rest), one request per connection, outside the budget.
     Main { serving: Router, draining: Router },
     /// The operators' listener (`metrics.addr`): the same router until it
-    /// closes, outside the budget.
+    /// closes, one request per connection, outside the budget.
     Operators(Router),
 }
 
@@ -264,8 +335,7 @@ pub(crate) async fn serve_http(
     let mut connections = JoinSet::new();
     let mut backoff = AcceptBackoff::default();
     let mut refusals = Refusals::default();
-    let uncounted_places = Arc::new(Semaphore::new(UNCOUNTED_CONNECTIONS));
-    let until_closed = closed.clone();
+    let uncounted = Arc::new(Uncounted::new());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = accept(&listener, &mut backoff) => accepted,
@@ -300,21 +370,24 @@ pub(crate) async fn serve_http(
                 let (router, busy) = (draining.clone(), "server shutting down");
                 spawn_uncounted(
                     &mut connections,
-                    &uncounted_places,
+                    &uncounted,
                     &shared,
                     stream,
                     peer,
                     address_permit,
-                    (router, Mode::Draining, busy),
+                    (router, Mode::OneRequest, busy),
                 );
                 continue;
             }
             HttpListener::Operators(router) => {
                 let busy = "too many connections to the operators' listener";
-                let mode = Mode::Serving(until_closed.clone());
+                // One request per connection, as while draining: a
+                // connection kept alive between scrapes would hold its
+                // place with nobody able to tell it from an idle one.
+                let mode = Mode::OneRequest;
                 spawn_uncounted(
                     &mut connections,
-                    &uncounted_places,
+                    &uncounted,
                     &shared,
                     stream,
                     peer,
@@ -352,7 +425,9 @@ pub(crate) async fn serve_http(
                 address_permit,
                 permit: Some(Arc::new(permit)),
             };
-            serve_connection(io, peer, info, router, &shared, Mode::Serving(stop)).await;
+            let first_request = Arc::new(AtomicBool::new(false));
+            let mode = Mode::Serving(stop);
+            serve_connection(io, peer, info, router, &shared, mode, first_request).await;
         });
     }
     // Connections accepted before the shutdown were waited for by the
@@ -366,32 +441,60 @@ pub(crate) async fn serve_http(
 }
 
 /// Serves a connection outside the connection budget, within
-/// [`UNCOUNTED_CONNECTIONS`]; past it, 503 with `busy`.
+/// [`UNCOUNTED_CONNECTIONS`]; past it, in the place of the connection that
+/// has been silent longest, or with a 503 saying `busy` when none is.
 fn spawn_uncounted(
     connections: &mut JoinSet<()>,
-    places: &Arc<Semaphore>,
+    uncounted: &Arc<Uncounted>,
     shared: &Arc<ServerShared>,
     stream: TcpStream,
     peer: SocketAddr,
     address_permit: Option<Arc<AddressPermit>>,
     (router, mode, busy): (Router, Mode, &'static str),
 ) {
-    let Ok(place) = Arc::clone(places).try_acquire_owned() else {
+    let place = Arc::clone(&uncounted.places).try_acquire_owned().ok();
+    if place.is_none() && !uncounted.evict_oldest() {
         tokio::spawn(refuse(
             stream,
             http_refusal("503 Service Unavailable", busy),
         ));
         return;
-    };
+    }
     let shared = Arc::clone(shared);
+    let uncounted = Arc::clone(uncounted);
     connections.spawn(async move {
+        let place = match place {
+            Some(place) => place,
+            // The evicted connection gives its place back as it closes.
+            None => {
+                match tokio::time::timeout(ROOM_WAIT, Arc::clone(&uncounted.places).acquire_owned())
+                    .await
+                {
+                    Ok(Ok(place)) => place,
+                    _ => {
+                        refuse(stream, http_refusal("503 Service Unavailable", busy)).await;
+                        return;
+                    }
+                }
+            }
+        };
+        let silent = uncounted.track();
         let info = ConnectionInfo {
             tls: shared.tls.is_some(),
             address_permit,
             permit: None,
         };
-        if let Some(io) = accept_io(stream, peer, &shared).await {
-            serve_connection(io, peer, info, router, &shared, mode).await;
+        let served = async {
+            if let Some(io) = accept_io(stream, peer, &shared).await {
+                let first_request = Arc::clone(&silent.requested);
+                serve_connection(io, peer, info, router, &shared, mode, first_request).await;
+            }
+        };
+        tokio::select! {
+            () = served => {}
+            () = silent.evicted.notified() => {
+                tracing::debug!(%peer, "HTTP connection closed: silent while its place was wanted");
+            }
         }
         drop(place);
     });
@@ -412,13 +515,32 @@ async fn accept_io(
     }
 }
 
+/// In every request's extensions. A handler whose answer is a stream with
+/// no end of its own (the admin event stream) marks it: at shutdown such a
+/// stream ends, but a client that stopped reading would never take its
+/// last bytes, and a graceful close would wait for them until the shutdown
+/// timeout, holding the drain. A marked connection gets [`CLOSE_GRACE`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EndlessAnswer(Arc<AtomicBool>);
+
+impl EndlessAnswer {
+    pub(crate) fn mark(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn marked(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// How one HTTP connection is served.
 enum Mode {
     /// Kept alive between requests until the shutdown signal, then closed
     /// after the request in progress.
     Serving(watch::Receiver<bool>),
-    /// During the drain: one request, then the connection closes.
-    Draining,
+    /// One request, then the connection closes: outside the budget (the
+    /// operators' listener, the main one while it drains).
+    OneRequest,
 }
 
 async fn serve_connection(
@@ -428,21 +550,24 @@ async fn serve_connection(
     router: Router,
     shared: &ServerShared,
     mode: Mode,
+    first_request: Arc<AtomicBool>,
 ) {
-    let first_request = Arc::new(AtomicBool::new(false));
     let service = TowerToHyperService::new(router);
+    let endless = EndlessAnswer::default();
     let service = {
         let first_request = Arc::clone(&first_request);
+        let endless = endless.clone();
         hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             first_request.store(true, Ordering::Relaxed);
             request.extensions_mut().insert(ConnectInfo(peer));
             request.extensions_mut().insert(info.clone());
+            request.extensions_mut().insert(endless.clone());
             hyper::service::Service::call(&service, request)
         })
     };
     let (mut stop, keep_alive) = match mode {
         Mode::Serving(stop) => (Some(stop), true),
-        Mode::Draining => (None, false),
+        Mode::OneRequest => (None, false),
     };
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -481,7 +606,13 @@ async fn serve_connection(
             }
             () = stopped_if(stop.as_mut()) => {
                 connection.as_mut().graceful_shutdown();
-                let _ = connection.await;
+                if endless.marked() {
+                    if tokio::time::timeout(CLOSE_GRACE, connection).await.is_err() {
+                        tracing::debug!(%peer, "HTTP connection closed: its endless answer was not read at shutdown");
+                    }
+                } else {
+                    let _ = connection.await;
+                }
                 return;
             }
         }

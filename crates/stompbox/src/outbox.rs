@@ -594,11 +594,12 @@ impl Outbox {
 
     /// Queues a last frame whatever the limit, then closes: the writer sends
     /// everything queued and ends the connection (used to pass on an ERROR
-    /// from an upstream broker, or a DISCONNECT to one).
-    pub fn finish(&self, last: OutFrame) {
+    /// from an upstream broker, or a DISCONNECT to one). False, and nothing
+    /// queued, when it was closed already.
+    pub fn finish(&self, last: OutFrame) -> bool {
         let mut state = self.lock();
         if state.closed {
-            return;
+            return false;
         }
         if let Some(backlog) = &self.backlog {
             last.charge(backlog);
@@ -610,6 +611,7 @@ impl Outbox {
         drop(state);
         self.notify.notify_one();
         self.room.notify_waiters();
+        true
     }
 
     /// True after [`Outbox::finish`].

@@ -331,7 +331,7 @@ impl Server {
         // drains) and on the operators' own.
         let mut operators = ops::health::routes();
         if shared.config.metrics.enabled {
-            operators = operators.route("/metrics", get(crate::ops::metrics::serve));
+            operators = operators.route("/metrics", crate::ops::metrics::route());
         }
         let operators = operators.with_state(Arc::clone(&shared));
         let main = HttpListener::Main {

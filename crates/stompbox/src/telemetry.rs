@@ -224,7 +224,7 @@ impl Telemetry {
             messages_out: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
-            kicked: OnceLock::new(),
+            kicked: Mutex::new(None),
         });
         let key = self.sessions.insert(Arc::clone(&entry));
         Registered {
@@ -261,7 +261,7 @@ pub(crate) struct SessionEntry {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     /// Set when an operator disconnected the session, with who did.
-    kicked: OnceLock<String>,
+    kicked: Mutex<Option<String>>,
 }
 
 /// Adds `n` to a counter only its owner writes: a load and a store, not a
@@ -328,21 +328,32 @@ impl SessionEntry {
 
     /// Ends the session on an operator's word: the client gets an ERROR
     /// saying so after what is already queued, then the connection closes.
-    /// False when it was already ending.
+    /// False when it was already ending (the broker's ERROR, another
+    /// operator's, an error of its own).
     pub(crate) fn kick(&self, by: &str) -> bool {
-        if self.kicked.set(by.to_owned()).is_err() || self.outbox.is_closed() {
+        // Held while the ERROR is queued: the connection task reads who
+        // kicked once it has written the last frame, and must not see a
+        // kick that came after the broker had already ended the session.
+        let mut kicked = self.kicked.lock().unwrap_or_else(|e| e.into_inner());
+        if kicked.is_some() {
             return false;
         }
         let version = self.connected().map_or(Version::V1_0, |c| c.version);
         let error = crate::frames::StompError::new("disconnected by the server's administrator")
             .because(ErrorReason::Administrator);
-        self.outbox.finish(error.to_frame(version));
+        if !self.outbox.finish(error.to_frame(version)) {
+            return false;
+        }
+        *kicked = Some(by.to_owned());
         true
     }
 
     /// Who disconnected the session, if an operator did.
-    pub(crate) fn kicked_by(&self) -> Option<&str> {
-        self.kicked.get().map(String::as_str)
+    pub(crate) fn kicked_by(&self) -> Option<String> {
+        self.kicked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -516,7 +527,18 @@ mod tests {
         a.entry.outbox.take_all(&mut out);
         let last = out.pop_back().map(|f| f.bytes).unwrap_or_default();
         assert!(last.starts_with(b"ERROR\n"), "{last:?}");
-        assert_eq!(a.entry.kicked_by(), Some("admin"));
+        assert_eq!(a.entry.kicked_by().as_deref(), Some("admin"));
+    }
+
+    #[test]
+    fn a_kick_after_the_broker_ended_the_session_is_not_who_ended_it() {
+        let telemetry = Arc::new(Telemetry::default());
+        let a = entry(&telemetry, "a");
+        a.entry
+            .outbox
+            .finish(OutFrame::new(Bytes::from_static(b"ERROR\n\n\0")));
+        assert!(!a.entry.kick("admin"));
+        assert_eq!(a.entry.kicked_by(), None);
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod snapshot;
 
 use crate::broker::BrokerError;
 use crate::config::ServerConfig;
+use crate::listener::EndlessAnswer;
 use crate::shared::ServerShared;
 use auth::{Operator, Refusal};
 use axum::Router;
@@ -480,6 +481,9 @@ async fn events(State(admin): State<Arc<Admin>>, request: Request) -> Response {
         return response;
     };
     tracing::debug!(operator = %operator.name, address = %operator.address, "admin: event stream opened");
+    if let Some(endless) = parts.extensions.get::<EndlessAnswer>() {
+        endless.mark();
+    }
     let expires = operator.expires_at.map(|at| {
         tokio::time::Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default()
     });

@@ -10,12 +10,15 @@ use crate::shared::ServerShared;
 use crate::telemetry::{TRANSPORTS, VERSIONS};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use prometheus::core::Collector;
 use prometheus::{Encoder, Opts, Registry, TextEncoder};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
+use tokio::time::Instant;
 
 /// One scrape's registry, with a short way to add each kind of series.
 struct Scrape {
@@ -404,7 +407,67 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub(crate) async fn serve(State(shared): State<Arc<ServerShared>>, headers: HeaderMap) -> Response {
+/// The latest exposition, and when its render began.
+type Latest = Option<(Instant, Bytes)>;
+
+/// The least time between the starts of two renders: a client scraping in
+/// a loop gets its answers this much later, instead of keeping a core
+/// busy walking the sessions. Prometheus scrapes every few seconds.
+const RENDER_INTERVAL: Duration = Duration::from_millis(100);
+
+/// One render at a time, shared by the scrapes that wait for it. `/metrics`
+/// is open to anyone who reaches the listener unless a token is set, and a
+/// render walks every session: without this, a few hundred clients
+/// scraping in a loop would keep as many blocking threads walking the
+/// registry, contending for the shard locks that every connection's open
+/// and close takes.
+#[derive(Debug, Default)]
+struct Renders {
+    latest: Arc<tokio::sync::Mutex<Latest>>,
+}
+
+impl Renders {
+    /// An exposition whose render began after this call: the one in
+    /// progress is too old (it may predate what the caller just did), but
+    /// every scrape that waited for it is answered by the next one.
+    async fn fresh(&self, render: impl FnOnce() -> String + Send + 'static) -> Option<Bytes> {
+        let asked = Instant::now();
+        let mut latest = Arc::clone(&self.latest).lock_owned().await;
+        if let Some((began, body)) = latest.as_ref()
+            && *began >= asked
+        {
+            return Some(body.clone());
+        }
+        if let Some((began, _)) = latest.as_ref() {
+            tokio::time::sleep_until(*began + RENDER_INTERVAL).await;
+        }
+        let began = Instant::now();
+        // The lock goes with the render: a scraper that hangs up mid-render
+        // does not let the next one start another beside it. Off the
+        // runtime's worker threads, as walking every session takes a while
+        // on a big server.
+        tokio::task::spawn_blocking(move || {
+            let body = Bytes::from(render());
+            *latest = Some((began, body.clone()));
+            body
+        })
+        .await
+        .ok()
+    }
+}
+
+/// `GET /metrics`, its renders shared by every listener that serves it.
+pub(crate) fn route() -> MethodRouter<Arc<ServerShared>> {
+    let renders = Arc::new(Renders::default());
+    get(
+        move |State(shared): State<Arc<ServerShared>>, headers: HeaderMap| {
+            let renders = Arc::clone(&renders);
+            async move { serve(shared, &headers, &renders).await }
+        },
+    )
+}
+
+async fn serve(shared: Arc<ServerShared>, headers: &HeaderMap, renders: &Renders) -> Response {
     if let Some(token) = &shared.config.metrics.token {
         let offered = headers
             .get(header::AUTHORIZATION)
@@ -422,11 +485,8 @@ pub(crate) async fn serve(State(shared): State<Arc<ServerShared>>, headers: Head
             return response;
         }
     }
-    // Walking every session takes a while on a big server: off the
-    // runtime's worker threads.
-    let body = match tokio::task::spawn_blocking(move || render(&shared)).await {
-        Ok(body) => body,
-        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    let Some(body) = renders.fresh(move || render(&shared)).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     (
         [
@@ -439,4 +499,75 @@ pub(crate) async fn serve(State(shared): State<Arc<ServerShared>>, headers: Head
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test]
+    async fn scrapes_waiting_for_a_render_share_the_next_one() {
+        let renders = Arc::new(Renders::default());
+        let count = Arc::new(AtomicUsize::new(0));
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = Arc::new(std::sync::Mutex::new(held));
+        let render = {
+            let count = Arc::clone(&count);
+            move || {
+                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                // The first render lasts until the test lets it end.
+                if n == 1 {
+                    let _ = held.lock().map(|held| held.recv());
+                }
+                format!("render {n}")
+            }
+        };
+        let first = tokio::spawn({
+            let (renders, render) = (Arc::clone(&renders), render.clone());
+            async move { renders.fresh(render).await }
+        });
+        while count.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Twenty scrapes arrive while the first render runs, and the first
+        // scraper hangs up: its render goes on, and none begins beside it.
+        let waiting: Vec<_> = (0..20)
+            .map(|_| {
+                let (renders, render) = (Arc::clone(&renders), render.clone());
+                tokio::spawn(async move { renders.fresh(render).await })
+            })
+            .collect();
+        first.abort();
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        release.send(()).expect("the first render waits");
+        for scrape in waiting {
+            let body = scrape.await.expect("scrape").expect("rendered");
+            // Not the render that began before it asked: the next one.
+            assert_eq!(body, Bytes::from("render 2"));
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        // A scrape after those gets a render of its own.
+        let later = renders.fresh(render).await.expect("rendered");
+        assert_eq!(later, Bytes::from("render 3"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scraper_in_a_loop_waits_between_renders() {
+        let renders = Renders::default();
+        let start = Instant::now();
+        for _ in 0..3 {
+            renders.fresh(String::new).await.expect("rendered");
+            // The client's next request.
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        assert!(
+            start.elapsed() >= RENDER_INTERVAL * 2,
+            "{:?}",
+            start.elapsed()
+        );
+    }
 }

@@ -191,6 +191,95 @@ async fn readiness_fails_at_once_when_a_graceful_shutdown_begins_and_liveness_ho
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 
+/// The places the main listener has for connections outside the budget
+/// while it drains (`UNCOUNTED_CONNECTIONS` in listener.rs).
+const DRAINING_PLACES: usize = 64;
+
+#[tokio::test]
+async fn sockets_that_say_nothing_during_a_drain_do_not_keep_probes_out() {
+    let server = spawn_server(|c| {
+        c.relay = None;
+        c.outbox_bytes = 64 * 1024 * 1024;
+        c.backlog_bytes = 512 * 1024 * 1024;
+        c.send_timeout = Duration::from_secs(60);
+        c.shutdown_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let addr = server.handle.http_addr().expect("http addr");
+    let topic = unique("/topic/draining-silent");
+    let mut subscriber = server.connect(Via::Ws).await;
+    subscribe(&mut subscriber, "s", &topic, "auto").await;
+    let messaging = server.handle.messaging();
+    let body = "x".repeat(UNREAD_MESSAGE_BYTES);
+    for _ in 0..UNREAD_MESSAGES {
+        messaging
+            .publish(&topic, body.as_str())
+            .await
+            .expect("publish");
+    }
+    let mut shutdown = Box::pin(server.handle.shutdown());
+    tokio::select! {
+        biased;
+        result = &mut shutdown => panic!("shutdown ended before the session drained: {result:?}"),
+        () = std::future::ready(()) => {}
+    }
+    let shutdown = tokio::spawn(shutdown);
+
+    // One client takes every place and says nothing: its sockets stay
+    // open until connect_timeout, and it could open them again at once.
+    let mut silent = Vec::new();
+    for _ in 0..DRAINING_PLACES {
+        silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    // Accepted in order: each probe comes after all of them.
+    assert_live(&get(addr, "/health/live").await);
+    assert_not_ready(&get(addr, "/health/ready").await, "shutting down");
+    // The two probes took the places of the two oldest silent sockets.
+    for socket in &mut silent[..2] {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(WAIT, socket.read(&mut byte))
+            .await
+            .expect("the oldest silent socket should be closed");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+
+    let drained = drain(&mut subscriber).await;
+    assert_eq!(drained.messages, UNREAD_MESSAGES);
+    tokio::time::timeout(WAIT, shutdown)
+        .await
+        .expect("shutdown timed out")
+        .expect("shutdown task")
+        .expect("shutdown");
+}
+
+#[tokio::test]
+async fn clients_keeping_connections_to_the_operators_listener_do_not_keep_probes_out() {
+    let server =
+        spawn_server(|c| c.metrics.addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)))).await;
+    let operators = server.handle.metrics_addr().expect("operators' listener");
+    // As many clients as there are places ask once each and keep their
+    // connection (HTTP/1.1 keeps it alive unless told otherwise).
+    let mut kept = Vec::new();
+    for _ in 0..DRAINING_PLACES {
+        let mut stream = tokio::net::TcpStream::connect(operators)
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("write");
+        let mut head = [0u8; 12];
+        tokio::time::timeout(WAIT, stream.read_exact(&mut head))
+            .await
+            .expect("answer timed out")
+            .expect("read");
+        assert_eq!(&head, b"HTTP/1.1 200");
+        kept.push(stream);
+    }
+    assert_live(&get(operators, "/health/live").await);
+    assert_ready(&get(operators, "/health/ready").await);
+}
+
 /// A STOMP broker on loopback that the test takes down and brings back:
 /// while `up` is false it drops every connection, new ones at once.
 struct FakeBroker {

@@ -86,6 +86,14 @@ pub(super) async fn authorize(
             "admin credentials required: Authorization: Bearer <token>, or Basic for a user with the admin role",
         ));
     };
+    // The configured token is checked before the failed-login limit: an
+    // attacker sharing the operator's address (a NAT, an unlisted proxy)
+    // must not lock the operator out by failing on purpose, and a token of
+    // 16 characters or more cannot be guessed at any rate the limit would
+    // have slowed.
+    if let Some(operator) = by_token(shared, &offered, address) {
+        return Ok(operator);
+    }
     if !shared.addresses.login_begins(address.ip()) {
         tracing::info!(%address, "admin request refused: too many failed logins from this address");
         return Err(Refusal::TooManyFailures);
@@ -107,6 +115,20 @@ pub(super) async fn authorize(
     outcome
 }
 
+/// The operator, when `offered` is the configured admin token.
+fn by_token(shared: &ServerShared, offered: &Offered, address: SocketAddr) -> Option<Operator> {
+    match (offered, &shared.config.admin.token) {
+        (Offered::Bearer(token), Some(expected)) if same(token.as_bytes(), expected.as_bytes()) => {
+            Some(Operator {
+                name: TOKEN_OPERATOR.to_owned(),
+                address,
+                expires_at: None,
+            })
+        }
+        _ => None,
+    }
+}
+
 async fn verify(
     shared: &ServerShared,
     offered: Offered,
@@ -114,15 +136,6 @@ async fn verify(
 ) -> Result<Operator, Refusal> {
     const WRONG: &str = "wrong admin credentials";
     let admin = &shared.config.admin;
-    if let (Offered::Bearer(token), Some(expected)) = (&offered, &admin.token)
-        && same(token.as_bytes(), expected.as_bytes())
-    {
-        return Ok(Operator {
-            name: TOKEN_OPERATOR.to_owned(),
-            address,
-            expires_at: None,
-        });
-    }
     let (Some(role), Some(authenticator)) = (&admin.role, &shared.authenticator) else {
         return Err(Refusal::Unauthorized(WRONG));
     };
