@@ -9,28 +9,6 @@ use tokio::net::TcpStream;
 
 const TOKEN: &str = "admin-token-0123456789abcdef";
 
-/// An HTTP answer.
-struct Answer {
-    status: u16,
-    /// The head, lowercased, for header checks.
-    head: String,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            (n.trim() == name).then(|| v.trim())
-        })
-    }
-}
-
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
@@ -41,21 +19,13 @@ fn basic(login: &str, password: &str) -> String {
     format!("Basic {encoded}")
 }
 
-fn request_text(
-    method: &str,
-    path: &str,
-    authorization: Option<&str>,
-    body: Option<&str>,
-) -> String {
-    let auth = authorization
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    let body = body.unwrap_or_default();
-    format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nOrigin: http://evil.example\r\n{auth}\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+/// The headers of a request from another origin, with a JSON content type
+/// (and so a length, even when empty), as the admin page's requests are.
+fn admin_headers(authorization: Option<&str>) -> Vec<(&str, &str)> {
+    let mut headers = vec![("Origin", "http://evil.example")];
+    headers.extend(authorization.map(|a| ("Authorization", a)));
+    headers.push(("Content-Type", "application/json"));
+    headers
 }
 
 /// One HTTP/1.1 request on a connection of its own.
@@ -65,29 +35,38 @@ async fn call(
     path: &str,
     authorization: Option<&str>,
     body: Option<&str>,
-) -> Answer {
+) -> HttpAnswer {
     let addr = server.handle.http_addr().expect("http addr");
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(request_text(method, path, authorization, body).as_bytes())
-        .await
-        .expect("write");
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
-        .await
-        .expect("response timed out")
-        .expect("read");
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {response:?}"));
-    Answer {
-        status,
-        head: head.to_ascii_lowercase(),
-        body: body.to_owned(),
-    }
+    let headers = admin_headers(authorization);
+    http_request(addr, method, path, &headers, Some(body.unwrap_or_default())).await
+}
+
+async fn overview(server: &TestServer, authorization: &str) -> HttpAnswer {
+    call(
+        server,
+        "GET",
+        "/admin/api/overview",
+        Some(authorization),
+        None,
+    )
+    .await
+}
+
+/// A purge with the admin token; `body` names the destination.
+async fn purge(server: &TestServer, body: &str) -> HttpAnswer {
+    call(
+        server,
+        "POST",
+        "/admin/api/queues/purge",
+        Some(&bearer(TOKEN)),
+        Some(body),
+    )
+    .await
+}
+
+async fn disconnect(server: &TestServer, id: &str, authorization: Option<&str>) -> HttpAnswer {
+    let path = format!("/admin/api/sessions/{id}/disconnect");
+    call(server, "POST", &path, authorization, None).await
 }
 
 async fn get(server: &TestServer, path: &str, authorization: &str) -> Value {
@@ -109,7 +88,13 @@ impl Events {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         stream
             .write_all(
-                request_text("GET", "/admin/api/events", Some(authorization), None).as_bytes(),
+                http_request_text(
+                    "GET",
+                    "/admin/api/events",
+                    &admin_headers(Some(authorization)),
+                    Some(""),
+                )
+                .as_bytes(),
             )
             .await
             .expect("write");
@@ -262,24 +247,10 @@ async fn admin_api_refuses_missing_and_wrong_credentials() {
     )
     .await;
     assert_eq!(refused.status, 401);
-    let refused = call(
-        &server,
-        "POST",
-        "/admin/api/sessions/x/disconnect",
-        None,
-        None,
-    )
-    .await;
+    let refused = disconnect(&server, "x", None).await;
     assert_eq!(refused.status, 401);
 
-    let answer = call(
-        &server,
-        "GET",
-        "/admin/api/overview",
-        Some(&bearer(TOKEN)),
-        None,
-    )
-    .await;
+    let answer = overview(&server, &bearer(TOKEN)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.header("cache-control"), Some("no-store"));
     // Asked from another origin, and still no CORS header: no other
@@ -325,44 +296,16 @@ async fn failed_admin_logins_are_limited_per_address() {
     })
     .await;
     for _ in 0..2 {
-        let wrong = call(
-            &server,
-            "GET",
-            "/admin/api/overview",
-            Some(&bearer("guess-guess")),
-            None,
-        )
-        .await;
+        let wrong = overview(&server, &bearer("guess-guess")).await;
         assert_eq!(wrong.status, 401);
     }
-    let limited = call(
-        &server,
-        "GET",
-        "/admin/api/overview",
-        Some(&bearer("guess-again")),
-        None,
-    )
-    .await;
+    let limited = overview(&server, &bearer("guess-again")).await;
     assert_eq!(limited.status, 429, "{}", limited.body);
     // Whoever failed on purpose from the operator's address (a shared NAT)
     // does not lock the operator out: the configured token still works.
-    let right = call(
-        &server,
-        "GET",
-        "/admin/api/overview",
-        Some(&bearer(TOKEN)),
-        None,
-    )
-    .await;
+    let right = overview(&server, &bearer(TOKEN)).await;
     assert_eq!(right.status, 200, "{}", right.body);
-    let still_limited = call(
-        &server,
-        "GET",
-        "/admin/api/overview",
-        Some(&bearer("guess-more")),
-        None,
-    )
-    .await;
+    let still_limited = overview(&server, &bearer("guess-more")).await;
     assert_eq!(still_limited.status, 429);
 }
 
@@ -427,14 +370,7 @@ async fn disconnecting_a_session_closes_that_client_only() {
     let server = spawn_server(with_token).await;
     let (mut doomed, doomed_id) = connect_as(&server, Via::Ws, &[]).await;
     let (mut other, _) = connect_as(&server, Via::Tcp, &[]).await;
-    let answer = call(
-        &server,
-        "POST",
-        &format!("/admin/api/sessions/{doomed_id}/disconnect"),
-        Some(&bearer(TOKEN)),
-        None,
-    )
-    .await;
+    let answer = disconnect(&server, &doomed_id, Some(&bearer(TOKEN))).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.json()["disconnected"], doomed_id.as_str());
     let error = expect_error_and_close(&mut doomed).await;
@@ -447,14 +383,7 @@ async fn disconnecting_a_session_closes_that_client_only() {
     );
     // The other client goes on.
     send_receipted(&mut other, &unique("/topic/admin-still"), "here").await;
-    let unknown = call(
-        &server,
-        "POST",
-        "/admin/api/sessions/no-such-session/disconnect",
-        Some(&bearer(TOKEN)),
-        None,
-    )
-    .await;
+    let unknown = disconnect(&server, "no-such-session", Some(&bearer(TOKEN))).await;
     assert_eq!(unknown.status, 404, "{}", unknown.body);
     assert!(unknown.json()["error"].is_string());
 }
@@ -470,14 +399,7 @@ async fn purge_empties_a_queue() {
     let purge_body = format!(r#"{{"destination":"{queue}"}}"#);
     if test_broker() != TestBroker::Embedded {
         // STOMP has no purge: the relay says so.
-        let refused = call(
-            &server,
-            "POST",
-            "/admin/api/queues/purge",
-            Some(&bearer(TOKEN)),
-            Some(&purge_body),
-        )
-        .await;
+        let refused = purge(&server, &purge_body).await;
         assert_eq!(refused.status, 409, "{}", refused.body);
         return;
     }
@@ -494,14 +416,7 @@ async fn purge_empties_a_queue() {
     assert_eq!(listed["kind"], "queue");
     assert_eq!(listed["ready"], 3);
 
-    let answer = call(
-        &server,
-        "POST",
-        "/admin/api/queues/purge",
-        Some(&bearer(TOKEN)),
-        Some(&purge_body),
-    )
-    .await;
+    let answer = purge(&server, &purge_body).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.json()["purged"], 3);
     assert_eq!(server.handle.stats().queue_bytes, 0);
@@ -512,33 +427,12 @@ async fn purge_empties_a_queue() {
     send_receipted(&mut producer, &queue, "new").await;
     assert_eq!(body(&next_message(&mut consumer).await), "new");
 
-    let bad = call(
-        &server,
-        "POST",
-        "/admin/api/queues/purge",
-        Some(&bearer(TOKEN)),
-        Some("{\"dest\":1}"),
-    )
-    .await;
+    let bad = purge(&server, "{\"dest\":1}").await;
     assert_eq!(bad.status, 400);
-    let topic = call(
-        &server,
-        "POST",
-        "/admin/api/queues/purge",
-        Some(&bearer(TOKEN)),
-        Some(r#"{"destination":"/topic/x"}"#),
-    )
-    .await;
+    let topic = purge(&server, r#"{"destination":"/topic/x"}"#).await;
     assert_eq!(topic.status, 400, "{}", topic.body);
     let too_big = format!(r#"{{"destination":"/queue/{}"}}"#, "x".repeat(8 * 1024));
-    let too_big = call(
-        &server,
-        "POST",
-        "/admin/api/queues/purge",
-        Some(&bearer(TOKEN)),
-        Some(&too_big),
-    )
-    .await;
+    let too_big = purge(&server, &too_big).await;
     assert_eq!(too_big.status, 413);
 }
 
@@ -688,56 +582,21 @@ async fn users_with_the_admin_role_log_in_with_their_password() {
         c.auth.failure_delay = Duration::ZERO;
     })
     .await;
-    let ok = call(
-        &server,
-        "GET",
-        "/admin/api/overview",
-        Some(&basic("admin-ann", "admin-ann-pw")),
-        None,
-    )
-    .await;
+    let ok = overview(&server, &basic("admin-ann", "admin-ann-pw")).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
-    let no_role = call(
-        &server,
-        "GET",
-        "/admin/api/overview",
-        Some(&basic("bob", "bob-pw")),
-        None,
-    )
-    .await;
+    let no_role = overview(&server, &basic("bob", "bob-pw")).await;
     assert_eq!(no_role.status, 403, "{}", no_role.body);
-    let wrong = call(
-        &server,
-        "GET",
-        "/admin/api/overview",
-        Some(&basic("admin-ann", "nope")),
-        None,
-    )
-    .await;
+    let wrong = overview(&server, &basic("admin-ann", "nope")).await;
     assert_eq!(wrong.status, 401);
     // No token is configured: a bearer token is not one.
-    let token = call(
-        &server,
-        "GET",
-        "/admin/api/overview",
-        Some(&bearer(TOKEN)),
-        None,
-    )
-    .await;
+    let token = overview(&server, &bearer(TOKEN)).await;
     assert_eq!(token.status, 401);
     // The page offers the login form for users.
     let page = call(&server, "GET", "/admin", None, None).await;
     assert!(page.body.contains("data-password-login=\"true\""));
 
     let (mut client, id) = connect_as(&server, Via::Tcp, &[]).await;
-    let answer = call(
-        &server,
-        "POST",
-        &format!("/admin/api/sessions/{id}/disconnect"),
-        Some(&basic("admin-ann", "admin-ann-pw")),
-        None,
-    )
-    .await;
+    let answer = disconnect(&server, &id, Some(&basic("admin-ann", "admin-ann-pw"))).await;
     assert_eq!(answer.status, 200);
     expect_error_and_close(&mut client).await;
 }
@@ -769,10 +628,10 @@ async fn admins_log_in_with_a_jwt_and_its_event_stream_ends_when_it_expires() {
     })
     .await;
     let admin = bearer(&jwt_for("ops-olga", &["admin"], 600, SECRET));
-    let ok = call(&server, "GET", "/admin/api/overview", Some(&admin), None).await;
+    let ok = overview(&server, &admin).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     let reader = bearer(&jwt_for("rita", &["reader"], 600, SECRET));
-    let forbidden = call(&server, "GET", "/admin/api/overview", Some(&reader), None).await;
+    let forbidden = overview(&server, &reader).await;
     assert_eq!(forbidden.status, 403, "{}", forbidden.body);
     let forged = bearer(&jwt_for(
         "mallory",
@@ -780,7 +639,7 @@ async fn admins_log_in_with_a_jwt_and_its_event_stream_ends_when_it_expires() {
         600,
         b"another secret entirely",
     ));
-    let refused = call(&server, "GET", "/admin/api/overview", Some(&forged), None).await;
+    let refused = overview(&server, &forged).await;
     assert_eq!(refused.status, 401, "{}", refused.body);
 
     // A stream lasts as long as the credential it was opened with.

@@ -10,63 +10,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// An HTTP/1.1 answer: status, head (lower-cased) and body.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    head: String,
-    body: String,
+async fn get(addr: SocketAddr, path: &str) -> HttpAnswer {
+    http_request(addr, "GET", path, &[], None).await
 }
 
-impl Answer {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
-    }
-}
-
-/// One request on a connection of its own, as a load balancer's probe.
-async fn request(addr: SocketAddr, path: &str, extra_headers: &str) -> Answer {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra_headers}Connection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
-        .await
-        .expect("response timed out")
-        .expect("read");
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP head in {response:?}"));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    Answer {
-        status,
-        head: head.to_ascii_lowercase(),
-        body: body.to_owned(),
-    }
-}
-
-async fn get(addr: SocketAddr, path: &str) -> Answer {
-    request(addr, path, "").await
-}
-
-fn assert_live(answer: &Answer) {
+fn assert_live(answer: &HttpAnswer) {
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.json()["status"], "live");
 }
 
-fn assert_not_ready(answer: &Answer, reason: &str) {
+fn assert_not_ready(answer: &HttpAnswer, reason: &str) {
     assert_eq!(answer.status, 503, "{answer:?}");
     assert_eq!(answer.json()["status"], "not_ready");
     assert_eq!(answer.json()["reason"], reason);
 }
 
-fn assert_ready(answer: &Answer) {
+fn assert_ready(answer: &HttpAnswer) {
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.json()["status"], "ready");
 }
@@ -104,34 +63,67 @@ async fn live_and_ready_answer_small_uncached_json_on_a_running_server() {
 const UNREAD_MESSAGES: usize = 500;
 const UNREAD_MESSAGE_BYTES: usize = 32 * 1024;
 
+/// A server whose sessions drain only as fast as their clients read.
+fn drains_slowly(c: &mut stompbox::ServerConfig) {
+    // The embedded broker: the draining session's outbox is filled by
+    // this server's own publishes.
+    c.relay = None;
+    c.outbox_bytes = 64 * 1024 * 1024;
+    c.backlog_bytes = 512 * 1024 * 1024;
+    // The test, not a timer, ends the drain: by reading.
+    c.send_timeout = Duration::from_secs(60);
+    c.shutdown_timeout = Duration::from_secs(60);
+}
+
+/// A subscriber to `topic` with `UNREAD_MESSAGES` published to it and not
+/// yet read.
+async fn unread_subscriber(server: &TestServer, topic: &str) -> stompbox::client::Client {
+    let mut subscriber = server.connect(Via::Ws).await;
+    subscribe(&mut subscriber, "s", topic, "auto").await;
+    let messaging = server.handle.messaging();
+    let body = "x".repeat(UNREAD_MESSAGE_BYTES);
+    for _ in 0..UNREAD_MESSAGES {
+        messaging
+            .publish(topic, body.as_str())
+            .await
+            .expect("publish");
+    }
+    subscriber
+}
+
+/// Starts a graceful shutdown and leaves it running while the test probes.
+async fn begin_shutdown(
+    handle: stompbox::ServerHandle,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let mut shutdown = Box::pin(handle.shutdown());
+    tokio::select! {
+        biased;
+        result = &mut shutdown => panic!("shutdown ended before the session drained: {result:?}"),
+        () = std::future::ready(()) => {}
+    }
+    tokio::spawn(shutdown)
+}
+
+async fn finish_shutdown(shutdown: tokio::task::JoinHandle<std::io::Result<()>>) {
+    tokio::time::timeout(WAIT, shutdown)
+        .await
+        .expect("shutdown timed out")
+        .expect("shutdown task")
+        .expect("shutdown");
+}
+
 #[tokio::test]
 async fn readiness_fails_at_once_when_a_graceful_shutdown_begins_and_liveness_holds_while_sessions_drain()
  {
     let server = spawn_server(|c| {
-        // The embedded broker: the draining session's outbox is filled by
-        // this server's own publishes.
-        c.relay = None;
-        c.outbox_bytes = 64 * 1024 * 1024;
-        c.backlog_bytes = 512 * 1024 * 1024;
-        // The test, not a timer, ends the drain: by reading.
-        c.send_timeout = Duration::from_secs(60);
-        c.shutdown_timeout = Duration::from_secs(60);
+        drains_slowly(c);
         c.metrics.addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     })
     .await;
     let addr = server.handle.http_addr().expect("http addr");
     let operators = server.handle.metrics_addr().expect("operators' listener");
     let topic = unique("/topic/draining");
-    let mut subscriber = server.connect(Via::Ws).await;
-    subscribe(&mut subscriber, "s", &topic, "auto").await;
-    let messaging = server.handle.messaging();
-    let body = "x".repeat(UNREAD_MESSAGE_BYTES);
-    for _ in 0..UNREAD_MESSAGES {
-        messaging
-            .publish(&topic, body.as_str())
-            .await
-            .expect("publish");
-    }
+    let mut subscriber = unread_subscriber(&server, &topic).await;
     assert!(
         server.handle.stats().backlog_bytes > 0,
         "the subscriber's outbox should hold unwritten messages"
@@ -140,13 +132,7 @@ async fn readiness_fails_at_once_when_a_graceful_shutdown_begins_and_liveness_ho
 
     // Polled once, the shutdown has begun (the signal is sent before its
     // first wait); then it runs on while the test probes.
-    let mut shutdown = Box::pin(server.handle.shutdown());
-    tokio::select! {
-        biased;
-        result = &mut shutdown => panic!("shutdown ended before the session drained: {result:?}"),
-        () = std::future::ready(()) => {}
-    }
-    let shutdown = tokio::spawn(shutdown);
+    let shutdown = begin_shutdown(server.handle).await;
 
     // On both listeners: the main one answers probes (and scrapes) during
     // the drain, the operators' one as always.
@@ -165,11 +151,18 @@ async fn readiness_fails_at_once_when_a_graceful_shutdown_begins_and_liveness_ho
         );
     }
     // No new sessions on a draining node.
-    let upgrade = request(
+    let upgrade = http_request(
         addr,
+        "GET",
         "/ws",
-        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v12.stomp\r\n",
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Protocol", "v12.stomp"),
+        ],
+        None,
     )
     .await;
     assert_eq!(upgrade.status, 503, "{upgrade:?}");
@@ -183,11 +176,7 @@ async fn readiness_fails_at_once_when_a_graceful_shutdown_begins_and_liveness_ho
     assert_eq!(drained.messages, UNREAD_MESSAGES);
     assert!(!drained.open);
     assert_eq!(subscriber.close_reason().map(|(code, _)| code), Some(1001));
-    tokio::time::timeout(WAIT, shutdown)
-        .await
-        .expect("shutdown timed out")
-        .expect("shutdown task")
-        .expect("shutdown");
+    finish_shutdown(shutdown).await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 
@@ -197,33 +186,11 @@ const DRAINING_PLACES: usize = 64;
 
 #[tokio::test]
 async fn sockets_that_say_nothing_during_a_drain_do_not_keep_probes_out() {
-    let server = spawn_server(|c| {
-        c.relay = None;
-        c.outbox_bytes = 64 * 1024 * 1024;
-        c.backlog_bytes = 512 * 1024 * 1024;
-        c.send_timeout = Duration::from_secs(60);
-        c.shutdown_timeout = Duration::from_secs(60);
-    })
-    .await;
+    let server = spawn_server(drains_slowly).await;
     let addr = server.handle.http_addr().expect("http addr");
     let topic = unique("/topic/draining-silent");
-    let mut subscriber = server.connect(Via::Ws).await;
-    subscribe(&mut subscriber, "s", &topic, "auto").await;
-    let messaging = server.handle.messaging();
-    let body = "x".repeat(UNREAD_MESSAGE_BYTES);
-    for _ in 0..UNREAD_MESSAGES {
-        messaging
-            .publish(&topic, body.as_str())
-            .await
-            .expect("publish");
-    }
-    let mut shutdown = Box::pin(server.handle.shutdown());
-    tokio::select! {
-        biased;
-        result = &mut shutdown => panic!("shutdown ended before the session drained: {result:?}"),
-        () = std::future::ready(()) => {}
-    }
-    let shutdown = tokio::spawn(shutdown);
+    let mut subscriber = unread_subscriber(&server, &topic).await;
+    let shutdown = begin_shutdown(server.handle).await;
 
     // One client takes every place and says nothing: its sockets stay
     // open until connect_timeout, and it could open them again at once.
@@ -245,11 +212,7 @@ async fn sockets_that_say_nothing_during_a_drain_do_not_keep_probes_out() {
 
     let drained = drain(&mut subscriber).await;
     assert_eq!(drained.messages, UNREAD_MESSAGES);
-    tokio::time::timeout(WAIT, shutdown)
-        .await
-        .expect("shutdown timed out")
-        .expect("shutdown task")
-        .expect("shutdown");
+    finish_shutdown(shutdown).await;
 }
 
 #[tokio::test]

@@ -1,35 +1,16 @@
 //! `POST /api/publish` over a real HTTP connection.
 
 use crate::support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// One HTTP/1.1 request; returns the status code and the body.
+/// One `POST /api/publish`, with the bearer token if any; the status code
+/// and the body.
 async fn post(server: &TestServer, token: Option<&str>, json: &str) -> (u16, String) {
     let addr = server.handle.http_addr().expect("http addr");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "POST /api/publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{json}",
-        json.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
-        .await
-        .expect("response timed out")
-        .expect("read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    headers.extend(auth.iter().map(|a| ("Authorization", a.as_str())));
+    let answer = http_request(addr, "POST", "/api/publish", &headers, Some(json)).await;
+    (answer.status, answer.body)
 }
 
 #[tokio::test]
