@@ -41,6 +41,78 @@ async fn subscribe_with(
         .expect("SUBSCRIBE");
 }
 
+/// A consumer over WebSocket, subscribed with a `prefetch-count`.
+async fn prefetching(
+    server: &TestServer,
+    id: &str,
+    destination: &str,
+    ack: &str,
+    prefetch: &str,
+) -> Client {
+    let mut client = server.connect(Via::Ws).await;
+    subscribe_with(&mut client, id, destination, ack, &[(PREFETCH, prefetch)]).await;
+    client
+}
+
+/// A consumer over WebSocket with one `client-individual` subscription,
+/// and a producer over TCP.
+async fn consumer_and_producer(
+    server: &TestServer,
+    id: &str,
+    destination: &str,
+) -> (Client, Client) {
+    let mut consumer = server.connect(Via::Ws).await;
+    subscribe(&mut consumer, id, destination, "client-individual").await;
+    let producer = server.connect(Via::Tcp).await;
+    (consumer, producer)
+}
+
+/// Sends `{prefix}{i}` for each `i`, each confirmed by a receipt.
+async fn send_numbered(
+    producer: &mut Client,
+    destination: &str,
+    prefix: &str,
+    numbers: std::ops::Range<usize>,
+) {
+    for i in numbers {
+        send_receipted(producer, destination, &format!("{prefix}{i}")).await;
+    }
+}
+
+/// The next messages are `{prefix}{i}` for each `i`, in order.
+async fn expect_numbered(consumer: &mut Client, prefix: &str, numbers: std::ops::Range<usize>) {
+    for i in numbers {
+        assert_eq!(body(&next_message(consumer).await), format!("{prefix}{i}"));
+    }
+}
+
+async fn ack(client: &mut Client, m: &Frame) {
+    client
+        .send(&Frame::new(Command::Ack).header("id", &ack_id(m)))
+        .await
+        .expect("ACK");
+}
+
+async fn ack_receipted(client: &mut Client, m: &Frame, receipt: &str) {
+    client
+        .send_with_receipt(Frame::new(Command::Ack).header("id", &ack_id(m)), receipt)
+        .await
+        .expect("ACK");
+}
+
+/// A NACK with `requeue:false`, confirmed by a receipt.
+async fn nack_dropping(client: &mut Client, m: &Frame, receipt: &str) {
+    client
+        .send_with_receipt(
+            Frame::new(Command::Nack)
+                .header("id", &ack_id(m))
+                .header("requeue", "false"),
+            receipt,
+        )
+        .await
+        .expect("NACK requeue:false");
+}
+
 #[tokio::test]
 async fn prefetch_count_leaves_the_rest_of_a_queue_to_other_consumers_until_acked() {
     if not_on_activemq("ActiveMQ's prefetch header is activemq.prefetchSize") {
@@ -48,19 +120,9 @@ async fn prefetch_count_leaves_the_rest_of_a_queue_to_other_consumers_until_acke
     }
     let server = spawn_server(forward_prefetch).await;
     let queue = unique("/queue/prefetch");
-    let mut limited = server.connect(Via::Ws).await;
-    subscribe_with(
-        &mut limited,
-        "limited",
-        &queue,
-        "client-individual",
-        &[(PREFETCH, "2")],
-    )
-    .await;
+    let mut limited = prefetching(&server, "limited", &queue, "client-individual", "2").await;
     let mut producer = server.connect(Via::Tcp).await;
-    for i in 0..6 {
-        send_receipted(&mut producer, &queue, &format!("m{i}")).await;
-    }
+    send_numbered(&mut producer, &queue, "m", 0..6).await;
     let first = next_message(&mut limited).await;
     let second = next_message(&mut limited).await;
     assert_eq!((body(&first), body(&second)), ("m0", "m1"));
@@ -69,9 +131,7 @@ async fn prefetch_count_leaves_the_rest_of_a_queue_to_other_consumers_until_acke
     // comes later gets all of it.
     let mut other = server.connect(Via::Tcp).await;
     subscribe_now(&mut other, "other", &queue, "auto").await;
-    for i in 2..6 {
-        assert_eq!(body(&next_message(&mut other).await), format!("m{i}"));
-    }
+    expect_numbered(&mut other, "m", 2..6).await;
     other
         .send_with_receipt(
             Frame::new(Command::Unsubscribe).header("id", "other"),
@@ -80,14 +140,9 @@ async fn prefetch_count_leaves_the_rest_of_a_queue_to_other_consumers_until_acke
         .await
         .expect("UNSUBSCRIBE");
 
-    for i in 6..9 {
-        send_receipted(&mut producer, &queue, &format!("m{i}")).await;
-    }
+    send_numbered(&mut producer, &queue, "m", 6..9).await;
     // Each ACK makes room for one more, and dispatch resumes.
-    limited
-        .send(&Frame::new(Command::Ack).header("id", &ack_id(&first)))
-        .await
-        .expect("ACK");
+    ack(&mut limited, &first).await;
     let third = next_message(&mut limited).await;
     assert_eq!(body(&third), "m6");
     limited
@@ -99,10 +154,7 @@ async fn prefetch_count_leaves_the_rest_of_a_queue_to_other_consumers_until_acke
     assert_eq!(body(&again), "m1");
     assert_eq!(again.headers.get("redelivered"), Some("true"));
     for m in [&third, &again] {
-        limited
-            .send(&Frame::new(Command::Ack).header("id", &ack_id(m)))
-            .await
-            .expect("ACK");
+        ack(&mut limited, m).await;
     }
     assert_eq!(body(&next_message(&mut limited).await), "m7");
     assert_eq!(body(&next_message(&mut limited).await), "m8");
@@ -118,20 +170,10 @@ async fn prefetch_count_on_a_topic_holds_later_messages_until_acked() {
     let server = spawn_server(forward_prefetch).await;
     let topic = unique("/topic/prefetch.");
     let marker_topic = unique("/topic/marker.");
-    let mut subscriber = server.connect(Via::Ws).await;
-    subscribe_with(
-        &mut subscriber,
-        "t",
-        &topic,
-        "client-individual",
-        &[(PREFETCH, "1")],
-    )
-    .await;
+    let mut subscriber = prefetching(&server, "t", &topic, "client-individual", "1").await;
     subscribe(&mut subscriber, "marker", &marker_topic, "auto").await;
     let mut publisher = server.connect(Via::Tcp).await;
-    for i in 0..3 {
-        send_receipted(&mut publisher, &topic, &format!("t{i}")).await;
-    }
+    send_numbered(&mut publisher, &topic, "t", 0..3).await;
     send_receipted(&mut publisher, &marker_topic, "marker").await;
     // Published after t1 and t2, so a subscriber given them would have
     // them by the time the marker is there.
@@ -150,21 +192,12 @@ async fn prefetch_count_on_a_topic_holds_later_messages_until_acked() {
     }
     let mut held = first.expect("t0");
     for i in 1..3 {
-        subscriber
-            .send(&Frame::new(Command::Ack).header("id", &ack_id(&held)))
-            .await
-            .expect("ACK");
+        ack(&mut subscriber, &held).await;
         held = next_message(&mut subscriber).await;
         assert_eq!(body(&held), format!("t{i}"));
         assert_eq!(held.headers.get("redelivered"), Some("false"));
     }
-    subscriber
-        .send_with_receipt(
-            Frame::new(Command::Ack).header("id", &ack_id(&held)),
-            "last",
-        )
-        .await
-        .expect("ACK");
+    ack_receipted(&mut subscriber, &held, "last").await;
 }
 
 #[tokio::test]
@@ -174,27 +207,13 @@ async fn a_huge_prefetch_count_does_not_lift_max_unacked() {
     }
     let server = spawn_server(|c| c.embedded.max_unacked = 3).await;
     let queue = unique("/queue/huge-prefetch");
-    let mut greedy = server.connect(Via::Ws).await;
-    subscribe_with(
-        &mut greedy,
-        "greedy",
-        &queue,
-        "client",
-        &[(PREFETCH, "1000000")],
-    )
-    .await;
+    let mut greedy = prefetching(&server, "greedy", &queue, "client", "1000000").await;
     let mut producer = server.connect(Via::Tcp).await;
-    for i in 0..5 {
-        send_receipted(&mut producer, &queue, &format!("m{i}")).await;
-    }
-    for i in 0..3 {
-        assert_eq!(body(&next_message(&mut greedy).await), format!("m{i}"));
-    }
+    send_numbered(&mut producer, &queue, "m", 0..5).await;
+    expect_numbered(&mut greedy, "m", 0..3).await;
     let mut other = server.connect(Via::Tcp).await;
     subscribe_now(&mut other, "other", &queue, "auto").await;
-    for i in 3..5 {
-        assert_eq!(body(&next_message(&mut other).await), format!("m{i}"));
-    }
+    expect_numbered(&mut other, "m", 3..5).await;
 }
 
 /// What a topic subscription holds back past its prefetch counts against
@@ -207,19 +226,9 @@ async fn held_back_topic_messages_count_against_max_unacked() {
     }
     let server = spawn_server(|c| c.embedded.max_unacked = 3).await;
     let topic = unique("/topic/held-back.");
-    let mut subscriber = server.connect(Via::Ws).await;
-    subscribe_with(
-        &mut subscriber,
-        "t",
-        &topic,
-        "client-individual",
-        &[(PREFETCH, "1")],
-    )
-    .await;
+    let mut subscriber = prefetching(&server, "t", &topic, "client-individual", "1").await;
     let mut publisher = server.connect(Via::Tcp).await;
-    for i in 0..4 {
-        send_receipted(&mut publisher, &topic, &format!("t{i}")).await;
-    }
+    send_numbered(&mut publisher, &topic, "t", 0..4).await;
     assert_eq!(body(&next_message(&mut subscriber).await), "t0");
     let error = expect_error_and_close(&mut subscriber).await;
     let message = error.headers.get("message").unwrap_or_default();
@@ -268,52 +277,27 @@ async fn prefetch_count_zero_means_no_limit_of_its_own() {
     }
     let server = spawn_server(forward_prefetch).await;
     let queue = unique("/queue/prefetch-zero");
-    let mut consumer = server.connect(Via::Ws).await;
-    subscribe_with(
-        &mut consumer,
-        "c",
-        &queue,
-        "client-individual",
-        &[(PREFETCH, "0")],
-    )
-    .await;
+    let mut consumer = prefetching(&server, "c", &queue, "client-individual", "0").await;
     let mut producer = server.connect(Via::Tcp).await;
-    for i in 0..5 {
-        send_receipted(&mut producer, &queue, &format!("m{i}")).await;
-    }
-    for i in 0..5 {
-        assert_eq!(body(&next_message(&mut consumer).await), format!("m{i}"));
-    }
+    send_numbered(&mut producer, &queue, "m", 0..5).await;
+    expect_numbered(&mut consumer, "m", 0..5).await;
 }
 
 #[tokio::test]
 async fn nack_with_requeue_false_drops_the_message() {
     let server = default_server().await;
     let queue = unique("/queue/requeue-false");
-    let mut consumer = server.connect(Via::Ws).await;
-    subscribe(&mut consumer, "c", &queue, "client-individual").await;
-    let mut producer = server.connect(Via::Tcp).await;
+    let (mut consumer, mut producer) = consumer_and_producer(&server, "c", &queue).await;
     send_receipted(&mut producer, &queue, "dropped").await;
     let m = next_message(&mut consumer).await;
     assert_eq!(body(&m), "dropped");
-    consumer
-        .send_with_receipt(
-            Frame::new(Command::Nack)
-                .header("id", &ack_id(&m))
-                .header("requeue", "false"),
-            "nack",
-        )
-        .await
-        .expect("NACK");
+    nack_dropping(&mut consumer, &m, "nack").await;
     // Sent after the NACK took effect: had the message been requeued, it
     // would come first.
     send_receipted(&mut producer, &queue, "next").await;
     let next = next_message(&mut consumer).await;
     assert_eq!(body(&next), "next", "{next:?}");
-    consumer
-        .send_with_receipt(Frame::new(Command::Ack).header("id", &ack_id(&next)), "ack")
-        .await
-        .expect("ACK");
+    ack_receipted(&mut consumer, &next, "ack").await;
     if test_broker() == TestBroker::Embedded {
         assert_eq!(server.handle.broker_stats().queue_messages_discarded, 1);
     }
@@ -326,9 +310,7 @@ async fn nack_with_requeue_true_redelivers() {
     }
     let server = default_server().await;
     let queue = unique("/queue/requeue-true");
-    let mut consumer = server.connect(Via::Ws).await;
-    subscribe(&mut consumer, "c", &queue, "client-individual").await;
-    let mut producer = server.connect(Via::Tcp).await;
+    let (mut consumer, mut producer) = consumer_and_producer(&server, "c", &queue).await;
     send_receipted(&mut producer, &queue, "again").await;
     let m = next_message(&mut consumer).await;
     consumer
@@ -342,13 +324,7 @@ async fn nack_with_requeue_true_redelivers() {
     let again = next_message(&mut consumer).await;
     assert_eq!(body(&again), "again");
     assert_eq!(again.headers.get("redelivered"), Some("true"));
-    consumer
-        .send_with_receipt(
-            Frame::new(Command::Ack).header("id", &ack_id(&again)),
-            "ack",
-        )
-        .await
-        .expect("ACK");
+    ack_receipted(&mut consumer, &again, "ack").await;
 }
 
 /// RabbitMQ writes `redelivered:false` on every first delivery, topic or
@@ -375,10 +351,7 @@ async fn first_deliveries_say_redelivered_false() {
             assert_eq!(m.headers.get("redelivered"), Some("false"), "{m:?}");
             seen.push(m.headers.get("subscription").unwrap_or_default().to_owned());
             if m.headers.get("ack").is_some() {
-                client
-                    .send(&Frame::new(Command::Ack).header("id", &ack_id(&m)))
-                    .await
-                    .expect("ACK");
+                ack(&mut client, &m).await;
             }
         }
         seen.sort();
@@ -395,9 +368,7 @@ async fn nack_on_a_topic_redelivers_to_the_same_subscription() {
     }
     let server = default_server().await;
     let topic = unique("/topic/nack.");
-    let mut subscriber = server.connect(Via::Ws).await;
-    subscribe(&mut subscriber, "t", &topic, "client-individual").await;
-    let mut publisher = server.connect(Via::Tcp).await;
+    let (mut subscriber, mut publisher) = consumer_and_producer(&server, "t", &topic).await;
     send_receipted(&mut publisher, &topic, "again").await;
     let m = next_message(&mut subscriber).await;
     assert_eq!(m.headers.get("redelivered"), Some("false"));
@@ -408,20 +379,9 @@ async fn nack_on_a_topic_redelivers_to_the_same_subscription() {
     let again = next_message(&mut subscriber).await;
     assert_eq!(body(&again), "again");
     assert_eq!(again.headers.get("redelivered"), Some("true"));
-    subscriber
-        .send_with_receipt(
-            Frame::new(Command::Nack)
-                .header("id", &ack_id(&again))
-                .header("requeue", "false"),
-            "dropped",
-        )
-        .await
-        .expect("NACK requeue:false");
+    nack_dropping(&mut subscriber, &again, "dropped").await;
     send_receipted(&mut publisher, &topic, "next").await;
     let next = next_message(&mut subscriber).await;
     assert_eq!(body(&next), "next", "{next:?}");
-    subscriber
-        .send_with_receipt(Frame::new(Command::Ack).header("id", &ack_id(&next)), "ack")
-        .await
-        .expect("ACK");
+    ack_receipted(&mut subscriber, &next, "ack").await;
 }
