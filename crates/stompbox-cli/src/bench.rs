@@ -23,6 +23,7 @@ mod fanout;
 mod flow;
 mod idle;
 mod memory;
+mod paired;
 mod patterns;
 mod report;
 mod roundtrip;

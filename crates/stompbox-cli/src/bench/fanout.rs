@@ -8,6 +8,7 @@
 //! sync).
 
 use super::conn::{Conn, Delivery, Fleet, close_all, connect_all, unexpected};
+use super::paired::{self, mean, number, rates_text, ratio, rounds_note, server_cpu, show};
 use super::report::{CpuMark, Errors, Histogram, Json, random_u64, rss_kib};
 use super::scrape::{self, MetricsArg};
 use super::server::{ConfigFile, toml_str};
@@ -523,7 +524,6 @@ async fn rules_in_force(target: &Target, common: &TargetArgs) -> Result<(), Stri
 /// With `--compare-rules`: deliveries/s with the rules against without,
 /// as the ratio of the means over the rounds and per round.
 fn compare_rules(results: &[Json], out: Out) -> Option<Json> {
-    let number = |r: &Json, key: &str| r.get(key).and_then(Json::as_f64);
     let rules_of = |r: &Json| number(r, "access_rules");
     let none: Vec<&Json> = results
         .iter()
@@ -537,21 +537,8 @@ fn compare_rules(results: &[Json], out: Out) -> Option<Json> {
         return None;
     }
     let n = rules_of(with.first()?).unwrap_or_default();
-    // The mean of a figure over targets; `None` if any lacks it.
-    let mean = |targets: &[&Json], figure: &dyn Fn(&Json) -> Option<f64>| {
-        let values: Option<Vec<f64>> = targets.iter().map(|r| figure(r)).collect();
-        values
-            .filter(|v| !v.is_empty())
-            .map(|v| v.iter().sum::<f64>() / v.len() as f64)
-    };
-    let rate = |r: &Json| number(r, "deliveries_per_sec");
+    let rate = paired::deliveries_per_sec;
     let publish = |r: &Json| number(r, "publish_rate");
-    // The same deliveries in every target: CPU per run compares directly.
-    let server_cpu = |r: &Json| {
-        r.get("cpu")
-            .and_then(|c| c.get("server_cpu_secs"))
-            .and_then(Json::as_f64)
-    };
     let latency = |key: &'static str| {
         move |r: &Json| {
             r.get("latency")
@@ -559,48 +546,18 @@ fn compare_rules(results: &[Json], out: Out) -> Option<Json> {
                 .and_then(Json::as_f64)
         }
     };
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-        _ => None,
-    };
     let (none_rate, with_rate) = (mean(&none, &rate), mean(&with, &rate));
     let rate_ratio = ratio(with_rate, none_rate);
     let publish_ratio = ratio(mean(&with, &publish), mean(&none, &publish));
+    // The same deliveries in every target: CPU per run compares directly.
     let cpu_ratio = ratio(mean(&with, &server_cpu), mean(&none, &server_cpu));
-    // Per round: the two servers measured next to each other.
-    let round_of = |r: &Json| number(r, "round");
-    let round_ratios: Vec<Option<f64>> = with
-        .iter()
-        .map(|w| {
-            let partner = none.iter().find(|r| round_of(r) == round_of(w))?;
-            ratio(rate(w), rate(partner))
-        })
-        .collect();
-    let show = |v: Option<f64>, digits: usize| {
-        v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
-    };
+    let round_ratios = paired::round_ratios(&with, &none);
     let rounds = with.len();
     say!(
         out,
-        "\n== fanout: {n} access rules against none (same run{}): {} vs {} deliveries/s, ratio {} ({}){}; publish rate ratio {}; server CPU ratio {}; p50 {} vs {} ms, p99 {} vs {} ms",
-        if rounds > 1 {
-            format!(", means of {rounds} rounds")
-        } else {
-            String::new()
-        },
-        show(with_rate, 0),
-        show(none_rate, 0),
-        show(rate_ratio, 3),
-        rate_ratio.map_or_else(
-            || "-".to_owned(),
-            |r| format!("{:+.1} %", (r - 1.0) * 100.0)
-        ),
-        if rounds > 1 {
-            let each: Vec<String> = round_ratios.iter().map(|r| show(*r, 3)).collect();
-            format!(", per round {}", each.join(" "))
-        } else {
-            String::new()
-        },
+        "\n== fanout: {n} access rules against none (same run{}): {}; publish rate ratio {}; server CPU ratio {}; p50 {} vs {} ms, p99 {} vs {} ms",
+        rounds_note(rounds),
+        rates_text(with_rate, none_rate, rate_ratio, &round_ratios),
         show(publish_ratio, 3),
         show(cpu_ratio, 3),
         show(mean(&with, &latency("p50_ms")), 1),

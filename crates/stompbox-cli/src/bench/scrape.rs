@@ -1,6 +1,7 @@
 //! `--metrics on`: scraping a spawned server's `GET /metrics` during a
 //! measurement, as Prometheus would, so its cost shows in the figures.
 
+use super::paired::{self, mean, rates_text, ratio, rounds_note, server_cpu, show};
 use super::report::{Errors, Json};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -204,58 +205,18 @@ pub(crate) fn compare(results: &[Json], out: super::Out) -> Option<Json> {
     if on.is_empty() || off.is_empty() {
         return None;
     }
-    let rate = |r: &Json| r.get("deliveries_per_sec").and_then(Json::as_f64);
-    let cpu = |r: &Json| {
-        r.get("cpu")
-            .and_then(|c| c.get("server_cpu_secs"))
-            .and_then(Json::as_f64)
-    };
-    // The mean of a figure over targets; `None` if any lacks it.
-    let mean = |targets: &[&Json], figure: &dyn Fn(&Json) -> Option<f64>| {
-        let values: Option<Vec<f64>> = targets.iter().map(|r| figure(r)).collect();
-        values.map(|v| v.iter().sum::<f64>() / v.len() as f64)
-    };
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-        _ => None,
-    };
+    let rate = paired::deliveries_per_sec;
     let (on_rate, off_rate) = (mean(&on, &rate), mean(&off, &rate));
     let rate_ratio = ratio(on_rate, off_rate);
-    let cpu_ratio = ratio(mean(&on, &cpu), mean(&off, &cpu));
-    let round = |r: &Json| r.get("round").and_then(Json::as_f64);
-    let round_ratios: Vec<Option<f64>> = on
-        .iter()
-        .map(|o| {
-            let partner = off.iter().find(|r| round(r) == round(o))?;
-            ratio(rate(o), rate(partner))
-        })
-        .collect();
-    let show = |v: Option<f64>, digits: usize| {
-        v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
-    };
+    let cpu_ratio = ratio(mean(&on, &server_cpu), mean(&off, &server_cpu));
+    let round_ratios = paired::round_ratios(&on, &off);
     let rounds = on.len();
     say!(
         out,
-        "\n== fanout: metrics on (scraped every {} s) against off (same run{}): {} vs {} deliveries/s, ratio {} ({}){}; server CPU ratio {}",
+        "\n== fanout: metrics on (scraped every {} s) against off (same run{}): {}; server CPU ratio {}",
         SCRAPE_EVERY.as_secs(),
-        if rounds > 1 {
-            format!(", means of {rounds} rounds")
-        } else {
-            String::new()
-        },
-        show(on_rate, 0),
-        show(off_rate, 0),
-        show(rate_ratio, 3),
-        rate_ratio.map_or_else(
-            || "-".to_owned(),
-            |r| format!("{:+.1} %", (r - 1.0) * 100.0)
-        ),
-        if rounds > 1 {
-            let each: Vec<String> = round_ratios.iter().map(|r| show(*r, 3)).collect();
-            format!(", per round {}", each.join(" "))
-        } else {
-            String::new()
-        },
+        rounds_note(rounds),
+        rates_text(on_rate, off_rate, rate_ratio, &round_ratios),
         show(cpu_ratio, 3),
     );
     Some(
