@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use stompbox_codec::{Command, DecodeError, Decoded, Decoder, Frame, Limits, Version};
 use tokio::time::{Instant, sleep_until, timeout};
-use tokio_websockets::CloseCode;
+use crate::websocket::CloseCode;
 
 /// How a connection ended, for the one log line it gets.
 #[derive(Debug)]
@@ -263,8 +263,9 @@ pub(crate) async fn run(
                     break End::ProtocolError(e.message);
                 }
             }
-            if read_buf.is_empty() && read_buf.capacity() > 2 * TCP_BUFFER_KEEP {
-                // A large frame passed; give the memory back.
+            if read_buf.is_empty() {
+                // Every frame read is decoded: an idle session holds no
+                // input buffer (nor, through it, the read it came from).
                 read_buf = BytesMut::new();
             }
         }
@@ -331,9 +332,6 @@ fn ended_on_purpose(entry: &SessionEntry) -> End {
 async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
-
-/// The `read_buf` capacity kept between frames.
-const TCP_BUFFER_KEEP: usize = 8 * 1024;
 
 /// What handling frames needs.
 struct Processing<'a> {

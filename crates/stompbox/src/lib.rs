@@ -25,6 +25,7 @@ mod ops;
 mod origin;
 mod outbox;
 mod router;
+mod scratch;
 mod server;
 mod session;
 mod shared;
@@ -32,6 +33,7 @@ mod telemetry;
 mod tls;
 mod transport;
 mod upgrade;
+mod websocket;
 
 pub use admission::IpNetwork;
 pub use config::{AdminConfig, ApiToken, MetricsConfig, ServerConfig, TlsConfig};

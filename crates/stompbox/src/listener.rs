@@ -11,6 +11,7 @@ use crate::connection;
 use crate::shared::ServerShared;
 use crate::transport::Transport;
 use crate::upgrade::ConnectionInfo;
+use crate::websocket::Io;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
@@ -22,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -222,8 +223,6 @@ async fn tls_handshake(
 }
 
 /// A connection's byte stream, plain or TLS.
-trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// Most connections served at once outside the connection budget: on the
 /// operators' listener, and on the main one while the server drains

@@ -3,23 +3,13 @@
 //! and take batches of encoded frames to write.
 
 use crate::outbox::OutFrame;
-use bytes::{Buf, Bytes, BytesMut};
-use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
+use crate::scratch::read_appending;
+use crate::websocket::{CloseCode, Received, WebSocket};
+use bytes::{Buf, BytesMut};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_websockets::{CloseCode, Message, WebSocketStream};
-
-/// The WebSocket stream of an upgraded HTTP connection.
-pub(crate) type WsStream = WebSocketStream<TokioIo<Upgraded>>;
-
-/// Reading more than this from a TCP socket at once gains nothing; reading
-/// less keeps the buffer of an idle connection small.
-const TCP_READ_CHUNK: usize = 4096;
-
 /// What a read produced.
 #[derive(Debug)]
 pub(crate) enum Read {
@@ -38,7 +28,7 @@ pub(crate) enum Read {
 
 #[derive(Debug)]
 pub(crate) enum Transport {
-    WebSocket(Box<WsStream>),
+    WebSocket(Box<WebSocket>),
     Tcp(TcpStream),
     /// TLS to an upstream broker (the relay's client side).
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
@@ -50,10 +40,7 @@ async fn read_stream(
     stream: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
 ) -> io::Result<Read> {
-    if buf.capacity() - buf.len() < TCP_READ_CHUNK {
-        buf.reserve(TCP_READ_CHUNK);
-    }
-    let n = stream.read_buf(buf).await?;
+    let n = read_appending(stream, buf).await?;
     Ok(if n == 0 { Read::Closed } else { Read::Data })
 }
 
@@ -108,36 +95,21 @@ impl Transport {
     /// is held in locals across the await.
     pub(crate) async fn read(&mut self, buf: &mut BytesMut) -> io::Result<Read> {
         match self {
-            Transport::WebSocket(ws) => loop {
-                match ws.next().await {
-                    None => return Ok(Read::Closed),
-                    Some(Err(tokio_websockets::Error::PayloadTooLong { .. })) => {
-                        return Ok(Read::TooLarge);
+            Transport::WebSocket(ws) => Ok(match ws.read().await? {
+                Received::Message(payload) => {
+                    if buf.is_empty() {
+                        // Usually one message is one whole frame: decode
+                        // it in place instead of copying it.
+                        *buf = payload;
+                    } else {
+                        buf.extend_from_slice(&payload);
                     }
-                    Some(Err(tokio_websockets::Error::Protocol(e))) => {
-                        return Ok(Read::Violation(e.to_string()));
-                    }
-                    Some(Err(e)) => return Err(io::Error::other(e)),
-                    Some(Ok(message)) if message.is_text() || message.is_binary() => {
-                        let payload = Bytes::from(message.into_payload());
-                        if buf.is_empty() {
-                            // Usually one message is one whole frame: decode
-                            // it in place instead of copying it.
-                            *buf = payload
-                                .try_into_mut()
-                                .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-                        } else {
-                            buf.extend_from_slice(&payload);
-                        }
-                        return Ok(Read::Data);
-                    }
-                    // The WebSocket layer has queued the echo of this
-                    // Close with the client's code; `close` sends it.
-                    Some(Ok(message)) if message.is_close() => return Ok(Read::Closed),
-                    // Pings are answered by the WebSocket layer itself.
-                    Some(Ok(_)) => {}
+                    Read::Data
                 }
-            },
+                Received::Closed => Read::Closed,
+                Received::TooLarge => Read::TooLarge,
+                Received::Violation(why) => Read::Violation(why),
+            }),
             Transport::Tcp(stream) => read_stream(stream, buf).await,
             Transport::Tls(stream) => read_stream(stream.as_mut(), buf).await,
             Transport::TlsServer(stream) => read_stream(stream.as_mut(), buf).await,
@@ -148,17 +120,7 @@ impl Transport {
     /// in few system calls.
     pub(crate) async fn write_batch(&mut self, frames: &mut VecDeque<OutFrame>) -> io::Result<()> {
         match self {
-            Transport::WebSocket(ws) => {
-                while let Some(frame) = frames.pop_front() {
-                    let message = if frame.text {
-                        Message::text(frame.bytes)
-                    } else {
-                        Message::binary(frame.bytes)
-                    };
-                    ws.feed(message).await.map_err(io::Error::other)?;
-                }
-                ws.flush().await.map_err(io::Error::other)
-            }
+            Transport::WebSocket(ws) => ws.write_batch(frames).await,
             Transport::Tcp(stream) => write_stream(stream, frames).await,
             Transport::Tls(stream) => write_stream(stream.as_mut(), frames).await,
             Transport::TlsServer(stream) => write_stream(stream.as_mut(), frames).await,
@@ -171,11 +133,7 @@ impl Transport {
     /// large), which is then the one sent.
     pub(crate) async fn close(&mut self, code: CloseCode, reason: &str) {
         match self {
-            Transport::WebSocket(ws) => {
-                // Refused (AlreadyClosed) when a close frame is queued.
-                let _ = ws.send(Message::close(Some(code), reason)).await;
-                let _ = ws.close().await;
-            }
+            Transport::WebSocket(ws) => ws.close(code, reason).await,
             Transport::Tcp(stream) => linger(stream).await,
             Transport::Tls(stream) => linger(stream.as_mut()).await,
             Transport::TlsServer(stream) => linger(stream.as_mut()).await,
@@ -187,7 +145,7 @@ impl Transport {
     /// whose frames the decoder bounds as they arrive.
     pub(crate) fn set_message_limit(&mut self, bytes: usize) {
         if let Transport::WebSocket(ws) = self {
-            ws.limits_mut().set_max_payload_len(Some(bytes));
+            ws.set_message_limit(bytes);
         }
     }
 

@@ -9,6 +9,7 @@ use crate::auth::{Handshake, TransportKind};
 use crate::connection;
 use crate::shared::ServerShared;
 use crate::transport::Transport;
+use crate::websocket::{Io, WebSocket};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -210,21 +211,21 @@ pub(crate) async fn ws_upgrade(
     // a little too large still reaches the decoder and gets a STOMP ERROR,
     // a larger message is refused by the WebSocket layer (close code 1009)
     // before it is held.
-    let ws_limits = tokio_websockets::Limits::default().max_payload_len(Some(
-        shared
-            .config
-            .frame_limits
-            .max_frame_bytes
-            .min(shared.config.unauthenticated_frame_bytes)
-            .saturating_mul(2),
-    ));
+    let message_limit = shared
+        .config
+        .frame_limits
+        .max_frame_bytes
+        .min(shared.config.unauthenticated_frame_bytes)
+        .saturating_mul(2);
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = tokio_websockets::ServerBuilder::new()
-                    .limits(ws_limits)
-                    .config(tokio_websockets::Config::default().flush_threshold(64 * 1024))
-                    .serve(TokioIo::new(upgraded));
+                // Back to the listener's own stream, without hyper's
+                // wrapper; what hyper read past the request is handed on.
+                let ws = match upgraded.downcast::<TokioIo<Box<dyn Io>>>() {
+                    Ok(parts) => WebSocket::new(parts.io.into_inner(), &parts.read_buf, message_limit),
+                    Err(upgraded) => WebSocket::new(Box::new(TokioIo::new(upgraded)), &[], message_limit),
+                };
                 connection::run(
                     Transport::WebSocket(Box::new(ws)),
                     shared,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use stompbox_codec::{Command, Decoded, Decoder, Frame, Limits, Version, header};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};
-use tokio_websockets::CloseCode;
+use crate::websocket::CloseCode;
 
 /// What the link's task reports.
 #[derive(Debug)]
