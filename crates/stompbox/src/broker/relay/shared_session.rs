@@ -5,7 +5,9 @@
 //! next one up. A destination whose SENDs went elsewhere stays there while
 //! the broker has not confirmed them all, so that one destination's
 //! messages keep their order when its own link comes back (a broker orders
-//! only what one connection sends). A subscription in `ack:auto` mode to a destination every
+//! only what one connection sends).
+//!
+//! A subscription in `ack:auto` mode to a destination every
 //! subscriber gets a copy of (`/topic/…`, `/exchange/…`, a user
 //! destination) with no broker options joins the instance's one upstream
 //! subscription of that destination, fanned out locally. Other `ack:auto`
