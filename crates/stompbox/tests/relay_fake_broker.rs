@@ -714,3 +714,233 @@ async fn failed_connects_to_an_absent_broker_are_counted() {
     );
     server.shutdown().await.expect("shutdown");
 }
+
+/// What [`ordering_broker`] reports, and how the test steers it.
+struct OrderingBroker {
+    address: String,
+    /// A SEND's pool connection (0 the first to connect, 1 the second),
+    /// destination and number, as it arrives.
+    arrived: tokio::sync::mpsc::UnboundedReceiver<(usize, String, u32)>,
+    /// A SEND's destination and number as the broker takes it (into a
+    /// queue, in the order a queue would hold it).
+    taken: tokio::sync::mpsc::UnboundedReceiver<(String, u32)>,
+    /// Set: the second pool connection gets its CONNECTED.
+    connect_second: tokio::sync::watch::Sender<bool>,
+    /// Set: the first pool connection takes (and confirms) what it was
+    /// sent; until then it holds every frame, answering no receipt.
+    release_first: tokio::sync::watch::Sender<bool>,
+}
+
+/// A fake broker that orders SENDs per connection only, as RabbitMQ does:
+/// the first pool connection (login `pool`) is slow, holding what it reads
+/// until released; the second is not answered CONNECTED until released;
+/// every other connection (the system link) and a released pool connection
+/// take frames as they come and answer their receipts.
+async fn ordering_broker() -> OrderingBroker {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    let (arrived_tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+    let (taken_tx, taken) = tokio::sync::mpsc::unbounded_channel();
+    let (connect_second, connect_rx) = tokio::sync::watch::channel(false);
+    let (release_first, release_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let pool_connections = Arc::new(AtomicUsize::new(0));
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let pool_connections = Arc::clone(&pool_connections);
+            let arrived = arrived_tx.clone();
+            let taken = taken_tx.clone();
+            let mut connect_rx = connect_rx.clone();
+            let mut release_rx = release_rx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut pending = String::new();
+                while !pending.contains('\0') {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+                let end = pending.find('\0').unwrap_or_default();
+                let connect: String = pending.drain(..=end).collect();
+                let pool = (header(&connect, "login").as_deref() == Some("pool"))
+                    .then(|| pool_connections.fetch_add(1, Ordering::Relaxed));
+                if pool == Some(1) && connect_rx.wait_for(|go| *go).await.is_err() {
+                    return;
+                }
+                if stream
+                    .write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let take = |frame: &str| {
+                    if frame.starts_with("SEND\n") {
+                        let destination = header(frame, "destination").unwrap_or_default();
+                        let number = frame.rsplit("\n\n").next().unwrap_or_default();
+                        let _ = taken.send((destination, number.parse().unwrap_or(0)));
+                    }
+                    receipt_for(frame)
+                };
+                let mut held = pool == Some(0) && !*release_rx.borrow();
+                let mut holding: Vec<String> = Vec::new();
+                loop {
+                    let mut reply = String::new();
+                    while let Some(end) = pending.find('\0') {
+                        let frame: String = pending.drain(..=end).collect();
+                        let frame = frame[..end].trim_start_matches(['\n', '\r']).to_owned();
+                        if let Some(connection) = pool
+                            && frame.starts_with("SEND\n")
+                        {
+                            let destination = header(&frame, "destination").unwrap_or_default();
+                            let number = frame.rsplit("\n\n").next().unwrap_or_default();
+                            let _ = arrived.send((
+                                connection,
+                                destination,
+                                number.parse().unwrap_or(0),
+                            ));
+                        }
+                        if held {
+                            holding.push(frame);
+                        } else {
+                            reply.push_str(&take(&frame));
+                        }
+                    }
+                    if !reply.is_empty() && stream.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    tokio::select! {
+                        n = stream.read(&mut buf) => {
+                            let n = n.unwrap_or(0);
+                            if n == 0 {
+                                return;
+                            }
+                            pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+                        }
+                        released = async { release_rx.wait_for(|go| *go).await.is_ok() }, if held => {
+                            if !released {
+                                return;
+                            }
+                            held = false;
+                            let reply: String = holding.drain(..).map(|f| take(&f)).collect();
+                            if stream.write_all(reply.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    OrderingBroker {
+        address,
+        arrived,
+        taken,
+        connect_second,
+        release_first,
+    }
+}
+
+/// The next `count` SENDs to arrive at the broker.
+async fn arrivals(broker: &mut OrderingBroker, count: usize) -> Vec<(usize, String, u32)> {
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        let next = tokio::time::timeout(Duration::from_secs(10), broker.arrived.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {count} SENDs arrived: {out:?}", out.len()))
+            .expect("fake broker");
+        out.push(next);
+    }
+    out
+}
+
+/// Through the shared relay with two pool links, a producer starts while
+/// one link is still connecting: its SENDs to destinations of that link go
+/// on the other. When the link comes up, SENDs the broker has not yet
+/// confirmed on the other link would be overtaken by later ones on their
+/// own link (a broker orders per connection only). They stay on the link
+/// they used until the broker confirmed it all, then move; every queue
+/// gets its messages in order.
+#[tokio::test]
+async fn sends_stay_on_their_fallback_link_until_the_broker_confirmed_them() {
+    use stompbox::codec::{Command, Frame};
+    const DESTINATIONS: usize = 8;
+    let mut broker = ordering_broker().await;
+    let (server, url) = relay_server(broker.address.clone(), |config, relay| {
+        config.auth.allow_anonymous = true;
+        relay.mode = RelayMode::Shared;
+        relay.connections = 2;
+        relay.system_login = "system".into();
+        relay.client_login = Some("pool".into());
+        relay.connect_timeout = Duration::from_secs(30);
+    })
+    .await;
+    // Several destinations, so that some hash to the link still connecting.
+    let destinations: Vec<String> = (0..DESTINATIONS)
+        .map(|i| format!("/queue/order.{i}"))
+        .collect();
+    let mut client = connect(&url).await;
+    let send = |destination: &str, number: u32| {
+        Frame::new(Command::Send)
+            .header("destination", destination)
+            .body(number.to_string())
+    };
+    // While only the first pool link is up: everything goes there.
+    for number in 1..=5 {
+        for destination in &destinations {
+            client.send(&send(destination, number)).await.expect("send");
+        }
+    }
+    let early = arrivals(&mut broker, 5 * DESTINATIONS).await;
+    assert!(early.iter().all(|(link, ..)| *link == 0), "{early:?}");
+    // The second link comes up; the first has confirmed nothing yet.
+    broker.connect_second.send_replace(true);
+    relay_stats_once(&server, |r| r.links_up == 2).await;
+    for number in 6..=10 {
+        for destination in &destinations {
+            client.send(&send(destination, number)).await.expect("send");
+        }
+    }
+    let unconfirmed = arrivals(&mut broker, 5 * DESTINATIONS).await;
+    // The first link confirms what it holds; after a receipt the producer
+    // has nothing unconfirmed, and its SENDs go on their own links.
+    broker.release_first.send_replace(true);
+    for destination in &destinations {
+        client
+            .send_with_receipt(send(destination, 11), &format!("r-{destination}"))
+            .await
+            .expect("receipted send");
+    }
+    arrivals(&mut broker, DESTINATIONS).await;
+    for destination in &destinations {
+        client.send(&send(destination, 12)).await.expect("send");
+    }
+    let settled = arrivals(&mut broker, DESTINATIONS).await;
+
+    let mut queues: std::collections::HashMap<String, Vec<u32>> = std::collections::HashMap::new();
+    while queues.values().map(Vec::len).sum::<usize>() < 12 * DESTINATIONS {
+        let (destination, number) =
+            tokio::time::timeout(Duration::from_secs(10), broker.taken.recv())
+                .await
+                .unwrap_or_else(|_| panic!("not every SEND was taken: {queues:?}"))
+                .expect("fake broker");
+        queues.entry(destination).or_default().push(number);
+    }
+    let expected: Vec<u32> = (1..=12).collect();
+    for (destination, queue) in &queues {
+        assert_eq!(queue, &expected, "{destination} out of order");
+    }
+    assert!(
+        unconfirmed.iter().all(|(link, ..)| *link == 0),
+        "a SEND moved to its own link before the broker confirmed those sent before it \
+         on another: {unconfirmed:?}"
+    );
+    // Some destinations are the second link's (else this test proves
+    // nothing), and their SENDs went there once nothing was unconfirmed.
+    assert!(
+        settled.iter().any(|(link, ..)| *link == 1),
+        "no SEND on the second link once confirmed: {settled:?}"
+    );
+    server.shutdown().await.expect("shutdown");
+}

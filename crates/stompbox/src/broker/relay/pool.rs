@@ -21,7 +21,7 @@ use super::upstream::{self, Event, Link};
 use crate::broker::message::{FanOut, Message};
 use crate::broker::{AckMode, BrokerError};
 use crate::frames::{StompError, encode, receipt_frame};
-use crate::outbox::{Outbox, PushError};
+use crate::outbox::{OutFrame, Outbox, PushError};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -126,6 +126,12 @@ pub(super) struct SessionState {
     /// share of a link's `max_in_flight × 16`, so a few pipelining clients
     /// cannot take every other session's receipts.
     receipts_in_flight: Arc<AtomicUsize>,
+    /// Set, under that link's lock, when a pool link was lost before the
+    /// broker confirmed this session's SENDs on it: the session is being
+    /// ended, and sends nothing more. A later SEND on another link could
+    /// reach a queue before one the broker still held from the lost
+    /// connection, and the client was told only that some may be lost.
+    cut: AtomicBool,
 }
 
 /// One receipt a session awaits, counted in its share until dropped.
@@ -155,6 +161,7 @@ impl SessionState {
             pending: Mutex::new(BTreeMap::new()),
             deferred: Mutex::new(Vec::new()),
             receipts_in_flight: Arc::new(AtomicUsize::new(0)),
+            cut: AtomicBool::new(false),
         })
     }
 }
@@ -297,16 +304,19 @@ impl LinkState {
 /// its buffer is full. Noted like a subscriber's outbox: the publishing
 /// session pauses until the broker took what it sent.
 fn offer(outbox: &Arc<Outbox>, frame: &Frame) -> Result<(), BrokerError> {
-    outbox
-        .offer(encode(frame, LINK_VERSION))
-        .map_err(|e| match e {
-            PushError::Overflow => {
-                BrokerError::Unavailable("the message broker is not keeping up".into())
-            }
-            PushError::Closed => {
-                BrokerError::Unavailable("the connection to the message broker is closed".into())
-            }
-        })
+    offer_encoded(outbox, encode(frame, LINK_VERSION))
+}
+
+/// As [`offer`], for a frame encoded already (outside a link's lock).
+fn offer_encoded(outbox: &Arc<Outbox>, frame: OutFrame) -> Result<(), BrokerError> {
+    outbox.offer(frame).map_err(|e| match e {
+        PushError::Overflow => {
+            BrokerError::Unavailable("the message broker is not keeping up".into())
+        }
+        PushError::Closed => {
+            BrokerError::Unavailable("the connection to the message broker is closed".into())
+        }
+    })
 }
 
 /// Acknowledges one delivery upstream on `outbox`, with no receipt.
@@ -484,7 +494,9 @@ impl Pool {
     /// The pool link for a destination (broker form). SENDs to it and its
     /// shared subscription go on the same link, so a RECEIPT never
     /// overtakes the MESSAGE its SEND caused on this instance, and one
-    /// destination's messages keep their order.
+    /// destination's messages keep their order. (While it is down, SENDs go
+    /// on another link, and stay there until the broker confirmed them: see
+    /// [`Pool::send_from`].)
     pub(super) fn link_for(&self, destination: &str) -> usize {
         use std::hash::{BuildHasher, BuildHasherDefault};
         let hasher: BuildHasherDefault<std::collections::hash_map::DefaultHasher> =
@@ -624,36 +636,107 @@ impl Pool {
         self.up.send_replace(up);
     }
 
-    /// A client session's SEND, on pool link `preferred` or the next one
-    /// up; returns the link it went on. The session is remembered there,
-    /// so that it is told if that link is lost.
+    /// A client session's SEND to a destination whose own pool link is
+    /// `preferred`; returns the link it went on. `previous` is the link the
+    /// session's last SEND to that destination went on, when that was not
+    /// its own (its own link was down then).
+    ///
+    /// A broker keeps the order of what one connection sends, not across
+    /// connections. So while `previous` (or else `preferred`) still holds
+    /// SENDs of this session the broker has not confirmed, the SEND goes
+    /// there too, even if the destination's own link has come back meanwhile;
+    /// only once they are confirmed (a receipt of its last SEND there, or a
+    /// checkpoint) does it move, to its own link if up, else the next one up.
+    /// The session is remembered on the link it used, so that it is told if
+    /// that link is lost.
     pub(super) fn send_from(
         &self,
         preferred: usize,
-        frame: Frame,
+        previous: Option<usize>,
+        mut frame: Frame,
         session: &Arc<SessionState>,
         receipt: Option<Bytes>,
     ) -> Result<usize, BrokerError> {
         let count = self.links.len();
-        let link = (0..count)
-            .map(|i| (preferred + i) % count)
-            .find(|&i| self.links[i].up.load(Ordering::Relaxed))
-            .unwrap_or(preferred % count);
-        let sent = {
-            let mut state = lock(&self.links[link].state);
-            state.sends += 1;
-            let sends = state.sends;
-            let key = Arc::as_ptr(session) as usize;
-            state.senders.insert(key, (Arc::downgrade(session), sends));
-            (key, sends)
-        };
-        self.send_on(
-            link,
-            frame,
-            receipt.map(|r| (Arc::clone(session), r, None)),
-            Some(sent),
-        )?;
-        Ok(link)
+        let preferred = preferred % count;
+        let previous = previous.map_or(preferred, |link| link % count);
+        let key = Arc::as_ptr(session) as usize;
+        // Numbered and encoded before any lock is taken.
+        let upstream_receipt = receipt.as_ref().map(|_| self.next_id("r"));
+        if let Some(id) = &upstream_receipt {
+            frame
+                .headers
+                .push(Bytes::from_static(header::RECEIPT.as_bytes()), id.clone());
+        }
+        let encoded = encode(&frame, LINK_VERSION);
+        let mut link = previous;
+        let mut state = lock(&self.links[previous].state);
+        // Read under the lock of the link whose loss would have set it: the
+        // link this destination's SENDs went on last.
+        if session.cut.load(Ordering::Acquire) {
+            return Err(BrokerError::Unavailable(
+                "the connection to the message broker was lost; reconnect".into(),
+            ));
+        }
+        if !state.senders.contains_key(&key) {
+            // Nothing of this session's is unconfirmed there: free to move.
+            let chosen = (0..count)
+                .map(|i| (preferred + i) % count)
+                .find(|&i| self.links[i].up.load(Ordering::Relaxed))
+                .unwrap_or(preferred);
+            if chosen != previous {
+                drop(state);
+                link = chosen;
+                state = lock(&self.links[link].state);
+            }
+        }
+        let outbox = state.outbox()?;
+        if let (Some(id), Some(client_receipt)) = (&upstream_receipt, receipt) {
+            // Bounded per session (as a per-session link would be) and, as a
+            // backstop for memory, per link.
+            let mine = session.receipts_in_flight.load(Ordering::Relaxed);
+            if mine >= self.config.max_in_flight
+                || state.receipts.len() >= self.config.max_in_flight.saturating_mul(16)
+            {
+                return Err(BrokerError::Unavailable(format!(
+                    "too many receipts awaiting the message broker (limit {} per session)",
+                    self.config.max_in_flight
+                )));
+            }
+            session.receipts_in_flight.fetch_add(1, Ordering::Relaxed);
+            let number = state.sends + 1;
+            state.receipts.insert(
+                id.clone(),
+                Waiter::Client {
+                    outbox: Arc::clone(&session.outbox),
+                    version: session.version,
+                    receipt: client_receipt,
+                    done: None,
+                    _slot: Some(InFlight(Arc::clone(&session.receipts_in_flight))),
+                    sent: Some((key, number)),
+                },
+            );
+        }
+        state.sends += 1;
+        let sends = state.sends;
+        state.senders.insert(key, (Arc::downgrade(session), sends));
+        // Queued under the lock that numbered it: a checkpoint, which reads
+        // the number under the same lock, then follows every SEND it counts.
+        let offered = offer_encoded(&outbox, encoded);
+        if offered.is_err()
+            && let Some(id) = &upstream_receipt
+        {
+            state.receipts.remove(id);
+        }
+        offered.map(|()| link)
+    }
+
+    /// True while pool link `link` holds SENDs of `session` the broker has
+    /// not confirmed.
+    pub(super) fn holds_sends(&self, link: usize, session: &Arc<SessionState>) -> bool {
+        lock(&self.links[link % self.links.len()].state)
+            .senders
+            .contains_key(&(Arc::as_ptr(session) as usize))
     }
 
     /// Once a second on a link sessions sent on: when the broker confirms
@@ -690,7 +773,6 @@ impl Pool {
         link: usize,
         mut frame: Frame,
         receipt: Option<(Arc<SessionState>, Bytes, Option<oneshot::Sender<()>>)>,
-        sent: Option<(usize, u64)>,
     ) -> Result<(), BrokerError> {
         let link = &self.links[link % self.links.len()];
         let mut state = lock(&link.state);
@@ -719,7 +801,7 @@ impl Pool {
                         receipt: client_receipt,
                         done,
                         _slot: Some(slot),
-                        sent,
+                        sent: None,
                     },
                 );
                 frame
@@ -974,10 +1056,8 @@ impl Pool {
             return Ok(());
         }
         match receipt {
-            Some((session, receipt)) => {
-                self.send_on(link, frame, Some((session, receipt, None)), None)
-            }
-            None => self.send_on(link, frame, None, None).or(Ok(())),
+            Some((session, receipt)) => self.send_on(link, frame, Some((session, receipt, None))),
+            None => self.send_on(link, frame, None).or(Ok(())),
         }
     }
 
@@ -1346,6 +1426,11 @@ fn on_pool_link_event(pool: &Pool, index: usize, event: Event) {
                 .drain()
                 .filter_map(|(_, (s, _))| s.upgrade())
                 .collect();
+            // Under the link's lock: a SEND of theirs that finds them gone
+            // from it (see `Pool::send_from`) sees this.
+            for session in &senders {
+                session.cut.store(true, Ordering::Release);
+            }
             for entry in state.routes.values().filter_map(|r| match r {
                 Route::Topic(entry) => Some(entry),
                 Route::Own(_) => None,

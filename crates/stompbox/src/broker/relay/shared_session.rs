@@ -1,7 +1,13 @@
 //! A client session of the shared relay: no broker connection of its own.
 //!
-//! Its SENDs go on one pool link (chosen at CONNECT, so they stay in
-//! order). A subscription in `ack:auto` mode to a destination every
+//! Its SENDs to a destination go on that destination's pool link (where
+//! its shared subscription is too), or, while that link is down, on the
+//! next one up. A destination whose SENDs went elsewhere stays there while
+//! the broker has not confirmed them all, so that one destination's
+//! messages keep their order when its own link comes back (a broker orders
+//! only what one connection sends).
+//!
+//! A subscription in `ack:auto` mode to a destination every
 //! subscriber gets a copy of (`/topic/…`, `/exchange/…`, a user
 //! destination) with no broker options joins the instance's one upstream
 //! subscription of that destination, fanned out locally. Other `ack:auto`
@@ -31,6 +37,8 @@ use stompbox_codec::{Command, Frame, Headers, header};
 
 /// RabbitMQ's per-subscription bound on unacknowledged messages.
 const PREFETCH_COUNT: &str = "prefetch-count";
+/// Entries of [`SharedSession::away`] below which it is not pruned.
+const AWAY_PRUNE_MIN: usize = 16;
 /// One upstream side of a client subscription (a user destination has two).
 #[derive(Debug)]
 enum Held {
@@ -55,6 +63,14 @@ pub(crate) struct SharedSession {
     /// Pool links this session sent on (a bit each): its DISCONNECT's
     /// receipt waits for them.
     used_links: u64,
+    /// Destinations (broker form) whose last SEND went on a pool link other
+    /// than their own, and that link: their next SEND goes there too while
+    /// it holds SENDs of this session the broker has not confirmed. Entries
+    /// whose link holds none are stale and pruned when the map doubles, so
+    /// it stays within about twice the destinations still in flight.
+    away: HashMap<Bytes, usize>,
+    /// The size of `away` at which it is pruned next.
+    prune_away_at: usize,
     /// Acknowledging links this session sent ACK or NACK on: its
     /// DISCONNECT's receipt waits for them too.
     used_ack_links: Vec<Arc<AckLink>>,
@@ -79,6 +95,8 @@ impl SharedSession {
             state: SessionState::new(context.outbox, context.version),
             pool,
             used_links: 0,
+            away: HashMap::new(),
+            prune_away_at: AWAY_PRUNE_MIN,
             used_ack_links: Vec::new(),
             user: context.user,
             subscriptions: HashMap::new(),
@@ -194,6 +212,26 @@ impl SharedSession {
         let before = pending.len();
         pending.retain(|_, p| !(Arc::ptr_eq(&p.link, link) && p.client_id == *client_id));
         pending.len() != before
+    }
+
+    /// Records where a SEND to `destination` (whose own link is `own`)
+    /// went; see [`SharedSession::away`].
+    fn note_away(&mut self, destination: Bytes, own: usize, sent_on: usize) {
+        if sent_on == own {
+            if !self.away.is_empty() {
+                self.away.remove(&destination);
+            }
+            return;
+        }
+        if self.away.len() >= self.prune_away_at && !self.away.contains_key(&destination) {
+            let holding: Vec<bool> = (0..self.pool.link_count())
+                .map(|k| self.pool.holds_sends(k, &self.state))
+                .collect();
+            self.away
+                .retain(|_, link| holding.get(*link).copied().unwrap_or(false));
+            self.prune_away_at = (self.away.len() * 2).max(AWAY_PRUNE_MIN);
+        }
+        self.away.insert(destination, sent_on);
     }
 
     fn teardown(&mut self) {
@@ -364,8 +402,21 @@ impl BrokerSession for SharedSession {
             .pool
             .link_for(&self.config().broker_form(&message.destination));
         let frame = self.config().send_frame(message);
-        let sent_on = self.pool.send_from(link, frame, &self.state, receipt)?;
+        let destination = frame
+            .headers
+            .get_bytes(header::DESTINATION)
+            .cloned()
+            .unwrap_or_default();
+        let previous = if self.away.is_empty() {
+            None
+        } else {
+            self.away.get(&destination).copied()
+        };
+        let sent_on = self
+            .pool
+            .send_from(link, previous, frame, &self.state, receipt)?;
         self.used_links |= 1 << (sent_on % 64);
+        self.note_away(destination, link, sent_on);
         Ok(())
     }
 
