@@ -22,6 +22,7 @@ mod memory;
 mod metrics;
 mod pubsub;
 mod queue;
+mod raw_ws;
 mod shutdown;
 mod slow_consumer;
 mod third_party;
