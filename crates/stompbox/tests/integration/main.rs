@@ -29,4 +29,5 @@ mod third_party;
 mod transactions;
 mod user_destinations;
 mod wildcard_limits;
+mod ws_conformance;
 mod ws_protocol;
