@@ -980,6 +980,23 @@ async fn data_after_close_is_ignored() {
     peer.expect_close(1001, "data after close").await;
 }
 
+/// Much more after the Close than one read takes in: the server need not
+/// read it, but its Close must still arrive and the stream end cleanly,
+/// not be cut off by a reset for the unread bytes. Repeated, as a reset
+/// that races the Close only shows now and then.
+#[tokio::test]
+async fn unread_data_after_close_does_not_cut_off_the_close() {
+    let server = roomy_server().await;
+    for round in 0..10 {
+        let mut peer = Peer::connected(&server, 70).await;
+        let mut bytes = peer.masks.frame(FIN | CLOSE, &1001u16.to_be_bytes());
+        bytes.extend(peer.masks.frame(FIN | BINARY, &vec![b'\n'; 200_000]));
+        peer.write(&bytes).await;
+        peer.expect_close(1001, &format!("200 kB after close, round {round}"))
+            .await;
+    }
+}
+
 /// A Close in the middle of a fragmented message ends it: echoed, and the
 /// unfinished message is dropped.
 #[tokio::test]
