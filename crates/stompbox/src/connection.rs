@@ -5,11 +5,12 @@
 
 use crate::auth::Handshake;
 use crate::frames::{ErrorReason, StompError};
-use crate::outbox::{Backlog, Congested, OutFrame, Outbox, STALL_AFTER};
+use crate::outbox::{Backlog, Congested, OutFrame, Outbox, PublisherPauses, STALL_AFTER};
 use crate::session::{Flow, Session};
 use crate::shared::ServerShared;
 use crate::telemetry::{Registered, SessionEntry, Telemetry};
 use crate::transport::{Read, Transport};
+use crate::websocket::CloseCode;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -19,7 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use stompbox_codec::{Command, DecodeError, Decoded, Decoder, Frame, Limits, Version};
 use tokio::time::{Instant, sleep_until, timeout};
-use crate::websocket::CloseCode;
 
 /// How a connection ended, for the one log line it gets.
 #[derive(Debug)]
@@ -43,12 +43,15 @@ const HEARTBEAT: &[u8] = b"\n";
 /// Bounds the time spent telling a misbehaving client why it is closed.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub(crate) async fn run(
+/// Drives one session to its end. Set-up happens before the returned
+/// future is first polled, so the future (held by every open session for
+/// its whole life) keeps only what the loop needs, not the arguments too.
+pub(crate) fn run(
     mut transport: Transport,
     server: Arc<ServerShared>,
     subprotocol_versions: Option<Vec<Version>>,
-    handshake: Handshake,
-) {
+    handshake: Arc<Handshake>,
+) -> impl Future<Output = ()> + Send + 'static {
     let peer = handshake.remote_addr.to_string();
     let config = Arc::clone(&server.config);
     let outbox = Arc::new(Outbox::with_backlog(
@@ -63,7 +66,6 @@ pub(crate) async fn run(
         Arc::clone(&outbox),
     );
     let entry = Arc::clone(&registered.entry);
-    let telemetry = &server.telemetry;
     let mut session = Session::new(
         Arc::clone(&server),
         Arc::clone(&outbox),
@@ -80,245 +82,237 @@ pub(crate) async fn run(
             .min(config.unauthenticated_frame_bytes),
         ..config.frame_limits
     });
-    let mut read_buf = BytesMut::new();
-    let mut batch = VecDeque::new();
     let mut shutdown = server.shutdown.subscribe();
-    let opened = Instant::now();
-    let mut last_read = opened;
-    let mut last_write = opened;
-    let mut deadline = opened + config.connect_timeout;
-    let mut heartbeats_armed = false;
-    let mut was_holding = false;
-    let heartbeat_every = AtomicU64::new(0);
-    // Set while the server-wide backlog is over its limit: no new frames are
-    // read or handled until the writers catch up.
-    let mut paused = false;
-    // Subscriber outboxes this client's work left past their pause mark, and
-    // the wait for them to drain: no new frames are read or handled until
-    // they have room (or the send time limit passed), so a publisher's burst
-    // slows the publisher instead of cutting off the subscribers it feeds.
-    let congested = Congested::new(config.send_timeout, Arc::clone(&server.publisher_pauses));
-    let mut congestion: Option<RoomWait> = None;
-    // A SUBSCRIBE or UNSUBSCRIBE past the session's rate, held (with nothing
-    // more read) until the instant it may be handled.
-    let mut held: Option<Frame> = None;
-    let mut throttled: Option<Instant> = None;
-    tracing::debug!(session = %session_id, %peer, transport = transport.kind(), "connection opened");
+    async move {
+        let telemetry = &server.telemetry;
+        let mut read_buf = BytesMut::new();
+        let mut batch = VecDeque::new();
+        let opened = Instant::now();
+        let mut last_read = opened;
+        let mut last_write = opened;
+        let mut deadline = opened + config.connect_timeout;
+        let mut heartbeats_armed = false;
+        let mut was_holding = false;
+        let heartbeat_every = AtomicU64::new(0);
+        // A SUBSCRIBE or UNSUBSCRIBE past the session's rate, held (with nothing
+        // more read) until the instant it may be handled.
+        let mut held: Option<Frame> = None;
+        // Set while nothing is read: the server-wide backlog is over its
+        // limit, this client congested subscriber outboxes, or its
+        // (UN)SUBSCRIBEs came too fast. Ends when the wait does.
+        let mut hold: Option<Hold> = None;
+        tracing::debug!(session = %session_id, %peer, transport = transport.kind(), "connection opened");
 
-    let end = loop {
-        // Set when there is input to handle: just read, or held while paused.
-        let mut input = false;
-        let buffered = read_buf.len();
-        tokio::select! {
-            biased;
-            () = stopped(&mut shutdown) => break End::Shutdown,
-            () = outbox.ready() => {
-                if outbox.overflowed() {
-                    break End::SlowConsumer(outbox.unacked_cap().unwrap_or("outbox full"));
-                }
-                outbox.take_all(&mut batch);
-                if outbox.take_wanted() {
-                    // Room again: queues that held messages back go on.
-                    session.drained();
-                }
-                if !batch.is_empty() {
-                    entry.writing(&batch);
-                    match write_in_time(&mut transport, &mut batch, config.send_timeout, &server.backlog).await {
-                        Ok(Ok(())) => last_write = Instant::now(),
-                        Ok(Err(e)) => break End::Io(e),
-                        Err(why) => break End::SlowConsumer(why),
+        let end = loop {
+            // Set when there is input to handle: just read, or held while paused.
+            let mut input = false;
+            let buffered = read_buf.len();
+            tokio::select! {
+                biased;
+                () = stopped(&mut shutdown) => break End::Shutdown,
+                () = outbox.ready() => {
+                    if outbox.overflowed() {
+                        break End::SlowConsumer(outbox.unacked_cap().unwrap_or("outbox full"));
+                    }
+                    outbox.take_all(&mut batch);
+                    if outbox.take_wanted() {
+                        // Room again: queues that held messages back go on.
+                        session.drained();
+                    }
+                    if !batch.is_empty() {
+                        entry.writing(&batch);
+                        match write_in_time(&mut transport, &mut batch, config.send_timeout, &server.backlog).await {
+                            Ok(Ok(())) => last_write = Instant::now(),
+                            Ok(Err(e)) => break End::Io(e),
+                            Err(why) => break End::SlowConsumer(why),
+                        }
+                    }
+                    if outbox.is_finished() {
+                        // The broker or an operator ended the session (its
+                        // ERROR was the last frame written).
+                        break ended_on_purpose(&entry);
                     }
                 }
-                if outbox.is_finished() {
-                    // The broker or an operator ended the session (its
-                    // ERROR was the last frame written).
-                    break ended_on_purpose(&entry);
+                () = until_resumed(&mut hold), if hold.is_some() => {
+                    hold = None;
+                    // Time spent held is the server's, not the client's silence.
+                    last_read = Instant::now();
+                    input = true;
                 }
-            }
-            () = server.backlog.drained(), if paused => {
-                paused = false;
-                // Time spent paused is the server's, not the client's silence.
-                last_read = Instant::now();
-                input = true;
-            }
-            () = until_room(&mut congestion), if congestion.is_some() => {
-                congestion = None;
-                last_read = Instant::now();
-                input = true;
-            }
-            () = sleep_until(throttled.unwrap_or(deadline)), if throttled.is_some() => {
-                throttled = None;
-                last_read = Instant::now();
-                input = true;
-            }
-            read = transport.read(&mut read_buf), if !paused && congestion.is_none() && throttled.is_none() => {
-                match read {
-                    Ok(Read::Data) => {}
-                    Ok(Read::Closed) => break End::ClientClosed,
-                    Ok(Read::TooLarge) => {
+                read = transport.read(&mut read_buf), if hold.is_none() => {
+                    match read {
+                        Ok(Read::Data) => {}
+                        Ok(Read::Closed) => break End::ClientClosed,
+                        Ok(Read::TooLarge) => {
+                            let e = StompError::new(format!(
+                                "frame too large: more than {} bytes",
+                                decoder.limits().max_frame_bytes
+                            ))
+                            .because(ErrorReason::FrameTooLarge);
+                            send_error(&mut transport, &outbox, &mut batch, &e, session.error_version(), &entry, telemetry).await;
+                            break End::ProtocolError(e.message);
+                        }
+                        Ok(Read::Violation(why)) => break End::WebSocketViolation(why),
+                        Err(e) => break End::Io(e),
+                    }
+                    entry.read(read_buf.len().saturating_sub(buffered));
+                    last_read = Instant::now();
+                    input = true;
+                }
+                () = sleep_until(deadline) => {
+                    let now = Instant::now();
+                    if !session.is_connected() {
                         let e = StompError::new(format!(
-                            "frame too large: more than {} bytes",
-                            decoder.limits().max_frame_bytes
+                            "no CONNECT frame within {} s", config.connect_timeout.as_secs()
                         ))
-                        .because(ErrorReason::FrameTooLarge);
+                        .because(ErrorReason::ConnectTimeout);
                         send_error(&mut transport, &outbox, &mut batch, &e, session.error_version(), &entry, telemetry).await;
                         break End::ProtocolError(e.message);
                     }
-                    Ok(Read::Violation(why)) => break End::WebSocketViolation(why),
-                    Err(e) => break End::Io(e),
-                }
-                entry.read(read_buf.len().saturating_sub(buffered));
-                last_read = Instant::now();
-                input = true;
-            }
-            () = sleep_until(deadline) => {
-                let now = Instant::now();
-                if !session.is_connected() {
-                    let e = StompError::new(format!(
-                        "no CONNECT frame within {} s", config.connect_timeout.as_secs()
-                    ))
-                    .because(ErrorReason::ConnectTimeout);
-                    send_error(&mut transport, &outbox, &mut batch, &e, session.error_version(), &entry, telemetry).await;
-                    break End::ProtocolError(e.message);
-                }
-                if session.expires_at().is_some_and(|at| now >= at) {
-                    let e = StompError::new(
-                        "access refused: the session's credentials expired; reconnect with fresh ones",
-                    )
-                    .because(ErrorReason::CredentialsExpired);
-                    send_error(&mut transport, &outbox, &mut batch, &e, session.error_version(), &entry, telemetry).await;
-                    break End::ProtocolError(e.message);
-                }
-                let heartbeat = session.heartbeat();
-                if let Some(every) = heartbeat.expect_every
-                    && !paused
-                    && congestion.is_none()
-                    && throttled.is_none()
-                    && now.duration_since(last_read) > every.mul_f64(config.heartbeat_grace)
-                {
-                        let e = StompError::new(format!(
-                            "no heart-beat or frame received for {} ms", now.duration_since(last_read).as_millis()
-                        ))
-                        .because(ErrorReason::HeartbeatTimeout);
+                    if session.expires_at().is_some_and(|at| now >= at) {
+                        let e = StompError::new(
+                            "access refused: the session's credentials expired; reconnect with fresh ones",
+                        )
+                        .because(ErrorReason::CredentialsExpired);
                         send_error(&mut transport, &outbox, &mut batch, &e, session.error_version(), &entry, telemetry).await;
                         break End::ProtocolError(e.message);
+                    }
+                    let heartbeat = session.heartbeat();
+                    if let Some(every) = heartbeat.expect_every
+                        && hold.is_none()
+                        && now.duration_since(last_read) > every.mul_f64(config.heartbeat_grace)
+                    {
+                            let e = StompError::new(format!(
+                                "no heart-beat or frame received for {} ms", now.duration_since(last_read).as_millis()
+                            ))
+                            .because(ErrorReason::HeartbeatTimeout);
+                            send_error(&mut transport, &outbox, &mut batch, &e, session.error_version(), &entry, telemetry).await;
+                            break End::ProtocolError(e.message);
+                    }
+                    if let Some(every) = heartbeat.send_every
+                        && now.duration_since(last_write) >= every
+                    {
+                        let _ = outbox.push(OutFrame::with_text(Bytes::from_static(HEARTBEAT), true));
+                        last_write = now;
+                    }
+                    let holding = hold.is_some();
+                    deadline = next_deadline(&session, &config, last_read, last_write, now, holding);
                 }
-                if let Some(every) = heartbeat.send_every
-                    && now.duration_since(last_write) >= every
-                {
-                    let _ = outbox.push(OutFrame::with_text(Bytes::from_static(HEARTBEAT), true));
-                    last_write = now;
-                }
-                let holding = paused || congestion.is_some() || throttled.is_some();
-                deadline = next_deadline(&session, &config, last_read, last_write, now, holding);
             }
-        }
-        if input {
-            heartbeat_every.store(heartbeat_ms(&session), Ordering::Relaxed);
-            let processed = process_while_writing(
-                Processing {
-                    decoder: &mut decoder,
-                    buf: &mut read_buf,
-                    session: &mut session,
-                    backlog: &server.backlog,
-                    congested: &congested,
-                    held: &mut held,
-                    heartbeat_ms: &heartbeat_every,
-                    entry: &entry,
-                    telemetry,
-                },
-                Writing {
-                    transport: &mut transport,
-                    outbox: &outbox,
-                    batch: &mut batch,
-                    send_timeout: config.send_timeout,
-                    backlog: &server.backlog,
-                    last_write: &mut last_write,
-                    heartbeat_ms: &heartbeat_every,
-                    entry: &entry,
-                },
-            )
-            .await;
-            match processed {
-                Err(end) => break end,
-                Ok(Ok(Step::Continue)) => {}
-                Ok(Ok(Step::Paused)) => paused = true,
-                Ok(Ok(Step::Throttled(until))) => throttled = Some(until),
-                Ok(Ok(Step::Congested)) => {
-                    let congested = congested.clone();
-                    congestion = Some(Box::pin(async move { congested.wait().await }));
-                }
-                Ok(Ok(Step::Close)) => break End::Disconnected,
-                Ok(Err(e)) => {
-                    send_error(
-                        &mut transport,
-                        &outbox,
-                        &mut batch,
-                        &e,
-                        session.error_version(),
-                        &entry,
+            if input {
+                heartbeat_every.store(heartbeat_ms(&session), Ordering::Relaxed);
+                // Boxed: handling frames (authentication, handlers, the
+                // broker) takes a future several times the size of the rest of
+                // this one; allocated per read, it is not held while idle.
+                let processed = Box::pin(process_while_writing(
+                    Processing {
+                        decoder: &mut decoder,
+                        buf: &mut read_buf,
+                        session: &mut session,
+                        backlog: &server.backlog,
+                        congestion: (config.send_timeout, &server.publisher_pauses),
+                        held: &mut held,
+                        heartbeat_ms: &heartbeat_every,
+                        entry: &entry,
                         telemetry,
-                    )
-                    .await;
-                    break End::ProtocolError(e.message);
+                    },
+                    Writing {
+                        transport: &mut transport,
+                        outbox: &outbox,
+                        batch: &mut batch,
+                        send_timeout: config.send_timeout,
+                        backlog: &server.backlog,
+                        last_write: &mut last_write,
+                        heartbeat_ms: &heartbeat_every,
+                        entry: &entry,
+                    },
+                ))
+                .await;
+                match processed {
+                    Err(end) => break end,
+                    Ok(Ok(Step::Continue)) => {}
+                    Ok(Ok(Step::Paused)) => {
+                        let server = Arc::clone(&server);
+                        hold = Some(Box::pin(async move { server.backlog.drained().await }));
+                    }
+                    Ok(Ok(Step::Throttled(until))) => hold = Some(Box::pin(sleep_until(until))),
+                    Ok(Ok(Step::Congested(congested))) => {
+                        hold = Some(Box::pin(async move { congested.wait().await }));
+                    }
+                    Ok(Ok(Step::Close)) => break End::Disconnected,
+                    Ok(Err(e)) => {
+                        send_error(
+                            &mut transport,
+                            &outbox,
+                            &mut batch,
+                            &e,
+                            session.error_version(),
+                            &entry,
+                            telemetry,
+                        )
+                        .await;
+                        break End::ProtocolError(e.message);
+                    }
+                }
+                if read_buf.is_empty() {
+                    // Every frame read is decoded: an idle session holds no
+                    // input buffer (nor, through it, the read it came from).
+                    read_buf = BytesMut::new();
                 }
             }
-            if read_buf.is_empty() {
-                // Every frame read is decoded: an idle session holds no
-                // input buffer (nor, through it, the read it came from).
-                read_buf = BytesMut::new();
+            if !heartbeats_armed && session.is_connected() {
+                // Larger than the STOMP frame limit, so that an oversized frame
+                // usually reaches the decoder and gets a STOMP ERROR; a message
+                // past this is refused by the WebSocket layer itself (close code
+                // 1009), as it cannot be read to its end without holding it.
+                transport.set_message_limit(config.frame_limits.max_frame_bytes.saturating_mul(4));
+                // The connect deadline no longer applies; heart-beats take over.
+                heartbeats_armed = true;
+                deadline = next_deadline(
+                    &session,
+                    &config,
+                    last_read,
+                    last_write,
+                    Instant::now(),
+                    false,
+                );
             }
-        }
-        if !heartbeats_armed && session.is_connected() {
-            // Larger than the STOMP frame limit, so that an oversized frame
-            // usually reaches the decoder and gets a STOMP ERROR; a message
-            // past this is refused by the WebSocket layer itself (close code
-            // 1009), as it cannot be read to its end without holding it.
-            transport.set_message_limit(config.frame_limits.max_frame_bytes.saturating_mul(4));
-            // The connect deadline no longer applies; heart-beats take over.
-            heartbeats_armed = true;
-            deadline = next_deadline(
-                &session,
-                &config,
-                last_read,
-                last_write,
-                Instant::now(),
-                false,
-            );
-        }
-        // A pause that ends brings the client's silence check back (from a
-        // fresh `last_read`); one that begins suspends it.
-        let holding = paused || congestion.is_some() || throttled.is_some();
-        if heartbeats_armed && holding != was_holding {
-            deadline = next_deadline(
-                &session,
-                &config,
-                last_read,
-                last_write,
-                Instant::now(),
-                holding,
-            );
-        }
-        was_holding = holding;
-    };
+            // A pause that ends brings the client's silence check back (from a
+            // fresh `last_read`); one that begins suspends it.
+            let holding = hold.is_some();
+            if heartbeats_armed && holding != was_holding {
+                deadline = next_deadline(
+                    &session,
+                    &config,
+                    last_read,
+                    last_write,
+                    Instant::now(),
+                    holding,
+                );
+            }
+            was_holding = holding;
+        };
 
-    let version = session.error_version();
-    // End the session before the (possibly slow) farewell on the socket, so
-    // that unacknowledged messages go back to their queues and the
-    // disconnect hook runs without waiting for the client.
-    session.end().await;
-    drop(session);
-    finish(
-        &mut transport,
-        &outbox,
-        &mut batch,
-        &end,
-        version,
-        &server,
-        registered,
-    )
-    .await;
-    log_end(&end, &session_id, &peer);
+        let version = session.error_version();
+        // End the session before the (possibly slow) farewell on the socket, so
+        // that unacknowledged messages go back to their queues and the
+        // disconnect hook runs without waiting for the client.
+        session.end().await;
+        drop(session);
+        // Boxed, as the processing below: a large future awaited once would
+        // otherwise enlarge the one every idle session holds.
+        Box::pin(finish(
+            &mut transport,
+            &outbox,
+            &mut batch,
+            &end,
+            version,
+            &server,
+            registered,
+        ))
+        .await;
+        log_end(&end, &session_id, &peer);
+    }
 }
 
 /// How a session whose outbox was finished on purpose ended.
@@ -339,7 +333,9 @@ struct Processing<'a> {
     buf: &'a mut BytesMut,
     session: &'a mut Session,
     backlog: &'a Backlog,
-    congested: &'a Congested,
+    /// The longest wait for congested subscribers (the send time limit),
+    /// and where such waits are counted.
+    congestion: (Duration, &'a Arc<PublisherPauses>),
     held: &'a mut Option<Frame>,
     /// The server's heart-beat interval in ms (0: none), set once CONNECT
     /// succeeds, for the writer running beside the processing.
@@ -348,10 +344,11 @@ struct Processing<'a> {
     telemetry: &'a Telemetry,
 }
 
-/// A publisher's pause for the subscribers it congested.
-type RoomWait = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// The wait that ends a hold on reading. Boxed: the waits are large, and
+/// rare, so an idle session's future does not make room for them.
+type Hold = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-async fn until_room(wait: &mut Option<RoomWait>) {
+async fn until_resumed(wait: &mut Option<Hold>) {
     match wait {
         Some(wait) => wait.await,
         None => std::future::pending().await,
@@ -373,24 +370,37 @@ async fn write_in_time(
     backlog: &Backlog,
 ) -> Result<std::io::Result<()>, &'static str> {
     let started = Instant::now();
-    let write = transport.write_batch(batch);
-    tokio::pin!(write);
-    let deadline = sleep_until(started + send_timeout);
-    tokio::pin!(deadline);
-    let mut check = tokio::time::interval_at(started + STALL_AFTER, STALL_AFTER / 4);
-    loop {
-        tokio::select! {
-            biased;
-            result = &mut write => return Ok(result),
-            () = &mut deadline => return Err("send time limit"),
-            _ = check.tick() => {
-                if backlog.pausing() {
-                    return Err("stalled while the server's unwritten output is over backlog_bytes");
+    let frames = batch.len();
+    let outcome = {
+        let write = transport.write_batch(batch);
+        tokio::pin!(write);
+        let deadline = sleep_until(started + send_timeout);
+        tokio::pin!(deadline);
+        let mut check = tokio::time::interval_at(started + STALL_AFTER, STALL_AFTER / 4);
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut write => break Ok(result),
+                () = &mut deadline => break Err("send time limit"),
+                _ = check.tick() => {
+                    if backlog.pausing() {
+                        break Err("stalled while the server's unwritten output is over backlog_bytes");
+                    }
                 }
             }
         }
+    };
+    if frames <= SMALL_BATCH {
+        // Light traffic: give the deque back, so that a session gone idle
+        // holds none (the outbox swaps deques with this one). A busy
+        // session writes larger batches and keeps its capacity.
+        *batch = VecDeque::new();
     }
+    outcome
 }
+
+/// Batches up to this many frames do not keep their deque allocated.
+const SMALL_BATCH: usize = 8;
 
 /// What writing the outbox needs.
 struct Writing<'a> {
@@ -472,15 +482,17 @@ async fn process_while_writing(
 }
 
 /// What the driver does after handling what was read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Step {
     /// Everything buffered was handled; read more.
     Continue,
     /// The server-wide backlog is over its limit: stop reading until it drains.
     Paused,
     /// The last frame left subscriber outboxes congested: stop reading
-    /// until they have room.
-    Congested,
+    /// until they have room (or the send time limit passed), so that a
+    /// publisher's burst slows the publisher instead of cutting off the
+    /// subscribers it feeds.
+    Congested(Congested),
     /// A SUBSCRIBE or UNSUBSCRIBE came faster than the session's rate: it
     /// is held, and nothing more read, until then.
     Throttled(Instant),
@@ -494,12 +506,14 @@ async fn process(work: &mut Processing<'_>) -> Result<Step, StompError> {
         buf,
         session,
         backlog,
-        congested,
+        congestion: (limit, pauses),
         held,
         heartbeat_ms: heartbeat_every,
         entry,
         telemetry,
     } = work;
+    // Made per read, not per session: an idle session holds none.
+    let congested = Congested::new(*limit, Arc::clone(pauses));
     loop {
         // A session not yet connected publishes nothing: its CONNECT (a
         // small frame) is handled even while the server catches up, or the
@@ -542,7 +556,7 @@ async fn process(work: &mut Processing<'_>) -> Result<Step, StompError> {
                     return Ok(Step::Close);
                 }
                 if congested.any() {
-                    return Ok(Step::Congested);
+                    return Ok(Step::Congested(congested));
                 }
             }
         }

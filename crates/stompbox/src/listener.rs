@@ -668,7 +668,7 @@ pub(crate) async fn accept_tcp(listener: TcpListener, shared: Arc<ServerShared>)
                     None => return,
                 },
             };
-            let handshake = Handshake::tcp(peer, shared.tls.is_some());
+            let handshake = Arc::new(Handshake::tcp(peer, shared.tls.is_some()));
             connection::run(transport, shared, None, handshake).await;
             drop(permit);
             drop(address_permit);

@@ -34,6 +34,19 @@ pub(crate) async fn read_appending(
     if buf.capacity() - buf.len() >= DIRECT_READ_MIN {
         return io.read_buf(buf).await;
     }
+    read_with(io, |bytes| buf.extend_from_slice(bytes)).await
+}
+
+/// Reads what is available and drops it; 0 at the end of the stream.
+pub(crate) async fn discard(io: &mut (impl AsyncRead + Unpin + ?Sized)) -> io::Result<usize> {
+    read_with(io, |_| {}).await
+}
+
+/// One read into the scratch buffer, whose bytes `take` sees.
+async fn read_with(
+    io: &mut (impl AsyncRead + Unpin + ?Sized),
+    mut take: impl FnMut(&[u8]),
+) -> io::Result<usize> {
     poll_fn(|cx| {
         // Borrowed only within this poll, never across an await, so one
         // buffer per thread serves every connection it runs.
@@ -41,7 +54,7 @@ pub(crate) async fn read_appending(
             let mut scratch = scratch.borrow_mut();
             let mut read = ReadBuf::new(&mut scratch[..]);
             ready!(Pin::new(&mut *io).poll_read(cx, &mut read))?;
-            buf.extend_from_slice(read.filled());
+            take(read.filled());
             Poll::Ready(Ok(read.filled().len()))
         })
     })

@@ -3,12 +3,12 @@
 //! and take batches of encoded frames to write.
 
 use crate::outbox::OutFrame;
-use crate::scratch::read_appending;
+use crate::scratch::{discard, read_appending};
 use crate::websocket::{CloseCode, Received, WebSocket};
 use bytes::{Buf, BytesMut};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 /// What a read produced.
 #[derive(Debug)]
@@ -80,10 +80,9 @@ async fn write_stream(
 /// bytes).
 async fn linger(stream: &mut (impl AsyncRead + AsyncWrite + Unpin)) {
     let _ = stream.shutdown().await;
-    let mut sink = [0u8; 4096];
     let mut drained = 0;
     while drained < 1024 * 1024 {
-        match stream.read(&mut sink).await {
+        match discard(stream).await {
             Ok(0) | Err(_) => break,
             Ok(n) => drained += n,
         }

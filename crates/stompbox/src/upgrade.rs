@@ -198,13 +198,13 @@ pub(crate) async fn ws_upgrade(
             "server at its connection limit; try again later",
         );
     };
-    let handshake = Handshake {
+    let handshake = Arc::new(Handshake {
         transport: TransportKind::WebSocket,
         tls,
         remote_addr: remote,
         headers: request.headers().clone(),
         uri: Some(request.uri().clone()),
-    };
+    });
     let on_upgrade = hyper::upgrade::on(&mut request);
     // Until CONNECT succeeds, a message may be only twice the frame an
     // unauthenticated client may send (the driver raises it after): a frame
@@ -223,8 +223,12 @@ pub(crate) async fn ws_upgrade(
                 // Back to the listener's own stream, without hyper's
                 // wrapper; what hyper read past the request is handed on.
                 let ws = match upgraded.downcast::<TokioIo<Box<dyn Io>>>() {
-                    Ok(parts) => WebSocket::new(parts.io.into_inner(), &parts.read_buf, message_limit),
-                    Err(upgraded) => WebSocket::new(Box::new(TokioIo::new(upgraded)), &[], message_limit),
+                    Ok(parts) => {
+                        WebSocket::new(parts.io.into_inner(), &parts.read_buf, message_limit)
+                    }
+                    Err(upgraded) => {
+                        WebSocket::new(Box::new(TokioIo::new(upgraded)), &[], message_limit)
+                    }
                 };
                 connection::run(
                     Transport::WebSocket(Box::new(ws)),

@@ -245,6 +245,18 @@ impl WebSocket {
             },
             n => (n as u64, 0),
         };
+        // RFC 6455 §5.2: "the minimal number of bytes MUST be used".
+        let minimal = match length_bytes {
+            2 => length > 125,
+            8 => length > 0xffff,
+            _ => true,
+        };
+        if !minimal {
+            return self.violation(
+                CloseCode::PROTOCOL_ERROR,
+                "payload length not in its shortest encoding",
+            );
+        }
         if !control {
             match (&self.fragments, opcode) {
                 (None, 0x0) => {
@@ -474,30 +486,32 @@ impl WebSocket {
         Poll::Ready(Ok(()))
     }
 
-    /// Sends our Close (`code`, unless a Close is queued already), waits
-    /// for the peer's unless it came first, and closes the connection. The
-    /// caller bounds the time.
+    /// Sends our Close (`code`, unless a Close is queued already) and
+    /// closes the connection. The caller bounds the time.
     pub(crate) async fn close(&mut self, code: CloseCode, reason: &str) {
         self.queue_close(code, reason);
-        if poll_fn(|cx| self.poll_write_queued(cx)).await.is_err() || self.io.flush().await.is_err()
-        {
+        if poll_fn(|cx| self.poll_write_queued(cx)).await.is_err() {
             return;
         }
-        if !self.close_received {
-            // The peer's Close ends the handshake; what comes before it is
-            // read and dropped, within a bound.
-            self.failed = false;
-            self.max_message = MAX_DRAIN_BYTES;
-            let mut drained = 0;
-            while drained < MAX_DRAIN_BYTES {
-                match self.read().await {
-                    Ok(Received::Message(m)) => drained += m.len(),
-                    _ => break,
-                }
+        // Our side ends with the Close: the server closes the TCP
+        // connection first (RFC 6455 §7.1.1), without waiting on a client
+        // that may never answer.
+        let _ = self.io.shutdown().await;
+        if self.close_received {
+            return;
+        }
+        // Then the peer's Close (or its end of the stream) is awaited, and
+        // what comes before it dropped: a socket closed with unread input
+        // is reset, which can destroy our Close before the peer reads it.
+        self.failed = false;
+        self.max_message = MAX_DRAIN_BYTES;
+        let mut drained = 0;
+        while drained < MAX_DRAIN_BYTES {
+            match self.read().await {
+                Ok(Received::Message(m)) => drained += m.len(),
+                _ => break,
             }
         }
-        // The server closes the TCP connection first (RFC 6455 §7.1.1).
-        let _ = self.io.shutdown().await;
     }
 }
 

@@ -139,14 +139,14 @@ impl Session {
         outbox: Arc<Outbox>,
         entry: Arc<SessionEntry>,
         subprotocol_versions: Option<Vec<Version>>,
-        handshake: Handshake,
+        handshake: Arc<Handshake>,
     ) -> Session {
         Session {
             outbox,
             session_id: Arc::clone(&entry.id),
             entry,
             subprotocol_versions,
-            handshake: Some(Arc::new(handshake)),
+            handshake: Some(handshake),
             heartbeat: Heartbeat::default(),
             connected: None,
             next_reply: 0,
@@ -384,7 +384,9 @@ impl Session {
         let version = connected.version;
         let destination = required(&frame, header::DESTINATION)?.to_owned();
         let id = match (version, frame.headers.get_bytes(header::ID)) {
-            (_, Some(id)) => id.clone(),
+            // A copy: the subscription outlives the frame, and a slice of
+            // it would keep the whole read it came in alive.
+            (_, Some(id)) => Bytes::copy_from_slice(id),
             (Version::V1_0, None) => Bytes::copy_from_slice(destination.as_bytes()),
             _ => required_bytes(&frame, header::ID)?,
         };

@@ -9,6 +9,7 @@ use crate::broker::BrokerError;
 use crate::frames::encode;
 use crate::outbox::{OutFrame, Outbox};
 use crate::transport::{Read, Transport};
+use crate::websocket::CloseCode;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,7 +17,6 @@ use std::time::Duration;
 use stompbox_codec::{Command, Decoded, Decoder, Frame, Limits, Version, header};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};
-use crate::websocket::CloseCode;
 
 /// What the link's task reports.
 #[derive(Debug)]
