@@ -82,7 +82,10 @@ pub(crate) fn run(
             .min(config.unauthenticated_frame_bytes),
         ..config.frame_limits
     });
-    let mut shutdown = server.shutdown.subscribe();
+    if *server.shutdown.borrow() {
+        // Registered after the shutdown told every registered session.
+        outbox.shut_down();
+    }
     async move {
         let telemetry = &server.telemetry;
         let mut read_buf = BytesMut::new();
@@ -109,8 +112,10 @@ pub(crate) fn run(
             let buffered = read_buf.len();
             tokio::select! {
                 biased;
-                () = stopped(&mut shutdown) => break End::Shutdown,
                 () = outbox.ready() => {
+                    if outbox.is_shutting_down() {
+                        break End::Shutdown;
+                    }
                     if outbox.overflowed() {
                         break End::SlowConsumer(outbox.unacked_cap().unwrap_or("outbox full"));
                     }
@@ -254,6 +259,10 @@ pub(crate) fn run(
                         break End::ProtocolError(e.message);
                     }
                 }
+                if outbox.is_shutting_down() {
+                    // Told while handling frames (which took the wake-up).
+                    break End::Shutdown;
+                }
                 if read_buf.is_empty() {
                     // Every frame read is decoded: an idle session holds no
                     // input buffer (nor, through it, the read it came from).
@@ -321,10 +330,6 @@ fn ended_on_purpose(entry: &SessionEntry) -> End {
         Some(by) => End::Kicked(by),
         None => End::BrokerEnded,
     }
-}
-
-async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// What handling frames needs.

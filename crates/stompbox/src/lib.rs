@@ -29,6 +29,7 @@ mod scratch;
 mod server;
 mod session;
 mod shared;
+mod small_map;
 mod telemetry;
 mod tls;
 mod transport;

@@ -353,6 +353,8 @@ struct State {
     /// The cap a subscriber passed by not acknowledging, when that (and
     /// not its reading) made it a slow consumer.
     unacked_cap: Option<&'static str>,
+    /// The server is shutting down (see [`Outbox::shut_down`]).
+    shutting_down: bool,
 }
 
 /// Bounded (in bytes) multi-producer, single-consumer frame queue.
@@ -612,6 +614,20 @@ impl Outbox {
         self.notify.notify_one();
         self.room.notify_waiters();
         true
+    }
+
+    /// Tells the session's writer that the server is shutting down: it
+    /// delivers what is queued and ends the session. Every outbox is told
+    /// at once, instead of every session watching a signal of its own for
+    /// its whole life.
+    pub(crate) fn shut_down(&self) {
+        self.lock().shutting_down = true;
+        self.notify.notify_one();
+    }
+
+    /// True after [`Outbox::shut_down`].
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.lock().shutting_down
     }
 
     /// True after [`Outbox::finish`].

@@ -379,6 +379,11 @@ impl Server {
         }
         tracing::info!("shutting down");
         shared.shutdown.send_replace(true);
+        // Sessions registered from here on see the flag themselves.
+        shared
+            .telemetry
+            .sessions
+            .for_each(|entry| entry.outbox.shut_down());
         let all = u32::try_from(shared.config.max_connections).unwrap_or(u32::MAX);
         let drained = tokio::time::timeout(
             shared.config.shutdown_timeout + Duration::from_secs(1),

@@ -9,6 +9,7 @@ use crate::auth::{AuthError, ConnectRequest};
 use crate::broker::SessionContext;
 use crate::frames::{ErrorReason, StompError, encode};
 use crate::router;
+use crate::small_map::SmallMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -206,7 +207,7 @@ impl Session {
             }),
             _user_slot: user_slot,
             broker,
-            subscriptions: HashMap::new(),
+            subscriptions: SmallMap::new(),
             transactions: HashMap::new(),
             transaction_bytes: crate::budget::Held::new(Arc::clone(&self.server.transaction_bytes)),
             last_send_allowed: None,

@@ -11,6 +11,7 @@ use crate::broker::{AckMode, AckTarget, BrokerError, BrokerSession, Publish, Sub
 use crate::frames::{ErrorReason, StompError, receipt_frame};
 use crate::outbox::{OutFrame, Outbox};
 use crate::router::{self, Target};
+use crate::small_map::SmallMap;
 
 mod churn;
 mod connect;
@@ -84,7 +85,7 @@ struct Connected {
     /// Counts the session against its user's limit while it lasts.
     _user_slot: Option<UserSlot>,
     broker: Box<dyn BrokerSession>,
-    subscriptions: HashMap<Bytes, (SubscriptionKind, String)>,
+    subscriptions: SmallMap<Bytes, (SubscriptionKind, String)>,
     transactions: HashMap<Bytes, Vec<Frame>>,
     /// Memory of the frames buffered by all open transactions, taken from
     /// the server's transaction budget (given back when the session goes).

@@ -17,6 +17,7 @@ use super::{
     DestinationStats, Publish, SessionContext, SubscribeRequest,
 };
 use crate::budget::Budget;
+use crate::small_map::SmallMap;
 use bytes::{BufMut, Bytes, BytesMut};
 use queue::{Enqueued, Queue, QueueLimits};
 use stats::Counters;
@@ -293,8 +294,8 @@ impl Broker for EmbeddedBroker {
             topic_unacked,
             shared: Arc::clone(&self.shared),
             context,
-            subscriptions: HashMap::new(),
-            by_key: HashMap::new(),
+            subscriptions: SmallMap::new(),
+            by_key: SmallMap::new(),
             next_key: 1,
             wildcard_subscriptions: 0,
         };
@@ -370,8 +371,8 @@ struct EmbeddedSession {
     topic_unacked: Arc<Budget>,
     context: SessionContext,
     /// By client id; a user destination has two subscriptions under one id.
-    subscriptions: HashMap<Bytes, Vec<Arc<Subscription>>>,
-    by_key: HashMap<u64, Bytes>,
+    subscriptions: SmallMap<Bytes, Vec<Arc<Subscription>>>,
+    by_key: SmallMap<u64, Bytes>,
     next_key: u64,
     /// Wildcard topic subscriptions held, against `max_wildcard_subscriptions`.
     wildcard_subscriptions: usize,
