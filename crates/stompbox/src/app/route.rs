@@ -80,34 +80,34 @@ impl RouteTemplate {
     /// starting with `/`) and returns the captured variables.
     pub(crate) fn matches(&self, path: &str) -> Option<Vec<(Box<str>, String)>> {
         let rest = path.strip_prefix('/')?;
-        let parts: Vec<&str> = if rest.is_empty() {
-            Vec::new()
-        } else {
-            rest.split('/').collect()
-        };
+        // Walked segment by segment, without collecting the parts first: a
+        // route is matched on every message to it.
+        let mut parts = (!rest.is_empty())
+            .then(|| rest.split('/'))
+            .into_iter()
+            .flatten();
         let mut vars = Vec::new();
-        let mut i = 0;
         for segment in &self.segments {
+            let part = parts.next();
             match segment {
                 Segment::Rest => return Some(vars),
                 Segment::Literal(l) => {
-                    if parts.get(i) != Some(&l.as_ref()) {
+                    if part != Some(l.as_ref()) {
                         return None;
                     }
                 }
                 Segment::Wildcard => {
-                    if parts.get(i).is_none_or(|p| p.is_empty()) {
+                    if part.is_none_or(str::is_empty) {
                         return None;
                     }
                 }
                 Segment::Variable(name) => {
-                    let value = parts.get(i).filter(|p| !p.is_empty())?;
-                    vars.push((name.clone(), (*value).to_owned()));
+                    let value = part.filter(|p| !p.is_empty())?;
+                    vars.push((name.clone(), value.to_owned()));
                 }
             }
-            i += 1;
         }
-        (i == parts.len()).then_some(vars)
+        parts.next().is_none().then_some(vars)
     }
 
     /// Literal segments first, so `/chat/lobby` wins over `/chat/{room}`
@@ -148,6 +148,13 @@ mod tests {
         assert_eq!(vars("/a/**", "/a/b/c"), Some(vec![]));
         assert_eq!(vars("/{x}/{y}", "/1/2").map(|v| v.len()), Some(2));
         assert_eq!(vars("/", "/"), Some(vec![]));
+        assert_eq!(vars("/", "/a"), None);
+        assert_eq!(vars("/a", "/"), None);
+        assert_eq!(vars("/a", "/a/"), None);
+        assert_eq!(vars("/a/*", "/a/"), None);
+        assert_eq!(vars("/a/**", "/a/"), Some(vec![]));
+        assert_eq!(vars("/a/b", "a/b"), None);
+        assert_eq!(vars("/bench/echo", "/bench/echo"), Some(vec![]));
     }
 
     #[test]
