@@ -82,10 +82,7 @@ impl RouteTemplate {
         let rest = path.strip_prefix('/')?;
         // Walked segment by segment, without collecting the parts first: a
         // route is matched on every message to it.
-        let mut parts = (!rest.is_empty())
-            .then(|| rest.split('/'))
-            .into_iter()
-            .flatten();
+        let mut parts = Parts((!rest.is_empty()).then_some(rest));
         let mut vars = Vec::new();
         for segment in &self.segments {
             let part = parts.next();
@@ -123,6 +120,28 @@ impl RouteTemplate {
     }
 }
 
+/// The `/`-separated parts of a path (after its leading `/`), as
+/// `str::split` gives them, with a plain byte search: paths are short.
+struct Parts<'a>(Option<&'a str>);
+
+impl<'a> Iterator for Parts<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.0?;
+        match rest.bytes().position(|b| b == b'/') {
+            Some(slash) => {
+                self.0 = Some(&rest[slash + 1..]);
+                Some(&rest[..slash])
+            }
+            None => {
+                self.0 = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +174,18 @@ mod tests {
         assert_eq!(vars("/a/**", "/a/"), Some(vec![]));
         assert_eq!(vars("/a/b", "a/b"), None);
         assert_eq!(vars("/bench/echo", "/bench/echo"), Some(vec![]));
+    }
+
+    #[test]
+    fn parts_split_like_str_split() {
+        for path in ["a", "a/b", "a//b", "a/", "/a", "/", "ab/cd/ef/"] {
+            assert_eq!(
+                Parts(Some(path)).collect::<Vec<_>>(),
+                path.split('/').collect::<Vec<_>>(),
+                "{path}"
+            );
+        }
+        assert_eq!(Parts(None).next(), None);
     }
 
     #[test]
