@@ -37,6 +37,10 @@ pub enum Decoded {
 /// relative to the start of the caller's buffer, which only ever grows at the
 /// end between calls, so scanning resumes where it stopped instead of
 /// rescanning (a frame trickling in byte by byte stays linear).
+///
+/// No line or header positions are stored: once the head is complete it is
+/// split again (it is small, and was just scanned, so it is in cache), which
+/// costs less than the allocations a list of them would take per frame.
 #[derive(Debug, Default)]
 enum State {
     #[default]
@@ -44,7 +48,8 @@ enum State {
     Head {
         scanned: usize,
         line_start: usize,
-        lines: Vec<Range<usize>>,
+        /// Complete lines so far, the command line included.
+        lines: usize,
     },
     Body {
         head: Head,
@@ -55,7 +60,8 @@ enum State {
 #[derive(Debug)]
 struct Head {
     command: Command,
-    headers: Vec<(Range<usize>, Range<usize>)>,
+    /// Header lines.
+    headers: usize,
     body_start: usize,
     content_length: Option<usize>,
 }
@@ -136,7 +142,7 @@ impl Decoder {
                     self.state = State::Head {
                         scanned: 0,
                         line_start: 0,
-                        lines: Vec::new(),
+                        lines: 0,
                     };
                 }
                 State::Head {
@@ -149,7 +155,7 @@ impl Decoder {
                     else {
                         return Ok(None);
                     };
-                    let head = parse_head(buf, lines, body_start, &self.limits)?;
+                    let head = parse_head(buf, body_start, &self.limits)?;
                     self.state = State::Body { head, scanned: 0 };
                 }
                 State::Body { head, scanned } => {
@@ -173,10 +179,23 @@ impl Decoder {
     ) -> Result<Decoded, DecodeError> {
         let bytes = buf.split_to(body_end + 1).freeze();
         let escapes = head.command.escapes_headers(self.version);
-        let mut headers = Headers::with_capacity(head.headers.len());
-        for (name, value) in head.headers {
+        let mut headers = Headers::with_capacity(head.headers);
+        let head_bytes = &bytes[..head.body_start];
+        // The usual head has no escape, no NUL and is UTF-8 as a whole, so
+        // each of its names and values is (they are split at ASCII bytes):
+        // checked once instead of twice per header. Any other head takes
+        // the header-by-header checks, which also decide which error a
+        // head with several problems gets.
+        let plain = memchr::memchr2(b'\\', 0, head_bytes).is_none()
+            && std::str::from_utf8(head_bytes).is_ok();
+        for line in head_lines(head_bytes).skip(1) {
+            let (name, value) = split_header(head_bytes, line)?;
             let mut name = bytes.slice(name);
             let mut value = bytes.slice(value);
+            if plain {
+                headers.push(name, value);
+                continue;
+            }
             if escapes {
                 name = unescape(name, self.version)?;
                 value = unescape(value, self.version)?;
@@ -229,10 +248,10 @@ fn scan_head(
     buf: &[u8],
     scanned: &mut usize,
     line_start: &mut usize,
-    lines: &mut Vec<Range<usize>>,
+    lines: &mut usize,
     limits: &Limits,
 ) -> Result<Option<usize>, DecodeError> {
-    while let Some(offset) = buf[*scanned..].iter().position(|&b| b == b'\n') {
+    while let Some(offset) = memchr::memchr(b'\n', &buf[*scanned..]) {
         let newline = *scanned + offset;
         let mut end = newline;
         if end > *line_start && buf[end - 1] == b'\r' {
@@ -246,7 +265,7 @@ fn scan_head(
                 max: limits.max_header_line,
             });
         }
-        if lines.is_empty() {
+        if *lines == 0 {
             // Reject garbage at the first line instead of after a whole head.
             let command = &buf[line.clone()];
             if Command::parse(command).is_none() {
@@ -257,12 +276,12 @@ fn scan_head(
         } else if line.is_empty() {
             return Ok(Some(newline + 1));
         }
-        if lines.len() > limits.max_headers {
+        if *lines > limits.max_headers {
             return Err(DecodeError::TooManyHeaders {
                 max: limits.max_headers,
             });
         }
-        lines.push(line);
+        *lines += 1;
     }
     *scanned = buf.len();
     // A trailing '\r' may be the first half of a CRLF line ending, which a
@@ -282,26 +301,51 @@ fn scan_head(
     Ok(None)
 }
 
-fn parse_head(
+/// The lines of a complete head (`buf` up to the body), without their
+/// EOLs, as [`scan_head`] found them: the command line, then each header
+/// line, up to the blank line that ends the head.
+fn head_lines(head: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let newline = start + memchr::memchr(b'\n', head.get(start..)?)?;
+        let mut end = newline;
+        if end > start && head[end - 1] == b'\r' {
+            end -= 1;
+        }
+        let line = start..end;
+        // Only the blank line ending the head is empty: an empty first line
+        // is no command, and scanning stops at the first empty one after it.
+        if line.is_empty() {
+            return None;
+        }
+        start = newline + 1;
+        Some(line)
+    })
+}
+
+/// A header line's name and value.
+fn split_header(
     buf: &[u8],
-    lines: &[Range<usize>],
-    body_start: usize,
-    limits: &Limits,
-) -> Result<Head, DecodeError> {
-    let (command_line, header_lines) = lines
-        .split_first()
+    line: Range<usize>,
+) -> Result<(Range<usize>, Range<usize>), DecodeError> {
+    let colon = memchr::memchr(b':', &buf[line.clone()]).ok_or(DecodeError::MalformedHeader)?;
+    Ok((
+        line.start..line.start + colon,
+        line.start + colon + 1..line.end,
+    ))
+}
+
+fn parse_head(buf: &[u8], body_start: usize, limits: &Limits) -> Result<Head, DecodeError> {
+    let mut lines = head_lines(&buf[..body_start]);
+    let command_line = lines
+        .next()
         .ok_or_else(|| DecodeError::UnknownCommand(String::new()))?;
-    let command = Command::parse(&buf[command_line.clone()])
+    let command = Command::parse(&buf[command_line])
         .ok_or_else(|| DecodeError::UnknownCommand(String::new()))?;
-    let mut headers = Vec::with_capacity(header_lines.len());
+    let mut headers = 0;
     let mut content_length = None;
-    for line in header_lines {
-        let colon = buf[line.clone()]
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(DecodeError::MalformedHeader)?;
-        let name = line.start..line.start + colon;
-        let value = line.start + colon + 1..line.end;
+    for line in lines {
+        let (name, value) = split_header(buf, line)?;
         if content_length.is_none() && &buf[name.clone()] == header::CONTENT_LENGTH.as_bytes() {
             let text = &buf[value.clone()];
             let parsed = std::str::from_utf8(text)
@@ -320,7 +364,7 @@ fn parse_head(
             }
             content_length = Some(length);
         }
-        headers.push((name, value));
+        headers += 1;
     }
     Ok(Head {
         command,
@@ -387,6 +431,38 @@ mod tests {
             Decoded::Frame(f) => f,
             Decoded::Heartbeat => panic!("expected a frame"),
         }
+    }
+
+    #[test]
+    fn a_head_with_several_faults_gets_the_first_header_fault() {
+        // The whole-head fast path must not change which error a frame
+        // with more than one problem is refused with.
+        let first = |input: &[u8]| decode_all(input, Version::V1_2).unwrap_err();
+        assert_eq!(
+            first(b"SEND\na:\\t\nb:\xff\n\n\0"),
+            DecodeError::UndefinedEscape('t')
+        );
+        assert_eq!(
+            first(b"SEND\nb:\xff\na:\\t\n\n\0"),
+            DecodeError::InvalidUtf8
+        );
+        assert_eq!(
+            first(b"SEND\nb:x\0y\na:\xff\n\n\0"),
+            DecodeError::MalformedHeader
+        );
+        assert_eq!(
+            first(b"SEND\nnocolon\nb:\xff\n\n\0"),
+            DecodeError::MalformedHeader
+        );
+        // CONNECT does not unescape: a backslash is kept, and checked as text.
+        let items = decode_all(
+            b"CONNECT\nlogin:a\\tb\r\nhost:\xc3\xa9\n\n\0",
+            Version::V1_2,
+        )
+        .unwrap();
+        let connect = frame(&items[0]);
+        assert_eq!(connect.headers.get("login"), Some("a\\tb"));
+        assert_eq!(connect.headers.get("host"), Some("\u{e9}"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the broker. Also runs handlers (isolated from panics) and delivers their
 //! replies.
 
+use crate::app::user::{Owner, ReplyRoutes};
 use crate::app::{Payload, Reply, User, context};
 use crate::frames::{StompError, encode};
 use crate::outbox::Outbox;
@@ -141,7 +142,7 @@ pub(crate) async fn run_handler(
     session_id: &std::sync::Arc<str>,
     user: &User,
 ) -> Result<Reply, StompError> {
-    let Some((handler, vars, route)) = server.app.find(subscribe, path) else {
+    let Some((route, vars)) = server.app.find(subscribe, path) else {
         return Err(StompError::new(format!(
             "no application handler for {} '{destination}'",
             if subscribe { "SUBSCRIBE to" } else { "SEND to" }
@@ -157,10 +158,13 @@ pub(crate) async fn run_handler(
         server.messaging.clone(),
     );
     let started = std::time::Instant::now();
-    let reply = guarded(handler(context)).await;
-    server
-        .telemetry
-        .handler_finished(subscribe, route, started.elapsed());
+    let reply = guarded((route.handler())(context)).await;
+    server.telemetry.handler_finished(
+        subscribe,
+        route.template(),
+        route.latency(),
+        started.elapsed(),
+    );
     Ok(reply.unwrap_or_else(|()| {
         Reply::Error(format!("internal error while handling '{destination}'"))
     }))
@@ -192,9 +196,11 @@ fn queue_prefix(server: &ServerShared) -> &str {
     }
 }
 
-/// Delivers a SEND handler's reply.
+/// Delivers a SEND handler's reply. `routes` remembers, for the session,
+/// where its user destinations are on the broker.
 pub(crate) async fn deliver_reply(
     server: &ServerShared,
+    routes: &mut ReplyRoutes,
     reply: Reply,
     destination: &str,
     path: &str,
@@ -219,19 +225,15 @@ pub(crate) async fn deliver_reply(
             let to = to.unwrap_or_else(|| format!("{}{path}", queue_prefix(server)));
             // An anonymous session has no user to reach: its reply goes
             // to the session itself.
-            if only_this_session || !user.is_authenticated() {
-                server
-                    .messaging
-                    .send_to_session(session_id, &to, payload)
-                    .await
-                    .map(drop)
+            let owner = if only_this_session || !user.is_authenticated() {
+                Owner::Session
             } else {
-                server
-                    .messaging
-                    .send_to_user(user.name(), &to, payload)
-                    .await
-                    .map(drop)
-            }
+                Owner::User
+            };
+            server
+                .messaging
+                .reply_to(routes, owner, user.name(), session_id, &to, payload)
+                .await
         }
         Reply::Error(message) => {
             report_error(server, session_id, destination, &message).await;
@@ -245,6 +247,7 @@ pub(crate) async fn deliver_reply(
 
 /// Who a SUBSCRIBE handler's reply goes to.
 pub(crate) struct SubscribeReplyTarget<'a> {
+    pub(crate) routes: &'a mut ReplyRoutes,
     pub(crate) subscription: &'a [u8],
     pub(crate) destination: &'a str,
     pub(crate) path: &'a str,
@@ -265,6 +268,7 @@ pub(crate) async fn deliver_subscribe_reply(
     let Reply::Default(payload) = reply else {
         deliver_reply(
             server,
+            target.routes,
             reply,
             target.destination,
             target.path,

@@ -119,14 +119,29 @@ fn handler_latency() -> prometheus::HistogramVec {
 
 impl Telemetry {
     /// An application handler answered after `took`.
-    pub(crate) fn handler_finished(&self, subscribe: bool, route: &str, took: std::time::Duration) {
-        let kind = if subscribe { "subscribe" } else { "message" };
-        if let Ok(histogram) = self
-            .handler_latency
-            .get_metric_with_label_values(&[kind, route])
-        {
-            histogram.observe(took.as_secs_f64());
-        }
+    /// `cached` keeps the route's histogram after the first look-up (a
+    /// route belongs to one server, so to this telemetry).
+    pub(crate) fn handler_finished(
+        &self,
+        subscribe: bool,
+        route: &str,
+        cached: &std::sync::OnceLock<prometheus::Histogram>,
+        took: std::time::Duration,
+    ) {
+        let histogram = match cached.get() {
+            Some(histogram) => histogram,
+            None => {
+                let kind = if subscribe { "subscribe" } else { "message" };
+                let Ok(histogram) = self
+                    .handler_latency
+                    .get_metric_with_label_values(&[kind, route])
+                else {
+                    return;
+                };
+                cached.get_or_init(|| histogram)
+            }
+        };
+        histogram.observe(took.as_secs_f64());
     }
 
     pub(crate) fn frame_received(&self, command: Command) {

@@ -1,10 +1,11 @@
 //! The messaging handle: publish to any destination or user from anywhere.
 
 use super::reply::Payload;
-use super::user::{session_key, user_key};
+use super::user::{Owner, ReplyRoutes, session_key, user_key};
 use crate::broker::{Broker, BrokerError, Publish};
+use bytes::BytesMut;
 use std::sync::Arc;
-use stompbox_codec::{Command, Frame, header};
+use stompbox_codec::{Command, Frame, Headers, header};
 
 /// Why a message could not be published.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,12 +117,44 @@ pub(crate) fn check_headers(payload: &Payload) -> Result<(), MessagingError> {
 }
 
 pub(crate) fn send_frame(destination: &str, payload: Payload) -> Frame {
-    let mut frame = Frame::new(Command::Send)
-        .header(header::DESTINATION, destination)
-        .header(header::CONTENT_TYPE, &payload.content_type);
-    for (name, value) in &payload.headers {
-        if !RESERVED.contains(&name.as_str()) && name != header::CONTENT_TYPE {
-            frame.headers.push_str(name, value);
+    let mut frame = Frame::new(Command::Send);
+    {
+        let fields = || {
+            [
+                (header::DESTINATION, destination),
+                (header::CONTENT_TYPE, payload.content_type.as_str()),
+            ]
+            .into_iter()
+            .chain(
+                payload
+                    .headers
+                    .iter()
+                    .filter(|(name, _)| {
+                        !RESERVED.contains(&name.as_str()) && name != header::CONTENT_TYPE
+                    })
+                    .map(|(name, value)| (name.as_str(), value.as_str())),
+            )
+        };
+        // Every name and value in one buffer: one allocation for the frame's
+        // headers instead of two per header (a handler's reply is published
+        // on every request).
+        let mut buf = BytesMut::with_capacity(fields().map(|(n, v)| n.len() + v.len()).sum());
+        let mut count = 0;
+        for (name, value) in fields() {
+            buf.extend_from_slice(name.as_bytes());
+            buf.extend_from_slice(value.as_bytes());
+            count += 1;
+        }
+        let all = buf.freeze();
+        frame.headers = Headers::with_capacity(count);
+        let mut at = 0;
+        for (name, value) in fields() {
+            let middle = at + name.len();
+            let end = middle + value.len();
+            frame
+                .headers
+                .push(all.slice(at..middle), all.slice(middle..end));
+            at = end;
         }
     }
     frame.body = payload.body;
@@ -264,6 +297,12 @@ impl Messaging {
         destination: &str,
         payload: Payload,
     ) -> Result<(), MessagingError> {
+        self.check_user_destination(destination)?;
+        let resolved = self.inner.broker.user_destination(key);
+        self.publish_resolved(resolved, payload).await
+    }
+
+    fn check_user_destination(&self, destination: &str) -> Result<(), MessagingError> {
         if !self.inner.broker.handles(destination)
             || self.inner.broker.is_user_destination(destination)
             || destination.contains('\0')
@@ -272,8 +311,42 @@ impl Messaging {
                 destination.escape_debug().to_string(),
             ));
         }
+        Ok(())
+    }
+
+    /// [`Messaging::send_to_user`] (`owner` [`Owner::User`]) or
+    /// [`Messaging::send_to_session`] ([`Owner::Session`]) for a session's
+    /// handler reply, with the broker destination taken from the session's
+    /// `routes` instead of computed again for every reply.
+    pub(crate) async fn reply_to(
+        &self,
+        routes: &mut ReplyRoutes,
+        owner: Owner,
+        user: &str,
+        session_id: &str,
+        destination: &str,
+        payload: Payload,
+    ) -> Result<(), MessagingError> {
+        self.check_user_destination(destination)?;
+        let resolved = routes
+            .resolve(
+                self.inner.broker.as_ref(),
+                owner,
+                user,
+                session_id,
+                destination,
+            )
+            .to_owned();
+        self.publish_resolved(resolved, payload).await
+    }
+
+    /// Publishes to the broker destination a user destination resolved to.
+    async fn publish_resolved(
+        &self,
+        resolved: String,
+        payload: Payload,
+    ) -> Result<(), MessagingError> {
         check_headers(&payload)?;
-        let resolved = self.inner.broker.user_destination(key);
         let frame = send_frame(&resolved, payload);
         self.inner
             .broker

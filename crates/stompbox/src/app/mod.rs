@@ -135,9 +135,38 @@ pub(crate) struct Hooks {
     pub(crate) disconnect: Option<DisconnectHook>,
 }
 
-struct Route {
+pub(crate) struct Route {
     template: RouteTemplate,
     handler: BoxedHandler,
+    /// This route's latency histogram, once the first call looked it up:
+    /// the route serves one server for its life, and finding a labelled
+    /// metric hashes its labels under a lock.
+    latency: std::sync::OnceLock<prometheus::Histogram>,
+}
+
+impl Route {
+    fn new(template: RouteTemplate, handler: BoxedHandler) -> Route {
+        Route {
+            template,
+            handler,
+            latency: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The handler.
+    pub(crate) fn handler(&self) -> &BoxedHandler {
+        &self.handler
+    }
+
+    /// The template, which labels the handler's latency.
+    pub(crate) fn template(&self) -> &str {
+        self.template.as_str()
+    }
+
+    /// Where the route's latency histogram is kept once looked up.
+    pub(crate) fn latency(&self) -> &std::sync::OnceLock<prometheus::Histogram> {
+        &self.latency
+    }
 }
 
 /// An application: handlers for application destinations and lifecycle
@@ -218,10 +247,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
     /// When the template is not valid (a programming error, as in axum).
     #[must_use]
     pub fn message<H: Handler<T, S>, T>(mut self, template: &str, handler: H) -> App<S> {
-        let route = Route {
-            template: Self::route(template),
-            handler: self.boxed(handler),
-        };
+        let route = Route::new(Self::route(template), self.boxed(handler));
         self.message_routes.push(route);
         self
     }
@@ -234,10 +260,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
     /// When the template is not valid.
     #[must_use]
     pub fn subscribe<H: Handler<T, S>, T>(mut self, template: &str, handler: H) -> App<S> {
-        let route = Route {
-            template: Self::route(template),
-            handler: self.boxed(handler),
-        };
+        let route = Route::new(Self::route(template), self.boxed(handler));
         self.subscribe_routes.push(route);
         self
     }
@@ -343,23 +366,16 @@ pub(crate) struct AppRuntime {
 }
 
 impl AppRuntime {
-    /// The handler for `path`, its path variables, and its route template
-    /// (which labels the handler's latency).
-    pub(crate) fn find(
-        &self,
-        subscribe: bool,
-        path: &str,
-    ) -> Option<(BoxedHandler, PathVars, &str)> {
+    /// The route for `path`, and its path variables.
+    pub(crate) fn find(&self, subscribe: bool, path: &str) -> Option<(&Route, PathVars)> {
         let routes = if subscribe {
             &self.subscribe_routes
         } else {
             &self.message_routes
         };
-        routes.iter().find_map(|r| {
-            r.template
-                .matches(path)
-                .map(|vars| (Arc::clone(&r.handler), vars, r.template.as_str()))
-        })
+        routes
+            .iter()
+            .find_map(|r| r.template.matches(path).map(|vars| (r, vars)))
     }
 }
 

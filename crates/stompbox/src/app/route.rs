@@ -80,34 +80,31 @@ impl RouteTemplate {
     /// starting with `/`) and returns the captured variables.
     pub(crate) fn matches(&self, path: &str) -> Option<Vec<(Box<str>, String)>> {
         let rest = path.strip_prefix('/')?;
-        let parts: Vec<&str> = if rest.is_empty() {
-            Vec::new()
-        } else {
-            rest.split('/').collect()
-        };
+        // Walked segment by segment, without collecting the parts first: a
+        // route is matched on every message to it.
+        let mut parts = Parts((!rest.is_empty()).then_some(rest));
         let mut vars = Vec::new();
-        let mut i = 0;
         for segment in &self.segments {
+            let part = parts.next();
             match segment {
                 Segment::Rest => return Some(vars),
                 Segment::Literal(l) => {
-                    if parts.get(i) != Some(&l.as_ref()) {
+                    if part != Some(l.as_ref()) {
                         return None;
                     }
                 }
                 Segment::Wildcard => {
-                    if parts.get(i).is_none_or(|p| p.is_empty()) {
+                    if part.is_none_or(str::is_empty) {
                         return None;
                     }
                 }
                 Segment::Variable(name) => {
-                    let value = parts.get(i).filter(|p| !p.is_empty())?;
-                    vars.push((name.clone(), (*value).to_owned()));
+                    let value = part.filter(|p| !p.is_empty())?;
+                    vars.push((name.clone(), value.to_owned()));
                 }
             }
-            i += 1;
         }
-        (i == parts.len()).then_some(vars)
+        parts.next().is_none().then_some(vars)
     }
 
     /// Literal segments first, so `/chat/lobby` wins over `/chat/{room}`
@@ -120,6 +117,28 @@ impl RouteTemplate {
             .count();
         let not_rest = usize::from(!self.segments.contains(&Segment::Rest));
         (not_rest, literals)
+    }
+}
+
+/// The `/`-separated parts of a path (after its leading `/`), as
+/// `str::split` gives them, with a plain byte search: paths are short.
+struct Parts<'a>(Option<&'a str>);
+
+impl<'a> Iterator for Parts<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.0?;
+        match rest.bytes().position(|b| b == b'/') {
+            Some(slash) => {
+                self.0 = Some(&rest[slash + 1..]);
+                Some(&rest[..slash])
+            }
+            None => {
+                self.0 = None;
+                Some(rest)
+            }
+        }
     }
 }
 
@@ -148,6 +167,25 @@ mod tests {
         assert_eq!(vars("/a/**", "/a/b/c"), Some(vec![]));
         assert_eq!(vars("/{x}/{y}", "/1/2").map(|v| v.len()), Some(2));
         assert_eq!(vars("/", "/"), Some(vec![]));
+        assert_eq!(vars("/", "/a"), None);
+        assert_eq!(vars("/a", "/"), None);
+        assert_eq!(vars("/a", "/a/"), None);
+        assert_eq!(vars("/a/*", "/a/"), None);
+        assert_eq!(vars("/a/**", "/a/"), Some(vec![]));
+        assert_eq!(vars("/a/b", "a/b"), None);
+        assert_eq!(vars("/bench/echo", "/bench/echo"), Some(vec![]));
+    }
+
+    #[test]
+    fn parts_split_like_str_split() {
+        for path in ["a", "a/b", "a//b", "a/", "/a", "/", "ab/cd/ef/"] {
+            assert_eq!(
+                Parts(Some(path)).collect::<Vec<_>>(),
+                path.split('/').collect::<Vec<_>>(),
+                "{path}"
+            );
+        }
+        assert_eq!(Parts(None).next(), None);
     }
 
     #[test]

@@ -38,7 +38,76 @@ fn digest(owner: &str, destination: &str) -> String {
     // and ("a", "b/c") apart.
     sha.update(b"\n");
     sha.update(destination.as_bytes());
-    sha.digest().to_string()
+    // Lowercase hex, as `Digest`'s `Display` writes it, without going
+    // through the formatter byte by byte.
+    let mut hex = String::with_capacity(40);
+    for byte in sha.digest().bytes() {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    hex
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// How many user destinations one session remembers the broker destination
+/// of ([`ReplyRoutes`]). A handler usually answers at one or two.
+const REPLY_ROUTES: usize = 8;
+
+/// Whose user destination a reply goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// Every session of the session's user.
+    User,
+    /// The session alone.
+    Session,
+}
+
+/// The broker destinations a session's handler replies were last sent to,
+/// by user destination: a handler answering every request at the same
+/// `/queue/…` would otherwise hash and format the same key on each reply.
+/// The user and the session are fixed for the session's life, so the
+/// answer never changes; the cache is bounded by [`REPLY_ROUTES`].
+#[derive(Debug, Default)]
+pub(crate) struct ReplyRoutes {
+    routes: Vec<(Owner, Box<str>, Box<str>)>,
+}
+
+impl ReplyRoutes {
+    /// The broker destination of `destination` (e.g. `/queue/x`) for
+    /// `owner`: `user` is the session's user name, `session_id` its id.
+    pub(crate) fn resolve(
+        &mut self,
+        broker: &dyn crate::broker::Broker,
+        owner: Owner,
+        user: &str,
+        session_id: &str,
+        destination: &str,
+    ) -> &str {
+        let found = self
+            .routes
+            .iter()
+            .position(|(o, d, _)| *o == owner && d.as_ref() == destination);
+        let at = match found {
+            Some(at) => at,
+            None => {
+                let key = match owner {
+                    Owner::User => user_key(user, destination),
+                    Owner::Session => session_key(session_id, destination),
+                };
+                if self.routes.len() >= REPLY_ROUTES {
+                    self.routes.remove(0);
+                }
+                self.routes.push((
+                    owner,
+                    destination.into(),
+                    broker.user_destination(&key).into(),
+                ));
+                self.routes.len() - 1
+            }
+        };
+        &self.routes[at].2
+    }
 }
 
 /// A fresh unguessable session id: 128 random bits as 32 hex digits.
@@ -66,6 +135,7 @@ pub(crate) fn new_session_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::Broker;
 
     #[test]
     fn keys_separate_users_sessions_and_destinations() {
@@ -79,6 +149,52 @@ mod tests {
                 .bytes()
                 .all(|b| b == b'.' || b.is_ascii_alphanumeric())
         );
+    }
+
+    #[test]
+    fn keys_are_the_hex_sha1_of_owner_and_destination() {
+        // Other instances sharing the broker compute the same keys, so the
+        // encoding must never change.
+        let sha1_hex = |input: &[u8]| {
+            let mut sha = sha1_smol::Sha1::new();
+            sha.update(input);
+            sha.digest().to_string()
+        };
+        assert_eq!(
+            user_key("ann", "/queue/x"),
+            format!("u.{}", sha1_hex(b"ann\n/queue/x"))
+        );
+        assert_eq!(
+            session_key("s1", "/queue/x"),
+            format!("s.{}", sha1_hex(b"s1\n/queue/x"))
+        );
+    }
+
+    #[test]
+    fn reply_routes_remember_a_bounded_number_of_destinations() {
+        let broker = crate::broker::embedded::EmbeddedBroker::new(Default::default());
+        let mut routes = ReplyRoutes::default();
+        let direct = broker.user_destination(&session_key("s1", "/queue/a"));
+        assert_eq!(
+            routes.resolve(&broker, Owner::Session, "ann", "s1", "/queue/a"),
+            direct
+        );
+        assert_eq!(
+            routes.resolve(&broker, Owner::Session, "ann", "s1", "/queue/a"),
+            direct
+        );
+        assert_eq!(
+            routes.resolve(&broker, Owner::User, "ann", "s1", "/queue/a"),
+            broker.user_destination(&user_key("ann", "/queue/a"))
+        );
+        for i in 0..3 * REPLY_ROUTES {
+            let destination = format!("/queue/{i}");
+            assert_eq!(
+                routes.resolve(&broker, Owner::Session, "ann", "s1", &destination),
+                broker.user_destination(&session_key("s1", &destination))
+            );
+        }
+        assert_eq!(routes.routes.len(), REPLY_ROUTES);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! writes whatever it queues to the outbox.
 
 use crate::admission::UserSlot;
-use crate::app::user::{session_key, user_key};
+use crate::app::user::{ReplyRoutes, session_key, user_key};
 use crate::app::{SessionInfo, SubscriptionInfo, User};
 use crate::auth::Handshake;
 use crate::auth::access::Operation;
@@ -113,6 +113,8 @@ pub(crate) struct Session {
     heartbeat: Heartbeat,
     connected: Option<Connected>,
     next_reply: u64,
+    /// Where the session's handler replies go on the broker.
+    reply_routes: ReplyRoutes,
     subscription_rate: SubscriptionRate,
 }
 
@@ -151,6 +153,7 @@ impl Session {
             heartbeat: Heartbeat::default(),
             connected: None,
             next_reply: 0,
+            reply_routes: ReplyRoutes::default(),
             subscription_rate: SubscriptionRate::new(
                 server.config.subscriptions_per_sec,
                 Instant::now(),
@@ -270,6 +273,7 @@ impl Session {
                 }
                 // Validate now, so that a bad frame is refused when sent,
                 // not at COMMIT.
+                let mut classified = None;
                 if command == Command::Send {
                     // What the server marks a message with is never the
                     // client's to say: not to subscribers, nor to the
@@ -278,6 +282,7 @@ impl Session {
                     let destination = required(&frame, header::DESTINATION)?.to_owned();
                     let target = router::classify_send(&self.server, &destination)?;
                     self.authorize_send(&destination, &target, &frame).await?;
+                    classified = Some((destination, target));
                 } else {
                     ack_target(&frame, version)?;
                 }
@@ -286,7 +291,9 @@ impl Session {
                         self.buffer(tx, frame)?;
                         receipt
                     }
-                    None => self.apply(frame, receipt).await?,
+                    // Classified above: where a destination goes is fixed
+                    // for the server, so it is not worked out twice.
+                    None => self.apply(frame, receipt, classified).await?,
                 }
             }
             Command::Begin => {
@@ -311,7 +318,7 @@ impl Session {
                         // The last frame carries the COMMIT's receipt, so it
                         // arrives once everything before it took effect.
                         let carried = if i + 1 == count { owed.take() } else { None };
-                        owed = owed.or(self.apply(frame, carried).await?);
+                        owed = owed.or(self.apply(frame, carried, None).await?);
                         self.connected_mut()?.transaction_bytes.release(size);
                         // A COMMIT of many SENDs is paced like as many SENDs.
                         crate::outbox::Congested::wait_here().await;
@@ -453,6 +460,7 @@ impl Session {
                     &self.outbox,
                     reply,
                     router::SubscribeReplyTarget {
+                        routes: &mut self.reply_routes,
                         subscription: &id,
                         destination: &destination,
                         path: &path,
@@ -682,18 +690,27 @@ impl Session {
 
     /// Carries out a SEND, ACK or NACK (directly or at COMMIT).
     /// Returns the receipt if it is still owed (the broker did not take it).
+    /// `classified`: a SEND's destination and target, when already known.
     async fn apply(
         &mut self,
         frame: Frame,
         receipt: Option<Bytes>,
+        classified: Option<(String, Target)>,
     ) -> Result<Option<Bytes>, StompError> {
         let server = Arc::clone(&self.server);
         let version = self.connected_mut()?.version;
         match frame.command {
             Command::Send => {
-                let destination = required(&frame, header::DESTINATION)?.to_owned();
+                let (destination, target) = match classified {
+                    Some(classified) => classified,
+                    None => {
+                        let destination = required(&frame, header::DESTINATION)?.to_owned();
+                        let target = router::classify_send(&server, &destination)?;
+                        (destination, target)
+                    }
+                };
                 let mut frame = frame;
-                match router::classify_send(&server, &destination)? {
+                match target {
                     Target::Broker => {
                         let connected = self.connected_mut()?;
                         stamp_sender(&mut frame, &connected.user);
@@ -716,6 +733,7 @@ impl Session {
                         .await?;
                         router::deliver_reply(
                             &server,
+                            &mut self.reply_routes,
                             reply,
                             &destination,
                             &path,

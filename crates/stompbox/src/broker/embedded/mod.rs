@@ -230,7 +230,19 @@ impl Shared {
         let id = self.next_message.fetch_add(1, Ordering::Relaxed);
         let mut message_id = BytesMut::with_capacity(self.message_prefix.len() + 20);
         message_id.put_slice(self.message_prefix.as_bytes());
-        message_id.put_slice(id.to_string().as_bytes());
+        // The decimal digits, written here rather than through a String.
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = id;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        message_id.put_slice(&digits[at..]);
         let destination = publish.destination;
         let message = Arc::new(Message::new(
             message_id.freeze(),
@@ -239,11 +251,11 @@ impl Shared {
         ));
         match self.kind(&destination) {
             Some(Kind::Topic(routing_key)) => {
-                self.publish_topic(&self.topics, routing_key, &message);
+                self.publish_topic(&self.topics, routing_key, &message, false);
                 Ok(())
             }
             Some(Kind::User(key)) => {
-                self.publish_topic(&self.user_topics, key, &message);
+                self.publish_topic(&self.user_topics, key, &message, true);
                 Ok(())
             }
             Some(Kind::Queue) => {
@@ -259,17 +271,34 @@ impl Shared {
         }
     }
 
-    fn publish_topic(&self, registry: &TopicRegistry, routing_key: &str, message: &Arc<Message>) {
+    /// `usually_one`: the destination mostly has a single subscriber (a
+    /// user destination; a session's own has exactly one), so the first
+    /// delivery that cannot reuse a whole frame is encoded straight into
+    /// its frame, and only later ones share an encoded tail (which costs a
+    /// buffer and a copy more when nothing else uses it).
+    fn publish_topic(
+        &self,
+        registry: &TopicRegistry,
+        routing_key: &str,
+        message: &Arc<Message>,
+        usually_one: bool,
+    ) {
         // The encoded tail of the message is shared by every delivery of
         // this publish, and goes with it: a message held unacknowledged
         // holds its body once, in its frame.
         let mut fan_out = message::FanOut::new(message);
+        let mut direct = usually_one;
         registry.for_each_match(routing_key, |subscription| {
             if subscription.is_cancelled() {
                 return;
             }
             if subscription.ack != AckMode::Auto || subscription.display_destination.is_some() {
-                let _ = subscription.deliver(message, false, Some(fan_out.tails()));
+                let tails = if std::mem::take(&mut direct) {
+                    None
+                } else {
+                    Some(fan_out.tails())
+                };
+                let _ = subscription.deliver(message, false, tails);
                 return;
             }
             let frame = fan_out.frame(&subscription.id, None, subscription.version);
