@@ -93,7 +93,10 @@ pub(crate) fn run(
         let opened = Instant::now();
         let mut last_read = opened;
         let mut last_write = opened;
-        let mut deadline = opened + config.connect_timeout;
+        // One timer for the session's life, moved when its deadline moves:
+        // a timer made per pass of the loop would be put into and taken out
+        // of the runtime's timer wheel at every wake-up.
+        let mut timer = std::pin::pin!(sleep_until(opened + config.connect_timeout));
         let mut heartbeats_armed = false;
         let mut was_holding = false;
         let heartbeat_every = AtomicU64::new(0);
@@ -164,7 +167,7 @@ pub(crate) fn run(
                     last_read = Instant::now();
                     input = true;
                 }
-                () = sleep_until(deadline) => {
+                () = &mut timer => {
                     let now = Instant::now();
                     if !session.is_connected() {
                         let e = StompError::new(format!(
@@ -201,7 +204,7 @@ pub(crate) fn run(
                         last_write = now;
                     }
                     let holding = hold.is_some();
-                    deadline = next_deadline(&session, &config, last_read, last_write, now, holding);
+                    timer.as_mut().reset(next_deadline(&session, &config, last_read, last_write, now, holding));
                 }
             }
             if input {
@@ -277,27 +280,27 @@ pub(crate) fn run(
                 transport.set_message_limit(config.frame_limits.max_frame_bytes.saturating_mul(4));
                 // The connect deadline no longer applies; heart-beats take over.
                 heartbeats_armed = true;
-                deadline = next_deadline(
+                timer.as_mut().reset(next_deadline(
                     &session,
                     &config,
                     last_read,
                     last_write,
                     Instant::now(),
                     false,
-                );
+                ));
             }
             // A pause that ends brings the client's silence check back (from a
             // fresh `last_read`); one that begins suspends it.
             let holding = hold.is_some();
             if heartbeats_armed && holding != was_holding {
-                deadline = next_deadline(
+                timer.as_mut().reset(next_deadline(
                     &session,
                     &config,
                     last_read,
                     last_write,
                     Instant::now(),
                     holding,
-                );
+                ));
             }
             was_holding = holding;
         };
@@ -379,22 +382,33 @@ async fn write_in_time(
     let outcome = {
         let write = transport.write_batch(batch);
         tokio::pin!(write);
-        let deadline = sleep_until(started + send_timeout);
-        tokio::pin!(deadline);
-        let mut check = tokio::time::interval_at(started + STALL_AFTER, STALL_AFTER / 4);
-        loop {
-            tokio::select! {
-                biased;
-                result = &mut write => break Ok(result),
-                () = &mut deadline => break Err("send time limit"),
-                _ = check.tick() => {
-                    if backlog.pausing() {
-                        break Err("stalled while the server's unwritten output is over backlog_bytes");
+        // Most writes complete at once, the socket having room: they need
+        // no timers (each one a trip into the runtime's timer wheel).
+        match futures_util::FutureExt::now_or_never(&mut write) {
+            Some(result) => Ok(result),
+            None => {
+                let deadline = sleep_until(started + send_timeout);
+                tokio::pin!(deadline);
+                let mut check = tokio::time::interval_at(started + STALL_AFTER, STALL_AFTER / 4);
+                loop {
+                    tokio::select! {
+                        biased;
+                        result = &mut write => break Ok(result),
+                        () = &mut deadline => break Err("send time limit"),
+                        _ = check.tick() => {
+                            if backlog.pausing() {
+                                break Err("stalled while the server's unwritten output is over backlog_bytes");
+                            }
+                        }
                     }
                 }
             }
         }
     };
+    finish_write(batch, frames, outcome)
+}
+
+fn finish_write<T>(batch: &mut VecDeque<OutFrame>, frames: usize, outcome: T) -> T {
     if frames <= SMALL_BATCH {
         // Light traffic: give the deque back, so that a session gone idle
         // holds none (the outbox swaps deques with this one). A busy
