@@ -423,6 +423,41 @@ fn memory_runs_every_attack_on_its_own_server_and_stays_within_the_caps() {
     assert!(result.ends_with(r#""ok":true}"#), "{result}");
 }
 
+/// 2,000 idle subscribed WebSocket sessions, each from the bench's own raw
+/// client: the server's resident memory grows by a few KiB per session. Not
+/// the benchmark's figure (that is a release build at 10,000), a bound that
+/// catches what made sessions cost three times as much: a read buffer held
+/// per connection, or a large future kept by every session's task.
+#[test]
+fn idle_subscribed_sessions_cost_a_few_kib_each() {
+    let (status, out, err) = run(&[
+        "bench",
+        "idle",
+        "--spawn",
+        "--connections",
+        "2000",
+        "--settle-secs",
+        "5",
+        "--json-only",
+    ]);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    let result = result_json(&out);
+    let spawned = target(&result, "spawned");
+    assert_eq!(uint(spawned, "established"), 2000, "{spawned}");
+    let per_session = spawned["rss_per_conn_kib"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no rss_per_conn_kib in {spawned}"));
+    assert!(
+        per_session > 0.5 && per_session <= IDLE_SESSION_KIB_BOUND,
+        "{per_session:.1} KiB per idle session: {spawned}"
+    );
+}
+
+/// What an idle session may cost in a test build (unoptimised futures are
+/// larger than a release build's 4.5 KiB; before the lazy read buffers and
+/// the boxed futures it was over 17).
+const IDLE_SESSION_KIB_BOUND: f64 = 8.0;
+
 /// The number after `"key":` in the member `object` of `json` (a flat
 /// search: `object` must be unique in the line, `key` unique within it).
 fn figure(json: &str, object: &str, key: &str) -> f64 {

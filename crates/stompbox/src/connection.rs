@@ -52,7 +52,7 @@ pub(crate) fn run(
     subprotocol_versions: Option<Vec<Version>>,
     handshake: Arc<Handshake>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let peer = handshake.remote_addr.to_string();
+    let peer = handshake.remote_addr;
     let config = Arc::clone(&server.config);
     let outbox = Arc::new(Outbox::with_backlog(
         config.outbox_bytes,
@@ -102,7 +102,8 @@ pub(crate) fn run(
         let heartbeat_every = AtomicU64::new(0);
         // A SUBSCRIBE or UNSUBSCRIBE past the session's rate, held (with nothing
         // more read) until the instant it may be handled.
-        let mut held: Option<Frame> = None;
+        // Boxed: rare, and an idle session holds none.
+        let mut held: Option<Box<Frame>> = None;
         // Set while nothing is read: the server-wide backlog is over its
         // limit, this client congested subscriber outboxes, or its
         // (UN)SUBSCRIBEs came too fast. Ends when the wait does.
@@ -157,7 +158,7 @@ pub(crate) fn run(
                                 decoder.limits().max_frame_bytes
                             ))
                             .because(ErrorReason::FrameTooLarge);
-                            send_error(&mut transport, &outbox, &mut batch, &e, session.error_version(), &entry, telemetry).await;
+                            Box::pin(send_error(&mut transport, &outbox, &mut batch, &e, session.error_version(), &entry, telemetry)).await;
                             break End::ProtocolError(e.message);
                         }
                         Ok(Read::Violation(why)) => break End::WebSocketViolation(why),
@@ -174,7 +175,7 @@ pub(crate) fn run(
                             "no CONNECT frame within {} s", config.connect_timeout.as_secs()
                         ))
                         .because(ErrorReason::ConnectTimeout);
-                        send_error(&mut transport, &outbox, &mut batch, &e, session.error_version(), &entry, telemetry).await;
+                        Box::pin(send_error(&mut transport, &outbox, &mut batch, &e, session.error_version(), &entry, telemetry)).await;
                         break End::ProtocolError(e.message);
                     }
                     if session.expires_at().is_some_and(|at| now >= at) {
@@ -182,7 +183,7 @@ pub(crate) fn run(
                             "access refused: the session's credentials expired; reconnect with fresh ones",
                         )
                         .because(ErrorReason::CredentialsExpired);
-                        send_error(&mut transport, &outbox, &mut batch, &e, session.error_version(), &entry, telemetry).await;
+                        Box::pin(send_error(&mut transport, &outbox, &mut batch, &e, session.error_version(), &entry, telemetry)).await;
                         break End::ProtocolError(e.message);
                     }
                     let heartbeat = session.heartbeat();
@@ -194,7 +195,7 @@ pub(crate) fn run(
                                 "no heart-beat or frame received for {} ms", now.duration_since(last_read).as_millis()
                             ))
                             .because(ErrorReason::HeartbeatTimeout);
-                            send_error(&mut transport, &outbox, &mut batch, &e, session.error_version(), &entry, telemetry).await;
+                            Box::pin(send_error(&mut transport, &outbox, &mut batch, &e, session.error_version(), &entry, telemetry)).await;
                             break End::ProtocolError(e.message);
                     }
                     if let Some(every) = heartbeat.send_every
@@ -249,7 +250,7 @@ pub(crate) fn run(
                     }
                     Ok(Ok(Step::Close)) => break End::Disconnected,
                     Ok(Err(e)) => {
-                        send_error(
+                        Box::pin(send_error(
                             &mut transport,
                             &outbox,
                             &mut batch,
@@ -257,7 +258,7 @@ pub(crate) fn run(
                             session.error_version(),
                             &entry,
                             telemetry,
-                        )
+                        ))
                         .await;
                         break End::ProtocolError(e.message);
                     }
@@ -344,7 +345,7 @@ struct Processing<'a> {
     /// The longest wait for congested subscribers (the send time limit),
     /// and where such waits are counted.
     congestion: (Duration, &'a Arc<PublisherPauses>),
-    held: &'a mut Option<Frame>,
+    held: &'a mut Option<Box<Frame>>,
     /// The server's heart-beat interval in ms (0: none), set once CONNECT
     /// succeeds, for the writer running beside the processing.
     heartbeat_ms: &'a AtomicU64,
@@ -386,26 +387,36 @@ async fn write_in_time(
         // no timers (each one a trip into the runtime's timer wheel).
         match futures_util::FutureExt::now_or_never(&mut write) {
             Some(result) => Ok(result),
-            None => {
-                let deadline = sleep_until(started + send_timeout);
-                tokio::pin!(deadline);
-                let mut check = tokio::time::interval_at(started + STALL_AFTER, STALL_AFTER / 4);
-                loop {
-                    tokio::select! {
-                        biased;
-                        result = &mut write => break Ok(result),
-                        () = &mut deadline => break Err("send time limit"),
-                        _ = check.tick() => {
-                            if backlog.pausing() {
-                                break Err("stalled while the server's unwritten output is over backlog_bytes");
-                            }
-                        }
-                    }
-                }
-            }
+            // Boxed: the timers are large and rarely needed.
+            None => Box::pin(wait_for_write(write, started + send_timeout, backlog)).await,
         }
     };
     finish_write(batch, frames, outcome)
+}
+
+/// Waits for a write that could not complete at once, within the send
+/// time limit, giving up early when it stalls while the server's backlog is
+/// over its limit.
+async fn wait_for_write(
+    mut write: Pin<&mut impl Future<Output = std::io::Result<()>>>,
+    deadline: Instant,
+    backlog: &Backlog,
+) -> Result<std::io::Result<()>, &'static str> {
+    let deadline = sleep_until(deadline);
+    tokio::pin!(deadline);
+    let mut check = tokio::time::interval_at(Instant::now() + STALL_AFTER, STALL_AFTER / 4);
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut write => return Ok(result),
+            () = &mut deadline => return Err("send time limit"),
+            _ = check.tick() => {
+                if backlog.pausing() {
+                    return Err("stalled while the server's unwritten output is over backlog_bytes");
+                }
+            }
+        }
+    }
 }
 
 fn finish_write<T>(batch: &mut VecDeque<OutFrame>, frames: usize, outcome: T) -> T {
@@ -541,7 +552,7 @@ async fn process(work: &mut Processing<'_>) -> Result<Step, StompError> {
             return Ok(Step::Paused);
         }
         let next = match held.take() {
-            Some(frame) => Some(Decoded::Frame(frame)),
+            Some(frame) => Some(Decoded::Frame(*frame)),
             None => decoder.decode(buf).map_err(|e| {
                 let reason = match e {
                     DecodeError::FrameTooLarge { .. }
@@ -561,7 +572,7 @@ async fn process(work: &mut Processing<'_>) -> Result<Step, StompError> {
                     entry.message_in();
                 }
                 if let Some(until) = session.hold_until(&frame, Instant::now()) {
-                    **held = Some(frame);
+                    **held = Some(Box::new(frame));
                     return Ok(Step::Throttled(until));
                 }
                 let was_connected = session.is_connected();
@@ -732,7 +743,7 @@ async fn finish(
     }
 }
 
-fn log_end(end: &End, session: &str, peer: &str) {
+fn log_end(end: &End, session: &str, peer: &std::net::SocketAddr) {
     match end {
         End::ClientClosed => tracing::debug!(%session, %peer, "connection closed by client"),
         End::Disconnected => tracing::debug!(%session, %peer, "client disconnected"),

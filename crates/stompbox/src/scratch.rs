@@ -11,15 +11,11 @@ use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::task::{Poll, ready};
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncRead, ReadBuf};
 
 /// One read system call takes at most this much.
 const SCRATCH_BYTES: usize = 64 * 1024;
-
-/// A buffer with at least this much room already (a large frame being
-/// received) is read into directly instead.
-const DIRECT_READ_MIN: usize = 16 * 1024;
 
 thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
@@ -31,32 +27,40 @@ pub(crate) async fn read_appending(
     io: &mut (impl AsyncRead + Unpin + ?Sized),
     buf: &mut BytesMut,
 ) -> io::Result<usize> {
-    if buf.capacity() - buf.len() >= DIRECT_READ_MIN {
-        return io.read_buf(buf).await;
-    }
-    read_with(io, |bytes| buf.extend_from_slice(bytes)).await
+    poll_fn(|cx| poll_read_appending(io, cx, buf)).await
+}
+
+/// [`read_appending`] as a poll, for readers that are polls themselves
+/// (their futures then stay small).
+pub(crate) fn poll_read_appending(
+    io: &mut (impl AsyncRead + Unpin + ?Sized),
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    poll_read_with(io, cx, |bytes| buf.extend_from_slice(bytes))
 }
 
 /// Reads what is available and drops it; 0 at the end of the stream.
 pub(crate) async fn discard(io: &mut (impl AsyncRead + Unpin + ?Sized)) -> io::Result<usize> {
-    read_with(io, |_| {}).await
+    poll_fn(|cx| poll_read_with(io, cx, |_| {})).await
 }
 
-/// One read into the scratch buffer, whose bytes `take` sees.
-async fn read_with(
+/// One read into the scratch buffer, whose bytes `take` sees. A buffer
+/// reserved for a large frame is filled from it too: one copy more, for a
+/// connection that holds nothing while idle.
+fn poll_read_with(
     io: &mut (impl AsyncRead + Unpin + ?Sized),
-    mut take: impl FnMut(&[u8]),
-) -> io::Result<usize> {
-    poll_fn(|cx| {
-        // Borrowed only within this poll, never across an await, so one
-        // buffer per thread serves every connection it runs.
-        SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let mut read = ReadBuf::new(&mut scratch[..]);
-            ready!(Pin::new(&mut *io).poll_read(cx, &mut read))?;
-            take(read.filled());
-            Poll::Ready(Ok(read.filled().len()))
-        })
+    cx: &mut Context<'_>,
+    take: impl FnOnce(&[u8]),
+) -> Poll<io::Result<usize>> {
+    // Borrowed only within this poll, never across an await, so one buffer
+    // per thread serves every connection it runs.
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let mut read = ReadBuf::new(&mut scratch[..]);
+        ready!(Pin::new(&mut *io).poll_read(cx, &mut read))?;
+        let n = read.filled().len();
+        take(read.filled());
+        Poll::Ready(Ok(n))
     })
-    .await
 }

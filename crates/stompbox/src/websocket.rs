@@ -15,7 +15,7 @@
 //! not.
 
 use crate::outbox::OutFrame;
-use crate::scratch::read_appending;
+use crate::scratch::poll_read_appending;
 use bytes::{Buf, BufMut, BytesMut};
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -28,8 +28,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
-/// A frame at least this long is read into a buffer reserved for all of
-/// it, not grown read by read (see [`read_appending`]).
+/// A frame at least this long gets a buffer reserved for all of it as soon
+/// as its header is read, instead of one grown read by read.
 const LARGE_FRAME: usize = 16 * 1024;
 
 /// Frames written by one vectored write (each is a header and up to two
@@ -95,12 +95,13 @@ pub(crate) struct WebSocket {
     /// Bytes read and not yet taken as frames. Empty, without an
     /// allocation, whenever no frame is half-received.
     pending: BytesMut,
-    fragments: Option<Fragments>,
+    /// Boxed, as `unfinished`: rare, and an idle session holds neither.
+    fragments: Option<Box<Fragments>>,
     max_message: usize,
     /// A frame that went out in part: it is finished before anything else
     /// is written, so that a write given up half-way (a timeout) does not
     /// leave a torn frame in front of the ERROR or Close that follows.
-    unfinished: Option<(OutFrame, usize)>,
+    unfinished: Option<Box<(OutFrame, usize)>>,
     /// A control frame to send (a Pong, or the Close), whole, after
     /// `unfinished`. Its bytes leave from the front as they are written.
     control: Vec<u8>,
@@ -157,36 +158,37 @@ impl WebSocket {
     /// a violation. Pings are answered on the way. Cancel-safe: whatever
     /// was read or half-written stays in `self`.
     pub(crate) async fn read(&mut self) -> io::Result<Received> {
+        // A poll rather than an async body: the session's future, which
+        // every idle session holds, then keeps no room for this one's.
+        poll_fn(|cx| self.poll_read(cx)).await
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Received>> {
         loop {
             if self.failed {
-                return Ok(Received::Closed);
+                return Poll::Ready(Ok(Received::Closed));
             }
             if !self.control.is_empty() && !self.close_queued {
                 // A Pong: sent before reading on, so that a client that
                 // pings without reading is held back by its own socket.
-                poll_fn(|cx| self.poll_write_queued(cx)).await?;
+                ready!(self.poll_write_queued(cx))?;
             }
             match self.parse() {
                 Parsed::Done(received) => {
                     if !matches!(received, Received::Message(_)) {
                         self.failed = true;
                     }
-                    return Ok(received);
+                    return Poll::Ready(Ok(received));
                 }
-                Parsed::Control => continue,
+                Parsed::Control => {}
                 Parsed::NeedMore => {
-                    if self.fill().await? == 0 {
+                    if ready!(poll_read_appending(&mut self.io, cx, &mut self.pending))? == 0 {
                         self.failed = true;
-                        return Ok(Received::Closed);
+                        return Poll::Ready(Ok(Received::Closed));
                     }
                 }
             }
         }
-    }
-
-    /// Reads more bytes into `pending`; 0 at the end of the stream.
-    async fn fill(&mut self) -> io::Result<usize> {
-        read_appending(&mut self.io, &mut self.pending).await
     }
 
     fn violation(&mut self, code: CloseCode, why: &str) -> Parsed {
@@ -326,11 +328,11 @@ impl WebSocket {
                 }
                 return Parsed::Done(Received::Message(payload));
             }
-            None => Fragments {
+            None => Box::new(Fragments {
                 text: opcode == 0x1,
                 payload,
                 checked: 0,
-            },
+            }),
         };
         if fragments.text {
             match std::str::from_utf8(&fragments.payload[fragments.checked..]) {
@@ -401,7 +403,8 @@ impl WebSocket {
 
     /// Writes the unfinished frame, then a queued control frame.
     fn poll_write_queued(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some((frame, written)) = &mut self.unfinished {
+        while let Some(unfinished) = &mut self.unfinished {
+            let (frame, written) = &mut **unfinished;
             let mut head = [0u8; 10];
             let head_len = frame_header(&mut head, frame);
             let mut slices = [IoSlice::new(&[]); 3];
@@ -477,7 +480,7 @@ impl WebSocket {
                 if n >= whole {
                     n -= whole;
                 } else {
-                    self.unfinished = Some((frame, n));
+                    self.unfinished = Some(Box::new((frame, n)));
                     ready!(self.poll_write_queued(cx))?;
                     break;
                 }
