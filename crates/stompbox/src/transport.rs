@@ -3,7 +3,7 @@
 //! and take batches of encoded frames to write.
 
 use crate::outbox::OutFrame;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -57,17 +57,36 @@ async fn read_stream(
     Ok(if n == 0 { Read::Closed } else { Read::Data })
 }
 
+/// Frames gathered into one vectored write: two slices each (a delivery's
+/// own head, then the tail it shares), well under any system's IOV_MAX.
+const FRAMES_PER_WRITE: usize = 64;
+
 async fn write_stream(
     stream: &mut (impl AsyncWrite + Unpin),
     frames: &mut VecDeque<OutFrame>,
 ) -> io::Result<()> {
-    while !frames.is_empty() {
-        let slices: Vec<IoSlice<'_>> = frames
+    loop {
+        // A frame with nothing (left) to write would make an empty write,
+        // which reads as the peer taking nothing.
+        while frames.front().is_some_and(|f| f.len() == 0) {
+            frames.pop_front();
+        }
+        if frames.is_empty() {
+            break;
+        }
+        // On the stack: a batch costs no allocation of its own.
+        let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
+        let mut count = 0;
+        for chunk in frames
             .iter()
-            .take(64)
-            .map(|f| IoSlice::new(&f.bytes))
-            .collect();
-        let mut written = stream.write_vectored(&slices).await?;
+            .take(FRAMES_PER_WRITE)
+            .flat_map(OutFrame::chunks)
+            .filter(|chunk| !chunk.is_empty())
+        {
+            slices[count] = IoSlice::new(chunk);
+            count += 1;
+        }
+        let mut written = stream.write_vectored(&slices[..count]).await?;
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -75,11 +94,12 @@ async fn write_stream(
             let Some(front) = frames.front_mut() else {
                 break;
             };
-            if written >= front.bytes.len() {
-                written -= front.bytes.len();
+            let len = front.len();
+            if written >= len {
+                written -= len;
                 frames.pop_front();
             } else {
-                front.bytes.advance(written);
+                front.advance(written);
                 written = 0;
             }
         }
@@ -150,10 +170,13 @@ impl Transport {
         match self {
             Transport::WebSocket(ws) => {
                 while let Some(frame) = frames.pop_front() {
+                    // One buffer per message for this WebSocket layer: a
+                    // delivery's head and shared tail are joined (a copy).
+                    let bytes = frame.to_bytes();
                     let message = if frame.text {
-                        Message::text(frame.bytes)
+                        Message::text(bytes)
                     } else {
-                        Message::binary(frame.bytes)
+                        Message::binary(bytes)
                     };
                     ws.feed(message).await.map_err(io::Error::other)?;
                 }
