@@ -185,16 +185,15 @@ fn needs_no_escaping(value: &[u8]) -> bool {
 /// the embedded broker's topic publish and the shared relay's local fan-out
 /// of one upstream MESSAGE. The tail is encoded once per version and the
 /// part of the head after the subscription id once per shown destination,
-/// so a delivery only puts its subscription id between two copies.
-/// Consecutive subscribers that share a subscription id and version
-/// (clients often all call theirs `sub-0`) get the very same frame, joined
-/// into one buffer: one write slice, one buffer for writers that need one.
+/// so a delivery only puts its subscription id between two copies, into
+/// the frame itself. Subscribers with the same subscription id (clients
+/// often all call theirs `sub-0`) are no different: their heads are as
+/// cheap as a clone would be, and the body is held once either way.
 pub(crate) struct FanOut<'m> {
     message: &'m Message,
     tails: Tails,
     /// The head after the subscription id, for the destination shown.
     suffix: Option<Suffix>,
-    last: Option<Last>,
 }
 
 /// `\ndestination:…\nredelivered:false\n` for one shown destination.
@@ -205,37 +204,12 @@ struct Suffix {
     bytes: Option<Vec<u8>>,
 }
 
-/// What the latest delivery of a [`FanOut`] was for, and its frame once a
-/// second subscriber wanted the same bytes.
-struct Last {
-    /// The subscription id, kept here (not a clone of the `Bytes`) so that
-    /// remembering it costs no reference count; longer ids are not reused.
-    subscription: [u8; LAST_ID],
-    subscription_len: usize,
-    display: Option<Bytes>,
-    version: Version,
-    joined: Option<OutFrame>,
-}
-
-/// Longest subscription id whose frame a [`FanOut`] reuses for the next
-/// subscriber with the same id.
-const LAST_ID: usize = 32;
-
-impl Last {
-    fn is_for(&self, subscription: &[u8], display: Option<&Bytes>, version: Version) -> bool {
-        self.version == version
-            && &self.subscription[..self.subscription_len] == subscription
-            && self.display.as_ref() == display
-    }
-}
-
 impl<'m> FanOut<'m> {
     pub(crate) fn new(message: &'m Message) -> FanOut<'m> {
         FanOut {
             message,
             tails: Tails::default(),
             suffix: None,
-            last: None,
         }
     }
 
@@ -253,63 +227,14 @@ impl<'m> FanOut<'m> {
         display: Option<&Bytes>,
         version: Version,
     ) -> OutFrame {
-        if let Some(last) = &mut self.last
-            && last.is_for(subscription, display, version)
-        {
-            if last.joined.is_none() {
-                // A second subscriber with the same bytes: from now on one
-                // buffer, counted once, serves every such subscriber.
-                let frame = Self::build(
-                    self.message,
-                    &mut self.tails,
-                    &mut self.suffix,
-                    subscription,
-                    display,
-                    version,
-                );
-                last.joined = Some(OutFrame::with_text(frame.to_bytes(), frame.text));
-            }
-            if let Some(joined) = &last.joined {
-                return joined.clone();
-            }
-        }
-        if subscription.len() <= LAST_ID {
-            let mut id = [0; LAST_ID];
-            id[..subscription.len()].copy_from_slice(subscription);
-            self.last = Some(Last {
-                subscription: id,
-                subscription_len: subscription.len(),
-                display: display.cloned(),
-                version,
-                joined: None,
-            });
-        } else {
-            self.last = None;
-        }
-        Self::build(
-            self.message,
-            &mut self.tails,
-            &mut self.suffix,
-            subscription,
-            display,
-            version,
-        )
-    }
-
-    fn build(
-        message: &Message,
-        tails: &mut Tails,
-        suffix: &mut Option<Suffix>,
-        subscription: &[u8],
-        display: Option<&Bytes>,
-        version: Version,
-    ) -> OutFrame {
-        if suffix
+        let message = self.message;
+        if self
+            .suffix
             .as_ref()
             .is_none_or(|s| s.display.as_ref() != display)
         {
             let destination = display.map_or(&message.destination[..], |d| &d[..]);
-            *suffix = Some(Suffix {
+            self.suffix = Some(Suffix {
                 display: display.cloned(),
                 bytes: needs_no_escaping(destination).then(|| {
                     [
@@ -324,10 +249,10 @@ impl<'m> FanOut<'m> {
         if let Some(Suffix {
             bytes: Some(suffix),
             ..
-        }) = suffix
+        }) = &self.suffix
             && needs_no_escaping(subscription)
         {
-            let template = tails.get(message, version);
+            let template = self.tails.get(message, version);
             return template.with_head(&[b"MESSAGE\nsubscription:", subscription, suffix]);
         }
         message.encode(
@@ -338,7 +263,7 @@ impl<'m> FanOut<'m> {
                 redelivered: false,
                 version,
             },
-            Some(tails),
+            Some(&mut self.tails),
         )
     }
 }
@@ -474,7 +399,7 @@ mod tests {
         let cases: Vec<(Bytes, Option<&Bytes>, Version)> = vec![
             (Bytes::from_static(b"1"), None, Version::V1_2),
             (Bytes::from_static(b"2"), None, Version::V1_2),
-            // The same id again, three times: one joined frame.
+            // The same id again.
             (Bytes::from_static(b"sub-0"), None, Version::V1_2),
             (Bytes::from_static(b"sub-0"), None, Version::V1_2),
             (Bytes::from_static(b"sub-0"), None, Version::V1_2),
@@ -484,8 +409,6 @@ mod tests {
             (Bytes::from_static(b"sub-0"), Some(&odd), Version::V1_0),
             (Bytes::from_static(b"a:b"), None, Version::V1_2),
             (Bytes::from_static(b"a\\b\r"), None, Version::V1_1),
-            (Bytes::from(vec![b'i'; LAST_ID + 1]), None, Version::V1_2),
-            (Bytes::from(vec![b'i'; LAST_ID + 1]), None, Version::V1_2),
             (Bytes::from(vec![b'i'; 200]), None, Version::V1_2),
         ];
         for (subscription, display, version) in cases {
