@@ -104,14 +104,25 @@ pub(crate) async fn run(
     let mut held: Option<Frame> = None;
     let mut throttled: Option<Instant> = None;
     tracing::debug!(session = %session_id, %peer, transport = transport.kind(), "connection opened");
+    // Made once, not on every turn of the loop: a subscriber's task turns
+    // once per delivery it is woken for, and a new timer (and shutdown
+    // waiter) each time costs registering in and removing from the
+    // runtime's shared timer wheel (and the shutdown channel's waiter list).
+    let timer = sleep_until(deadline);
+    tokio::pin!(timer);
+    let shutting_down = stopped(&mut shutdown);
+    tokio::pin!(shutting_down);
 
     let end = loop {
         // Set when there is input to handle: just read, or held while paused.
         let mut input = false;
         let buffered = read_buf.len();
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             biased;
-            () = stopped(&mut shutdown) => break End::Shutdown,
+            () = &mut shutting_down => break End::Shutdown,
             () = outbox.ready() => {
                 if outbox.overflowed() {
                     break End::SlowConsumer(outbox.unacked_cap().unwrap_or("outbox full"));
@@ -171,7 +182,7 @@ pub(crate) async fn run(
                 last_read = Instant::now();
                 input = true;
             }
-            () = sleep_until(deadline) => {
+            () = &mut timer => {
                 let now = Instant::now();
                 if !session.is_connected() {
                     let e = StompError::new(format!(

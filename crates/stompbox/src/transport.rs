@@ -74,19 +74,14 @@ async fn write_stream(
         if frames.is_empty() {
             break;
         }
-        // On the stack: a batch costs no allocation of its own.
-        let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
-        let mut count = 0;
-        for chunk in frames
-            .iter()
-            .take(FRAMES_PER_WRITE)
-            .flat_map(OutFrame::chunks)
-            .filter(|chunk| !chunk.is_empty())
-        {
-            slices[count] = IoSlice::new(chunk);
-            count += 1;
-        }
-        let mut written = stream.write_vectored(&slices[..count]).await?;
+        // Few frames (each delivery on its own, at low rates) need few
+        // slices, and filling a large array of them would cost more than
+        // the frames themselves.
+        let mut written = if frames.len() <= 4 {
+            write_some::<8>(stream, frames).await?
+        } else {
+            write_some::<{ 2 * FRAMES_PER_WRITE }>(stream, frames).await?
+        };
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -105,6 +100,31 @@ async fn write_stream(
         }
     }
     stream.flush().await
+}
+
+/// One vectored write of the first `N / 2` frames' chunks. The slices are
+/// built on the stack inside each poll, so a write allocates nothing and
+/// they are no part of the connection task's state across awaits (which
+/// every connection, idle or not, holds in memory).
+async fn write_some<const N: usize>(
+    stream: &mut (impl AsyncWrite + Unpin),
+    frames: &VecDeque<OutFrame>,
+) -> io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let mut slices = [IoSlice::new(&[]); N];
+        let mut count = 0;
+        for chunk in frames
+            .iter()
+            .take(N / 2)
+            .flat_map(OutFrame::chunks)
+            .filter(|chunk| !chunk.is_empty())
+        {
+            slices[count] = IoSlice::new(chunk);
+            count += 1;
+        }
+        std::pin::Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..count])
+    })
+    .await
 }
 
 /// Closing a socket with unread input makes the kernel send a reset, which
