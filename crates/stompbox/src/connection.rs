@@ -369,9 +369,8 @@ async fn until_resumed(wait: &mut Option<Hold>) {
 /// half), a write that has not finished for
 /// [`STALL_AFTER`] also ends the connection as a slow consumer: a client
 /// that takes nothing is then holding server memory that every other
-/// connection is waiting for (each stalled subscriber with its own
-/// subscription id holds its own copy of every message), and it must not
-/// hold it for the whole send time limit.
+/// connection is waiting for (the messages of its topics that nobody else
+/// still holds), and it must not hold it for the whole send time limit.
 async fn write_in_time(
     transport: &mut Transport,
     batch: &mut VecDeque<OutFrame>,

@@ -2,7 +2,7 @@
 //! frames for a connection (its own session, publishers on other tasks) and
 //! the one task that writes to its socket.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -102,20 +102,97 @@ impl Backlog {
     }
 }
 
-/// One encoded STOMP frame ready for the socket.
-#[derive(Debug, Clone)]
+/// Bytes of a delivery's own head held inside the frame itself: a MESSAGE
+/// line with subscription, destination and redelivered headers of usual
+/// lengths fits, so a delivery costs no allocation of its own. Sized so that
+/// a whole [`OutFrame`] stays small enough to queue by value.
+const INLINE_HEAD: usize = 85;
+
+/// The part of a frame written before its shared tail.
+#[derive(Clone)]
+enum Head {
+    /// `buf[start..end]` is still to be written.
+    Inline {
+        start: u8,
+        end: u8,
+        buf: [u8; INLINE_HEAD],
+    },
+    /// A head too long to keep inline.
+    Heap(Bytes),
+}
+
+impl Head {
+    const EMPTY: Head = Head::Inline {
+        start: 0,
+        end: 0,
+        buf: [0; INLINE_HEAD],
+    };
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Head::Inline { start, end, buf } => &buf[usize::from(*start)..usize::from(*end)],
+            Head::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl std::fmt::Debug for Head {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Bytes::copy_from_slice(self.as_slice()).fmt(f)
+    }
+}
+
+/// One encoded STOMP frame ready for the socket: a head of its own and a
+/// tail shared with every other delivery of the same message.
+///
+/// A publish to many subscribers encodes the tail (message-id, the
+/// publisher's headers, content-length, body, NUL) once per STOMP version;
+/// each delivery adds only the headers that differ between subscribers
+/// (subscription, destination, ack, redelivered), usually held inline, so
+/// a delivery neither copies the body nor allocates, whatever the
+/// subscription ids. Writers send head and tail with vectored writes.
+/// Frames that are not deliveries are a tail alone.
+#[derive(Debug)]
 pub struct OutFrame {
-    /// The frame's wire bytes, often shared with other connections.
-    pub bytes: Bytes,
+    head: Head,
+    /// Written after the head; shared between deliveries of one message.
+    tail: Bytes,
     /// True when the bytes are valid UTF-8, so a WebSocket may send them as a
     /// text message (browsers' STOMP clients handle either; text is friendlier
     /// to devtools). Computed once per encoded frame, not per delivery.
     pub text: bool,
-    /// The frame's count in the server-wide backlog, shared by every clone:
-    /// a frame fanned out to many outboxes shares one `Bytes`, so it is
-    /// counted once, from its first push until its last clone is written or
-    /// dropped.
+    /// The tail's count in the server-wide backlog, shared by every frame
+    /// with the same tail: a message fanned out to many outboxes holds its
+    /// tail once, so the tail is counted once, from its first push until
+    /// the last frame holding it is written or dropped.
     charge: Arc<OnceLock<Charge>>,
+    /// The head bytes this very frame added to the backlog when pushed
+    /// (each delivery's head is its own memory), taken off when it drops.
+    head_charge: u32,
+}
+
+impl Clone for OutFrame {
+    /// The same bytes, sharing the tail and its charge; the head's charge
+    /// belongs to the frame that was pushed, so a clone starts uncounted.
+    fn clone(&self) -> OutFrame {
+        OutFrame {
+            head: self.head.clone(),
+            tail: self.tail.clone(),
+            text: self.text,
+            charge: Arc::clone(&self.charge),
+            head_charge: 0,
+        }
+    }
+}
+
+impl Drop for OutFrame {
+    fn drop(&mut self) {
+        if self.head_charge > 0
+            && let Some(charge) = self.charge.get()
+        {
+            charge.backlog.sub(self.head_charge as usize);
+        }
+    }
 }
 
 impl OutFrame {
@@ -128,22 +205,116 @@ impl OutFrame {
     /// Wraps encoded bytes whose UTF-8 validity is already known.
     pub fn with_text(bytes: Bytes, text: bool) -> OutFrame {
         OutFrame {
-            bytes,
+            head: Head::EMPTY,
+            tail: bytes,
             text,
             charge: Arc::default(),
+            head_charge: 0,
         }
     }
 
-    /// Counts the frame in `backlog`, unless a clone already did.
-    fn charge(&self, backlog: &Arc<Backlog>) {
+    /// A frame of `head` (the concatenation of its parts) followed by this
+    /// frame's bytes, shared and counted once in the backlog with every
+    /// other frame made from this one. This frame is the template of one
+    /// message's deliveries: a tail without a head.
+    pub(crate) fn with_head(&self, head: &[&[u8]]) -> OutFrame {
+        debug_assert!(self.head.as_slice().is_empty(), "a template has no head");
+        let len: usize = head.iter().map(|part| part.len()).sum();
+        let head = match u8::try_from(len) {
+            Ok(end) if len <= INLINE_HEAD => {
+                let mut buf = [0; INLINE_HEAD];
+                let mut at = 0;
+                for part in head {
+                    buf[at..at + part.len()].copy_from_slice(part);
+                    at += part.len();
+                }
+                Head::Inline { start: 0, end, buf }
+            }
+            _ => Head::Heap(Bytes::from(head.concat())),
+        };
+        OutFrame {
+            head,
+            tail: self.tail.clone(),
+            text: self.text,
+            charge: Arc::clone(&self.charge),
+            head_charge: 0,
+        }
+    }
+
+    /// Bytes still to be written.
+    pub(crate) fn len(&self) -> usize {
+        self.head.as_slice().len() + self.tail.len()
+    }
+
+    /// The bytes still to be written, head then tail (either may be empty),
+    /// for one vectored write.
+    pub(crate) fn chunks(&self) -> [&[u8]; 2] {
+        [self.head.as_slice(), &self.tail]
+    }
+
+    /// True when the frame (from where it is now) starts with `prefix`.
+    pub(crate) fn starts_with(&self, prefix: &[u8]) -> bool {
+        let head = self.head.as_slice();
+        if head.len() >= prefix.len() {
+            return head.starts_with(prefix);
+        }
+        let (first, rest) = prefix.split_at(head.len());
+        head == first && self.tail.starts_with(rest)
+    }
+
+    /// The bytes still to be written, in one buffer: the tail itself when
+    /// there is no head, else a copy (tests compare frames with it).
+    #[cfg(test)]
+    pub(crate) fn to_bytes(&self) -> Bytes {
+        let head = self.head.as_slice();
+        if head.is_empty() {
+            return self.tail.clone();
+        }
+        let mut out = bytes::BytesMut::with_capacity(self.len());
+        out.extend_from_slice(head);
+        out.extend_from_slice(&self.tail);
+        out.freeze()
+    }
+
+    /// Drops the first `n` bytes, which were written (`n` at most
+    /// [`OutFrame::len`]). The backlog charge stays as it was until the
+    /// frame drops.
+    pub(crate) fn advance(&mut self, n: usize) {
+        let head_len = self.head.as_slice().len();
+        let in_head = n.min(head_len);
+        match &mut self.head {
+            Head::Inline { start, .. } => {
+                // in_head <= end - start, so this stays within u8.
+                *start += u8::try_from(in_head).unwrap_or(u8::MAX);
+            }
+            Head::Heap(bytes) => bytes.advance(in_head),
+        }
+        let in_tail = n - in_head;
+        assert!(
+            in_tail <= self.tail.len(),
+            "advanced past the end of a frame"
+        );
+        self.tail.advance(in_tail);
+    }
+
+    /// Counts the frame in `backlog`: its tail unless another frame with
+    /// the same tail already did, and its own head.
+    fn charge(&mut self, backlog: &Arc<Backlog>) {
         self.charge.get_or_init(|| {
-            let bytes = self.bytes.len();
+            let bytes = self.tail.len();
             backlog.add(bytes);
             Charge {
                 backlog: Arc::clone(backlog),
                 bytes,
             }
         });
+        let head = self.head.as_slice().len();
+        if self.head_charge == 0 && head > 0 {
+            // Heads are at most a few header lines; a larger one (never
+            // produced) would only be under-counted, not over-subtracted.
+            self.head_charge = u32::try_from(head).unwrap_or(u32::MAX);
+            backlog.add(self.head_charge as usize);
+        }
     }
 }
 
@@ -454,6 +625,7 @@ impl Outbox {
     fn push_or(&self, frame: OutFrame, close: bool) -> Result<bool, PushError> {
         // Counted before a writer can see the frame, so the writer's
         // uncounting (when it drops the frame) always follows.
+        let mut frame = frame;
         if let Some(backlog) = &self.backlog {
             frame.charge(backlog);
         }
@@ -461,7 +633,7 @@ impl Outbox {
         if state.closed {
             return Err(PushError::Closed);
         }
-        let len = frame.bytes.len();
+        let len = frame.len();
         if state.bytes + len > self.limit && !state.frames.is_empty() {
             if close {
                 self.overflow(state);
@@ -598,7 +770,7 @@ impl Outbox {
     /// everything queued and ends the connection (used to pass on an ERROR
     /// from an upstream broker, or a DISCONNECT to one). False, and nothing
     /// queued, when it was closed already.
-    pub fn finish(&self, last: OutFrame) -> bool {
+    pub fn finish(&self, mut last: OutFrame) -> bool {
         let mut state = self.lock();
         if state.closed {
             return false;
@@ -606,7 +778,7 @@ impl Outbox {
         if let Some(backlog) = &self.backlog {
             last.charge(backlog);
         }
-        state.bytes += last.bytes.len();
+        state.bytes += last.len();
         state.frames.push_back(last);
         state.closed = true;
         state.finished = true;
@@ -874,6 +1046,104 @@ mod tests {
             first <= STALL_AFTER * 2 && !again,
             "20 stalled subscribers held the publisher {first:?}; noted again on next frame: {again}"
         );
+    }
+
+    /// A delivery: `head` of its own before the template's tail.
+    fn delivery(template: &OutFrame, head: &[u8]) -> OutFrame {
+        template.with_head(&[head])
+    }
+
+    #[test]
+    fn a_delivery_is_its_head_then_the_shared_tail() {
+        let template = OutFrame::new(Bytes::from_static(b"message-id:1\n\nbody\0"));
+        let frame = delivery(&template, b"MESSAGE\nsubscription:7\n");
+        let [head, tail] = frame.chunks();
+        assert_eq!(head, b"MESSAGE\nsubscription:7\n");
+        assert_eq!(tail, b"message-id:1\n\nbody\0");
+        assert_eq!(frame.len(), head.len() + tail.len());
+        assert_eq!(
+            &frame.to_bytes()[..],
+            b"MESSAGE\nsubscription:7\nmessage-id:1\n\nbody\0"
+        );
+        assert!(frame.starts_with(b"MESSAGE\n"));
+        // A frame without a head starts in its tail.
+        assert!(OutFrame::new(Bytes::from_static(b"MESSAGE\n\n\0")).starts_with(b"MESSAGE\n"));
+        // The prefix may span head and tail.
+        assert!(delivery(&template, b"MESS").starts_with(b"MESSmessage-id"));
+        assert!(!delivery(&template, b"MESS").starts_with(b"MESSAGE\n"));
+        // A head too long to keep inline is kept whole all the same.
+        let long = vec![b'h'; INLINE_HEAD + 1];
+        let frame = delivery(&template, &long);
+        assert_eq!(frame.chunks()[0], &long[..]);
+        assert_eq!(frame.len(), long.len() + template.len());
+    }
+
+    #[test]
+    fn advancing_crosses_from_head_into_tail() {
+        let template = OutFrame::new(Bytes::from_static(b"tail-bytes"));
+        for head in [&b"head-"[..], &[b'h'; INLINE_HEAD + 3][..]] {
+            let whole = [head, b"tail-bytes"].concat();
+            // Every split of the frame into two writes, and a write ending
+            // exactly where the head ends.
+            for first in 0..=whole.len() {
+                let mut frame = delivery(&template, head);
+                frame.advance(first);
+                assert_eq!(frame.len(), whole.len() - first);
+                assert_eq!(frame.chunks().concat(), whole[first..]);
+                let rest = frame.len();
+                frame.advance(rest);
+                assert_eq!(frame.len(), 0);
+                assert_eq!(frame.chunks(), [&b""[..], &b""[..]]);
+            }
+            let mut frame = delivery(&template, head);
+            frame.advance(head.len());
+            assert_eq!(frame.chunks(), [&b""[..], &b"tail-bytes"[..]]);
+            frame.advance(3);
+            assert_eq!(frame.chunks(), [&b""[..], &b"l-bytes"[..]]);
+        }
+    }
+
+    #[test]
+    fn deliveries_count_their_shared_tail_once_and_each_head() {
+        let backlog = Arc::new(Backlog::new(100_000));
+        let outboxes: Vec<_> = (0..10)
+            .map(|_| Arc::new(Outbox::with_backlog(10_000, Arc::clone(&backlog))))
+            .collect();
+        let template = frame(1_000);
+        for (i, outbox) in outboxes.iter().enumerate() {
+            let head = format!("MESSAGE\nsubscription:{i:02}\n");
+            outbox.push(delivery(&template, head.as_bytes())).unwrap();
+        }
+        let head = "MESSAGE\nsubscription:00\n".len();
+        assert_eq!(backlog.bytes(), 1_000 + 10 * head);
+        // Each outbox holds the whole frame against its own limit.
+        assert!(outboxes.iter().all(|o| o.bytes() == 1_000 + head));
+        // A partly written delivery still holds its whole head until it is
+        // dropped; the tail stays counted while any delivery holds it.
+        let mut out = VecDeque::new();
+        outboxes[0].take_all(&mut out);
+        out[0].advance(head + 10);
+        assert_eq!(backlog.bytes(), 1_000 + 10 * head);
+        out.clear();
+        assert_eq!(backlog.bytes(), 1_000 + 9 * head);
+        // A clone of a pushed delivery is not counted until pushed itself.
+        outboxes[1].take_all(&mut out);
+        let copy = out[0].clone();
+        out.clear();
+        assert_eq!(backlog.bytes(), 1_000 + 8 * head);
+        outboxes[1].push(copy).unwrap();
+        assert_eq!(backlog.bytes(), 1_000 + 9 * head);
+        // Refused frames give their charge back at once.
+        outboxes[2].close();
+        assert_eq!(
+            outboxes[2].push(delivery(&template, b"x")),
+            Err(PushError::Closed)
+        );
+        assert_eq!(backlog.bytes(), 1_000 + 9 * head);
+        drop(outboxes);
+        assert_eq!(backlog.bytes(), 1_000, "the template still holds the tail");
+        drop(template);
+        assert_eq!(backlog.bytes(), 0);
     }
 
     fn frame(n: usize) -> OutFrame {

@@ -323,8 +323,8 @@ impl SessionEntry {
         let mut bytes = 0;
         let mut messages = 0;
         for frame in batch {
-            bytes += frame.bytes.len() as u64;
-            if frame.bytes.starts_with(b"MESSAGE\n") || frame.bytes.starts_with(b"MESSAGE\r\n") {
+            bytes += frame.len() as u64;
+            if frame.starts_with(b"MESSAGE\n") || frame.starts_with(b"MESSAGE\r\n") {
                 messages += 1;
             }
         }
@@ -540,7 +540,7 @@ mod tests {
         assert!(a.entry.outbox.is_finished());
         let mut out = std::collections::VecDeque::new();
         a.entry.outbox.take_all(&mut out);
-        let last = out.pop_back().map(|f| f.bytes).unwrap_or_default();
+        let last = out.pop_back().map(|f| f.to_bytes()).unwrap_or_default();
         assert!(last.starts_with(b"ERROR\n"), "{last:?}");
         assert_eq!(a.entry.kicked_by().as_deref(), Some("admin"));
     }

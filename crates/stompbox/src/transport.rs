@@ -5,7 +5,7 @@
 use crate::outbox::OutFrame;
 use crate::scratch::{discard, read_appending};
 use crate::websocket::{CloseCode, Received, WebSocket};
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -44,17 +44,31 @@ async fn read_stream(
     Ok(if n == 0 { Read::Closed } else { Read::Data })
 }
 
+/// Frames gathered into one vectored write: two slices each (a delivery's
+/// own head, then the tail it shares), well under any system's IOV_MAX.
+const FRAMES_PER_WRITE: usize = 64;
+
 async fn write_stream(
     stream: &mut (impl AsyncWrite + Unpin),
     frames: &mut VecDeque<OutFrame>,
 ) -> io::Result<()> {
-    while !frames.is_empty() {
-        let slices: Vec<IoSlice<'_>> = frames
-            .iter()
-            .take(64)
-            .map(|f| IoSlice::new(&f.bytes))
-            .collect();
-        let mut written = stream.write_vectored(&slices).await?;
+    loop {
+        // A frame with nothing (left) to write would make an empty write,
+        // which reads as the peer taking nothing.
+        while frames.front().is_some_and(|f| f.len() == 0) {
+            frames.pop_front();
+        }
+        if frames.is_empty() {
+            break;
+        }
+        // Few frames (each delivery on its own, at low rates) need few
+        // slices, and filling a large array of them would cost more than
+        // the frames themselves.
+        let mut written = if frames.len() <= 4 {
+            write_some::<8>(stream, frames).await?
+        } else {
+            write_some::<{ 2 * FRAMES_PER_WRITE }>(stream, frames).await?
+        };
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -62,16 +76,42 @@ async fn write_stream(
             let Some(front) = frames.front_mut() else {
                 break;
             };
-            if written >= front.bytes.len() {
-                written -= front.bytes.len();
+            let len = front.len();
+            if written >= len {
+                written -= len;
                 frames.pop_front();
             } else {
-                front.bytes.advance(written);
+                front.advance(written);
                 written = 0;
             }
         }
     }
     stream.flush().await
+}
+
+/// One vectored write of the first `N / 2` frames' chunks. The slices are
+/// built on the stack inside each poll, so a write allocates nothing and
+/// they are no part of the connection task's state across awaits (which
+/// every connection, idle or not, holds in memory).
+async fn write_some<const N: usize>(
+    stream: &mut (impl AsyncWrite + Unpin),
+    frames: &VecDeque<OutFrame>,
+) -> io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let mut slices = [IoSlice::new(&[]); N];
+        let mut count = 0;
+        for chunk in frames
+            .iter()
+            .take(N / 2)
+            .flat_map(OutFrame::chunks)
+            .filter(|chunk| !chunk.is_empty())
+        {
+            slices[count] = IoSlice::new(chunk);
+            count += 1;
+        }
+        std::pin::Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..count])
+    })
+    .await
 }
 
 /// Closing a socket with unread input makes the kernel send a reset, which

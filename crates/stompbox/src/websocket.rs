@@ -33,7 +33,8 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 const LARGE_FRAME: usize = 16 * 1024;
 
 /// Frames written by one vectored write (each is a header and up to two
-/// byte slices; Linux takes 1,024 slices per call).
+/// byte slices, a delivery's own head and the message's shared tail; Linux
+/// takes 1,024 slices per call).
 const FRAMES_PER_WRITE: usize = 64;
 
 /// Longest close reason we send: a control frame's payload is at most 125
@@ -408,17 +409,14 @@ impl WebSocket {
             let mut head = [0u8; 10];
             let head_len = frame_header(&mut head, frame);
             let mut slices = [IoSlice::new(&[]); 3];
-            let count = skip(
-                &mut slices,
-                [&head[..head_len], frame.bytes.as_ref(), &[]],
-                *written,
-            );
+            let [first, rest] = frame.chunks();
+            let count = skip(&mut slices, [&head[..head_len], first, rest], *written);
             let n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             *written += n;
-            if *written >= head_len + frame.bytes.len() {
+            if *written >= head_len + frame.len() {
                 self.unfinished = None;
             }
         }
@@ -458,14 +456,16 @@ impl WebSocket {
             for (i, frame) in frames.iter().take(batch).enumerate() {
                 head_lens[i] = frame_header(&mut heads[i], frame);
             }
-            let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
+            let mut slices = [IoSlice::new(&[]); 3 * FRAMES_PER_WRITE];
             let mut count = 0;
             for (i, frame) in frames.iter().take(batch).enumerate() {
                 slices[count] = IoSlice::new(&heads[i][..head_lens[i]]);
                 count += 1;
-                if !frame.bytes.is_empty() {
-                    slices[count] = IoSlice::new(&frame.bytes);
-                    count += 1;
+                for chunk in frame.chunks() {
+                    if !chunk.is_empty() {
+                        slices[count] = IoSlice::new(chunk);
+                        count += 1;
+                    }
                 }
             }
             let mut n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]))?;
@@ -476,7 +476,7 @@ impl WebSocket {
                 let Some(frame) = frames.pop_front() else {
                     break;
                 };
-                let whole = head_len + frame.bytes.len();
+                let whole = head_len + frame.len();
                 if n >= whole {
                     n -= whole;
                 } else {
@@ -538,7 +538,7 @@ fn skip<'a>(out: &mut [IoSlice<'a>; 3], parts: [&'a [u8]; 3], mut skip: usize) -
 fn frame_header(out: &mut [u8; 10], frame: &OutFrame) -> usize {
     let opcode = if frame.text { 0x1 } else { 0x2 };
     let mut rest = &mut out[..];
-    encode_header(&mut rest, opcode, frame.bytes.len());
+    encode_header(&mut rest, opcode, frame.len());
     let left = rest.len();
     10 - left
 }

@@ -459,7 +459,8 @@ pub(crate) fn unexpected(frame: &Frame, wanted: &str) -> String {
 }
 
 /// Connects (from `source`, when given), CONNECTs and SUBSCRIBEs to
-/// `destination`, waiting for the SUBSCRIBE's RECEIPT, all within `limit`.
+/// `destination` with subscription id `0`, waiting for the SUBSCRIBE's
+/// RECEIPT, all within `limit`.
 pub(crate) async fn subscribed(
     endpoint: &Endpoint,
     source: Option<IpAddr>,
@@ -468,10 +469,32 @@ pub(crate) async fn subscribed(
     receipt: &str,
     limit: Duration,
 ) -> Result<Conn, String> {
+    subscribed_as(
+        endpoint,
+        source,
+        heartbeat,
+        destination,
+        "0",
+        receipt,
+        limit,
+    )
+    .await
+}
+
+/// [`subscribed`] with subscription id `id`.
+async fn subscribed_as(
+    endpoint: &Endpoint,
+    source: Option<IpAddr>,
+    heartbeat: Option<Duration>,
+    destination: &str,
+    id: &str,
+    receipt: &str,
+    limit: Duration,
+) -> Result<Conn, String> {
     let setup = async {
         let mut conn = endpoint.connect(source, heartbeat).await?;
         let subscribe = Frame::new(Command::Subscribe)
-            .header(header::ID, "0")
+            .header(header::ID, id)
             .header(header::DESTINATION, destination)
             .header(header::ACK, "auto")
             .header(header::RECEIPT, receipt);
@@ -498,6 +521,11 @@ pub(crate) struct Fleet<'a> {
     pub(crate) deadline: tokio::time::Instant,
     /// What the connections are, for the error message ("subscribers").
     pub(crate) what: &'a str,
+    /// Connection `i` subscribes with id `i` instead of `0`: the server
+    /// then encodes each delivery's subscription header on its own, as
+    /// with clients that number subscriptions across connections (stomp.js
+    /// calls every connection's first one `sub-0`).
+    pub(crate) distinct_ids: bool,
 }
 
 /// Opens `fleet.count` subscribed connections, a bounded number at a time;
@@ -514,13 +542,19 @@ pub(crate) async fn connect_all(
         let permits = Arc::clone(&permits);
         let destination = destination(i);
         let (heartbeat, limit) = (fleet.heartbeat, fleet.limit);
+        let id = if fleet.distinct_ids {
+            i.to_string()
+        } else {
+            "0".to_owned()
+        };
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
-            subscribed(
+            subscribed_as(
                 &endpoint,
                 None,
                 heartbeat,
                 &destination,
+                &id,
                 &format!("sub-{i}"),
                 limit,
             )

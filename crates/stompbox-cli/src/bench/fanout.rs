@@ -91,6 +91,13 @@ pub(crate) struct FanoutArgs {
     /// scrapes.
     #[arg(long = "metrics", value_name = "STATE", value_delimiter = ',')]
     metrics: Vec<MetricsArg>,
+    /// Subscriber i subscribes with id `i` instead of every one with `0`:
+    /// no two deliveries of a message are then the same bytes, as with
+    /// clients that number subscriptions across connections (stomp-load
+    /// does). With `0` for all (stomp.js's `sub-0` is alike) the server
+    /// may send one encoded frame to every subscriber.
+    #[arg(long)]
+    distinct_ids: bool,
 }
 
 /// Every run's topic is this prefix and a random suffix of hex digits.
@@ -678,6 +685,7 @@ async fn measure(target: Target, args: &FanoutArgs, out: Out) -> Outcome {
             limit: Duration::from_secs(args.target.connect_timeout_secs),
             deadline,
             what: "subscribers",
+            distinct_ids: args.distinct_ids,
         };
         let (conns, errors) = connect_all(endpoint, fleet, |_| topic.clone()).await;
         per_instance.push(Json::uint(conns.len() as u64));

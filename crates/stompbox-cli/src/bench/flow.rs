@@ -192,6 +192,7 @@ async fn one_burst(
         limit: Duration::from_secs(args.target.connect_timeout_secs),
         deadline,
         what: "subscribers",
+        distinct_ids: false,
     };
     let (subscribers, setup_errors) = connect_all(endpoint, fleet, |_| topic.clone()).await;
     if !setup_errors.is_empty() {
@@ -546,6 +547,7 @@ async fn measure_stalled(target: Target, args: &StalledArgs, out: Out) -> Outcom
         limit: connect_limit,
         deadline,
         what: "stalled subscribers",
+        distinct_ids: false,
     };
     let (stalled, setup_errors) = connect_all(&endpoint, fleet, |_| stalled_topic.clone()).await;
     let stalled_ready = stalled.len();

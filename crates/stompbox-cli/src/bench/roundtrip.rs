@@ -187,6 +187,7 @@ async fn measure(target: Target, args: &RoundtripArgs, out: Out) -> Outcome {
         limit: Duration::from_secs(args.target.connect_timeout_secs),
         deadline,
         what: "clients",
+        distinct_ids: false,
     };
     let (clients, setup_errors) = connect_all(&endpoint, fleet, |_| args.reply_to.clone()).await;
     let setup_secs = setup_started.elapsed().as_secs_f64();

@@ -39,7 +39,7 @@ pub(crate) struct Message {
 /// headers) by version, kept only while one publish fans the message out,
 /// so that many subscribers cost one encoding, not one each.
 #[derive(Debug, Default)]
-pub(crate) struct Tails([Option<Bytes>; 3]);
+pub(crate) struct Tails([Option<OutFrame>; 3]);
 
 /// What differs between two deliveries of one message.
 #[derive(Debug, Clone, Copy)]
@@ -98,76 +98,110 @@ impl Message {
         out.put_u8(0);
     }
 
-    /// The MESSAGE frame for one delivery. With `tails`, the tail is
-    /// encoded once per version and reused by later calls with the same
-    /// `tails`; without, it is written straight into the frame.
+    /// The tail of this message's deliveries to `version` subscribers, as
+    /// a frame without a head (see [`OutFrame::with_head`]).
+    fn tail(&self, version: Version) -> OutFrame {
+        let mut out = BytesMut::with_capacity(128 + self.frame.len_bytes());
+        self.write_tail(version, &mut out);
+        OutFrame::with_text(out.freeze(), self.body_is_text)
+    }
+
+    /// The MESSAGE frame for one delivery: its own head, then the tail.
+    /// With `tails`, the tail is encoded once per version and shared by
+    /// later calls with the same `tails`.
     pub(crate) fn encode(
         &self,
         delivery: DeliveryHeaders<'_>,
         tails: Option<&mut Tails>,
     ) -> OutFrame {
-        let escape = escaping(delivery.version, delivery.subscription)
-            .or(delivery
-                .destination
-                .and_then(|d| escaping(delivery.version, d)))
-            .or(escaping(delivery.version, &self.destination));
-        let tail = tails.map(|tails| {
-            let slot = match delivery.version {
-                Version::V1_0 => &mut tails.0[0],
-                Version::V1_1 => &mut tails.0[1],
-                Version::V1_2 => &mut tails.0[2],
-            };
-            slot.get_or_insert_with(|| {
-                let mut out = BytesMut::with_capacity(128 + self.frame.len_bytes());
-                self.write_tail(delivery.version, &mut out);
-                out.freeze()
-            })
-            .clone()
-        });
-        let tail_len = tail
-            .as_ref()
-            .map_or(128 + self.frame.len_bytes(), Bytes::len);
-        let mut out = BytesMut::with_capacity(
-            tail_len
-                + 64
-                + delivery.subscription.len()
-                + self
-                    .destination
-                    .len()
-                    .max(delivery.destination.map_or(0, <[u8]>::len))
-                + delivery.ack.map_or(0, <[u8]>::len),
-        );
-        out.put_slice(b"MESSAGE\n");
-        encode_header(b"subscription", delivery.subscription, escape, &mut out);
         let destination = delivery.destination.unwrap_or(&self.destination);
-        encode_header(b"destination", destination, escape, &mut out);
-        if let Some(ack) = delivery.ack {
-            encode_header(b"ack", ack, escape, &mut out);
-        }
-        // RabbitMQ writes the header on every MESSAGE, topic or queue,
-        // first delivery or not; clients that branch on it see the same.
-        out.put_slice(if delivery.redelivered {
+        let own;
+        let tail = match tails {
+            Some(tails) => tails.get(self, delivery.version),
+            None => {
+                own = self.tail(delivery.version);
+                &own
+            }
+        };
+        // RabbitMQ writes the redelivered header on every MESSAGE, topic or
+        // queue, first delivery or not; clients that branch on it see the
+        // same.
+        let redelivered: &[u8] = if delivery.redelivered {
             b"redelivered:true\n"
         } else {
             b"redelivered:false\n"
-        });
-        match tail {
-            Some(tail) => out.put_slice(&tail),
-            None => self.write_tail(delivery.version, &mut out),
+        };
+        let plain = needs_no_escaping(delivery.subscription)
+            && needs_no_escaping(destination)
+            && delivery.ack.is_none_or(needs_no_escaping);
+        if plain {
+            // What nearly every delivery is: the head from its parts, with
+            // no buffer but the frame's own.
+            let ack: [&[u8]; 3] = match delivery.ack {
+                Some(ack) => [b"ack:", ack, b"\n"],
+                None => [b"", b"", b""],
+            };
+            return tail.with_head(&[
+                b"MESSAGE\nsubscription:",
+                delivery.subscription,
+                b"\ndestination:",
+                destination,
+                b"\n",
+                ack[0],
+                ack[1],
+                ack[2],
+                redelivered,
+            ]);
         }
-        OutFrame::with_text(out.freeze(), self.body_is_text)
+        let escape = escaping(delivery.version, delivery.subscription)
+            .or(escaping(delivery.version, destination))
+            .or(escaping(delivery.version, &self.destination));
+        let mut head = BytesMut::with_capacity(
+            64 + 2
+                * (delivery.subscription.len()
+                    + destination.len()
+                    + delivery.ack.map_or(0, <[u8]>::len)),
+        );
+        head.put_slice(b"MESSAGE\n");
+        encode_header(b"subscription", delivery.subscription, escape, &mut head);
+        encode_header(b"destination", destination, escape, &mut head);
+        if let Some(ack) = delivery.ack {
+            encode_header(b"ack", ack, escape, &mut head);
+        }
+        head.put_slice(redelivered);
+        tail.with_head(&[&head])
     }
+}
+
+/// True when a header value reads the same escaped or not, in every STOMP
+/// version: the per-delivery headers can then be copied as they are.
+fn needs_no_escaping(value: &[u8]) -> bool {
+    !value
+        .iter()
+        .any(|b| matches!(b, b'\\' | b'\n' | b'\r' | b':'))
 }
 
 /// One message's deliveries to subscribers that acknowledge automatically:
 /// the embedded broker's topic publish and the shared relay's local fan-out
-/// of one upstream MESSAGE. The tail is encoded once per version, and
-/// consecutive subscribers that share a subscription id and version
-/// (clients often all call theirs `sub-0`) get the very same bytes.
+/// of one upstream MESSAGE. The tail is encoded once per version and the
+/// part of the head after the subscription id once per shown destination,
+/// so a delivery only puts its subscription id between two copies, into
+/// the frame itself. Subscribers with the same subscription id (clients
+/// often all call theirs `sub-0`) are no different: their heads are as
+/// cheap as a clone would be, and the body is held once either way.
 pub(crate) struct FanOut<'m> {
     message: &'m Message,
     tails: Tails,
-    last: Option<(Bytes, Option<Bytes>, Version, OutFrame)>,
+    /// The head after the subscription id, for the destination shown.
+    suffix: Option<Suffix>,
+}
+
+/// `\ndestination:…\nredelivered:false\n` for one shown destination.
+struct Suffix {
+    display: Option<Bytes>,
+    /// None when the destination needs escaping (deliveries then take
+    /// the general path).
+    bytes: Option<Vec<u8>>,
 }
 
 impl<'m> FanOut<'m> {
@@ -175,7 +209,7 @@ impl<'m> FanOut<'m> {
         FanOut {
             message,
             tails: Tails::default(),
-            last: None,
+            suffix: None,
         }
     }
 
@@ -193,14 +227,35 @@ impl<'m> FanOut<'m> {
         display: Option<&Bytes>,
         version: Version,
     ) -> OutFrame {
-        if let Some((id, shown, v, frame)) = &self.last
-            && id == subscription
-            && shown.as_ref() == display
-            && *v == version
+        let message = self.message;
+        if self
+            .suffix
+            .as_ref()
+            .is_none_or(|s| s.display.as_ref() != display)
         {
-            return frame.clone();
+            let destination = display.map_or(&message.destination[..], |d| &d[..]);
+            self.suffix = Some(Suffix {
+                display: display.cloned(),
+                bytes: needs_no_escaping(destination).then(|| {
+                    [
+                        &b"\ndestination:"[..],
+                        destination,
+                        b"\nredelivered:false\n",
+                    ]
+                    .concat()
+                }),
+            });
         }
-        let frame = self.message.encode(
+        if let Some(Suffix {
+            bytes: Some(suffix),
+            ..
+        }) = &self.suffix
+            && needs_no_escaping(subscription)
+        {
+            let template = self.tails.get(message, version);
+            return template.with_head(&[b"MESSAGE\nsubscription:", subscription, suffix]);
+        }
+        message.encode(
             DeliveryHeaders {
                 subscription,
                 destination: display.map(|d| &d[..]),
@@ -209,14 +264,19 @@ impl<'m> FanOut<'m> {
                 version,
             },
             Some(&mut self.tails),
-        );
-        self.last = Some((
-            subscription.clone(),
-            display.cloned(),
-            version,
-            frame.clone(),
-        ));
-        frame
+        )
+    }
+}
+
+impl Tails {
+    /// The tail of `message` for `version` subscribers, encoded on first use.
+    fn get(&mut self, message: &Message, version: Version) -> &OutFrame {
+        let slot = match version {
+            Version::V1_0 => &mut self.0[0],
+            Version::V1_1 => &mut self.0[1],
+            Version::V1_2 => &mut self.0[2],
+        };
+        slot.get_or_insert_with(|| message.tail(version))
     }
 }
 
@@ -295,7 +355,7 @@ mod tests {
         );
         let mut decoder = Decoder::new(Limits::default());
         decoder.set_version(Version::V1_0);
-        let mut buf = BytesMut::from(&out.bytes[..]);
+        let mut buf = BytesMut::from(&out.to_bytes()[..]);
         let Ok(Some(Decoded::Frame(frame))) = decoder.decode(&mut buf) else {
             panic!("not a frame")
         };
@@ -322,8 +382,54 @@ mod tests {
             let direct = message.encode(delivery, None);
             let shared = message.encode(delivery, Some(&mut tails));
             let again = message.encode(delivery, Some(&mut tails));
-            assert_eq!(direct.bytes, shared.bytes);
-            assert_eq!(direct.bytes, again.bytes);
+            assert_eq!(direct.to_bytes(), shared.to_bytes());
+            assert_eq!(direct.to_bytes(), again.to_bytes());
+        }
+    }
+
+    #[test]
+    fn a_fan_out_encodes_what_a_single_delivery_would() {
+        let send = Frame::new(Command::Send)
+            .header("x-custom", "a:b")
+            .body(&b"body"[..]);
+        let message = Message::new(Bytes::from_static(b"m-1"), "/topic/a", send);
+        let mut fan_out = FanOut::new(&message);
+        let shown = Bytes::from_static(b"/user/queue/x");
+        let odd = Bytes::from_static(b"/topic/a:b\nc");
+        let cases: Vec<(Bytes, Option<&Bytes>, Version)> = vec![
+            (Bytes::from_static(b"1"), None, Version::V1_2),
+            (Bytes::from_static(b"2"), None, Version::V1_2),
+            // The same id again.
+            (Bytes::from_static(b"sub-0"), None, Version::V1_2),
+            (Bytes::from_static(b"sub-0"), None, Version::V1_2),
+            (Bytes::from_static(b"sub-0"), None, Version::V1_2),
+            (Bytes::from_static(b"sub-0"), None, Version::V1_0),
+            (Bytes::from_static(b"sub-0"), Some(&shown), Version::V1_1),
+            (Bytes::from_static(b"sub-0"), Some(&odd), Version::V1_2),
+            (Bytes::from_static(b"sub-0"), Some(&odd), Version::V1_0),
+            (Bytes::from_static(b"a:b"), None, Version::V1_2),
+            (Bytes::from_static(b"a\\b\r"), None, Version::V1_1),
+            (Bytes::from(vec![b'i'; 200]), None, Version::V1_2),
+        ];
+        for (subscription, display, version) in cases {
+            let shared = fan_out.frame(&subscription, display, version);
+            let direct = message.encode(
+                DeliveryHeaders {
+                    subscription: &subscription,
+                    destination: display.map(|d| &d[..]),
+                    ack: None,
+                    redelivered: false,
+                    version,
+                },
+                None,
+            );
+            assert_eq!(
+                shared.to_bytes(),
+                direct.to_bytes(),
+                "{subscription:?} {display:?} {version:?}"
+            );
+            assert_eq!(shared.len(), direct.len());
+            assert_eq!(shared.text, direct.text);
         }
     }
 
@@ -346,8 +452,8 @@ mod tests {
             },
             None,
         );
-        assert!(!out.text || std::str::from_utf8(&out.bytes).is_ok());
-        let mut buf = BytesMut::from(&out.bytes[..]);
+        assert!(!out.text || std::str::from_utf8(&out.to_bytes()).is_ok());
+        let mut buf = BytesMut::from(&out.to_bytes()[..]);
         let Ok(Some(Decoded::Frame(frame))) = Decoder::new(Limits::default()).decode(&mut buf)
         else {
             panic!("not a frame")

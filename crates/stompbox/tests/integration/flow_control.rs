@@ -333,31 +333,57 @@ async fn a_handler_publishing_in_a_loop_is_slowed_instead_of_cutting_subscribers
     assert_eq!(server.handle.stats().slow_consumers, 0);
 }
 
+/// `per_topic` numbered messages of `size` bytes to each of `topics`, in
+/// turns (one to each topic, then the next round), the last with a
+/// receipt.
+fn burst_across(topics: &[String], per_topic: usize, size: usize) -> bytes::Bytes {
+    let mut out = BytesMut::new();
+    for i in 0..per_topic {
+        for (t, topic) in topics.iter().enumerate() {
+            let mut body = format!("{i}:");
+            body.push_str(&"x".repeat(size.saturating_sub(body.len())));
+            let mut frame = Frame::new(Command::Send)
+                .header("destination", topic.as_str())
+                .body(body);
+            if i + 1 == per_topic && t + 1 == topics.len() {
+                frame = frame.header("receipt", "burst-done");
+            }
+            encode_frame(&frame, Version::V1_2, &mut out);
+        }
+    }
+    out.freeze()
+}
+
 #[tokio::test]
-async fn stalled_subscribers_with_their_own_ids_are_cut_off_instead_of_pausing_the_server() {
+async fn stalled_subscribers_of_their_own_topics_are_cut_off_instead_of_pausing_the_server() {
     if embedded_only("the server-wide backlog") {
         return;
     }
-    // Each stalled subscriber has its own subscription id, so each holds
-    // its own copy of every message: real memory that passes the backlog
-    // limit and pauses every connection. The send limit is far longer than
-    // the test may take, so only the stall rule can end that pause in time.
-    const SUBSCRIBERS: usize = 24;
+    // Each stalled subscriber is on its own topic, so each holds messages
+    // nobody else holds: real memory that passes the backlog limit and
+    // pauses every connection (subscribers of one topic share a message's
+    // bytes, whatever their subscription ids, so it takes distinct
+    // messages). The send limit is far longer than the test may take, so
+    // only the stall rule can end that pause in time. Each topic gets more
+    // than the kernel buffers for a socket that is not read.
+    const SUBSCRIBERS: usize = 8;
     let backlog_limit = 4 * 1024 * 1024;
     let server = spawn_server(|c| {
         c.backlog_bytes = backlog_limit;
         c.send_timeout = Duration::from_secs(120);
     })
     .await;
-    let topic = unique("/topic/stalled-ids");
+    let topics: Vec<String> = (0..SUBSCRIBERS)
+        .map(|_| unique("/topic/stalled-own"))
+        .collect();
     let mut stalled = Vec::new();
-    for i in 0..SUBSCRIBERS {
+    for (i, topic) in topics.iter().enumerate() {
         let mut sub = server.connect(Via::Tcp).await;
-        subscribe(&mut sub, &format!("s{i}"), &topic, "auto").await;
+        subscribe(&mut sub, &format!("s{i}"), topic, "auto").await;
         stalled.push(sub);
     }
     let mut publisher = server.connect(Via::Tcp).await;
-    let feed = burst(&topic, 400, 60 * 1024);
+    let feed = burst_across(&topics, 100, 60 * 1024);
     let feeding = tokio::spawn(async move {
         let _ = publisher.send_raw(feed).await;
         publisher
@@ -365,7 +391,10 @@ async fn stalled_subscribers_with_their_own_ids_are_cut_off_instead_of_pausing_t
     // The attack has taken hold once the backlog is over its limit (or the
     // stall rule has already cut someone off).
     let mut took_hold = false;
-    for _ in 0..2_000 {
+    // Each topic's subscriber congests on its own and pauses the publisher
+    // a while before it counts as stalled, so this takes several seconds
+    // (about 7 s here).
+    for _ in 0..4_000 {
         let stats = server.handle.stats();
         if stats.backlog_bytes > backlog_limit || stats.slow_consumers > 0 {
             took_hold = true;
