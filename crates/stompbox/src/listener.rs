@@ -222,8 +222,6 @@ async fn tls_handshake(
     }
 }
 
-/// A connection's byte stream, plain or TLS.
-
 /// Most connections served at once outside the connection budget: on the
 /// operators' listener, and on the main one while the server drains
 /// (health probes and scrapes, a handful each). The drain is waiting to

@@ -661,7 +661,7 @@ impl Outbox {
             state.stalled = false;
         }
         // Idle connections should not keep a large deque allocated.
-        if state.frames.capacity() > 64 {
+        if state.frames.capacity() > 16 {
             state.frames = VecDeque::new();
         }
         // The backlog still counts the taken frames (real memory) until the
