@@ -68,7 +68,9 @@ pub(super) struct TopicEntry {
 struct TopicState {
     upstream_id: Bytes,
     /// Copy on write: a fan-out clones the `Arc` and delivers with no lock.
-    subscribers: Arc<[Arc<LocalSubscriber>]>,
+    /// Copy-on-write: a fan-out clones the `Arc` and walks it unlocked;
+    /// a join or leave copies the list only while such a walk holds it.
+    subscribers: Arc<Vec<Arc<LocalSubscriber>>>,
     /// The broker confirmed the upstream SUBSCRIBE (on the current link).
     confirmed: bool,
     /// Clients' SUBSCRIBE receipts waiting for that confirmation.
@@ -838,9 +840,7 @@ impl Pool {
             // The map stays locked until the subscriber is in: the last
             // subscriber leaving takes the entry out under the same lock.
             let mut state = lock(&entry.state);
-            let mut list = state.subscribers.to_vec();
-            list.push(Arc::clone(&subscriber));
-            state.subscribers = list.into();
+            Arc::make_mut(&mut state.subscribers).push(Arc::clone(&subscriber));
             self.counters
                 .topic_subscribers
                 .fetch_add(1, Ordering::Relaxed);
@@ -861,7 +861,7 @@ impl Pool {
             link,
             state: Mutex::new(TopicState {
                 upstream_id: upstream_id.clone(),
-                subscribers: vec![Arc::clone(&subscriber)].into(),
+                subscribers: Arc::new(vec![Arc::clone(&subscriber)]),
                 confirmed: false,
                 waiting: receipt.into_iter().collect(),
             }),
@@ -924,19 +924,21 @@ impl Pool {
         subscriber.cancelled.store(true, Ordering::Relaxed);
         let mut topics = lock(&self.topics);
         let mut state = lock(&entry.state);
-        let list: Vec<_> = state
+        if let Some(at) = state
             .subscribers
             .iter()
-            .filter(|s| !Arc::ptr_eq(s, subscriber))
-            .cloned()
-            .collect();
-        if list.len() < state.subscribers.len() {
+            .position(|s| Arc::ptr_eq(s, subscriber))
+        {
+            let list = Arc::make_mut(&mut state.subscribers);
+            list.remove(at);
+            if list.capacity() > 4 * list.len() + 8 {
+                list.shrink_to_fit();
+            }
             self.counters
                 .topic_subscribers
                 .fetch_sub(1, Ordering::Relaxed);
         }
-        let last = list.is_empty();
-        state.subscribers = list.into();
+        let last = state.subscribers.is_empty();
         if !last {
             answer_now(receipt);
             return;

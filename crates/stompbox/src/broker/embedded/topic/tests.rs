@@ -323,3 +323,41 @@ fn destinations_are_counted_as_keys_and_patterns_come_and_go() {
     assert_eq!(registry.destination_count(), 0);
     assert!(destinations(&registry).is_empty());
 }
+
+/// 10,000 subscribers of one topic once cost 50 million copies: each add
+/// copied the whole list. It now grows in place unless a publish is walking
+/// it, and a walk in progress keeps the list it started with.
+#[test]
+fn subscribers_of_one_key_are_added_in_place_unless_a_publish_holds_the_list() {
+    let registry = TopicRegistry::default();
+    for key in 0..3 {
+        registry.add("news", subscription(key));
+    }
+    let list_now = || {
+        Arc::clone(
+            registry
+                .read()
+                .exact
+                .get("news")
+                .expect("the key has subscribers"),
+        )
+    };
+    let before = Arc::as_ptr(&list_now());
+    registry.add("news", subscription(3));
+    assert_eq!(Arc::as_ptr(&list_now()), before, "the list was copied");
+    // A publish holding the list sees it unchanged by later adds/removes.
+    let walking = list_now();
+    let first = Arc::clone(&walking[0]);
+    registry.add("news", subscription(4));
+    registry.remove("news", &first);
+    assert_eq!(
+        walking.iter().map(|s| s.key).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+    assert_eq!(matched(&registry, "news"), [1, 2, 3, 4]);
+    // Removal keeps the order subscribers came in.
+    assert_eq!(
+        list_now().iter().map(|s| s.key).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+}
