@@ -218,7 +218,10 @@ pub(crate) async fn ws_upgrade(
         .min(shared.config.unauthenticated_frame_bytes)
         .saturating_mul(2);
     tokio::spawn(async move {
-        match on_upgrade.await {
+        // The session's future is made before it is awaited, so that this
+        // task (held for the session's life) keeps nothing of the upgrade
+        // beside it.
+        let session = match on_upgrade.await {
             Ok(upgraded) => {
                 // Back to the listener's own stream, without hyper's
                 // wrapper; what hyper read past the request is handed on.
@@ -236,10 +239,14 @@ pub(crate) async fn ws_upgrade(
                     subprotocol_versions,
                     handshake,
                 )
-                .await;
             }
-            Err(e) => tracing::debug!(%remote, error = %e, "WebSocket upgrade failed"),
-        }
+            Err(e) => {
+                let remote = handshake.remote_addr;
+                tracing::debug!(%remote, error = %e, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        session.await;
         drop(permit);
         drop(address_permit);
     });
