@@ -694,18 +694,11 @@ impl Pool {
         }
         let outbox = state.outbox()?;
         if let (Some(id), Some(client_receipt)) = (&upstream_receipt, receipt) {
-            // Bounded per session (as a per-session link would be) and, as a
-            // backstop for memory, per link.
-            let mine = session.receipts_in_flight.load(Ordering::Relaxed);
-            if mine >= self.config.max_in_flight
-                || state.receipts.len() >= self.config.max_in_flight.saturating_mul(16)
-            {
-                return Err(BrokerError::Unavailable(format!(
-                    "too many receipts awaiting the message broker (limit {} per session)",
-                    self.config.max_in_flight
-                )));
-            }
-            session.receipts_in_flight.fetch_add(1, Ordering::Relaxed);
+            reserve_receipt(
+                &session.receipts_in_flight,
+                state.receipts.len(),
+                self.config.max_in_flight,
+            )?;
             let number = state.sends + 1;
             state.receipts.insert(
                 id.clone(),
@@ -781,18 +774,11 @@ impl Pool {
         let outbox = state.outbox()?;
         let upstream_receipt = match receipt {
             Some((session, client_receipt, done)) => {
-                // Bounded per session (as a per-session link would be) and,
-                // as a backstop for memory, per link.
-                let mine = session.receipts_in_flight.load(Ordering::Relaxed);
-                if mine >= self.config.max_in_flight
-                    || state.receipts.len() >= self.config.max_in_flight.saturating_mul(16)
-                {
-                    return Err(BrokerError::Unavailable(format!(
-                        "too many receipts awaiting the message broker (limit {} per session)",
-                        self.config.max_in_flight
-                    )));
-                }
-                session.receipts_in_flight.fetch_add(1, Ordering::Relaxed);
+                reserve_receipt(
+                    &session.receipts_in_flight,
+                    state.receipts.len(),
+                    self.config.max_in_flight,
+                )?;
                 let slot = InFlight(Arc::clone(&session.receipts_in_flight));
                 let id = self.next_id("r");
                 state.receipts.insert(
@@ -1670,6 +1656,25 @@ fn fan_out(entry: &TopicEntry, frame: Frame, names: &RelayConfig) {
         );
         let _ = subscriber.outbox.push(out);
     }
+}
+
+/// Takes a place for one more receipt awaited from the broker, bounded
+/// per session (as a per-session link would be) and, as a backstop for
+/// memory, per link (`awaited` receipts on it now).
+fn reserve_receipt(
+    in_flight: &AtomicUsize,
+    awaited: usize,
+    max_in_flight: usize,
+) -> Result<(), BrokerError> {
+    if in_flight.load(Ordering::Relaxed) >= max_in_flight
+        || awaited >= max_in_flight.saturating_mul(16)
+    {
+        return Err(BrokerError::Unavailable(format!(
+            "too many receipts awaiting the message broker (limit {max_in_flight} per session)"
+        )));
+    }
+    in_flight.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
 
 /// A MESSAGE of a subscription of its own, rewritten for its client: the
