@@ -21,13 +21,14 @@ thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
 }
 
-/// Reads what is available (waiting for at least one byte) and appends it
-/// to `buf`; 0 at the end of the stream. Cancel-safe.
+/// Reads what is available, at most `max` bytes (waiting for at least
+/// one), and appends it to `buf`; 0 at the end of the stream. Cancel-safe.
 pub(crate) async fn read_appending(
     io: &mut (impl AsyncRead + Unpin + ?Sized),
     buf: &mut BytesMut,
+    max: usize,
 ) -> io::Result<usize> {
-    poll_fn(|cx| poll_read_appending(io, cx, buf)).await
+    poll_fn(|cx| poll_read_with(io, cx, max, |bytes| buf.extend_from_slice(bytes))).await
 }
 
 /// [`read_appending`] as a poll, for readers that are polls themselves
@@ -37,12 +38,12 @@ pub(crate) fn poll_read_appending(
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
 ) -> Poll<io::Result<usize>> {
-    poll_read_with(io, cx, |bytes| buf.extend_from_slice(bytes))
+    poll_read_with(io, cx, SCRATCH_BYTES, |bytes| buf.extend_from_slice(bytes))
 }
 
 /// Reads what is available and drops it; 0 at the end of the stream.
 pub(crate) async fn discard(io: &mut (impl AsyncRead + Unpin + ?Sized)) -> io::Result<usize> {
-    poll_fn(|cx| poll_read_with(io, cx, |_| {})).await
+    poll_fn(|cx| poll_read_with(io, cx, SCRATCH_BYTES, |_| {})).await
 }
 
 /// One read into the scratch buffer, whose bytes `take` sees. A buffer
@@ -51,13 +52,15 @@ pub(crate) async fn discard(io: &mut (impl AsyncRead + Unpin + ?Sized)) -> io::R
 fn poll_read_with(
     io: &mut (impl AsyncRead + Unpin + ?Sized),
     cx: &mut Context<'_>,
+    max: usize,
     take: impl FnOnce(&[u8]),
 ) -> Poll<io::Result<usize>> {
     // Borrowed only within this poll, never across an await, so one buffer
     // per thread serves every connection it runs.
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
-        let mut read = ReadBuf::new(&mut scratch[..]);
+        let max = max.clamp(1, scratch.len());
+        let mut read = ReadBuf::new(&mut scratch[..max]);
         ready!(Pin::new(&mut *io).poll_read(cx, &mut read))?;
         let n = read.filled().len();
         take(read.filled());

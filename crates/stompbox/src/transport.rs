@@ -10,6 +10,12 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+/// Most bytes one read from a TCP stream takes. Everything read is decoded
+/// and handled before the reader looks again at whether it should wait:
+/// the relay's reading from a broker, which stops while its client's outbox
+/// is congested, would otherwise push a whole large read into it at once.
+const TCP_READ_CHUNK: usize = 4096;
+
 /// What a read produced.
 #[derive(Debug)]
 pub(crate) enum Read {
@@ -40,7 +46,7 @@ async fn read_stream(
     stream: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
 ) -> io::Result<Read> {
-    let n = read_appending(stream, buf).await?;
+    let n = read_appending(stream, buf, TCP_READ_CHUNK).await?;
     Ok(if n == 0 { Read::Closed } else { Read::Data })
 }
 
