@@ -103,8 +103,9 @@ pub(crate) struct WebSocket {
     /// is written, so that a write given up half-way (a timeout) does not
     /// leave a torn frame in front of the ERROR or Close that follows.
     unfinished: Option<Box<(OutFrame, usize)>>,
-    /// A control frame to send (a Pong, or the Close), whole, after
-    /// `unfinished`. Its bytes leave from the front as they are written.
+    /// Control frames to send (a Pong, the Close, or a Pong then the
+    /// Close), after `unfinished`; at most two, so a few hundred bytes.
+    /// Bytes leave from the front as they are written.
     control: Vec<u8>,
     /// A Close is queued in `control` or was sent: no other frame may
     /// follow it.
@@ -362,7 +363,6 @@ impl WebSocket {
             [] => {
                 // Answered with an empty Close, as it came.
                 if !self.close_queued {
-                    self.control.clear();
                     encode_header(&mut self.control, 0x8, 0);
                     self.close_queued = true;
                 }
@@ -394,8 +394,8 @@ impl WebSocket {
             end -= 1;
         }
         let reason = &reason.as_bytes()[..end];
-        // A Pong not yet sent is dropped: nothing may follow a Close.
-        self.control.clear();
+        // After a Pong still queued: it may be half-written already, and
+        // cutting it off would tear the stream. Nothing comes after this.
         encode_header(&mut self.control, 0x8, 2 + reason.len());
         self.control.extend_from_slice(&code.0.to_be_bytes());
         self.control.extend_from_slice(reason);
@@ -655,6 +655,41 @@ mod tests {
         closing.await.expect("close finished");
         let mut rest = Vec::new();
         use tokio::io::AsyncReadExt;
+        peer.read_to_end(&mut rest).await.expect("eof");
+        assert!(rest.is_empty(), "{rest:?}");
+    }
+
+    #[tokio::test]
+    async fn a_pong_cut_off_by_a_full_socket_is_finished_before_the_close() {
+        use futures_util::FutureExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A Ping of 120 bytes already read; a pipe with room for half its
+        // Pong, so that the Pong stops part-way.
+        let mask = [0x0f, 0xf0, 0x55, 0xaa];
+        let payload: Vec<u8> = (0..120u8).collect();
+        let mut ping = vec![0x89, 0x80 | 120];
+        ping.extend_from_slice(&mask);
+        ping.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let (ours, mut peer) = tokio::io::duplex(60);
+        let mut ws = WebSocket::new(Box::new(ours), &ping, 1 << 20);
+        assert!(
+            ws.read().now_or_never().is_none(),
+            "the Pong should not fit"
+        );
+        let closing = tokio::spawn(async move {
+            ws.close(CloseCode::POLICY_VIOLATION, "going").await;
+        });
+        // The Pong whole, then the Close: not a Close inside a torn Pong.
+        let (first, pong) = server_frame(&mut peer).await;
+        assert_eq!((first, &pong[..]), (0x8a, &payload[..]));
+        let (first, close) = server_frame(&mut peer).await;
+        assert_eq!(first, 0x88);
+        assert_eq!(&close[..2], &1008u16.to_be_bytes());
+        peer.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])
+            .await
+            .expect("client close");
+        closing.await.expect("close finished");
+        let mut rest = Vec::new();
         peer.read_to_end(&mut rest).await.expect("eof");
         assert!(rest.is_empty(), "{rest:?}");
     }
