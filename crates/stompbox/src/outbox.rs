@@ -410,8 +410,11 @@ impl Congested {
     }
 
     /// Runs `work` with deliveries noting congested outboxes here.
-    pub(crate) async fn collect<F: Future>(&self, work: F) -> F::Output {
-        CONGESTED.scope(self.clone(), work).await
+    /// Not an `async fn`: that would hold `work` twice in its state (as
+    /// the argument and inside the scope), and the state is copied onto
+    /// the heap for every read a session processes.
+    pub(crate) fn collect<F: Future>(&self, work: F) -> impl Future<Output = F::Output> {
+        CONGESTED.scope(self.clone(), work)
     }
 
     /// True when some delivery left an outbox congested.

@@ -265,7 +265,10 @@ impl Session {
         // carries out take the receipt along and answer it themselves (for a
         // relay, only once the upstream broker's own RECEIPT arrived).
         let owed = match command {
-            Command::Subscribe => self.subscribe(frame, receipt).await?,
+            // Boxed, as the handler paths in `apply`: rare next to SEND,
+            // and larger than the rest of a frame's work, which is copied
+            // onto the heap for every read.
+            Command::Subscribe => Box::pin(self.subscribe(frame, receipt)).await?,
             Command::Unsubscribe => self.unsubscribe(&frame, version, receipt).await?,
             Command::Send | Command::Ack | Command::Nack => {
                 if command == Command::Nack && version == Version::V1_0 {
@@ -731,7 +734,9 @@ impl Session {
                             &user,
                         )
                         .await?;
-                        router::deliver_reply(
+                        // Boxed: publishing a reply takes a future larger
+                        // than a plain SEND's whole work (see `dispatch`).
+                        Box::pin(router::deliver_reply(
                             &server,
                             &mut self.reply_routes,
                             reply,
@@ -739,15 +744,13 @@ impl Session {
                             &path,
                             &self.session_id,
                             &user,
-                        )
+                        ))
                         .await;
                     }
                     Target::OtherUser { user, target } => {
                         stamp_sender(&mut frame, &self.connected_mut()?.user);
                         let payload = router::payload_of(frame);
-                        server
-                            .messaging
-                            .send_to_user(&user, &target, payload)
+                        Box::pin(server.messaging.send_to_user(&user, &target, payload))
                             .await
                             .map_err(|e| StompError::new(e.to_string()))?;
                     }
