@@ -309,8 +309,9 @@ pub(crate) fn run(
         let version = session.error_version();
         // End the session before the (possibly slow) farewell on the socket, so
         // that unacknowledged messages go back to their queues and the
-        // disconnect hook runs without waiting for the client.
-        session.end().await;
+        // disconnect hook runs without waiting for the client. Boxed too: it
+        // was the largest state of this future, held by every idle session.
+        Box::pin(session.end()).await;
         drop(session);
         // Boxed, as the processing below: a large future awaited once would
         // otherwise enlarge the one every idle session holds.
