@@ -647,14 +647,21 @@ mod tests {
         assert_eq!(first, 0x88);
         assert_eq!(&payload[..2], &1008u16.to_be_bytes());
         assert_eq!(&payload[2..], b"slow consumer");
-        // Our Close answered: the server ends the connection.
-        use tokio::io::AsyncWriteExt;
+        answer_close(&mut peer, closing).await;
+    }
+
+    /// The client answers our Close; the server then ends the connection
+    /// with nothing after its Close.
+    async fn answer_close(
+        peer: &mut tokio::io::DuplexStream,
+        closing: tokio::task::JoinHandle<()>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         peer.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])
             .await
             .expect("client close");
         closing.await.expect("close finished");
         let mut rest = Vec::new();
-        use tokio::io::AsyncReadExt;
         peer.read_to_end(&mut rest).await.expect("eof");
         assert!(rest.is_empty(), "{rest:?}");
     }
@@ -662,7 +669,6 @@ mod tests {
     #[tokio::test]
     async fn a_pong_cut_off_by_a_full_socket_is_finished_before_the_close() {
         use futures_util::FutureExt;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         // A Ping of 120 bytes already read; a pipe with room for half its
         // Pong, so that the Pong stops part-way.
         let mask = [0x0f, 0xf0, 0x55, 0xaa];
@@ -685,13 +691,7 @@ mod tests {
         let (first, close) = server_frame(&mut peer).await;
         assert_eq!(first, 0x88);
         assert_eq!(&close[..2], &1008u16.to_be_bytes());
-        peer.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])
-            .await
-            .expect("client close");
-        closing.await.expect("close finished");
-        let mut rest = Vec::new();
-        peer.read_to_end(&mut rest).await.expect("eof");
-        assert!(rest.is_empty(), "{rest:?}");
+        answer_close(&mut peer, closing).await;
     }
 
     #[tokio::test]
