@@ -102,6 +102,11 @@ impl Backlog {
     }
 }
 
+/// Deques of frames up to this capacity are kept when empty (the writer's
+/// and the outbox's swap at every batch); larger ones only while batches
+/// are larger too.
+const SPARE_DEQUE: usize = 16;
+
 /// Bytes of a delivery's own head held inside the frame itself: a MESSAGE
 /// line with subscription, destination and redelivered headers of usual
 /// lengths fits, so a delivery costs no allocation of its own. Sized so that
@@ -663,8 +668,11 @@ impl Outbox {
             state.takes += 1;
             state.stalled = false;
         }
-        // Idle connections should not keep a large deque allocated.
-        if state.frames.capacity() > 16 {
+        // Light traffic gives back a large deque (the writer's, swapped
+        // in), so that a session gone idle holds none; heavy traffic keeps
+        // it rather than grow a new one for every batch. A session that
+        // goes idle after heavy traffic lets it go in `release_if_idle`.
+        if state.frames.capacity() > SPARE_DEQUE && into.len() <= SPARE_DEQUE {
             state.frames = VecDeque::new();
         }
         // The backlog still counts the taken frames (real memory) until the
@@ -674,6 +682,21 @@ impl Outbox {
         if taken > 0 {
             self.room.notify_waiters();
         }
+    }
+
+    /// When nothing is queued: gives back a large spare deque and returns
+    /// true (the writer then gives back its own). A writer calls it after a
+    /// large batch, so that the deques of a burst do not stay with a
+    /// session that went idle.
+    pub(crate) fn release_if_idle(&self) -> bool {
+        let mut state = self.lock();
+        if !state.frames.is_empty() {
+            return false;
+        }
+        if state.frames.capacity() > SPARE_DEQUE {
+            state.frames = VecDeque::new();
+        }
+        true
     }
 
     /// True when over half full. A queue then offers this consumer nothing
@@ -835,6 +858,46 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_keeps_its_deques_while_it_lasts_and_gives_them_back_after() {
+        let outbox = Outbox::new(1 << 20);
+        let mut batch = VecDeque::new();
+        let spare = |outbox: &Outbox| outbox.lock().frames.capacity();
+        // A burst: every batch is large, so the writer's deque swapped in
+        // is kept for the next one instead of growing a new deque each time.
+        for round in 0..3 {
+            for _ in 0..100 {
+                outbox.push(frame(10)).expect("room");
+            }
+            outbox.take_all(&mut batch);
+            assert_eq!(batch.len(), 100);
+            if round > 0 {
+                assert!(spare(&outbox) > SPARE_DEQUE, "round {round}");
+            }
+            batch.clear();
+        }
+        // More queued after a large batch: the burst goes on.
+        outbox.push(frame(10)).expect("room");
+        assert!(!outbox.release_if_idle());
+        assert!(spare(&outbox) > SPARE_DEQUE);
+        for _ in 0..99 {
+            outbox.push(frame(10)).expect("room");
+        }
+        outbox.take_all(&mut batch);
+        assert_eq!(batch.len(), 100);
+        batch.clear();
+        // Nothing queued after the last batch: the outbox's deque goes, and
+        // the answer tells the writer to let its own go.
+        assert!(spare(&outbox) > SPARE_DEQUE);
+        assert!(outbox.release_if_idle());
+        assert_eq!(spare(&outbox), 0);
+        // Light traffic gives back a large deque swapped in from the writer.
+        let mut large = VecDeque::with_capacity(256);
+        outbox.push(frame(10)).expect("room");
+        outbox.take_all(&mut large);
+        assert_eq!(spare(&outbox), 0);
+    }
 
     #[test]
     fn the_backlog_never_reads_over_while_writers_race_producers() {
