@@ -273,27 +273,21 @@ pub(crate) fn run(
                     read_buf = BytesMut::new();
                 }
             }
+            let mut newly_armed = false;
             if !heartbeats_armed && session.is_connected() {
                 // Larger than the STOMP frame limit, so that an oversized frame
                 // usually reaches the decoder and gets a STOMP ERROR; a message
                 // past this is refused by the WebSocket layer itself (close code
                 // 1009), as it cannot be read to its end without holding it.
                 transport.set_message_limit(config.frame_limits.max_frame_bytes.saturating_mul(4));
-                // The connect deadline no longer applies; heart-beats take over.
                 heartbeats_armed = true;
-                timer.as_mut().reset(next_deadline(
-                    &session,
-                    &config,
-                    last_read,
-                    last_write,
-                    Instant::now(),
-                    false,
-                ));
+                newly_armed = true;
             }
-            // A pause that ends brings the client's silence check back (from a
+            // The connect deadline gives way to heart-beats once connected. A
+            // pause that ends brings the client's silence check back (from a
             // fresh `last_read`); one that begins suspends it.
             let holding = hold.is_some();
-            if heartbeats_armed && holding != was_holding {
+            if newly_armed || (heartbeats_armed && holding != was_holding) {
                 timer.as_mut().reset(next_deadline(
                     &session,
                     &config,

@@ -228,6 +228,30 @@ enum Waiter {
     Flush(oneshot::Sender<()>),
 }
 
+impl Waiter {
+    /// A client's receipt that takes one of its session's places for
+    /// receipts in flight (refused when none is left, or when the link
+    /// already awaits `awaited` receipts, past what any sessions may hold).
+    fn counted(
+        session: &SessionState,
+        receipt: Bytes,
+        done: Option<oneshot::Sender<()>>,
+        sent: Option<(usize, u64)>,
+        awaited: usize,
+        max_in_flight: usize,
+    ) -> Result<Waiter, BrokerError> {
+        reserve_receipt(&session.receipts_in_flight, awaited, max_in_flight)?;
+        Ok(Waiter::Client {
+            outbox: Arc::clone(&session.outbox),
+            version: session.version,
+            receipt,
+            done,
+            _slot: Some(InFlight(Arc::clone(&session.receipts_in_flight))),
+            sent,
+        })
+    }
+}
+
 /// What every link holds, pool or acknowledging.
 #[derive(Debug, Default)]
 struct LinkState {
@@ -694,23 +718,15 @@ impl Pool {
         }
         let outbox = state.outbox()?;
         if let (Some(id), Some(client_receipt)) = (&upstream_receipt, receipt) {
-            reserve_receipt(
-                &session.receipts_in_flight,
+            let waiter = Waiter::counted(
+                session,
+                client_receipt,
+                None,
+                Some((key, state.sends + 1)),
                 state.receipts.len(),
                 self.config.max_in_flight,
             )?;
-            let number = state.sends + 1;
-            state.receipts.insert(
-                id.clone(),
-                Waiter::Client {
-                    outbox: Arc::clone(&session.outbox),
-                    version: session.version,
-                    receipt: client_receipt,
-                    done: None,
-                    _slot: Some(InFlight(Arc::clone(&session.receipts_in_flight))),
-                    sent: Some((key, number)),
-                },
-            );
+            state.receipts.insert(id.clone(), waiter);
         }
         state.sends += 1;
         let sends = state.sends;
@@ -774,24 +790,16 @@ impl Pool {
         let outbox = state.outbox()?;
         let upstream_receipt = match receipt {
             Some((session, client_receipt, done)) => {
-                reserve_receipt(
-                    &session.receipts_in_flight,
+                let waiter = Waiter::counted(
+                    &session,
+                    client_receipt,
+                    done,
+                    None,
                     state.receipts.len(),
                     self.config.max_in_flight,
                 )?;
-                let slot = InFlight(Arc::clone(&session.receipts_in_flight));
                 let id = self.next_id("r");
-                state.receipts.insert(
-                    id.clone(),
-                    Waiter::Client {
-                        outbox: Arc::clone(&session.outbox),
-                        version: session.version,
-                        receipt: client_receipt,
-                        done,
-                        _slot: Some(slot),
-                        sent: None,
-                    },
-                );
+                state.receipts.insert(id.clone(), waiter);
                 frame
                     .headers
                     .push(Bytes::from_static(header::RECEIPT.as_bytes()), id.clone());
