@@ -107,13 +107,15 @@ impl Backlog {
 /// are larger too.
 const SPARE_DEQUE: usize = 16;
 
-/// Bytes of a delivery's own head held inside the frame itself: a MESSAGE
-/// line with subscription, destination and redelivered headers of usual
-/// lengths fits, so a delivery costs no allocation of its own. Sized so that
-/// a whole [`OutFrame`] stays small enough to queue by value.
-const INLINE_HEAD: usize = 85;
+/// Bytes of a delivery's own head held inside the frame itself: the MESSAGE
+/// line with a subscription id (and an ack id) of usual lengths fits, since
+/// the headers every delivery of a message has in common belong to its
+/// shared part. A delivery then costs no allocation of its own, and a whole
+/// [`OutFrame`] stays 72 bytes: a publisher moves one into every
+/// subscriber's queue, and a writer reads it back on another core.
+const INLINE_HEAD: usize = 44;
 
-/// The part of a frame written before its shared tail.
+/// The part of a frame written before its shared bytes.
 #[derive(Clone)]
 enum Head {
     /// `buf[start..end]` is still to be written.
@@ -122,8 +124,9 @@ enum Head {
         end: u8,
         buf: [u8; INLINE_HEAD],
     },
-    /// A head too long to keep inline.
-    Heap(Bytes),
+    /// A head too long to keep inline, and its length when whole (what the
+    /// backlog counts for it).
+    Heap(Box<(Bytes, usize)>),
 }
 
 impl Head {
@@ -136,7 +139,15 @@ impl Head {
     fn as_slice(&self) -> &[u8] {
         match self {
             Head::Inline { start, end, buf } => &buf[usize::from(*start)..usize::from(*end)],
-            Head::Heap(bytes) => bytes,
+            Head::Heap(heap) => &heap.0,
+        }
+    }
+
+    /// The length before any of it was written.
+    fn whole_len(&self) -> usize {
+        match self {
+            Head::Inline { end, .. } => usize::from(*end),
+            Head::Heap(heap) => heap.1,
         }
     }
 }
@@ -147,55 +158,65 @@ impl std::fmt::Debug for Head {
     }
 }
 
-/// One encoded STOMP frame ready for the socket: a head of its own and a
-/// tail shared with every other delivery of the same message.
+/// What every frame made from one encoding holds in common: the bytes,
+/// whether they are text, and their count in the server-wide backlog. One
+/// reference count per delivery, not one for the bytes and one for the
+/// count.
+#[derive(Debug)]
+struct Shared {
+    bytes: Bytes,
+    /// True when the bytes are valid UTF-8, so a WebSocket may send them as
+    /// a text message (browsers' STOMP clients handle either; text is
+    /// friendlier to devtools). Computed once per encoding, not per
+    /// delivery.
+    text: bool,
+    /// Set at the first push of any frame holding these bytes: a message
+    /// fanned out to many outboxes holds them once, so they are counted
+    /// once, until the last frame holding them is written or dropped.
+    charge: OnceLock<Charge>,
+}
+
+/// One encoded STOMP frame ready for the socket: a head of its own and
+/// bytes shared with every other delivery of the same message.
 ///
-/// A publish to many subscribers encodes the tail (message-id, the
-/// publisher's headers, content-length, body, NUL) once per STOMP version;
-/// each delivery adds only the headers that differ between subscribers
-/// (subscription, destination, ack, redelivered), usually held inline, so
-/// a delivery neither copies the body nor allocates, whatever the
-/// subscription ids. Writers send head and tail with vectored writes.
-/// Frames that are not deliveries are a tail alone.
+/// A publish to many subscribers encodes the shared part (the destination
+/// and redelivered headers, message-id, the publisher's headers,
+/// content-length, body, NUL) once per STOMP version; each delivery adds
+/// only what differs between subscribers (the MESSAGE line with the
+/// subscription id, and an ack id), usually held inline, so a delivery
+/// neither copies the body nor allocates, whatever the subscription ids.
+/// Writers send head and shared bytes with vectored writes. Frames that
+/// are not deliveries have no head.
 #[derive(Debug)]
 pub struct OutFrame {
     head: Head,
-    /// Written after the head; shared between deliveries of one message.
-    tail: Bytes,
-    /// True when the bytes are valid UTF-8, so a WebSocket may send them as a
-    /// text message (browsers' STOMP clients handle either; text is friendlier
-    /// to devtools). Computed once per encoded frame, not per delivery.
-    pub text: bool,
-    /// The tail's count in the server-wide backlog, shared by every frame
-    /// with the same tail: a message fanned out to many outboxes holds its
-    /// tail once, so the tail is counted once, from its first push until
-    /// the last frame holding it is written or dropped.
-    charge: Arc<OnceLock<Charge>>,
-    /// The head bytes this very frame added to the backlog when pushed
-    /// (each delivery's head is its own memory), taken off when it drops.
-    head_charge: u32,
+    shared: Arc<Shared>,
+    /// How much of the shared bytes is written.
+    at: usize,
+    /// True when this very frame added its head to the backlog when pushed
+    /// (each delivery's head is its own memory); taken off when it drops.
+    head_charged: bool,
 }
 
 impl Clone for OutFrame {
-    /// The same bytes, sharing the tail and its charge; the head's charge
-    /// belongs to the frame that was pushed, so a clone starts uncounted.
+    /// The same bytes, sharing their charge; the head's charge belongs to
+    /// the frame that was pushed, so a clone starts uncounted.
     fn clone(&self) -> OutFrame {
         OutFrame {
             head: self.head.clone(),
-            tail: self.tail.clone(),
-            text: self.text,
-            charge: Arc::clone(&self.charge),
-            head_charge: 0,
+            shared: Arc::clone(&self.shared),
+            at: self.at,
+            head_charged: false,
         }
     }
 }
 
 impl Drop for OutFrame {
     fn drop(&mut self) {
-        if self.head_charge > 0
-            && let Some(charge) = self.charge.get()
+        if self.head_charged
+            && let Some(charge) = self.shared.charge.get()
         {
-            charge.backlog.sub(self.head_charge as usize);
+            charge.backlog.sub(self.head.whole_len());
         }
     }
 }
@@ -211,19 +232,30 @@ impl OutFrame {
     pub fn with_text(bytes: Bytes, text: bool) -> OutFrame {
         OutFrame {
             head: Head::EMPTY,
-            tail: bytes,
-            text,
-            charge: Arc::default(),
-            head_charge: 0,
+            shared: Arc::new(Shared {
+                bytes,
+                text,
+                charge: OnceLock::new(),
+            }),
+            at: 0,
+            head_charged: false,
         }
+    }
+
+    /// True when a WebSocket may send the frame as a text message.
+    pub fn is_text(&self) -> bool {
+        self.shared.text
     }
 
     /// A frame of `head` (the concatenation of its parts) followed by this
     /// frame's bytes, shared and counted once in the backlog with every
     /// other frame made from this one. This frame is the template of one
-    /// message's deliveries: a tail without a head.
+    /// message's deliveries: shared bytes without a head.
     pub(crate) fn with_head(&self, head: &[&[u8]]) -> OutFrame {
-        debug_assert!(self.head.as_slice().is_empty(), "a template has no head");
+        debug_assert!(
+            self.head.as_slice().is_empty() && self.at == 0,
+            "a template has no head"
+        );
         let len: usize = head.iter().map(|part| part.len()).sum();
         let head = match u8::try_from(len) {
             Ok(end) if len <= INLINE_HEAD => {
@@ -235,26 +267,29 @@ impl OutFrame {
                 }
                 Head::Inline { start: 0, end, buf }
             }
-            _ => Head::Heap(Bytes::from(head.concat())),
+            _ => Head::Heap(Box::new((Bytes::from(head.concat()), len))),
         };
         OutFrame {
             head,
-            tail: self.tail.clone(),
-            text: self.text,
-            charge: Arc::clone(&self.charge),
-            head_charge: 0,
+            shared: Arc::clone(&self.shared),
+            at: 0,
+            head_charged: false,
         }
+    }
+
+    fn rest(&self) -> &[u8] {
+        self.shared.bytes.get(self.at..).unwrap_or_default()
     }
 
     /// Bytes still to be written.
     pub(crate) fn len(&self) -> usize {
-        self.head.as_slice().len() + self.tail.len()
+        self.head.as_slice().len() + self.rest().len()
     }
 
-    /// The bytes still to be written, head then tail (either may be empty),
-    /// for one vectored write.
+    /// The bytes still to be written, head then shared part (either may be
+    /// empty), for one vectored write.
     pub(crate) fn chunks(&self) -> [&[u8]; 2] {
-        [self.head.as_slice(), &self.tail]
+        [self.head.as_slice(), self.rest()]
     }
 
     /// True when the frame (from where it is now) starts with `prefix`.
@@ -264,20 +299,21 @@ impl OutFrame {
             return head.starts_with(prefix);
         }
         let (first, rest) = prefix.split_at(head.len());
-        head == first && self.tail.starts_with(rest)
+        head == first && self.rest().starts_with(rest)
     }
 
-    /// The bytes still to be written, in one buffer: the tail itself when
-    /// there is no head, else a copy (tests compare frames with it).
+    /// The bytes still to be written, in one buffer: the shared bytes
+    /// themselves when there is no head, else a copy (tests compare frames
+    /// with it).
     #[cfg(test)]
     pub(crate) fn to_bytes(&self) -> Bytes {
         let head = self.head.as_slice();
         if head.is_empty() {
-            return self.tail.clone();
+            return self.shared.bytes.slice(self.at..);
         }
         let mut out = bytes::BytesMut::with_capacity(self.len());
         out.extend_from_slice(head);
-        out.extend_from_slice(&self.tail);
+        out.extend_from_slice(self.rest());
         out.freeze()
     }
 
@@ -292,33 +328,31 @@ impl OutFrame {
                 // in_head <= end - start, so this stays within u8.
                 *start += u8::try_from(in_head).unwrap_or(u8::MAX);
             }
-            Head::Heap(bytes) => bytes.advance(in_head),
+            Head::Heap(heap) => heap.0.advance(in_head),
         }
-        let in_tail = n - in_head;
+        let in_rest = n - in_head;
         assert!(
-            in_tail <= self.tail.len(),
+            in_rest <= self.rest().len(),
             "advanced past the end of a frame"
         );
-        self.tail.advance(in_tail);
+        self.at += in_rest;
     }
 
-    /// Counts the frame in `backlog`: its tail unless another frame with
-    /// the same tail already did, and its own head.
+    /// Counts the frame in `backlog`: its shared bytes unless another frame
+    /// holding them already did, and its own head.
     fn charge(&mut self, backlog: &Arc<Backlog>) {
-        self.charge.get_or_init(|| {
-            let bytes = self.tail.len();
+        self.shared.charge.get_or_init(|| {
+            let bytes = self.shared.bytes.len();
             backlog.add(bytes);
             Charge {
                 backlog: Arc::clone(backlog),
                 bytes,
             }
         });
-        let head = self.head.as_slice().len();
-        if self.head_charge == 0 && head > 0 {
-            // Heads are at most a few header lines; a larger one (never
-            // produced) would only be under-counted, not over-subtracted.
-            self.head_charge = u32::try_from(head).unwrap_or(u32::MAX);
-            backlog.add(self.head_charge as usize);
+        let head = self.head.whole_len();
+        if !self.head_charged && head > 0 {
+            self.head_charged = true;
+            backlog.add(head);
         }
     }
 }
@@ -1142,6 +1176,27 @@ mod tests {
         let frame = delivery(&template, &long);
         assert_eq!(frame.chunks()[0], &long[..]);
         assert_eq!(frame.len(), long.len() + template.len());
+    }
+
+    #[test]
+    fn a_queued_frame_is_small_enough_to_move_by_value() {
+        // Every delivery is moved into a subscriber's queue by the
+        // publisher and out of it by the writer, usually on another core.
+        assert!(
+            std::mem::size_of::<OutFrame>() <= 72,
+            "{}",
+            std::mem::size_of::<OutFrame>()
+        );
+        // The MESSAGE line with a client's usual subscription id and an ack
+        // id fits inline.
+        let template = OutFrame::new(Bytes::from_static(b"\ndestination:/queue/a\n"));
+        let frame = template.with_head(&[
+            b"MESSAGE\nsubscription:",
+            b"sub-12",
+            b"\nack:",
+            b"123.45678",
+        ]);
+        assert!(matches!(frame.head, Head::Inline { .. }));
     }
 
     #[test]

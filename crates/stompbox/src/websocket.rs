@@ -536,7 +536,7 @@ fn skip<'a>(out: &mut [IoSlice<'a>; 3], parts: [&'a [u8]; 3], mut skip: usize) -
 
 /// The header of an unmasked server frame carrying `frame`; its length.
 fn frame_header(out: &mut [u8; 10], frame: &OutFrame) -> usize {
-    let opcode = if frame.text { 0x1 } else { 0x2 };
+    let opcode = if frame.is_text() { 0x1 } else { 0x2 };
     let mut rest = &mut out[..];
     encode_header(&mut rest, opcode, frame.len());
     let left = rest.len();

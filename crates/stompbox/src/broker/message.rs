@@ -35,11 +35,22 @@ pub(crate) struct Message {
     pub(super) unacked_holders: Mutex<usize>,
 }
 
-/// The encoded tails of one message (everything after the per-delivery
+/// The encoded tails of one message (everything after a delivery's own
 /// headers) by version, kept only while one publish fans the message out,
 /// so that many subscribers cost one encoding, not one each.
 #[derive(Debug, Default)]
-pub(crate) struct Tails([Option<OutFrame>; 3]);
+pub(crate) struct Tails {
+    /// After a head with the subscription id (and an ack id) alone: the
+    /// destination and `redelivered:false` headers, then the rest. What
+    /// nearly every delivery uses; for the destination in `shown`.
+    short: [Option<OutFrame>; 3],
+    /// The destination `short` shows, when not the message's own (user
+    /// destinations).
+    shown: Option<Bytes>,
+    /// After a head with every per-delivery header: redeliveries, and
+    /// values that need escaping.
+    full: [Option<OutFrame>; 3],
+}
 
 /// What differs between two deliveries of one message.
 #[derive(Debug, Clone, Copy)]
@@ -99,9 +110,17 @@ impl Message {
     }
 
     /// The tail of this message's deliveries to `version` subscribers, as
-    /// a frame without a head (see [`OutFrame::with_head`]).
-    fn tail(&self, version: Version) -> OutFrame {
-        let mut out = BytesMut::with_capacity(128 + self.frame.len_bytes());
+    /// a frame without a head (see [`OutFrame::with_head`]). A short tail
+    /// starts with the `destination` and `redelivered:false` headers, for
+    /// heads that hold only the subscription and ack headers.
+    fn tail(&self, version: Version, short: Option<&[u8]>) -> OutFrame {
+        let mut out =
+            BytesMut::with_capacity(160 + short.map_or(0, <[u8]>::len) + self.frame.len_bytes());
+        if let Some(destination) = short {
+            out.put_slice(b"\ndestination:");
+            out.put_slice(destination);
+            out.put_slice(b"\nredelivered:false\n");
+        }
         self.write_tail(version, &mut out);
         OutFrame::with_text(out.freeze(), self.body_is_text)
     }
@@ -115,11 +134,38 @@ impl Message {
         tails: Option<&mut Tails>,
     ) -> OutFrame {
         let destination = delivery.destination.unwrap_or(&self.destination);
+        let short = !delivery.redelivered
+            && needs_no_escaping(delivery.subscription)
+            && needs_no_escaping(destination)
+            && delivery.ack.is_none_or(needs_no_escaping);
+        if short {
+            // What nearly every delivery is: a head of the subscription
+            // and ack ids alone, inside the frame, before a tail that
+            // starts with the headers all deliveries share.
+            let own;
+            let tail = match tails {
+                Some(tails) => tails.short(self, delivery.destination, delivery.version),
+                None => {
+                    own = self.tail(delivery.version, Some(destination));
+                    &own
+                }
+            };
+            let ack: [&[u8]; 2] = match delivery.ack {
+                Some(ack) => [b"\nack:", ack],
+                None => [b"", b""],
+            };
+            return tail.with_head(&[
+                b"MESSAGE\nsubscription:",
+                delivery.subscription,
+                ack[0],
+                ack[1],
+            ]);
+        }
         let own;
         let tail = match tails {
-            Some(tails) => tails.get(self, delivery.version),
+            Some(tails) => tails.full(self, delivery.version),
             None => {
-                own = self.tail(delivery.version);
+                own = self.tail(delivery.version, None);
                 &own
             }
         };
@@ -131,28 +177,6 @@ impl Message {
         } else {
             b"redelivered:false\n"
         };
-        let plain = needs_no_escaping(delivery.subscription)
-            && needs_no_escaping(destination)
-            && delivery.ack.is_none_or(needs_no_escaping);
-        if plain {
-            // What nearly every delivery is: the head from its parts, with
-            // no buffer but the frame's own.
-            let ack: [&[u8]; 3] = match delivery.ack {
-                Some(ack) => [b"ack:", ack, b"\n"],
-                None => [b"", b"", b""],
-            };
-            return tail.with_head(&[
-                b"MESSAGE\nsubscription:",
-                delivery.subscription,
-                b"\ndestination:",
-                destination,
-                b"\n",
-                ack[0],
-                ack[1],
-                ack[2],
-                redelivered,
-            ]);
-        }
         let escape = escaping(delivery.version, delivery.subscription)
             .or(escaping(delivery.version, destination))
             .or(escaping(delivery.version, &self.destination));
@@ -183,25 +207,14 @@ fn needs_no_escaping(value: &[u8]) -> bool {
 
 /// One message's deliveries to subscribers that acknowledge automatically:
 /// the embedded broker's topic publish and the shared relay's local fan-out
-/// of one upstream MESSAGE. The tail is encoded once per version and the
-/// part of the head after the subscription id once per shown destination,
-/// so a delivery only puts its subscription id between two copies, into
-/// the frame itself. Subscribers with the same subscription id (clients
-/// often all call theirs `sub-0`) are no different: their heads are as
-/// cheap as a clone would be, and the body is held once either way.
+/// of one upstream MESSAGE. The tail, with the destination shown, is
+/// encoded once per version, so a delivery only puts its subscription id
+/// into the frame itself. Subscribers with the same subscription id
+/// (clients often all call theirs `sub-0`) are no different: their heads
+/// are as cheap as a clone would be, and the body is held once either way.
 pub(crate) struct FanOut<'m> {
     message: &'m Message,
     tails: Tails,
-    /// The head after the subscription id, for the destination shown.
-    suffix: Option<Suffix>,
-}
-
-/// `\ndestination:…\nredelivered:false\n` for one shown destination.
-struct Suffix {
-    display: Option<Bytes>,
-    /// None when the destination needs escaping (deliveries then take
-    /// the general path).
-    bytes: Option<Vec<u8>>,
 }
 
 impl<'m> FanOut<'m> {
@@ -209,7 +222,6 @@ impl<'m> FanOut<'m> {
         FanOut {
             message,
             tails: Tails::default(),
-            suffix: None,
         }
     }
 
@@ -227,35 +239,7 @@ impl<'m> FanOut<'m> {
         display: Option<&Bytes>,
         version: Version,
     ) -> OutFrame {
-        let message = self.message;
-        if self
-            .suffix
-            .as_ref()
-            .is_none_or(|s| s.display.as_ref() != display)
-        {
-            let destination = display.map_or(&message.destination[..], |d| &d[..]);
-            self.suffix = Some(Suffix {
-                display: display.cloned(),
-                bytes: needs_no_escaping(destination).then(|| {
-                    [
-                        &b"\ndestination:"[..],
-                        destination,
-                        b"\nredelivered:false\n",
-                    ]
-                    .concat()
-                }),
-            });
-        }
-        if let Some(Suffix {
-            bytes: Some(suffix),
-            ..
-        }) = &self.suffix
-            && needs_no_escaping(subscription)
-        {
-            let template = self.tails.get(message, version);
-            return template.with_head(&[b"MESSAGE\nsubscription:", subscription, suffix]);
-        }
-        message.encode(
+        self.message.encode(
             DeliveryHeaders {
                 subscription,
                 destination: display.map(|d| &d[..]),
@@ -269,14 +253,33 @@ impl<'m> FanOut<'m> {
 }
 
 impl Tails {
-    /// The tail of `message` for `version` subscribers, encoded on first use.
-    fn get(&mut self, message: &Message, version: Version) -> &OutFrame {
-        let slot = match version {
-            Version::V1_0 => &mut self.0[0],
-            Version::V1_1 => &mut self.0[1],
-            Version::V1_2 => &mut self.0[2],
-        };
-        slot.get_or_insert_with(|| message.tail(version))
+    /// The short tail of `message` for `version` subscribers, showing
+    /// `shown` or else its own destination, encoded on first use.
+    fn short(&mut self, message: &Message, shown: Option<&[u8]>, version: Version) -> &OutFrame {
+        if self.shown.as_deref() != shown {
+            // Deliveries of one publish show one destination, or take
+            // turns only between users' sessions; the last one is kept.
+            self.short = Default::default();
+            self.shown = shown.map(Bytes::copy_from_slice);
+        }
+        let slot = &mut self.short[version_index(version)];
+        slot.get_or_insert_with(|| {
+            message.tail(version, Some(shown.unwrap_or(&message.destination)))
+        })
+    }
+
+    /// The tail of `message` for `version` subscribers after a full head,
+    /// encoded on first use.
+    fn full(&mut self, message: &Message, version: Version) -> &OutFrame {
+        self.full[version_index(version)].get_or_insert_with(|| message.tail(version, None))
+    }
+}
+
+fn version_index(version: Version) -> usize {
+    match version {
+        Version::V1_0 => 0,
+        Version::V1_1 => 1,
+        Version::V1_2 => 2,
     }
 }
 
@@ -384,6 +387,28 @@ mod tests {
             let again = message.encode(delivery, Some(&mut tails));
             assert_eq!(direct.to_bytes(), shared.to_bytes());
             assert_eq!(direct.to_bytes(), again.to_bytes());
+            // Its own head holds the subscription and ack ids, and the
+            // shared part the rest of a complete MESSAGE frame.
+            let mut decoder = Decoder::new(Limits::default());
+            decoder.set_version(version);
+            let mut buf = BytesMut::from(&shared.to_bytes()[..]);
+            let Ok(Some(Decoded::Frame(frame))) = decoder.decode(&mut buf) else {
+                panic!("not a frame: {:?}", shared.to_bytes())
+            };
+            assert!(buf.is_empty(), "left over: {buf:?}");
+            assert_eq!(frame.command, Command::Message);
+            let expected = [
+                ("subscription", "sub-0"),
+                ("ack", "1.1"),
+                ("destination", "/queue/a"),
+                ("redelivered", "false"),
+                ("message-id", "m-1"),
+                ("content-length", "4"),
+            ];
+            for (name, value) in expected {
+                assert_eq!(frame.headers.get(name), Some(value), "{name} in {version:?}");
+            }
+            assert_eq!(&frame.body[..], b"body");
         }
     }
 
@@ -429,7 +454,7 @@ mod tests {
                 "{subscription:?} {display:?} {version:?}"
             );
             assert_eq!(shared.len(), direct.len());
-            assert_eq!(shared.text, direct.text);
+            assert_eq!(shared.is_text(), direct.is_text());
         }
     }
 
@@ -452,7 +477,7 @@ mod tests {
             },
             None,
         );
-        assert!(!out.text || std::str::from_utf8(&out.to_bytes()).is_ok());
+        assert!(!out.is_text() || std::str::from_utf8(&out.to_bytes()).is_ok());
         let mut buf = BytesMut::from(&out.to_bytes()[..]);
         let Ok(Some(Decoded::Frame(frame))) = Decoder::new(Limits::default()).decode(&mut buf)
         else {
