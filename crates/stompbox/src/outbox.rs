@@ -51,16 +51,15 @@ impl Backlog {
         if n == 0 {
             return;
         }
-        // Every subtraction is a frame's charge being dropped, after it was
-        // added, so this cannot wrap; saturate anyway rather than ever read a
-        // wrapped count as "over".
-        let before = match self
-            .bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                Some(b.saturating_sub(n))
-            }) {
-            Ok(before) | Err(before) => before,
-        };
+        // Every subtraction is a charge being dropped after it was added,
+        // so this cannot wrap. One atomic subtraction, not a compare-and-
+        // swap loop: writers on every core drop frames at once.
+        let before = self.bytes.fetch_sub(n, Ordering::Relaxed);
+        if before < n {
+            // Never reached; should a charge ever be dropped twice, undo
+            // the wrap rather than read a wrapped count as "over".
+            self.bytes.fetch_add(n - before, Ordering::Relaxed);
+        }
         if before >= self.low && before.saturating_sub(n) < self.low {
             self.tripped.store(false, Ordering::Relaxed);
             self.drained.notify_waiters();

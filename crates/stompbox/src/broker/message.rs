@@ -215,6 +215,9 @@ fn needs_no_escaping(value: &[u8]) -> bool {
 pub(crate) struct FanOut<'m> {
     message: &'m Message,
     tails: Tails,
+    /// The message's own destination needs no escaping, so a delivery
+    /// that shows it only checks its subscription id.
+    plain_destination: bool,
 }
 
 impl<'m> FanOut<'m> {
@@ -222,6 +225,7 @@ impl<'m> FanOut<'m> {
         FanOut {
             message,
             tails: Tails::default(),
+            plain_destination: needs_no_escaping(&message.destination),
         }
     }
 
@@ -239,6 +243,12 @@ impl<'m> FanOut<'m> {
         display: Option<&Bytes>,
         version: Version,
     ) -> OutFrame {
+        if display.is_none() && self.plain_destination && needs_no_escaping(subscription) {
+            // What `encode` would do, without checking the destination
+            // again for every subscriber.
+            let tail = self.tails.short(self.message, None, version);
+            return tail.with_head(&[b"MESSAGE\nsubscription:", subscription]);
+        }
         self.message.encode(
             DeliveryHeaders {
                 subscription,
@@ -406,7 +416,11 @@ mod tests {
                 ("content-length", "4"),
             ];
             for (name, value) in expected {
-                assert_eq!(frame.headers.get(name), Some(value), "{name} in {version:?}");
+                assert_eq!(
+                    frame.headers.get(name),
+                    Some(value),
+                    "{name} in {version:?}"
+                );
             }
             assert_eq!(&frame.body[..], b"body");
         }
