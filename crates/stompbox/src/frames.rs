@@ -5,8 +5,9 @@
 //! layer that drives it: imports point down only (see ARCHITECTURE.md).
 
 use crate::outbox::OutFrame;
-use bytes::{Bytes, BytesMut};
-use stompbox_codec::{Command, Frame, Version, encode_frame, header};
+use bytes::{BufMut, Bytes, BytesMut};
+use std::io::Write;
+use stompbox_codec::{Command, Frame, Version, encode_frame, encode_header, header};
 
 /// Why a session ended with an ERROR, as counted for operators (a small
 /// fixed set, so a metric labelled by it stays small).
@@ -144,12 +145,97 @@ pub(crate) fn encode(frame: &Frame, version: Version) -> OutFrame {
     OutFrame::new(out.freeze())
 }
 
-/// A RECEIPT frame (no header of it needs escaping but the id).
+/// A RECEIPT frame (no header of it needs escaping but the id), encoded
+/// straight into its buffer: every SUBSCRIBE and SEND with a receipt makes
+/// one, and going through a [`Frame`] costs a header list and copies.
 pub(crate) fn receipt_frame(receipt_id: &[u8]) -> OutFrame {
-    let mut frame = Frame::new(Command::Receipt);
-    frame.headers.push(
-        Bytes::from_static(header::RECEIPT_ID.as_bytes()),
-        Bytes::copy_from_slice(receipt_id),
+    let mut out = BytesMut::with_capacity(24 + 2 * receipt_id.len());
+    out.put_slice(b"RECEIPT\n");
+    encode_header(
+        header::RECEIPT_ID.as_bytes(),
+        receipt_id,
+        Some(Version::V1_2),
+        &mut out,
     );
-    encode(&frame, Version::V1_2)
+    out.put_slice(b"\n\0");
+    OutFrame::new(out.freeze())
+}
+
+/// The CONNECTED frame, encoded straight into its buffer (one per
+/// connection; reconnect storms make many at once). STOMP never escapes
+/// CONNECTED headers, and these values hold no byte that would need it:
+/// the session id is hex digits.
+pub(crate) fn connected_frame(
+    version: Version,
+    server: &str,
+    session: &str,
+    heart_beat: [u128; 2],
+) -> OutFrame {
+    let mut out = BytesMut::with_capacity(96 + server.len() + session.len());
+    out.put_slice(b"CONNECTED\n");
+    encode_header(
+        header::VERSION.as_bytes(),
+        version.as_str().as_bytes(),
+        None,
+        &mut out,
+    );
+    encode_header(header::SERVER.as_bytes(), server.as_bytes(), None, &mut out);
+    encode_header(
+        header::SESSION.as_bytes(),
+        session.as_bytes(),
+        None,
+        &mut out,
+    );
+    let mut beats = [0u8; 80];
+    let mut cursor = &mut beats[..];
+    let _ = write!(cursor, "{},{}", heart_beat[0], heart_beat[1]);
+    let left = cursor.len();
+    encode_header(
+        header::HEART_BEAT.as_bytes(),
+        &beats[..beats.len() - left],
+        None,
+        &mut out,
+    );
+    out.put_slice(b"\n\0");
+    OutFrame::with_text(out.freeze(), true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receipt_encodes_as_the_frame_would() {
+        for id in [&b"r-1"[..], b"a:b\\c\nd\re", b""] {
+            let mut frame = Frame::new(Command::Receipt);
+            frame.headers.push(
+                Bytes::from_static(header::RECEIPT_ID.as_bytes()),
+                Bytes::copy_from_slice(id),
+            );
+            let direct = receipt_frame(id);
+            assert_eq!(direct.to_bytes(), encode(&frame, Version::V1_2).to_bytes());
+            assert!(direct.is_text());
+        }
+    }
+
+    #[test]
+    fn connected_encodes_as_the_frame_would() {
+        for version in Version::ALL {
+            let frame = Frame::new(Command::Connected)
+                .header(header::VERSION, version.as_str())
+                .header(header::SERVER, "stompbox/9.9.9")
+                .header(header::SESSION, "0123abcd")
+                .header(header::HEART_BEAT, "10000,0");
+            let direct = connected_frame(version, "stompbox/9.9.9", "0123abcd", [10_000, 0]);
+            assert_eq!(direct.to_bytes(), encode(&frame, version).to_bytes());
+            assert!(direct.is_text());
+        }
+        // The largest heart-beats fit.
+        let max = connected_frame(Version::V1_2, "s", "i", [u128::MAX, u128::MAX]);
+        let text = String::from_utf8(max.to_bytes().to_vec()).unwrap();
+        assert!(
+            text.contains(&format!("heart-beat:{0},{0}\n", u128::MAX)),
+            "{text}"
+        );
+    }
 }

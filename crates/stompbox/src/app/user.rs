@@ -129,7 +129,13 @@ pub(crate) fn new_session_id() -> String {
             chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
         }
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    id
 }
 
 #[cfg(test)]
@@ -201,6 +207,7 @@ mod tests {
     fn session_ids_are_random() {
         let id = new_session_id();
         assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
         assert_ne!(new_session_id(), id);
     }
 }

@@ -7,13 +7,13 @@ use super::{Connected, Flow, Heartbeat, SERVER_NAME, Session};
 use crate::app::ConnectInfo;
 use crate::auth::{AuthError, ConnectRequest};
 use crate::broker::SessionContext;
-use crate::frames::{ErrorReason, StompError, encode};
+use crate::frames::{ErrorReason, StompError, connected_frame};
 use crate::router;
 use crate::small_map::SmallMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use stompbox_codec::{Command, Frame, Version, header};
+use stompbox_codec::{Frame, Version, header};
 use tokio::time::Instant;
 
 /// Parses `heart-beat: cx,cy` into milliseconds.
@@ -214,8 +214,7 @@ impl Session {
         });
         // A direction the client turned off still states the server's
         // setting, which tells the client what it could have had.
-        let heart_beat = format!(
-            "{},{}",
+        let heart_beat = [
             self.heartbeat
                 .send_every
                 .unwrap_or(config.heartbeat_send)
@@ -223,14 +222,14 @@ impl Session {
             self.heartbeat
                 .expect_every
                 .unwrap_or(config.heartbeat_receive)
-                .as_millis()
-        );
-        let connected = Frame::new(Command::Connected)
-            .header(header::VERSION, version.as_str())
-            .header(header::SERVER, SERVER_NAME)
-            .header(header::SESSION, &self.session_id)
-            .header(header::HEART_BEAT, &heart_beat);
-        self.push(encode(&connected, version));
+                .as_millis(),
+        ];
+        self.push(connected_frame(
+            version,
+            SERVER_NAME,
+            &self.session_id,
+            heart_beat,
+        ));
         Ok(Flow::Continue)
     }
 }
