@@ -5,7 +5,9 @@
 
 use crate::auth::Handshake;
 use crate::frames::{ErrorReason, StompError};
-use crate::outbox::{Backlog, Congested, OutFrame, Outbox, PublisherPauses, STALL_AFTER};
+use crate::outbox::{
+    Backlog, Congested, OutFrame, Outbox, PublisherPauses, STALL_AFTER, Stop, Taken,
+};
 use crate::session::{Flow, Session};
 use crate::shared::ServerShared;
 use crate::telemetry::{Registered, SessionEntry, Telemetry};
@@ -117,19 +119,17 @@ pub(crate) fn run(
             tokio::select! {
                 biased;
                 () = outbox.ready() => {
-                    if outbox.is_shutting_down() {
-                        break End::Shutdown;
-                    }
-                    if outbox.overflowed() {
-                        break End::SlowConsumer(outbox.unacked_cap().unwrap_or("outbox full"));
-                    }
-                    outbox.take_all(&mut batch);
-                    if outbox.take_wanted() {
+                    let taken = match outbox.take_for_writer(&mut batch) {
+                        Ok(taken) => taken,
+                        Err(Stop::ShuttingDown) => break End::Shutdown,
+                        Err(Stop::Overflowed(cap)) => break End::SlowConsumer(cap.unwrap_or("outbox full")),
+                    };
+                    if taken.wanted {
                         // Room again: queues that held messages back go on.
                         session.drained();
                     }
                     if !batch.is_empty() {
-                        entry.writing(&batch);
+                        entry.writing(&taken);
                         match write_in_time(&mut transport, &mut batch, &outbox, config.send_timeout, &server.backlog).await {
                             Ok(Ok(())) => last_write = Instant::now(),
                             Ok(Err(e)) => break End::Io(e),
@@ -478,13 +478,17 @@ async fn process_while_writing(
                 biased;
                 result = &mut processing => break result,
                 () = out.outbox.ready() => {
-                    if out.outbox.overflowed() {
-                        return Err(End::SlowConsumer(out.outbox.unacked_cap().unwrap_or("outbox full")));
-                    }
-                    out.outbox.take_all(out.batch);
-                    redispatch |= out.outbox.take_wanted();
+                    // A shutdown ends the session once the frame's work is
+                    // done (the loop around this sees it); until then,
+                    // output is written as it comes.
+                    let taken = match out.outbox.take_for_writer(out.batch) {
+                        Ok(taken) => taken,
+                        Err(Stop::ShuttingDown) => out.outbox.take_all(out.batch),
+                        Err(Stop::Overflowed(cap)) => return Err(End::SlowConsumer(cap.unwrap_or("outbox full"))),
+                    };
+                    redispatch |= taken.wanted;
                     if !out.batch.is_empty() {
-                        out.entry.writing(out.batch);
+                        out.entry.writing(&taken);
                         match write_in_time(out.transport, out.batch, out.outbox, out.send_timeout, out.backlog).await {
                             Ok(Ok(())) => *out.last_write = Instant::now(),
                             Ok(Err(e)) => return Err(End::Io(e)),
@@ -639,12 +643,14 @@ async fn send_error(
     // queued last: a client gets one ERROR, never two.
     let ended = outbox.is_finished();
     outbox.close();
-    outbox.take_all(batch);
+    let mut taken = outbox.take_all(batch);
     if !ended {
         telemetry.error_sent(error.reason);
-        batch.push_back(error.to_frame(version));
+        let frame = error.to_frame(version);
+        taken.add(&frame);
+        batch.push_back(frame);
     }
-    entry.writing(batch);
+    entry.writing(&taken);
     let _ = timeout(FAREWELL_TIMEOUT, transport.write_batch(batch)).await;
 }
 
@@ -673,8 +679,8 @@ async fn finish(
                 _ => (config.send_timeout, CloseCode::NORMAL_CLOSURE, ""),
             };
             outbox.close();
-            outbox.take_all(batch);
-            entry.writing(batch);
+            let taken = outbox.take_all(batch);
+            entry.writing(&taken);
             let _ = timeout(limit, transport.write_batch(batch)).await;
             drop(registered);
             let _ = timeout(FAREWELL_TIMEOUT, transport.close(code, reason)).await;
@@ -699,8 +705,11 @@ async fn finish(
                     "slow consumer: the client did not read its messages fast enough and was disconnected",
                 ),
             };
-            batch.push_back(error.to_frame(version));
-            entry.writing(batch);
+            let frame = error.to_frame(version);
+            let mut taken = Taken::default();
+            taken.add(&frame);
+            batch.push_back(frame);
+            entry.writing(&taken);
             let _ = timeout(FAREWELL_TIMEOUT, transport.write_batch(batch)).await;
             drop(registered);
             let _ = timeout(

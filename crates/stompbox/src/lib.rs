@@ -39,7 +39,7 @@ mod websocket;
 pub use admission::IpNetwork;
 pub use config::{AdminConfig, ApiToken, MetricsConfig, ServerConfig, TlsConfig};
 pub use open_files::{OpenFileLimit, raise_open_file_limit};
-pub use outbox::{Backlog, OutFrame, Outbox, PushError};
+pub use outbox::{Backlog, OutFrame, Outbox, PushError, Taken};
 pub use server::{Server, ServerBuilder, ServerHandle};
 pub use session::{SENDER_HEADER, SERVER_NAME};
 pub use shared::Stats;

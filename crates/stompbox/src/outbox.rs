@@ -246,6 +246,11 @@ impl OutFrame {
         self.shared.text
     }
 
+    /// True for a MESSAGE frame (statistics count them).
+    fn is_message(&self) -> bool {
+        self.starts_with(b"MESSAGE\n") || self.starts_with(b"MESSAGE\r\n")
+    }
+
     /// A frame of `head` (the concatenation of its parts) followed by this
     /// frame's bytes, shared and counted once in the backlog with every
     /// other frame made from this one. This frame is the template of one
@@ -567,6 +572,53 @@ struct State {
     unacked_cap: Option<&'static str>,
     /// The server is shutting down (see [`Outbox::shut_down`]).
     shutting_down: bool,
+    /// MESSAGE frames among those queued (statistics).
+    messages: usize,
+    /// Producers waiting for room (see [`Outbox::room`]): a take wakes
+    /// them only when there are any.
+    room_waiters: usize,
+}
+
+/// What one take moved into the writer's batch, and what the writer learns
+/// with it under the same lock.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// Bytes of the frames taken.
+    pub bytes: usize,
+    /// MESSAGE frames among them.
+    pub messages: usize,
+    /// A queue skipped this consumer for being half full since the last
+    /// take: the writer should let queues dispatch to it again.
+    pub wanted: bool,
+}
+
+impl Taken {
+    /// Counts one more frame the writer adds to the batch itself.
+    pub(crate) fn add(&mut self, frame: &OutFrame) {
+        self.bytes += frame.len();
+        self.messages += usize::from(frame.is_message());
+    }
+}
+
+/// One producer counted in [`State::room_waiters`] while it waits, however
+/// its wait ends (woken, or its future dropped).
+struct RoomWaiter<'a>(&'a Outbox);
+
+impl Drop for RoomWaiter<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.room_waiters = state.room_waiters.saturating_sub(1);
+    }
+}
+
+/// Why a writer's take found the session ending instead of frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The server is shutting down: deliver what is queued and close.
+    ShuttingDown,
+    /// The outbox overflowed (a slow consumer), or a subscriber passed the
+    /// unacknowledged cap named.
+    Overflowed(Option<&'static str>),
 }
 
 /// Bounded (in bytes) multi-producer, single-consumer frame queue.
@@ -670,11 +722,12 @@ impl Outbox {
         if let Some(backlog) = &self.backlog {
             frame.charge(backlog);
         }
+        let len = frame.len();
+        let message = frame.is_message();
         let mut state = self.lock();
         if state.closed {
             return Err(PushError::Closed);
         }
-        let len = frame.len();
         if state.bytes + len > self.limit && !state.frames.is_empty() {
             if close {
                 self.overflow(state);
@@ -683,6 +736,7 @@ impl Outbox {
         }
         let was_empty = state.frames.is_empty();
         state.bytes += len;
+        state.messages += usize::from(message);
         state.frames.push_back(frame);
         let congested = state.bytes > self.limit / PAUSE_DIVISOR && !state.stalled;
         drop(state);
@@ -693,10 +747,36 @@ impl Outbox {
     }
 
     /// Moves every queued frame into `into` (which should be empty).
-    pub fn take_all(&self, into: &mut VecDeque<OutFrame>) {
-        let mut state = self.lock();
+    pub fn take_all(&self, into: &mut VecDeque<OutFrame>) -> Taken {
+        let state = self.lock();
+        self.take_locked(state, into)
+    }
+
+    /// The writer's turn: unless the session must end instead, as
+    /// [`Outbox::take_all`]. One lock for everything the writer checks
+    /// each time it wakes.
+    pub(crate) fn take_for_writer(&self, into: &mut VecDeque<OutFrame>) -> Result<Taken, Stop> {
+        let state = self.lock();
+        if state.shutting_down {
+            return Err(Stop::ShuttingDown);
+        }
+        if state.overflowed {
+            return Err(Stop::Overflowed(state.unacked_cap));
+        }
+        Ok(self.take_locked(state, into))
+    }
+
+    fn take_locked(
+        &self,
+        mut state: std::sync::MutexGuard<'_, State>,
+        into: &mut VecDeque<OutFrame>,
+    ) -> Taken {
         std::mem::swap(&mut state.frames, into);
-        let taken = std::mem::take(&mut state.bytes);
+        let taken = Taken {
+            bytes: std::mem::take(&mut state.bytes),
+            messages: std::mem::take(&mut state.messages),
+            wanted: std::mem::take(&mut state.wanted),
+        };
         if !into.is_empty() {
             state.takes += 1;
             state.stalled = false;
@@ -710,11 +790,13 @@ impl Outbox {
         }
         // The backlog still counts the taken frames (real memory) until the
         // writer drops them; this outbox's own limit no longer does, so a
-        // publisher waiting for room here may go on.
+        // producer waiting for room here may go on.
+        let wake = taken.bytes > 0 && state.room_waiters > 0;
         drop(state);
-        if taken > 0 {
+        if wake {
             self.room.notify_waiters();
         }
+        taken
     }
 
     /// When nothing is queued: gives back a large spare deque and returns
@@ -733,7 +815,7 @@ impl Outbox {
     }
 
     /// True when over half full. A queue then offers this consumer nothing
-    /// more until its writer drains it (see [`Outbox::take_wanted`]), so a
+    /// more until its writer drains it (see [`Taken::wanted`]), so a
     /// deep queue never overflows a consumer that is keeping up.
     pub fn half_full(&self, wanted: bool) -> bool {
         let mut state = self.lock();
@@ -742,12 +824,6 @@ impl Outbox {
             state.wanted = true;
         }
         full
-    }
-
-    /// True (once) when a queue skipped this consumer for being half full
-    /// since the last call: the writer should let the queue dispatch again.
-    pub fn take_wanted(&self) -> bool {
-        std::mem::take(&mut self.lock().wanted)
     }
 
     /// True when a producer that can wait should: this outbox is over half
@@ -783,11 +859,13 @@ impl Outbox {
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let state = self.lock();
+                let mut state = self.lock();
                 if state.closed || state.bytes <= bytes {
                     return;
                 }
+                state.room_waiters += 1;
             }
+            let _waiting = RoomWaiter(self);
             notified.await;
         }
     }
@@ -818,6 +896,7 @@ impl Outbox {
         state.overflowed = true;
         let dropped = std::mem::take(&mut state.frames);
         state.bytes = 0;
+        state.messages = 0;
         drop(state);
         // Uncounted from the backlog outside the lock.
         drop(dropped);
@@ -838,6 +917,7 @@ impl Outbox {
             last.charge(backlog);
         }
         state.bytes += last.len();
+        state.messages += usize::from(last.is_message());
         state.frames.push_back(last);
         state.closed = true;
         state.finished = true;
@@ -1280,6 +1360,78 @@ mod tests {
         let mut out = VecDeque::new();
         outbox.take_all(&mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_writers_take_counts_messages_and_sees_the_session_end() {
+        let outbox = Outbox::new(1_000);
+        outbox
+            .push(OutFrame::new(Bytes::from_static(b"MESSAGE\n\n\0")))
+            .unwrap();
+        outbox
+            .push(OutFrame::new(Bytes::from_static(b"RECEIPT\n\n\0")))
+            .unwrap();
+        let template = OutFrame::new(Bytes::from_static(b"\n\n\0"));
+        outbox.push(template.with_head(&[b"MESSAGE\r\n"])).unwrap();
+        assert!(!outbox.half_full(true));
+        let mut batch = VecDeque::new();
+        assert_eq!(
+            outbox.take_for_writer(&mut batch),
+            Ok(Taken {
+                bytes: 10 + 10 + 12,
+                messages: 2,
+                wanted: false,
+            })
+        );
+        assert_eq!(batch.len(), 3);
+        batch.clear();
+        // A queue that found this consumer half full wants it again after
+        // the next take, once.
+        outbox.push(frame(600)).unwrap();
+        assert!(outbox.half_full(true));
+        assert!(outbox.take_for_writer(&mut batch).unwrap().wanted);
+        assert!(!outbox.take_for_writer(&mut batch).unwrap().wanted);
+        batch.clear();
+        // Ending: nothing is taken, so the writer's end decides what is.
+        outbox.push(frame(1)).unwrap();
+        outbox.shut_down();
+        assert_eq!(outbox.take_for_writer(&mut batch), Err(Stop::ShuttingDown));
+        assert!(batch.is_empty());
+        assert_eq!(outbox.take_all(&mut batch).bytes, 1);
+        let outbox = Outbox::new(10);
+        outbox.push(frame(6)).unwrap();
+        outbox.fail_unacked("max_unacked");
+        assert_eq!(
+            outbox.take_for_writer(&mut batch),
+            Err(Stop::Overflowed(Some("max_unacked")))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_take_wakes_a_producer_waiting_for_room_however_many_wait() {
+        let outbox = Arc::new(Outbox::new(100));
+        outbox.push(frame(80)).unwrap();
+        let waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let outbox = Arc::clone(&outbox);
+                tokio::spawn(async move { outbox.room().await })
+            })
+            .collect();
+        // Every waiter is counted before the take, so none is missed.
+        while outbox.lock().room_waiters < 3 {
+            tokio::task::yield_now().await;
+        }
+        let mut batch = VecDeque::new();
+        outbox.take_all(&mut batch);
+        for waiter in waiting {
+            waiter.await.unwrap();
+        }
+        assert_eq!(outbox.lock().room_waiters, 0);
+        // A wait given up still leaves the count.
+        outbox.push(frame(80)).unwrap();
+        let given_up = tokio::time::timeout(Duration::from_millis(1), outbox.room()).await;
+        assert!(given_up.is_err());
+        assert_eq!(outbox.lock().room_waiters, 0);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! under the shard's lock (and so never goes backwards).
 
 use crate::frames::ErrorReason;
-use crate::outbox::{OutFrame, Outbox};
+use crate::outbox::{Outbox, Taken};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -319,17 +319,9 @@ impl SessionEntry {
     }
 
     /// Counts a batch about to be written: its bytes, and its MESSAGE frames.
-    pub(crate) fn writing(&self, batch: &std::collections::VecDeque<OutFrame>) {
-        let mut bytes = 0;
-        let mut messages = 0;
-        for frame in batch {
-            bytes += frame.len() as u64;
-            if frame.starts_with(b"MESSAGE\n") || frame.starts_with(b"MESSAGE\r\n") {
-                messages += 1;
-            }
-        }
-        bump(&self.bytes_out, bytes);
-        bump(&self.messages_out, messages);
+    pub(crate) fn writing(&self, batch: &Taken) {
+        bump(&self.bytes_out, batch.bytes as u64);
+        bump(&self.messages_out, batch.messages as u64);
     }
 
     pub(crate) fn totals(&self) -> Totals {
@@ -492,6 +484,7 @@ impl Drop for Registered {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::OutFrame;
     use bytes::Bytes;
 
     fn entry(telemetry: &Arc<Telemetry>, id: &str) -> Registered {
@@ -511,10 +504,10 @@ mod tests {
         let frames: [&'static [u8]; 3] =
             [b"MESSAGE\nx:y\n\n\0", b"\n", b"RECEIPT\nreceipt-id:1\n\n\0"];
         let written: usize = frames.iter().map(|f| f.len()).sum();
-        let batch = frames
-            .into_iter()
-            .map(|f| OutFrame::new(Bytes::from_static(f)))
-            .collect();
+        let mut batch = Taken::default();
+        for frame in frames {
+            batch.add(&OutFrame::new(Bytes::from_static(frame)));
+        }
         a.entry.writing(&batch);
         a.entry.message_in();
         b.entry.read(10);
