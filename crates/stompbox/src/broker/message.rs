@@ -239,7 +239,7 @@ impl<'m> FanOut<'m> {
     /// destination it shows instead of the message's (user destinations).
     pub(crate) fn frame(
         &mut self,
-        subscription: &Bytes,
+        subscription: &[u8],
         display: Option<&Bytes>,
         version: Version,
     ) -> OutFrame {

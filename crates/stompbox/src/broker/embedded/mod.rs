@@ -292,7 +292,7 @@ impl Shared {
             if subscription.is_cancelled() {
                 return;
             }
-            if subscription.ack != AckMode::Auto || subscription.display_destination.is_some() {
+            if !subscription.fans_out {
                 let tails = if std::mem::take(&mut direct) {
                     None
                 } else {
@@ -301,7 +301,7 @@ impl Shared {
                 let _ = subscription.deliver(message, false, tails);
                 return;
             }
-            let frame = fan_out.frame(&subscription.id, None, subscription.version);
+            let frame = fan_out.frame(subscription.id_bytes(), None, subscription.version);
             // A full outbox closes that connection as a slow consumer; the
             // other subscribers are unaffected.
             let _ = subscription.outbox.deliver(frame);
@@ -434,28 +434,27 @@ impl EmbeddedSession {
                 (Source::Queue(_), Some(limit)) => (limit, None),
                 (_, limit) => (max_unacked, limit),
             };
-            Arc::new(Subscription {
-                id: request.id.clone(),
-                display_destination: request
+            Arc::new(Subscription::new(
+                request.id.clone(),
+                request
                     .display_destination
                     .as_ref()
                     .map(|d| Bytes::copy_from_slice(d.as_bytes())),
                 key,
-                ack: request.ack,
-                version: self.context.version,
-                outbox: Arc::clone(&self.context.outbox),
+                request.ack,
+                self.context.version,
+                Arc::clone(&self.context.outbox),
                 source,
                 max_unacked,
                 prefetch,
-                pending: Mutex::new(PendingSet::new(UnackedBudgets {
+                PendingSet::new(UnackedBudgets {
                     session: Arc::clone(&self.unacked),
                     topic: Arc::clone(&self.shared.topic_unacked_bytes),
                     session_topic: Arc::clone(&self.topic_unacked),
                     holders: Arc::clone(&self.shared.topic_holders),
                     counters: Arc::clone(&self.shared.counters),
-                })),
-                cancelled: std::sync::atomic::AtomicBool::new(false),
-            })
+                }),
+            ))
         };
         let subscription = match self.shared.kind(destination) {
             Some(Kind::Topic(routing_key)) => {

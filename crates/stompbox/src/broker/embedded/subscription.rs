@@ -253,17 +253,32 @@ pub(crate) enum Source {
     Queue(Arc<Queue>),
 }
 
+/// Every topic publish reads these fields of each subscriber, so they come
+/// first and together (`repr(C)` keeps the order): one cache line per
+/// subscriber, where the compiler's order spread them over two and the
+/// id's bytes over a third (cachegrind, 1,000 subscribers: three first-
+/// level misses per delivery there).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Subscription {
+    /// Set on UNSUBSCRIBE, before the subscription leaves the registries: a
+    /// publisher still holding an older subscriber list then skips it, so no
+    /// MESSAGE for a cancelled id follows the UNSUBSCRIBE's RECEIPT.
+    pub(crate) cancelled: std::sync::atomic::AtomicBool,
+    pub(crate) version: Version,
+    /// Acknowledges automatically and shows the message's own destination:
+    /// a topic publish's fan-out encodes its deliveries.
+    pub(crate) fans_out: bool,
+    pub(crate) ack: AckMode,
+    /// The id, when short, beside the rest of what a publish reads.
+    short_id: ShortId,
+    pub(crate) outbox: Arc<Outbox>,
     pub(crate) id: Bytes,
     /// What MESSAGE frames show as their destination, when not the message's own.
     pub(crate) display_destination: Option<Bytes>,
     /// Session-local number, the first part of every ack id this
     /// subscription hands out, so an ACK finds its subscription directly.
     pub(crate) key: u64,
-    pub(crate) ack: AckMode,
-    pub(crate) version: Version,
-    pub(crate) outbox: Arc<Outbox>,
     pub(crate) source: Source,
     /// Most messages held unacknowledged: in flight to the client plus,
     /// on a topic, held back. A queue consumer's is the lesser of
@@ -274,10 +289,41 @@ pub(crate) struct Subscription {
     /// `held_back`.
     pub(crate) prefetch: Option<usize>,
     pub(crate) pending: Mutex<PendingSet>,
-    /// Set on UNSUBSCRIBE, before the subscription leaves the registries: a
-    /// publisher still holding an older subscriber list then skips it, so no
-    /// MESSAGE for a cancelled id follows the UNSUBSCRIBE's RECEIPT.
-    pub(crate) cancelled: std::sync::atomic::AtomicBool,
+}
+
+/// Ids up to this long (clients' `sub-0`, `sub-12345`, numbers) are kept
+/// inside the subscription itself.
+const SHORT_ID: usize = 27;
+
+/// A subscription id of at most [`SHORT_ID`] bytes, or none.
+#[derive(Debug, Clone, Copy)]
+struct ShortId {
+    /// The id's length, or `u8::MAX` when it is longer.
+    len: u8,
+    bytes: [u8; SHORT_ID],
+}
+
+impl ShortId {
+    fn new(id: &[u8]) -> ShortId {
+        let mut bytes = [0; SHORT_ID];
+        match bytes.get_mut(..id.len()) {
+            Some(short) => {
+                short.copy_from_slice(id);
+                ShortId {
+                    len: u8::try_from(id.len()).unwrap_or(u8::MAX),
+                    bytes,
+                }
+            }
+            None => ShortId {
+                len: u8::MAX,
+                bytes,
+            },
+        }
+    }
+
+    fn get(&self) -> Option<&[u8]> {
+        self.bytes.get(..usize::from(self.len))
+    }
 }
 
 /// Why a delivery did not happen.
@@ -291,6 +337,44 @@ pub(crate) enum DeliveryError {
 }
 
 impl Subscription {
+    /// A subscription's fields, with those a publish reads laid out
+    /// together.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: Bytes,
+        display_destination: Option<Bytes>,
+        key: u64,
+        ack: AckMode,
+        version: Version,
+        outbox: Arc<Outbox>,
+        source: Source,
+        max_unacked: usize,
+        prefetch: Option<usize>,
+        pending: PendingSet,
+    ) -> Subscription {
+        Subscription {
+            cancelled: std::sync::atomic::AtomicBool::new(false),
+            version,
+            fans_out: ack == AckMode::Auto && display_destination.is_none(),
+            short_id: ShortId::new(&id),
+            outbox,
+            id,
+            display_destination,
+            key,
+            ack,
+            source,
+            max_unacked,
+            prefetch,
+            pending: Mutex::new(pending),
+        }
+    }
+
+    /// The subscription id, read from beside the subscription's other
+    /// fields when it is short.
+    pub(crate) fn id_bytes(&self) -> &[u8] {
+        self.short_id.get().unwrap_or(&self.id)
+    }
+
     pub(crate) fn pending(&self) -> MutexGuard<'_, PendingSet> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -533,5 +617,19 @@ impl Subscription {
             .into_values()
             .chain(held_back.into_iter().map(|(held, _)| held))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SHORT_ID, ShortId};
+
+    #[test]
+    fn a_short_id_is_kept_inline_and_a_long_one_is_not() {
+        for id in [&b""[..], b"sub-0", &[b'i'; SHORT_ID]] {
+            assert_eq!(ShortId::new(id).get(), Some(id));
+        }
+        assert_eq!(ShortId::new(&[b'i'; SHORT_ID + 1]).get(), None);
+        assert_eq!(ShortId::new(&[b'i'; 300]).get(), None);
     }
 }

@@ -31,21 +31,20 @@ impl Node {
 }
 
 fn subscription(key: u64) -> Arc<Subscription> {
-    Arc::new(Subscription {
-        id: bytes::Bytes::from(format!("s{key}")),
-        display_destination: None,
+    Arc::new(Subscription::new(
+        bytes::Bytes::from(format!("s{key}")),
+        None,
         key,
-        ack: crate::broker::AckMode::Auto,
-        version: stompbox_codec::Version::V1_2,
-        outbox: Arc::new(crate::outbox::Outbox::new(1024)),
-        source: super::super::subscription::Source::Topic {
+        crate::broker::AckMode::Auto,
+        stompbox_codec::Version::V1_2,
+        Arc::new(crate::outbox::Outbox::new(1024)),
+        super::super::subscription::Source::Topic {
             routing_key: "x".into(),
         },
-        max_unacked: 10,
-        prefetch: None,
-        pending: std::sync::Mutex::default(),
-        cancelled: std::sync::atomic::AtomicBool::new(false),
-    })
+        10,
+        None,
+        Default::default(),
+    ))
 }
 
 fn matched(registry: &TopicRegistry, key: &str) -> Vec<u64> {
