@@ -40,6 +40,12 @@ if ! command -v activemq >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq activemq
 fi
+if answers; then
+  # Another start would not bind the port and would stay running anyway:
+  # one more JVM per test run.
+  say "STOMP on 127.0.0.1:61623 already answers"
+  exit 0
+fi
 mkdir -p "$BASE/data" "$BASE/conf"
 cp "$ROOT/scripts/activemq/activemq.xml" "$BASE/conf/activemq.xml"
 say "starting (log: $BASE/activemq.log)"
