@@ -2,7 +2,7 @@
 //! frames for a connection (its own session, publishers on other tasks) and
 //! the one task that writes to its socket.
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -112,41 +112,30 @@ const SPARE_DEQUE: usize = 16;
 /// shared part. A delivery then costs no allocation of its own, and a whole
 /// [`OutFrame`] stays 72 bytes: a publisher moves one into every
 /// subscriber's queue, and a writer reads it back on another core.
-const INLINE_HEAD: usize = 44;
+const INLINE_HEAD: usize = 46;
 
-/// The part of a frame written before its shared bytes.
+/// The part of a frame written before its shared bytes. It never changes:
+/// how much of the frame is written is counted in [`OutFrame`].
 #[derive(Clone)]
 enum Head {
-    /// `buf[start..end]` is still to be written.
     Inline {
-        start: u8,
-        end: u8,
+        len: u8,
         buf: [u8; INLINE_HEAD],
     },
-    /// A head too long to keep inline, and its length when whole (what the
-    /// backlog counts for it).
-    Heap(Box<(Bytes, usize)>),
+    /// A head too long to keep inline.
+    Heap(Box<[u8]>),
 }
 
 impl Head {
     const EMPTY: Head = Head::Inline {
-        start: 0,
-        end: 0,
+        len: 0,
         buf: [0; INLINE_HEAD],
     };
 
     fn as_slice(&self) -> &[u8] {
         match self {
-            Head::Inline { start, end, buf } => &buf[usize::from(*start)..usize::from(*end)],
-            Head::Heap(heap) => &heap.0,
-        }
-    }
-
-    /// The length before any of it was written.
-    fn whole_len(&self) -> usize {
-        match self {
-            Head::Inline { end, .. } => usize::from(*end),
-            Head::Heap(heap) => heap.1,
+            Head::Inline { len, buf } => &buf[..usize::from(*len)],
+            Head::Heap(bytes) => bytes,
         }
     }
 }
@@ -190,7 +179,7 @@ struct Shared {
 pub struct OutFrame {
     head: Head,
     shared: Arc<Shared>,
-    /// How much of the shared bytes is written.
+    /// How much of the frame, head then shared bytes, is written.
     at: usize,
     /// True when this very frame added its head to the backlog when pushed
     /// (each delivery's head is its own memory); taken off when it drops.
@@ -215,7 +204,7 @@ impl Drop for OutFrame {
         if self.head_charged
             && let Some(charge) = self.shared.charge.get()
         {
-            charge.backlog.sub(self.head.whole_len());
+            charge.backlog.sub(self.head.as_slice().len());
         }
     }
 }
@@ -262,16 +251,16 @@ impl OutFrame {
         );
         let len: usize = head.iter().map(|part| part.len()).sum();
         let head = match u8::try_from(len) {
-            Ok(end) if len <= INLINE_HEAD => {
+            Ok(short) if len <= INLINE_HEAD => {
                 let mut buf = [0; INLINE_HEAD];
                 let mut at = 0;
                 for part in head {
                     buf[at..at + part.len()].copy_from_slice(part);
                     at += part.len();
                 }
-                Head::Inline { start: 0, end, buf }
+                Head::Inline { len: short, buf }
             }
-            _ => Head::Heap(Box::new((Bytes::from(head.concat()), len))),
+            _ => Head::Heap(head.concat().into_boxed_slice()),
         };
         OutFrame {
             head,
@@ -281,24 +270,32 @@ impl OutFrame {
         }
     }
 
+    /// The head's part still to be written.
+    fn head_rest(&self) -> &[u8] {
+        self.head.as_slice().get(self.at..).unwrap_or_default()
+    }
+
+    /// The shared bytes' part still to be written.
     fn rest(&self) -> &[u8] {
-        self.shared.bytes.get(self.at..).unwrap_or_default()
+        let head = self.head.as_slice().len();
+        let at = self.at.saturating_sub(head);
+        self.shared.bytes.get(at..).unwrap_or_default()
     }
 
     /// Bytes still to be written.
     pub(crate) fn len(&self) -> usize {
-        self.head.as_slice().len() + self.rest().len()
+        self.head_rest().len() + self.rest().len()
     }
 
     /// The bytes still to be written, head then shared part (either may be
     /// empty), for one vectored write.
     pub(crate) fn chunks(&self) -> [&[u8]; 2] {
-        [self.head.as_slice(), self.rest()]
+        [self.head_rest(), self.rest()]
     }
 
     /// True when the frame (from where it is now) starts with `prefix`.
     pub(crate) fn starts_with(&self, prefix: &[u8]) -> bool {
-        let head = self.head.as_slice();
+        let head = self.head_rest();
         if head.len() >= prefix.len() {
             return head.starts_with(prefix);
         }
@@ -311,9 +308,10 @@ impl OutFrame {
     /// with it).
     #[cfg(test)]
     pub(crate) fn to_bytes(&self) -> Bytes {
-        let head = self.head.as_slice();
+        let head = self.head_rest();
         if head.is_empty() {
-            return self.shared.bytes.slice(self.at..);
+            let at = self.shared.bytes.len() - self.rest().len();
+            return self.shared.bytes.slice(at..);
         }
         let mut out = bytes::BytesMut::with_capacity(self.len());
         out.extend_from_slice(head);
@@ -325,21 +323,8 @@ impl OutFrame {
     /// [`OutFrame::len`]). The backlog charge stays as it was until the
     /// frame drops.
     pub(crate) fn advance(&mut self, n: usize) {
-        let head_len = self.head.as_slice().len();
-        let in_head = n.min(head_len);
-        match &mut self.head {
-            Head::Inline { start, .. } => {
-                // in_head <= end - start, so this stays within u8.
-                *start += u8::try_from(in_head).unwrap_or(u8::MAX);
-            }
-            Head::Heap(heap) => heap.0.advance(in_head),
-        }
-        let in_rest = n - in_head;
-        assert!(
-            in_rest <= self.rest().len(),
-            "advanced past the end of a frame"
-        );
-        self.at += in_rest;
+        assert!(n <= self.len(), "advanced past the end of a frame");
+        self.at += n;
     }
 
     /// Counts the frame in `backlog`: its shared bytes unless another frame
@@ -353,7 +338,7 @@ impl OutFrame {
                 bytes,
             }
         });
-        let head = self.head.whole_len();
+        let head = self.head.as_slice().len();
         if !self.head_charged && head > 0 {
             self.head_charged = true;
             backlog.add(head);
