@@ -88,6 +88,13 @@ for line in "${lines[@]}"; do
       ;;
     "cargo run --example "*)
       stop_server
+      # Compiled first, with no deadline: a first `cargo run` compiles for
+      # as long as the machine needs (it resolves features for this package
+      # alone, so the workspace's test build is not reused), and only the
+      # start-up after it is the example's to be quick about.
+      build=("${words[@]}")
+      build[1]=build
+      "${build[@]}"
       "${words[@]}" -- 127.0.0.1:0 >"$WORK/server.out" 2>"$WORK/server.err" &
       server_pid=$!
       wait_for "$WORK/server.out" "ws://" "$server_pid" "the example"

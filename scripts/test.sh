@@ -16,9 +16,12 @@ cargo test --workspace --doc --locked
 scripts/readme-quickstart.sh
 # The same integration suite, relayed to RabbitMQ and to ActiveMQ, through
 # the shared pool (the default) and with a broker connection per session.
+# --workspace, not -p stompbox: with the workspace's features unified as
+# in the first run, the test binary built there is reused, where -p would
+# resolve features anew and compile the library again.
 for broker in rabbitmq activemq; do
     for mode in shared per-session; do
         STOMPBOX_TEST_BROKER=$broker STOMPBOX_TEST_RELAY_MODE=$mode \
-            cargo test -p stompbox --test integration --locked
+            cargo test --workspace --test integration --locked
     done
 done
