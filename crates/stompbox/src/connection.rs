@@ -8,7 +8,7 @@ use crate::frames::{ErrorReason, StompError};
 use crate::outbox::{
     Backlog, Congested, OutFrame, Outbox, PublisherPauses, STALL_AFTER, Stop, Taken,
 };
-use crate::session::{Flow, Session};
+use crate::session::{Flow, OfferedVersions, Session};
 use crate::shared::ServerShared;
 use crate::telemetry::{Registered, SessionEntry, Telemetry};
 use crate::transport::{Read, Transport};
@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use stompbox_codec::{Command, DecodeError, Decoded, Decoder, Frame, Limits, Version};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -48,30 +48,34 @@ const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Drives one session to its end. Set-up happens before the returned
 /// future is first polled, so the future (held by every open session for
 /// its whole life) keeps only what the loop needs, not the arguments too.
-pub(crate) fn run(
+/// `places` (the connection's places in the server's limits) is dropped as
+/// the session ends; holding it here, rather than beside this future in the
+/// spawning task, keeps it out of the spawning future's lasting prefix.
+pub(crate) fn run<P: Send + 'static>(
     mut transport: Transport,
     server: Arc<ServerShared>,
-    subprotocol_versions: Option<Vec<Version>>,
+    subprotocol_versions: Option<OfferedVersions>,
     handshake: Arc<Handshake>,
+    places: P,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let peer = handshake.remote_addr;
     let config = Arc::clone(&server.config);
     let outbox = Arc::new(Outbox::with_backlog(
         config.outbox_bytes,
         Arc::clone(&server.backlog),
     ));
     let session_id: Arc<str> = server.next_session_id().into();
-    let registered = server.telemetry.register(
-        Arc::clone(&session_id),
+    // The session's id and address are read from its entry, not kept
+    // beside it: every byte of this future is held by every idle session.
+    let entry = server.telemetry.register(
+        session_id,
         handshake.remote_addr,
         transport.kind(),
         Arc::clone(&outbox),
     );
-    let entry = Arc::clone(&registered.entry);
     let mut session = Session::new(
         Arc::clone(&server),
         Arc::clone(&outbox),
-        Arc::clone(&entry),
+        Arc::clone(&entry.entry),
         subprotocol_versions,
         handshake,
     );
@@ -101,7 +105,7 @@ pub(crate) fn run(
         let mut timer = std::pin::pin!(sleep_until(opened + config.connect_timeout));
         let mut heartbeats_armed = false;
         let mut was_holding = false;
-        let heartbeat_every = AtomicU64::new(0);
+        let heartbeat_every = AtomicU32::new(0);
         // A SUBSCRIBE or UNSUBSCRIBE past the session's rate, held (with nothing
         // more read) until the instant it may be handled.
         // Boxed: rare, and an idle session holds none.
@@ -110,7 +114,7 @@ pub(crate) fn run(
         // limit, this client congested subscriber outboxes, or its
         // (UN)SUBSCRIBEs came too fast. Ends when the wait does.
         let mut hold: Option<Hold> = None;
-        tracing::debug!(session = %session_id, %peer, transport = transport.kind(), "connection opened");
+        tracing::debug!(session = %entry.id, peer = %entry.peer, transport = transport.kind(), "connection opened");
 
         let end = loop {
             // Set when there is input to handle: just read, or held while paused.
@@ -309,6 +313,7 @@ pub(crate) fn run(
         drop(session);
         // Boxed, as the processing below: a large future awaited once would
         // otherwise enlarge the one every idle session holds.
+        let ended = Arc::clone(&entry.entry);
         Box::pin(finish(
             &mut transport,
             &outbox,
@@ -316,10 +321,11 @@ pub(crate) fn run(
             &end,
             version,
             &server,
-            registered,
+            entry,
         ))
         .await;
-        log_end(&end, &session_id, &peer);
+        log_end(&end, &ended.id, &ended.peer);
+        drop(places);
     }
 }
 
@@ -343,7 +349,7 @@ struct Processing<'a> {
     held: &'a mut Option<Box<Frame>>,
     /// The server's heart-beat interval in ms (0: none), set once CONNECT
     /// succeeds, for the writer running beside the processing.
-    heartbeat_ms: &'a AtomicU64,
+    heartbeat_ms: &'a AtomicU32,
     entry: &'a SessionEntry,
     telemetry: &'a Telemetry,
 }
@@ -442,21 +448,22 @@ struct Writing<'a> {
     backlog: &'a Backlog,
     last_write: &'a mut Instant,
     /// See [`Processing::heartbeat_ms`].
-    heartbeat_ms: &'a AtomicU64,
+    heartbeat_ms: &'a AtomicU32,
     entry: &'a SessionEntry,
 }
 
 /// Resolves when a heart-beat is due (never without heart-beats).
-async fn heartbeat_due(every_ms: u64, last_write: Instant) {
+async fn heartbeat_due(every_ms: u32, last_write: Instant) {
     match every_ms {
         0 => std::future::pending().await,
-        ms => sleep_until(last_write + Duration::from_millis(ms)).await,
+        ms => sleep_until(last_write + Duration::from_millis(u64::from(ms))).await,
     }
 }
 
-fn heartbeat_ms(session: &Session) -> u64 {
+/// In milliseconds, as the session keeps it (at most `u32::MAX`).
+fn heartbeat_ms(session: &Session) -> u32 {
     session.heartbeat().send_every.map_or(0, |every| {
-        u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1)
+        u32::try_from(every.as_millis()).unwrap_or(u32::MAX).max(1)
     })
 }
 

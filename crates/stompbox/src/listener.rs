@@ -14,6 +14,8 @@ use crate::upgrade::ConnectionInfo;
 use crate::websocket::Io;
 use axum::Router;
 use axum::extract::ConnectInfo;
+use futures_util::FutureExt;
+use futures_util::future::OptionFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -657,20 +659,34 @@ pub(crate) async fn accept_tcp(listener: TcpListener, shared: Arc<ServerShared>)
             ));
             continue;
         };
+        // As for WebSockets (see `upgrade`): the TLS handshake's state is
+        // dropped when the session begins, not kept beside it. The places
+        // are boxed together: 56 bytes inline would take the session's task
+        // past a 128-byte step of its size.
+        let places = Box::new((permit, address_permit));
         let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let transport = match shared.tls.as_ref().map(|t| t.tcp.clone()) {
-                None => Transport::Tcp(stream),
-                Some(acceptor) => match tls_handshake(&acceptor, stream, &shared, peer).await {
-                    Some(tls) => Transport::TlsServer(Box::new(tls)),
-                    None => return,
-                },
-            };
+        let session = tcp_transport(stream, Arc::clone(&shared), peer).map(move |transport| {
             let handshake = Arc::new(Handshake::tcp(peer, shared.tls.is_some()));
-            connection::run(transport, shared, None, handshake).await;
-            drop(permit);
-            drop(address_permit);
+            Some(connection::run(transport?, shared, None, handshake, places))
         });
+        tokio::spawn(session.then(OptionFuture::from));
+    }
+}
+
+/// A TCP connection's transport, after the TLS handshake when there is TLS.
+async fn tcp_transport(
+    stream: TcpStream,
+    shared: Arc<ServerShared>,
+    peer: SocketAddr,
+) -> Option<Transport> {
+    match shared.tls.as_ref().map(|t| t.tcp.clone()) {
+        None => Some(Transport::Tcp(stream)),
+        Some(acceptor) => {
+            // Boxed: the handshake's state is large, and inline it would
+            // size the task every session holds, TLS or not.
+            let tls = Box::pin(tls_handshake(&acceptor, stream, &shared, peer)).await?;
+            Some(Transport::TlsServer(Box::new(tls)))
+        }
     }
 }
 

@@ -475,6 +475,16 @@ pub(crate) struct Registered {
     pub(crate) entry: Arc<SessionEntry>,
 }
 
+/// The registered session's entry, without a clone of its `Arc` to hold
+/// beside the registration.
+impl std::ops::Deref for Registered {
+    type Target = SessionEntry;
+
+    fn deref(&self) -> &SessionEntry {
+        &self.entry
+    }
+}
+
 impl Drop for Registered {
     fn drop(&mut self) {
         self.telemetry.sessions.remove(self.key);

@@ -7,12 +7,15 @@
 use crate::admission::{AddressPermit, IpNetwork};
 use crate::auth::{Handshake, TransportKind};
 use crate::connection;
+use crate::session::OfferedVersions;
 use crate::shared::ServerShared;
 use crate::transport::Transport;
 use crate::websocket::{Io, WebSocket};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use futures_util::FutureExt;
+use futures_util::future::OptionFuture;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use std::net::{IpAddr, SocketAddr};
@@ -168,8 +171,11 @@ pub(crate) async fn ws_upgrade(
         .filter(|(name, _)| offered.iter().any(|o| o.eq_ignore_ascii_case(name)))
         .collect();
     let chosen = ours.first().copied();
-    let subprotocol_versions =
-        (!ours.is_empty()).then(|| ours.iter().map(|(_, version)| *version).collect());
+    let mut offered_versions = OfferedVersions::default();
+    for (_, version) in &ours {
+        offered_versions.insert(*version);
+    }
+    let subprotocol_versions = (!offered_versions.is_empty()).then_some(offered_versions);
     let info = request.extensions().get::<ConnectionInfo>().cloned();
     let tls = info.as_ref().is_some_and(|i| i.tls);
     let (address_permit, permit) = info
@@ -217,39 +223,35 @@ pub(crate) async fn ws_upgrade(
         .max_frame_bytes
         .min(shared.config.unauthenticated_frame_bytes)
         .saturating_mul(2);
-    tokio::spawn(async move {
-        // The session's future is made before it is awaited, so that this
-        // task (held for the session's life) keeps nothing of the upgrade
-        // beside it.
-        let session = match on_upgrade.await {
-            Ok(upgraded) => {
-                // Back to the listener's own stream, without hyper's
-                // wrapper; what hyper read past the request is handed on.
-                let ws = match upgraded.downcast::<TokioIo<Box<dyn Io>>>() {
-                    Ok(parts) => {
-                        WebSocket::new(parts.io.into_inner(), &parts.read_buf, message_limit)
-                    }
-                    Err(upgraded) => {
-                        WebSocket::new(Box::new(TokioIo::new(upgraded)), &[], message_limit)
-                    }
-                };
-                connection::run(
-                    Transport::WebSocket(Box::new(ws)),
-                    shared,
-                    subprotocol_versions,
-                    handshake,
-                )
-            }
+    // Not one async block: the variables an async block captures stay in
+    // its future for its whole life, beside the session's own future, in
+    // the task every open session holds. The upgrade's state is dropped
+    // when the session begins.
+    let places = (permit, address_permit);
+    let session = on_upgrade.map(move |upgraded| {
+        let upgraded = match upgraded {
+            Ok(upgraded) => upgraded,
             Err(e) => {
                 let remote = handshake.remote_addr;
                 tracing::debug!(%remote, error = %e, "WebSocket upgrade failed");
-                return;
+                return None;
             }
         };
-        session.await;
-        drop(permit);
-        drop(address_permit);
+        // Back to the listener's own stream, without hyper's wrapper; what
+        // hyper read past the request is handed on.
+        let ws = match upgraded.downcast::<TokioIo<Box<dyn Io>>>() {
+            Ok(parts) => WebSocket::new(parts.io.into_inner(), &parts.read_buf, message_limit),
+            Err(upgraded) => WebSocket::new(Box::new(TokioIo::new(upgraded)), &[], message_limit),
+        };
+        Some(connection::run(
+            Transport::WebSocket(Box::new(ws)),
+            shared,
+            subprotocol_versions,
+            handshake,
+            places,
+        ))
     });
+    tokio::spawn(session.then(OptionFuture::from));
     let mut response = Response::new(axum::body::Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();

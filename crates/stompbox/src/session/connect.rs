@@ -3,14 +3,13 @@
 //! and the broker session; then CONNECTED.
 
 use super::identity::carries_credentials;
-use super::{Connected, Flow, Heartbeat, SERVER_NAME, Session};
+use super::{Connected, Flow, Heartbeat, HeartbeatMs, OpenTransactions, SERVER_NAME, Session};
 use crate::app::ConnectInfo;
 use crate::auth::{AuthError, ConnectRequest};
 use crate::broker::SessionContext;
 use crate::frames::{ErrorReason, StompError, connected_frame};
 use crate::router;
 use crate::small_map::SmallMap;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use stompbox_codec::{Frame, Version, header};
@@ -48,7 +47,7 @@ impl Session {
             None => vec![Version::V1_0],
             Some(list) => list.split(',').filter_map(Version::parse).collect(),
         };
-        let version = match &self.subprotocol_versions {
+        let version = match self.subprotocol_versions {
             // The `101` named the newest subprotocol offered, before CONNECT
             // could be seen; any other version the client offered is agreed
             // too, so CONNECT decides among those (as RabbitMQ, ActiveMQ and
@@ -56,10 +55,10 @@ impl Session {
             Some(offered) => accepted
                 .iter()
                 .copied()
-                .filter(|v| offered.contains(v))
+                .filter(|v| offered.contains(*v))
                 .max()
                 .ok_or_else(|| {
-                    let offered: Vec<&str> = offered.iter().rev().map(|v| v.as_str()).collect();
+                    let offered: Vec<&str> = offered.oldest_first().map(|v| v.as_str()).collect();
                     StompError {
                         message: format!(
                             "the CONNECT frame's accept-version shares no version with the WebSocket subprotocols offered (STOMP {})",
@@ -88,10 +87,10 @@ impl Session {
             })?,
         };
         let config = &self.server.config;
-        self.heartbeat = Heartbeat {
+        self.heartbeat = HeartbeatMs::new(Heartbeat {
             send_every: negotiate(config.heartbeat_send, config.heartbeat_min, client_want),
             expect_every: negotiate(config.heartbeat_receive, config.heartbeat_min, client_send),
-        };
+        });
         let login = frame.headers.get(header::LOGIN).map(str::to_owned);
         let passcode = frame.headers.get(header::PASSCODE).map(str::to_owned);
         let host = frame.headers.get(header::HOST).map(str::to_owned);
@@ -100,20 +99,20 @@ impl Session {
         })?;
         let remote = handshake.remote_addr;
         if !self.server.addresses.connect_attempt(remote.ip()) {
-            tracing::info!(session = %self.session_id, %remote, "CONNECT refused: too many attempts from one address");
+            tracing::info!(session = %self.entry.id, %remote, "CONNECT refused: too many attempts from one address");
             return Err(StompError::new(
                 "too many CONNECT attempts from your address; wait a few seconds before trying again",
             )
             .because(ErrorReason::Limit));
         }
         let request = ConnectRequest {
-            session_id: Arc::clone(&self.session_id),
+            session_id: Arc::clone(&self.entry.id),
             headers: frame.headers.clone(),
             handshake: Arc::clone(&handshake),
         };
         let counted = carries_credentials(&request);
         if counted && !self.server.addresses.login_begins(remote.ip()) {
-            tracing::info!(session = %self.session_id, %remote, "CONNECT refused: too many failed logins from one address");
+            tracing::info!(session = %self.entry.id, %remote, "CONNECT refused: too many failed logins from one address");
             self.server.telemetry.auth_failed("too_many_failed_logins");
             return Err(StompError::new(
                 "access refused: too many failed logins from your address; try again in a minute",
@@ -121,7 +120,7 @@ impl Session {
             .because(ErrorReason::Authentication));
         }
         let (user, expires) =
-            match Session::authenticate(&self.server, &self.session_id, &request).await {
+            match Session::authenticate(&self.server, &self.entry.id, &request).await {
                 Ok(authenticated) => {
                     if counted {
                         self.server.addresses.login_done(remote.ip());
@@ -135,7 +134,7 @@ impl Session {
                         self.server.addresses.login_done(remote.ip());
                     }
                     tracing::info!(
-                        session = %self.session_id,
+                        session = %self.entry.id,
                         %remote,
                         login = ?request.login(),
                         reason = e.reason(),
@@ -166,7 +165,7 @@ impl Session {
         };
         if let Some(hook) = &self.server.app.hooks.connect {
             let info = ConnectInfo {
-                session_id: Arc::clone(&self.session_id),
+                session_id: Arc::clone(&self.entry.id),
                 user: user.clone(),
                 login: login.clone(),
                 host: host.clone(),
@@ -186,7 +185,7 @@ impl Session {
             }
         }
         let context = SessionContext {
-            session_id: Arc::clone(&self.session_id),
+            session_id: Arc::clone(&self.entry.id),
             version,
             outbox: Arc::clone(&self.outbox),
             login,
@@ -208,18 +207,19 @@ impl Session {
             _user_slot: user_slot,
             broker,
             subscriptions: SmallMap::new(),
-            transactions: HashMap::new(),
+            transactions: OpenTransactions::default(),
             transaction_bytes: crate::budget::Held::new(Arc::clone(&self.server.transaction_bytes)),
             last_send_allowed: None,
         });
         // A direction the client turned off still states the server's
         // setting, which tells the client what it could have had.
+        let agreed = self.heartbeat();
         let heart_beat = [
-            self.heartbeat
+            agreed
                 .send_every
                 .unwrap_or(config.heartbeat_send)
                 .as_millis(),
-            self.heartbeat
+            agreed
                 .expect_every
                 .unwrap_or(config.heartbeat_receive)
                 .as_millis(),
@@ -227,7 +227,7 @@ impl Session {
         self.push(connected_frame(
             version,
             SERVER_NAME,
-            &self.session_id,
+            &self.entry.id,
             heart_beat,
         ));
         Ok(Flow::Continue)

@@ -141,7 +141,7 @@ impl Session {
         }
         if let Some(hook) = &self.server.app.hooks.send {
             let info = SendInfo {
-                session_id: Arc::clone(&self.session_id),
+                session_id: Arc::clone(&self.entry.id),
                 user,
                 destination: destination.to_owned(),
                 headers: frame.headers.clone(),

@@ -64,6 +64,37 @@ pub(crate) struct Heartbeat {
     pub(crate) expect_every: Option<Duration>,
 }
 
+/// [`Heartbeat`] as a session keeps it: in milliseconds (STOMP's unit), 0
+/// for off, in 8 bytes instead of 32. An interval past `u32::MAX` ms (49
+/// days) is held as that.
+#[derive(Debug, Clone, Copy, Default)]
+struct HeartbeatMs {
+    send: u32,
+    expect: u32,
+}
+
+impl HeartbeatMs {
+    fn new(agreed: Heartbeat) -> HeartbeatMs {
+        let ms = |every: Option<Duration>| {
+            every.map_or(0, |every| {
+                u32::try_from(every.as_millis()).unwrap_or(u32::MAX).max(1)
+            })
+        };
+        HeartbeatMs {
+            send: ms(agreed.send_every),
+            expect: ms(agreed.expect_every),
+        }
+    }
+
+    fn get(self) -> Heartbeat {
+        let every = |ms: u32| (ms > 0).then(|| Duration::from_millis(u64::from(ms)));
+        Heartbeat {
+            send_every: every(self.send),
+            expect_every: every(self.expect),
+        }
+    }
+}
+
 /// What a subscription id stands for.
 #[derive(Debug, Clone)]
 enum SubscriptionKind {
@@ -86,7 +117,7 @@ struct Connected {
     _user_slot: Option<UserSlot>,
     broker: Box<dyn BrokerSession>,
     subscriptions: SmallMap<Bytes, (SubscriptionKind, String)>,
-    transactions: HashMap<Bytes, Vec<Frame>>,
+    transactions: OpenTransactions,
     /// Memory of the frames buffered by all open transactions, taken from
     /// the server's transaction budget (given back when the session goes).
     transaction_bytes: crate::budget::Held,
@@ -97,20 +128,86 @@ struct Connected {
     last_send_allowed: Option<Box<str>>,
 }
 
+/// The STOMP versions of the WebSocket subprotocols a client offered, as
+/// a set (one byte in every session, not a list on the heap).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OfferedVersions(u8);
+
+impl OfferedVersions {
+    fn bit(version: Version) -> u8 {
+        1 << version as u8
+    }
+
+    pub(crate) fn insert(&mut self, version: Version) {
+        self.0 |= Self::bit(version);
+    }
+
+    pub(crate) fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    fn contains(self, version: Version) -> bool {
+        self.0 & Self::bit(version) != 0
+    }
+
+    fn oldest_first(self) -> impl DoubleEndedIterator<Item = Version> {
+        Version::ALL.into_iter().filter(move |v| self.contains(*v))
+    }
+
+    fn newest(self) -> Option<Version> {
+        self.oldest_first().next_back()
+    }
+}
+
+/// The frames each open transaction buffers until COMMIT, by transaction
+/// id. Most sessions never BEGIN one: the map is made at the first, so an
+/// idle session holds a pointer instead of an empty map.
+#[derive(Default)]
+// The box is the point: 8 bytes in every session instead of 48.
+#[allow(clippy::box_collection)]
+struct OpenTransactions(Option<Box<HashMap<Bytes, Vec<Frame>>>>);
+
+impl OpenTransactions {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |map| map.len())
+    }
+
+    fn contains(&self, tx: &Bytes) -> bool {
+        self.0.as_ref().is_some_and(|map| map.contains_key(tx))
+    }
+
+    fn open(&mut self, tx: Bytes) {
+        self.0.get_or_insert_default().insert(tx, Vec::new());
+    }
+
+    fn frames(&mut self, tx: &Bytes) -> Option<&mut Vec<Frame>> {
+        self.0.as_mut()?.get_mut(tx)
+    }
+
+    fn close(&mut self, tx: &Bytes) -> Option<Vec<Frame>> {
+        let map = self.0.as_mut()?;
+        let frames = map.remove(tx);
+        if map.is_empty() {
+            self.0 = None;
+        }
+        frames
+    }
+}
+
 /// The session state machine.
 pub(crate) struct Session {
     server: Arc<ServerShared>,
     outbox: Arc<Outbox>,
-    session_id: Arc<str>,
-    /// The session as operators see it (the admin page, metrics).
+    /// The session as operators see it (the admin page, metrics); also
+    /// where its id is kept.
     entry: Arc<SessionEntry>,
-    /// The STOMP versions of the WebSocket subprotocols the client offered
-    /// (newest first); `None` over TCP or when it offered none of ours.
-    subprotocol_versions: Option<Vec<Version>>,
+    /// The STOMP versions of the WebSocket subprotocols the client
+    /// offered; `None` over TCP or when it offered none of ours.
+    subprotocol_versions: Option<OfferedVersions>,
     /// What the handshake carried; taken by CONNECT, so an idle session
     /// does not keep the headers.
     handshake: Option<Arc<Handshake>>,
-    heartbeat: Heartbeat,
+    heartbeat: HeartbeatMs,
     connected: Option<Connected>,
     next_reply: u64,
     /// Where the session's handler replies go on the broker.
@@ -141,16 +238,15 @@ impl Session {
         server: Arc<ServerShared>,
         outbox: Arc<Outbox>,
         entry: Arc<SessionEntry>,
-        subprotocol_versions: Option<Vec<Version>>,
+        subprotocol_versions: Option<OfferedVersions>,
         handshake: Arc<Handshake>,
     ) -> Session {
         Session {
             outbox,
-            session_id: Arc::clone(&entry.id),
             entry,
             subprotocol_versions,
             handshake: Some(handshake),
-            heartbeat: Heartbeat::default(),
+            heartbeat: HeartbeatMs::default(),
             connected: None,
             next_reply: 0,
             reply_routes: ReplyRoutes::default(),
@@ -186,11 +282,7 @@ impl Session {
         self.connected
             .as_ref()
             .map(|c| c.version)
-            .or_else(|| {
-                self.subprotocol_versions
-                    .as_ref()
-                    .and_then(|offered| offered.first().copied())
-            })
+            .or_else(|| self.subprotocol_versions.and_then(OfferedVersions::newest))
             .unwrap_or(Version::V1_2)
     }
 
@@ -207,7 +299,7 @@ impl Session {
     }
 
     pub(crate) fn heartbeat(&self) -> Heartbeat {
-        self.heartbeat
+        self.heartbeat.get()
     }
 
     /// The frame limits of a connected session.
@@ -308,7 +400,7 @@ impl Session {
                 let connected = self.connected_mut()?;
                 let buffered = connected
                     .transactions
-                    .remove(&tx)
+                    .close(&tx)
                     .ok_or_else(|| unknown_transaction(&tx))?;
                 let mut owed = receipt;
                 if command == Command::Commit {
@@ -377,7 +469,7 @@ impl Session {
         drop(broker);
         if let Some(hook) = &self.server.app.hooks.disconnect {
             let info = SessionInfo {
-                session_id: Arc::clone(&self.session_id),
+                session_id: Arc::clone(&self.entry.id),
                 user,
             };
             let _ = router::guarded(hook(info)).await;
@@ -427,7 +519,7 @@ impl Session {
         self.authorize(&user, Operation::Subscribe, &destination, &target)?;
         if let Some(hook) = &server.app.hooks.subscribe {
             let info = SubscriptionInfo {
-                session_id: Arc::clone(&self.session_id),
+                session_id: Arc::clone(&self.entry.id),
                 user: user.clone(),
                 destination: destination.clone(),
                 id: String::from_utf8_lossy(&id).into_owned(),
@@ -453,7 +545,7 @@ impl Session {
                     frame,
                     &destination,
                     &path,
-                    &self.session_id,
+                    &self.entry.id,
                     &user,
                 )
                 .await?;
@@ -467,7 +559,7 @@ impl Session {
                         subscription: &id,
                         destination: &destination,
                         path: &path,
-                        session_id: &self.session_id,
+                        session_id: &self.entry.id,
                         user: &user,
                         version,
                         message_id: &message_id,
@@ -485,7 +577,7 @@ impl Session {
                 }
                 let for_session = server
                     .broker
-                    .user_destination(&session_key(&self.session_id, &target));
+                    .user_destination(&session_key(&self.entry.id, &target));
                 // An anonymous session has no user to be reached as: only
                 // what the server sends to this session arrives.
                 let (resolved, also) = if user.is_authenticated() {
@@ -535,7 +627,7 @@ impl Session {
 
     fn next_reply_id(&mut self) -> String {
         self.next_reply += 1;
-        format!("{}-r{}", self.session_id, self.next_reply)
+        format!("{}-r{}", self.entry.id, self.next_reply)
     }
 
     async fn unsubscribe(
@@ -618,7 +710,7 @@ impl Session {
         if let Some(hook) = &server.app.hooks.unsubscribe {
             for (id, destination) in ended {
                 let info = SubscriptionInfo {
-                    session_id: Arc::clone(&self.session_id),
+                    session_id: Arc::clone(&self.entry.id),
                     user: user.clone(),
                     destination,
                     id: String::from_utf8_lossy(&id).into_owned(),
@@ -634,7 +726,7 @@ impl Session {
         let max = self.server.config.max_transactions;
         let tx = required_bytes(frame, header::TRANSACTION)?;
         let connected = self.connected_mut()?;
-        if connected.transactions.contains_key(&tx) {
+        if connected.transactions.contains(&tx) {
             return Err(StompError::new(format!(
                 "transaction '{}' is already open",
                 String::from_utf8_lossy(&tx)
@@ -646,7 +738,7 @@ impl Session {
                     .because(ErrorReason::Limit),
             );
         }
-        connected.transactions.insert(tx, Vec::new());
+        connected.transactions.open(tx);
         Ok(())
     }
 
@@ -664,7 +756,7 @@ impl Session {
         let size = frame.memory_bytes();
         let buffered = connected
             .transactions
-            .get_mut(&tx)
+            .frames(&tx)
             .ok_or_else(|| unknown_transaction(&tx))?;
         if buffered.len() >= max {
             return Err(StompError::new(format!(
@@ -730,7 +822,7 @@ impl Session {
                             frame,
                             &destination,
                             &path,
-                            &self.session_id,
+                            &self.entry.id,
                             &user,
                         )
                         .await?;
@@ -742,7 +834,7 @@ impl Session {
                             reply,
                             &destination,
                             &path,
-                            &self.session_id,
+                            &self.entry.id,
                             &user,
                         ))
                         .await;
@@ -789,7 +881,7 @@ impl Drop for Session {
                 tokio::runtime::Handle::try_current(),
             ) {
                 let info = SessionInfo {
-                    session_id: Arc::clone(&self.session_id),
+                    session_id: Arc::clone(&self.entry.id),
                     user,
                 };
                 runtime.spawn(async move { hook(info).await });
@@ -814,4 +906,66 @@ fn unknown_transaction(tx: &[u8]) -> StompError {
         "unknown transaction '{}': send BEGIN first",
         String::from_utf8_lossy(tx)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offered_versions_list_oldest_first_and_name_the_newest() {
+        let mut offered = OfferedVersions::default();
+        assert!(offered.is_empty());
+        assert_eq!(offered.newest(), None);
+        offered.insert(Version::V1_2);
+        offered.insert(Version::V1_0);
+        assert!(!offered.is_empty());
+        assert!(offered.contains(Version::V1_0) && offered.contains(Version::V1_2));
+        assert!(!offered.contains(Version::V1_1));
+        assert_eq!(
+            offered.oldest_first().collect::<Vec<_>>(),
+            [Version::V1_0, Version::V1_2]
+        );
+        assert_eq!(offered.newest(), Some(Version::V1_2));
+    }
+
+    #[test]
+    fn heartbeats_keep_their_milliseconds_and_off_stays_off() {
+        let agreed = Heartbeat {
+            send_every: Some(Duration::from_millis(10_000)),
+            expect_every: None,
+        };
+        assert_eq!(HeartbeatMs::new(agreed).get(), agreed);
+        assert_eq!(HeartbeatMs::default().get(), Heartbeat::default());
+        // Past what 32 bits of milliseconds hold: kept as the longest.
+        let long = Heartbeat {
+            send_every: Some(Duration::from_secs(100 * 24 * 3600)),
+            expect_every: Some(Duration::from_micros(10)),
+        };
+        assert_eq!(
+            HeartbeatMs::new(long).get(),
+            Heartbeat {
+                send_every: Some(Duration::from_millis(u64::from(u32::MAX))),
+                expect_every: Some(Duration::from_millis(1)),
+            }
+        );
+    }
+
+    #[test]
+    fn open_transactions_hold_no_map_once_none_is_open() {
+        let mut open = OpenTransactions::default();
+        let tx = Bytes::from_static(b"tx1");
+        assert!(!open.contains(&tx) && open.frames(&tx).is_none());
+        open.open(tx.clone());
+        open.open(Bytes::from_static(b"tx2"));
+        assert_eq!(open.len(), 2);
+        open.frames(&tx)
+            .expect("open")
+            .push(Frame::new(Command::Send));
+        assert_eq!(open.close(&tx).map(|frames| frames.len()), Some(1));
+        assert!(open.0.is_some());
+        assert_eq!(open.close(&Bytes::from_static(b"tx2")), Some(Vec::new()));
+        assert!(open.0.is_none());
+        assert_eq!(open.close(&tx), None);
+    }
 }
