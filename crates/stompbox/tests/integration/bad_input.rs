@@ -293,17 +293,23 @@ async fn a_stray_nul_between_frames_is_skipped_as_padding() {
     for via in BOTH {
         let topic = unique("/topic/nul");
         let mut client = server.connect(via).await;
-        let raw = format!(
-            "\n\0SUBSCRIBE\nid:s\ndestination:{topic}\nreceipt:r1\n\n\0\0\0\
-             SEND\ndestination:{topic}\n\nafter padding\0\0"
-        );
+        // The SEND waits for the SUBSCRIBE's receipt, as a client of an
+        // external broker must: through the shared relay a subscription
+        // whose link is still connecting is made when the link is up, and
+        // a SEND meanwhile goes on another link, ahead of it.
+        let subscribe = format!("\n\0SUBSCRIBE\nid:s\ndestination:{topic}\nreceipt:r1\n\n\0\0\0");
         client
-            .send_raw(Bytes::from(raw.into_bytes()))
+            .send_raw(Bytes::from(subscribe.into_bytes()))
             .await
             .expect("send");
         let receipt = next(&mut client).await;
         assert_eq!(receipt.command, Command::Receipt, "{via:?}: {receipt:?}");
         assert_eq!(receipt.headers.get("receipt-id"), Some("r1"));
+        let send = format!("SEND\ndestination:{topic}\n\nafter padding\0\0");
+        client
+            .send_raw(Bytes::from(send.into_bytes()))
+            .await
+            .expect("send");
         assert_eq!(body(&next_message(&mut client).await), "after padding");
     }
 }
