@@ -194,10 +194,11 @@ pub struct ServerConfig {
     /// Most unwritten bytes queued for one connection; past it the client is
     /// a slow consumer and is disconnected. Default 512 KiB.
     pub outbox_bytes: usize,
-    /// Unwritten bytes across all connections above which connections stop
-    /// reading new frames until the writers bring it under half: publishers
-    /// are slowed while the server cannot keep up, instead of subscribers
-    /// being cut off. Default 16 MiB.
+    /// Memory of unwritten output across all connections (a message shared
+    /// by many counted once, each queued frame's own place besides) above
+    /// which connections stop reading new frames until the writers bring it
+    /// under half: publishers are slowed while the server cannot keep up,
+    /// instead of subscribers being cut off. Default 64 MiB.
     pub backlog_bytes: usize,
     /// Longest a write to one client may take before it is a slow consumer.
     /// Default 10 s.
@@ -305,7 +306,7 @@ impl Default for ServerConfig {
             max_transaction_bytes: 1024 * 1024,
             max_total_transaction_bytes: 64 * 1024 * 1024,
             outbox_bytes: 512 * 1024,
-            backlog_bytes: 16 * 1024 * 1024,
+            backlog_bytes: 64 * 1024 * 1024,
             send_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             http_idle_timeout: Duration::from_secs(20),

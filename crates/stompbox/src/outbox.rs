@@ -181,30 +181,31 @@ pub struct OutFrame {
     shared: Arc<Shared>,
     /// How much of the frame, head then shared bytes, is written.
     at: usize,
-    /// True when this very frame added its head to the backlog when pushed
-    /// (each delivery's head is its own memory); taken off when it drops.
-    head_charged: bool,
+    /// True when this very frame added what it occupies itself to the
+    /// backlog when pushed ([`OutFrame::own_memory`]: its place in a queue,
+    /// a long head); taken off when it drops.
+    own_charged: bool,
 }
 
 impl Clone for OutFrame {
-    /// The same bytes, sharing their charge; the head's charge belongs to
-    /// the frame that was pushed, so a clone starts uncounted.
+    /// The same bytes, sharing their charge; the frame's own charge belongs
+    /// to the frame that was pushed, so a clone starts uncounted.
     fn clone(&self) -> OutFrame {
         OutFrame {
             head: self.head.clone(),
             shared: Arc::clone(&self.shared),
             at: self.at,
-            head_charged: false,
+            own_charged: false,
         }
     }
 }
 
 impl Drop for OutFrame {
     fn drop(&mut self) {
-        if self.head_charged
+        if self.own_charged
             && let Some(charge) = self.shared.charge.get()
         {
-            charge.backlog.sub(self.head.as_slice().len());
+            charge.backlog.sub(self.own_memory());
         }
     }
 }
@@ -226,7 +227,7 @@ impl OutFrame {
                 charge: OnceLock::new(),
             }),
             at: 0,
-            head_charged: false,
+            own_charged: false,
         }
     }
 
@@ -266,7 +267,7 @@ impl OutFrame {
             head,
             shared: Arc::clone(&self.shared),
             at: 0,
-            head_charged: false,
+            own_charged: false,
         }
     }
 
@@ -327,24 +328,39 @@ impl OutFrame {
         self.at += n;
     }
 
-    /// Counts the frame in `backlog`: its shared bytes unless another frame
-    /// holding them already did, and its own head.
+    /// Counts the frame in `backlog` as memory, not as bytes to send: the
+    /// shared part once (the bytes and the allocation holding them) unless
+    /// another frame holding it already did, and what this frame occupies
+    /// itself.
     fn charge(&mut self, backlog: &Arc<Backlog>) {
         self.shared.charge.get_or_init(|| {
-            let bytes = self.shared.bytes.len();
+            let bytes = SHARED_OVERHEAD + self.shared.bytes.len();
             backlog.add(bytes);
             Charge {
                 backlog: Arc::clone(backlog),
                 bytes,
             }
         });
-        let head = self.head.as_slice().len();
-        if !self.head_charged && head > 0 {
-            self.head_charged = true;
-            backlog.add(head);
+        if !self.own_charged {
+            self.own_charged = true;
+            backlog.add(self.own_memory());
         }
     }
+
+    /// What a queued frame occupies besides what it shares: its place in a
+    /// queue (an inline head is part of it) and a head too long for that.
+    fn own_memory(&self) -> usize {
+        std::mem::size_of::<OutFrame>()
+            + match &self.head {
+                Head::Inline { .. } => 0,
+                Head::Heap(head) => head.len(),
+            }
+    }
 }
+
+/// What the shared part of frames occupies besides its bytes: the `Arc`'s
+/// counts and [`Shared`] itself.
+const SHARED_OVERHEAD: usize = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<Shared>();
 
 /// Bytes of one frame counted in a backlog; uncounted when dropped, that is
 /// when the last clone of the frame is gone.
@@ -1006,8 +1022,11 @@ mod tests {
     #[test]
     fn the_backlog_never_reads_over_while_writers_race_producers() {
         // The outbox limit keeps real unwritten bytes far below the backlog
-        // limit, so "over" may only ever be a counting error.
-        let backlog = Arc::new(Backlog::new(10_000));
+        // limit, so "over" may only ever be a counting error: at most 100
+        // frames of 10 bytes queued and as many taken, each counted with
+        // its place in a queue and its shared part.
+        let most = 200 * (10 + SHARED_OVERHEAD + std::mem::size_of::<OutFrame>());
+        let backlog = Arc::new(Backlog::new(10 * most));
         let outbox = Arc::new(Outbox::with_backlog(1_000, Arc::clone(&backlog)));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let producer = {
@@ -1047,7 +1066,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_backlog_counts_every_outbox_and_wakes_when_drained() {
-        let backlog = Arc::new(Backlog::new(10));
+        // Over with two frames, not with one, and not under the low-water
+        // mark (half the limit) with one either.
+        let one = 6 + SHARED_OVERHEAD + std::mem::size_of::<OutFrame>();
+        let backlog = Arc::new(Backlog::new(one * 3 / 2));
         let a = Outbox::with_backlog(100, Arc::clone(&backlog));
         let b = Outbox::with_backlog(100, Arc::clone(&backlog));
         a.push(frame(6)).unwrap();
@@ -1063,7 +1085,7 @@ mod tests {
         assert!(backlog.over());
         out.clear();
         assert!(!backlog.over());
-        // 6 bytes left, not under the low-water mark of 5 yet.
+        // One frame left, not under the low-water mark yet.
         assert!(!waiter.is_finished());
         drop(b);
         tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
@@ -1086,14 +1108,19 @@ mod tests {
         drop(shared);
         // 50 outboxes each hold the frame against their own limit...
         assert!(outboxes.iter().all(|o| o.half_full(false)));
-        // ...but it is in memory once.
-        assert_eq!(backlog.bytes(), 60);
+        // ...but its bytes are in memory once, beside a place in each queue.
+        let slot = std::mem::size_of::<OutFrame>();
+        assert_eq!(backlog.bytes(), SHARED_OVERHEAD + 60 + 50 * slot);
         let mut out = VecDeque::new();
         for outbox in &outboxes[..49] {
             outbox.take_all(&mut out);
             out.clear();
         }
-        assert_eq!(backlog.bytes(), 60, "one outbox still holds it");
+        assert_eq!(
+            backlog.bytes(),
+            SHARED_OVERHEAD + 60 + slot,
+            "one outbox still holds it"
+        );
         drop(outboxes);
         assert_eq!(backlog.bytes(), 0);
     }
@@ -1103,13 +1130,14 @@ mod tests {
         let backlog = Arc::new(Backlog::new(1_000));
         let a = Outbox::with_backlog(100, Arc::clone(&backlog));
         let b = Outbox::with_backlog(100, Arc::clone(&backlog));
+        let memory = |n: usize| n + SHARED_OVERHEAD + std::mem::size_of::<OutFrame>();
         a.push(frame(60)).unwrap();
         b.push(frame(30)).unwrap();
-        assert_eq!(backlog.bytes(), 90);
+        assert_eq!(backlog.bytes(), memory(60) + memory(30));
         assert_eq!(a.push(frame(60)), Err(PushError::Overflow));
-        assert_eq!(backlog.bytes(), 30);
+        assert_eq!(backlog.bytes(), memory(30));
         b.finish(frame(5));
-        assert_eq!(backlog.bytes(), 35);
+        assert_eq!(backlog.bytes(), memory(30) + memory(5));
         drop(b);
         assert_eq!(backlog.bytes(), 0);
     }
@@ -1295,7 +1323,7 @@ mod tests {
     }
 
     #[test]
-    fn deliveries_count_their_shared_tail_once_and_each_head() {
+    fn deliveries_count_their_shared_tail_once_and_each_its_own_place() {
         let backlog = Arc::new(Backlog::new(100_000));
         let outboxes: Vec<_> = (0..10)
             .map(|_| Arc::new(Outbox::with_backlog(10_000, Arc::clone(&backlog))))
@@ -1306,33 +1334,42 @@ mod tests {
             outbox.push(delivery(&template, head.as_bytes())).unwrap();
         }
         let head = "MESSAGE\nsubscription:00\n".len();
-        assert_eq!(backlog.bytes(), 1_000 + 10 * head);
+        // An inline head is part of the frame's place in its queue.
+        let slot = std::mem::size_of::<OutFrame>();
+        let tail = SHARED_OVERHEAD + 1_000;
+        assert_eq!(backlog.bytes(), tail + 10 * slot);
         // Each outbox holds the whole frame against its own limit.
         assert!(outboxes.iter().all(|o| o.bytes() == 1_000 + head));
-        // A partly written delivery still holds its whole head until it is
+        // A partly written delivery still holds its place until it is
         // dropped; the tail stays counted while any delivery holds it.
         let mut out = VecDeque::new();
         outboxes[0].take_all(&mut out);
         out[0].advance(head + 10);
-        assert_eq!(backlog.bytes(), 1_000 + 10 * head);
+        assert_eq!(backlog.bytes(), tail + 10 * slot);
         out.clear();
-        assert_eq!(backlog.bytes(), 1_000 + 9 * head);
+        assert_eq!(backlog.bytes(), tail + 9 * slot);
         // A clone of a pushed delivery is not counted until pushed itself.
         outboxes[1].take_all(&mut out);
         let copy = out[0].clone();
         out.clear();
-        assert_eq!(backlog.bytes(), 1_000 + 8 * head);
+        assert_eq!(backlog.bytes(), tail + 8 * slot);
         outboxes[1].push(copy).unwrap();
-        assert_eq!(backlog.bytes(), 1_000 + 9 * head);
+        assert_eq!(backlog.bytes(), tail + 9 * slot);
+        // A head too long to be inline counts as well.
+        let long = format!("MESSAGE\nsubscription:{}\n", "x".repeat(100));
+        outboxes[3]
+            .push(delivery(&template, long.as_bytes()))
+            .unwrap();
+        assert_eq!(backlog.bytes(), tail + 10 * slot + long.len());
         // Refused frames give their charge back at once.
         outboxes[2].close();
         assert_eq!(
             outboxes[2].push(delivery(&template, b"x")),
             Err(PushError::Closed)
         );
-        assert_eq!(backlog.bytes(), 1_000 + 9 * head);
+        assert_eq!(backlog.bytes(), tail + 10 * slot + long.len());
         drop(outboxes);
-        assert_eq!(backlog.bytes(), 1_000, "the template still holds the tail");
+        assert_eq!(backlog.bytes(), tail, "the template still holds the tail");
         drop(template);
         assert_eq!(backlog.bytes(), 0);
     }
