@@ -1022,11 +1022,12 @@ mod tests {
     #[test]
     fn the_backlog_never_reads_over_while_writers_race_producers() {
         // The outbox limit keeps real unwritten bytes far below the backlog
-        // limit, so "over" may only ever be a counting error: at most 100
-        // frames of 10 bytes queued and as many taken, each counted with
-        // its place in a queue and its shared part.
+        // limit (five times over, as before the backlog counted places), so
+        // "over" may only ever be a counting error: at most 100 frames of
+        // 10 bytes queued and as many taken, each counted with its place in
+        // a queue and its shared part.
         let most = 200 * (10 + SHARED_OVERHEAD + std::mem::size_of::<OutFrame>());
-        let backlog = Arc::new(Backlog::new(10 * most));
+        let backlog = Arc::new(Backlog::new(5 * most));
         let outbox = Arc::new(Outbox::with_backlog(1_000, Arc::clone(&backlog)));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let producer = {
