@@ -191,8 +191,9 @@ pub struct ServerConfig {
     /// ACK or NACK in a transaction past it is refused with an ERROR naming
     /// it. Default 64 MiB.
     pub max_total_transaction_bytes: usize,
-    /// Most unwritten bytes queued for one connection; past it the client is
-    /// a slow consumer and is disconnected. Default 512 KiB.
+    /// Most memory the unwritten frames queued for one connection may occupy
+    /// (their bytes, and each frame's place in the queue); past it the client
+    /// is a slow consumer and is disconnected. Default 512 KiB.
     pub outbox_bytes: usize,
     /// Memory of unwritten output across all connections (a message shared
     /// by many counted once, each queued frame's own place besides) above

@@ -114,6 +114,10 @@ const SPARE_DEQUE: usize = 16;
 /// subscriber's queue, and a writer reads it back on another core.
 const INLINE_HEAD: usize = 46;
 
+/// What a queued frame occupies in an outbox besides its bytes to send: its
+/// place in the deque (a head too long to be inline is among its bytes).
+const QUEUED_FRAME: usize = std::mem::size_of::<OutFrame>();
+
 /// The part of a frame written before its shared bytes. It never changes:
 /// how much of the frame is written is counted in [`OutFrame`].
 #[derive(Clone)]
@@ -558,6 +562,10 @@ pub enum PushError {
 #[repr(C)]
 struct State {
     frames: VecDeque<OutFrame>,
+    /// What the queued frames occupy, counted against the outbox's limit:
+    /// each frame's bytes to send (its shared part too, as this subscriber
+    /// holds it) and its place in the deque ([`QUEUED_FRAME`]). A queue of
+    /// tiny frames cannot hold several times its limit.
     bytes: usize,
     /// MESSAGE frames among those queued (statistics).
     messages: usize,
@@ -627,7 +635,7 @@ pub(crate) enum Stop {
     Overflowed(Option<&'static str>),
 }
 
-/// Bounded (in bytes) multi-producer, single-consumer frame queue.
+/// Bounded (in the memory its frames occupy) multi-producer, single-consumer frame queue.
 ///
 /// A std mutex and not a channel: producers are publishers fanning one
 /// message out to thousands of outboxes, so a push must be a short critical
@@ -646,7 +654,7 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// An empty outbox holding at most `limit` bytes of unwritten frames.
+    /// An empty outbox whose unwritten frames occupy at most `limit` bytes.
     pub fn new(limit: usize) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
@@ -729,7 +737,7 @@ impl Outbox {
         if let Some(backlog) = &self.backlog {
             frame.charge(backlog);
         }
-        let len = frame.len();
+        let len = frame.len() + QUEUED_FRAME;
         let message = frame.is_message();
         let mut state = self.lock();
         if state.closed {
@@ -753,7 +761,7 @@ impl Outbox {
         Ok(congested)
     }
 
-    /// Moves every queued frame into `into` (which should be empty).
+    /// Moves every queued frame into `into`, after any frames it still holds.
     pub fn take_all(&self, into: &mut VecDeque<OutFrame>) -> Taken {
         let state = self.lock();
         self.take_locked(state, into)
@@ -778,9 +786,17 @@ impl Outbox {
         mut state: std::sync::MutexGuard<'_, State>,
         into: &mut VecDeque<OutFrame>,
     ) -> Taken {
-        std::mem::swap(&mut state.frames, into);
+        // Every queued frame was counted as its bytes and one place.
+        let places = state.frames.len() * QUEUED_FRAME;
+        if into.is_empty() {
+            std::mem::swap(&mut state.frames, into);
+        } else {
+            // Frames still in the batch stay ahead of these, and none goes
+            // back into the outbox uncounted.
+            into.append(&mut state.frames);
+        }
         let taken = Taken {
-            bytes: std::mem::take(&mut state.bytes),
+            bytes: std::mem::take(&mut state.bytes).saturating_sub(places),
             messages: std::mem::take(&mut state.messages),
             wanted: std::mem::take(&mut state.wanted),
         };
@@ -923,7 +939,7 @@ impl Outbox {
         if let Some(backlog) = &self.backlog {
             last.charge(backlog);
         }
-        state.bytes += last.len();
+        state.bytes += last.len() + QUEUED_FRAME;
         state.messages += usize::from(last.is_message());
         state.frames.push_back(last);
         state.closed = true;
@@ -963,7 +979,9 @@ impl Outbox {
         self.lock().overflowed
     }
 
-    /// Bytes of frames queued and not yet taken by the writer.
+    /// What the frames queued and not yet taken by the writer occupy: their
+    /// bytes to send and their places in the queue (as counted against the
+    /// limit).
     pub fn bytes(&self) -> usize {
         self.lock().bytes
     }
@@ -1151,7 +1169,8 @@ mod tests {
         let congested = Congested::new(std::time::Duration::from_secs(5), Arc::clone(&pauses));
         congested
             .collect(async {
-                outbox.deliver(frame(mark)).unwrap();
+                // A frame occupies its bytes and its place in the queue.
+                outbox.deliver(frame(mark - QUEUED_FRAME)).unwrap();
             })
             .await;
         assert!(!congested.any(), "at the mark is not past it");
@@ -1339,8 +1358,9 @@ mod tests {
         let slot = std::mem::size_of::<OutFrame>();
         let tail = SHARED_OVERHEAD + 1_000;
         assert_eq!(backlog.bytes(), tail + 10 * slot);
-        // Each outbox holds the whole frame against its own limit.
-        assert!(outboxes.iter().all(|o| o.bytes() == 1_000 + head));
+        // Each outbox holds the whole frame and its place against its own
+        // limit.
+        assert!(outboxes.iter().all(|o| o.bytes() == 1_000 + head + slot));
         // A partly written delivery still holds its place until it is
         // dropped; the tail stays counted while any delivery holds it.
         let mut out = VecDeque::new();
@@ -1377,6 +1397,23 @@ mod tests {
 
     fn frame(n: usize) -> OutFrame {
         OutFrame::new(Bytes::from(vec![b'a'; n]))
+    }
+
+    #[test]
+    fn tiny_frames_cannot_hold_more_memory_than_the_limit() {
+        // One-byte frames (heart-beats) to a client that never reads: each
+        // occupies its place in the queue, not only its byte.
+        let limit = 64 * 1024;
+        let outbox = Outbox::new(limit);
+        let mut queued = 0;
+        while outbox.push(frame(1)).is_ok() {
+            queued += 1;
+            assert!(queued <= limit, "never cut off");
+        }
+        assert!(outbox.overflowed());
+        assert_eq!(queued, limit / (1 + QUEUED_FRAME));
+        // What the queue held, deque slots alone, stayed within the limit.
+        assert!(queued * std::mem::size_of::<OutFrame>() <= limit);
     }
 
     #[test]

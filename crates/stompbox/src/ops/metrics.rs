@@ -235,7 +235,7 @@ pub(crate) fn render(shared: &ServerShared) -> String {
     );
     scrape.gauge(
         "stompbox_outbox_max_bytes",
-        "The most bytes queued for any one connection now.",
+        "The most memory the frames queued for any one connection occupy now.",
         largest_outbox as f64,
     );
     scrape.gauge(

@@ -388,7 +388,11 @@ mod tests {
         let all = sessions_of(&telemetry.sessions, 10);
         assert_eq!(all.total, 4);
         assert_eq!(ids(&all), ["b", "c", "a", "d"]);
-        assert_eq!(all.sessions[0].outbox_bytes, 100);
+        // The frame's bytes and its place in the queue.
+        assert_eq!(
+            all.sessions[0].outbox_bytes,
+            100 + std::mem::size_of::<OutFrame>()
+        );
         let two = sessions_of(&telemetry.sessions, 2);
         assert_eq!((two.total, ids(&two)), (4, vec!["b".into(), "c".into()]));
         assert!(sessions_of(&telemetry.sessions, 0).sessions.is_empty());
