@@ -20,6 +20,7 @@ mod conn;
 mod connect;
 mod echo_server;
 mod fanout;
+mod floor;
 mod flow;
 mod idle;
 mod memory;
@@ -86,6 +87,9 @@ enum Mode {
     /// /app/bench/echo that replies to the sending session only.
     #[command(hide = true)]
     ServeEcho(echo_server::ServeEchoArgs),
+    /// The server `roundtrip --floor` starts: a bare TCP echo server.
+    #[command(hide = true)]
+    ServeTcpEcho(floor::ServeTcpEchoArgs),
 }
 
 /// Which servers to measure and how to log in; shared by every mode.
@@ -598,6 +602,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         Mode::Roundtrip(args) => roundtrip::run(args).await,
         Mode::Soak(args) => soak::run(args).await,
         Mode::ServeEcho(args) => echo_server::run(args).await,
+        Mode::ServeTcpEcho(args) => floor::serve(args).await,
     }
 }
 

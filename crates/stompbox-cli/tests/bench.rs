@@ -804,6 +804,48 @@ fn assert_broker_connections(target: &serde_json::Value, clients: u64, instances
 }
 
 #[test]
+fn roundtrip_measures_the_machines_floor_in_the_same_run() {
+    let (status, out, err) = run(&[
+        "bench",
+        "roundtrip",
+        "--spawn",
+        "--floor",
+        "--clients",
+        "3",
+        "--secs",
+        "1",
+        "--warmup-secs",
+        "0",
+        "--duration-secs",
+        "20",
+        "--json-only",
+    ]);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    let result = result_json(&out);
+    let floor = &result["comparison"]["floor"];
+    // The echo server answered over bare TCP, messages the size of a
+    // request: the 100-byte body, the SEND's headers, a WebSocket header.
+    assert!(uint(floor, "round_trips") > 0, "{floor}");
+    let size = uint(floor, "size");
+    assert!((150..300).contains(&size), "{floor}");
+    let echo_us = floor["server_cpu_us_per_round_trip"]
+        .as_f64()
+        .expect("echo CPU");
+    assert!(echo_us > 0.0, "{floor}");
+    // Each target's server CPU per round trip, against the echo server's.
+    let rows = floor["targets"].as_array().expect("targets");
+    assert_eq!(rows.len(), 1, "{floor}");
+    assert_eq!(rows[0]["target"], "spawned", "{floor}");
+    let us = rows[0]["server_cpu_us_per_round_trip"]
+        .as_f64()
+        .expect("CPU");
+    let ratio = rows[0]["ratio"].as_f64().expect("ratio");
+    // Figures are printed to three decimals.
+    assert!((ratio - us / echo_us).abs() <= 0.01 * ratio, "{floor}");
+    assert_eq!(result["ok"], true, "{result}");
+}
+
+#[test]
 fn roundtrip_compares_relay_modes_in_one_run() {
     if !rabbitmq_up() {
         return;

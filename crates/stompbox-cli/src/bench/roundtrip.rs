@@ -11,13 +11,14 @@
 //! process's clock, so latency needs no clock sync.
 
 use super::conn::{Conn, Delivery, Fleet, close_all, connect_all, unexpected};
+use super::floor::FloorPlan;
 use super::report::{CpuMark, Errors, Histogram, Json, rss_kib};
 use super::{Out, Outcome, Target, TargetArgs, failed, micros, since};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
-use stompbox_codec::{Command, Frame, header};
+use stompbox_codec::{Command, Frame, Version, encode_frame, header};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -56,6 +57,13 @@ pub(crate) struct RoundtripArgs {
     /// Where each client subscribes for its replies.
     #[arg(long, default_value = "/user/queue/echo")]
     reply_to: String,
+    /// First measure the machine's floor in the same run: as many clients
+    /// with as many messages in flight, each the size of a request, over
+    /// bare TCP to an echo server. `comparison.floor` then gives each
+    /// target's server CPU per round trip as a multiple of the echo
+    /// server's.
+    #[arg(long)]
+    floor: bool,
 }
 
 /// After the window closes, how long clients wait for replies still in
@@ -87,6 +95,21 @@ pub(crate) async fn run(args: RoundtripArgs) -> Result<(), String> {
         .with("destination", Json::str(args.destination.as_str()))
         .with("reply_to", Json::str(args.reply_to.as_str()))
         .with("duration_secs", Json::uint(args.target.duration_secs));
+    let mut floor = if args.floor {
+        let plan = FloorPlan {
+            clients: args.clients,
+            in_flight: args.in_flight,
+            size: request_size(&args),
+            warmup_secs: args.warmup_secs,
+            secs: args.secs,
+        };
+        let out = Out {
+            quiet: args.target.json_only,
+        };
+        Some(super::floor::measure(&plan, out).await?)
+    } else {
+        None
+    };
     let args = Arc::new(args);
     let common = args.target.clone();
     let urls = common.urls.clone();
@@ -97,7 +120,21 @@ pub(crate) async fn run(args: RoundtripArgs) -> Result<(), String> {
         params,
         &[super::Spawn::default()],
         |results, out| {
-            super::compare_with_reference(results, "round_trips_per_sec", &urls, "roundtrip", out)
+            let reference = super::compare_with_reference(
+                results,
+                "round_trips_per_sec",
+                &urls,
+                "roundtrip",
+                out,
+            );
+            match floor.take() {
+                None => reference,
+                Some(floor) => Some(
+                    reference
+                        .unwrap_or_else(Json::obj)
+                        .with("floor", against_floor(results, floor, out)),
+                ),
+            }
         },
         |target, out| {
             let args = Arc::clone(&args);
@@ -473,6 +510,67 @@ fn stop_sending(give_up: std::pin::Pin<&mut tokio::time::Sleep>) {
     if grace < give_up.deadline() {
         give_up.reset(grace);
     }
+}
+
+/// What one request occupies on the wire: the SEND frame the clients send
+/// (with seven-digit `seq` and `ts`), in a masked WebSocket frame.
+fn request_size(args: &RoundtripArgs) -> usize {
+    let frame = Frame::new(Command::Send)
+        .header(header::DESTINATION, &args.destination)
+        .header("seq", "1000000")
+        .header("ts", "1000000")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .header(header::CONTENT_LENGTH, &args.body.to_string())
+        .body(Bytes::from(vec![b'x'; args.body]));
+    let mut encoded = bytes::BytesMut::new();
+    encode_frame(&frame, Version::V1_2, &mut encoded);
+    let payload = encoded.len();
+    let length_field = match payload {
+        0..=125 => 0,
+        126..=65_535 => 2,
+        _ => 8,
+    };
+    payload + 2 + length_field + 4
+}
+
+/// The floor's figures, and each target's server CPU per round trip as a
+/// multiple of the echo server's.
+fn against_floor(results: &[Json], floor: Json, out: Out) -> Json {
+    let floor_us = floor
+        .get("server_cpu_us_per_round_trip")
+        .and_then(Json::as_f64);
+    let mut ratios = Vec::new();
+    for r in results {
+        let label = r.get("target").and_then(Json::as_str).unwrap_or("?");
+        let counted = r.get("counted").and_then(Json::as_f64);
+        let server = r
+            .get("cpu")
+            .and_then(|cpu| cpu.get("server_cpu_secs"))
+            .and_then(Json::as_f64);
+        let us = match (server, counted) {
+            (Some(secs), Some(n)) if n > 0.0 => Some(secs * 1e6 / n),
+            _ => None,
+        };
+        let ratio = match (us, floor_us) {
+            (Some(us), Some(f)) if f > 0.0 => Some(us / f),
+            _ => None,
+        };
+        let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+        say!(
+            out,
+            "  {label}: server {} µs of CPU per round trip, {}× the floor's {} µs",
+            show(us),
+            show(ratio),
+            show(floor_us)
+        );
+        ratios.push(
+            Json::obj()
+                .with("target", Json::str(label))
+                .with("server_cpu_us_per_round_trip", Json::opt_num(us))
+                .with("ratio", Json::opt_num(ratio)),
+        );
+    }
+    floor.with("targets", Json::Arr(ratios))
 }
 
 #[cfg(test)]
