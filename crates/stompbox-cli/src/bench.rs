@@ -90,6 +90,9 @@ enum Mode {
     /// The server `roundtrip --floor` starts: a bare TCP echo server.
     #[command(hide = true)]
     ServeTcpEcho(floor::ServeTcpEchoArgs),
+    /// The server `fanout --floor` starts: a bare TCP fan-out relay.
+    #[command(hide = true)]
+    ServeTcpFanout(floor::ServeTcpFanoutArgs),
 }
 
 /// Which servers to measure and how to log in; shared by every mode.
@@ -603,6 +606,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         Mode::Soak(args) => soak::run(args).await,
         Mode::ServeEcho(args) => echo_server::run(args).await,
         Mode::ServeTcpEcho(args) => floor::serve(args).await,
+        Mode::ServeTcpFanout(args) => floor::serve_fanout(args).await,
     }
 }
 

@@ -846,6 +846,57 @@ fn roundtrip_measures_the_machines_floor_in_the_same_run() {
 }
 
 #[test]
+fn fanout_measures_the_machines_floor_at_the_same_rate_in_the_same_run() {
+    let (status, out, err) = run(&[
+        "bench",
+        "fanout",
+        "--spawn",
+        "--floor",
+        "--subscribers",
+        "5",
+        "--messages",
+        "40",
+        "--rate",
+        "200",
+        "--duration-secs",
+        "30",
+        "--json-only",
+    ]);
+    assert!(status.success(), "{status}: {out}\n{err}");
+    let result = result_json(&out);
+    let floor = &result["comparison"]["floor"];
+    // Every message reached every subscriber through the bare relay, each
+    // the size of a delivery: the 100-byte body and a MESSAGE's headers.
+    assert_eq!(uint(floor, "deliveries"), 5 * 40, "{floor}");
+    assert_eq!(floor["latency"]["samples"], 5 * 40, "{floor}");
+    assert!((150..400).contains(&uint(floor, "size")), "{floor}");
+    let floor_p50 = floor["latency"]["p50_ms"].as_f64().expect("p50");
+    // Each message carried the time it was published: a misread one would
+    // give a latency of years, not seconds.
+    assert!(floor_p50 > 0.0 && floor_p50 < 30_000.0, "{floor}");
+    let rows = floor["targets"].as_array().expect("targets");
+    assert_eq!(rows.len(), 1, "{floor}");
+    assert_eq!(rows[0]["target"], "spawned", "{floor}");
+    let p50 = target(&result, "spawned")["latency"]["p50_ms"]
+        .as_f64()
+        .expect("p50");
+    let ratio = rows[0]["p50_ratio"].as_f64().expect("ratio");
+    // Figures are printed to three decimals.
+    assert!(
+        (ratio - p50 / floor_p50).abs() <= 0.01 * ratio + 0.002,
+        "{floor}"
+    );
+    assert_eq!(result["ok"], true, "{result}");
+}
+
+#[test]
+fn fanout_floor_needs_a_rate() {
+    let (status, out, err) = run(&["bench", "fanout", "--spawn", "--floor", "--json-only"]);
+    assert!(!status.success(), "{out}");
+    assert!(err.contains("--floor") && err.contains("--rate"), "{err}");
+}
+
+#[test]
 fn roundtrip_compares_relay_modes_in_one_run() {
     if !rabbitmq_up() {
         return;

@@ -8,6 +8,7 @@
 //! sync).
 
 use super::conn::{Conn, Delivery, Fleet, close_all, connect_all, unexpected};
+use super::floor::FanoutFloorPlan;
 use super::paired::{self, mean, number, rates_text, ratio, rounds_note, server_cpu, show};
 use super::report::{CpuMark, Errors, Histogram, Json, random_u64, rss_kib};
 use super::scrape::{self, MetricsArg};
@@ -17,7 +18,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use stompbox_codec::{Command, Frame, header};
+use stompbox_codec::{Command, Frame, Version, encode_frame, header};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -98,6 +99,13 @@ pub(crate) struct FanoutArgs {
     /// may send one encoded frame to every subscriber.
     #[arg(long)]
     distinct_ids: bool,
+    /// With --rate: first measure the machine's floor in the same run, the
+    /// same publisher and subscribers over a bare TCP relay that writes
+    /// each message (of a delivery's size) to every subscriber.
+    /// `comparison.floor` then gives each target's latency and server CPU
+    /// per delivery as multiples of the relay's.
+    #[arg(long)]
+    floor: bool,
 }
 
 /// Every run's topic is this prefix and a random suffix of hex digits.
@@ -231,6 +239,29 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
         .with("duration_secs", Json::uint(args.target.duration_secs));
     let rules = args.compare_rules;
     let rounds = args.compare_rounds;
+    let mut floor = None;
+    if args.floor {
+        if args.rate == 0 {
+            return Err(
+                "bench fanout: --floor compares latency at an equal load; give --rate too".into(),
+            );
+        }
+        if rules > 0 || !args.metrics.is_empty() {
+            return Err(
+                "bench fanout: --floor cannot be combined with --compare-rules or --metrics".into(),
+            );
+        }
+        let plan = FanoutFloorPlan {
+            subscribers: args.subscribers,
+            messages: args.messages,
+            rate: args.rate,
+            size: delivery_size(&args),
+        };
+        let out = Out {
+            quiet: args.target.json_only,
+        };
+        floor = Some(super::floor::measure_fanout(&plan, out).await?);
+    }
     if rules > 0 && !args.target.spawn {
         return Err(
             "bench fanout: --compare-rules is about the servers --spawn starts; give --spawn too"
@@ -374,7 +405,21 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), String> {
             } else if !metrics.is_empty() {
                 scrape::compare(results, out)
             } else {
-                super::compare_with_reference(results, "deliveries_per_sec", &urls, "fanout", out)
+                let reference = super::compare_with_reference(
+                    results,
+                    "deliveries_per_sec",
+                    &urls,
+                    "fanout",
+                    out,
+                );
+                match floor.take() {
+                    None => reference,
+                    Some(floor) => Some(
+                        reference
+                            .unwrap_or_else(Json::obj)
+                            .with("floor", against_floor(results, floor, out)),
+                    ),
+                }
             }
         },
         |target, out| {
@@ -1128,6 +1173,79 @@ async fn publish(conn: &mut Conn, plan: &Plan, stats: &mut PubStats) -> Result<(
     }
     stats.confirmed_at = Some(since(plan.epoch));
     Ok(())
+}
+
+/// What one delivery occupies on the wire: a MESSAGE with the publisher's
+/// headers (seven-digit `seq` and `ts`), a message id and a subscription,
+/// in an unmasked WebSocket frame.
+fn delivery_size(args: &FanoutArgs) -> usize {
+    let topic = format!("{TOPIC_PREFIX}{:016x}", 0);
+    let frame = Frame::new(Command::Message)
+        .header(header::DESTINATION, &topic)
+        .header(header::MESSAGE_ID, "1-1000000")
+        .header(header::SUBSCRIPTION, "sub-0")
+        .header("seq", "1000000")
+        .header("ts", "1000000")
+        .header(header::CONTENT_LENGTH, &args.body.to_string())
+        .body(Bytes::from(vec![b'x'; args.body]));
+    let mut encoded = bytes::BytesMut::new();
+    encode_frame(&frame, Version::V1_2, &mut encoded);
+    let payload = encoded.len();
+    let length_field = match payload {
+        0..=125 => 0,
+        126..=65_535 => 2,
+        _ => 8,
+    };
+    payload + 2 + length_field
+}
+
+/// The floor's figures, and each target's latency and server CPU per
+/// delivery as multiples of the bare relay's.
+fn against_floor(results: &[Json], floor: Json, out: Out) -> Json {
+    let quantile = |r: &Json, key: &str| {
+        r.get("latency")
+            .and_then(|l| l.get(key))
+            .and_then(Json::as_f64)
+    };
+    let floor_cpu = floor
+        .get("server_cpu_us_per_delivery")
+        .and_then(Json::as_f64);
+    let (floor_p50, floor_p99) = (quantile(&floor, "p50_ms"), quantile(&floor, "p99_ms"));
+    let divide = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+    let mut rows = Vec::new();
+    for r in results {
+        let label = r.get("target").and_then(Json::as_str).unwrap_or("?");
+        let delivered = r.get("delivered").and_then(Json::as_f64);
+        let server = r
+            .get("cpu")
+            .and_then(|cpu| cpu.get("server_cpu_secs"))
+            .and_then(Json::as_f64);
+        let cpu_us = divide(server.map(|s| s * 1e6), delivered);
+        let (p50, p99) = (quantile(r, "p50_ms"), quantile(r, "p99_ms"));
+        let row = Json::obj()
+            .with("target", Json::str(label))
+            .with("server_cpu_us_per_delivery", Json::opt_num(cpu_us))
+            .with("cpu_ratio", Json::opt_num(divide(cpu_us, floor_cpu)))
+            .with("p50_ratio", Json::opt_num(divide(p50, floor_p50)))
+            .with("p99_ratio", Json::opt_num(divide(p99, floor_p99)));
+        say!(
+            out,
+            "  {label}: p50 {}×, p99 {}× the floor's {} / {} ms; server {} µs of CPU per delivery, {}× the floor's {} µs",
+            show(divide(p50, floor_p50)),
+            show(divide(p99, floor_p99)),
+            show(floor_p50),
+            show(floor_p99),
+            show(cpu_us),
+            show(divide(cpu_us, floor_cpu)),
+            show(floor_cpu)
+        );
+        rows.push(row);
+    }
+    floor.with("targets", Json::Arr(rows))
 }
 
 #[cfg(test)]

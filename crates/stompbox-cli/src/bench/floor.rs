@@ -1,21 +1,29 @@
-//! `stompbox bench roundtrip --floor`: the machine's floor for a round trip.
+//! `--floor` of `bench roundtrip` and `bench fanout`: what the same traffic
+//! costs this machine over bare TCP, measured in the same run.
 //!
-//! The same number of clients, each with the same requests in flight, send
-//! messages of the request's size over bare TCP to an echo server: this
-//! executable's hidden `bench serve-tcp-echo`, a tokio runtime like
-//! stompbox's with one task per connection that writes back what it reads.
-//! Its CPU per round trip is what one `recv` and one `send` per request cost
-//! on this machine (on loopback the send also runs the client's TCP
-//! receive), with no WebSocket, STOMP, routing or handler: whatever a
-//! server does, it pays at least that.
+//! Round trips: the same number of clients, each with the same requests in
+//! flight, send messages of the request's size to an echo server (this
+//! executable's hidden `bench serve-tcp-echo`: a tokio runtime like
+//! stompbox's, one task per connection writing back what it reads). Its CPU
+//! per round trip is what one `recv` and one `send` per request cost here
+//! (on loopback the send also runs the client's TCP receive), with no
+//! WebSocket, STOMP, routing or handler.
+//!
+//! Fan-out at a fixed rate: one publisher and the same subscribers, over a
+//! relay that writes each message to every subscriber (`bench
+//! serve-tcp-fanout`: a task per subscriber fed by a broadcast channel, the
+//! shape of stompbox's fan-out without any STOMP work). Its latency is what
+//! a message's trip through one tokio server costs here, wake-ups and one
+//! write per subscriber included.
 
-use super::Out;
-use super::report::{CpuMark, Json};
+use super::report::{CpuMark, Histogram, Json};
 use super::server::SpawnedServer;
+use super::{Out, micros, since};
+use bytes::Bytes;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -28,23 +36,36 @@ pub(crate) struct ServeTcpEchoArgs {
     http: String,
 }
 
-/// Runs the echo server until killed. Prints the listening line the bench's
-/// spawner waits for.
-pub(crate) async fn serve(args: ServeTcpEchoArgs) -> Result<(), String> {
-    let listener = TcpListener::bind(&args.http)
+/// Listens on `address` and prints the listening line the bench's spawner
+/// waits for.
+async fn listen(what: &str, address: &str) -> Result<TcpListener, String> {
+    let listener = TcpListener::bind(address)
         .await
-        .map_err(|e| format!("bench serve-tcp-echo: cannot listen on {}: {e}", args.http))?;
-    let address = listener
+        .map_err(|e| format!("bench {what}: cannot listen on {address}: {e}"))?;
+    let bound = listener
         .local_addr()
-        .map_err(|e| format!("bench serve-tcp-echo: {e}"))?;
-    println!("stompbox listening http={address}");
+        .map_err(|e| format!("bench {what}: {e}"))?;
+    println!("stompbox listening http={bound}");
+    Ok(listener)
+}
+
+/// The next connection, with Nagle off. Accept errors (out of file
+/// descriptors, a reset before accept) are skipped: the bench's clients
+/// report what they miss.
+async fn accept(listener: &TcpListener) -> TcpStream {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            // Out of file descriptors or a reset before accept: the
-            // bench's clients report what they miss.
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+        if let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            return stream;
+        }
+    }
+}
+
+/// Runs the echo server until killed.
+pub(crate) async fn serve(args: ServeTcpEchoArgs) -> Result<(), String> {
+    let listener = listen("serve-tcp-echo", &args.http).await?;
+    loop {
+        let mut stream = accept(&listener).await;
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             loop {
@@ -55,6 +76,66 @@ pub(crate) async fn serve(args: ServeTcpEchoArgs) -> Result<(), String> {
                 if stream.write_all(&buf[..n]).await.is_err() {
                     break;
                 }
+            }
+        });
+    }
+}
+
+/// Flags of `stompbox bench serve-tcp-fanout`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeTcpFanoutArgs {
+    /// Listen address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    http: String,
+}
+
+/// Messages a subscriber may fall behind before the relay drops it.
+const FANOUT_QUEUE: usize = 4096;
+
+/// Runs the fan-out relay until killed. A connection's first byte says what
+/// it is: `S`, a subscriber (answered with `K` once it receives), or `P`, a
+/// publisher (then a little-endian `u32` message size, then messages of
+/// that size, each written to every subscriber).
+pub(crate) async fn serve_fanout(args: ServeTcpFanoutArgs) -> Result<(), String> {
+    let listener = listen("serve-tcp-fanout", &args.http).await?;
+    let (messages, _) = broadcast::channel::<Bytes>(FANOUT_QUEUE);
+    loop {
+        let mut stream = accept(&listener).await;
+        let messages = messages.clone();
+        tokio::spawn(async move {
+            let mut role = [0u8; 1];
+            if stream.read_exact(&mut role).await.is_err() {
+                return;
+            }
+            match role[0] {
+                b'S' => {
+                    let mut receiver = messages.subscribe();
+                    if stream.write_all(b"K").await.is_err() {
+                        return;
+                    }
+                    // Lagging behind or the relay ending closes the
+                    // connection: the bench counts what is missing.
+                    while let Ok(message) = receiver.recv().await {
+                        if stream.write_all(&message).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                b'P' => {
+                    let mut size = [0u8; 4];
+                    if stream.read_exact(&mut size).await.is_err() {
+                        return;
+                    }
+                    let size = u32::from_le_bytes(size) as usize;
+                    loop {
+                        let mut message = vec![0u8; size];
+                        if stream.read_exact(&mut message).await.is_err() {
+                            return;
+                        }
+                        let _ = messages.send(Bytes::from(message));
+                    }
+                }
+                _ => {}
             }
         });
     }
@@ -80,12 +161,7 @@ pub(crate) async fn measure(plan: &FloorPlan, out: Out) -> Result<Json, String> 
         plan.size
     );
     let server = SpawnedServer::start(None, &["bench", "serve-tcp-echo"], &[], false).await?;
-    let address = server
-        .ws_url()
-        .strip_prefix("ws://")
-        .and_then(|rest| rest.strip_suffix("/ws"))
-        .ok_or_else(|| format!("floor: unexpected listening address {}", server.ws_url()))?
-        .to_owned();
+    let address = address_of(&server)?;
     let pid = server.pid();
     let mut streams = Vec::with_capacity(plan.clients);
     for _ in 0..plan.clients {
@@ -191,4 +267,137 @@ async fn client(
             .await
             .map_err(|e| format!("write: {e}"))?;
     }
+}
+
+/// A fan-out floor: `subscribers` connections, `messages` of `size` bytes
+/// published at `rate` per second.
+pub(crate) struct FanoutFloorPlan {
+    pub(crate) subscribers: usize,
+    pub(crate) messages: u64,
+    pub(crate) rate: u64,
+    pub(crate) size: usize,
+}
+
+/// Spawns the fan-out relay, publishes through it at the plan's rate, stops
+/// it. Latency from publish to receipt, and the relay's CPU per delivery.
+pub(crate) async fn measure_fanout(plan: &FanoutFloorPlan, out: Out) -> Result<Json, String> {
+    // A message carries its publishing time.
+    let size = plan.size.max(8);
+    say!(
+        out,
+        "\n== floor: bare TCP fan-out, 1 publisher at {} msg/s → {} subscribers, {} messages of {size} bytes",
+        plan.rate,
+        plan.subscribers,
+        plan.messages
+    );
+    let server = SpawnedServer::start(None, &["bench", "serve-tcp-fanout"], &[], false).await?;
+    let address = address_of(&server)?;
+    let pid = server.pid();
+    let epoch = Instant::now();
+    // The slowest a message may be before the floor is called failed.
+    let deadline = epoch
+        + Duration::from_secs_f64(plan.messages as f64 / plan.rate as f64)
+        + Duration::from_secs(30);
+    let mut tasks = JoinSet::new();
+    for _ in 0..plan.subscribers {
+        let mut stream = TcpStream::connect(&address)
+            .await
+            .map_err(|e| format!("floor: cannot connect to {address}: {e}"))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("floor: {e}"))?;
+        stream
+            .write_all(b"S")
+            .await
+            .map_err(|e| format!("floor: subscribe: {e}"))?;
+        let mut ok = [0u8; 1];
+        stream
+            .read_exact(&mut ok)
+            .await
+            .map_err(|e| format!("floor: subscribe: {e}"))?;
+        let messages = plan.messages;
+        tasks.spawn(async move {
+            let mut latency = Histogram::default();
+            let mut message = vec![0u8; size];
+            for _ in 0..messages {
+                match tokio::time::timeout_at(deadline, stream.read_exact(&mut message)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(format!("read: {e}")),
+                    Err(_) => return Err("messages missing at the deadline".to_owned()),
+                }
+                let mut ts = [0u8; 8];
+                ts.copy_from_slice(&message[..8]);
+                latency.record(micros(since(epoch)).saturating_sub(u64::from_le_bytes(ts)));
+            }
+            Ok(latency)
+        });
+    }
+    let mut publisher = TcpStream::connect(&address)
+        .await
+        .map_err(|e| format!("floor: cannot connect to {address}: {e}"))?;
+    publisher
+        .set_nodelay(true)
+        .map_err(|e| format!("floor: {e}"))?;
+    let mut hello = vec![b'P'];
+    hello.extend_from_slice(&u32::try_from(size).unwrap_or(u32::MAX).to_le_bytes());
+    publisher
+        .write_all(&hello)
+        .await
+        .map_err(|e| format!("floor: publish: {e}"))?;
+    let cpu = CpuMark::now(Some(pid));
+    let start = Instant::now();
+    let mut message = vec![b'x'; size];
+    for seq in 0..plan.messages {
+        let at = start + Duration::from_secs_f64(seq as f64 / plan.rate as f64);
+        tokio::time::sleep_until(at).await;
+        message[..8].copy_from_slice(&micros(since(epoch)).to_le_bytes());
+        publisher
+            .write_all(&message)
+            .await
+            .map_err(|e| format!("floor: publish: {e}"))?;
+    }
+    let mut latency = Histogram::default();
+    let mut errors = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(h)) => latency.merge(&h),
+            Ok(Err(e)) => errors.push(e),
+            Err(_) => errors.push("subscriber task panicked".to_owned()),
+        }
+    }
+    let spent = cpu.spent(Some(pid));
+    server.stop();
+    if let Some(first) = errors.first() {
+        return Err(format!(
+            "floor: {} subscribers failed, first: {first}",
+            errors.len()
+        ));
+    }
+    let deliveries = plan.messages * plan.subscribers as u64;
+    let server_us = spent
+        .server
+        .filter(|_| deliveries > 0)
+        .map(|secs| secs * 1e6 / deliveries as f64);
+    let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+    say!(
+        out,
+        "floor: latency (publish → receive) {}; relay {} µs of CPU per delivery",
+        latency.summary_ms(),
+        show(server_us)
+    );
+    Ok(Json::obj()
+        .with("size", Json::uint(size as u64))
+        .with("deliveries", Json::uint(deliveries))
+        .with("latency", latency.to_json_ms())
+        .with("server_cpu_us_per_delivery", Json::opt_num(server_us)))
+}
+
+/// The `host:port` a spawned floor server listens on.
+fn address_of(server: &SpawnedServer) -> Result<String, String> {
+    server
+        .ws_url()
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.strip_suffix("/ws"))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("floor: unexpected listening address {}", server.ws_url()))
 }
