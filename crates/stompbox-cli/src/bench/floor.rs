@@ -21,6 +21,7 @@ use super::server::SpawnedServer;
 use super::{Out, micros, since};
 use bytes::Bytes;
 use std::time::Duration;
+use stompbox_codec::{Frame, Version, encode_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, watch};
@@ -390,6 +391,38 @@ pub(crate) async fn measure_fanout(plan: &FanoutFloorPlan, out: Out) -> Result<J
         .with("deliveries", Json::uint(deliveries))
         .with("latency", latency.to_json_ms())
         .with("server_cpu_us_per_delivery", Json::opt_num(server_us)))
+}
+
+/// Bytes `frame` occupies on the wire as STOMP 1.2 in a WebSocket frame,
+/// `masked` as a client's are: the floor's messages are that size.
+pub(crate) fn on_the_wire(frame: &Frame, masked: bool) -> usize {
+    let mut encoded = bytes::BytesMut::new();
+    encode_frame(frame, Version::V1_2, &mut encoded);
+    let payload = encoded.len();
+    let length_field = match payload {
+        0..=125 => 0,
+        126..=65_535 => 2,
+        _ => 8,
+    };
+    let mask = if masked { 4 } else { 0 };
+    payload + 2 + length_field + mask
+}
+
+/// A run's `comparison` with the floor, when one was measured, under
+/// `floor` as `against` presents it beside the targets' figures.
+pub(crate) fn add_to(
+    comparison: Option<Json>,
+    floor: Option<Json>,
+    against: impl FnOnce(Json) -> Json,
+) -> Option<Json> {
+    match floor {
+        None => comparison,
+        Some(floor) => Some(
+            comparison
+                .unwrap_or_else(Json::obj)
+                .with("floor", against(floor)),
+        ),
+    }
 }
 
 /// The `host:port` a spawned floor server listens on.

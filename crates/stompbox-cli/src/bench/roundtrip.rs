@@ -18,7 +18,7 @@ use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
-use stompbox_codec::{Command, Frame, Version, encode_frame, header};
+use stompbox_codec::{Command, Frame, header};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -127,14 +127,9 @@ pub(crate) async fn run(args: RoundtripArgs) -> Result<(), String> {
                 "roundtrip",
                 out,
             );
-            match floor.take() {
-                None => reference,
-                Some(floor) => Some(
-                    reference
-                        .unwrap_or_else(Json::obj)
-                        .with("floor", against_floor(results, floor, out)),
-                ),
-            }
+            super::floor::add_to(reference, floor.take(), |floor| {
+                against_floor(results, floor, out)
+            })
         },
         |target, out| {
             let args = Arc::clone(&args);
@@ -522,15 +517,7 @@ fn request_size(args: &RoundtripArgs) -> usize {
         .header(header::CONTENT_TYPE, "text/plain")
         .header(header::CONTENT_LENGTH, &args.body.to_string())
         .body(Bytes::from(vec![b'x'; args.body]));
-    let mut encoded = bytes::BytesMut::new();
-    encode_frame(&frame, Version::V1_2, &mut encoded);
-    let payload = encoded.len();
-    let length_field = match payload {
-        0..=125 => 0,
-        126..=65_535 => 2,
-        _ => 8,
-    };
-    payload + 2 + length_field + 4
+    super::floor::on_the_wire(&frame, true)
 }
 
 /// The floor's figures, and each target's server CPU per round trip as a
