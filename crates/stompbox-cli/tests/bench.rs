@@ -890,6 +890,44 @@ fn fanout_measures_the_machines_floor_at_the_same_rate_in_the_same_run() {
 }
 
 #[test]
+fn the_floor_relay_refuses_a_publisher_announcing_huge_messages() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut relay = Killed(
+        command(&["bench", "serve-tcp-fanout", "--http", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the relay"),
+    );
+    let mut line = String::new();
+    BufReader::new(relay.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    let address = line
+        .trim()
+        .strip_prefix("stompbox listening http=")
+        .expect("listening line")
+        .to_owned();
+    let mut publisher = std::net::TcpStream::connect(&address).expect("connect");
+    publisher
+        .set_read_timeout(Some(WAIT))
+        .expect("read timeout");
+    // 4 GiB messages: the relay would allocate that much per message.
+    let mut hello = vec![b'P'];
+    hello.extend_from_slice(&u32::MAX.to_le_bytes());
+    publisher.write_all(&hello).expect("announce");
+    // Closed at once, nothing allocated for it.
+    let mut rest = Vec::new();
+    let read = publisher
+        .read_to_end(&mut rest)
+        .expect("closed, not timed out");
+    assert_eq!(read, 0);
+    // The relay itself goes on.
+    assert!(std::net::TcpStream::connect(&address).is_ok());
+}
+
+#[test]
 fn fanout_floor_needs_a_rate() {
     let (status, out, err) = run(&["bench", "fanout", "--spawn", "--floor", "--json-only"]);
     assert!(!status.success(), "{out}");

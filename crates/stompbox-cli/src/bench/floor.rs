@@ -91,11 +91,15 @@ pub(crate) struct ServeTcpFanoutArgs {
 }
 
 /// Messages a subscriber may fall behind before the relay drops it.
-const FANOUT_QUEUE: usize = 4096;
+const FANOUT_QUEUE: usize = 1024;
+
+/// The largest message the relay takes: with [`FANOUT_QUEUE`] of them held,
+/// at most 64 MiB.
+const MAX_FANOUT_MESSAGE: usize = 64 * 1024;
 
 /// Runs the fan-out relay until killed. A connection's first byte says what
 /// it is: `S`, a subscriber (answered with `K` once it receives), or `P`, a
-/// publisher (then a little-endian `u32` message size, then messages of
+/// publisher (then a little-endian `u32` message size, at most 64 KiB, then messages of
 /// that size, each written to every subscriber).
 pub(crate) async fn serve_fanout(args: ServeTcpFanoutArgs) -> Result<(), String> {
     let listener = listen("serve-tcp-fanout", &args.http).await?;
@@ -128,6 +132,9 @@ pub(crate) async fn serve_fanout(args: ServeTcpFanoutArgs) -> Result<(), String>
                         return;
                     }
                     let size = u32::from_le_bytes(size) as usize;
+                    if size > MAX_FANOUT_MESSAGE {
+                        return;
+                    }
                     loop {
                         let mut message = vec![0u8; size];
                         if stream.read_exact(&mut message).await.is_err() {
@@ -284,6 +291,11 @@ pub(crate) struct FanoutFloorPlan {
 pub(crate) async fn measure_fanout(plan: &FanoutFloorPlan, out: Out) -> Result<Json, String> {
     // A message carries its publishing time.
     let size = plan.size.max(8);
+    if size > MAX_FANOUT_MESSAGE {
+        return Err(format!(
+            "floor: messages of {size} bytes; the relay takes at most {MAX_FANOUT_MESSAGE}"
+        ));
+    }
     say!(
         out,
         "\n== floor: bare TCP fan-out, 1 publisher at {} msg/s → {} subscribers, {} messages of {size} bytes",
