@@ -173,13 +173,7 @@ pub(crate) async fn measure(plan: &FloorPlan, out: Out) -> Result<Json, String> 
     let pid = server.pid();
     let mut streams = Vec::with_capacity(plan.clients);
     for _ in 0..plan.clients {
-        let stream = TcpStream::connect(&address)
-            .await
-            .map_err(|e| format!("floor: cannot connect to {address}: {e}"))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| format!("floor: {e}"))?;
-        streams.push(stream);
+        streams.push(connect(&address).await?);
     }
     let start = Instant::now();
     let window_start = start + Duration::from_secs(plan.warmup_secs);
@@ -313,12 +307,7 @@ pub(crate) async fn measure_fanout(plan: &FanoutFloorPlan, out: Out) -> Result<J
         + Duration::from_secs(30);
     let mut tasks = JoinSet::new();
     for _ in 0..plan.subscribers {
-        let mut stream = TcpStream::connect(&address)
-            .await
-            .map_err(|e| format!("floor: cannot connect to {address}: {e}"))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| format!("floor: {e}"))?;
+        let mut stream = connect(&address).await?;
         stream
             .write_all(b"S")
             .await
@@ -345,12 +334,7 @@ pub(crate) async fn measure_fanout(plan: &FanoutFloorPlan, out: Out) -> Result<J
             Ok(latency)
         });
     }
-    let mut publisher = TcpStream::connect(&address)
-        .await
-        .map_err(|e| format!("floor: cannot connect to {address}: {e}"))?;
-    publisher
-        .set_nodelay(true)
-        .map_err(|e| format!("floor: {e}"))?;
+    let mut publisher = connect(&address).await?;
     let mut hello = vec![b'P'];
     hello.extend_from_slice(&u32::try_from(size).unwrap_or(u32::MAX).to_le_bytes());
     publisher
@@ -435,6 +419,17 @@ pub(crate) fn add_to(
                 .with("floor", against(floor)),
         ),
     }
+}
+
+/// A client connection to a floor server, with Nagle off as the server's.
+async fn connect(address: &str) -> Result<TcpStream, String> {
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("floor: cannot connect to {address}: {e}"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("floor: {e}"))?;
+    Ok(stream)
 }
 
 /// The `host:port` a spawned floor server listens on.
